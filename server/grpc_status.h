@@ -1,0 +1,63 @@
+// Translates between absl::Status (what the coordinator's logic returns) and
+// grpc::Status (what crosses the wire), once, at the edge.
+//
+//   absl::Status status = aggregator->RegisterRun(...);
+//   return ToGrpcStatus(status);
+//
+// The canonical codes of both libraries have the same numeric values; this
+// header is the only place that relies on it. Messages pass through unchanged.
+// Thread-safe: pure functions.
+#ifndef GRADNORM_SERVER_GRPC_STATUS_H_
+#define GRADNORM_SERVER_GRPC_STATUS_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "grpcpp/support/status.h"
+
+namespace gradnorm {
+namespace server {
+
+static_assert(static_cast<int>(absl::StatusCode::kInvalidArgument) ==
+                  static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT) &&
+              static_cast<int>(absl::StatusCode::kDeadlineExceeded) ==
+                  static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED) &&
+              static_cast<int>(absl::StatusCode::kResourceExhausted) ==
+                  static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED) &&
+              static_cast<int>(absl::StatusCode::kUnavailable) ==
+                  static_cast<int>(grpc::StatusCode::UNAVAILABLE) &&
+              static_cast<int>(absl::StatusCode::kUnauthenticated) ==
+                  static_cast<int>(grpc::StatusCode::UNAUTHENTICATED),
+              "absl and gRPC canonical status codes must share values");
+
+// The grpc::Status with the same code and message. absl codes outside gRPC's
+// range (none exist today) become UNKNOWN.
+inline grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  const int code = static_cast<int>(status.code());
+  if (code < 0 || code > static_cast<int>(grpc::StatusCode::UNAUTHENTICATED)) {
+    return grpc::Status(grpc::StatusCode::UNKNOWN, std::string(status.message()));
+  }
+  return grpc::Status(static_cast<grpc::StatusCode>(code),
+                      std::string(status.message()));
+}
+
+// The absl::Status with the same code and message; `call` (e.g. "Report"),
+// when not empty, prefixes the message so the caller sees which RPC failed.
+inline absl::Status FromGrpcStatus(const grpc::Status& status,
+                                   absl::string_view call = "") {
+  if (status.ok()) return absl::OkStatus();
+  std::string message = status.error_message();
+  if (!call.empty()) message = std::string(call) + ": " + message;
+  const int code = static_cast<int>(status.error_code());
+  if (code < 0 || code > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
+    return absl::UnknownError(message);
+  }
+  return absl::Status(static_cast<absl::StatusCode>(code), message);
+}
+
+}  // namespace server
+}  // namespace gradnorm
+
+#endif  // GRADNORM_SERVER_GRPC_STATUS_H_
