@@ -1,0 +1,448 @@
+// gradnormctl: command-line client of the gradnorm coordinator.
+//
+//   gradnormctl [flags] runs                 list runs
+//   gradnormctl [flags] run RUN              describe one run
+//   gradnormctl [flags] history RUN [--from=S --to=S --points=N]
+//   gradnormctl [flags] summary RUN [--from=S --to=S --top=N]
+//   gradnormctl [flags] watch RUN [--from=S] stream finalized rounds
+//   gradnormctl [flags] health [--service=NAME]
+//
+// Output is an aligned table by default, the proto3 JSON mapping with --json.
+// Connection: --target (host:port), --tls_ca (verify the server; turns on
+// TLS), --tls_cert/--tls_key (client certificate for mutual TLS),
+// --token or --token_file (bearer token). Exit status: 0 on success, 1 when
+// the RPC failed (its code and message are printed on stderr), 2 on usage
+// errors; `health` exits 1 unless the server is SERVING.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "google/protobuf/util/json_util.h"
+#include "gradnorm/v1/coordinator.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+
+ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Coordinator address, host:port");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA bundle that signs the coordinator's certificate; turns on TLS");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate (mutual TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name to verify in the server certificate (default: the target host)");
+ABSL_FLAG(std::string, token, "", "Bearer token (prefer --token_file)");
+ABSL_FLAG(std::string, token_file, "", "File whose first line is the bearer token");
+ABSL_FLAG(bool, json, false, "Print the proto3 JSON mapping instead of tables");
+ABSL_FLAG(uint64_t, from, 0, "history/summary/watch: first step, inclusive");
+ABSL_FLAG(uint64_t, to, 0, "history/summary: last step, inclusive (0: latest)");
+ABSL_FLAG(uint32_t, points, 0, "history: at most this many buckets (0: every round)");
+ABSL_FLAG(uint32_t, top, 5, "summary: how many slowest participants to list");
+ABSL_FLAG(std::string, service, "", "health: service name ('' = whole server)");
+ABSL_FLAG(double, timeout, 10, "Seconds allowed per RPC (watch: for connecting only)");
+
+namespace {
+
+using ::gradnorm::v1::Coordinator;
+
+constexpr char kUsage[] =
+    "usage: gradnormctl [flags] runs | run RUN | history RUN | summary RUN | "
+    "watch RUN | health\n(see --help for flags)";
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " '", path, "'"));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect() {
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  grpc::ChannelArguments args;
+  const std::string ca = absl::GetFlag(FLAGS_tls_ca);
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key = absl::GetFlag(FLAGS_tls_key);
+  if (ca.empty() && cert.empty() && key.empty()) {
+    creds = grpc::InsecureChannelCredentials();
+  } else {
+    if (cert.empty() != key.empty()) {
+      return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+    }
+    grpc::SslCredentialsOptions options;
+    if (!ca.empty()) {
+      auto text = ReadFile(ca, "--tls_ca");
+      if (!text.ok()) return text.status();
+      options.pem_root_certs = *text;
+    }
+    if (!cert.empty()) {
+      auto cert_text = ReadFile(cert, "--tls_cert");
+      if (!cert_text.ok()) return cert_text.status();
+      auto key_text = ReadFile(key, "--tls_key");
+      if (!key_text.ok()) return key_text.status();
+      options.pem_cert_chain = *cert_text;
+      options.pem_private_key = *key_text;
+    }
+    creds = grpc::SslCredentials(options);
+    const std::string name = absl::GetFlag(FLAGS_tls_server_name);
+    if (!name.empty()) args.SetSslTargetNameOverride(name);
+  }
+  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_target), creds, args);
+}
+
+absl::StatusOr<std::string> Token() {
+  std::string token = absl::GetFlag(FLAGS_token);
+  const std::string file = absl::GetFlag(FLAGS_token_file);
+  if (!file.empty()) {
+    auto text = ReadFile(file, "--token_file");
+    if (!text.ok()) return text.status();
+    token = std::string(absl::StripAsciiWhitespace(text->substr(0, text->find('\n'))));
+  }
+  return token;
+}
+
+void Prepare(grpc::ClientContext* context, const std::string& token, bool deadline) {
+  if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
+  if (deadline) {
+    context->set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::microseconds(static_cast<int64_t>(
+                              absl::GetFlag(FLAGS_timeout) * 1e6)));
+  }
+}
+
+int Fail(const grpc::Status& status, const std::string& call) {
+  std::cerr << "gradnormctl: " << call << " failed: "
+            << absl::StatusCodeToString(
+                   static_cast<absl::StatusCode>(status.error_code()))
+            << ": " << status.error_message() << "\n";
+  return 1;
+}
+
+void PrintJson(const google::protobuf::Message& message) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  std::cout << out;
+  if (out.empty() || out.back() != '\n') std::cout << "\n";
+}
+
+// A table whose columns are as wide as their widest cell; numeric columns
+// are right-aligned, text left-aligned.
+class Table {
+ public:
+  explicit Table(std::vector<std::string> header) : header_(std::move(header)) {}
+  void Add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  void Print(std::ostream& out) const {
+    std::vector<size_t> width(header_.size());
+    std::vector<bool> numeric(header_.size(), true);
+    for (size_t c = 0; c < header_.size(); ++c) width[c] = header_[c].size();
+    for (const auto& row : rows_) {
+      for (size_t c = 0; c < row.size() && c < width.size(); ++c) {
+        width[c] = std::max(width[c], row[c].size());
+        if (!LooksNumeric(row[c])) numeric[c] = false;
+      }
+    }
+    PrintRow(out, header_, width, numeric);
+    for (const auto& row : rows_) PrintRow(out, row, width, numeric);
+  }
+  static void PrintRow(std::ostream& out, const std::vector<std::string>& row,
+                       const std::vector<size_t>& width,
+                       const std::vector<bool>& numeric) {
+    std::string line;
+    for (size_t c = 0; c < row.size() && c < width.size(); ++c) {
+      if (c > 0) line += "  ";
+      const std::string pad(width[c] - row[c].size(), ' ');
+      line += numeric[c] ? pad + row[c] : row[c] + pad;
+    }
+    out << std::string(absl::StripTrailingAsciiWhitespace(line)) << "\n";
+  }
+  static bool LooksNumeric(const std::string& cell) {
+    if (cell.empty()) return true;
+    double ignored;
+    return absl::SimpleAtod(cell, &ignored) || cell == "nan" || cell == "inf";
+  }
+
+ private:
+  std::vector<std::string> header_;
+  std::vector<std::vector<std::string>> rows_;
+};
+
+std::string Num(double value) { return absl::StrFormat("%.6g", value); }
+
+std::string Time(int64_t unix_micros) {
+  if (unix_micros == 0) return "-";
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMicros(unix_micros),
+                          absl::UTCTimeZone());
+}
+
+std::string PolicyName(const gradnorm::v1::RunConfig& config) {
+  switch (config.clip_policy().policy_case()) {
+    case gradnorm::v1::ClipPolicy::kAutoClip:
+      return absl::StrCat("autoclip(p", Num(config.clip_policy().auto_clip().percentile()), ")");
+    case gradnorm::v1::ClipPolicy::kZclip:
+      return absl::StrCat("zclip(z", Num(config.clip_policy().zclip().z_threshold()), ")");
+    default:
+      return "static";
+  }
+}
+
+std::string ActionName(gradnorm::v1::Action action) {
+  switch (action) {
+    case gradnorm::v1::ACTION_NONE: return "none";
+    case gradnorm::v1::ACTION_CLIP: return "clip";
+    case gradnorm::v1::ACTION_SKIP: return "skip";
+    default: return "?";
+  }
+}
+
+std::string ReasonName(gradnorm::v1::Reason reason) {
+  switch (reason) {
+    case gradnorm::v1::REASON_WITHIN_MAX_NORM: return "within_max_norm";
+    case gradnorm::v1::REASON_ABOVE_MAX_NORM: return "above_max_norm";
+    case gradnorm::v1::REASON_NONFINITE: return "nonfinite";
+    case gradnorm::v1::REASON_SPIKE: return "spike";
+    default: return "?";
+  }
+}
+
+std::vector<std::string> RunRow(const gradnorm::v1::RunInfo& run) {
+  return {run.run_id(),
+          Num(run.config().norm_type()),
+          Num(run.config().max_norm()),
+          absl::StrCat(run.config().participants()),
+          PolicyName(run.config()),
+          absl::StrCat(run.rounds()),
+          run.rounds() > 0 ? absl::StrCat(run.last_step()) : "-",
+          absl::StrCat(run.open_rounds()),
+          Time(run.created_unix_micros())};
+}
+
+const std::vector<std::string> kRunHeader = {
+    "RUN", "P", "MAX_NORM", "PARTICIPANTS", "POLICY", "ROUNDS", "LAST_STEP", "OPEN", "CREATED"};
+
+int Runs(Coordinator::Stub& stub, const std::string& token) {
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  gradnorm::v1::ListRunsResponse response;
+  grpc::Status status = stub.ListRuns(&context, {}, &response);
+  if (!status.ok()) return Fail(status, "ListRuns");
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+    return 0;
+  }
+  Table table(kRunHeader);
+  for (const auto& run : response.runs()) table.Add(RunRow(run));
+  table.Print(std::cout);
+  return 0;
+}
+
+int Run(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  gradnorm::v1::GetRunRequest request;
+  request.set_run_id(run_id);
+  gradnorm::v1::GetRunResponse response;
+  grpc::Status status = stub.GetRun(&context, request, &response);
+  if (!status.ok()) return Fail(status, "GetRun");
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+    return 0;
+  }
+  const auto& run = response.run();
+  const auto& config = run.config();
+  Table table({"FIELD", "VALUE"});
+  table.Add({"run", run.run_id()});
+  table.Add({"created", Time(run.created_unix_micros())});
+  table.Add({"norm_type", Num(config.norm_type())});
+  table.Add({"max_norm", Num(config.max_norm())});
+  table.Add({"participants", absl::StrCat(config.participants())});
+  table.Add({"clip_policy", PolicyName(config)});
+  table.Add({"spike_rule", config.spike_rule().enabled()
+                               ? absl::StrCat("sigma ", Num(config.spike_rule().sigma()),
+                                              ", window ", config.spike_rule().window(),
+                                              ", warmup ", config.spike_rule().warmup_steps())
+                               : "off"});
+  table.Add({"nonfinite_policy",
+             config.nonfinite_policy() == gradnorm::v1::NON_FINITE_POLICY_ERROR ? "error"
+                                                                                 : "skip"});
+  table.Add({"round_timeout_ms", absl::StrCat(config.round_timeout_ms())});
+  table.Add({"rounds", absl::StrCat(run.rounds())});
+  table.Add({"last_step", run.rounds() > 0 ? absl::StrCat(run.last_step()) : "-"});
+  table.Add({"open_rounds", absl::StrCat(run.open_rounds())});
+  table.Print(std::cout);
+  return 0;
+}
+
+int History(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  gradnorm::v1::GetHistoryRequest request;
+  request.set_run_id(run_id);
+  request.set_from_step(absl::GetFlag(FLAGS_from));
+  request.set_to_step(absl::GetFlag(FLAGS_to));
+  request.set_max_points(absl::GetFlag(FLAGS_points));
+  gradnorm::v1::GetHistoryResponse response;
+  grpc::Status status = stub.GetHistory(&context, request, &response);
+  if (!status.ok()) return Fail(status, "GetHistory");
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+    return 0;
+  }
+  Table table({"FIRST_STEP", "LAST_STEP", "ROUNDS", "MIN", "MEAN", "MAX", "LAST",
+               "CLIPPED", "SKIPPED", "MAX_SPREAD_S"});
+  for (const auto& b : response.buckets()) {
+    table.Add({absl::StrCat(b.first_step()), absl::StrCat(b.last_step()),
+               absl::StrCat(b.rounds()), Num(b.min_norm()), Num(b.mean_norm()),
+               Num(b.max_norm()), Num(b.last_norm()), absl::StrCat(b.clipped()),
+               absl::StrCat(b.skipped()), Num(b.max_arrival_spread_seconds())});
+  }
+  table.Print(std::cout);
+  return 0;
+}
+
+int Summary(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  gradnorm::v1::GetSummaryRequest request;
+  request.set_run_id(run_id);
+  request.set_from_step(absl::GetFlag(FLAGS_from));
+  request.set_to_step(absl::GetFlag(FLAGS_to));
+  request.set_top_slowest(absl::GetFlag(FLAGS_top));
+  gradnorm::v1::GetSummaryResponse response;
+  grpc::Status status = stub.GetSummary(&context, request, &response);
+  if (!status.ok()) return Fail(status, "GetSummary");
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+    return 0;
+  }
+  Table table({"STAT", "VALUE"});
+  table.Add({"rounds", absl::StrCat(response.rounds())});
+  table.Add({"p50_norm", Num(response.p50_norm())});
+  table.Add({"p90_norm", Num(response.p90_norm())});
+  table.Add({"p99_norm", Num(response.p99_norm())});
+  table.Add({"min_norm", Num(response.min_norm())});
+  table.Add({"mean_norm", Num(response.mean_norm())});
+  table.Add({"max_norm", Num(response.max_norm())});
+  table.Add({"clipped_fraction", Num(response.clipped_fraction())});
+  table.Add({"skipped_count", absl::StrCat(response.skipped_count())});
+  std::vector<std::string> skipped;
+  for (uint64_t step : response.skipped_steps()) skipped.push_back(absl::StrCat(step));
+  table.Add({"skipped_steps", skipped.empty() ? "-" : absl::StrJoin(skipped, ",")});
+  table.Print(std::cout);
+  if (response.slowest_participants_size() > 0) {
+    std::cout << "\n";
+    Table lag({"PARTICIPANT", "TIMES_SLOWEST", "MEAN_LAG_S", "MAX_LAG_S"});
+    for (const auto& p : response.slowest_participants()) {
+      lag.Add({absl::StrCat(p.participant()), absl::StrCat(p.times_slowest()),
+               Num(p.mean_lag_seconds()), Num(p.max_lag_seconds())});
+    }
+    lag.Print(std::cout);
+  }
+  return 0;
+}
+
+int Watch(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+  grpc::ClientContext context;
+  Prepare(&context, token, false);
+  gradnorm::v1::WatchRunRequest request;
+  request.set_run_id(run_id);
+  request.set_from_step(absl::GetFlag(FLAGS_from));
+  auto reader = stub.WatchRun(&context, request);
+  const bool json = absl::GetFlag(FLAGS_json);
+  // Rows stream as rounds finalize, so widths are fixed rather than measured.
+  const char* kRowFormat = "%10s  %14s  %10s  %6s  %-15s  %10s  %7s\n";
+  if (!json) {
+    std::cout << absl::StrFormat(kRowFormat, "STEP", "TOTAL_NORM", "CLIP_COEF",
+                                 "ACTION", "REASON", "SPREAD_S", "SLOWEST");
+    std::cout.flush();
+  }
+  gradnorm::v1::RoundResult round;
+  while (reader->Read(&round)) {
+    if (json) {
+      std::string out;
+      (void)google::protobuf::util::MessageToJsonString(round, &out);
+      std::cout << out << "\n";
+    } else {
+      std::cout << absl::StrFormat(kRowFormat, absl::StrCat(round.step()),
+                                   Num(round.total_norm()), Num(round.clip_coef()),
+                                   ActionName(round.action()), ReasonName(round.reason()),
+                                   Num(round.arrival_spread_seconds()),
+                                   absl::StrCat(round.slowest_participant()));
+    }
+    std::cout.flush();
+  }
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) return Fail(status, "WatchRun");
+  return 0;
+}
+
+int Health(const std::shared_ptr<grpc::Channel>& channel, const std::string& token) {
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(absl::GetFlag(FLAGS_service));
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) return Fail(status, "Health.Check");
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+  } else {
+    std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(
+                     response.status())
+              << "\n";
+  }
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() < 2) {
+    std::cerr << kUsage << "\n";
+    return 2;
+  }
+  const std::string command = args[1];
+  const bool needs_run = command == "run" || command == "history" ||
+                         command == "summary" || command == "watch";
+  const bool known = needs_run || command == "runs" || command == "health";
+  if (!known || (needs_run && args.size() != 3) || (!needs_run && args.size() != 2)) {
+    std::cerr << "gradnormctl: bad command line\n" << kUsage << "\n";
+    return 2;
+  }
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Connect();
+  absl::StatusOr<std::string> token = Token();
+  if (!channel.ok() || !token.ok()) {
+    std::cerr << "gradnormctl: "
+              << (channel.ok() ? token.status() : channel.status()).ToString() << "\n";
+    return 2;
+  }
+  if (command == "health") return Health(*channel, *token);
+  auto stub = Coordinator::NewStub(*channel);
+  if (command == "runs") return Runs(*stub, *token);
+  const std::string run_id = args[2];
+  if (command == "run") return Run(*stub, *token, run_id);
+  if (command == "history") return History(*stub, *token, run_id);
+  if (command == "summary") return Summary(*stub, *token, run_id);
+  return Watch(*stub, *token, run_id);
+}
