@@ -1,0 +1,303 @@
+#include "client/grad_utils.h"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "client/in_memory_communicator.h"
+#include "client/single_process_communicator.h"
+#include "gtest/gtest.h"
+
+namespace gradnorm {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr float kNaNf = std::numeric_limits<float>::quiet_NaN();
+
+// A DP x TP mesh of in-memory communicators; job rank r = dp * tp_size + tp.
+struct Mesh {
+  int dp_size;
+  int tp_size;
+  std::vector<std::vector<std::unique_ptr<Communicator>>> dp_groups;  // per tp
+  std::vector<std::vector<std::unique_ptr<Communicator>>> tp_groups;  // per dp
+
+  Mesh(int dp, int tp) : dp_size(dp), tp_size(tp) {
+    for (int t = 0; t < tp; ++t) {
+      dp_groups.push_back(*CreateInMemoryGroup(dp, absl::Seconds(20)));
+    }
+    for (int d = 0; d < dp; ++d) {
+      tp_groups.push_back(*CreateInMemoryGroup(tp, absl::Seconds(20)));
+    }
+  }
+  Communicator& dp_comm(int rank) {
+    return *dp_groups[rank % tp_size][rank / tp_size];
+  }
+  Communicator& tp_comm(int rank) {
+    return *tp_groups[rank / tp_size][rank % tp_size];
+  }
+  int size() const { return dp_size * tp_size; }
+};
+
+// Runs GetGradNorm on every rank of `mesh` (one thread each).
+std::vector<absl::StatusOr<GradNormResult>> NormOnMesh(
+    Mesh& mesh, std::vector<std::vector<GradTensor>>& grads, double p,
+    GradNormOptions options = {}) {
+  std::vector<absl::StatusOr<GradNormResult>> results(mesh.size());
+  std::vector<std::thread> threads;
+  for (int r = 0; r < mesh.size(); ++r) {
+    threads.emplace_back([&, r] {
+      results[r] =
+          GetGradNorm(grads[r], mesh.dp_comm(r), mesh.tp_comm(r), p, options);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  return results;
+}
+
+absl::StatusOr<GradNormResult> SoloNorm(std::vector<GradTensor> grads,
+                                        double p) {
+  SingleProcessCommunicator solo;
+  return GetGradNorm(grads, solo, solo, p);
+}
+
+// The seed's test vectors (DESIGN.md section 2).
+TEST(GetGradNormTest, SeedVectors) {
+  std::vector<float> a = {3, 4};
+  std::vector<float> b = {1, 2};
+  std::vector<GradTensor> grads = {GradTensor::Cpu(a.data(), 2),
+                                   GradTensor::Cpu(b.data(), 2)};
+  absl::StatusOr<GradNormResult> two = SoloNorm(grads, 2.0);
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->total_norm, 5.477225575051661);
+  EXPECT_EQ(two->partial, 30.0);
+  EXPECT_EQ(two->num_elements, 4u);
+  EXPECT_FALSE(two->nonfinite);
+  EXPECT_EQ(SoloNorm(grads, 1.0)->total_norm, 10.0);
+  EXPECT_NEAR(SoloNorm(grads, 3.0)->total_norm, 4.641588833612778, 1e-15);
+
+  std::vector<float> c = {-3, 7};
+  EXPECT_EQ(SoloNorm({GradTensor::Cpu(c.data(), 2)}, kInf)->total_norm, 7.0);
+}
+
+TEST(GetGradNormTest, EmptyInputIsZero) {
+  absl::StatusOr<GradNormResult> none = SoloNorm({}, 2.0);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->total_norm, 0.0);
+  EXPECT_EQ(none->num_elements, 0u);
+  EXPECT_EQ(SoloNorm({GradTensor::Cpu(static_cast<float*>(nullptr), 0)}, kInf)
+                ->total_norm,
+            0.0);
+}
+
+TEST(GetGradNormTest, InvalidNormTypes) {
+  for (double p : {0.0, -1.0, std::nan(""), -kInf}) {
+    absl::StatusOr<GradNormResult> r = SoloNorm({}, p);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << p;
+  }
+  EXPECT_EQ(SoloNorm({}, -1.0).status().message(),
+            "norm_type -1 is invalid: expected p > 0 or +inf");
+}
+
+// DESIGN.md: TP=2, W sharded as [1,2] | [2,4], b=[0,1] replicated -> sqrt(26).
+TEST(GetGradNormTest, TensorParallelReplicatedCountedOnce) {
+  Mesh mesh(1, 2);
+  std::vector<float> w0 = {1, 2}, w1 = {2, 4}, b0 = {0, 1}, b1 = {0, 1};
+  GradTensor bias0 = GradTensor::Cpu(b0.data(), 2);
+  GradTensor bias1 = GradTensor::Cpu(b1.data(), 2);
+  bias0.tp_replicated = bias1.tp_replicated = true;
+  std::vector<std::vector<GradTensor>> grads = {
+      {GradTensor::Cpu(w0.data(), 2), bias0},
+      {GradTensor::Cpu(w1.data(), 2), bias1}};
+  auto results = NormOnMesh(mesh, grads, 2.0);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(results[r].ok()) << results[r].status();
+    EXPECT_EQ(results[r]->total_norm, std::sqrt(26.0)) << "rank " << r;
+    EXPECT_EQ(results[r]->num_elements, 6u);
+  }
+}
+
+// 2 DP x 2 TP over shards of one gradient of 40 elements: every rank gets the
+// fp64 norm of the whole gradient.
+TEST(GetGradNormTest, DataAndTensorParallelShardsGiveTheFullNorm) {
+  std::vector<float> full(40);
+  for (int i = 0; i < 40; ++i) full[i] = 0.25f * (i - 17) + (i % 3) * 0.125f;
+  for (double p : {1.0, 2.0, 3.0, kInf}) {
+    double expected = 0;
+    for (float v : full) {
+      expected = p == kInf ? std::max(expected, std::fabs(double{v}))
+                           : expected + std::pow(std::fabs(double{v}), p);
+    }
+    if (p != kInf) expected = std::pow(expected, 1.0 / p);
+    Mesh mesh(2, 2);
+    std::vector<std::vector<float>> shards(4);
+    std::vector<std::vector<GradTensor>> grads(4);
+    for (int r = 0; r < 4; ++r) {
+      shards[r].assign(full.begin() + 10 * r, full.begin() + 10 * (r + 1));
+      grads[r] = {GradTensor::Cpu(shards[r].data(), 10)};
+    }
+    auto results = NormOnMesh(mesh, grads, p);
+    for (int r = 0; r < 4; ++r) {
+      ASSERT_TRUE(results[r].ok()) << results[r].status();
+      EXPECT_NEAR(results[r]->total_norm, expected, 1e-12 * expected)
+          << "p=" << p << " rank " << r;
+      EXPECT_EQ(results[r]->total_norm, results[0]->total_norm);
+    }
+  }
+}
+
+TEST(GetGradNormTest, RankWithoutGradientsJoinsAndContributesZero) {
+  Mesh mesh(2, 1);
+  std::vector<float> w = {3, 4};
+  std::vector<std::vector<GradTensor>> grads = {
+      {}, {GradTensor::Cpu(w.data(), 2)}};
+  auto results = NormOnMesh(mesh, grads, 2.0);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(results[r].ok()) << results[r].status();
+    EXPECT_EQ(results[r]->total_norm, 5.0);
+  }
+}
+
+TEST(GetGradNormTest, NaNOnOneRankMakesEveryRankNonFinite) {
+  for (double p : {2.0, kInf}) {
+    Mesh mesh(2, 2);
+    std::vector<std::vector<float>> data = {
+        {1, 2}, {3, kNaNf}, {std::numeric_limits<float>::infinity(), 1}, {5}};
+    std::vector<std::vector<GradTensor>> grads(4);
+    for (int r = 0; r < 4; ++r) {
+      grads[r] = {GradTensor::Cpu(data[r].data(), data[r].size())};
+    }
+    auto results = NormOnMesh(mesh, grads, p);
+    for (int r = 0; r < 4; ++r) {
+      ASSERT_TRUE(results[r].ok()) << results[r].status();
+      EXPECT_TRUE(std::isnan(results[r]->total_norm))
+          << "p=" << p << " rank " << r << ": " << results[r]->total_norm;
+      EXPECT_TRUE(results[r]->nonfinite);
+    }
+    GradNormOptions strict;
+    strict.error_if_nonfinite = true;
+    Mesh mesh2(2, 2);
+    results = NormOnMesh(mesh2, grads, p, strict);
+    for (int r = 0; r < 4; ++r) {
+      EXPECT_EQ(results[r].status().code(),
+                absl::StatusCode::kFailedPrecondition);
+      EXPECT_TRUE(absl::StrContains(results[r].status().message(),
+                                    "the total gradient norm is nan"))
+          << results[r].status();
+    }
+  }
+}
+
+TEST(GetGradNormTest, LocalErrorOnOneRankFailsEveryRankWithoutHanging) {
+  Mesh mesh(2, 1);
+  std::vector<float> w = {3, 4};
+  // Rank 0 passes a tensor that claims elements but has no data.
+  std::vector<std::vector<GradTensor>> grads = {
+      {GradTensor::Cpu(static_cast<float*>(nullptr), 5)},
+      {GradTensor::Cpu(w.data(), 2)}};
+  auto results = NormOnMesh(mesh, grads, 2.0);
+  EXPECT_EQ(results[0].status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(results[1].status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(results[1].status().message(),
+            "1 rank(s) of the dp_cp x tp group failed to compute their partial "
+            "norm (see their logs); no result");
+}
+
+std::vector<GradTensor> Views(std::vector<float>& a, std::vector<float>& b) {
+  return {GradTensor::Cpu(a.data(), a.size()),
+          GradTensor::Cpu(b.data(), b.size())};
+}
+
+TEST(ClipGradByTotalNormTest, SeedVectors) {
+  {
+    std::vector<float> a = {3, 4}, b = {1, 2};
+    absl::StatusOr<ClipResult> r = ClipGradByTotalNorm(Views(a, b), 1.0, 5.0);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(r->clipped);
+    EXPECT_EQ(r->clip_coef, 1.0 / 5.000001);
+    EXPECT_NEAR(r->clip_coef, 0.19999996, 1e-8);
+    EXPECT_EQ(a[0], static_cast<float>(3 * r->clip_coef));
+    EXPECT_EQ(b[1], static_cast<float>(2 * r->clip_coef));
+  }
+  {
+    std::vector<float> a = {3, 4}, b = {1, 2};
+    absl::StatusOr<ClipResult> r = ClipGradByTotalNorm(Views(a, b), 10.0, 5.0);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_FALSE(r->clipped);
+    EXPECT_EQ(r->clip_coef, 1.0);
+    EXPECT_EQ(a, (std::vector<float>{3, 4}));
+    EXPECT_EQ(b, (std::vector<float>{1, 2}));
+  }
+  {
+    std::vector<float> a = {3, 4}, b = {1, 2};
+    absl::StatusOr<ClipResult> r = ClipGradByTotalNorm(Views(a, b), 2.0, 4.0);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->clip_coef, 2.0 / 4.000001);
+    EXPECT_EQ(a[1], static_cast<float>(4 * (2.0 / 4.000001)));
+  }
+}
+
+// fp32 gradients whose squares overflow fp32: the fp64 norm stays finite and
+// clipping brings it to max_norm.
+TEST(ClipGradByTotalNormTest, HugeFp32GradientsClipToMaxNorm) {
+  std::vector<float> g = {6e31f, 4};
+  std::vector<GradTensor> grads = {GradTensor::Cpu(g.data(), 2)};
+  absl::StatusOr<GradNormResult> norm = SoloNorm(grads, 2.0);
+  ASSERT_TRUE(norm.ok()) << norm.status();
+  EXPECT_FALSE(norm->nonfinite);
+  EXPECT_NEAR(norm->total_norm, 6e31, 6e31 * 1e-7);
+  ASSERT_TRUE(ClipGradByTotalNorm(grads, 0.3, norm->total_norm).ok());
+  absl::StatusOr<GradNormResult> after = SoloNorm(grads, 2.0);
+  EXPECT_LE(after->total_norm, 0.3 + 1e-6);
+  EXPECT_GT(after->total_norm, 0.29);
+}
+
+TEST(ClipGradByTotalNormTest, Bf16GradientsAreScaledInTheirOwnStorage) {
+  // bf16 bit patterns: 2.0 = 0x4000, -4.0 = 0xC080.
+  std::vector<uint16_t> g = {0x4000, 0xC080};
+  std::vector<GradTensor> grads = {
+      GradTensor::Cpu(g.data(), 2, DType::kBFloat16)};
+  // max 1, total 2 - 1e-6: coef = 0.5 exactly.
+  absl::StatusOr<ClipResult> r = ClipGradByTotalNorm(grads, 1.0, 2.0 - 1e-6);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->clipped);
+  EXPECT_EQ(g[0], 0x3F80);  // 1.0
+  EXPECT_EQ(g[1], 0xC000);  // -2.0
+}
+
+TEST(ClipGradByTotalNormTest, NonFiniteTotalLeavesGradientsUntouched) {
+  std::vector<float> a = {3, 4}, b = {1, 2};
+  for (double total : {std::nan(""), kInf}) {
+    absl::StatusOr<ClipResult> r = ClipGradByTotalNorm(Views(a, b), 1.0, total);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(r->nonfinite);
+    EXPECT_FALSE(r->clipped);
+    EXPECT_EQ(a, (std::vector<float>{3, 4}));
+    ClipOptions strict;
+    strict.error_if_nonfinite = true;
+    EXPECT_EQ(ClipGradByTotalNorm(Views(a, b), 1.0, total, strict)
+                  .status()
+                  .code(),
+              absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(a, (std::vector<float>{3, 4}));
+  }
+}
+
+TEST(ClipGradByTotalNormTest, InvalidArguments) {
+  std::vector<float> a = {3, 4}, b = {1, 2};
+  absl::StatusOr<ClipResult> r = ClipGradByTotalNorm(Views(a, b), -1.0, 5.0);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message(),
+            "max_norm -1 is invalid: expected a value >= 0");
+  EXPECT_EQ(ClipGradByTotalNorm(Views(a, b), std::nan(""), 5.0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ClipGradByTotalNorm(Views(a, b), 1.0, -2.0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(a, (std::vector<float>{3, 4}));
+}
+
+}  // namespace
+}  // namespace gradnorm
