@@ -1,0 +1,164 @@
+#include "client/coordinator_client.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "client/grpc_status.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+
+namespace gradnorm {
+namespace {
+
+absl::Status ValidateOptions(const CoordinatorClientOptions& options) {
+  if (options.security == CoordinatorClientOptions::Security::kMutualTls &&
+      (options.client_cert_pem.empty() || options.client_key_pem.empty())) {
+    return absl::InvalidArgumentError(
+        "mutual TLS needs client_cert_pem and client_key_pem");
+  }
+  if (options.initial_backoff <= absl::ZeroDuration() ||
+      options.max_backoff < options.initial_backoff ||
+      options.backoff_multiplier < 1.0 || options.jitter < 0.0 ||
+      options.jitter >= 1.0) {
+    return absl::InvalidArgumentError(
+        "invalid retry backoff: expected 0 < initial_backoff <= max_backoff, "
+        "backoff_multiplier >= 1 and 0 <= jitter < 1");
+  }
+  if (options.keepalive_time <= absl::ZeroDuration() ||
+      options.keepalive_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "keepalive_time and keepalive_timeout must be > 0");
+  }
+  return absl::OkStatus();
+}
+
+std::shared_ptr<grpc::ChannelCredentials> Credentials(
+    const CoordinatorClientOptions& options) {
+  if (options.security == CoordinatorClientOptions::Security::kInsecure) {
+    return grpc::InsecureChannelCredentials();
+  }
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = options.root_certs_pem;
+  if (options.security == CoordinatorClientOptions::Security::kMutualTls) {
+    ssl.pem_cert_chain = options.client_cert_pem;
+    ssl.pem_private_key = options.client_key_pem;
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+int Millis(absl::Duration d) {
+  return static_cast<int>(
+      std::min<int64_t>(absl::ToInt64Milliseconds(d), INT32_MAX));
+}
+
+}  // namespace
+
+grpc::ChannelArguments CoordinatorChannelArguments(
+    const CoordinatorClientOptions& options) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, Millis(options.keepalive_time));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, Millis(options.keepalive_timeout));
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // A Report may wait long for other jobs without any data frames; without
+  // this gRPC stops pinging after two pings and keepalive would lapse.
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // gRPC's default reconnect backoff grows to 120 s; a coordinator that
+  // restarts in seconds must be found again within the retry schedule.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+              Millis(options.initial_backoff));
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, Millis(options.initial_backoff));
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, Millis(options.max_backoff));
+  if (!options.tls_server_name.empty()) {
+    args.SetSslTargetNameOverride(options.tls_server_name);
+  }
+  return args;
+}
+
+absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Create(
+    const CoordinatorClientOptions& options) {
+  if (options.target.empty()) {
+    return absl::InvalidArgumentError(
+        "coordinator target is empty: expected host:port");
+  }
+  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
+      options.target, Credentials(options), CoordinatorChannelArguments(options));
+  return std::unique_ptr<CoordinatorClient>(new CoordinatorClient(
+      gradnorm::v1::Coordinator::NewStub(channel), options));
+}
+
+absl::StatusOr<std::unique_ptr<CoordinatorClient>>
+CoordinatorClient::CreateWithStub(
+    std::unique_ptr<gradnorm::v1::Coordinator::StubInterface> stub,
+    const CoordinatorClientOptions& options) {
+  if (stub == nullptr) return absl::InvalidArgumentError("stub is null");
+  if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
+  return std::unique_ptr<CoordinatorClient>(
+      new CoordinatorClient(std::move(stub), options));
+}
+
+CoordinatorClient::CoordinatorClient(
+    std::unique_ptr<gradnorm::v1::Coordinator::StubInterface> stub,
+    const CoordinatorClientOptions& options)
+    : stub_(std::move(stub)), options_(options) {}
+
+absl::Status CoordinatorClient::CallWithRetries(
+    absl::string_view name, absl::Time deadline,
+    const std::function<grpc::Status(grpc::ClientContext*)>& call) {
+  absl::BitGen rng;
+  absl::Duration backoff = options_.initial_backoff;
+  for (int attempt = 1;; ++attempt) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(deadline));
+    if (!options_.bearer_token.empty()) {
+      context.AddMetadata("authorization",
+                          absl::StrCat("Bearer ", options_.bearer_token));
+    }
+    const absl::Status status = FromGrpcStatus(call(&context), name);
+    if (status.code() != absl::StatusCode::kUnavailable) return status;
+    const absl::Duration wait =
+        backoff * absl::Uniform(rng, 1.0 - options_.jitter,
+                                1.0 + options_.jitter);
+    if (absl::Now() + wait >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          name, ": the coordinator stayed unavailable until the deadline (",
+          attempt, " attempts); last error: ", status.message()));
+    }
+    ++retries_;
+    absl::SleepFor(wait);
+    backoff = std::min(backoff * options_.backoff_multiplier,
+                       options_.max_backoff);
+  }
+}
+
+absl::StatusOr<gradnorm::v1::RegisterRunResponse> CoordinatorClient::RegisterRun(
+    const std::string& run_id, const gradnorm::v1::RunConfig& config,
+    absl::Time deadline) {
+  gradnorm::v1::RegisterRunRequest request;
+  request.set_run_id(run_id);
+  *request.mutable_config() = config;
+  gradnorm::v1::RegisterRunResponse response;
+  absl::Status status = CallWithRetries(
+      "RegisterRun", deadline, [&](grpc::ClientContext* context) {
+        response.Clear();
+        return stub_->RegisterRun(context, request, &response);
+      });
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<gradnorm::v1::RoundResult> CoordinatorClient::Report(
+    const gradnorm::v1::ReportRequest& request, absl::Time deadline) {
+  gradnorm::v1::ReportResponse response;
+  absl::Status status =
+      CallWithRetries("Report", deadline, [&](grpc::ClientContext* context) {
+        response.Clear();
+        return stub_->Report(context, request, &response);
+      });
+  if (!status.ok()) return status;
+  return response.result();
+}
+
+}  // namespace gradnorm

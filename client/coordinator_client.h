@@ -1,0 +1,139 @@
+// The trainer's side of the coordinator protocol (DESIGN.md section 3): a gRPC
+// client that registers a run and reports a job's partial for a step, waiting
+// for the round's result.
+//
+//   CoordinatorClientOptions options;
+//   options.target = "coordinator.gradnorm:7443";
+//   options.security = CoordinatorClientOptions::Security::kTls;
+//   options.root_certs_pem = ReadFile("/etc/gradnorm/ca.pem");
+//   options.bearer_token = std::getenv("GRADNORM_TOKEN");
+//   ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client,
+//                    CoordinatorClient::Create(options));
+//   gradnorm::v1::ReportRequest report;
+//   report.set_run_id("llama-70b-run7");
+//   report.set_step(step);
+//   report.set_participant(job_index);
+//   report.set_partial(job_partial);
+//   ASSIGN_OR_RETURN(gradnorm::v1::RoundResult result,
+//                    client->Report(report, absl::Now() + absl::Minutes(2)));
+//
+// Reports and registrations are idempotent, so a call that fails with
+// UNAVAILABLE (coordinator restarting, connection lost) is retried with
+// jittered exponential backoff until its deadline; every other error is
+// returned at once, with the server's code and message prefixed by the call
+// ("Report: ..."). When the deadline passes while retrying, the result is
+// DEADLINE_EXCEEDED naming the attempts and the last error.
+//
+// Keepalive: the channel pings an idle connection every keepalive_time (30 s)
+// and drops it when no answer comes within keepalive_timeout (10 s), also
+// between calls (a Report may wait minutes for the other jobs). The coordinator
+// permits pings this often, without calls (see server/).
+//
+// Thread-safety: thread-safe; concurrent calls share one channel.
+#ifndef GRADNORM_CLIENT_COORDINATOR_CLIENT_H_
+#define GRADNORM_CLIENT_COORDINATOR_CLIENT_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "gradnorm/v1/coordinator.grpc.pb.h"
+#include "gradnorm/v1/coordinator.pb.h"
+#include "grpcpp/support/channel_arguments.h"
+
+namespace gradnorm {
+
+struct CoordinatorClientOptions {
+  // "host:port" of the coordinator.
+  std::string target;
+
+  enum class Security { kInsecure, kTls, kMutualTls };
+  Security security = Security::kInsecure;
+  // TLS: PEM of the CAs that sign the coordinator's certificate (empty: the
+  // system's roots).
+  std::string root_certs_pem;
+  // Mutual TLS: this client's certificate chain and private key, PEM.
+  std::string client_cert_pem;
+  std::string client_key_pem;
+  // TLS: the name the coordinator's certificate must carry, when it differs
+  // from the target's host (e.g. connecting by IP address).
+  std::string tls_server_name;
+
+  // Sent as "authorization: Bearer <token>" on every call when not empty.
+  std::string bearer_token;
+
+  absl::Duration keepalive_time = absl::Seconds(30);
+  absl::Duration keepalive_timeout = absl::Seconds(10);
+
+  // Retry backoff on UNAVAILABLE: the first wait is initial_backoff, each next
+  // one multiplier times longer up to max_backoff, each scaled by a random
+  // factor in [1 - jitter, 1 + jitter].
+  absl::Duration initial_backoff = absl::Milliseconds(100);
+  absl::Duration max_backoff = absl::Seconds(5);
+  double backoff_multiplier = 2.0;
+  double jitter = 0.2;
+};
+
+class CoordinatorClient {
+ public:
+  // Opens a channel to options.target (connecting lazily). INVALID_ARGUMENT
+  // for an empty target, mutual TLS without a certificate and key, or bad
+  // backoff settings.
+  static absl::StatusOr<std::unique_ptr<CoordinatorClient>> Create(
+      const CoordinatorClientOptions& options);
+
+  // Uses `stub` instead of a channel (tests pass the generated
+  // MockCoordinatorStub). Same validation as Create, except the target.
+  static absl::StatusOr<std::unique_ptr<CoordinatorClient>> CreateWithStub(
+      std::unique_ptr<gradnorm::v1::Coordinator::StubInterface> stub,
+      const CoordinatorClientOptions& options);
+
+  CoordinatorClient(const CoordinatorClient&) = delete;
+  CoordinatorClient& operator=(const CoordinatorClient&) = delete;
+
+  // Registers `run_id` with `config` (a no-op when it exists with the same
+  // config). Errors are the coordinator's (FAILED_PRECONDITION for a different
+  // config, INVALID_ARGUMENT, ...) or DEADLINE_EXCEEDED.
+  absl::StatusOr<gradnorm::v1::RegisterRunResponse> RegisterRun(
+      const std::string& run_id, const gradnorm::v1::RunConfig& config,
+      absl::Time deadline);
+
+  // Reports one participant's partial and returns the round's result once all
+  // participants reported. Errors are the coordinator's (see coordinator.proto)
+  // or DEADLINE_EXCEEDED.
+  absl::StatusOr<gradnorm::v1::RoundResult> Report(
+      const gradnorm::v1::ReportRequest& request, absl::Time deadline);
+
+  // Calls retried after UNAVAILABLE since creation (for tests and logs).
+  uint64_t retries() const { return retries_.load(); }
+
+ private:
+  CoordinatorClient(std::unique_ptr<gradnorm::v1::Coordinator::StubInterface> stub,
+                    const CoordinatorClientOptions& options);
+
+  // Runs `call` with a fresh context until it succeeds, fails with another
+  // code than UNAVAILABLE, or the deadline would pass during the next wait.
+  absl::Status CallWithRetries(
+      absl::string_view name, absl::Time deadline,
+      const std::function<grpc::Status(grpc::ClientContext*)>& call);
+
+  const std::unique_ptr<gradnorm::v1::Coordinator::StubInterface> stub_;
+  const CoordinatorClientOptions options_;
+  std::atomic<uint64_t> retries_{0};
+};
+
+// The channel arguments Create uses: keepalive (time, timeout, permitted
+// without calls, unlimited pings without data), reconnect backoff bounded by
+// max_backoff so a restarted coordinator is found quickly, and the TLS name
+// override. Exposed so tests can check them against the server's settings.
+grpc::ChannelArguments CoordinatorChannelArguments(
+    const CoordinatorClientOptions& options);
+
+}  // namespace gradnorm
+
+#endif  // GRADNORM_CLIENT_COORDINATOR_CLIENT_H_
