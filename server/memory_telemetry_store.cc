@@ -1,0 +1,101 @@
+#include "server/memory_telemetry_store.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace gradnorm {
+namespace server {
+
+MemoryTelemetryStore::MemoryTelemetryStore(CommitMode mode) : mode_(mode) {}
+
+MemoryTelemetryStore::~MemoryTelemetryStore() { Drain(nullptr); }
+
+absl::Status MemoryTelemetryStore::PutRun(const RunRecord& run) {
+  absl::MutexLock lock(&mu_);
+  auto [it, inserted] = runs_.emplace(run.run_id, run);
+  if (!inserted) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("run ", run.run_id, " is already stored"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MemoryTelemetryStore::Commit(RoundRecord record) {
+  auto key = std::make_pair(record.result.run_id(), record.result.step());
+  if (rounds_.count(key) > 0) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("round for step ", key.second, " of run ", key.first,
+                     " is already stored"));
+  }
+  rounds_.emplace(std::move(key), std::move(record));
+  return absl::OkStatus();
+}
+
+void MemoryTelemetryStore::AppendRound(RoundRecord record,
+                                       CommitCallback done) {
+  if (mode_ == CommitMode::kManual) {
+    absl::MutexLock lock(&mu_);
+    pending_.push_back(Pending{std::move(record), std::move(done)});
+    return;
+  }
+  absl::MutexLock callbacks(&callback_mu_);
+  absl::Status status;
+  {
+    absl::MutexLock lock(&mu_);
+    status = Commit(std::move(record));
+    if (first_error_.ok()) first_error_ = status;
+  }
+  done(status);
+}
+
+size_t MemoryTelemetryStore::Drain(const absl::Status* failure) {
+  absl::MutexLock callbacks(&callback_mu_);
+  std::deque<Pending> batch;
+  std::vector<absl::Status> statuses;
+  {
+    absl::MutexLock lock(&mu_);
+    batch.swap(pending_);
+    for (Pending& p : batch) {
+      statuses.push_back(failure ? *failure : Commit(std::move(p.record)));
+      if (first_error_.ok()) first_error_ = statuses.back();
+    }
+  }
+  for (size_t i = 0; i < batch.size(); ++i) batch[i].done(statuses[i]);
+  return batch.size();
+}
+
+size_t MemoryTelemetryStore::CommitPending() { return Drain(nullptr); }
+
+size_t MemoryTelemetryStore::FailPending(const absl::Status& status) {
+  return Drain(&status);
+}
+
+size_t MemoryTelemetryStore::pending() const {
+  absl::MutexLock lock(&mu_);
+  return pending_.size();
+}
+
+absl::StatusOr<StoreContents> MemoryTelemetryStore::Load() {
+  absl::MutexLock lock(&mu_);
+  StoreContents contents;
+  for (const auto& [id, run] : runs_) contents.runs.push_back(run);
+  for (const auto& [key, round] : rounds_) contents.rounds.push_back(round);
+  std::stable_sort(contents.rounds.begin(), contents.rounds.end(),
+                   [](const RoundRecord& a, const RoundRecord& b) {
+                     if (a.result.run_id() != b.result.run_id()) {
+                       return a.result.run_id() < b.result.run_id();
+                     }
+                     return a.sequence < b.sequence;
+                   });
+  return contents;
+}
+
+absl::Status MemoryTelemetryStore::Flush() {
+  Drain(nullptr);
+  absl::MutexLock lock(&mu_);
+  return first_error_;
+}
+
+}  // namespace server
+}  // namespace gradnorm

@@ -1,0 +1,246 @@
+#include "server/telemetry_store_test_suite.h"
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/message_differencer.h"
+
+namespace gradnorm {
+namespace server {
+
+using ::google::protobuf::util::MessageDifferencer;
+using ::testing::HasSubstr;
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+RoundRecord MakeRoundRecord(const std::string& run_id, uint64_t step,
+                            uint64_t sequence, double total,
+                            int participants) {
+  RoundRecord r;
+  r.sequence = sequence;
+  v1::RoundResult& res = r.result;
+  res.set_run_id(run_id);
+  res.set_step(step);
+  res.set_total_norm(total);
+  res.set_clip_coef(std::isfinite(total) && total > 1 ? 1 / (total + 1e-6) : 1);
+  res.set_action(!std::isfinite(total) ? v1::ACTION_SKIP
+                 : total > 1           ? v1::ACTION_CLIP
+                                       : v1::ACTION_NONE);
+  res.set_reason(!std::isfinite(total) ? v1::REASON_NONFINITE
+                 : total > 1           ? v1::REASON_ABOVE_MAX_NORM
+                                       : v1::REASON_WITHIN_MAX_NORM);
+  res.set_reason_detail(absl::StrCat("detail of step ", step));
+  res.set_effective_max_norm(1);
+  res.set_arrival_spread_seconds(0.25 * participants);
+  res.set_slowest_participant(participants - 1);
+  res.set_finalized_unix_micros(1700000000000000 + step);
+  for (int i = 0; i < participants; ++i) {
+    ParticipantRecord p;
+    p.partial = i == 1 && !std::isfinite(total) ? total : 0.5 * i + step;
+    p.arrival_offset_seconds = 0.25 * i;
+    p.num_elements = 1000 + i;
+    r.participants.push_back(p);
+  }
+  return r;
+}
+
+namespace {
+
+std::string FreshDir(const std::string& test_name) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  std::string dir = absl::StrCat(tmp ? tmp : "/tmp", "/", test_name);
+  std::string command = absl::StrCat("rm -rf '", dir, "' && mkdir -p '", dir, "'");
+  EXPECT_EQ(std::system(command.c_str()), 0);
+  return dir;
+}
+
+std::unique_ptr<TelemetryStore> Open(const TelemetryStoreFactory& factory) {
+  const testing::TestInfo* info =
+      testing::UnitTest::GetInstance()->current_test_info();
+  std::string name = absl::StrCat(factory.name, "_", info->name());
+  for (char& c : name) {
+    if (c == '/') c = '_';
+  }
+  return factory.open(FreshDir(name));
+}
+
+RunRecord MakeRun(const std::string& id, uint32_t participants) {
+  RunRecord run;
+  run.run_id = id;
+  run.config.set_norm_type(2);
+  run.config.set_max_norm(1);
+  run.config.set_participants(participants);
+  run.config.mutable_clip_policy()->mutable_zclip()->set_alpha(0.9);
+  run.config.set_round_timeout_ms(1234);
+  run.created_unix_micros = 1700000000123456;
+  return run;
+}
+
+// Appends and waits for the callback.
+absl::Status AppendAndWait(TelemetryStore* store, RoundRecord record) {
+  absl::Mutex mu;
+  bool done = false;
+  absl::Status result;
+  store->AppendRound(std::move(record), [&](absl::Status status) {
+    absl::MutexLock lock(&mu);
+    result = status;
+    done = true;
+  });
+  absl::MutexLock lock(&mu);
+  mu.Await(absl::Condition(&done));
+  return result;
+}
+
+void ExpectSameDouble(double a, double b) {
+  if (std::isnan(a)) {
+    EXPECT_TRUE(std::isnan(b)) << b;
+  } else {
+    EXPECT_EQ(a, b);
+  }
+}
+
+void ExpectSameRound(const RoundRecord& a, const RoundRecord& b) {
+  EXPECT_EQ(a.sequence, b.sequence);
+  v1::RoundResult ra = a.result, rb = b.result;
+  ExpectSameDouble(ra.total_norm(), rb.total_norm());
+  ra.clear_total_norm();
+  rb.clear_total_norm();
+  EXPECT_TRUE(MessageDifferencer::Equals(ra, rb))
+      << ra.ShortDebugString() << "\nvs\n"
+      << rb.ShortDebugString();
+  ASSERT_EQ(a.participants.size(), b.participants.size());
+  for (size_t i = 0; i < a.participants.size(); ++i) {
+    ExpectSameDouble(a.participants[i].partial, b.participants[i].partial);
+    EXPECT_EQ(a.participants[i].arrival_offset_seconds,
+              b.participants[i].arrival_offset_seconds);
+    EXPECT_EQ(a.participants[i].num_elements, b.participants[i].num_elements);
+  }
+}
+
+TEST_P(TelemetryStoreTest, EmptyStoreLoadsNothing) {
+  std::unique_ptr<TelemetryStore> store = Open(GetParam());
+  absl::StatusOr<StoreContents> contents = store->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  EXPECT_TRUE(contents->runs.empty());
+  EXPECT_TRUE(contents->rounds.empty());
+  EXPECT_TRUE(store->Flush().ok());
+}
+
+TEST_P(TelemetryStoreTest, RunsRoundTripInIdOrder) {
+  std::unique_ptr<TelemetryStore> store = Open(GetParam());
+  ASSERT_TRUE(store->PutRun(MakeRun("zeta", 3)).ok());
+  ASSERT_TRUE(store->PutRun(MakeRun("alpha", 2)).ok());
+  absl::Status again = store->PutRun(MakeRun("alpha", 2));
+  EXPECT_EQ(again.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(again.message(), HasSubstr("alpha"));
+
+  absl::StatusOr<StoreContents> contents = store->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  ASSERT_EQ(contents->runs.size(), 2u);
+  EXPECT_EQ(contents->runs[0].run_id, "alpha");
+  EXPECT_EQ(contents->runs[1].run_id, "zeta");
+  EXPECT_TRUE(MessageDifferencer::Equals(contents->runs[1].config,
+                                         MakeRun("zeta", 3).config));
+  EXPECT_EQ(contents->runs[0].created_unix_micros, 1700000000123456);
+}
+
+TEST_P(TelemetryStoreTest, RoundsRoundTripInFinalizationOrder) {
+  std::unique_ptr<TelemetryStore> store = Open(GetParam());
+  ASSERT_TRUE(store->PutRun(MakeRun("b", 3)).ok());
+  ASSERT_TRUE(store->PutRun(MakeRun("a", 3)).ok());
+  // Finalized out of step order: sequence, not step, orders the replay.
+  std::vector<RoundRecord> records = {
+      MakeRoundRecord("b", 7, 1, 2.5, 3),
+      MakeRoundRecord("b", 3, 2, kNaN, 3),
+      MakeRoundRecord("a", 9, 1, 0.5, 3),
+      MakeRoundRecord("b", 5, 3, kInf, 3),
+      MakeRoundRecord("b", 18446744073709551615ull, 4, 1.5, 3),
+  };
+  for (const RoundRecord& r : records) {
+    ASSERT_TRUE(AppendAndWait(store.get(), r).ok());
+  }
+  ASSERT_TRUE(store->Flush().ok());
+  absl::StatusOr<StoreContents> contents = store->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  ASSERT_EQ(contents->rounds.size(), 5u);
+  ExpectSameRound(contents->rounds[0], records[2]);
+  ExpectSameRound(contents->rounds[1], records[0]);
+  ExpectSameRound(contents->rounds[2], records[1]);
+  ExpectSameRound(contents->rounds[3], records[3]);
+  ExpectSameRound(contents->rounds[4], records[4]);
+}
+
+TEST_P(TelemetryStoreTest, DuplicateRoundIsRefused) {
+  std::unique_ptr<TelemetryStore> store = Open(GetParam());
+  ASSERT_TRUE(store->PutRun(MakeRun("r", 2)).ok());
+  ASSERT_TRUE(AppendAndWait(store.get(), MakeRoundRecord("r", 1, 1, 2, 2)).ok());
+  absl::Status dup = AppendAndWait(store.get(), MakeRoundRecord("r", 1, 2, 3, 2));
+  EXPECT_EQ(dup.code(), absl::StatusCode::kAlreadyExists) << dup;
+  EXPECT_EQ(store->Flush().code(), absl::StatusCode::kAlreadyExists);
+  absl::StatusOr<StoreContents> contents = store->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  ASSERT_EQ(contents->rounds.size(), 1u);
+  EXPECT_EQ(contents->rounds[0].result.total_norm(), 2);
+}
+
+TEST_P(TelemetryStoreTest, ConcurrentAppendsAllCommitBeforeFlushReturns) {
+  std::unique_ptr<TelemetryStore> store = Open(GetParam());
+  ASSERT_TRUE(store->PutRun(MakeRun("r", 2)).ok());
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 50;
+  std::atomic<int> ok{0};
+  std::atomic<int> calls{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        uint64_t step = t * kPerThread + i;
+        store->AppendRound(MakeRoundRecord("r", step, step + 1, 1.0 + i, 2),
+                           [&](absl::Status s) {
+                             calls++;
+                             if (s.ok()) ok++;
+                           });
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  ASSERT_TRUE(store->Flush().ok());
+  EXPECT_EQ(calls.load(), kThreads * kPerThread);
+  EXPECT_EQ(ok.load(), kThreads * kPerThread);
+  absl::StatusOr<StoreContents> contents = store->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  ASSERT_EQ(contents->rounds.size(), size_t{kThreads * kPerThread});
+  for (size_t i = 0; i < contents->rounds.size(); ++i) {
+    EXPECT_EQ(contents->rounds[i].sequence, i + 1);
+  }
+}
+
+TEST_P(TelemetryStoreTest, CallbacksRunInAppendOrder) {
+  std::unique_ptr<TelemetryStore> store = Open(GetParam());
+  ASSERT_TRUE(store->PutRun(MakeRun("r", 1)).ok());
+  absl::Mutex mu;
+  std::vector<uint64_t> order;
+  for (uint64_t step = 0; step < 20; ++step) {
+    store->AppendRound(MakeRoundRecord("r", step, step + 1, 1, 1),
+                       [&, step](absl::Status) {
+                         absl::MutexLock lock(&mu);
+                         order.push_back(step);
+                       });
+  }
+  ASSERT_TRUE(store->Flush().ok());
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(order.size(), 20u);
+  for (uint64_t i = 0; i < 20; ++i) EXPECT_EQ(order[i], i);
+}
+
+}  // namespace
+}  // namespace server
+}  // namespace gradnorm
