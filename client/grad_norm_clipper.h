@@ -1,0 +1,141 @@
+// GradNormClipper: the one object a training loop needs to compute the true
+// global gradient norm and clip with it (DESIGN.md sections 2 and 3).
+//
+// Each Step computes this rank's partial norm, reduces it over the dp_cp group
+// and then the tp group (so every rank of the job holds the job's partial),
+// and then either decides locally (no coordinator: a complete single-job
+// clipper) or lets the job's leader (rank 0 of the job communicator) report
+// the job's partial to the coordinator, which combines all jobs of the run.
+// The leader broadcasts the coordinator's answer, or its error, to every rank
+// of the job, so no rank waits for an answer that never comes. Unless the
+// action is SKIP, gradients are clipped in place by the returned coefficient.
+//
+//   // Once, after the process groups exist:
+//   GradNormClipperOptions options;
+//   options.norm_type = 2.0;
+//   options.max_norm = 1.0;
+//   CoordinatorBinding coordinator;              // optional: multi-job runs
+//   coordinator.client = std::move(client);      // a CoordinatorClient
+//   coordinator.run_id = "llama-70b-run7";
+//   coordinator.participant = job_index;         // in [0, jobs)
+//   coordinator.config = run_config;             // leader registers the run
+//   ASSIGN_OR_RETURN(std::unique_ptr<GradNormClipper> clipper,
+//                    GradNormClipper::Create(dp_cp.get(), tp.get(), job.get(),
+//                                            options, coordinator));
+//   // Every step, on every rank, after backward():
+//   ASSIGN_OR_RETURN(StepResult r, clipper->Step(step, grad_views));
+//   if (r.action != gradnorm::v1::ACTION_SKIP) optimizer.step();
+//
+// Errors from Step are the same on every rank of the job: INVALID_ARGUMENT or
+// ABORTED for bad gradient views (see GetGradNorm), the communicators' errors
+// (DEADLINE_EXCEEDED, UNAVAILABLE), the coordinator's errors (see
+// coordinator.proto), FAILED_PRECONDITION for a non-finite norm with
+// error_if_nonfinite. After a communicator error the communicators, and so the
+// clipper, are unusable.
+//
+// Thread-safety: not thread-safe; one Step at a time, on every rank in the
+// same order of steps.
+#ifndef GRADNORM_CLIENT_GRAD_NORM_CLIPPER_H_
+#define GRADNORM_CLIENT_GRAD_NORM_CLIPPER_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "client/communicator.h"
+#include "client/coordinator_client.h"
+#include "gradnorm/v1/coordinator.pb.h"
+#include "kernels/grad_tensor.h"
+#include "kernels/partial_norm.h"
+
+namespace gradnorm {
+
+struct GradNormClipperOptions {
+  // p of the p-norm (> 0, or +Inf). With a coordinator it must equal the
+  // run's norm_type.
+  double norm_type = 2.0;
+  // Clip threshold when there is no coordinator (with one, the coordinator
+  // decides).
+  double max_norm = 1.0;
+  // A non-finite norm fails the step with FAILED_PRECONDITION instead of SKIP.
+  bool error_if_nonfinite = false;
+  PartialNormOptions partial;
+  ScaleOptions scale;
+};
+
+// Where and as whom a job reports.
+struct CoordinatorBinding {
+  std::shared_ptr<CoordinatorClient> client;
+  std::string run_id;
+  // This job's participant index in [0, config.participants).
+  uint32_t participant = 0;
+  // When set, the leader registers the run at Create (a no-op when it exists
+  // with the same config).
+  std::optional<gradnorm::v1::RunConfig> config;
+  // Deadline of each Report (and of the registration), from its start.
+  absl::Duration report_timeout = absl::Minutes(2);
+};
+
+struct StepResult {
+  // The run's total gradient norm (this job's alone without a coordinator).
+  double total_norm = 0.0;
+  // The factor applied to the gradients: < 1 when the action is CLIP, else 1.
+  double clip_coef = 1.0;
+  gradnorm::v1::Action action = gradnorm::v1::ACTION_NONE;
+  gradnorm::v1::Reason reason = gradnorm::v1::REASON_WITHIN_MAX_NORM;
+  std::string reason_detail;
+  // The threshold in force (adaptive coordinator policies change it).
+  double effective_max_norm = 0.0;
+  // True when total_norm is NaN or Inf.
+  bool nonfinite = false;
+  // This job's partial (sum |g|^p, or max |g|), as reported.
+  double job_partial = 0.0;
+};
+
+class GradNormClipper {
+ public:
+  // `dp_cp`, `tp` and `job` (every rank of this job; the leader is its rank 0)
+  // must outlive the clipper. All ranks of the job call Create together (with
+  // a config, the leader's registration result is broadcast).
+  // INVALID_ARGUMENT for null communicators, a bad norm_type or max_norm, a
+  // binding without client or run id, or a config whose norm_type differs;
+  // the coordinator's error when registration fails.
+  static absl::StatusOr<std::unique_ptr<GradNormClipper>> Create(
+      Communicator* dp_cp, Communicator* tp, Communicator* job,
+      const GradNormClipperOptions& options,
+      std::optional<CoordinatorBinding> coordinator = std::nullopt);
+
+  GradNormClipper(const GradNormClipper&) = delete;
+  GradNormClipper& operator=(const GradNormClipper&) = delete;
+
+  // Computes the norm of this step's gradients, gets the decision and clips
+  // `grads` in place unless it is SKIP. Every rank of the job calls it with
+  // the same step.
+  absl::StatusOr<StepResult> Step(uint64_t step,
+                                  absl::Span<const GradTensor> grads);
+
+ private:
+  GradNormClipper(Communicator* dp_cp, Communicator* tp, Communicator* job,
+                  const GradNormClipperOptions& options,
+                  std::optional<CoordinatorBinding> coordinator);
+
+  // The decision without a coordinator.
+  absl::StatusOr<StepResult> DecideLocally(double total_norm) const;
+  // The leader's Report, shared with the job's ranks.
+  absl::StatusOr<gradnorm::v1::RoundResult> ReportAndShare(
+      uint64_t step, double partial, uint64_t num_elements);
+
+  Communicator* const dp_cp_;
+  Communicator* const tp_;
+  Communicator* const job_;
+  const GradNormClipperOptions options_;
+  const std::optional<CoordinatorBinding> coordinator_;
+};
+
+}  // namespace gradnorm
+
+#endif  // GRADNORM_CLIENT_GRAD_NORM_CLIPPER_H_

@@ -1,0 +1,246 @@
+#include "client/grad_norm_clipper.h"
+
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "client/in_memory_communicator.h"
+#include "client/single_process_communicator.h"
+#include "gmock/gmock.h"
+#include "gradnorm/v1/coordinator_mock.grpc.pb.h"
+#include "gtest/gtest.h"
+
+namespace gradnorm {
+namespace {
+
+using ::gradnorm::v1::MockCoordinatorStub;
+using ::testing::_;
+using ::testing::Invoke;
+using ::testing::Return;
+
+std::vector<GradTensor> Views(std::vector<float>& a, std::vector<float>& b) {
+  return {GradTensor::Cpu(a.data(), a.size()),
+          GradTensor::Cpu(b.data(), b.size())};
+}
+
+TEST(GradNormClipperTest, SingleJobClipsAboveMaxNorm) {
+  SingleProcessCommunicator solo;
+  GradNormClipperOptions options;
+  options.max_norm = 1.0;
+  auto clipper = GradNormClipper::Create(&solo, &solo, &solo, options);
+  ASSERT_TRUE(clipper.ok()) << clipper.status();
+  std::vector<float> a = {3, 4}, b = {1, 2};
+  absl::StatusOr<StepResult> r = (*clipper)->Step(0, Views(a, b));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->total_norm, 5.477225575051661);
+  EXPECT_EQ(r->action, v1::ACTION_CLIP);
+  EXPECT_EQ(r->reason, v1::REASON_ABOVE_MAX_NORM);
+  EXPECT_EQ(r->clip_coef, 1.0 / (5.477225575051661 + 1e-6));
+  EXPECT_EQ(r->job_partial, 30.0);
+  EXPECT_EQ(a[0], static_cast<float>(3 * r->clip_coef));
+  EXPECT_EQ(b[1], static_cast<float>(2 * r->clip_coef));
+}
+
+TEST(GradNormClipperTest, SingleJobLeavesSmallGradientsAlone) {
+  SingleProcessCommunicator solo;
+  GradNormClipperOptions options;
+  options.max_norm = 10.0;
+  auto clipper = GradNormClipper::Create(&solo, &solo, &solo, options);
+  ASSERT_TRUE(clipper.ok());
+  std::vector<float> a = {3, 4}, b = {1, 2};
+  absl::StatusOr<StepResult> r = (*clipper)->Step(0, Views(a, b));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->action, v1::ACTION_NONE);
+  EXPECT_EQ(r->clip_coef, 1.0);
+  EXPECT_EQ(r->reason_detail, "norm 5.47723 <= max_norm 10");
+  EXPECT_EQ(a, (std::vector<float>{3, 4}));
+}
+
+TEST(GradNormClipperTest, NonFiniteSkipsOrFails) {
+  SingleProcessCommunicator solo;
+  GradNormClipperOptions options;
+  options.max_norm = 1.0;
+  std::vector<float> a = {3, std::numeric_limits<float>::quiet_NaN()},
+                     b = {1, 2};
+  auto clipper = GradNormClipper::Create(&solo, &solo, &solo, options);
+  absl::StatusOr<StepResult> r = (*clipper)->Step(0, Views(a, b));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->action, v1::ACTION_SKIP);
+  EXPECT_EQ(r->reason, v1::REASON_NONFINITE);
+  EXPECT_TRUE(r->nonfinite);
+  EXPECT_EQ(a[0], 3.0f);
+  EXPECT_EQ(b, (std::vector<float>{1, 2}));
+
+  options.error_if_nonfinite = true;
+  auto strict = GradNormClipper::Create(&solo, &solo, &solo, options);
+  EXPECT_EQ((*strict)->Step(0, Views(a, b)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(b, (std::vector<float>{1, 2}));
+}
+
+TEST(GradNormClipperTest, RejectsBadArguments) {
+  SingleProcessCommunicator solo;
+  GradNormClipperOptions options;
+  EXPECT_EQ(GradNormClipper::Create(nullptr, &solo, &solo, options)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  options.norm_type = 0;
+  EXPECT_EQ(GradNormClipper::Create(&solo, &solo, &solo, options)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  options.norm_type = 2;
+  CoordinatorBinding binding;
+  binding.run_id = "run7";
+  absl::Status status =
+      GradNormClipper::Create(&solo, &solo, &solo, options, binding).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(),
+            "the job leader (job rank 0) needs a CoordinatorClient");
+}
+
+// Two ranks of one job (DP = 2), reporting through a mocked coordinator.
+class TwoRankJobTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dp_ = *CreateInMemoryGroup(2, absl::Seconds(20));
+    job_ = *CreateInMemoryGroup(2, absl::Seconds(20));
+    auto stub = std::make_unique<MockCoordinatorStub>();
+    stub_ = stub.get();
+    CoordinatorClientOptions options;
+    options.initial_backoff = absl::Milliseconds(1);
+    options.max_backoff = absl::Milliseconds(5);
+    client_ = std::shared_ptr<CoordinatorClient>(
+        *CoordinatorClient::CreateWithStub(std::move(stub), options));
+  }
+
+  // Creates a clipper on each rank (in parallel) and runs one step.
+  std::vector<absl::StatusOr<StepResult>> RunStep(
+      std::vector<std::vector<float>>& grads,
+      std::optional<v1::RunConfig> config = std::nullopt) {
+    std::vector<absl::StatusOr<StepResult>> results(2, absl::UnknownError(""));
+    std::vector<std::thread> threads;
+    for (int r = 0; r < 2; ++r) {
+      threads.emplace_back([&, r] {
+        CoordinatorBinding binding;
+        binding.client = r == 0 ? client_ : nullptr;
+        binding.run_id = "run7";
+        binding.participant = 1;
+        binding.config = config;
+        GradNormClipperOptions options;
+        auto clipper = GradNormClipper::Create(dp_[r].get(), &tp_[r],
+                                               job_[r].get(), options, binding);
+        if (!clipper.ok()) {
+          results[r] = clipper.status();
+          return;
+        }
+        std::vector<GradTensor> views = {
+            GradTensor::Cpu(grads[r].data(), grads[r].size())};
+        results[r] = (*clipper)->Step(42, views);
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    return results;
+  }
+
+  std::vector<std::unique_ptr<Communicator>> dp_;
+  std::vector<std::unique_ptr<Communicator>> job_;
+  SingleProcessCommunicator tp_[2];
+  MockCoordinatorStub* stub_ = nullptr;
+  std::shared_ptr<CoordinatorClient> client_;
+};
+
+TEST_F(TwoRankJobTest, LeaderReportsJobPartialAndEveryRankClipsByTheAnswer) {
+  EXPECT_CALL(*stub_, Report(_, _, _))
+      .WillOnce(Invoke([](grpc::ClientContext*, const v1::ReportRequest& req,
+                          v1::ReportResponse* resp) {
+        EXPECT_EQ(req.run_id(), "run7");
+        EXPECT_EQ(req.step(), 42u);
+        EXPECT_EQ(req.participant(), 1u);
+        EXPECT_EQ(req.partial(), 30.0);  // 3^2 + 4^2 + 1^2 + 2^2
+        EXPECT_EQ(req.num_elements(), 4u);
+        v1::RoundResult* result = resp->mutable_result();
+        result->set_total_norm(10.0);
+        result->set_clip_coef(0.5);
+        result->set_action(v1::ACTION_CLIP);
+        result->set_reason(v1::REASON_ABOVE_MAX_NORM);
+        result->set_reason_detail("norm 10 > max_norm 5");
+        result->set_effective_max_norm(5.0);
+        return grpc::Status::OK;
+      }));
+  std::vector<std::vector<float>> grads = {{3, 4}, {1, 2}};
+  auto results = RunStep(grads);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(results[r].ok()) << results[r].status();
+    EXPECT_EQ(results[r]->total_norm, 10.0);
+    EXPECT_EQ(results[r]->clip_coef, 0.5);
+    EXPECT_EQ(results[r]->action, v1::ACTION_CLIP);
+    EXPECT_EQ(results[r]->reason_detail, "norm 10 > max_norm 5");
+    EXPECT_EQ(results[r]->effective_max_norm, 5.0);
+  }
+  EXPECT_EQ(grads[0], (std::vector<float>{1.5, 2}));
+  EXPECT_EQ(grads[1], (std::vector<float>{0.5, 1}));
+}
+
+TEST_F(TwoRankJobTest, SkipLeavesGradientsUntouched) {
+  EXPECT_CALL(*stub_, Report(_, _, _))
+      .WillOnce(Invoke([](grpc::ClientContext*, const v1::ReportRequest& req,
+                          v1::ReportResponse* resp) {
+        EXPECT_TRUE(std::isnan(req.partial()));
+        resp->mutable_result()->set_total_norm(req.partial());
+        resp->mutable_result()->set_clip_coef(1.0);
+        resp->mutable_result()->set_action(v1::ACTION_SKIP);
+        resp->mutable_result()->set_reason(v1::REASON_NONFINITE);
+        return grpc::Status::OK;
+      }));
+  std::vector<std::vector<float>> grads = {
+      {3, 4}, {1, std::numeric_limits<float>::quiet_NaN()}};
+  auto results = RunStep(grads);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(results[r].ok()) << results[r].status();
+    EXPECT_EQ(results[r]->action, v1::ACTION_SKIP);
+    EXPECT_TRUE(results[r]->nonfinite);
+  }
+  EXPECT_EQ(grads[0], (std::vector<float>{3, 4}));
+  EXPECT_EQ(grads[1][0], 1.0f);
+}
+
+TEST_F(TwoRankJobTest, LeadersCoordinatorErrorReachesEveryRank) {
+  EXPECT_CALL(*stub_, Report(_, _, _))
+      .WillOnce(Return(
+          grpc::Status(grpc::StatusCode::NOT_FOUND, "run 'run7' is unknown")));
+  std::vector<std::vector<float>> grads = {{3, 4}, {1, 2}};
+  auto results = RunStep(grads);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(results[r].status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(results[r].status().message(), "Report: run 'run7' is unknown");
+  }
+  EXPECT_EQ(grads[0], (std::vector<float>{3, 4}));
+}
+
+TEST_F(TwoRankJobTest, RegistrationFailureFailsCreateOnEveryRank) {
+  EXPECT_CALL(*stub_, RegisterRun(_, _, _))
+      .WillOnce(Invoke([](grpc::ClientContext*, const v1::RegisterRunRequest& req,
+                          v1::RegisterRunResponse*) {
+        EXPECT_EQ(req.config().norm_type(), 2.0);
+        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                            "run 'run7' exists with max_norm 1, not 2");
+      }));
+  EXPECT_CALL(*stub_, Report(_, _, _)).Times(0);
+  v1::RunConfig config;
+  config.set_max_norm(2);
+  config.set_participants(2);
+  std::vector<std::vector<float>> grads = {{3, 4}, {1, 2}};
+  auto results = RunStep(grads, config);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(results[r].status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(results[r].status().message(),
+              "RegisterRun: run 'run7' exists with max_norm 1, not 2");
+  }
+}
+
+}  // namespace
+}  // namespace gradnorm
