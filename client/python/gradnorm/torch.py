@@ -1,0 +1,347 @@
+"""gradnorm for PyTorch trainers: NeMo Automodel's ``get_grad_norm`` and
+``clip_grad_by_total_norm_`` with DESIGN.md section 2 semantics, and a drop-in
+``clip_grad_norm_``.
+
+    import gradnorm.torch as gn
+
+    total = gn.get_grad_norm(model.parameters(), dp_cp_group, tp_group,
+                             norm_type=2)
+    gn.clip_grad_by_total_norm_(model.parameters(), max_grad_norm=1.0,
+                                total_norm=total)
+
+Semantics (the same as gradnorm's C++ client):
+- Each rank's partial ``S = sum |g|^p`` (``max |g|`` for p = inf) is computed
+  by gradnorm's kernels over all its gradient tensors in one pass, every
+  element widened to fp64. Tensors cross zero-copy.
+- The partial is all-reduced as fp64 over ``dp_cp_group`` and then
+  ``tp_group`` through ``torch.distributed`` (SUM, or MAX where NaN wins over
+  everything). ``None`` for a group means no reduction over it. Every rank
+  joins every reduction, also with no gradients.
+- DTensor gradients contribute their local shard. A gradient replicated over
+  a mesh dimension whose group is ``tp_group`` or ``dp_cp_group`` (placement
+  ``Replicate``) is counted once: on coordinate 0 of that dimension. Plain
+  tensors replicated across TP ranks (layer norms, biases) are marked with
+  :func:`mark_tp_replicated` (or Megatron's ``tensor_model_parallel = False``)
+  and counted on TP rank 0 only.
+- The seed's ``dtype`` argument is the minimum accumulation precision; gradnorm
+  always accumulates in fp64.
+- A NaN or Inf gradient makes the total NaN (NaN wins) or Inf; clipping then
+  changes nothing. Clipping scales by ``max_norm / (total + 1e-6)`` when that is
+  < 1, in each gradient's own storage and dtype (bf16 gradients really are
+  scaled).
+
+Errors: ValueError for norm_type <= 0 or NaN, max_norm < 0 or NaN, a
+negative total_norm, or a gradient gradnorm cannot view (integer dtype, an
+unsupported device, tensors on several devices).
+"""
+
+import math
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.distributed as dist
+
+from gradnorm import _gradnorm
+
+__all__ = [
+    "get_grad_norm",
+    "clip_grad_by_total_norm_",
+    "clip_grad_norm_",
+    "mark_tp_replicated",
+]
+
+_CLIP_EPSILON = 1e-6
+
+_DTYPE_CODES = {
+    torch.float32: int(_gradnorm.DType.float32),
+    torch.bfloat16: int(_gradnorm.DType.bfloat16),
+    torch.float16: int(_gradnorm.DType.float16),
+    torch.float64: int(_gradnorm.DType.float64),
+}
+
+_TensorOrTensors = Union[torch.Tensor, Iterable[torch.Tensor]]
+
+
+def _dtensor_api():
+    """(DTensor classes, Replicate classes) of this torch, possibly empty."""
+    dtensors, replicates = [], []
+    for module in ("torch.distributed.tensor", "torch.distributed._tensor"):
+        try:
+            mod = __import__(module, fromlist=["DTensor", "Replicate"])
+        except ImportError:
+            continue
+        if hasattr(mod, "DTensor") and mod.DTensor not in dtensors:
+            dtensors.append(mod.DTensor)
+        if hasattr(mod, "Replicate") and mod.Replicate not in replicates:
+            replicates.append(mod.Replicate)
+    return tuple(dtensors), tuple(replicates)
+
+
+_DTENSOR_TYPES, _REPLICATE_TYPES = _dtensor_api()
+
+
+def _is_dtensor(t) -> bool:
+    return isinstance(t, _DTENSOR_TYPES) if _DTENSOR_TYPES else False
+
+
+def _is_replicate(placement) -> bool:
+    if _REPLICATE_TYPES and isinstance(placement, _REPLICATE_TYPES):
+        return True
+    is_replicate = getattr(placement, "is_replicate", None)
+    return bool(is_replicate()) if callable(is_replicate) else False
+
+
+def mark_tp_replicated(parameter: torch.Tensor, replicated: bool = True):
+    """Marks a plain (non-DTensor) parameter as replicated across TP ranks:
+    get_grad_norm counts its gradient on TP rank 0 only. Returns it."""
+    parameter.gradnorm_tp_replicated = bool(replicated)
+    return parameter
+
+
+def _is_marked_tp_replicated(parameter) -> bool:
+    if getattr(parameter, "gradnorm_tp_replicated", False):
+        return True
+    return getattr(parameter, "tensor_model_parallel", None) is False
+
+
+def _as_list(parameters: _TensorOrTensors) -> list:
+    if isinstance(parameters, torch.Tensor):
+        return [parameters]
+    return list(parameters)
+
+
+def _norm_type(norm_type) -> float:
+    try:
+        p = float(norm_type)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"INVALID_ARGUMENT: norm_type {norm_type!r} is not a number; "
+            "expected p > 0 or 'inf'") from None
+    if not p > 0:  # also NaN
+        raise ValueError(
+            f"INVALID_ARGUMENT: norm_type {p} is not supported; expected p > 0 "
+            "(or inf)")
+    return p
+
+
+def _check_dtype(dtype):
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(
+            f"INVALID_ARGUMENT: dtype {dtype!r} is not a floating-point torch "
+            "dtype; gradnorm accumulates in float64 whatever it says")
+
+
+def _check_max_norm(max_norm) -> float:
+    value = float(max_norm)
+    if not value >= 0:
+        raise ValueError(
+            f"INVALID_ARGUMENT: max norm {value} is not supported; expected a "
+            "max norm >= 0")
+    return value
+
+
+def _combine(a: float, b: float, p: float) -> float:
+    if math.isinf(p):
+        if math.isnan(a) or math.isnan(b):
+            return math.nan
+        return max(a, b)
+    return a + b
+
+
+class _LocalGrads:
+    """Zero-copy kernel views of one rank's gradient tensors."""
+
+    def __init__(self, grads: List[torch.Tensor]):
+        self.grads = grads
+        self.views = _gradnorm.TensorViews.from_torch(grads, _DTYPE_CODES)
+        noncontiguous = self.views.noncontiguous
+        # Non-contiguous gradients (rare: parameters created as views) are read
+        # through contiguous copies and scaled by torch.
+        self.strided = [grads[i] for i in noncontiguous]
+        self.copies = (
+            _gradnorm.TensorViews.from_torch(
+                [g.contiguous() for g in self.strided], _DTYPE_CODES)
+            if self.strided else None)
+        self.stream = 0
+        if grads and grads[0].is_cuda:
+            self.stream = torch.cuda.current_stream(grads[0].device).cuda_stream
+
+    def partial(self, p: float) -> float:
+        threads = torch.get_num_threads()
+        value, _ = self.views.partial_norm(p, threads, self.stream)
+        if self.copies is not None:
+            extra, _ = self.copies.partial_norm(p, threads, self.stream)
+            value = _combine(value, extra, p)
+        return value
+
+    def scale_(self, coef: float):
+        self.views.scale_(coef, torch.get_num_threads(), self.stream)
+        for g in self.strided:
+            g.mul_(coef)
+
+
+def _local_grad(parameter) -> Optional[torch.Tensor]:
+    grad = parameter.grad
+    if grad is None:
+        return None
+    if _is_dtensor(grad):
+        return grad.to_local()
+    return grad
+
+
+def _same_group(a, b) -> bool:
+    if a is None or b is None:
+        return False
+    if a is b:
+        return True
+    try:
+        return dist.get_process_group_ranks(a) == dist.get_process_group_ranks(b)
+    except (AttributeError, RuntimeError, ValueError):
+        return False
+
+
+def _counted_here(grad, parameter, dp_cp_group, tp_group) -> bool:
+    """False for a replica this rank must not count (another rank counts it)."""
+    if _is_dtensor(grad):
+        mesh = grad.device_mesh
+        coordinate = mesh.get_coordinate()
+        for dim, placement in enumerate(grad.placements):
+            if not _is_replicate(placement):
+                continue
+            group = mesh.get_group(dim)
+            if _same_group(group, tp_group) or _same_group(group, dp_cp_group):
+                if coordinate is not None and coordinate[dim] != 0:
+                    return False
+        return True
+    if tp_group is not None and _is_marked_tp_replicated(parameter):
+        return dist.get_rank(group=tp_group) == 0
+    return True
+
+
+def _reduce(partial: float, p: float, group, device) -> float:
+    if group is None:
+        return partial
+    if math.isinf(p):
+        # MAX drops NaN on some backends (comparisons with NaN are false), so a
+        # NaN travels as a flag in the same fp64 tensor.
+        is_nan = math.isnan(partial)
+        t = torch.tensor([0.0 if is_nan else partial, 1.0 if is_nan else 0.0],
+                         dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+        value, nan_flag = t.tolist()
+        return math.nan if nan_flag > 0 else value
+    t = torch.tensor([partial], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    return t.item()
+
+
+def _reduction_device(group, grads) -> torch.device:
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _total_from_partial(partial: float, p: float) -> float:
+    if math.isinf(p) or math.isnan(partial) or partial == 0:
+        return partial
+    if p == 2.0:
+        return math.sqrt(partial)
+    if p == 1.0:
+        return partial
+    return partial ** (1.0 / p)
+
+
+def get_grad_norm(parameters: _TensorOrTensors, dp_cp_group, tp_group,
+                  norm_type: Union[int, float, str] = 2,
+                  dtype: torch.dtype = torch.float32) -> float:
+    """The norm of all gradients of the dp_cp x tp group viewed as one vector.
+
+    parameters: a tensor or tensors (or DTensors) whose ``.grad`` are this
+    rank's gradient shards; those without a gradient are skipped. dp_cp_group,
+    tp_group: torch.distributed process groups, or None for no reduction.
+    norm_type: p > 0, or inf / 'inf'. dtype: minimum accumulation precision
+    (gradnorm uses fp64). Every rank of both groups must call it. Returns the
+    total norm as a float (NaN or inf when a gradient is non-finite).
+    """
+    p = _norm_type(norm_type)
+    _check_dtype(dtype)
+    grads = []
+    for parameter in _as_list(parameters):
+        grad = parameter.grad
+        if grad is None:
+            continue
+        if _counted_here(grad, parameter, dp_cp_group, tp_group):
+            grads.append(grad.to_local() if _is_dtensor(grad) else grad)
+    partial = _LocalGrads(grads).partial(p)
+    for group in (dp_cp_group, tp_group):
+        if group is not None:
+            partial = _reduce(partial, p, group,
+                              _reduction_device(group, grads))
+    return _total_from_partial(partial, p)
+
+
+def _clip(grads: List[torch.Tensor], max_norm: float,
+          total_norm: float) -> float:
+    """Scales grads by the clip coefficient when it is < 1; returns it."""
+    if not math.isfinite(total_norm):
+        return 1.0
+    coef = max_norm / (total_norm + _CLIP_EPSILON)
+    if coef < 1.0:
+        _LocalGrads(grads).scale_(coef)
+        return coef
+    return 1.0
+
+
+def clip_grad_by_total_norm_(parameters: _TensorOrTensors,
+                             max_grad_norm: Union[int, float],
+                             total_norm: float,
+                             dtype: torch.dtype = torch.float32) -> None:
+    """Scales the gradients in place by max_grad_norm / (total_norm + 1e-6)
+    when total_norm is finite and that factor is < 1; otherwise changes
+    nothing. DTensor gradients are scaled through their local shard. dtype is
+    accepted for the seed's signature: the multiply is done in fp32 or better
+    and stored in each gradient's own dtype."""
+    max_norm = _check_max_norm(max_grad_norm)
+    _check_dtype(dtype)
+    total = float(total_norm)
+    if total < 0:
+        raise ValueError(
+            f"INVALID_ARGUMENT: total norm {total} is negative; expected a norm "
+            ">= 0 (or NaN/inf, which clip nothing)")
+    grads = [g for g in (_local_grad(p) for p in _as_list(parameters))
+             if g is not None]
+    _clip(grads, max_norm, total)
+
+
+def clip_grad_norm_(parameters: _TensorOrTensors, max_norm: float,
+                    norm_type: float = 2.0, error_if_nonfinite: bool = False,
+                    foreach: Optional[bool] = None) -> torch.Tensor:
+    """A drop-in for torch.nn.utils.clip_grad_norm_ on one process.
+
+    Returns the total norm of the gradients as a scalar tensor on the first
+    gradient's device (float64 for float64 gradients, else float32: never
+    rounded to bf16/fp16). Differences from torch, both deliberate: the norm is
+    accumulated in fp64, and a non-finite total leaves the gradients unchanged
+    (torch multiplies them by NaN) unless error_if_nonfinite raises first.
+    foreach is accepted and ignored (gradnorm always uses one fused pass).
+    """
+    p = _norm_type(norm_type)
+    max_norm = _check_max_norm(max_norm)
+    grads = [g for g in (_local_grad(q) for q in _as_list(parameters))
+             if g is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    local = _LocalGrads(grads)
+    total = _total_from_partial(local.partial(p), p)
+    if error_if_nonfinite and not math.isfinite(total):
+        raise RuntimeError(
+            f"The total norm of order {p} for gradients from `parameters` is "
+            "non-finite, so it cannot be clipped. With "
+            "`error_if_nonfinite=False` gradnorm returns the norm and leaves "
+            "the gradients unchanged")
+    if math.isfinite(total):
+        coef = max_norm / (total + _CLIP_EPSILON)
+        if coef < 1.0:
+            local.scale_(coef)
+    out_dtype = torch.float64 if grads[0].dtype == torch.float64 else torch.float32
+    return torch.tensor(total, dtype=out_dtype, device=grads[0].device)
