@@ -1,0 +1,610 @@
+// Highway compiles the per-target section below once per SIMD target
+// (foreach_target.h re-includes this file); HWY_ONCE code is compiled once and
+// picks the best target at run time with HWY_DYNAMIC_DISPATCH.
+#include "kernels/internal/partial_norm_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "kernels/internal/half.h"
+#include "kernels/internal/thread_pool.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/internal/partial_norm_cpu.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace gradnorm {
+namespace kernels_internal {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// ---- Loads that widen Lanes(d) elements of any gradient dtype to d's type.
+
+template <class D>
+HWY_INLINE hn::Vec<D> LoadAs(D d, const double* HWY_RESTRICT p) {
+  return hn::LoadU(d, p);
+}
+
+template <class D>
+HWY_INLINE hn::Vec<D> LoadAs(D d, const float* HWY_RESTRICT p) {
+  if constexpr (std::is_same_v<hn::TFromD<D>, float>) {
+    return hn::LoadU(d, p);
+  } else {
+    const hn::Rebind<float, D> df;
+    return hn::PromoteTo(d, hn::LoadU(df, p));
+  }
+}
+
+// fp16 bits (u16 lanes) -> fp32. AVX2 and AVX-512 convert in hardware (F16C);
+// Highway 1.0.3 emulates it on older targets but turns Inf and NaN into finite
+// values there, so those targets use this exact integer version.
+template <class DF>
+HWY_INLINE hn::Vec<DF> WidenHalf(DF df,
+                                 hn::Vec<hn::Rebind<uint16_t, DF>> h) {
+#if HWY_TARGET <= HWY_AVX2
+  const hn::Rebind<hwy::float16_t, DF> df16;
+  return hn::PromoteTo(df, hn::BitCast(df16, h));
+#else
+  const hn::RebindToUnsigned<DF> du;
+  const hn::RebindToSigned<DF> di;
+  const auto bits = hn::PromoteTo(du, h);
+  const auto sign = hn::ShiftLeft<16>(hn::And(bits, hn::Set(du, 0x8000u)));
+  const auto exp = hn::And(hn::ShiftRight<10>(bits), hn::Set(du, 0x1fu));
+  const auto mant = hn::And(bits, hn::Set(du, 0x3ffu));
+  const auto normal = hn::Or(hn::ShiftLeft<23>(hn::Add(exp, hn::Set(du, 112u))),
+                             hn::ShiftLeft<13>(mant));
+  const auto inf_nan = hn::Or(hn::Set(du, 0x7f800000u), hn::ShiftLeft<13>(mant));
+  const auto subnormal = hn::BitCast(
+      du, hn::Mul(hn::ConvertTo(df, hn::BitCast(di, mant)),
+                  hn::Set(df, 5.9604644775390625e-8f)));
+  const auto magnitude = hn::IfThenElse(
+      exp == hn::Zero(du), subnormal,
+      hn::IfThenElse(exp == hn::Set(du, 0x1fu), inf_nan, normal));
+  return hn::BitCast(df, hn::Or(magnitude, sign));
+#endif
+}
+
+template <class DF>
+HWY_INLINE hn::Vec<DF> WidenBFloat16(DF df,
+                                     hn::Vec<hn::Rebind<uint16_t, DF>> h) {
+  const hn::RebindToUnsigned<DF> du;
+  return hn::BitCast(df, hn::ShiftLeft<16>(hn::PromoteTo(du, h)));
+}
+
+template <class D, typename T16>
+HWY_INLINE hn::Vec<D> LoadAs16(D d, const T16* HWY_RESTRICT p) {
+  const hn::Rebind<float, D> df;
+  const hn::Rebind<uint16_t, D> du16;
+  const auto h = hn::LoadU(du16, reinterpret_cast<const uint16_t*>(p));
+  hn::Vec<decltype(df)> f;
+  if constexpr (std::is_same_v<T16, hwy::float16_t>) {
+    f = WidenHalf(df, h);
+  } else {
+    f = WidenBFloat16(df, h);
+  }
+  if constexpr (std::is_same_v<hn::TFromD<D>, float>) {
+    return f;
+  } else {
+    return hn::PromoteTo(d, f);
+  }
+}
+
+template <class D>
+HWY_INLINE hn::Vec<D> LoadAs(D d, const hwy::bfloat16_t* HWY_RESTRICT p) {
+  return LoadAs16(d, p);
+}
+
+template <class D>
+HWY_INLINE hn::Vec<D> LoadAs(D d, const hwy::float16_t* HWY_RESTRICT p) {
+  return LoadAs16(d, p);
+}
+
+HWY_INLINE double ScalarToDouble(double x) { return x; }
+HWY_INLINE double ScalarToDouble(float x) { return x; }
+HWY_INLINE double ScalarToDouble(hwy::bfloat16_t x) {
+  uint16_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  return half_internal::BFloat16BitsToFloat(bits);
+}
+HWY_INLINE double ScalarToDouble(hwy::float16_t x) {
+  uint16_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  return half_internal::HalfBitsToFloat(bits);
+}
+
+// ---- Sums: |x| or x*x accumulated in Acc (double, or float on request).
+
+struct SquareOp {
+  template <class V>
+  static HWY_INLINE V Step(V v, V acc) {
+    return hn::MulAdd(v, v, acc);
+  }
+  template <typename A>
+  static HWY_INLINE A Scalar(A x) {
+    return x * x;
+  }
+};
+
+struct AbsOp {
+  template <class V>
+  static HWY_INLINE V Step(V v, V acc) {
+    return hn::Add(acc, hn::Abs(v));
+  }
+  template <typename A>
+  static HWY_INLINE A Scalar(A x) {
+    return std::fabs(x);
+  }
+};
+
+template <typename Acc, class Op, typename T>
+HWY_NOINLINE double SumChunk(const T* HWY_RESTRICT p, int64_t n) {
+  const hn::ScalableTag<Acc> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  // Four independent accumulators hide the FMA latency.
+  auto a0 = hn::Zero(d);
+  auto a1 = hn::Zero(d);
+  auto a2 = hn::Zero(d);
+  auto a3 = hn::Zero(d);
+  int64_t i = 0;
+  for (; i + 4 * lanes <= n; i += 4 * lanes) {
+    a0 = Op::Step(LoadAs(d, p + i), a0);
+    a1 = Op::Step(LoadAs(d, p + i + lanes), a1);
+    a2 = Op::Step(LoadAs(d, p + i + 2 * lanes), a2);
+    a3 = Op::Step(LoadAs(d, p + i + 3 * lanes), a3);
+  }
+  for (; i + lanes <= n; i += lanes) {
+    a0 = Op::Step(LoadAs(d, p + i), a0);
+  }
+  a0 = hn::Add(hn::Add(a0, a1), hn::Add(a2, a3));
+  Acc sum = hn::GetLane(hn::SumOfLanes(d, a0));
+  for (; i < n; ++i) {
+    sum += Op::Scalar(static_cast<Acc>(ScalarToDouble(p[i])));
+  }
+  return static_cast<double>(sum);
+}
+
+// ---- Max |x| over the sign-cleared bit patterns. For IEEE formats these order
+// like the magnitudes, with every NaN above Inf above every finite value, so an
+// integer max is exactly "NaN wins over Inf wins over the largest finite" and
+// needs no widening.
+
+template <typename TI, typename T>
+HWY_NOINLINE TI MaxAbsBitsChunk(const T* HWY_RESTRICT p_raw, int64_t n) {
+  const TI* HWY_RESTRICT p = reinterpret_cast<const TI*>(p_raw);
+  const hn::ScalableTag<TI> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const TI mask = std::numeric_limits<TI>::max();  // all bits but the sign
+  const auto vmask = hn::Set(d, mask);
+  auto m0 = hn::Zero(d);
+  auto m1 = hn::Zero(d);
+  auto m2 = hn::Zero(d);
+  auto m3 = hn::Zero(d);
+  int64_t i = 0;
+  for (; i + 4 * lanes <= n; i += 4 * lanes) {
+    m0 = hn::Max(m0, hn::And(hn::LoadU(d, p + i), vmask));
+    m1 = hn::Max(m1, hn::And(hn::LoadU(d, p + i + lanes), vmask));
+    m2 = hn::Max(m2, hn::And(hn::LoadU(d, p + i + 2 * lanes), vmask));
+    m3 = hn::Max(m3, hn::And(hn::LoadU(d, p + i + 3 * lanes), vmask));
+  }
+  for (; i + lanes <= n; i += lanes) {
+    m0 = hn::Max(m0, hn::And(hn::LoadU(d, p + i), vmask));
+  }
+  m0 = hn::Max(hn::Max(m0, m1), hn::Max(m2, m3));
+  TI best = hn::GetLane(hn::MaxOfLanes(d, m0));
+  for (; i < n; ++i) {
+    TI bits;
+    std::memcpy(&bits, p + i, sizeof(bits));
+    best = std::max<TI>(best, bits & mask);
+  }
+  return best;
+}
+
+template <typename T>
+double MaxAbsChunk(const T* p, int64_t n);
+
+template <>
+double MaxAbsChunk(const float* p, int64_t n) {
+  const int32_t bits = MaxAbsBitsChunk<int32_t>(p, n);
+  return half_internal::BitsToFloat(static_cast<uint32_t>(bits));
+}
+template <>
+double MaxAbsChunk(const double* p, int64_t n) {
+  const int64_t bits = MaxAbsBitsChunk<int64_t>(p, n);
+  double d;
+  std::memcpy(&d, &bits, sizeof(d));
+  return d;
+}
+template <>
+double MaxAbsChunk(const hwy::bfloat16_t* p, int64_t n) {
+  return half_internal::BFloat16BitsToFloat(
+      static_cast<uint16_t>(MaxAbsBitsChunk<int16_t>(p, n)));
+}
+template <>
+double MaxAbsChunk(const hwy::float16_t* p, int64_t n) {
+  return half_internal::HalfBitsToFloat(
+      static_cast<uint16_t>(MaxAbsBitsChunk<int16_t>(p, n)));
+}
+
+// ---- General p: no SIMD pow in Highway 1.0.3; std::pow on the widened value.
+
+template <typename T>
+HWY_NOINLINE double SumPowChunk(const T* HWY_RESTRICT p, int64_t n, double e) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    sum += std::pow(std::fabs(ScalarToDouble(p[i])), e);
+  }
+  return sum;
+}
+
+template <typename T>
+double ReduceTyped(const T* p, int64_t n, const ReduceSpec& spec) {
+  // fp32 accumulation is offered only for 32- and 16-bit inputs; fp64 inputs
+  // always accumulate in fp64.
+  if constexpr (!std::is_same_v<T, double>) {
+    if (spec.fp32_accumulation) {
+      if (spec.kind == NormKind::kSumSquares) {
+        return SumChunk<float, SquareOp>(p, n);
+      }
+      if (spec.kind == NormKind::kSumAbs) return SumChunk<float, AbsOp>(p, n);
+    }
+  }
+  switch (spec.kind) {
+    case NormKind::kSumSquares:
+      return SumChunk<double, SquareOp>(p, n);
+    case NormKind::kSumAbs:
+      return SumChunk<double, AbsOp>(p, n);
+    case NormKind::kSumPow:
+      return SumPowChunk(p, n, spec.p);
+    case NormKind::kMaxAbs:
+      return MaxAbsChunk(p, n);
+  }
+  return std::numeric_limits<double>::quiet_NaN();
+}
+
+void ReduceChunks(const Chunk* chunks, int64_t count, const ReduceSpec& spec,
+                  double* out) {
+  for (int64_t c = 0; c < count; ++c) {
+    const Chunk& chunk = chunks[c];
+    switch (chunk.dtype) {
+      case DType::kFloat32:
+        out[c] = ReduceTyped(static_cast<const float*>(chunk.data), chunk.numel,
+                             spec);
+        break;
+      case DType::kFloat64:
+        out[c] = ReduceTyped(static_cast<const double*>(chunk.data),
+                             chunk.numel, spec);
+        break;
+      case DType::kBFloat16:
+        out[c] = ReduceTyped(static_cast<const hwy::bfloat16_t*>(chunk.data),
+                             chunk.numel, spec);
+        break;
+      case DType::kFloat16:
+        out[c] = ReduceTyped(static_cast<const hwy::float16_t*>(chunk.data),
+                             chunk.numel, spec);
+        break;
+      default:
+        out[c] = std::numeric_limits<double>::quiet_NaN();
+        break;
+    }
+  }
+}
+
+// ---- In-place scaling.
+
+template <typename T>
+HWY_NOINLINE void ScaleFloat(T* HWY_RESTRICT p, int64_t n, T coef) {
+  const hn::ScalableTag<T> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const auto c = hn::Set(d, coef);
+  int64_t i = 0;
+  for (; i + 2 * lanes <= n; i += 2 * lanes) {
+    const auto v0 = hn::Mul(hn::LoadU(d, p + i), c);
+    const auto v1 = hn::Mul(hn::LoadU(d, p + i + lanes), c);
+    hn::StoreU(v0, d, p + i);
+    hn::StoreU(v1, d, p + i + lanes);
+  }
+  for (; i + lanes <= n; i += lanes) {
+    hn::StoreU(hn::Mul(hn::LoadU(d, p + i), c), d, p + i);
+  }
+  for (; i < n; ++i) p[i] *= coef;
+}
+
+// fp32 -> bf16 bits (in the low half of u32 lanes), round to nearest even;
+// lane for lane what half_internal::FloatToBFloat16Bits does.
+template <class DF>
+HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> RoundToBFloat16(DF df,
+                                                            hn::Vec<DF> f) {
+  const hn::RebindToUnsigned<DF> du;
+  const hn::RebindToSigned<DF> di;
+  const auto u = hn::BitCast(du, f);
+  const auto abs_bits = hn::BitCast(di, hn::And(u, hn::Set(du, 0x7fffffffu)));
+  const auto is_nan =
+      hn::RebindMask(du, abs_bits > hn::Set(di, 0x7f800000));
+  const auto lsb = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
+  const auto rounded = hn::Add(u, hn::Add(hn::Set(du, 0x7fffu), lsb));
+  const auto quiet = hn::Or(u, hn::Set(du, 0x00400000u));
+  return hn::ShiftRight<16>(hn::IfThenElse(is_nan, quiet, rounded));
+}
+
+// fp32 -> fp16 bits, round to nearest even; lane for lane what
+// half_internal::FloatToHalfBits does.
+template <class DF>
+HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> RoundToHalf(DF df,
+                                                        hn::Vec<DF> f) {
+  const hn::RebindToUnsigned<DF> du;
+  const hn::RebindToSigned<DF> di;
+  const auto bits = hn::BitCast(du, f);
+  const auto sign = hn::And(bits, hn::Set(du, 0x80000000u));
+  const auto u = hn::Xor(bits, sign);
+  const auto ui = hn::BitCast(di, u);
+  const auto big = hn::RebindMask(du, ui > hn::Set(di, 0x477fffff));
+  const auto nan = hn::RebindMask(du, ui > hn::Set(di, 0x7f800000));
+  const auto small = hn::RebindMask(du, ui < hn::Set(di, 0x38800000));
+  const auto big_val =
+      hn::IfThenElse(nan, hn::Set(du, 0x7e00u), hn::Set(du, 0x7c00u));
+  const auto small_val = hn::Sub(
+      hn::BitCast(du, hn::Add(hn::BitCast(df, u), hn::Set(df, 0.5f))),
+      hn::Set(du, 0x3f000000u));
+  const auto mant_odd = hn::And(hn::ShiftRight<13>(u), hn::Set(du, 1u));
+  const auto normal_val = hn::ShiftRight<13>(
+      hn::Add(u, hn::Add(hn::Set(du, 0xc8000fffu), mant_odd)));
+  const auto out =
+      hn::IfThenElse(big, big_val, hn::IfThenElse(small, small_val, normal_val));
+  return hn::Or(out, hn::ShiftRight<16>(sign));
+}
+
+template <bool kIsBFloat16>
+HWY_NOINLINE void Scale16(uint16_t* HWY_RESTRICT p, int64_t n, float coef) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToUnsigned<decltype(df)> du32;
+  const hn::RebindToSigned<decltype(df)> di32;
+  const hn::Rebind<uint16_t, decltype(df)> du16;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const auto c = hn::Set(df, coef);
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    hn::Vec<decltype(du32)> out;
+    const auto h = hn::LoadU(du16, p + i);
+    if constexpr (kIsBFloat16) {
+      out = RoundToBFloat16(df, hn::Mul(WidenBFloat16(df, h), c));
+    } else {
+      out = RoundToHalf(df, hn::Mul(WidenHalf(df, h), c));
+    }
+    hn::StoreU(hn::DemoteTo(du16, hn::BitCast(di32, out)), du16, p + i);
+  }
+  for (; i < n; ++i) {
+    if constexpr (kIsBFloat16) {
+      p[i] = half_internal::FloatToBFloat16Bits(
+          half_internal::BFloat16BitsToFloat(p[i]) * coef);
+    } else {
+      p[i] = half_internal::FloatToHalfBits(
+          half_internal::HalfBitsToFloat(p[i]) * coef);
+    }
+  }
+}
+
+void ScaleRange(void* data, DType dtype, int64_t n, double coef) {
+  const float coef32 = static_cast<float>(coef);
+  switch (dtype) {
+    case DType::kFloat32:
+      ScaleFloat(static_cast<float*>(data), n, coef32);
+      break;
+    case DType::kFloat64:
+      ScaleFloat(static_cast<double*>(data), n, coef);
+      break;
+    case DType::kBFloat16:
+      Scale16<true>(static_cast<uint16_t*>(data), n, coef32);
+      break;
+    case DType::kFloat16:
+      Scale16<false>(static_cast<uint16_t*>(data), n, coef32);
+      break;
+  }
+}
+
+// NOLINTNEXTLINE(google-readability-namespace-comments)
+}  // namespace HWY_NAMESPACE
+}  // namespace kernels_internal
+}  // namespace gradnorm
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace gradnorm {
+namespace kernels_internal {
+
+HWY_EXPORT(ReduceChunks);
+HWY_EXPORT(ScaleRange);
+
+namespace {
+
+// Work handed to one thread at a time: enough elements to amortize claiming a
+// task (an atomic increment), few enough to balance two to dozens of threads.
+constexpr int64_t kTaskElements = int64_t{1} << 16;
+// Below this many elements one thread is faster than waking others.
+constexpr int64_t kSerialElements = int64_t{1} << 15;
+// Elements per scaling work item (scaling has no combine step to keep fixed).
+constexpr int64_t kScaleElements = int64_t{1} << 16;
+
+int Parallelism(int requested, int64_t total_elements) {
+  if (total_elements < kSerialElements) return 1;
+  return requested > 0 ? requested : ThreadPool::HardwareThreads();
+}
+
+size_t ElementSize(DType dtype) { return DTypeSize(dtype).value_or(0); }
+
+double NanMax(double a, double b) {
+  if (std::isnan(a)) return a;
+  if (std::isnan(b)) return b;
+  return std::max(a, b);
+}
+
+// Re-scan of a chunk whose sum came out non-finite: were there NaN/Inf inputs,
+// or did large finite inputs overflow the accumulator (fp64 gradients, large p,
+// fp32 accumulation)?
+bool AnyNonFinite(const Chunk& chunk) {
+  for (int64_t i = 0; i < chunk.numel; ++i) {
+    switch (chunk.dtype) {
+      case DType::kFloat32:
+        if (!std::isfinite(static_cast<const float*>(chunk.data)[i])) return true;
+        break;
+      case DType::kFloat64:
+        if (!std::isfinite(static_cast<const double*>(chunk.data)[i])) {
+          return true;
+        }
+        break;
+      case DType::kBFloat16:
+        if ((static_cast<const uint16_t*>(chunk.data)[i] & 0x7fff) >= 0x7f80) {
+          return true;
+        }
+        break;
+      case DType::kFloat16:
+        if ((static_cast<const uint16_t*>(chunk.data)[i] & 0x7fff) >= 0x7c00) {
+          return true;
+        }
+        break;
+    }
+  }
+  return false;
+}
+
+NormKind KindFor(double p) {
+  if (p == 1.0) return NormKind::kSumAbs;
+  if (p == 2.0) return NormKind::kSumSquares;
+  if (std::isinf(p)) return NormKind::kMaxAbs;
+  return NormKind::kSumPow;
+}
+
+}  // namespace
+
+NormResult ComputePartialNormCpu(absl::Span<const GradTensor> tensors, double p,
+                                 const CpuNormOptions& options) {
+  const int64_t chunk_elements = options.chunk_elements > 0
+                                     ? options.chunk_elements
+                                     : kDefaultChunkElements;
+  const ReduceSpec spec{KindFor(p), p, options.fp32_accumulation};
+
+  std::vector<Chunk> chunks;
+  std::vector<size_t> first_chunk(tensors.size() + 1);
+  int64_t total_elements = 0;
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    first_chunk[t] = chunks.size();
+    const GradTensor& g = tensors[t];
+    const char* base = static_cast<const char*>(g.data);
+    const size_t size = ElementSize(g.dtype);
+    for (int64_t off = 0; off < g.numel; off += chunk_elements) {
+      chunks.push_back(Chunk{base + off * size,
+                             std::min(chunk_elements, g.numel - off), g.dtype});
+    }
+    total_elements += g.numel;
+  }
+  first_chunk[tensors.size()] = chunks.size();
+
+  // Tasks are runs of consecutive chunks; how chunks are grouped into tasks
+  // does not matter for the result, since each chunk writes its own slot.
+  std::vector<size_t> task_begin;
+  int64_t pending = kTaskElements;
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    if (pending >= kTaskElements) {
+      task_begin.push_back(c);
+      pending = 0;
+    }
+    pending += chunks[c].numel;
+  }
+  task_begin.push_back(chunks.size());
+
+  std::vector<double> chunk_value(chunks.size());
+  // HWY_DYNAMIC_DISPATCH is looked up per task, not cached: the first lookup
+  // yields a stub that detects the CPU on every call.
+  ThreadPool::Default().ParallelFor(
+      static_cast<int64_t>(task_begin.size()) - 1,
+      Parallelism(options.num_threads, total_elements), [&](int64_t task) {
+        const size_t begin = task_begin[task];
+        const size_t end = task_begin[task + 1];
+        HWY_DYNAMIC_DISPATCH(ReduceChunks)(chunks.data() + begin, static_cast<int64_t>(end - begin), spec,
+               chunk_value.data() + begin);
+      });
+
+  // Fixed combine order: chunks of a tensor in order, then tensors in order.
+  NormResult result;
+  if (options.per_tensor) result.per_tensor.resize(tensors.size());
+  const bool is_max = spec.kind == NormKind::kMaxAbs;
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    double value = 0.0;
+    for (size_t c = first_chunk[t]; c < first_chunk[t + 1]; ++c) {
+      const double v = chunk_value[c];
+      value = is_max ? NanMax(value, v) : value + v;
+      if (!std::isfinite(v) && !result.nonfinite) {
+        result.nonfinite = is_max || AnyNonFinite(chunks[c]);
+      }
+    }
+    if (options.per_tensor) result.per_tensor[t] = value;
+    result.value = is_max ? NanMax(result.value, value) : result.value + value;
+  }
+  return result;
+}
+
+void ScaleInPlaceCpu(absl::Span<const GradTensor> tensors, double coef,
+                     int num_threads) {
+  struct Piece {
+    void* data;
+    int64_t numel;
+    DType dtype;
+  };
+  std::vector<Piece> pieces;
+  int64_t total_elements = 0;
+  for (const GradTensor& g : tensors) {
+    char* base = static_cast<char*>(g.data);
+    const size_t size = ElementSize(g.dtype);
+    for (int64_t off = 0; off < g.numel; off += kScaleElements) {
+      pieces.push_back(
+          Piece{base + off * size, std::min(kScaleElements, g.numel - off),
+                g.dtype});
+    }
+    total_elements += g.numel;
+  }
+  if (coef > std::numeric_limits<float>::max()) {
+    // Beyond fp32 the coefficient cannot be a float operand; form the products
+    // in fp64 (a path no clipping coefficient, always < 1, takes).
+    for (const Piece& piece : pieces) {
+      for (int64_t i = 0; i < piece.numel; ++i) {
+        switch (piece.dtype) {
+          case DType::kFloat32: {
+            float* x = static_cast<float*>(piece.data) + i;
+            *x = static_cast<float>(*x * coef);
+            break;
+          }
+          case DType::kFloat64:
+            static_cast<double*>(piece.data)[i] *= coef;
+            break;
+          case DType::kBFloat16: {
+            uint16_t* x = static_cast<uint16_t*>(piece.data) + i;
+            *x = half_internal::FloatToBFloat16Bits(static_cast<float>(
+                half_internal::BFloat16BitsToFloat(*x) * coef));
+            break;
+          }
+          case DType::kFloat16: {
+            uint16_t* x = static_cast<uint16_t*>(piece.data) + i;
+            *x = half_internal::FloatToHalfBits(static_cast<float>(
+                half_internal::HalfBitsToFloat(*x) * coef));
+            break;
+          }
+        }
+      }
+    }
+    return;
+  }
+  ThreadPool::Default().ParallelFor(
+      static_cast<int64_t>(pieces.size()),
+      Parallelism(num_threads, total_elements), [&](int64_t i) {
+        HWY_DYNAMIC_DISPATCH(ScaleRange)(pieces[i].data, pieces[i].dtype, pieces[i].numel, coef);
+      });
+}
+
+}  // namespace kernels_internal
+}  // namespace gradnorm
+#endif  // HWY_ONCE

@@ -1,0 +1,69 @@
+// The CPU implementation behind ComputePartialNorm / ScaleInPlace for host
+// tensors: Google Highway SIMD with runtime dispatch (AVX-512, AVX2, SSE4 or the
+// portable scalar fallback, whichever the CPU supports best), fp64 accumulation,
+// worker threads over fixed-size chunks.
+//
+// Determinism: every tensor is cut into chunks of `chunk_elements` elements at
+// fixed offsets; each chunk is reduced on its own (by whichever thread), and the
+// chunk results are combined sequentially in tensor order. The result therefore
+// depends on the data, p, chunk_elements and the SIMD target, never on the
+// number of threads or how chunks were scheduled.
+//
+// Callers validate first: tensors pass ValidateTensors and are on the CPU, p is
+// > 0 (or +inf), num_threads >= 0, chunk_elements >= 0, coef finite and >= 0.
+//
+// Thread-safety: thread-safe; concurrent calls share one persistent thread pool.
+#ifndef GRADNORM_KERNELS_INTERNAL_PARTIAL_NORM_CPU_H_
+#define GRADNORM_KERNELS_INTERNAL_PARTIAL_NORM_CPU_H_
+
+#include <cstdint>
+
+#include "absl/types/span.h"
+#include "kernels/grad_tensor.h"
+#include "kernels/internal/norm_result.h"
+
+namespace gradnorm {
+namespace kernels_internal {
+
+// Elements per chunk when PartialNormOptions::chunk_elements is 0.
+inline constexpr int64_t kDefaultChunkElements = int64_t{1} << 16;
+
+struct CpuNormOptions {
+  int num_threads = 0;             // 0: one per hardware thread
+  int64_t chunk_elements = 0;      // 0: kDefaultChunkElements
+  bool per_tensor = false;
+  bool fp32_accumulation = false;  // for 32- and 16-bit inputs, p = 1 or 2
+};
+
+NormResult ComputePartialNormCpu(absl::Span<const GradTensor> tensors, double p,
+                                 const CpuNormOptions& options);
+
+// num_threads 0: one per hardware thread.
+void ScaleInPlaceCpu(absl::Span<const GradTensor> tensors, double coef,
+                     int num_threads);
+
+// What the kernels compute for a chunk; exposed for the per-target tests.
+enum class NormKind : int32_t {
+  kSumAbs = 0,      // p == 1
+  kSumSquares = 1,  // p == 2
+  kSumPow = 2,      // other finite p: std::pow per element
+  kMaxAbs = 3,      // p == +inf
+};
+
+// A contiguous run of one tensor's elements.
+struct Chunk {
+  const void* data;
+  int64_t numel;
+  DType dtype;
+};
+
+struct ReduceSpec {
+  NormKind kind;
+  double p;
+  bool fp32_accumulation;
+};
+
+}  // namespace kernels_internal
+}  // namespace gradnorm
+
+#endif  // GRADNORM_KERNELS_INTERNAL_PARTIAL_NORM_CPU_H_

@@ -1,0 +1,136 @@
+#include "kernels/partial_norm.h"
+
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "kernels/internal/partial_norm_cpu.h"
+
+#if defined(GRADNORM_WITH_CUDA)
+#include "kernels/internal/partial_norm_cuda.h"
+#endif
+
+namespace gradnorm {
+namespace {
+
+absl::Status ValidateP(double p) {
+  if (!(p > 0.0)) {  // also rejects NaN
+    return absl::InvalidArgumentError(absl::StrCat(
+        "norm type p is ", p, "; expected p > 0 (a finite value or +inf)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateNormOptions(const PartialNormOptions& options) {
+  if (options.num_threads < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_threads is ", options.num_threads,
+                     "; expected >= 0 (0 = one per hardware thread)"));
+  }
+  if (options.chunk_elements < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk_elements is ", options.chunk_elements,
+                     "; expected >= 0 (0 = the default)"));
+  }
+  return absl::OkStatus();
+}
+
+PartialNorm ToPartialNorm(kernels_internal::NormResult result) {
+  PartialNorm out;
+  out.value = result.value;
+  out.nonfinite = result.nonfinite;
+  out.per_tensor = std::move(result.per_tensor);
+  return out;
+}
+
+bool OnCuda(absl::Span<const GradTensor> tensors) {
+  return !tensors.empty() && tensors[0].device.kind == Device::Kind::kCuda;
+}
+
+#if !defined(GRADNORM_WITH_CUDA)
+absl::Status NoCuda(absl::Span<const GradTensor> tensors) {
+  if (tensors.empty()) {
+    return absl::FailedPreconditionError(
+        "a device result needs CUDA but gradnorm was built without CUDA; "
+        "rebuild with a CUDA toolkit or use ComputePartialNorm");
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "tensors are on cuda:", tensors[0].device.index,
+      " but gradnorm was built without CUDA; rebuild with a CUDA toolkit or "
+      "pass CPU tensors"));
+}
+#endif
+
+}  // namespace
+
+absl::StatusOr<PartialNorm> ComputePartialNorm(
+    absl::Span<const GradTensor> tensors, double p,
+    const PartialNormOptions& options) {
+  RETURN_IF_ERROR(ValidateP(p));
+  RETURN_IF_ERROR(ValidateNormOptions(options));
+  RETURN_IF_ERROR(ValidateTensors(tensors));
+  if (OnCuda(tensors)) {
+#if defined(GRADNORM_WITH_CUDA)
+    return kernels_internal::ComputePartialNormCuda(tensors, p, options);
+#else
+    return NoCuda(tensors);
+#endif
+  }
+  kernels_internal::CpuNormOptions cpu_options;
+  cpu_options.num_threads = options.num_threads;
+  cpu_options.chunk_elements = options.chunk_elements;
+  cpu_options.per_tensor = options.per_tensor;
+  cpu_options.fp32_accumulation = options.fp32_accumulation;
+  return ToPartialNorm(
+      kernels_internal::ComputePartialNormCpu(tensors, p, cpu_options));
+}
+
+absl::Status ComputePartialNormOnDevice(absl::Span<const GradTensor> tensors,
+                                        double p, double* device_result,
+                                        const PartialNormOptions& options) {
+  RETURN_IF_ERROR(ValidateP(p));
+  RETURN_IF_ERROR(ValidateNormOptions(options));
+  RETURN_IF_ERROR(ValidateTensors(tensors));
+  if (device_result == nullptr) {
+    return absl::InvalidArgumentError(
+        "device_result is null; expected a pointer to one double in CUDA device "
+        "memory");
+  }
+  if (!tensors.empty() && !OnCuda(tensors)) {
+    return absl::InvalidArgumentError(
+        "ComputePartialNormOnDevice got CPU tensors; expected CUDA tensors (use "
+        "ComputePartialNorm for host memory)");
+  }
+#if defined(GRADNORM_WITH_CUDA)
+  return kernels_internal::ComputePartialNormOnDeviceCuda(tensors, p,
+                                                          device_result, options);
+#else
+  return NoCuda(tensors);
+#endif
+}
+
+absl::Status ScaleInPlace(absl::Span<const GradTensor> tensors, double coef,
+                          const ScaleOptions& options) {
+  if (!std::isfinite(coef) || coef < 0.0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scale coefficient is ", coef, "; expected a finite value >= 0"));
+  }
+  if (options.num_threads < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_threads is ", options.num_threads,
+                     "; expected >= 0 (0 = one per hardware thread)"));
+  }
+  RETURN_IF_ERROR(ValidateTensors(tensors));
+  if (OnCuda(tensors)) {
+#if defined(GRADNORM_WITH_CUDA)
+    return kernels_internal::ScaleInPlaceCuda(tensors, coef, options);
+#else
+    return NoCuda(tensors);
+#endif
+  }
+  kernels_internal::ScaleInPlaceCpu(tensors, coef, options.num_threads);
+  return absl::OkStatus();
+}
+
+}  // namespace gradnorm

@@ -1,0 +1,85 @@
+// Partial gradient norms over many tensors in one pass, and in-place clipping.
+//
+// The local half of DESIGN.md section 2: for a p-norm (0 < p < inf) the partial
+// is S = sum over all elements of all tensors of |g|^p; for the inf-norm
+// (p = +inf) it is M = max |g|. Every element is widened to fp64 before it is
+// raised to p, so no finite fp32/bf16/fp16 value overflows or underflows. The
+// result is bitwise identical for any thread count, GPU grid or launch split.
+//
+//   std::vector<GradTensor> grads = ...;
+//   absl::StatusOr<PartialNorm> partial = ComputePartialNorm(grads, 2.0);
+//   if (!partial.ok()) return partial.status();
+//   double norm = std::sqrt(partial->value);
+//   if (!partial->nonfinite && max_norm / (norm + 1e-6) < 1) {
+//     RETURN_IF_ERROR(ScaleInPlace(grads, max_norm / (norm + 1e-6)));
+//   }
+//
+// Thread-safety: the functions are thread-safe; concurrent calls must not
+// scale the same memory.
+#ifndef GRADNORM_KERNELS_PARTIAL_NORM_H_
+#define GRADNORM_KERNELS_PARTIAL_NORM_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "kernels/grad_tensor.h"
+
+namespace gradnorm {
+
+struct PartialNormOptions {
+  // CPU worker threads; 0 means one per hardware thread. Does not change the result.
+  int num_threads = 0;
+  // Elements per work chunk. Chunks are combined in a fixed order, so the result
+  // depends on this value but never on num_threads; 0 means the default.
+  int64_t chunk_elements = 0;
+  // Also return each tensor's own partial in PartialNorm::per_tensor.
+  bool per_tensor = false;
+  // For CUDA tensors: the cudaStream_t to run on (nullptr = the default stream).
+  void* cuda_stream = nullptr;
+  // Accumulate in fp32 instead of fp64. Exists only to benchmark what fp64
+  // costs; results may overflow. Never the default.
+  bool fp32_accumulation = false;
+};
+
+struct PartialNorm {
+  // sum |g|^p (p finite) or max |g| (p = inf); 0 for no elements. NaN when any
+  // element is NaN (NaN wins over Inf), +Inf when any element is +-Inf.
+  double value = 0.0;
+  // True when any element was NaN or +-Inf.
+  bool nonfinite = false;
+  // Per-tensor partials in input order, when PartialNormOptions::per_tensor.
+  std::vector<double> per_tensor;
+};
+
+// The partial norm of `tensors` (all on one device). INVALID_ARGUMENT for a bad
+// tensor (see ValidateTensors) or p <= 0 or NaN; FAILED_PRECONDITION for CUDA
+// tensors in a build without CUDA; INTERNAL for a CUDA error (naming the call).
+absl::StatusOr<PartialNorm> ComputePartialNorm(
+    absl::Span<const GradTensor> tensors, double p,
+    const PartialNormOptions& options = {});
+
+// For CUDA tensors: enqueues the partial on options.cuda_stream and leaves it in
+// device memory at `device_result` (one fp64 value, e.g. for NCCL to reduce with
+// no host round trip). Returns without synchronizing. Errors as above.
+absl::Status ComputePartialNormOnDevice(absl::Span<const GradTensor> tensors,
+                                        double p, double* device_result,
+                                        const PartialNormOptions& options = {});
+
+struct ScaleOptions {
+  int num_threads = 0;
+  void* cuda_stream = nullptr;
+};
+
+// Multiplies every element of every tensor by `coef` in place, in the tensor's
+// own storage and dtype (bf16/fp16 round to nearest even), the product formed
+// in fp32 or better. INVALID_ARGUMENT for a bad tensor or a coef that is
+// negative or not finite; nothing is written then.
+absl::Status ScaleInPlace(absl::Span<const GradTensor> tensors, double coef,
+                          const ScaleOptions& options = {});
+
+}  // namespace gradnorm
+
+#endif  // GRADNORM_KERNELS_PARTIAL_NORM_H_
