@@ -39,8 +39,8 @@ TEST(GradNormClipperTest, SingleJobClipsAboveMaxNorm) {
   EXPECT_EQ(r->reason, v1::REASON_ABOVE_MAX_NORM);
   EXPECT_EQ(r->clip_coef, 1.0 / (5.477225575051661 + 1e-6));
   EXPECT_EQ(r->job_partial, 30.0);
-  EXPECT_EQ(a[0], static_cast<float>(3 * r->clip_coef));
-  EXPECT_EQ(b[1], static_cast<float>(2 * r->clip_coef));
+  EXPECT_EQ(a[0], 3.0f * static_cast<float>(r->clip_coef));
+  EXPECT_EQ(b[1], 2.0f * static_cast<float>(r->clip_coef));
 }
 
 TEST(GradNormClipperTest, SingleJobLeavesSmallGradientsAlone) {

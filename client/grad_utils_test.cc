@@ -219,8 +219,8 @@ TEST(ClipGradByTotalNormTest, SeedVectors) {
     EXPECT_TRUE(r->clipped);
     EXPECT_EQ(r->clip_coef, 1.0 / 5.000001);
     EXPECT_NEAR(r->clip_coef, 0.19999996, 1e-8);
-    EXPECT_EQ(a[0], static_cast<float>(3 * r->clip_coef));
-    EXPECT_EQ(b[1], static_cast<float>(2 * r->clip_coef));
+    EXPECT_EQ(a[0], 3.0f * static_cast<float>(r->clip_coef));
+    EXPECT_EQ(b[1], 2.0f * static_cast<float>(r->clip_coef));
   }
   {
     std::vector<float> a = {3, 4}, b = {1, 2};
@@ -236,7 +236,7 @@ TEST(ClipGradByTotalNormTest, SeedVectors) {
     absl::StatusOr<ClipResult> r = ClipGradByTotalNorm(Views(a, b), 2.0, 4.0);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->clip_coef, 2.0 / 4.000001);
-    EXPECT_EQ(a[1], static_cast<float>(4 * (2.0 / 4.000001)));
+    EXPECT_EQ(a[1], 4.0f * static_cast<float>(2.0 / 4.000001));
   }
 }
 
