@@ -45,7 +45,8 @@ def _cuda_configure_impl(ctx):
         "",
         "cc_library(",
         '    name = "cuda_headers",',
-        '    hdrs = glob(["include/**/*.h", "include/**/*.hpp", "include/**/*.cuh", "include/**/*.inl"], allow_empty = True),',
+        # nccl.h -> cuda_fp16.h includes <nv/target>, a header without a suffix.
+        '    hdrs = glob(["include/**/*.h", "include/**/*.hpp", "include/**/*.cuh", "include/**/*.inl", "include/nv/**", "include/cccl/nv/**"], allow_empty = True),',
         '    includes = ["include"],',
         ")",
         "",
