@@ -1,0 +1,51 @@
+// NCCL and the CUDA runtime report failures as result codes; gradnorm reports
+// them as absl::Status. This header is the one place the client translates
+// ncclResult_t and cudaError_t.
+//
+//   RETURN_IF_ERROR(NcclStatus(ncclAllReduce(...), "ncclAllReduce"));
+//   RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(...), "cudaMemcpyAsync"));
+//
+// Codes: ncclInvalidArgument / ncclInvalidUsage are INVALID_ARGUMENT,
+// ncclRemoteError (a peer failed) and ncclSystemError (network, sockets) are
+// UNAVAILABLE, the rest INTERNAL; every CUDA error is INTERNAL. The message
+// names the call and carries the library's error string.
+//
+// Thread-safety: pure functions.
+#ifndef GRADNORM_CLIENT_NCCL_ERRORS_H_
+#define GRADNORM_CLIENT_NCCL_ERRORS_H_
+
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+
+namespace gradnorm {
+
+inline absl::Status NcclStatus(ncclResult_t result, absl::string_view call) {
+  if (result == ncclSuccess || result == ncclInProgress) return absl::OkStatus();
+  const std::string message =
+      absl::StrCat(call, " failed: ", ncclGetErrorString(result));
+  switch (result) {
+    case ncclInvalidArgument:
+    case ncclInvalidUsage:
+      return absl::InvalidArgumentError(message);
+    case ncclRemoteError:
+    case ncclSystemError:
+      return absl::UnavailableError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+inline absl::Status CudaStatus(cudaError_t error, absl::string_view call) {
+  if (error == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(call, " failed: ",
+                                          cudaGetErrorName(error), ": ",
+                                          cudaGetErrorString(error)));
+}
+
+}  // namespace gradnorm
+
+#endif  // GRADNORM_CLIENT_NCCL_ERRORS_H_
