@@ -73,6 +73,7 @@ struct Names {
   PyObject* is_contiguous = PyUnicode_InternFromString("is_contiguous");
   PyObject* is_cuda = PyUnicode_InternFromString("is_cuda");
   PyObject* get_device = PyUnicode_InternFromString("get_device");
+  PyObject* grad = PyUnicode_InternFromString("grad");
 };
 
 const Names& GetNames() {
@@ -128,44 +129,104 @@ class TensorViews {
     return views;
   }
 
+  // Reads a torch tensor's view; returns false (view untouched) when it is not
+  // contiguous. Throws ValueError for a dtype outside dtype_codes.
+  static bool ReadTorchView(PyObject* t, const py::dict& dtype_codes,
+                            size_t index, GradTensor* view) {
+    const Names& names = GetNames();
+    py::object dtype = GetAttr(t, names.dtype);
+    PyObject* code = PyDict_GetItem(dtype_codes.ptr(), dtype.ptr());
+    if (code == nullptr) {
+      throw py::value_error(absl::StrCat(
+          "INVALID_ARGUMENT: tensor ", index, " has dtype ",
+          std::string(py::str(dtype)),
+          "; expected float32, bfloat16, float16 or float64"));
+    }
+    if (CallMethod(t, names.is_contiguous).ptr() != Py_True) return false;
+    view->dtype = static_cast<DType>(PyLong_AsLong(code));
+    view->numel = PyLong_AsLongLong(CallMethod(t, names.numel).ptr());
+    view->data = view->numel == 0
+                     ? nullptr
+                     : PyLong_AsVoidPtr(CallMethod(t, names.data_ptr).ptr());
+    view->device = Device::Cpu();
+    if (GetAttr(t, names.is_cuda).ptr() == Py_True) {
+      view->device = Device::Cuda(static_cast<int32_t>(
+          PyLong_AsLong(CallMethod(t, names.get_device).ptr())));
+    }
+    if (PyErr_Occurred()) throw py::error_already_set();
+    return true;
+  }
+
   // torch.Tensor objects (no DLPack export). `dtype_codes` maps torch dtype
   // objects to DType values. Non-contiguous tensors are not viewed; their
   // indices are listed in `noncontiguous` for the caller to handle.
   static std::unique_ptr<TensorViews> FromTorch(const py::sequence& tensors,
                                                 const py::dict& dtype_codes) {
     auto views = std::make_unique<TensorViews>();
-    const Names& names = GetNames();
     views->views_.reserve(tensors.size());
     views->keep_alive_ = py::list(tensors);
     for (size_t i = 0; i < tensors.size(); ++i) {
       PyObject* t = PyList_GET_ITEM(views->keep_alive_.ptr(), i);
-      py::object dtype = GetAttr(t, names.dtype);
-      PyObject* code = PyDict_GetItem(dtype_codes.ptr(), dtype.ptr());
-      if (code == nullptr) {
-        throw py::value_error(absl::StrCat(
-            "INVALID_ARGUMENT: tensor ", i, " has dtype ",
-            std::string(py::str(dtype)),
-            "; expected float32, bfloat16, float16 or float64"));
-      }
-      if (CallMethod(t, names.is_contiguous).ptr() != Py_True) {
-        views->noncontiguous_.push_back(static_cast<int64_t>(i));
-        continue;
-      }
       GradTensor view;
-      view.dtype = static_cast<DType>(PyLong_AsLong(code));
-      view.numel = PyLong_AsLongLong(CallMethod(t, names.numel).ptr());
-      view.data =
-          view.numel == 0
-              ? nullptr
-              : PyLong_AsVoidPtr(CallMethod(t, names.data_ptr).ptr());
-      if (GetAttr(t, names.is_cuda).ptr() == Py_True) {
-        view.device = Device::Cuda(static_cast<int32_t>(
-            PyLong_AsLong(CallMethod(t, names.get_device).ptr())));
+      if (ReadTorchView(t, dtype_codes, i, &view)) {
+        views->views_.push_back(view);
+      } else {
+        views->noncontiguous_.push_back(static_cast<int64_t>(i));
       }
-      if (PyErr_Occurred()) throw py::error_already_set();
-      views->views_.push_back(view);
     }
     return views;
+  }
+
+  // Views of the `.grad` of each parameter that has one, or None when a
+  // gradient's exact type is not in `plain_types` (a DTensor: the caller takes
+  // the general path). `previous`, the views of an earlier call, saves most of
+  // the per-tensor work: a gradient that is the very same object (tracked by a
+  // weak reference, so old gradients are never kept alive) with the same
+  // data_ptr and numel as at the same position then reuses its view; dtype,
+  // contiguity and device are only re-read for new objects.
+  static py::object FromParameters(const py::iterable& parameters,
+                                   const py::dict& dtype_codes,
+                                   const py::tuple& plain_types,
+                                   const TensorViews* previous) {
+    auto views = std::make_unique<TensorViews>();
+    const Names& names = GetNames();
+    for (py::handle parameter : parameters) {
+      py::object grad = GetAttr(parameter.ptr(), names.grad);
+      if (grad.is_none()) continue;
+      PyObject* g = grad.ptr();
+      bool plain = false;
+      for (py::handle type : plain_types) {
+        if (reinterpret_cast<PyObject*>(Py_TYPE(g)) == type.ptr()) plain = true;
+      }
+      if (!plain) return py::none();
+      const size_t k = views->grads_.size();
+      const Entry* old = previous != nullptr && k < previous->entries_.size()
+                             ? &previous->entries_[k]
+                             : nullptr;
+      if (old != nullptr && old->contiguous &&
+          PyWeakref_GetObject(old->weakref.ptr()) == g &&
+          PyLong_AsLongLong(CallMethod(g, names.numel).ptr()) ==
+              old->view.numel &&
+          (old->view.numel == 0 ||
+           PyLong_AsVoidPtr(CallMethod(g, names.data_ptr).ptr()) ==
+               old->view.data)) {
+        views->entries_.push_back(*old);
+        views->views_.push_back(old->view);
+      } else {
+        Entry entry;
+        entry.weakref = py::weakref(grad);
+        entry.contiguous = ReadTorchView(g, dtype_codes, k, &entry.view);
+        if (entry.contiguous) {
+          views->views_.push_back(entry.view);
+        } else {
+          views->noncontiguous_.push_back(static_cast<int64_t>(k));
+        }
+        views->entries_.push_back(std::move(entry));
+      }
+      if (PyErr_Occurred()) throw py::error_already_set();
+      views->grads_.append(std::move(grad));
+    }
+    return py::cast(std::move(views));
   }
 
   // (value, nonfinite): sum |g|^p, or max |g| for p = inf.
@@ -205,12 +266,23 @@ class TensorViews {
     }
     managed_.clear();
     if (keep_alive_) keep_alive_ = py::list();
+    grads_ = py::list();
+    entries_.clear();
     views_.clear();
+    released_ = true;
+  }
+
+  // Drops the references to the gradients but keeps what `previous` needs;
+  // the views are unusable for computing afterwards.
+  void Detach() {
+    grads_ = py::list();
+    if (keep_alive_) keep_alive_ = py::list();
     released_ = true;
   }
 
   size_t size() const { return views_.size(); }
   const std::vector<int64_t>& noncontiguous() const { return noncontiguous_; }
+  py::list grads() const { return grads_; }
   std::vector<GradTensor>& views() { return views_; }
 
  private:
@@ -221,7 +293,15 @@ class TensorViews {
     }
   }
 
+  struct Entry {
+    py::weakref weakref;
+    GradTensor view;
+    bool contiguous = false;
+  };
+
   std::vector<GradTensor> views_;
+  std::vector<Entry> entries_;  // from_parameters only
+  py::list grads_;              // from_parameters only
   std::vector<DLManagedTensor*> managed_;
   py::list keep_alive_;
   std::vector<int64_t> noncontiguous_;
@@ -259,7 +339,18 @@ PYBIND11_MODULE(_gradnorm, m) {
       .def("scale_", &TensorViews::Scale, py::arg("coef"),
            py::arg("num_threads") = 0, py::arg("cuda_stream") = 0,
            "Multiplies every element by coef in place, in its own dtype.")
+      .def_static("from_parameters", &TensorViews::FromParameters,
+                  py::arg("parameters"), py::arg("dtype_codes"),
+                  py::arg("plain_types"), py::arg("previous") = nullptr,
+                  "Views of the .grad of each parameter that has one, or None "
+                  "when a gradient's type is not in plain_types; previous "
+                  "(detached views of an earlier call) makes re-viewing the "
+                  "same gradients cheap.")
       .def("release", &TensorViews::Release)
+      .def("detach", &TensorViews::Detach,
+           "Drops the gradient references; keeps what `previous` reuses.")
+      .def_property_readonly("grads", &TensorViews::grads,
+                             "The gradients viewed (from_parameters).")
       .def_property_readonly("noncontiguous", &TensorViews::noncontiguous)
       .def("__len__", &TensorViews::size);
 

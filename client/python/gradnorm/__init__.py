@@ -14,6 +14,15 @@ The low-level, framework-free API is in ``gradnorm._gradnorm``
 (``TensorViews.from_dlpack`` over any DLPack producer, e.g. numpy arrays).
 """
 
-from gradnorm import _gradnorm  # noqa: F401  (fails early if the build is missing)
+import os as _os
+
+# ./scripts/python names the directory of the built package. Scripts under
+# client/python/ put the source tree (which has no _gradnorm.so) first on
+# sys.path; this lets the extension be found there too.
+_built = _os.environ.get("GRADNORM_PACKAGE_DIR")
+if _built and _built not in __path__:
+    __path__.append(_built)
+
+from gradnorm import _gradnorm  # noqa: E402,F401  (fails early without the build)
 
 __all__ = ["torch"]

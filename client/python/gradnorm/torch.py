@@ -148,16 +148,23 @@ def _combine(a: float, b: float, p: float) -> float:
     return a + b
 
 
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+# Per call site, the detached views of the previous call: re-viewing the same
+# gradients next step costs two accessor calls per tensor instead of five.
+_previous_views = {}
+
+
 class _LocalGrads:
     """Zero-copy kernel views of one rank's gradient tensors."""
 
-    def __init__(self, grads: List[torch.Tensor]):
+    def __init__(self, views, grads: List[torch.Tensor], site: Optional[str] = None):
+        self.views = views
         self.grads = grads
-        self.views = _gradnorm.TensorViews.from_torch(grads, _DTYPE_CODES)
-        noncontiguous = self.views.noncontiguous
+        self.site = site
         # Non-contiguous gradients (rare: parameters created as views) are read
         # through contiguous copies and scaled by torch.
-        self.strided = [grads[i] for i in noncontiguous]
+        self.strided = [grads[i] for i in views.noncontiguous]
         self.copies = (
             _gradnorm.TensorViews.from_torch(
                 [g.contiguous() for g in self.strided], _DTYPE_CODES)
@@ -165,6 +172,20 @@ class _LocalGrads:
         self.stream = 0
         if grads and grads[0].is_cuda:
             self.stream = torch.cuda.current_stream(grads[0].device).cuda_stream
+
+    @classmethod
+    def of_tensors(cls, grads: List[torch.Tensor]) -> "_LocalGrads":
+        return cls(_gradnorm.TensorViews.from_torch(grads, _DTYPE_CODES), grads)
+
+    @classmethod
+    def of_parameters(cls, parameters: list, site: str) -> Optional["_LocalGrads"]:
+        """The gradients of plain-tensor parameters; None when some gradient
+        is a DTensor (the caller takes the general path)."""
+        views = _gradnorm.TensorViews.from_parameters(
+            parameters, _DTYPE_CODES, _PLAIN_TYPES, _previous_views.get(site))
+        if views is None:
+            return None
+        return cls(views, views.grads, site)
 
     def partial(self, p: float) -> float:
         threads = torch.get_num_threads()
@@ -178,6 +199,14 @@ class _LocalGrads:
         self.views.scale_(coef, torch.get_num_threads(), self.stream)
         for g in self.strided:
             g.mul_(coef)
+
+    def done(self):
+        """Drops the gradient references; keeps the views for the next call."""
+        if self.site is not None:
+            self.views.detach()
+            _previous_views[self.site] = self.views
+        else:
+            self.views.release()
 
 
 def _local_grad(parameter) -> Optional[torch.Tensor]:
@@ -265,14 +294,24 @@ def get_grad_norm(parameters: _TensorOrTensors, dp_cp_group, tp_group,
     """
     p = _norm_type(norm_type)
     _check_dtype(dtype)
-    grads = []
-    for parameter in _as_list(parameters):
-        grad = parameter.grad
-        if grad is None:
-            continue
-        if _counted_here(grad, parameter, dp_cp_group, tp_group):
-            grads.append(grad.to_local() if _is_dtensor(grad) else grad)
-    partial = _LocalGrads(grads).partial(p)
+    parameters = _as_list(parameters)
+    # Without a TP group no plain tensor is a replica to skip.
+    local = (_LocalGrads.of_parameters(parameters, "get_grad_norm")
+             if tp_group is None else None)
+    if local is None:
+        grads = []
+        for parameter in parameters:
+            grad = parameter.grad
+            if grad is None:
+                continue
+            if _counted_here(grad, parameter, dp_cp_group, tp_group):
+                grads.append(grad.to_local() if _is_dtensor(grad) else grad)
+        local = _LocalGrads.of_tensors(grads)
+    try:
+        partial = local.partial(p)
+    finally:
+        local.done()
+    grads = local.grads
     for group in (dp_cp_group, tp_group):
         if group is not None:
             partial = _reduce(partial, p, group,
@@ -280,16 +319,12 @@ def get_grad_norm(parameters: _TensorOrTensors, dp_cp_group, tp_group,
     return _total_from_partial(partial, p)
 
 
-def _clip(grads: List[torch.Tensor], max_norm: float,
-          total_norm: float) -> float:
-    """Scales grads by the clip coefficient when it is < 1; returns it."""
-    if not math.isfinite(total_norm):
-        return 1.0
-    coef = max_norm / (total_norm + _CLIP_EPSILON)
-    if coef < 1.0:
-        _LocalGrads(grads).scale_(coef)
-        return coef
-    return 1.0
+def _local_grads_of(parameters: list, site: str) -> _LocalGrads:
+    local = _LocalGrads.of_parameters(parameters, site)
+    if local is None:
+        local = _LocalGrads.of_tensors(
+            [g for g in (_local_grad(q) for q in parameters) if g is not None])
+    return local
 
 
 def clip_grad_by_total_norm_(parameters: _TensorOrTensors,
@@ -308,9 +343,13 @@ def clip_grad_by_total_norm_(parameters: _TensorOrTensors,
         raise ValueError(
             f"INVALID_ARGUMENT: total norm {total} is negative; expected a norm "
             ">= 0 (or NaN/inf, which clip nothing)")
-    grads = [g for g in (_local_grad(p) for p in _as_list(parameters))
-             if g is not None]
-    _clip(grads, max_norm, total)
+    if not math.isfinite(total) or max_norm / (total + _CLIP_EPSILON) >= 1.0:
+        return
+    local = _local_grads_of(_as_list(parameters), "clip_grad_by_total_norm_")
+    try:
+        local.scale_(max_norm / (total + _CLIP_EPSILON))
+    finally:
+        local.done()
 
 
 def clip_grad_norm_(parameters: _TensorOrTensors, max_norm: float,
@@ -327,11 +366,18 @@ def clip_grad_norm_(parameters: _TensorOrTensors, max_norm: float,
     """
     p = _norm_type(norm_type)
     max_norm = _check_max_norm(max_norm)
-    grads = [g for g in (_local_grad(q) for q in _as_list(parameters))
-             if g is not None]
+    local = _local_grads_of(_as_list(parameters), "clip_grad_norm_")
+    try:
+        return _clip_local(local, p, max_norm, error_if_nonfinite)
+    finally:
+        local.done()
+
+
+def _clip_local(local: _LocalGrads, p: float, max_norm: float,
+                error_if_nonfinite: bool) -> torch.Tensor:
+    grads = local.grads
     if not grads:
         return torch.tensor(0.0)
-    local = _LocalGrads(grads)
     total = _total_from_partial(local.partial(p), p)
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(

@@ -1,0 +1,132 @@
+"""gradnorm.torch across processes: 4 Gloo ranks as 2 DP x 2 TP, checked
+against the norm of the full (unsharded) gradients computed on every rank."""
+
+import math
+import os
+import tempfile
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import gradnorm.torch as gn
+
+DP, TP = 2, 2
+WORLD = DP * TP
+
+
+def full_gradients(seed):
+    """The model's full gradients: W (8 x 6, sharded by columns over TP) and
+    b (6, replicated over TP). FSDP-style, DP ranks hold disjoint halves of
+    each TP shard, flattened."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(8, 6, generator=gen, dtype=torch.float64) * 3
+    b = torch.randn(6, generator=gen, dtype=torch.float64)
+    return w, b
+
+
+def shard(w, b, dp_rank, tp_rank, dtype):
+    w_tp = w.chunk(TP, dim=1)[tp_rank].contiguous().flatten()
+    w_local = w_tp.chunk(DP)[dp_rank]
+    b_local = b.chunk(DP)[dp_rank]  # the same on both TP ranks
+    pw = torch.nn.Parameter(torch.zeros(w_local.numel(), dtype=dtype))
+    pb = gn.mark_tp_replicated(torch.nn.Parameter(torch.zeros(b_local.numel(), dtype=dtype)))
+    pw.grad = w_local.to(dtype).clone()
+    pb.grad = b_local.to(dtype).clone()
+    return [pw, pb]
+
+
+def reference(tensors, p):
+    flat = torch.cat([t.double().flatten() for t in tensors])
+    return torch.linalg.vector_norm(flat, p).item()
+
+
+def worker(rank, store_path, failures):
+    try:
+        store = dist.FileStore(store_path, WORLD)
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=WORLD)
+        dp_rank, tp_rank = rank // TP, rank % TP
+        tp_groups = [dist.new_group([d * TP + t for t in range(TP)]) for d in range(DP)]
+        dp_groups = [dist.new_group([d * TP + t for d in range(DP)]) for t in range(TP)]
+        tp_group, dp_group = tp_groups[dp_rank], dp_groups[tp_rank]
+        run_checks(rank, dp_rank, tp_rank, dp_group, tp_group)
+        dist.barrier()
+        dist.destroy_process_group()
+    except BaseException as e:  # reported to the parent, which fails the test
+        import traceback
+        failures.put(f"rank {rank}: {e!r}\n{traceback.format_exc()}")
+        raise
+
+
+def run_checks(rank, dp_rank, tp_rank, dp_group, tp_group):
+    # Full-gradient reference, fp32 and bf16 storage, every norm type.
+    for dtype in (torch.float32, torch.bfloat16):
+        w, b = full_gradients(seed=7)
+        w, b = w.to(dtype).double(), b.to(dtype).double()  # what the ranks store
+        for p in (2.0, 1.0, 3.0, math.inf):
+            params = shard(w, b, dp_rank, tp_rank, dtype)
+            got = gn.get_grad_norm(params, dp_group, tp_group, norm_type=p)
+            want = reference([w, b], p)
+            assert got == pytest.approx(want, rel=1e-12), (dtype, p, got, want)
+
+    # Seed vector: TP=2 with W shards [1,2] | [2,4] and replicated b=[0,1].
+    w_shard = [[1.0, 2.0], [2.0, 4.0]][tp_rank]
+    pw = torch.nn.Parameter(torch.zeros(2))
+    pw.grad = torch.tensor(w_shard)
+    pb = gn.mark_tp_replicated(torch.nn.Parameter(torch.zeros(2)))
+    pb.grad = torch.tensor([0.0, 1.0])
+    got = gn.get_grad_norm([pw, pb], None, tp_group)
+    assert got == pytest.approx(math.sqrt(26), rel=1e-15), got
+
+    # Clipping the shards clips the full gradient to max_norm.
+    w, b = full_gradients(seed=8)
+    params = shard(w, b, dp_rank, tp_rank, torch.float32)
+    total = gn.get_grad_norm(params, dp_group, tp_group)
+    gn.clip_grad_by_total_norm_(params, 1.0, total)
+    local_sq = sum(g.grad.double().pow(2).sum().item() for g in
+                   (params if tp_rank == 0 else params[:1]))
+    t = torch.tensor([local_sq], dtype=torch.float64)
+    dist.all_reduce(t)
+    assert math.sqrt(t.item()) == pytest.approx(1.0, rel=1e-6)
+
+    # A rank with no gradients joins and contributes 0; nobody hangs.
+    params = shard(*full_gradients(seed=9), dp_rank, tp_rank, torch.float32)
+    if rank == 3:
+        params = [torch.nn.Parameter(torch.zeros(3))]
+    got = gn.get_grad_norm(params, dp_group, tp_group)
+    w, b = full_gradients(seed=9)
+    w_tp1 = w.chunk(TP, dim=1)[1].contiguous().flatten()
+    kept = [w.chunk(TP, dim=1)[0], w_tp1.chunk(DP)[0], b]
+    assert got == pytest.approx(reference(kept, 2.0), rel=1e-6)
+
+    # NaN on one rank wins on every rank, also for the inf-norm (MAX).
+    for p in (2.0, math.inf):
+        params = shard(*full_gradients(seed=10), dp_rank, tp_rank, torch.float32)
+        if rank == 2:
+            params[0].grad[0] = math.nan
+        if rank == 1:
+            params[0].grad[1] = math.inf
+        got = gn.get_grad_norm(params, dp_group, tp_group, norm_type=p)
+        assert math.isnan(got), (p, got)
+
+
+def test_two_dp_by_two_tp_matches_full_gradient():
+    ctx = mp.get_context("spawn")
+    failures = ctx.SimpleQueue()
+    with tempfile.TemporaryDirectory() as tmp:
+        store_path = os.path.join(tmp, "store")
+        procs = [ctx.Process(target=worker, args=(r, store_path, failures))
+                 for r in range(WORLD)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(timeout=90)
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+        errors = []
+        while not failures.empty():
+            errors.append(failures.get())
+        assert not errors, "\n".join(errors)
+        assert [proc.exitcode for proc in procs] == [0] * WORLD
