@@ -1,0 +1,824 @@
+#include "server/aggregator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <queue>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "server/history.h"
+#include "server/number_format.h"
+#include "server/round_policy.h"
+#include "server/run_config.h"
+
+namespace gradnorm {
+namespace server {
+namespace {
+
+constexpr absl::string_view kShuttingDown =
+    "the coordinator is shutting down; retry against the restarted "
+    "coordinator";
+
+bool SamePartial(double a, double b) {
+  return (std::isnan(a) && std::isnan(b)) || a == b;
+}
+
+// "0-2, 5, 7-9": compact even when hundreds of participants are missing,
+// and capped so that a message stays readable.
+std::string FormatIds(const std::vector<uint32_t>& ids) {
+  constexpr size_t kMaxItems = 16;
+  std::vector<std::string> items;
+  size_t i = 0;
+  while (i < ids.size() && items.size() < kMaxItems) {
+    size_t j = i;
+    while (j + 1 < ids.size() && ids[j + 1] == ids[j] + 1) ++j;
+    items.push_back(j == i ? absl::StrCat(ids[i])
+                           : absl::StrCat(ids[i], "-", ids[j]));
+    i = j + 1;
+  }
+  std::string out = absl::StrJoin(items, ", ");
+  if (i < ids.size()) absl::StrAppend(&out, ", ... (", ids.size(), " in all)");
+  return out;
+}
+
+std::string RoundName(absl::string_view run_id, uint64_t step) {
+  return absl::StrCat("step ", step, " of run ", run_id);
+}
+
+using Call = std::pair<Aggregator::ReportCallback,
+                       absl::StatusOr<v1::RoundResult>>;
+
+class AggregatorImpl;
+
+class WatchImpl final : public RoundWatch {
+ public:
+  WatchImpl(AggregatorImpl* aggregator, std::string run_id, uint64_t from_step,
+            std::function<void()> on_ready)
+      : aggregator_(aggregator),
+        run_id_(std::move(run_id)),
+        from_step_(from_step),
+        next_step_(from_step),
+        on_ready_(std::move(on_ready)) {}
+  ~WatchImpl() override;
+
+  absl::StatusOr<std::optional<v1::RoundResult>> Next() override;
+
+ private:
+  friend class AggregatorImpl;
+  AggregatorImpl* const aggregator_;
+  const std::string run_id_;
+  const uint64_t from_step_;
+  // Guarded by the aggregator's mu_.
+  bool replaying_ = true;
+  uint64_t next_step_;
+  size_t snapshot_ = 0;  // live_log entries committed before Watch().
+  size_t live_pos_ = 0;
+  bool armed_ = false;
+  const std::function<void()> on_ready_;
+};
+
+class AggregatorImpl final : public Aggregator {
+ public:
+  AggregatorImpl(const AggregatorOptions& options, TelemetryStore* store,
+                 Clock* clock)
+      : options_(options), store_(store), clock_(clock) {}
+  ~AggregatorImpl() override { Shutdown().IgnoreError(); }
+
+  absl::Status Load();
+  void StartExpiryThread();
+
+  absl::StatusOr<v1::RegisterRunResponse> RegisterRun(
+      const v1::RegisterRunRequest& request) override;
+  void Report(const v1::ReportRequest& request, absl::Time deadline,
+              ReportCallback done) override;
+  void ExpireRounds() override;
+  v1::ListRunsResponse ListRuns() const override;
+  absl::StatusOr<v1::RunInfo> GetRun(absl::string_view run_id) const override;
+  absl::StatusOr<v1::GetHistoryResponse> GetHistory(
+      const v1::GetHistoryRequest& request) const override;
+  absl::StatusOr<v1::GetSummaryResponse> GetSummary(
+      const v1::GetSummaryRequest& request) const override;
+  absl::StatusOr<std::unique_ptr<RoundWatch>> Watch(
+      absl::string_view run_id, uint64_t from_step,
+      std::function<void()> on_ready) override;
+  AggregatorStats Stats() const override;
+  absl::Status Shutdown() override;
+
+ private:
+  friend class WatchImpl;
+
+  struct Waiter {
+    uint64_t id = 0;
+    ReportCallback done;
+  };
+
+  struct OpenRound {
+    absl::Time first_report;
+    absl::Time deadline;
+    std::vector<bool> reported;
+    std::vector<double> partials;
+    std::vector<absl::Time> arrivals;
+    std::vector<uint64_t> num_elements;
+    uint32_t count = 0;
+    // Finalized: `record` is with the store, waiting for its commit.
+    bool committing = false;
+    RoundRecord record;
+    std::vector<Waiter> waiters;
+  };
+
+  struct FinishedRound {
+    RoundRecord record;
+    // 0 for rounds loaded at start; else 1 + the index in Run::live_log.
+    size_t live_index = 0;
+  };
+
+  struct Run {
+    explicit Run(RunRecord record) : info(std::move(record)), policy(info.config) {}
+    RunRecord info;
+    RoundPolicy policy;
+    uint64_t next_sequence = 1;
+    std::map<uint64_t, FinishedRound> finished;
+    std::map<uint64_t, OpenRound> open;
+    // Step -> why it was abandoned.
+    std::map<uint64_t, std::string> abandoned;
+    // Steps committed since start, in commit order.
+    std::vector<uint64_t> live_log;
+    std::set<WatchImpl*> watches;
+  };
+
+  // A deadline to check: a round's timeout (waiter_id 0) or one waiter's.
+  struct Expiry {
+    absl::Time when;
+    std::string run_id;
+    uint64_t step;
+    uint64_t waiter_id;
+    bool operator>(const Expiry& other) const { return when > other.when; }
+  };
+
+  struct Append {
+    RoundRecord record;
+  };
+
+  absl::Status CheckRunLocked(absl::string_view run_id, const Run** run) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void ReportLocked(const v1::ReportRequest& request, absl::Time deadline,
+                    ReportCallback done, std::vector<Call>* calls,
+                    std::optional<Append>* append)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  RoundRecord FinalizeLocked(Run& run, uint64_t step, OpenRound& round,
+                             uint32_t last_participant)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnCommitted(const std::string& run_id, uint64_t step,
+                   absl::Time appended, absl::Status status);
+  void SubmitAppend(Append append);
+  absl::StatusOr<v1::RoundResult> OutcomeLocked(const Run& run,
+                                                const RoundRecord& record) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  v1::RunInfo InfoLocked(const Run& run) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  std::vector<uint32_t> MissingLocked(const Run& run,
+                                      const OpenRound& round) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  std::vector<const RoundRecord*> RangeLocked(const Run& run, uint64_t from,
+                                              uint64_t to) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
+  const AggregatorOptions options_;
+  TelemetryStore* const store_;
+  Clock* const clock_;
+
+  // Serializes registrations so that a run is written to the store once.
+  std::mutex register_mu_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::unique_ptr<Run>, std::less<>> runs_
+      ABSL_GUARDED_BY(mu_);
+  std::priority_queue<Expiry, std::vector<Expiry>, std::greater<Expiry>>
+      expiries_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_waiter_id_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t waiters_ ABSL_GUARDED_BY(mu_) = 0;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  // The first commit failure; the coordinator then refuses reports, since a
+  // round it cannot store is a round it must not acknowledge.
+  absl::Status store_error_ ABSL_GUARDED_BY(mu_);
+
+  std::thread expiry_thread_;
+};
+
+WatchImpl::~WatchImpl() {
+  absl::MutexLock lock(&aggregator_->mu_);
+  auto it = aggregator_->runs_.find(run_id_);
+  if (it != aggregator_->runs_.end()) it->second->watches.erase(this);
+}
+
+absl::StatusOr<std::optional<v1::RoundResult>> WatchImpl::Next() {
+  absl::MutexLock lock(&aggregator_->mu_);
+  if (aggregator_->shutting_down_) {
+    return absl::UnavailableError(kShuttingDown);
+  }
+  const auto& run = *aggregator_->runs_.find(run_id_)->second;
+  if (replaying_) {
+    for (auto it = run.finished.lower_bound(next_step_);
+         it != run.finished.end(); ++it) {
+      if (it->second.live_index > snapshot_) continue;  // Comes live.
+      if (it->first == UINT64_MAX) {
+        replaying_ = false;
+      } else {
+        next_step_ = it->first + 1;
+      }
+      return std::optional<v1::RoundResult>(it->second.record.result);
+    }
+    replaying_ = false;
+  }
+  while (live_pos_ < run.live_log.size()) {
+    const uint64_t step = run.live_log[live_pos_++];
+    if (step < from_step_) continue;
+    return std::optional<v1::RoundResult>(
+        run.finished.at(step).record.result);
+  }
+  armed_ = true;
+  return std::optional<v1::RoundResult>();
+}
+
+absl::Status AggregatorImpl::Load() {
+  absl::StatusOr<StoreContents> contents = store_->Load();
+  if (!contents.ok()) return contents.status();
+  absl::MutexLock lock(&mu_);
+  for (RunRecord& record : contents->runs) {
+    std::string id = record.run_id;
+    runs_.emplace(std::move(id), std::make_unique<Run>(std::move(record)));
+  }
+  for (RoundRecord& record : contents->rounds) {
+    auto it = runs_.find(record.result.run_id());
+    if (it == runs_.end()) {
+      return absl::DataLossError(absl::StrCat(
+          "the store holds ", RoundName(record.result.run_id(),
+                                        record.result.step()),
+          " but no such run"));
+    }
+    Run& run = *it->second;
+    if (record.participants.size() != run.info.config.participants()) {
+      return absl::DataLossError(absl::StrCat(
+          "the store holds ", record.participants.size(),
+          " participant records for ",
+          RoundName(record.result.run_id(), record.result.step()),
+          "; expected ", run.info.config.participants()));
+    }
+    // Replaying in finalization order rebuilds the policies' state exactly.
+    run.policy.Observe(record.result.total_norm(), record.result.action());
+    run.next_sequence = std::max(run.next_sequence, record.sequence + 1);
+    const uint64_t step = record.result.step();
+    run.finished[step] = FinishedRound{std::move(record), 0};
+  }
+  return absl::OkStatus();
+}
+
+void AggregatorImpl::StartExpiryThread() {
+  if (options_.expiry_interval <= absl::ZeroDuration()) return;
+  expiry_thread_ = std::thread([this] {
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (mu_.AwaitWithTimeout(absl::Condition(&shutting_down_),
+                                 options_.expiry_interval)) {
+          return;
+        }
+      }
+      ExpireRounds();
+    }
+  });
+}
+
+absl::Status AggregatorImpl::CheckRunLocked(absl::string_view run_id,
+                                            const Run** run) const {
+  if (absl::Status status = ValidateRunId(run_id); !status.ok()) return status;
+  auto it = runs_.find(run_id);
+  if (it == runs_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "run ", run_id, " is not registered; register it with RegisterRun "
+        "first"));
+  }
+  *run = it->second.get();
+  return absl::OkStatus();
+}
+
+v1::RunInfo AggregatorImpl::InfoLocked(const Run& run) const {
+  v1::RunInfo info;
+  info.set_run_id(run.info.run_id);
+  *info.mutable_config() = run.info.config;
+  info.set_created_unix_micros(run.info.created_unix_micros);
+  info.set_rounds(run.finished.size());
+  if (!run.finished.empty()) info.set_last_step(run.finished.rbegin()->first);
+  info.set_open_rounds(run.open.size());
+  return info;
+}
+
+absl::StatusOr<v1::RegisterRunResponse> AggregatorImpl::RegisterRun(
+    const v1::RegisterRunRequest& request) {
+  if (absl::Status status = ValidateRunId(request.run_id()); !status.ok()) {
+    return status;
+  }
+  absl::StatusOr<v1::RunConfig> config =
+      NormalizeRunConfig(request.config(), options_.max_participants);
+  if (!config.ok()) return config.status();
+
+  std::lock_guard<std::mutex> registering(register_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) return absl::UnavailableError(kShuttingDown);
+    auto it = runs_.find(request.run_id());
+    if (it != runs_.end()) {
+      std::vector<std::string> diff =
+          DiffRunConfigs(it->second->info.config, *config);
+      if (!diff.empty()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "run ", request.run_id(),
+            " is already registered with a different config (stored -> "
+            "requested): ",
+            absl::StrJoin(diff, "; "),
+            "; register a new run id or repeat the stored config"));
+      }
+      v1::RegisterRunResponse response;
+      response.set_created(false);
+      *response.mutable_run() = InfoLocked(*it->second);
+      return response;
+    }
+    if (runs_.size() >= options_.max_runs) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "this coordinator already has ", runs_.size(),
+          " runs, its limit (max_runs ", options_.max_runs, "); run ",
+          request.run_id(), " cannot be registered"));
+    }
+  }
+  RunRecord record;
+  record.run_id = request.run_id();
+  record.config = *std::move(config);
+  record.created_unix_micros = absl::ToUnixMicros(clock_->Now());
+  // Outside mu_: reports of other runs go on while the run is made durable.
+  if (absl::Status status = store_->PutRun(record); !status.ok()) {
+    return status;
+  }
+  absl::MutexLock lock(&mu_);
+  auto run = std::make_unique<Run>(std::move(record));
+  v1::RegisterRunResponse response;
+  response.set_created(true);
+  *response.mutable_run() = InfoLocked(*run);
+  runs_.emplace(request.run_id(), std::move(run));
+  return response;
+}
+
+absl::StatusOr<v1::RoundResult> AggregatorImpl::OutcomeLocked(
+    const Run& run, const RoundRecord& record) const {
+  const v1::RoundResult& result = record.result;
+  if (!std::isfinite(result.total_norm()) &&
+      run.info.config.nonfinite_policy() == v1::NON_FINITE_POLICY_ERROR) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the total norm of ", RoundName(run.info.run_id, result.step()),
+        " is ", FormatNumber(result.total_norm()),
+        " (a gradient was not finite) and the run's nonfinite_policy is "
+        "NON_FINITE_POLICY_ERROR; the round is recorded as skipped"));
+  }
+  return result;
+}
+
+std::vector<uint32_t> AggregatorImpl::MissingLocked(
+    const Run& run, const OpenRound& round) const {
+  std::vector<uint32_t> missing;
+  for (uint32_t i = 0; i < round.reported.size(); ++i) {
+    if (!round.reported[i]) missing.push_back(i);
+  }
+  return missing;
+}
+
+void AggregatorImpl::Report(const v1::ReportRequest& request,
+                            absl::Time deadline, ReportCallback done) {
+  std::vector<Call> calls;
+  std::optional<Append> append;
+  {
+    absl::MutexLock lock(&mu_);
+    ReportLocked(request, deadline, std::move(done), &calls, &append);
+  }
+  if (append.has_value()) SubmitAppend(*std::move(append));
+  for (Call& call : calls) call.first(std::move(call.second));
+}
+
+void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
+                                  absl::Time deadline, ReportCallback done,
+                                  std::vector<Call>* calls,
+                                  std::optional<Append>* append) {
+  auto fail = [&](absl::Status status) {
+    calls->emplace_back(std::move(done), std::move(status));
+  };
+  if (shutting_down_) return fail(absl::UnavailableError(kShuttingDown));
+  if (!store_error_.ok()) {
+    return fail(absl::UnavailableError(absl::StrCat(
+        "the telemetry store failed (", store_error_.ToString(),
+        "); this coordinator accepts no more reports: retry against a "
+        "restarted coordinator")));
+  }
+  const Run* found = nullptr;
+  if (absl::Status status = CheckRunLocked(request.run_id(), &found);
+      !status.ok()) {
+    return fail(status);
+  }
+  Run& run = *const_cast<Run*>(found);
+  const uint64_t step = request.step();
+  const uint32_t n = run.info.config.participants();
+  const uint32_t participant = request.participant();
+  const double partial = request.partial();
+  if (participant >= n) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "participant ", participant, " is out of range for run ",
+        run.info.run_id, "; expected 0 to ", n - 1, " (the run has ", n,
+        " participants)")));
+  }
+  if (partial < 0) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "partial ", FormatNumber(partial), " of participant ", participant,
+        " for ", RoundName(run.info.run_id, step),
+        " is negative; expected >= 0, or NaN / +Inf for a non-finite "
+        "gradient")));
+  }
+  auto conflict = [&](double stored) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "participant ", participant, " already reported partial ",
+        FormatNumber(stored), " for ", RoundName(run.info.run_id, step),
+        "; this report has partial ", FormatNumber(partial),
+        " (a retry must resend the same value)"));
+  };
+
+  if (auto it = run.finished.find(step); it != run.finished.end()) {
+    const RoundRecord& record = it->second.record;
+    const double stored = record.participants[participant].partial;
+    if (!SamePartial(stored, partial)) return fail(conflict(stored));
+    calls->emplace_back(std::move(done), OutcomeLocked(run, record));
+    return;
+  }
+  if (auto it = run.abandoned.find(step); it != run.abandoned.end()) {
+    return fail(absl::FailedPreconditionError(absl::StrCat(
+        RoundName(run.info.run_id, step), " was abandoned: ", it->second,
+        "; continue with another step")));
+  }
+
+  const absl::Time now = clock_->Now();
+  auto open_it = run.open.find(step);
+  if (open_it == run.open.end()) {
+    if (run.open.size() >= options_.max_open_rounds_per_run) {
+      return fail(absl::ResourceExhaustedError(absl::StrCat(
+          "run ", run.info.run_id, " already has ", run.open.size(),
+          " open rounds, its limit (max_open_rounds_per_run ",
+          options_.max_open_rounds_per_run, "); step ", step,
+          " cannot open another until one completes or times out")));
+    }
+    OpenRound round;
+    round.first_report = now;
+    round.deadline =
+        now + absl::Milliseconds(run.info.config.round_timeout_ms());
+    round.reported.assign(n, false);
+    round.partials.assign(n, 0.0);
+    round.arrivals.assign(n, now);
+    round.num_elements.assign(n, 0);
+    open_it = run.open.emplace(step, std::move(round)).first;
+    expiries_.push(Expiry{open_it->second.deadline, run.info.run_id, step, 0});
+  }
+  OpenRound& round = open_it->second;
+  if (round.reported[participant]) {
+    if (!SamePartial(round.partials[participant], partial)) {
+      return fail(conflict(round.partials[participant]));
+    }
+  } else {
+    round.reported[participant] = true;
+    round.partials[participant] = partial;
+    round.arrivals[participant] = now;
+    round.num_elements[participant] = request.num_elements();
+    round.count++;
+    if (round.count == n) {
+      *append = Append{FinalizeLocked(run, step, round, participant)};
+    }
+  }
+  if (!round.committing && deadline <= now) {
+    return fail(absl::DeadlineExceededError(absl::StrCat(
+        "the deadline passed waiting for ", RoundName(run.info.run_id, step),
+        ": missing participants ", FormatIds(MissingLocked(run, round)), " (",
+        round.count, " of ", n,
+        " reported); this report is kept, so retrying it rejoins the round")));
+  }
+  const uint64_t id = next_waiter_id_++;
+  round.waiters.push_back(Waiter{id, std::move(done)});
+  ++waiters_;
+  if (deadline != absl::InfiniteFuture()) {
+    expiries_.push(Expiry{deadline, run.info.run_id, step, id});
+  }
+}
+
+RoundRecord AggregatorImpl::FinalizeLocked(Run& run, uint64_t step,
+                                           OpenRound& round,
+                                           uint32_t last_participant) {
+  const v1::RunConfig& config = run.info.config;
+  const double total = CombinePartials(config.norm_type(), round.partials);
+  const RoundDecision decision = run.policy.Decide(total);
+  // The policy state moves on now, not at commit: the next round to finalize
+  // must see this one, whichever commits first.
+  run.policy.Observe(total, decision.action);
+
+  RoundRecord record;
+  record.sequence = run.next_sequence++;
+  v1::RoundResult& r = record.result;
+  r.set_run_id(run.info.run_id);
+  r.set_step(step);
+  r.set_total_norm(total);
+  r.set_clip_coef(decision.clip_coef);
+  r.set_action(decision.action);
+  r.set_reason(decision.reason);
+  r.set_reason_detail(decision.detail);
+  r.set_effective_max_norm(decision.effective_max_norm);
+  double spread = 0;
+  record.participants.resize(round.partials.size());
+  for (size_t i = 0; i < round.partials.size(); ++i) {
+    // A clock stepped back must not produce negative offsets.
+    const double offset = std::max(
+        0.0, absl::ToDoubleSeconds(round.arrivals[i] - round.first_report));
+    record.participants[i] = ParticipantRecord{round.partials[i], offset,
+                                               round.num_elements[i]};
+    spread = std::max(spread, offset);
+  }
+  r.set_arrival_spread_seconds(spread);
+  r.set_slowest_participant(last_participant);
+  r.set_finalized_unix_micros(absl::ToUnixMicros(clock_->Now()));
+  round.committing = true;
+  round.record = record;
+  return record;
+}
+
+void AggregatorImpl::SubmitAppend(Append append) {
+  const std::string run_id = append.record.result.run_id();
+  const uint64_t step = append.record.result.step();
+  const absl::Time appended = clock_->Now();
+  store_->AppendRound(std::move(append.record),
+                      [this, run_id, step, appended](absl::Status status) {
+                        OnCommitted(run_id, step, appended, std::move(status));
+                      });
+}
+
+void AggregatorImpl::OnCommitted(const std::string& run_id, uint64_t step,
+                                 absl::Time appended, absl::Status status) {
+  std::vector<Call> calls;
+  std::vector<std::function<void()>> ready;
+  std::optional<v1::RoundResult> committed;
+  {
+    absl::MutexLock lock(&mu_);
+    Run& run = *runs_.at(run_id);
+    auto it = run.open.find(step);
+    OpenRound& round = it->second;
+    absl::StatusOr<v1::RoundResult> outcome;
+    if (status.ok()) {
+      outcome = OutcomeLocked(run, round.record);
+      committed = round.record.result;
+      run.live_log.push_back(step);
+      run.finished[step] =
+          FinishedRound{std::move(round.record), run.live_log.size()};
+      for (WatchImpl* watch : run.watches) {
+        if (watch->armed_ && step >= watch->from_step_) {
+          watch->armed_ = false;
+          ready.push_back(watch->on_ready_);
+        }
+      }
+    } else {
+      if (store_error_.ok()) store_error_ = status;
+      outcome = absl::UnavailableError(absl::StrCat(
+          "the telemetry store failed to commit ", RoundName(run_id, step),
+          " (", status.ToString(),
+          "); this coordinator accepts no more reports: retry against a "
+          "restarted coordinator"));
+    }
+    for (Waiter& waiter : round.waiters) {
+      calls.emplace_back(std::move(waiter.done), outcome);
+    }
+    waiters_ -= round.waiters.size();
+    run.open.erase(it);
+    // on_ready runs after the lock is released, from a copy: the watch may be
+    // destroyed meanwhile.
+  }
+  for (Call& call : calls) call.first(std::move(call.second));
+  for (const std::function<void()>& on_ready : ready) {
+    if (on_ready) on_ready();
+  }
+  if (committed.has_value() && options_.on_round_committed) {
+    options_.on_round_committed(*committed, clock_->Now() - appended);
+  }
+}
+
+void AggregatorImpl::ExpireRounds() {
+  std::vector<Call> calls;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) return;
+    const absl::Time now = clock_->Now();
+    while (!expiries_.empty() && expiries_.top().when <= now) {
+      Expiry expiry = expiries_.top();
+      expiries_.pop();
+      auto run_it = runs_.find(expiry.run_id);
+      if (run_it == runs_.end()) continue;
+      Run& run = *run_it->second;
+      auto it = run.open.find(expiry.step);
+      if (it == run.open.end()) continue;  // Finished meanwhile.
+      OpenRound& round = it->second;
+      const uint32_t n = run.info.config.participants();
+      if (expiry.waiter_id == 0) {
+        if (round.committing) continue;  // Complete: only the store is left.
+        const std::string why = absl::StrCat(
+            "its round timed out after ", run.info.config.round_timeout_ms(),
+            " ms waiting for participants ",
+            FormatIds(MissingLocked(run, round)), " (", round.count, " of ",
+            n, " reported)");
+        run.abandoned[expiry.step] = why;
+        absl::Status error = absl::DeadlineExceededError(absl::StrCat(
+            "the round for ", RoundName(run.info.run_id, expiry.step),
+            " timed out after ", run.info.config.round_timeout_ms(),
+            " ms waiting for participants ",
+            FormatIds(MissingLocked(run, round)), " (", round.count, " of ",
+            n, " reported); the step is abandoned"));
+        for (Waiter& waiter : round.waiters) {
+          calls.emplace_back(std::move(waiter.done), error);
+        }
+        waiters_ -= round.waiters.size();
+        run.open.erase(it);
+        continue;
+      }
+      auto waiter_it = std::find_if(
+          round.waiters.begin(), round.waiters.end(),
+          [&](const Waiter& w) { return w.id == expiry.waiter_id; });
+      if (waiter_it == round.waiters.end()) continue;
+      std::string message =
+          round.committing
+              ? absl::StrCat("the deadline passed while ",
+                             RoundName(run.info.run_id, expiry.step),
+                             " was being committed; retry the same report "
+                             "to get its result")
+              : absl::StrCat(
+                    "the deadline passed waiting for ",
+                    RoundName(run.info.run_id, expiry.step),
+                    ": missing participants ",
+                    FormatIds(MissingLocked(run, round)), " (", round.count,
+                    " of ", n,
+                    " reported); this report is kept, so retrying it "
+                    "rejoins the round");
+      calls.emplace_back(std::move(waiter_it->done),
+                         absl::DeadlineExceededError(message));
+      round.waiters.erase(waiter_it);
+      --waiters_;
+    }
+  }
+  for (Call& call : calls) call.first(std::move(call.second));
+}
+
+v1::ListRunsResponse AggregatorImpl::ListRuns() const {
+  absl::ReaderMutexLock lock(&mu_);
+  v1::ListRunsResponse response;
+  for (const auto& [id, run] : runs_) *response.add_runs() = InfoLocked(*run);
+  return response;
+}
+
+absl::StatusOr<v1::RunInfo> AggregatorImpl::GetRun(
+    absl::string_view run_id) const {
+  absl::ReaderMutexLock lock(&mu_);
+  const Run* run = nullptr;
+  if (absl::Status status = CheckRunLocked(run_id, &run); !status.ok()) {
+    return status;
+  }
+  return InfoLocked(*run);
+}
+
+std::vector<const RoundRecord*> AggregatorImpl::RangeLocked(
+    const Run& run, uint64_t from, uint64_t to) const {
+  std::vector<const RoundRecord*> rounds;
+  for (auto it = run.finished.lower_bound(from);
+       it != run.finished.end() && it->first <= to; ++it) {
+    rounds.push_back(&it->second.record);
+  }
+  return rounds;
+}
+
+absl::StatusOr<v1::GetHistoryResponse> AggregatorImpl::GetHistory(
+    const v1::GetHistoryRequest& request) const {
+  absl::ReaderMutexLock lock(&mu_);
+  const Run* run = nullptr;
+  if (absl::Status status = CheckRunLocked(request.run_id(), &run);
+      !status.ok()) {
+    return status;
+  }
+  const uint64_t last =
+      run->finished.empty() ? 0 : run->finished.rbegin()->first;
+  absl::StatusOr<StepRange> range =
+      ResolveStepRange(request.from_step(), request.to_step(), last);
+  if (!range.ok()) return range.status();
+  return BuildHistory(RangeLocked(*run, range->from, range->to),
+                      request.max_points());
+}
+
+absl::StatusOr<v1::GetSummaryResponse> AggregatorImpl::GetSummary(
+    const v1::GetSummaryRequest& request) const {
+  absl::ReaderMutexLock lock(&mu_);
+  const Run* run = nullptr;
+  if (absl::Status status = CheckRunLocked(request.run_id(), &run);
+      !status.ok()) {
+    return status;
+  }
+  const uint64_t last =
+      run->finished.empty() ? 0 : run->finished.rbegin()->first;
+  absl::StatusOr<StepRange> range =
+      ResolveStepRange(request.from_step(), request.to_step(), last);
+  if (!range.ok()) return range.status();
+  return BuildSummary(RangeLocked(*run, range->from, range->to),
+                      run->info.config.participants(), request.top_slowest());
+}
+
+absl::StatusOr<std::unique_ptr<RoundWatch>> AggregatorImpl::Watch(
+    absl::string_view run_id, uint64_t from_step,
+    std::function<void()> on_ready) {
+  absl::MutexLock lock(&mu_);
+  if (shutting_down_) return absl::UnavailableError(kShuttingDown);
+  const Run* found = nullptr;
+  if (absl::Status status = CheckRunLocked(run_id, &found); !status.ok()) {
+    return status;
+  }
+  Run& run = *const_cast<Run*>(found);
+  auto watch = std::make_unique<WatchImpl>(this, std::string(run_id),
+                                           from_step, std::move(on_ready));
+  watch->snapshot_ = run.live_log.size();
+  watch->live_pos_ = run.live_log.size();
+  run.watches.insert(watch.get());
+  return std::unique_ptr<RoundWatch>(std::move(watch));
+}
+
+AggregatorStats AggregatorImpl::Stats() const {
+  absl::ReaderMutexLock lock(&mu_);
+  AggregatorStats stats;
+  stats.runs = runs_.size();
+  for (const auto& [id, run] : runs_) stats.open_rounds += run->open.size();
+  stats.waiters = waiters_;
+  return stats;
+}
+
+absl::Status AggregatorImpl::Shutdown() {
+  std::vector<Call> calls;
+  std::vector<std::function<void()>> ready;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!shutting_down_) {
+      shutting_down_ = true;
+      for (auto& [id, run] : runs_) {
+        for (auto& [step, round] : run->open) {
+          for (Waiter& waiter : round.waiters) {
+            calls.emplace_back(std::move(waiter.done),
+                               absl::UnavailableError(kShuttingDown));
+          }
+          round.waiters.clear();
+        }
+        for (WatchImpl* watch : run->watches) ready.push_back(watch->on_ready_);
+      }
+      waiters_ = 0;
+    }
+  }
+  if (expiry_thread_.joinable()) expiry_thread_.join();
+  for (Call& call : calls) call.first(std::move(call.second));
+  for (const std::function<void()>& on_ready : ready) {
+    if (on_ready) on_ready();
+  }
+  // Commits in flight still land (their rounds become finished, answered to
+  // no one); retries after the restart read them back.
+  return store_->Flush();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Create(
+    const AggregatorOptions& options, TelemetryStore* store, Clock* clock) {
+  if (store == nullptr || clock == nullptr) {
+    return absl::InvalidArgumentError(
+        "Aggregator::Create needs a store and a clock; got null");
+  }
+  if (options.max_runs == 0 || options.max_open_rounds_per_run == 0 ||
+      options.max_participants == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "aggregator limits must be >= 1; got max_runs ", options.max_runs,
+        ", max_open_rounds_per_run ", options.max_open_rounds_per_run,
+        ", max_participants ", options.max_participants));
+  }
+  auto aggregator = std::make_unique<AggregatorImpl>(options, store, clock);
+  if (absl::Status status = aggregator->Load(); !status.ok()) return status;
+  aggregator->StartExpiryThread();
+  return std::unique_ptr<Aggregator>(std::move(aggregator));
+}
+
+}  // namespace server
+}  // namespace gradnorm
