@@ -1,0 +1,497 @@
+#include "server/sqlite_telemetry_store.h"
+
+#include <cmath>
+#include <limits>
+#include <map>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
+#include "server/sqlite_errors.h"
+
+namespace gradnorm {
+namespace server {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+constexpr char kSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY,
+  config BLOB NOT NULL,
+  created_unix_micros INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rounds (
+  run_id TEXT NOT NULL REFERENCES runs(run_id),
+  step INTEGER NOT NULL,
+  sequence INTEGER NOT NULL,
+  total_norm REAL,
+  clip_coef REAL NOT NULL,
+  action INTEGER NOT NULL,
+  reason INTEGER NOT NULL,
+  reason_detail TEXT NOT NULL,
+  effective_max_norm REAL NOT NULL,
+  arrival_spread_seconds REAL NOT NULL,
+  slowest_participant INTEGER NOT NULL,
+  finalized_unix_micros INTEGER NOT NULL,
+  PRIMARY KEY (run_id, step)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS participants (
+  run_id TEXT NOT NULL,
+  step INTEGER NOT NULL,
+  participant INTEGER NOT NULL,
+  partial REAL,
+  arrival_offset_seconds REAL NOT NULL,
+  num_elements INTEGER NOT NULL,
+  PRIMARY KEY (run_id, step, participant),
+  FOREIGN KEY (run_id, step) REFERENCES rounds(run_id, step)
+) WITHOUT ROWID;
+)sql";
+
+struct StatementDeleter {
+  void operator()(sqlite3_stmt* statement) const {
+    sqlite3_finalize(statement);
+  }
+};
+using Statement = std::unique_ptr<sqlite3_stmt, StatementDeleter>;
+
+absl::StatusOr<Statement> PrepareStatement(sqlite3* db, const char* sql) {
+  sqlite3_stmt* statement = nullptr;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &statement, nullptr);
+  if (rc != SQLITE_OK) return SqliteError(rc, db, absl::StrCat("prepare ", sql));
+  return Statement(statement);
+}
+
+// SQLite turns NaN into NULL on its own; doing it explicitly documents it.
+void BindReal(sqlite3_stmt* s, int index, double value) {
+  if (std::isnan(value)) {
+    sqlite3_bind_null(s, index);
+  } else {
+    sqlite3_bind_double(s, index, value);
+  }
+}
+
+double ColumnReal(sqlite3_stmt* s, int index) {
+  if (sqlite3_column_type(s, index) == SQLITE_NULL) {
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  return sqlite3_column_double(s, index);
+}
+
+std::string ColumnText(sqlite3_stmt* s, int index) {
+  const unsigned char* text = sqlite3_column_text(s, index);
+  return text == nullptr
+             ? std::string()
+             : std::string(reinterpret_cast<const char*>(text),
+                           sqlite3_column_bytes(s, index));
+}
+
+// Runs `statement` to completion and resets it for the next use.
+absl::Status StepDone(sqlite3* db, sqlite3_stmt* statement,
+                      absl::string_view call) {
+  int rc = sqlite3_step(statement);
+  absl::Status status =
+      rc == SQLITE_DONE ? absl::OkStatus() : SqliteError(rc, db, call);
+  sqlite3_reset(statement);
+  sqlite3_clear_bindings(statement);
+  return status;
+}
+
+}  // namespace
+
+struct SqliteTelemetryStore::Op {
+  // Exactly one of run / round.
+  std::optional<RunRecord> run;
+  std::optional<RoundRecord> round;
+  // For rounds.
+  CommitCallback done;
+  // For runs: PutRun waits here.
+  absl::Notification* finished = nullptr;
+  absl::Status* result = nullptr;
+};
+
+struct SqliteTelemetryStore::Statements {
+  Statement insert_run;
+  Statement insert_round;
+  Statement insert_participant;
+};
+
+SqliteTelemetryStore::SqliteTelemetryStore(const SqliteStoreOptions& options,
+                                           sqlite3* db)
+    : options_(options), db_(db) {}
+
+absl::StatusOr<std::unique_ptr<SqliteTelemetryStore>>
+SqliteTelemetryStore::Open(const SqliteStoreOptions& options) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(
+      options.path.c_str(), &db,
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+      nullptr);
+  if (rc != SQLITE_OK) {
+    absl::Status status =
+        SqliteError(rc, db, absl::StrCat("open ", options.path));
+    sqlite3_close(db);
+    return status;
+  }
+  sqlite3_extended_result_codes(db, 1);
+  std::unique_ptr<SqliteTelemetryStore> store(
+      new SqliteTelemetryStore(options, db));
+  {
+    absl::MutexLock lock(&store->db_mu_);
+    if (absl::Status status = store->Prepare(); !status.ok()) return status;
+  }
+  store->writer_ = std::thread([s = store.get()] { s->WriterLoop(); });
+  return store;
+}
+
+absl::Status SqliteTelemetryStore::Exec(const char* sql) {
+  char* error = nullptr;
+  int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &error);
+  sqlite3_free(error);
+  if (rc != SQLITE_OK) return SqliteError(rc, db_, sql);
+  return absl::OkStatus();
+}
+
+absl::Status SqliteTelemetryStore::Prepare() {
+  sqlite3_busy_timeout(db_, options_.busy_timeout_ms);
+  // journal_mode returns a row; sqlite3_exec discards it.
+  if (absl::Status s = Exec("PRAGMA journal_mode=WAL"); !s.ok()) return s;
+  if (absl::Status s = Exec(options_.synchronous_full
+                                ? "PRAGMA synchronous=FULL"
+                                : "PRAGMA synchronous=NORMAL");
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = Exec("PRAGMA foreign_keys=ON"); !s.ok()) return s;
+
+  absl::StatusOr<Statement> version = PrepareStatement(db_, "PRAGMA user_version");
+  if (!version.ok()) return version.status();
+  int rc = sqlite3_step(version->get());
+  if (rc != SQLITE_ROW) return SqliteError(rc, db_, "PRAGMA user_version");
+  const int found = sqlite3_column_int(version->get(), 0);
+  version->reset();
+  if (found > kSchemaVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        options_.path, " has schema version ", found,
+        ", newer than this coordinator's ", kSchemaVersion,
+        "; run a newer coordinator"));
+  }
+  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  absl::Status created = Exec(kSchema);
+  if (created.ok()) {
+    created = Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
+  }
+  if (!created.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return created;
+  }
+  if (absl::Status s = Exec("COMMIT"); !s.ok()) return s;
+
+  statements_ = std::make_unique<Statements>();
+  struct {
+    Statement* slot;
+    const char* sql;
+  } const prepared[] = {
+      {&statements_->insert_run,
+       "INSERT INTO runs (run_id, config, created_unix_micros) "
+       "VALUES (?1, ?2, ?3)"},
+      {&statements_->insert_round,
+       "INSERT INTO rounds (run_id, step, sequence, total_norm, clip_coef, "
+       "action, reason, reason_detail, effective_max_norm, "
+       "arrival_spread_seconds, slowest_participant, finalized_unix_micros) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"},
+      {&statements_->insert_participant,
+       "INSERT INTO participants (run_id, step, participant, partial, "
+       "arrival_offset_seconds, num_elements) VALUES (?1, ?2, ?3, ?4, ?5, "
+       "?6)"},
+  };
+  for (const auto& p : prepared) {
+    absl::StatusOr<Statement> statement = PrepareStatement(db_, p.sql);
+    if (!statement.ok()) return statement.status();
+    *p.slot = *std::move(statement);
+  }
+  return absl::OkStatus();
+}
+
+SqliteTelemetryStore::~SqliteTelemetryStore() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (writer_.joinable()) writer_.join();
+  absl::MutexLock lock(&db_mu_);
+  statements_.reset();
+  sqlite3_close(db_);
+}
+
+void SqliteTelemetryStore::Enqueue(Op op) {
+  absl::MutexLock lock(&mu_);
+  queue_.push_back(std::move(op));
+  ++enqueued_;
+}
+
+absl::Status SqliteTelemetryStore::PutRun(const RunRecord& run) {
+  absl::Notification finished;
+  absl::Status result;
+  Op op;
+  op.run = run;
+  op.finished = &finished;
+  op.result = &result;
+  Enqueue(std::move(op));
+  finished.WaitForNotification();
+  return result;
+}
+
+void SqliteTelemetryStore::AppendRound(RoundRecord record,
+                                       CommitCallback done) {
+  Op op;
+  op.round = std::move(record);
+  op.done = std::move(done);
+  Enqueue(std::move(op));
+}
+
+absl::Status SqliteTelemetryStore::Flush() {
+  absl::MutexLock lock(&mu_);
+  const uint64_t target = enqueued_;
+  auto done = [this, target]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return completed_ >= target;
+  };
+  mu_.Await(absl::Condition(&done));
+  return first_error_;
+}
+
+uint64_t SqliteTelemetryStore::transactions() const {
+  absl::MutexLock lock(&mu_);
+  return transactions_;
+}
+
+absl::Status SqliteTelemetryStore::WriteOp(const Op& op) {
+  if (absl::Status s = Exec("SAVEPOINT record"); !s.ok()) return s;
+  absl::Status status;
+  if (op.run.has_value()) {
+    sqlite3_stmt* s = statements_->insert_run.get();
+    const RunRecord& run = *op.run;
+    std::string config = run.config.SerializeAsString();
+    sqlite3_bind_text(s, 1, run.run_id.data(), run.run_id.size(),
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_blob(s, 2, config.data(), config.size(), SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 3, run.created_unix_micros);
+    status = StepDone(db_, s, "INSERT INTO runs");
+    if (status.code() == absl::StatusCode::kAlreadyExists) {
+      status = absl::AlreadyExistsError(
+          absl::StrCat("run ", run.run_id, " is already stored"));
+    }
+  } else {
+    const RoundRecord& record = *op.round;
+    const v1::RoundResult& r = record.result;
+    const int64_t step = static_cast<int64_t>(r.step());
+    sqlite3_stmt* s = statements_->insert_round.get();
+    sqlite3_bind_text(s, 1, r.run_id().data(), r.run_id().size(),
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 2, step);
+    sqlite3_bind_int64(s, 3, static_cast<int64_t>(record.sequence));
+    BindReal(s, 4, r.total_norm());
+    sqlite3_bind_double(s, 5, r.clip_coef());
+    sqlite3_bind_int(s, 6, r.action());
+    sqlite3_bind_int(s, 7, r.reason());
+    sqlite3_bind_text(s, 8, r.reason_detail().data(), r.reason_detail().size(),
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_double(s, 9, r.effective_max_norm());
+    sqlite3_bind_double(s, 10, r.arrival_spread_seconds());
+    sqlite3_bind_int64(s, 11, r.slowest_participant());
+    sqlite3_bind_int64(s, 12, r.finalized_unix_micros());
+    status = StepDone(db_, s, "INSERT INTO rounds");
+    if (status.code() == absl::StatusCode::kAlreadyExists) {
+      status = absl::AlreadyExistsError(absl::StrCat(
+          "round for step ", r.step(), " of run ", r.run_id(),
+          " is already stored"));
+    }
+    sqlite3_stmt* p = statements_->insert_participant.get();
+    for (size_t i = 0; status.ok() && i < record.participants.size(); ++i) {
+      const ParticipantRecord& part = record.participants[i];
+      sqlite3_bind_text(p, 1, r.run_id().data(), r.run_id().size(),
+                        SQLITE_TRANSIENT);
+      sqlite3_bind_int64(p, 2, step);
+      sqlite3_bind_int64(p, 3, static_cast<int64_t>(i));
+      BindReal(p, 4, part.partial);
+      sqlite3_bind_double(p, 5, part.arrival_offset_seconds);
+      sqlite3_bind_int64(p, 6, static_cast<int64_t>(part.num_elements));
+      status = StepDone(db_, p, "INSERT INTO participants");
+    }
+  }
+  if (!status.ok()) {
+    Exec("ROLLBACK TO record").IgnoreError();
+  }
+  if (absl::Status s = Exec("RELEASE record"); !s.ok() && status.ok()) {
+    status = s;
+  }
+  return status;
+}
+
+void SqliteTelemetryStore::WriterLoop() {
+  while (true) {
+    std::vector<Op> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return !queue_.empty() || stopping_;
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (queue_.empty()) return;  // Stopping, and everything is written.
+      while (!queue_.empty() &&
+             batch.size() < static_cast<size_t>(options_.max_batch)) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    std::vector<absl::Status> statuses(batch.size());
+    bool committed = false;
+    {
+      absl::MutexLock lock(&db_mu_);
+      absl::Status begin = Exec("BEGIN IMMEDIATE");
+      if (!begin.ok()) {
+        for (absl::Status& s : statuses) s = begin;
+      } else {
+        for (size_t i = 0; i < batch.size(); ++i) {
+          statuses[i] = WriteOp(batch[i]);
+        }
+        // One fsync for the whole batch: this is the group commit.
+        absl::Status commit = Exec("COMMIT");
+        if (!commit.ok()) {
+          Exec("ROLLBACK").IgnoreError();
+          for (absl::Status& s : statuses) {
+            if (s.ok()) s = commit;
+          }
+        } else {
+          committed = true;
+        }
+      }
+    }
+    for (size_t i = 0; i < batch.size(); ++i) {
+      Op& op = batch[i];
+      if (op.finished != nullptr) {
+        *op.result = statuses[i];
+        op.finished->Notify();
+      } else if (op.done) {
+        op.done(statuses[i]);
+      }
+    }
+    absl::MutexLock lock(&mu_);
+    if (committed) ++transactions_;
+    for (const absl::Status& s : statuses) {
+      if (!s.ok() && first_error_.ok()) first_error_ = s;
+    }
+    completed_ += batch.size();
+  }
+}
+
+absl::StatusOr<StoreContents> SqliteTelemetryStore::Load() {
+  absl::MutexLock lock(&db_mu_);
+  StoreContents contents;
+  {
+    absl::StatusOr<Statement> s = PrepareStatement(
+        db_,
+        "SELECT run_id, config, created_unix_micros FROM runs ORDER BY run_id");
+    if (!s.ok()) return s.status();
+    int rc;
+    while ((rc = sqlite3_step(s->get())) == SQLITE_ROW) {
+      RunRecord run;
+      run.run_id = ColumnText(s->get(), 0);
+      const void* blob = sqlite3_column_blob(s->get(), 1);
+      const int size = sqlite3_column_bytes(s->get(), 1);
+      if (!run.config.ParseFromArray(blob, size)) {
+        return absl::DataLossError(absl::StrCat(
+            "the stored config of run ", run.run_id,
+            " is not a valid gradnorm.v1.RunConfig"));
+      }
+      run.created_unix_micros = sqlite3_column_int64(s->get(), 2);
+      contents.runs.push_back(std::move(run));
+    }
+    if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM runs");
+  }
+  std::map<std::pair<std::string, uint64_t>, size_t> index;
+  {
+    absl::StatusOr<Statement> s = PrepareStatement(
+        db_,
+        "SELECT run_id, step, sequence, total_norm, clip_coef, action, reason, "
+        "reason_detail, effective_max_norm, arrival_spread_seconds, "
+        "slowest_participant, finalized_unix_micros FROM rounds "
+        "ORDER BY run_id, sequence");
+    if (!s.ok()) return s.status();
+    int rc;
+    while ((rc = sqlite3_step(s->get())) == SQLITE_ROW) {
+      sqlite3_stmt* q = s->get();
+      RoundRecord record;
+      v1::RoundResult& r = record.result;
+      r.set_run_id(ColumnText(q, 0));
+      r.set_step(static_cast<uint64_t>(sqlite3_column_int64(q, 1)));
+      record.sequence = static_cast<uint64_t>(sqlite3_column_int64(q, 2));
+      r.set_total_norm(ColumnReal(q, 3));
+      r.set_clip_coef(sqlite3_column_double(q, 4));
+      r.set_action(static_cast<v1::Action>(sqlite3_column_int(q, 5)));
+      r.set_reason(static_cast<v1::Reason>(sqlite3_column_int(q, 6)));
+      r.set_reason_detail(ColumnText(q, 7));
+      r.set_effective_max_norm(sqlite3_column_double(q, 8));
+      r.set_arrival_spread_seconds(sqlite3_column_double(q, 9));
+      r.set_slowest_participant(
+          static_cast<uint32_t>(sqlite3_column_int64(q, 10)));
+      r.set_finalized_unix_micros(sqlite3_column_int64(q, 11));
+      index[{r.run_id(), r.step()}] = contents.rounds.size();
+      contents.rounds.push_back(std::move(record));
+    }
+    if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM rounds");
+  }
+  {
+    absl::StatusOr<Statement> s = PrepareStatement(
+        db_,
+        "SELECT run_id, step, participant, partial, arrival_offset_seconds, "
+        "num_elements FROM participants ORDER BY run_id, step, participant");
+    if (!s.ok()) return s.status();
+    int rc;
+    while ((rc = sqlite3_step(s->get())) == SQLITE_ROW) {
+      sqlite3_stmt* q = s->get();
+      auto it = index.find(
+          {ColumnText(q, 0), static_cast<uint64_t>(sqlite3_column_int64(q, 1))});
+      if (it == index.end()) continue;  // Foreign keys make this impossible.
+      RoundRecord& record = contents.rounds[it->second];
+      const size_t participant = static_cast<size_t>(sqlite3_column_int64(q, 2));
+      if (participant != record.participants.size()) {
+        return absl::DataLossError(absl::StrCat(
+            "participant ", participant, " of step ", record.result.step(),
+            " of run ", record.result.run_id(),
+            " is stored without participant ", record.participants.size()));
+      }
+      ParticipantRecord p;
+      p.partial = ColumnReal(q, 3);
+      p.arrival_offset_seconds = sqlite3_column_double(q, 4);
+      p.num_elements = static_cast<uint64_t>(sqlite3_column_int64(q, 5));
+      record.participants.push_back(p);
+    }
+    if (rc != SQLITE_DONE) {
+      return SqliteError(rc, db_, "SELECT FROM participants");
+    }
+  }
+  return contents;
+}
+
+absl::Status SqliteTelemetryStore::CheckIntegrity() {
+  absl::MutexLock lock(&db_mu_);
+  absl::StatusOr<Statement> s = PrepareStatement(db_, "PRAGMA integrity_check");
+  if (!s.ok()) return s.status();
+  std::vector<std::string> findings;
+  int rc;
+  while ((rc = sqlite3_step(s->get())) == SQLITE_ROW) {
+    findings.push_back(ColumnText(s->get(), 0));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(rc, db_, "PRAGMA integrity_check");
+  if (findings.size() == 1 && findings[0] == "ok") return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat(
+      "PRAGMA integrity_check of ", options_.path, ": ",
+      absl::StrJoin(findings, "; ")));
+}
+
+}  // namespace server
+}  // namespace gradnorm

@@ -1,0 +1,113 @@
+// The embedded, durable telemetry store (telemetry_store.h) on SQLite: WAL
+// journal, one writer thread with group commit (every record queued while a
+// transaction runs goes into the next one), synchronous=FULL by default so an
+// acknowledged round survives a crash of the process or the machine.
+//
+//   SqliteStoreOptions options;
+//   options.path = "gradnorm.db";
+//   absl::StatusOr<std::unique_ptr<SqliteTelemetryStore>> store =
+//       SqliteTelemetryStore::Open(options);
+//
+// Schema (user_version 1): runs(run_id, config BLOB (a serialized RunConfig),
+// created_unix_micros); rounds(run_id, step, sequence, total_norm, clip_coef,
+// action, reason, reason_detail, effective_max_norm, arrival_spread_seconds,
+// slowest_participant, finalized_unix_micros); participants(run_id, step,
+// participant, partial, arrival_offset_seconds, num_elements). NaN totals and
+// partials are stored as NULL (SQLite has no NaN); steps are stored as the
+// int64 with the same bits.
+//
+// Thread-safety: every method may be called from any thread concurrently;
+// commit callbacks run on the writer thread, one at a time, in append order.
+#ifndef GRADNORM_SERVER_SQLITE_TELEMETRY_STORE_H_
+#define GRADNORM_SERVER_SQLITE_TELEMETRY_STORE_H_
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "server/telemetry_store.h"
+
+namespace gradnorm {
+namespace server {
+
+struct SqliteStoreOptions {
+  // The database file; created (with its tables) when missing.
+  std::string path = "gradnorm.db";
+  // PRAGMA synchronous=FULL (durable across power loss) or NORMAL (durable
+  // across process crashes only; faster).
+  bool synchronous_full = true;
+  // How long a statement waits for a lock held by another connection.
+  int busy_timeout_ms = 5000;
+  // Most records per transaction.
+  int max_batch = 4096;
+};
+
+class SqliteTelemetryStore final : public TelemetryStore {
+ public:
+  // Opens or creates the database and starts the writer thread. Errors:
+  // FAILED_PRECONDITION (cannot open the path; a schema newer than this
+  // build), DATA_LOSS (not a database, corrupt), PERMISSION_DENIED
+  // (read-only), or another translated SQLite error.
+  static absl::StatusOr<std::unique_ptr<SqliteTelemetryStore>> Open(
+      const SqliteStoreOptions& options);
+
+  // Commits everything queued, stops the writer and closes the database.
+  ~SqliteTelemetryStore() override;
+
+  SqliteTelemetryStore(const SqliteTelemetryStore&) = delete;
+  SqliteTelemetryStore& operator=(const SqliteTelemetryStore&) = delete;
+
+  absl::Status PutRun(const RunRecord& run) override;
+  void AppendRound(RoundRecord record, CommitCallback done) override;
+  absl::StatusOr<StoreContents> Load() override;
+  absl::Status Flush() override;
+
+  // PRAGMA integrity_check: OK when it reports "ok", else DATA_LOSS with its
+  // findings.
+  absl::Status CheckIntegrity();
+
+  // Transactions committed so far (fewer than records under load: group
+  // commit).
+  uint64_t transactions() const;
+
+ private:
+  struct Op;
+  struct Statements;
+
+  SqliteTelemetryStore(const SqliteStoreOptions& options, sqlite3* db);
+  absl::Status Prepare();
+  void Enqueue(Op op);
+  void WriterLoop();
+  // Writes `op` inside the open transaction, under a savepoint so that one
+  // refused record does not undo the others.
+  absl::Status WriteOp(const Op& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
+  absl::Status Exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
+
+  const SqliteStoreOptions options_;
+
+  // Guards the connection: the writer's transactions and Load/CheckIntegrity.
+  absl::Mutex db_mu_;
+  sqlite3* const db_ ABSL_PT_GUARDED_BY(db_mu_);
+  std::unique_ptr<Statements> statements_ ABSL_GUARDED_BY(db_mu_);
+
+  mutable absl::Mutex mu_ ABSL_ACQUIRED_AFTER(db_mu_);
+  std::deque<Op> queue_ ABSL_GUARDED_BY(mu_);
+  uint64_t enqueued_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t completed_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t transactions_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status first_error_ ABSL_GUARDED_BY(mu_);
+
+  std::thread writer_;
+};
+
+}  // namespace server
+}  // namespace gradnorm
+
+#endif  // GRADNORM_SERVER_SQLITE_TELEMETRY_STORE_H_

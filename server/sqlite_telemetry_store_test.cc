@@ -1,0 +1,249 @@
+#include "server/sqlite_telemetry_store.h"
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
+#include "server/aggregator.h"
+#include "server/clock.h"
+#include "server/telemetry_store_test_suite.h"
+
+namespace gradnorm {
+namespace server {
+namespace {
+
+using ::google::protobuf::util::MessageDifferencer;
+using ::testing::HasSubstr;
+
+std::unique_ptr<SqliteTelemetryStore> OpenOrDie(const std::string& path) {
+  SqliteStoreOptions options;
+  options.path = path;
+  // NORMAL keeps the suite fast on slow disks; FULL is tested below.
+  options.synchronous_full = false;
+  absl::StatusOr<std::unique_ptr<SqliteTelemetryStore>> store =
+      SqliteTelemetryStore::Open(options);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? *std::move(store) : nullptr;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Sqlite, TelemetryStoreTest,
+    testing::Values(TelemetryStoreFactory{
+        "sqlite",
+        [](const std::string& dir) -> std::unique_ptr<TelemetryStore> {
+          return OpenOrDie(dir + "/telemetry.db");
+        }}),
+    [](const testing::TestParamInfo<TelemetryStoreFactory>& info) {
+      return info.param.name;
+    });
+
+std::string TestPath(const std::string& name) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  std::string path = absl::StrCat(tmp ? tmp : "/tmp", "/", name, ".db");
+  std::remove(path.c_str());
+  std::remove((path + "-wal").c_str());
+  std::remove((path + "-shm").c_str());
+  return path;
+}
+
+RunRecord MakeRun(const std::string& id, uint32_t participants) {
+  RunRecord run;
+  run.run_id = id;
+  run.config.set_norm_type(2);
+  run.config.set_max_norm(1);
+  run.config.set_participants(participants);
+  run.created_unix_micros = 42;
+  return run;
+}
+
+absl::Status AppendAndWait(TelemetryStore* store, RoundRecord record) {
+  absl::Mutex mu;
+  bool done = false;
+  absl::Status result;
+  store->AppendRound(std::move(record), [&](absl::Status status) {
+    absl::MutexLock lock(&mu);
+    result = status;
+    done = true;
+  });
+  absl::MutexLock lock(&mu);
+  mu.Await(absl::Condition(&done));
+  return result;
+}
+
+TEST(SqliteTelemetryStoreTest, ReopenedFileHoldsEverythingAndIsIntact) {
+  const std::string path = TestPath("reopen");
+  constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+  {
+    SqliteStoreOptions options;
+    options.path = path;  // synchronous FULL, the default.
+    auto store = SqliteTelemetryStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->PutRun(MakeRun("r", 3)).ok());
+    ASSERT_TRUE(AppendAndWait(store->get(), MakeRoundRecord("r", 4, 1, 2, 3)).ok());
+    ASSERT_TRUE(AppendAndWait(store->get(), MakeRoundRecord("r", 2, 2, kNaN, 3)).ok());
+    // Queued but never waited for: the destructor still commits it.
+    (*store)->AppendRound(MakeRoundRecord("r", 9, 3, 0.5, 3), [](absl::Status) {});
+  }
+  std::unique_ptr<SqliteTelemetryStore> store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(store->CheckIntegrity().ok());
+  absl::StatusOr<StoreContents> contents = store->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  ASSERT_EQ(contents->runs.size(), 1u);
+  EXPECT_EQ(contents->runs[0].config.participants(), 3u);
+  ASSERT_EQ(contents->rounds.size(), 3u);
+  EXPECT_EQ(contents->rounds[0].result.step(), 4u);
+  EXPECT_TRUE(std::isnan(contents->rounds[1].result.total_norm()));
+  EXPECT_TRUE(std::isnan(contents->rounds[1].participants[1].partial));
+  EXPECT_EQ(contents->rounds[2].result.step(), 9u);
+  EXPECT_EQ(contents->rounds[2].participants[2].num_elements, 1002u);
+}
+
+TEST(SqliteTelemetryStoreTest, GroupCommitBatchesConcurrentAppends) {
+  std::unique_ptr<SqliteTelemetryStore> store = OpenOrDie(TestPath("group"));
+  ASSERT_TRUE(store->PutRun(MakeRun("r", 2)).ok());
+  const uint64_t before = store->transactions();
+  constexpr int kRecords = 400;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < kRecords; ++i) {
+    store->AppendRound(MakeRoundRecord("r", i, i + 1, 1.5, 2),
+                       [&](absl::Status s) { ok += s.ok(); });
+  }
+  ASSERT_TRUE(store->Flush().ok());
+  EXPECT_EQ(ok.load(), kRecords);
+  const uint64_t transactions = store->transactions() - before;
+  EXPECT_GE(transactions, 1u);
+  EXPECT_LT(transactions, uint64_t{kRecords});  // Batched, not one per record.
+  EXPECT_TRUE(store->CheckIntegrity().ok());
+}
+
+TEST(SqliteTelemetryStoreTest, RoundOfUnknownRunIsRefused) {
+  std::unique_ptr<SqliteTelemetryStore> store = OpenOrDie(TestPath("fk"));
+  absl::Status status =
+      AppendAndWait(store.get(), MakeRoundRecord("ghost", 1, 1, 1, 1));
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_THAT(status.message(), HasSubstr("FOREIGN KEY constraint failed"));
+  // One refused record does not take the batch's others with it.
+  ASSERT_TRUE(store->PutRun(MakeRun("r", 1)).ok());
+  EXPECT_TRUE(AppendAndWait(store.get(), MakeRoundRecord("r", 1, 1, 1, 1)).ok());
+}
+
+TEST(SqliteTelemetryStoreTest, OpenErrorsAreTranslated) {
+  SqliteStoreOptions options;
+  options.path = "/nonexistent-dir/gradnorm.db";
+  auto missing = SqliteTelemetryStore::Open(options);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(missing.status().message(),
+              HasSubstr("open /nonexistent-dir/gradnorm.db failed: unable to "
+                        "open database file"));
+
+  const std::string garbage = TestPath("garbage");
+  std::ofstream(garbage) << std::string(4096, 'x');
+  options.path = garbage;
+  auto not_a_db = SqliteTelemetryStore::Open(options);
+  EXPECT_EQ(not_a_db.status().code(), absl::StatusCode::kDataLoss)
+      << not_a_db.status();
+}
+
+// The Aggregator on a real file: a restarted coordinator answers retries of
+// acknowledged rounds with the identical result and completes unfinished
+// ones.
+TEST(AggregatorOnSqliteTest, RestartKeepsAcknowledgedRounds) {
+  const std::string path = TestPath("aggregator");
+  FakeClock clock;
+  AggregatorOptions options;
+  options.expiry_interval = absl::ZeroDuration();
+  v1::RegisterRunRequest run;
+  run.set_run_id("job");
+  run.mutable_config()->set_participants(2);
+  run.mutable_config()->set_max_norm(1);
+  run.mutable_config()->mutable_clip_policy()->mutable_auto_clip()
+      ->set_warmup_steps(2);
+
+  // Reports and returns a function that waits for the outcome.
+  struct Pending {
+    absl::Mutex mu;
+    std::optional<absl::StatusOr<v1::RoundResult>> out;
+  };
+  auto report = [](Aggregator& a, uint64_t step, uint32_t p, double partial) {
+    v1::ReportRequest r;
+    r.set_run_id("job");
+    r.set_step(step);
+    r.set_participant(p);
+    r.set_partial(partial);
+    auto pending = std::make_shared<Pending>();
+    a.Report(r, absl::InfiniteFuture(),
+             [pending](absl::StatusOr<v1::RoundResult> result) {
+               absl::MutexLock lock(&pending->mu);
+               pending->out = std::move(result);
+             });
+    return [pending]() {
+      absl::MutexLock lock(&pending->mu);
+      auto has = [&pending] { return pending->out.has_value(); };
+      pending->mu.Await(absl::Condition(&has));
+      return *pending->out;
+    };
+  };
+
+  std::vector<v1::RoundResult> acknowledged;
+  {
+    std::unique_ptr<SqliteTelemetryStore> store = OpenOrDie(path);
+    auto aggregator = Aggregator::Create(options, store.get(), &clock);
+    ASSERT_TRUE(aggregator.ok());
+    ASSERT_TRUE((*aggregator)->RegisterRun(run).ok());
+    for (uint64_t step = 0; step < 4; ++step) {
+      auto wait0 = report(**aggregator, step, 0, 4.0 * step);
+      auto wait1 = report(**aggregator, step, 1, 5.0);
+      absl::StatusOr<v1::RoundResult> r = wait1();
+      ASSERT_TRUE(r.ok()) << r.status();
+      acknowledged.push_back(*r);
+      ASSERT_TRUE(wait0().ok());
+    }
+    auto pending = report(**aggregator, 4, 0, 1.0);  // Never completes here.
+    EXPECT_TRUE((*aggregator)->Shutdown().ok());
+    EXPECT_EQ(pending().status().code(), absl::StatusCode::kUnavailable);
+  }
+  std::unique_ptr<SqliteTelemetryStore> store = OpenOrDie(path);
+  EXPECT_TRUE(store->CheckIntegrity().ok());
+  auto aggregator = Aggregator::Create(options, store.get(), &clock);
+  ASSERT_TRUE(aggregator.ok()) << aggregator.status();
+  absl::StatusOr<v1::RegisterRunResponse> again =
+      (*aggregator)->RegisterRun(run);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->created());
+  EXPECT_EQ(again->run().rounds(), 4u);
+  for (uint64_t step = 0; step < 4; ++step) {
+    auto retry = report(**aggregator, step, 1, 5.0);
+    absl::StatusOr<v1::RoundResult> r = retry();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(MessageDifferencer::Equals(*r, acknowledged[step]))
+        << r->ShortDebugString() << "\nvs\n"
+        << acknowledged[step].ShortDebugString();
+  }
+  auto conflict = report(**aggregator, 2, 0, 123.0);
+  EXPECT_EQ(conflict().status().code(), absl::StatusCode::kAlreadyExists);
+  auto retry0 = report(**aggregator, 4, 0, 1.0);
+  auto retry1 = report(**aggregator, 4, 1, 3.0);
+  absl::StatusOr<v1::RoundResult> finished = retry1();
+  ASSERT_TRUE(finished.ok()) << finished.status();
+  EXPECT_EQ(finished->total_norm(), 2);
+  // AutoClip (10th percentile of totals 2.24, 3, 3.6, 4.1 after a warm-up
+  // of 2) was rebuilt from the file: its max norm is the smallest total.
+  EXPECT_EQ(finished->effective_max_norm(), acknowledged[0].total_norm());
+  ASSERT_TRUE(retry0().ok());
+}
+
+}  // namespace
+}  // namespace server
+}  // namespace gradnorm
