@@ -51,7 +51,8 @@ absl::StatusOr<size_t> DTypeSize(DType dtype) {
 absl::Status ValidateTensors(absl::Span<const GradTensor> tensors) {
   for (size_t i = 0; i < tensors.size(); ++i) {
     const GradTensor& t = tensors[i];
-    if (!DTypeSize(t.dtype).ok()) {
+    if (t.dtype != DType::kFloat32 && t.dtype != DType::kBFloat16 &&
+        t.dtype != DType::kFloat16 && t.dtype != DType::kFloat64) {
       return absl::InvalidArgumentError(absl::StrCat(
           "tensors[", i, "]: unknown dtype ", static_cast<int32_t>(t.dtype),
           "; expected fp32 (0), bf16 (1), fp16 (2) or fp64 (3)"));
