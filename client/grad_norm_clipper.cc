@@ -189,6 +189,8 @@ absl::StatusOr<StepResult> GradNormClipper::Step(
     result.reason = round.reason();
     result.reason_detail = round.reason_detail();
     result.effective_max_norm = round.effective_max_norm();
+    result.slowest_participant = round.slowest_participant();
+    result.arrival_spread_seconds = round.arrival_spread_seconds();
     result.nonfinite = !std::isfinite(round.total_norm());
     if (result.action == gradnorm::v1::ACTION_CLIP &&
         !(result.clip_coef >= 0.0 && result.clip_coef < 1.0)) {

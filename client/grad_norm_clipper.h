@@ -94,6 +94,10 @@ struct StepResult {
   bool nonfinite = false;
   // This job's partial (sum |g|^p, or max |g|), as reported.
   double job_partial = 0.0;
+  // With a coordinator: the participant (job) that reported last, and the
+  // seconds between the first and the last report of the round. 0 without one.
+  uint32_t slowest_participant = 0;
+  double arrival_spread_seconds = 0.0;
 };
 
 class GradNormClipper {

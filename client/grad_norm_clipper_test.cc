@@ -169,6 +169,8 @@ TEST_F(TwoRankJobTest, LeaderReportsJobPartialAndEveryRankClipsByTheAnswer) {
         result->set_reason(v1::REASON_ABOVE_MAX_NORM);
         result->set_reason_detail("norm 10 > max_norm 5");
         result->set_effective_max_norm(5.0);
+        result->set_slowest_participant(1);
+        result->set_arrival_spread_seconds(0.25);
         return grpc::Status::OK;
       }));
   std::vector<std::vector<float>> grads = {{3, 4}, {1, 2}};
@@ -180,6 +182,8 @@ TEST_F(TwoRankJobTest, LeaderReportsJobPartialAndEveryRankClipsByTheAnswer) {
     EXPECT_EQ(results[r]->action, v1::ACTION_CLIP);
     EXPECT_EQ(results[r]->reason_detail, "norm 10 > max_norm 5");
     EXPECT_EQ(results[r]->effective_max_norm, 5.0);
+    EXPECT_EQ(results[r]->slowest_participant, 1u);
+    EXPECT_EQ(results[r]->arrival_spread_seconds, 0.25);
   }
   EXPECT_EQ(grads[0], (std::vector<float>{1.5, 2}));
   EXPECT_EQ(grads[1], (std::vector<float>{0.5, 1}));
