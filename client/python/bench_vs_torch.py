@@ -8,7 +8,7 @@ gpt2_124m fp32 with p = inf, and 10k_x_1k fp32 (10,000 tensors of 1,000
 elements); each once with a max_norm small enough that clipping happens and once
 large enough that it does not. Gradients are restored from a saved copy before
 every call, so both sides always see the same values; the copy is not timed.
-Prints the median time of each side and the speedup (torch time / gradnorm time).
+The two sides alternate. Prints the median time of each side and the speedup (torch time / gradnorm time).
 """
 
 import argparse
@@ -42,15 +42,19 @@ def make_params(shapes, dtype):
     return params
 
 
-def time_it(fn, params, saved, repeats):
-    times = []
-    for _ in range(repeats):
-        for p, g in zip(params, saved):
-            p.grad.copy_(g)
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def time_pair(fn_a, fn_b, params, saved, repeats):
+    """Median times of fn_a and fn_b, alternated so both see the same machine
+    load; one untimed warm-up call each."""
+    times = ([], [])
+    for i in range(repeats + 1):
+        for fn, out in ((fn_a, times[0]), (fn_b, times[1])):
+            for p, g in zip(params, saved):
+                p.grad.copy_(g)
+            start = time.perf_counter()
+            fn()
+            if i > 0:
+                out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def run_case(name, shapes, dtype, norm_type, repeats):
@@ -60,10 +64,8 @@ def run_case(name, shapes, dtype, norm_type, repeats):
     numel = sum(p.numel() for p in params)
     rows = []
     for label, max_norm in (("clip", total / 10), ("no clip", total * 10)):
-        t_torch = time_it(
+        t_torch, t_ours = time_pair(
             lambda: torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type),
-            params, saved, repeats)
-        t_ours = time_it(
             lambda: gn.clip_grad_norm_(params, max_norm, norm_type),
             params, saved, repeats)
         rows.append((label, t_torch, t_ours))

@@ -31,7 +31,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "client/coordinator_client.h"
+#include "client/grad_norm_clipper.h"
 #include "client/python/dlpack.h"
+#include "client/python/py_communicator.h"
+#include "client/single_process_communicator.h"
 #include "kernels/grad_tensor.h"
 #include "kernels/partial_norm.h"
 
@@ -308,6 +313,133 @@ class TensorViews {
   bool released_ = false;
 };
 
+std::unique_ptr<Communicator> MakeCommunicator(const py::object& impl) {
+  if (impl.is_none()) return std::make_unique<SingleProcessCommunicator>();
+  return std::make_unique<PyCommunicator>(impl);
+}
+
+template <typename T>
+T Get(const py::dict& d, const char* key, T fallback) {
+  if (!d.contains(key) || d[key].is_none()) return fallback;
+  return d[key].cast<T>();
+}
+
+// GradNormClipper over Python communicators and, optionally, a coordinator.
+class Clipper {
+ public:
+  // `coordinator`: None, or a dict with address, run_id, participant and
+  // optionally participants (then the run is registered with norm_type,
+  // max_norm and round_timeout_ms), security ("insecure", "tls", "mtls"),
+  // root_certs_pem, client_cert_pem, client_key_pem, tls_server_name, token,
+  // report_timeout_s.
+  static std::unique_ptr<Clipper> Create(py::object dp_cp, py::object tp,
+                                         py::object job, double norm_type,
+                                         double max_norm,
+                                         bool error_if_nonfinite,
+                                         py::object coordinator) {
+    auto clipper = std::unique_ptr<Clipper>(new Clipper());
+    clipper->dp_cp_ = MakeCommunicator(dp_cp);
+    clipper->tp_ = MakeCommunicator(tp);
+    clipper->job_ = MakeCommunicator(job);
+    GradNormClipperOptions options;
+    options.norm_type = norm_type;
+    options.max_norm = max_norm;
+    options.error_if_nonfinite = error_if_nonfinite;
+    std::optional<CoordinatorBinding> binding;
+    if (!coordinator.is_none()) {
+      py::dict c = coordinator.cast<py::dict>();
+      CoordinatorClientOptions client_options;
+      client_options.target = Get<std::string>(c, "address", "");
+      std::string security = Get<std::string>(c, "security", "insecure");
+      if (security == "tls") {
+        client_options.security = CoordinatorClientOptions::Security::kTls;
+      } else if (security == "mtls") {
+        client_options.security =
+            CoordinatorClientOptions::Security::kMutualTls;
+      } else if (security != "insecure") {
+        throw py::value_error(absl::StrCat(
+            "INVALID_ARGUMENT: security \"", security,
+            "\" is not supported; expected \"insecure\", \"tls\" or \"mtls\""));
+      }
+      client_options.root_certs_pem = Get<std::string>(c, "root_certs_pem", "");
+      client_options.client_cert_pem =
+          Get<std::string>(c, "client_cert_pem", "");
+      client_options.client_key_pem = Get<std::string>(c, "client_key_pem", "");
+      client_options.tls_server_name =
+          Get<std::string>(c, "tls_server_name", "");
+      client_options.bearer_token = Get<std::string>(c, "token", "");
+      absl::StatusOr<std::unique_ptr<CoordinatorClient>> client =
+          CoordinatorClient::Create(client_options);
+      if (!client.ok()) ThrowStatus(client.status());
+      binding.emplace();
+      binding->client = std::move(*client);
+      binding->run_id = Get<std::string>(c, "run_id", "");
+      binding->participant = Get<uint32_t>(c, "participant", 0);
+      binding->report_timeout =
+          absl::Seconds(Get<double>(c, "report_timeout_s", 120.0));
+      uint32_t participants = Get<uint32_t>(c, "participants", 0);
+      if (participants > 0) {
+        gradnorm::v1::RunConfig config;
+        config.set_norm_type(norm_type);
+        config.set_max_norm(max_norm);
+        config.set_participants(participants);
+        config.set_round_timeout_ms(
+            Get<uint64_t>(c, "round_timeout_ms", 60000));
+        binding->config = config;
+      }
+    }
+    absl::StatusOr<std::unique_ptr<GradNormClipper>> created;
+    {
+      py::gil_scoped_release release;
+      created = GradNormClipper::Create(clipper->dp_cp_.get(),
+                                        clipper->tp_.get(), clipper->job_.get(),
+                                        options, std::move(binding));
+    }
+    if (!created.ok()) ThrowStatus(created.status());
+    clipper->clipper_ = std::move(*created);
+    return clipper;
+  }
+
+  py::dict Step(uint64_t step, TensorViews& views,
+                const std::vector<bool>& tp_replicated) {
+    std::vector<GradTensor>& grads = views.views();
+    if (tp_replicated.size() != grads.size()) {
+      throw py::value_error(absl::StrCat(
+          "INVALID_ARGUMENT: ", tp_replicated.size(),
+          " tp_replicated flags for ", grads.size(), " tensors"));
+    }
+    for (size_t i = 0; i < grads.size(); ++i) {
+      grads[i].tp_replicated = tp_replicated[i];
+    }
+    absl::StatusOr<StepResult> result;
+    {
+      py::gil_scoped_release release;
+      result = clipper_->Step(step, grads);
+    }
+    if (!result.ok()) ThrowStatus(result.status());
+    py::dict out;
+    out["total_norm"] = result->total_norm;
+    out["clip_coef"] = result->clip_coef;
+    out["action"] = gradnorm::v1::Action_Name(result->action);
+    out["reason"] = gradnorm::v1::Reason_Name(result->reason);
+    out["reason_detail"] = result->reason_detail;
+    out["effective_max_norm"] = result->effective_max_norm;
+    out["nonfinite"] = result->nonfinite;
+    out["job_partial"] = result->job_partial;
+    return out;
+  }
+
+  ~Clipper() {
+    // The Python communicators take the GIL in their destructors.
+    clipper_.reset();
+  }
+
+ private:
+  Clipper() = default;
+  std::unique_ptr<Communicator> dp_cp_, tp_, job_;
+  std::unique_ptr<GradNormClipper> clipper_;
+};
+
 }  // namespace
 }  // namespace python_internal
 }  // namespace gradnorm
@@ -353,6 +485,14 @@ PYBIND11_MODULE(_gradnorm, m) {
                              "The gradients viewed (from_parameters).")
       .def_property_readonly("noncontiguous", &TensorViews::noncontiguous)
       .def("__len__", &TensorViews::size);
+
+  py::class_<::gradnorm::python_internal::Clipper>(m, "Clipper")
+      .def(py::init(&::gradnorm::python_internal::Clipper::Create),
+           py::arg("dp_cp"), py::arg("tp"), py::arg("job"),
+           py::arg("norm_type"), py::arg("max_norm"),
+           py::arg("error_if_nonfinite"), py::arg("coordinator"))
+      .def("step", &::gradnorm::python_internal::Clipper::Step,
+           py::arg("step"), py::arg("views"), py::arg("tp_replicated"));
 
   m.def(
       "partial_norm",

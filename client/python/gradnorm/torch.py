@@ -391,3 +391,132 @@ def _clip_local(local: _LocalGrads, p: float, max_norm: float,
             local.scale_(coef)
     out_dtype = torch.float64 if grads[0].dtype == torch.float64 else torch.float32
     return torch.tensor(total, dtype=out_dtype, device=grads[0].device)
+
+
+class _GroupCommunicator:
+    """gradnorm's Communicator contract over a torch.distributed group (the
+    C++ clipper calls it through PyCommunicator)."""
+
+    def __init__(self, group):
+        self.group = group
+        self.device = (torch.device("cuda", torch.cuda.current_device())
+                       if dist.get_backend(group) == "nccl" else torch.device("cpu"))
+
+    def rank(self):
+        return dist.get_rank(group=self.group)
+
+    def size(self):
+        return dist.get_world_size(group=self.group)
+
+    def _global(self, root):
+        get = getattr(dist, "get_global_rank", None) or \
+            dist.distributed_c10d._get_global_rank
+        return get(self.group, root)
+
+    def all_reduce(self, values, op):
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if op == "sum":
+            dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
+            return t.tolist()
+        nan = torch.isnan(t)  # MAX with NaN winning, as CombineValues does
+        both = torch.cat([torch.where(nan, torch.full_like(t, -math.inf), t),
+                          nan.double()])
+        dist.all_reduce(both, op=dist.ReduceOp.MAX, group=self.group)
+        n = len(values)
+        return [math.nan if flag > 0 else v
+                for v, flag in zip(both[:n].tolist(), both[n:].tolist())]
+
+    def broadcast(self, values, root):
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.broadcast(t, src=self._global(root), group=self.group)
+        return t.tolist()
+
+    def broadcast_bytes(self, data, root):
+        box = [data]
+        dist.broadcast_object_list(box, src=self._global(root), group=self.group)
+        return box[0]
+
+    def barrier(self):
+        dist.barrier(group=self.group)
+
+
+class Clipper:
+    """gradnorm's C++ GradNormClipper for a PyTorch job: each step computes the
+    job's gradient norm (reduced over dp_cp_group then tp_group), and either
+    decides locally (no coordinator) or has the job's leader (rank 0 of
+    job_group) report the job's partial to the coordinator, which combines the
+    jobs of the run and returns one decision to all. Gradients are clipped in
+    place unless the action is SKIP.
+
+        clipper = gn.Clipper(norm_type=2, max_norm=1.0,
+                             dp_cp_group=dp, tp_group=tp, job_group=None,
+                             address="coordinator:7443", run_id="run7",
+                             participant=job_index, participants=num_jobs,
+                             security="tls", root_certs_pem=ca, token=token)
+        result = clipper.step(step, model.parameters())
+        if result["action"] != "ACTION_SKIP":
+            optimizer.step()
+
+    Groups are torch.distributed process groups or None (one process).
+    job_group defaults to the default (world) group when torch.distributed is
+    initialized. Without address the clipper decides locally with max_norm.
+    step() returns a dict: total_norm, clip_coef, action ("ACTION_NONE",
+    "ACTION_CLIP", "ACTION_SKIP"), reason, reason_detail, effective_max_norm,
+    nonfinite, job_partial. Errors: ValueError for bad arguments, RuntimeError
+    (prefixed by the status code) for communicator and coordinator errors.
+    """
+
+    def __init__(self, *, norm_type=2.0, max_norm=1.0, dp_cp_group=None,
+                 tp_group=None, job_group="world", address=None, run_id=None,
+                 participant=0, participants=None, round_timeout_ms=60000,
+                 security="insecure", root_certs_pem="", client_cert_pem="",
+                 client_key_pem="", tls_server_name="", token="",
+                 report_timeout_s=120.0, error_if_nonfinite=False):
+        p = _norm_type(norm_type)
+        max_norm = _check_max_norm(max_norm)
+        if job_group == "world":
+            job_group = (dist.group.WORLD
+                         if dist.is_available() and dist.is_initialized() else None)
+        self._dp_cp_group, self._tp_group = dp_cp_group, tp_group
+        coordinator = None
+        if address is not None:
+            coordinator = dict(
+                address=address, run_id=run_id or "", participant=participant,
+                participants=participants, round_timeout_ms=round_timeout_ms,
+                security=security, root_certs_pem=root_certs_pem,
+                client_cert_pem=client_cert_pem, client_key_pem=client_key_pem,
+                tls_server_name=tls_server_name, token=token,
+                report_timeout_s=report_timeout_s)
+        comm = lambda g: None if g is None else _GroupCommunicator(g)  # noqa: E731
+        self._clipper = _gradnorm.Clipper(
+            comm(dp_cp_group), comm(tp_group), comm(job_group), p, max_norm,
+            bool(error_if_nonfinite), coordinator)
+
+    def step(self, step: int, parameters: _TensorOrTensors) -> dict:
+        grads, replicated = [], []
+        for parameter in _as_list(parameters):
+            grad = parameter.grad
+            if grad is None:
+                continue
+            if _is_dtensor(grad):
+                if not _counted_here(grad, parameter, self._dp_cp_group,
+                                     self._tp_group):
+                    raise ValueError(
+                        "INVALID_ARGUMENT: Clipper does not support DTensor "
+                        "gradients replicated over a reduced mesh dimension "
+                        "yet; use get_grad_norm and clip_grad_by_total_norm_")
+                grad = grad.to_local()
+                replicated.append(False)
+            else:
+                replicated.append(_is_marked_tp_replicated(parameter))
+            grads.append(grad)
+        local = _LocalGrads.of_tensors(grads)
+        if local.strided:
+            raise ValueError(
+                "INVALID_ARGUMENT: Clipper needs contiguous gradients; "
+                f"{len(local.strided)} are not")
+        try:
+            result = self._clipper.step(step, local.views, replicated)
+        finally:
+            local.done()
+        return result
