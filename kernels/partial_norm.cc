@@ -72,7 +72,13 @@ absl::StatusOr<PartialNorm> ComputePartialNorm(
   RETURN_IF_ERROR(ValidateTensors(tensors));
   if (OnCuda(tensors)) {
 #if defined(GRADNORM_WITH_CUDA)
-    return kernels_internal::ComputePartialNormCuda(tensors, p, options);
+    kernels_internal::CudaNormOptions cuda_options;
+    cuda_options.stream = options.cuda_stream;
+    cuda_options.per_tensor = options.per_tensor;
+    absl::StatusOr<kernels_internal::NormResult> result =
+        kernels_internal::ComputePartialNormCuda(tensors, p, cuda_options);
+    if (!result.ok()) return result.status();
+    return ToPartialNorm(*std::move(result));
 #else
     return NoCuda(tensors);
 #endif
@@ -103,8 +109,10 @@ absl::Status ComputePartialNormOnDevice(absl::Span<const GradTensor> tensors,
         "ComputePartialNorm for host memory)");
   }
 #if defined(GRADNORM_WITH_CUDA)
-  return kernels_internal::ComputePartialNormOnDeviceCuda(tensors, p,
-                                                          device_result, options);
+  kernels_internal::CudaNormOptions cuda_options;
+  cuda_options.stream = options.cuda_stream;
+  return kernels_internal::ComputePartialNormOnDeviceCuda(
+      tensors, p, device_result, cuda_options);
 #else
   return NoCuda(tensors);
 #endif
@@ -124,7 +132,8 @@ absl::Status ScaleInPlace(absl::Span<const GradTensor> tensors, double coef,
   RETURN_IF_ERROR(ValidateTensors(tensors));
   if (OnCuda(tensors)) {
 #if defined(GRADNORM_WITH_CUDA)
-    return kernels_internal::ScaleInPlaceCuda(tensors, coef, options);
+    return kernels_internal::ScaleInPlaceCuda(tensors, coef,
+                                              options.cuda_stream);
 #else
     return NoCuda(tensors);
 #endif

@@ -6,6 +6,10 @@
 #include <limits>
 #include <vector>
 
+#if defined(GRADNORM_WITH_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/grad_tensor.h"
@@ -440,7 +444,22 @@ TEST(BadInputTest, DeviceResultNeedsCudaTensors) {
   EXPECT_EQ(out, -1);
 }
 
-#if !defined(GRADNORM_WITH_CUDA)
+#if defined(GRADNORM_WITH_CUDA)
+TEST(BadInputTest, CudaTensorsWithoutADeviceAreFailedPrecondition) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) == cudaSuccess && count > 0) {
+    GTEST_SKIP() << "a CUDA device is present: partial_norm_cuda_test covers it";
+  }
+  std::vector<float> a(3);
+  GradTensor gpu{a.data(), 3, DType::kFloat32, Device::Cuda(0), false};
+  absl::StatusOr<PartialNorm> r = ComputePartialNorm({gpu}, 2.0);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(r.status().message(),
+              HasSubstr("cudaGetDevice(&previous) failed: cudaError"));
+  EXPECT_EQ(ScaleInPlace({gpu}, 0.5).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+#else
 TEST(BadInputTest, CudaTensorsWithoutCudaAreFailedPrecondition) {
   std::vector<float> a(3);
   GradTensor gpu{a.data(), 3, DType::kFloat32, Device::Cuda(1), false};

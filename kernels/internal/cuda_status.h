@@ -1,0 +1,39 @@
+// The one place a cudaError_t becomes an absl::Status. The message names the
+// failing call and CUDA's own name and text for the error.
+//
+//   RETURN_IF_CUDA_ERROR(cudaMallocAsync(&ptr, bytes, stream));
+//   // -> INTERNAL "cudaMallocAsync(&ptr, bytes, stream) failed:
+//   //    cudaErrorInvalidValue (invalid argument)"
+//
+// Codes: FAILED_PRECONDITION where the machine cannot run CUDA at all (no
+// device, driver too old, bad device ordinal); RESOURCE_EXHAUSTED for out of
+// device memory; INTERNAL for everything else.
+// Thread-safety: stateless.
+#ifndef GRADNORM_KERNELS_INTERNAL_CUDA_STATUS_H_
+#define GRADNORM_KERNELS_INTERNAL_CUDA_STATUS_H_
+
+#include <cuda_runtime_api.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace gradnorm {
+namespace kernels_internal {
+
+absl::Status CudaErrorToStatus(cudaError_t error, absl::string_view call);
+
+}  // namespace kernels_internal
+}  // namespace gradnorm
+
+// Evaluates a CUDA runtime call; returns its translated error from the
+// enclosing function if it is not cudaSuccess.
+#define RETURN_IF_CUDA_ERROR(call)                                         \
+  do {                                                                     \
+    const cudaError_t gradnorm_cuda_error_ = (call);                       \
+    if (gradnorm_cuda_error_ != cudaSuccess) {                             \
+      return ::gradnorm::kernels_internal::CudaErrorToStatus(              \
+          gradnorm_cuda_error_, #call);                                    \
+    }                                                                      \
+  } while (false)
+
+#endif  // GRADNORM_KERNELS_INTERNAL_CUDA_STATUS_H_
