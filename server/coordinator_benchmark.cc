@@ -1,0 +1,292 @@
+// Coordinator round latency and throughput over real gRPC (loopback), each
+// reported as a ratio to a bare echo service (echo_service.h: same messages,
+// same transport and callback API, no aggregation, no store) measured in the
+// same run.
+//
+//   bazel run //server:coordinator_benchmark
+//
+// BM_EchoRound/N then BM_CoordinatorRound/N: N participants, each on its own
+// channel, report one step concurrently; a round ends when all N answers are
+// in. The coordinator's counter x_echo = its mean round time / the echo's
+// (targets: N=1 <= 1.3, N=32 <= 1.5).
+// BM_EchoThroughput then BM_CoordinatorThroughput: 32 clients (4 runs x 8
+// participants), each keeping kWindow reports in flight, SQLite store with
+// its durability on (a report is answered only after its round committed).
+// x_echo = coordinator reports/s / echo reports/s (target >= 0.7).
+#include <stdlib.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/time/clock.h"
+#include "benchmark/benchmark.h"
+#include "grpcpp/grpcpp.h"
+#include "server/coordinator_server.h"
+#include "server/echo_service.h"
+
+namespace gradnorm {
+namespace server {
+namespace {
+
+constexpr int kThroughputRuns = 4;
+constexpr int kThroughputParticipants = 8;
+constexpr int kWindow = 4;
+constexpr int kReportsPerClientPerIteration = 64;
+
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& target) {
+  grpc::ChannelArguments args;
+  // A subchannel (TCP connection) of its own, as separate jobs would have.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+class Fixture {
+ public:
+  static Fixture& Get() {
+    static Fixture* fixture = new Fixture();
+    return *fixture;
+  }
+
+  std::vector<std::unique_ptr<v1::Coordinator::Stub>>& EchoStubs(int n) {
+    return Stubs(&echo_stubs_, echo_address_, n);
+  }
+  std::vector<std::unique_ptr<v1::Coordinator::Stub>>& CoordinatorStubs(int n) {
+    return Stubs(&coordinator_stubs_, coordinator_->address(), n);
+  }
+
+  void RegisterRun(const std::string& run_id, int participants) {
+    v1::RegisterRunRequest request;
+    request.set_run_id(run_id);
+    request.mutable_config()->set_norm_type(2);
+    request.mutable_config()->set_max_norm(1e12);
+    request.mutable_config()->set_participants(participants);
+    v1::RegisterRunResponse response;
+    grpc::ClientContext context;
+    grpc::Status status =
+        CoordinatorStubs(1)[0]->RegisterRun(&context, request, &response);
+    if (!status.ok()) {
+      std::fprintf(stderr, "RegisterRun failed: %s\n", status.error_message().c_str());
+      std::abort();
+    }
+  }
+
+  uint64_t NextSteps(const std::string& key, uint64_t count) {
+    uint64_t& next = next_step_[key];
+    uint64_t first = next;
+    next += count;
+    return first;
+  }
+
+  std::map<int, double> echo_round_seconds;
+  double echo_reports_per_second = 0;
+
+ private:
+  Fixture() {
+    char dir_template[] = "/tmp/gradnorm_benchmark_XXXXXX";
+    const char* dir = mkdtemp(dir_template);
+    grpc::ServerBuilder builder;
+    int echo_port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &echo_port);
+    builder.RegisterService(&echo_);
+    echo_server_ = builder.BuildAndStart();
+    echo_address_ = absl::StrCat("127.0.0.1:", echo_port);
+
+    CoordinatorServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.store = StoreKind::kSqlite;
+    options.db_path = absl::StrCat(dir, "/benchmark.db");
+    auto coordinator = CoordinatorServer::Create(options);
+    if (!coordinator.ok()) {
+      std::fprintf(stderr, "%s\n", coordinator.status().ToString().c_str());
+      std::abort();
+    }
+    coordinator_ = *std::move(coordinator);
+    std::printf("SQLite store: %s\n", options.db_path.c_str());
+  }
+
+  std::vector<std::unique_ptr<v1::Coordinator::Stub>>& Stubs(
+      std::vector<std::unique_ptr<v1::Coordinator::Stub>>* stubs,
+      const std::string& target, int n) {
+    while (static_cast<int>(stubs->size()) < n) {
+      stubs->push_back(v1::Coordinator::NewStub(NewChannel(target)));
+    }
+    return *stubs;
+  }
+
+  EchoService echo_;
+  std::unique_ptr<grpc::Server> echo_server_;
+  std::string echo_address_;
+  std::unique_ptr<CoordinatorServer> coordinator_;
+  std::vector<std::unique_ptr<v1::Coordinator::Stub>> echo_stubs_;
+  std::vector<std::unique_ptr<v1::Coordinator::Stub>> coordinator_stubs_;
+  std::map<std::string, uint64_t> next_step_;
+};
+
+// One Report in flight.
+struct Call {
+  grpc::ClientContext context;
+  v1::ReportRequest request;
+  v1::ReportResponse response;
+};
+
+void StartReport(v1::Coordinator::Stub* stub, const std::string& run_id, uint64_t step,
+                 uint32_t participant, std::function<void(grpc::Status)> done) {
+  auto* call = new Call();
+  call->request.set_run_id(run_id);
+  call->request.set_step(step);
+  call->request.set_participant(participant);
+  call->request.set_partial(1.0 + participant);
+  stub->async()->Report(&call->context, &call->request, &call->response,
+                        [call, done = std::move(done)](grpc::Status status) {
+                          delete call;
+                          if (!status.ok()) {
+                            std::fprintf(stderr, "Report failed: %s\n",
+                                         status.error_message().c_str());
+                            std::abort();
+                          }
+                          done(status);
+                        });
+}
+
+// N concurrent reports of one step, one per stub; returns when all answered.
+void Round(std::vector<std::unique_ptr<v1::Coordinator::Stub>>& stubs, int n,
+           const std::string& run_id, uint64_t step) {
+  absl::BlockingCounter answered(n);
+  for (int p = 0; p < n; ++p) {
+    StartReport(stubs[p].get(), run_id, step, p,
+                [&answered](grpc::Status) { answered.DecrementCount(); });
+  }
+  answered.Wait();
+}
+
+double MeasureRounds(benchmark::State& state,
+                     std::vector<std::unique_ptr<v1::Coordinator::Stub>>& stubs,
+                     int n, const std::string& run_id) {
+  Fixture& fixture = Fixture::Get();
+  Round(stubs, n, run_id, fixture.NextSteps(run_id, 1));  // warm the channels
+  absl::Duration total;
+  int64_t rounds = 0;
+  for (auto _ : state) {
+    const uint64_t step = fixture.NextSteps(run_id, 1);
+    const absl::Time start = absl::Now();
+    Round(stubs, n, run_id, step);
+    total += absl::Now() - start;
+    ++rounds;
+  }
+  state.SetItemsProcessed(rounds * n);
+  const double mean = absl::ToDoubleSeconds(total) / rounds;
+  state.counters["round_us"] = mean * 1e6;
+  return mean;
+}
+
+void BM_EchoRound(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  Fixture& fixture = Fixture::Get();
+  fixture.echo_round_seconds[n] =
+      MeasureRounds(state, fixture.EchoStubs(n), n, absl::StrCat("echo-n", n));
+}
+
+void BM_CoordinatorRound(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  Fixture& fixture = Fixture::Get();
+  const std::string run_id = absl::StrCat("round-n", n);
+  fixture.RegisterRun(run_id, n);
+  const double mean = MeasureRounds(state, fixture.CoordinatorStubs(n), n, run_id);
+  auto echo = fixture.echo_round_seconds.find(n);
+  if (echo != fixture.echo_round_seconds.end()) {
+    state.counters["x_echo"] = mean / echo->second;
+  }
+}
+
+// Every client keeps kWindow reports in flight until it sent `per_client`;
+// returns reports/s.
+double MeasureThroughput(benchmark::State& state, bool echo) {
+  Fixture& fixture = Fixture::Get();
+  constexpr int kClients = kThroughputRuns * kThroughputParticipants;
+  auto& stubs = echo ? fixture.EchoStubs(kClients) : fixture.CoordinatorStubs(kClients);
+  if (!echo) {
+    for (int r = 0; r < kThroughputRuns; ++r) {
+      fixture.RegisterRun(absl::StrCat("tput-", r), kThroughputParticipants);
+    }
+  }
+  struct Client {
+    v1::Coordinator::Stub* stub;
+    std::string run_id;
+    uint32_t participant;
+    uint64_t first_step;
+    std::atomic<int> sent{0};
+  };
+  absl::Duration total;
+  int64_t reports = 0;
+  for (auto _ : state) {
+    const int per_client = kReportsPerClientPerIteration;
+    std::vector<std::unique_ptr<Client>> clients;
+    for (int r = 0; r < kThroughputRuns; ++r) {
+      const std::string run_id = absl::StrCat(echo ? "echo-tput-" : "tput-", r);
+      const uint64_t first = fixture.NextSteps(run_id, per_client);
+      for (int p = 0; p < kThroughputParticipants; ++p) {
+        auto client = std::make_unique<Client>();
+        client->stub = stubs[r * kThroughputParticipants + p].get();
+        client->run_id = run_id;
+        client->participant = p;
+        client->first_step = first;
+        clients.push_back(std::move(client));
+      }
+    }
+    absl::BlockingCounter answered(kClients * per_client);
+    // Sends the client's next step, if any; each answer sends one more.
+    std::function<void(Client*)> send_next = [&](Client* client) {
+      const int index = client->sent.fetch_add(1);
+      if (index >= per_client) return;
+      StartReport(client->stub, client->run_id, client->first_step + index,
+                  client->participant, [&, client](grpc::Status) {
+                    send_next(client);
+                    answered.DecrementCount();
+                  });
+    };
+    const absl::Time start = absl::Now();
+    for (auto& client : clients) {
+      for (int w = 0; w < kWindow; ++w) send_next(client.get());
+    }
+    answered.Wait();
+    total += absl::Now() - start;
+    reports += kClients * per_client;
+  }
+  state.SetItemsProcessed(reports);
+  const double per_second = reports / absl::ToDoubleSeconds(total);
+  state.counters["reports_per_s"] = per_second;
+  return per_second;
+}
+
+void BM_EchoThroughput(benchmark::State& state) {
+  Fixture::Get().echo_reports_per_second = MeasureThroughput(state, /*echo=*/true);
+}
+
+void BM_CoordinatorThroughput(benchmark::State& state) {
+  const double per_second = MeasureThroughput(state, /*echo=*/false);
+  const double echo = Fixture::Get().echo_reports_per_second;
+  if (echo > 0) state.counters["x_echo"] = per_second / echo;
+}
+
+// Echo before coordinator for each N, so each ratio uses a fresh peer number.
+BENCHMARK(BM_EchoRound)->Arg(1)->UseRealTime()->MinTime(0.5);
+BENCHMARK(BM_CoordinatorRound)->Arg(1)->UseRealTime()->MinTime(0.5);
+BENCHMARK(BM_EchoRound)->Arg(8)->UseRealTime()->MinTime(0.5);
+BENCHMARK(BM_CoordinatorRound)->Arg(8)->UseRealTime()->MinTime(0.5);
+BENCHMARK(BM_EchoRound)->Arg(32)->UseRealTime()->MinTime(0.5);
+BENCHMARK(BM_CoordinatorRound)->Arg(32)->UseRealTime()->MinTime(0.5);
+BENCHMARK(BM_EchoRound)->Arg(128)->UseRealTime()->MinTime(0.5);
+BENCHMARK(BM_CoordinatorRound)->Arg(128)->UseRealTime()->MinTime(0.5);
+BENCHMARK(BM_EchoThroughput)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_CoordinatorThroughput)->UseRealTime()->MinTime(1.0);
+
+}  // namespace
+}  // namespace server
+}  // namespace gradnorm
+
+BENCHMARK_MAIN();

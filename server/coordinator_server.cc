@@ -1,0 +1,158 @@
+#include "server/coordinator_server.h"
+
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/clock.h"
+#include "server/memory_telemetry_store.h"
+#include "server/sqlite_telemetry_store.h"
+
+namespace gradnorm {
+namespace server {
+namespace {
+
+constexpr char kServiceName[] = "gradnorm.v1.Coordinator";
+
+absl::StatusOr<std::unique_ptr<TelemetryStore>> OpenStore(
+    const CoordinatorServerOptions& options) {
+  if (options.store == StoreKind::kMemory) {
+    return std::unique_ptr<TelemetryStore>(std::make_unique<MemoryTelemetryStore>());
+  }
+  if (options.db_path.empty()) {
+    return absl::InvalidArgumentError(
+        "the SQLite store needs a database path (--db), or use --store=memory");
+  }
+  SqliteStoreOptions store_options;
+  store_options.path = options.db_path;
+  store_options.synchronous_full = options.sqlite_synchronous_full;
+  ASSIGN_OR_RETURN(std::unique_ptr<SqliteTelemetryStore> store,
+                   SqliteTelemetryStore::Open(store_options));
+  return std::unique_ptr<TelemetryStore>(std::move(store));
+}
+
+// "host:port" -> host; the host part may be a bracketed IPv6 address.
+absl::StatusOr<std::string> HostOf(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  int port;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 ||
+      port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "listen address '", listen,
+        "' is not host:port (e.g. 127.0.0.1:50051, 0.0.0.0:0, [::]:50051)"));
+  }
+  return listen.substr(0, colon);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
+    CoordinatorServerOptions options) {
+  if (options.max_message_bytes <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_message_bytes is ", options.max_message_bytes, ", expected > 0"));
+  }
+  ASSIGN_OR_RETURN(std::string host, HostOf(options.listen));
+  std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
+  server->options_ = options;
+
+  // Everything that can fail on bad input is checked before the store opens.
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                   MakeServerCredentials(options.tls));
+  if (!options.tokens_file.empty()) {
+    ASSIGN_OR_RETURN(server->auth_,
+                     TokenAuthenticator::FromFile(options.tokens_file));
+  }
+  ASSIGN_OR_RETURN(server->metrics_,
+                   PrometheusMetrics::Create(options.metrics_listen));
+  ASSIGN_OR_RETURN(server->store_, OpenStore(options));
+
+  PrometheusMetrics* metrics = server->metrics_.get();
+  AggregatorOptions aggregator_options = options.aggregator;
+  aggregator_options.on_round_committed =
+      [metrics](const v1::RoundResult& result, absl::Duration commit_latency) {
+        metrics->RecordRound(result.action());
+        metrics->RecordStoreCommit(absl::ToDoubleSeconds(commit_latency));
+      };
+  ASSIGN_OR_RETURN(server->aggregator_,
+                   Aggregator::Create(aggregator_options, server->store_.get(),
+                                      Clock::Real()));
+  metrics->SetActiveRuns(static_cast<int64_t>(server->aggregator_->Stats().runs));
+
+  server->service_ = std::make_unique<CoordinatorService>(
+      server->aggregator_.get(), server->auth_.get(), metrics);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, credentials, &server->port_);
+  builder.RegisterService(server->service_.get());
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  // Keepalive matching the client library: pings every >= 10 s are welcome,
+  // with or without calls in flight (a trainer idles between steps).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             10 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot serve on '", options.listen,
+        "' (address in use, bad TLS certificate or key, or not a local "
+        "address?)"));
+  }
+  server->address_ = absl::StrCat(host, ":", server->port_);
+  grpc::HealthCheckServiceInterface* health =
+      server->server_->GetHealthCheckService();
+  if (health != nullptr) {
+    health->SetServingStatus(true);
+    health->SetServingStatus(kServiceName, true);
+  }
+  return server;
+}
+
+CoordinatorServer::~CoordinatorServer() { (void)Shutdown(); }
+
+absl::Status CoordinatorServer::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) {
+      mu_.Await(absl::Condition(&shut_down_));
+      return shutdown_status_;
+    }
+    shutting_down_ = true;
+  }
+  if (server_ != nullptr) {
+    grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+    if (health != nullptr) {
+      health->SetServingStatus(kServiceName, false);
+      health->SetServingStatus(false);
+    }
+  }
+  // The Aggregator first: waiters get UNAVAILABLE (a retryable code) rather
+  // than the CANCELLED a server shutdown would give them, and the store is
+  // flushed while the server still answers.
+  absl::Status status =
+      aggregator_ != nullptr ? aggregator_->Shutdown() : absl::OkStatus();
+  if (server_ != nullptr) {
+    server_->Shutdown(absl::ToChronoTime(absl::Now() + options_.shutdown_grace));
+  }
+  absl::MutexLock lock(&mu_);
+  shut_down_ = true;
+  shutdown_status_ = status;
+  return shutdown_status_;
+}
+
+void CoordinatorServer::Wait() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(&shut_down_));
+}
+
+}  // namespace server
+}  // namespace gradnorm

@@ -1,0 +1,365 @@
+#include "server/coordinator_service.h"
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "server/grpc_status.h"
+
+namespace gradnorm {
+namespace server {
+namespace {
+
+absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
+  const auto deadline = context->deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(deadline);
+}
+
+// Answers one Report. The reactor is finished exactly once, by whichever comes
+// first: the Aggregator's callback or the call's cancellation. The callback
+// may outlive the reactor (a cancelled call's report stays in its round), so
+// it holds only this shared Outcome, never the reactor itself.
+class ReportReactor final : public grpc::ServerUnaryReactor {
+ public:
+  ReportReactor(v1::ReportResponse* response, CoordinatorMetrics* metrics)
+      : outcome_(std::make_shared<Outcome>(this, response, metrics)) {}
+
+  void Start(Aggregator* aggregator, const v1::ReportRequest& request,
+             absl::Time deadline) {
+    std::shared_ptr<Outcome> outcome = outcome_;
+    aggregator->Report(request, deadline,
+                       [outcome](absl::StatusOr<v1::RoundResult> result) {
+                         outcome->Complete(std::move(result));
+                       });
+  }
+
+  void Reject(const absl::Status& status) { outcome_->Complete(status); }
+
+  void OnCancel() override {
+    outcome_->Complete(absl::CancelledError(
+        "the caller cancelled the Report (or its deadline passed); its partial "
+        "stays in the round, retry the same report to rejoin"));
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  class Outcome {
+   public:
+    Outcome(ReportReactor* reactor, v1::ReportResponse* response,
+            CoordinatorMetrics* metrics)
+        : reactor_(reactor),
+          response_(response),
+          metrics_(metrics),
+          start_(absl::Now()) {}
+
+    void Complete(absl::StatusOr<v1::RoundResult> result) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (finished_) return;
+        finished_ = true;
+      }
+      // From here on this thread alone touches the reactor, until Finish hands
+      // it back to gRPC (which may call OnDone and delete it right away).
+      metrics_->RecordRoundWait(absl::ToDoubleSeconds(absl::Now() - start_));
+      metrics_->RecordReport(result.status().code());
+      if (result.ok()) {
+        *response_->mutable_result() = *std::move(result);
+        reactor_->Finish(grpc::Status::OK);
+      } else {
+        reactor_->Finish(ToGrpcStatus(result.status()));
+      }
+    }
+
+   private:
+    ReportReactor* const reactor_;
+    v1::ReportResponse* const response_;
+    CoordinatorMetrics* const metrics_;
+    const absl::Time start_;
+    absl::Mutex mu_;
+    bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  };
+
+  std::shared_ptr<Outcome> outcome_;
+};
+
+// Streams a RoundWatch. One write is in flight at a time; Pump() pulls the
+// next round when none is, from gRPC's reactions (OnWriteDone) or from the
+// watch's on_ready (any thread). on_ready reaches the reactor through Link,
+// which keeps the reactor alive while an on_ready call is inside it: OnDone
+// then leaves the deletion to that call.
+class WatchReactor final : public grpc::ServerWriteReactor<v1::RoundResult> {
+ public:
+  struct Link {
+    absl::Mutex mu;
+    WatchReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+    int calls_inside ABSL_GUARDED_BY(mu) = 0;
+    bool done ABSL_GUARDED_BY(mu) = false;
+
+    void OnReady() {
+      WatchReactor* target;
+      {
+        absl::MutexLock lock(&mu);
+        if (done || reactor == nullptr) return;
+        target = reactor;
+        ++calls_inside;
+      }
+      target->Pump();
+      WatchReactor* to_delete = nullptr;
+      {
+        absl::MutexLock lock(&mu);
+        --calls_inside;
+        if (done && calls_inside == 0 && reactor != nullptr) {
+          to_delete = reactor;
+          reactor = nullptr;
+        }
+      }
+      delete to_delete;
+    }
+  };
+
+  WatchReactor() : link_(std::make_shared<Link>()) {
+    absl::MutexLock lock(&link_->mu);
+    link_->reactor = this;
+  }
+
+  // Starts the watch and the first write; finishes at once on error.
+  void Start(Aggregator* aggregator, const v1::WatchRunRequest& request) {
+    std::shared_ptr<Link> link = link_;
+    absl::StatusOr<std::unique_ptr<RoundWatch>> watch = aggregator->Watch(
+        request.run_id(), request.from_step(), [link] { link->OnReady(); });
+    if (!watch.ok()) {
+      FinishOnce(ToGrpcStatus(watch.status()));
+      return;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      watch_ = *std::move(watch);
+    }
+    Pump();
+  }
+
+  void Reject(const absl::Status& status) { FinishOnce(ToGrpcStatus(status)); }
+
+  void Pump() {
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      if (writing_ || finished_ || watch_ == nullptr) return;
+      absl::StatusOr<std::optional<v1::RoundResult>> next = watch_->Next();
+      if (!next.ok()) {
+        finished_ = true;
+        finish = ToGrpcStatus(next.status());
+      } else if (!next->has_value()) {
+        return;  // on_ready calls Pump again once a round is ready.
+      } else {
+        writing_ = true;
+        message_ = **std::move(next);
+      }
+    }
+    // Outside mu_: gRPC may run reactions inline from these calls.
+    if (finish.has_value()) {
+      Finish(*finish);
+    } else {
+      StartWrite(&message_);
+    }
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool cancelled;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      cancelled = cancelled_ || !ok;
+    }
+    if (cancelled) {
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED,
+                              "the watcher went away"));
+      return;
+    }
+    Pump();
+  }
+
+  void OnCancel() override {
+    bool writing;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      writing = writing_;
+    }
+    // With a write in flight, OnWriteDone(false) finishes the stream.
+    if (!writing) {
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the watcher went away"));
+    }
+  }
+
+  void OnDone() override {
+    // The RoundWatch goes with the reactor; it must not outlive the
+    // Aggregator, which the server's Shutdown (waiting for every OnDone)
+    // guarantees.
+    bool delete_now;
+    {
+      absl::MutexLock lock(&link_->mu);
+      link_->done = true;
+      delete_now = link_->calls_inside == 0;
+      if (delete_now) link_->reactor = nullptr;
+    }
+    if (delete_now) delete this;
+  }
+
+ private:
+  void FinishOnce(grpc::Status status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    Finish(std::move(status));
+  }
+
+  std::shared_ptr<Link> link_;
+  absl::Mutex mu_;
+  std::unique_ptr<RoundWatch> watch_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  // The message being written; stable while writing_.
+  v1::RoundResult message_;
+};
+
+}  // namespace
+
+absl::Time AggregatorDeadline(absl::Time deadline, absl::Time now) {
+  if (deadline == absl::InfiniteFuture()) return deadline;
+  absl::Duration margin = (deadline - now) / 5;
+  if (margin > CoordinatorService::kDeadlineMargin) {
+    margin = CoordinatorService::kDeadlineMargin;
+  }
+  if (margin < absl::ZeroDuration()) margin = absl::ZeroDuration();
+  return deadline - margin;
+}
+
+CoordinatorService::CoordinatorService(Aggregator* aggregator,
+                                       const TokenAuthenticator* auth,
+                                       CoordinatorMetrics* metrics)
+    : aggregator_(aggregator), auth_(auth), metrics_(metrics) {}
+
+absl::Status CoordinatorService::Authorize(grpc::CallbackServerContext* context,
+                                           Permission permission) const {
+  if (auth_ == nullptr) return absl::OkStatus();
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find(std::string(kAuthorizationMetadataKey));
+  absl::string_view header;
+  if (it != metadata.end()) header = absl::string_view(it->second.data(), it->second.size());
+  return auth_->Authorize(header, permission);
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::RegisterRun(
+    grpc::CallbackServerContext* context, const v1::RegisterRunRequest* request,
+    v1::RegisterRunResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = Authorize(context, Permission::kReport);
+  if (status.ok()) {
+    absl::StatusOr<v1::RegisterRunResponse> registered =
+        aggregator_->RegisterRun(*request);
+    if (registered.ok()) {
+      *response = *std::move(registered);
+      metrics_->SetActiveRuns(static_cast<int64_t>(aggregator_->Stats().runs));
+    }
+    status = registered.status();
+  }
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::Report(
+    grpc::CallbackServerContext* context, const v1::ReportRequest* request,
+    v1::ReportResponse* response) {
+  auto* reactor = new ReportReactor(response, metrics_);
+  absl::Status status = Authorize(context, Permission::kReport);
+  if (!status.ok()) {
+    reactor->Reject(status);
+    return reactor;
+  }
+  reactor->Start(aggregator_, *request,
+                 AggregatorDeadline(DeadlineOf(context), absl::Now()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::ListRuns(
+    grpc::CallbackServerContext* context, const v1::ListRunsRequest* /*request*/,
+    v1::ListRunsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = Authorize(context, Permission::kQuery);
+  if (status.ok()) *response = aggregator_->ListRuns();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::GetRun(
+    grpc::CallbackServerContext* context, const v1::GetRunRequest* request,
+    v1::GetRunResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = Authorize(context, Permission::kQuery);
+  if (status.ok()) {
+    absl::StatusOr<v1::RunInfo> run = aggregator_->GetRun(request->run_id());
+    if (run.ok()) *response->mutable_run() = *std::move(run);
+    status = run.status();
+  }
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::GetHistory(
+    grpc::CallbackServerContext* context, const v1::GetHistoryRequest* request,
+    v1::GetHistoryResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = Authorize(context, Permission::kQuery);
+  if (status.ok()) {
+    absl::StatusOr<v1::GetHistoryResponse> history =
+        aggregator_->GetHistory(*request);
+    if (history.ok()) *response = *std::move(history);
+    status = history.status();
+  }
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::GetSummary(
+    grpc::CallbackServerContext* context, const v1::GetSummaryRequest* request,
+    v1::GetSummaryResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = Authorize(context, Permission::kQuery);
+  if (status.ok()) {
+    absl::StatusOr<v1::GetSummaryResponse> summary =
+        aggregator_->GetSummary(*request);
+    if (summary.ok()) *response = *std::move(summary);
+    status = summary.status();
+  }
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::RoundResult>* CoordinatorService::WatchRun(
+    grpc::CallbackServerContext* context, const v1::WatchRunRequest* request) {
+  auto* reactor = new WatchReactor();
+  absl::Status status = Authorize(context, Permission::kQuery);
+  if (!status.ok()) {
+    reactor->Reject(status);
+    return reactor;
+  }
+  reactor->Start(aggregator_, *request);
+  return reactor;
+}
+
+}  // namespace server
+}  // namespace gradnorm

@@ -1,0 +1,98 @@
+// The coordinator's gRPC service: thin adapters between gradnorm.v1.Coordinator
+// (callback API) and the Aggregator. Each handler authorizes the caller,
+// hands the request to the Aggregator and maps the absl::Status it gets back
+// (grpc_status.h); none holds a thread while it waits.
+//
+//   CoordinatorService service(aggregator.get(), authenticator.get(), &metrics);
+//   grpc::ServerBuilder builder;
+//   builder.RegisterService(&service);
+//
+// Report answers from the Aggregator's callback (after the round's record is
+// committed). The caller's deadline is passed on, shortened by a margin
+// (kDeadlineMargin) so that the Aggregator's DEADLINE_EXCEEDED, which names
+// the missing participants, reaches the caller before its own deadline fires.
+// A cancelled call is answered with CANCELLED at once; its report stays in the
+// round (a retry of the same report rejoins it).
+//
+// WatchRun streams the Aggregator's RoundWatch, one write in flight at a time,
+// woken by the watch's on_ready; it ends with UNAVAILABLE when the Aggregator
+// shuts down and with CANCELLED when the caller goes away.
+//
+// Auth: with an authenticator, RegisterRun and Report need role trainer, the
+// queries trainer or viewer (auth.h); without one every call is allowed. The
+// grpc.health.v1 service is never behind tokens (probes carry none).
+//
+// RegisterRun runs on the gRPC callback thread and waits for the store's
+// commit of the run (rare, once per run and job).
+//
+// Thread-safety: the service is safe for gRPC's concurrent calls. `aggregator`,
+// `auth` and `metrics` must outlive every call: shut the grpc::Server down
+// before destroying them.
+#ifndef GRADNORM_SERVER_COORDINATOR_SERVICE_H_
+#define GRADNORM_SERVER_COORDINATOR_SERVICE_H_
+
+#include "absl/time/time.h"
+#include "gradnorm/v1/coordinator.grpc.pb.h"
+#include "server/aggregator.h"
+#include "server/auth.h"
+#include "server/metrics.h"
+
+namespace gradnorm {
+namespace server {
+
+class CoordinatorService final : public v1::Coordinator::CallbackService {
+ public:
+  // The most a Report's deadline is shortened by (at most a fifth of the time
+  // the caller allowed is taken).
+  static constexpr absl::Duration kDeadlineMargin = absl::Milliseconds(200);
+
+  // `auth` may be null (no authentication). None is owned.
+  CoordinatorService(Aggregator* aggregator, const TokenAuthenticator* auth,
+                     CoordinatorMetrics* metrics);
+
+  CoordinatorService(const CoordinatorService&) = delete;
+  CoordinatorService& operator=(const CoordinatorService&) = delete;
+
+  grpc::ServerUnaryReactor* RegisterRun(
+      grpc::CallbackServerContext* context,
+      const v1::RegisterRunRequest* request,
+      v1::RegisterRunResponse* response) override;
+  grpc::ServerUnaryReactor* Report(grpc::CallbackServerContext* context,
+                                   const v1::ReportRequest* request,
+                                   v1::ReportResponse* response) override;
+  grpc::ServerUnaryReactor* ListRuns(grpc::CallbackServerContext* context,
+                                     const v1::ListRunsRequest* request,
+                                     v1::ListRunsResponse* response) override;
+  grpc::ServerUnaryReactor* GetRun(grpc::CallbackServerContext* context,
+                                   const v1::GetRunRequest* request,
+                                   v1::GetRunResponse* response) override;
+  grpc::ServerUnaryReactor* GetHistory(
+      grpc::CallbackServerContext* context,
+      const v1::GetHistoryRequest* request,
+      v1::GetHistoryResponse* response) override;
+  grpc::ServerUnaryReactor* GetSummary(
+      grpc::CallbackServerContext* context,
+      const v1::GetSummaryRequest* request,
+      v1::GetSummaryResponse* response) override;
+  grpc::ServerWriteReactor<v1::RoundResult>* WatchRun(
+      grpc::CallbackServerContext* context,
+      const v1::WatchRunRequest* request) override;
+
+ private:
+  absl::Status Authorize(grpc::CallbackServerContext* context,
+                         Permission permission) const;
+
+  Aggregator* const aggregator_;
+  const TokenAuthenticator* const auth_;
+  CoordinatorMetrics* const metrics_;
+};
+
+// The deadline handed to the Aggregator for a call whose gRPC deadline is
+// `deadline` at time `now`: absl::InfiniteFuture() for none, else `deadline`
+// less min(kDeadlineMargin, (deadline - now) / 5).
+absl::Time AggregatorDeadline(absl::Time deadline, absl::Time now);
+
+}  // namespace server
+}  // namespace gradnorm
+
+#endif  // GRADNORM_SERVER_COORDINATOR_SERVICE_H_

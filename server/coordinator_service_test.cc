@@ -1,0 +1,437 @@
+// The coordinator over real gRPC: an in-process CoordinatorServer on
+// 127.0.0.1:0 (memory store) and clients on their own channels. Every error
+// code of DESIGN.md section 3 is produced by a real bad request.
+#include "server/coordinator_service.h"
+
+#include <cmath>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/coordinator_server.h"
+#include "server/coordinator_test_util.h"
+
+namespace gradnorm {
+namespace server {
+namespace {
+
+using ::gradnorm::server::testing::NewChannel;
+using ::gradnorm::server::testing::PendingReport;
+using ::gradnorm::server::testing::TestClient;
+using ::testing::HasSubstr;
+
+constexpr char kTrainerToken[] = "trainer-token-abcdefghijklmnop";
+constexpr char kViewerToken[] = "viewer-token-abcdefghijklmnopq";
+
+v1::RunConfig Config(uint32_t participants, double max_norm = 1.0,
+                     uint64_t round_timeout_ms = 0) {
+  v1::RunConfig config;
+  config.set_norm_type(2);
+  config.set_max_norm(max_norm);
+  config.set_participants(participants);
+  if (round_timeout_ms > 0) config.set_round_timeout_ms(round_timeout_ms);
+  return config;
+}
+
+std::string TempPath(const std::string& name) {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return absl::StrCat(dir != nullptr ? dir : "/tmp", "/", name);
+}
+
+class CoordinatorServiceTest : public ::testing::Test {
+ protected:
+  void Start(CoordinatorServerOptions options = {}) {
+    options.listen = "127.0.0.1:0";
+    options.store = StoreKind::kMemory;
+    options.aggregator.expiry_interval = absl::Milliseconds(10);
+    auto server = CoordinatorServer::Create(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+  }
+
+  std::unique_ptr<TestClient> Client(const std::string& token = "") {
+    return std::make_unique<TestClient>(NewChannel(server_->address()), token);
+  }
+
+  std::unique_ptr<CoordinatorServer> server_;
+};
+
+TEST_F(CoordinatorServiceTest, EveryParticipantGetsTheSameRound) {
+  Start();
+  auto c0 = Client();
+  auto c1 = Client();
+  v1::RegisterRunResponse registered;
+  ASSERT_TRUE(c0->RegisterRun("run-a", Config(2, 1.0), &registered).ok());
+  EXPECT_TRUE(registered.created());
+  EXPECT_EQ(registered.run().config().participants(), 2u);
+  ASSERT_TRUE(c1->RegisterRun("run-a", Config(2, 1.0), &registered).ok());
+  EXPECT_FALSE(registered.created());
+
+  // Seed vectors: grads {[3,4]} on job 0 and {[1,2]} on job 1: S = 25 and 5.
+  std::unique_ptr<PendingReport> first = c0->StartReport("run-a", 7, 0, 25.0);
+  v1::RoundResult second;
+  ASSERT_TRUE(c1->Report("run-a", 7, 1, 5.0, &second).ok());
+  ASSERT_TRUE(first->WaitFor(absl::Seconds(10)));
+  ASSERT_TRUE(first->status.ok()) << first->status.error_message();
+  const v1::RoundResult& result = first->response.result();
+  EXPECT_EQ(result.total_norm(), 5.477225575051661);
+  EXPECT_EQ(result.action(), v1::ACTION_CLIP);
+  EXPECT_DOUBLE_EQ(result.clip_coef(), 1.0 / (5.477225575051661 + 1e-6));
+  EXPECT_EQ(result.step(), 7u);
+  EXPECT_EQ(result.slowest_participant(), 1u);
+  EXPECT_EQ(result.SerializeAsString(), second.SerializeAsString());
+
+  // A retry of the same report gets the same result after finalization.
+  v1::RoundResult retried;
+  ASSERT_TRUE(c0->Report("run-a", 7, 0, 25.0, &retried).ok());
+  EXPECT_EQ(retried.SerializeAsString(), second.SerializeAsString());
+
+  v1::RunInfo run;
+  ASSERT_TRUE(c0->GetRun("run-a", &run).ok());
+  EXPECT_EQ(run.rounds(), 1u);
+  EXPECT_EQ(run.last_step(), 7u);
+  v1::ListRunsResponse runs;
+  ASSERT_TRUE(c0->ListRuns(&runs).ok());
+  ASSERT_EQ(runs.runs_size(), 1);
+  EXPECT_EQ(runs.runs(0).run_id(), "run-a");
+
+  // Metrics saw one OK report per call and one clipped round.
+  const std::string text = server_->metrics()->TextSnapshot();
+  EXPECT_THAT(text, HasSubstr("gradnorm_reports_total{code=\"OK\"} 3"));
+  EXPECT_THAT(text, HasSubstr("gradnorm_rounds_total{action=\"clip\"} 1"));
+  EXPECT_THAT(text, HasSubstr("gradnorm_active_runs 1"));
+  EXPECT_THAT(text, HasSubstr("gradnorm_store_commit_seconds_count 1"));
+}
+
+TEST_F(CoordinatorServiceTest, InvalidArgument) {
+  Start();
+  auto c = Client();
+  grpc::Status status = c->RegisterRun("bad/id", Config(1));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "run_id has '/' at position 3; expected only characters of [A-Za-z0-9._-]");
+  status = c->RegisterRun("r", Config(0));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("participants"));
+
+  ASSERT_TRUE(c->RegisterRun("r", Config(2)).ok());
+  status = c->Report("r", 0, 2, 1.0);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("participant"));
+  EXPECT_THAT(status.error_message(), HasSubstr("2"));
+  status = c->Report("r", 0, 0, -1.0);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("-1"));
+
+  v1::GetHistoryRequest history;
+  history.set_run_id("r");
+  history.set_from_step(10);
+  history.set_to_step(5);
+  v1::GetHistoryResponse ignored;
+  status = c->GetHistory(history, &ignored);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("10"));
+}
+
+TEST_F(CoordinatorServiceTest, NotFound) {
+  Start();
+  auto c = Client();
+  grpc::Status status = c->Report("nobody", 0, 0, 1.0);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(status.error_message(), HasSubstr("nobody"));
+  EXPECT_EQ(c->GetRun("nobody").error_code(), grpc::StatusCode::NOT_FOUND);
+  v1::GetSummaryRequest summary;
+  summary.set_run_id("nobody");
+  v1::GetSummaryResponse ignored;
+  EXPECT_EQ(c->GetSummary(summary, &ignored).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(CoordinatorServiceTest, FailedPreconditionOnConfigMismatchAndAbandonedStep) {
+  Start();
+  auto c = Client();
+  ASSERT_TRUE(c->RegisterRun("r", Config(2, 1.0, 200)).ok());
+  grpc::Status status = c->RegisterRun("r", Config(2, 2.5, 200));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("max_norm"));
+  EXPECT_THAT(status.error_message(), HasSubstr("2.5"));
+
+  // Participant 1 never comes: the round times out after 200 ms naming it,
+  // and the abandoned step refuses later reports.
+  status = c->Report("r", 3, 0, 1.0);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_THAT(status.error_message(), HasSubstr("1"));
+  status = c->Report("r", 3, 1, 1.0);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("3"));
+}
+
+TEST_F(CoordinatorServiceTest, AlreadyExistsNamesBothValues) {
+  Start();
+  auto c = Client();
+  ASSERT_TRUE(c->RegisterRun("r", Config(2)).ok());
+  std::unique_ptr<PendingReport> waiting = c->StartReport("r", 1, 0, 4.0);
+  // The conflicting duplicate can arrive before the first is in the round:
+  // retry until the first is known, then expect the conflict.
+  grpc::Status status;
+  for (int i = 0; i < 100; ++i) {
+    status = c->Report("r", 1, 0, 9.0, nullptr, absl::Milliseconds(500));
+    if (status.error_code() == grpc::StatusCode::ALREADY_EXISTS) break;
+  }
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(status.error_message(), HasSubstr("4"));
+  EXPECT_THAT(status.error_message(), HasSubstr("9"));
+  ASSERT_TRUE(c->Report("r", 1, 1, 0.0).ok());
+  ASSERT_TRUE(waiting->WaitFor(absl::Seconds(10)));
+  EXPECT_TRUE(waiting->status.ok());
+  EXPECT_EQ(waiting->response.result().total_norm(), 2.0);
+}
+
+TEST_F(CoordinatorServiceTest, CallerDeadlineNamesMissingParticipants) {
+  Start();
+  auto c = Client();
+  ASSERT_TRUE(c->RegisterRun("r", Config(3)).ok());
+  const absl::Time start = absl::Now();
+  grpc::Status status = c->Report("r", 0, 1, 1.0, nullptr, absl::Seconds(1));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The coordinator's answer, not gRPC's own "Deadline Exceeded": it names
+  // who is missing.
+  EXPECT_THAT(status.error_message(), HasSubstr("0"));
+  EXPECT_THAT(status.error_message(), HasSubstr("2"));
+  EXPECT_NE(status.error_message(), "Deadline Exceeded");
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+}
+
+TEST_F(CoordinatorServiceTest, ResourceExhaustedOnRunsOpenRoundsAndMessageSize) {
+  CoordinatorServerOptions options;
+  options.aggregator.max_runs = 1;
+  options.aggregator.max_open_rounds_per_run = 2;
+  Start(options);
+  auto c = Client();
+  ASSERT_TRUE(c->RegisterRun("r", Config(2)).ok());
+  grpc::Status status = c->RegisterRun("r2", Config(2));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("1"));
+
+  auto a = c->StartReport("r", 0, 0, 1.0);
+  auto b = c->StartReport("r", 1, 0, 1.0);
+  for (int i = 0; i < 500 && server_->aggregator()->Stats().open_rounds < 2; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_EQ(server_->aggregator()->Stats().open_rounds, 2u);
+  status = c->Report("r", 2, 0, 1.0);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("2"));
+
+  // A 1 MiB request is refused by the transport, and the server stays up.
+  grpc::ClientContext context;
+  c->Prepare(&context);
+  v1::ReportRequest big;
+  big.set_run_id(std::string(1 << 20, 'x'));
+  v1::ReportResponse ignored;
+  status = c->stub()->Report(&context, big, &ignored);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("larger than max"));
+  EXPECT_EQ(c->Health(), "SERVING");
+  ASSERT_TRUE(c->Report("r", 0, 1, 3.0).ok());
+  ASSERT_TRUE(a->WaitFor(absl::Seconds(10)));
+  EXPECT_TRUE(a->status.ok());
+  EXPECT_EQ(a->response.result().total_norm(), 2.0);
+  ASSERT_TRUE(c->Report("r", 1, 1, 0.0).ok());
+  ASSERT_TRUE(b->WaitFor(absl::Seconds(10)));
+}
+
+TEST_F(CoordinatorServiceTest, AuthenticationAndRoles) {
+  const std::string tokens = TempPath("tokens.txt");
+  std::ofstream(tokens) << "# roles\n"
+                        << kTrainerToken << " trainer\n"
+                        << kViewerToken << " viewer\n";
+  CoordinatorServerOptions options;
+  options.tokens_file = tokens;
+  Start(options);
+
+  grpc::Status status = Client()->RegisterRun("r", Config(1));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(status.error_message(),
+            "missing 'authorization' metadata, expected 'Bearer <token>'");
+  status = Client("not-a-known-token-0000")->RegisterRun("r", Config(1));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(status.error_message(), "unknown bearer token");
+
+  auto trainer = Client(kTrainerToken);
+  auto viewer = Client(kViewerToken);
+  ASSERT_TRUE(trainer->RegisterRun("r", Config(1)).ok());
+  status = viewer->Report("r", 0, 0, 1.0);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(status.error_message(), HasSubstr("role 'viewer' may only query"));
+  EXPECT_EQ(viewer->RegisterRun("r2", Config(1)).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(Client()->Report("r", 0, 0, 1.0).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  ASSERT_TRUE(trainer->Report("r", 0, 0, 1.0).ok());
+  v1::RunInfo run;
+  ASSERT_TRUE(viewer->GetRun("r", &run).ok());
+  EXPECT_EQ(run.rounds(), 1u);
+  EXPECT_EQ(Client()->GetRun("r").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  // Health needs no token (probes carry none).
+  EXPECT_EQ(Client()->Health(), "SERVING");
+  EXPECT_EQ(Client()->Health("gradnorm.v1.Coordinator"), "SERVING");
+
+  const std::string text = server_->metrics()->TextSnapshot();
+  EXPECT_THAT(text, HasSubstr("gradnorm_reports_total{code=\"PERMISSION_DENIED\"} 1"));
+  EXPECT_THAT(text, HasSubstr("gradnorm_reports_total{code=\"UNAUTHENTICATED\"} 1"));
+}
+
+TEST_F(CoordinatorServiceTest, BadTokensFileStopsStartup) {
+  const std::string tokens = TempPath("bad_tokens.txt");
+  std::ofstream(tokens) << kTrainerToken << " admin\n";
+  CoordinatorServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.store = StoreKind::kMemory;
+  options.tokens_file = tokens;
+  auto server = CoordinatorServer::Create(options);
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(server.status().message()),
+              HasSubstr("bad_tokens.txt:1: unknown role 'admin'"));
+}
+
+TEST_F(CoordinatorServiceTest, ThousandParticipantsInOneRun) {
+  CoordinatorServerOptions options;
+  options.aggregator.max_participants = 1000;
+  Start(options);
+  constexpr int kParticipants = 1000;
+  constexpr int kChannels = 20;
+  std::vector<std::unique_ptr<TestClient>> clients;
+  for (int i = 0; i < kChannels; ++i) clients.push_back(Client());
+  ASSERT_TRUE(clients[0]->RegisterRun("big", Config(kParticipants, 1e9)).ok());
+  std::vector<std::unique_ptr<PendingReport>> reports;
+  for (int p = 0; p < kParticipants; ++p) {
+    // Partials 1, 2, ..., 1000: S = 500500.
+    reports.push_back(clients[p % kChannels]->StartReport("big", 0, p, p + 1.0));
+  }
+  for (auto& report : reports) {
+    ASSERT_TRUE(report->WaitFor(absl::Seconds(30)));
+    ASSERT_TRUE(report->status.ok()) << report->status.error_message();
+    EXPECT_EQ(report->response.result().SerializeAsString(),
+              reports[0]->response.result().SerializeAsString());
+  }
+  EXPECT_EQ(reports[0]->response.result().total_norm(), std::sqrt(500500.0));
+  EXPECT_EQ(reports[0]->response.result().action(), v1::ACTION_NONE);
+}
+
+TEST_F(CoordinatorServiceTest, GracefulShutdownAnswersHundredWaitersUnavailable) {
+  Start();
+  auto c = Client();
+  ASSERT_TRUE(c->RegisterRun("r", Config(101)).ok());
+  std::vector<std::unique_ptr<TestClient>> clients;
+  std::vector<std::unique_ptr<PendingReport>> waiters;
+  for (int p = 0; p < 100; ++p) {
+    if (p % 10 == 0) clients.push_back(Client());
+    waiters.push_back(clients.back()->StartReport("r", 0, p, 1.0));
+  }
+  // Wait until all 100 are in the round (none answered yet).
+  for (int i = 0; i < 500 && server_->aggregator()->Stats().waiters < 100; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_EQ(server_->aggregator()->Stats().waiters, 100u);
+  EXPECT_EQ(c->Health(), "SERVING");
+  ASSERT_TRUE(server_->Shutdown().ok());
+  for (auto& waiter : waiters) {
+    ASSERT_TRUE(waiter->WaitFor(absl::Seconds(10)));
+    EXPECT_EQ(waiter->status.error_code(), grpc::StatusCode::UNAVAILABLE)
+        << waiter->status.error_message();
+  }
+  // After shutdown the server answers nothing more.
+  EXPECT_NE(c->Report("r", 1, 0, 1.0, nullptr, absl::Seconds(2)).error_code(),
+            grpc::StatusCode::OK);
+}
+
+TEST_F(CoordinatorServiceTest, UnavailableWhileShuttingDown) {
+  Start();
+  auto c = Client();
+  ASSERT_TRUE(c->RegisterRun("r", Config(1)).ok());
+  // The Aggregator stops first (as Shutdown does), the server still answers.
+  ASSERT_TRUE(server_->aggregator()->Shutdown().ok());
+  grpc::Status status = c->Report("r", 0, 0, 1.0);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_FALSE(status.error_message().empty());
+}
+
+TEST_F(CoordinatorServiceTest, WatchRunReplaysThenStreamsThenEndsOnShutdown) {
+  Start();
+  auto c = Client();
+  ASSERT_TRUE(c->RegisterRun("r", Config(1, 100.0)).ok());
+  ASSERT_TRUE(c->Report("r", 0, 0, 4.0).ok());
+  ASSERT_TRUE(c->Report("r", 1, 0, 9.0).ok());
+
+  grpc::ClientContext context;
+  c->Prepare(&context, absl::Seconds(30));
+  v1::WatchRunRequest request;
+  request.set_run_id("r");
+  request.set_from_step(1);
+  auto reader = c->stub()->WatchRun(&context, request);
+  v1::RoundResult round;
+  ASSERT_TRUE(reader->Read(&round));
+  EXPECT_EQ(round.step(), 1u);
+  EXPECT_EQ(round.total_norm(), 3.0);
+  std::thread reporter([&] {
+    auto other = Client();
+    EXPECT_TRUE(other->Report("r", 5, 0, 16.0).ok());
+  });
+  const bool live = reader->Read(&round);
+  reporter.join();
+  ASSERT_TRUE(live) << reader->Finish().error_message();
+  EXPECT_EQ(round.step(), 5u);
+  EXPECT_EQ(round.total_norm(), 4.0);
+  ASSERT_TRUE(server_->Shutdown().ok());
+  EXPECT_FALSE(reader->Read(&round));
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(CoordinatorServiceTest, WatchRunOfUnknownRunIsNotFoundAndCancelEnds) {
+  Start();
+  auto c = Client();
+  {
+    grpc::ClientContext context;
+    c->Prepare(&context);
+    v1::WatchRunRequest request;
+    request.set_run_id("nobody");
+    auto reader = c->stub()->WatchRun(&context, request);
+    v1::RoundResult round;
+    EXPECT_FALSE(reader->Read(&round));
+    grpc::Status status = reader->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_THAT(status.error_message(), HasSubstr("nobody"));
+  }
+  ASSERT_TRUE(c->RegisterRun("r", Config(1)).ok());
+  grpc::ClientContext context;
+  c->Prepare(&context);
+  v1::WatchRunRequest request;
+  request.set_run_id("r");
+  auto reader = c->stub()->WatchRun(&context, request);
+  context.TryCancel();
+  v1::RoundResult round;
+  EXPECT_FALSE(reader->Read(&round));
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(c->Report("r", 0, 0, 1.0).ok());
+}
+
+TEST(AggregatorDeadlineTest, ShortensByAFifthUpToTheMargin) {
+  const absl::Time now = absl::FromUnixSeconds(1000);
+  EXPECT_EQ(AggregatorDeadline(absl::InfiniteFuture(), now), absl::InfiniteFuture());
+  EXPECT_EQ(AggregatorDeadline(now + absl::Seconds(10), now),
+            now + absl::Seconds(10) - absl::Milliseconds(200));
+  EXPECT_EQ(AggregatorDeadline(now + absl::Milliseconds(500), now),
+            now + absl::Milliseconds(400));
+  EXPECT_EQ(AggregatorDeadline(now - absl::Seconds(1), now), now - absl::Seconds(1));
+}
+
+}  // namespace
+}  // namespace server
+}  // namespace gradnorm

@@ -1,0 +1,167 @@
+// TLS and mutual TLS over real gRPC. Certificates are made for each run with
+// the openssl CLI in TEST_TMPDIR: a CA, a server certificate for 127.0.0.1 /
+// localhost, a client certificate from the same CA, and a foreign client
+// certificate from another CA.
+#include "server/tls.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/coordinator_server.h"
+#include "server/coordinator_test_util.h"
+
+namespace gradnorm {
+namespace server {
+namespace {
+
+using ::gradnorm::server::testing::NewChannel;
+using ::gradnorm::server::testing::TestClient;
+using ::testing::HasSubstr;
+
+std::string Dir() {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return dir != nullptr ? dir : "/tmp";
+}
+
+std::string Path(const std::string& name) { return absl::StrCat(Dir(), "/", name); }
+
+std::string Read(const std::string& name) {
+  std::ifstream in(Path(name));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+bool Run(const std::string& command) {
+  const std::string full =
+      absl::StrCat("cd '", Dir(), "' && (", command, ") >/dev/null 2>&1");
+  return std::system(full.c_str()) == 0;
+}
+
+// A CA `ca` and a certificate `name` signed by it with subjectAltName `san`.
+bool MakeCa(const std::string& ca) {
+  return Run(absl::StrCat(
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+      "-keyout ",
+      ca, ".key -out ", ca, ".crt -days 2 -subj /CN=", ca));
+}
+bool MakeCert(const std::string& ca, const std::string& name, const std::string& san) {
+  return Run(absl::StrCat(
+             "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+             "-keyout ",
+             name, ".key -out ", name, ".csr -subj /CN=", name)) &&
+         Run(absl::StrCat("printf 'subjectAltName=", san, "' > ", name, ".ext")) &&
+         Run(absl::StrCat("openssl x509 -req -in ", name, ".csr -CA ", ca,
+                          ".crt -CAkey ", ca, ".key -CAcreateserial -days 2 -out ",
+                          name, ".crt -extfile ", name, ".ext"));
+}
+
+class TlsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ok_ = MakeCa("ca") && MakeCa("foreign-ca") &&
+          MakeCert("ca", "server", "DNS:localhost,IP:127.0.0.1") &&
+          MakeCert("ca", "client", "DNS:trainer") &&
+          MakeCert("foreign-ca", "foreign-client", "DNS:trainer");
+  }
+
+  void SetUp() override { ASSERT_TRUE(ok_) << "openssl failed to make test certificates"; }
+
+  std::unique_ptr<CoordinatorServer> Start(bool mutual) {
+    CoordinatorServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.store = StoreKind::kMemory;
+    options.tls.cert = Path("server.crt");
+    options.tls.key = Path("server.key");
+    if (mutual) options.tls.client_ca = Path("ca.crt");
+    auto server = CoordinatorServer::Create(options);
+    EXPECT_TRUE(server.ok()) << server.status();
+    return server.ok() ? *std::move(server) : nullptr;
+  }
+
+  static std::unique_ptr<TestClient> Client(const std::string& address,
+                                            const std::string& client_cert) {
+    grpc::SslCredentialsOptions options;
+    options.pem_root_certs = Read("ca.crt");
+    if (!client_cert.empty()) {
+      options.pem_cert_chain = Read(client_cert + ".crt");
+      options.pem_private_key = Read(client_cert + ".key");
+    }
+    return std::make_unique<TestClient>(
+        NewChannel(address, grpc::SslCredentials(options)));
+  }
+
+  static v1::RunConfig Config() {
+    v1::RunConfig config;
+    config.set_norm_type(2);
+    config.set_max_norm(1);
+    config.set_participants(1);
+    return config;
+  }
+
+  static bool ok_;
+};
+
+bool TlsTest::ok_ = false;
+
+TEST_F(TlsTest, TlsServesVerifiedClientsAndRefusesPlaintext) {
+  auto server = Start(/*mutual=*/false);
+  ASSERT_NE(server, nullptr);
+  auto client = Client(server->address(), "");
+  ASSERT_TRUE(client->RegisterRun("r", Config()).ok());
+  v1::RoundResult result;
+  ASSERT_TRUE(client->Report("r", 0, 0, 9.0, &result).ok());
+  EXPECT_EQ(result.total_norm(), 3.0);
+
+  TestClient plaintext(NewChannel(server->address()));
+  grpc::Status status = plaintext.Report("r", 0, 0, 9.0, nullptr, absl::Seconds(3));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(TlsTest, MutualTlsRequiresAClientCertificateFromTheCa) {
+  auto server = Start(/*mutual=*/true);
+  ASSERT_NE(server, nullptr);
+  auto trusted = Client(server->address(), "client");
+  ASSERT_TRUE(trusted->RegisterRun("r", Config()).ok());
+  ASSERT_TRUE(trusted->Report("r", 0, 0, 4.0).ok());
+
+  auto anonymous = Client(server->address(), "");
+  EXPECT_EQ(anonymous->Report("r", 0, 0, 4.0, nullptr, absl::Seconds(3)).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  auto foreign = Client(server->address(), "foreign-client");
+  EXPECT_EQ(foreign->Report("r", 0, 0, 4.0, nullptr, absl::Seconds(3)).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  // The refused handshakes left the server healthy.
+  EXPECT_EQ(trusted->Health(), "SERVING");
+}
+
+TEST(MakeServerCredentialsTest, RejectsIncompleteOrUnreadableFiles) {
+  EXPECT_NE(MakeServerCredentials(TlsFiles{}).value(), nullptr);
+  TlsFiles only_cert;
+  only_cert.cert = "server.crt";
+  EXPECT_EQ(MakeServerCredentials(only_cert).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  TlsFiles missing;
+  missing.cert = "/nonexistent/server.crt";
+  missing.key = "/nonexistent/server.key";
+  EXPECT_EQ(MakeServerCredentials(missing).status(),
+            absl::NotFoundError(
+                "cannot read TLS certificate file '/nonexistent/server.crt'"));
+  const std::string not_pem = Path("not_pem.txt");
+  std::ofstream(not_pem) << "hello\n";
+  TlsFiles garbage;
+  garbage.cert = not_pem;
+  garbage.key = not_pem;
+  absl::Status status = MakeServerCredentials(garbage).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("holds no PEM block"));
+}
+
+}  // namespace
+}  // namespace server
+}  // namespace gradnorm
