@@ -1,0 +1,297 @@
+// Cross-job benchmark: what one step's global agreement costs when a run is
+// split into N processes that share no communicator.
+//
+//   bazel run -c opt //tests:cross_job_benchmark -- --n=2,8,32 --steps=200
+//
+// For each N, in the same run and on the same machine:
+//   (a) gloo:        N processes all-reduce one fp64 value with Gloo over
+//                    loopback TCP, the peer a user would otherwise reach for;
+//   (b) coordinator: N processes each Report one partial per step to one
+//                    coordinator (SQLite durability on) and wait for the
+//                    round's result.
+// Both are timed per step after a warm-up, on participant 0, as the median of
+// several repetitions. Prints a table and JSON with the ratio (b)/(a).
+//
+// The same binary is the worker: --worker=gloo|coordinator runs one process.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/ascii.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/coordinator_client.h"
+#include "client/gloo_communicator.h"
+#include "common/status_macros.h"
+#include "tests/child_process.h"
+
+ABSL_FLAG(std::string, n, "2,8,32", "Comma-separated process counts.");
+ABSL_FLAG(int, steps, 200, "Timed steps per repetition.");
+ABSL_FLAG(int, warmup, 20, "Untimed steps before the timed ones.");
+ABSL_FLAG(int, repetitions, 3, "Repetitions; the median per-step time is reported.");
+ABSL_FLAG(std::string, json_out, "", "Also write the JSON report to this file.");
+ABSL_FLAG(std::string, work_dir, "", "Scratch directory (default: a fresh one).");
+// Worker flags.
+ABSL_FLAG(std::string, worker, "", "Run as one worker process: gloo or coordinator.");
+ABSL_FLAG(int, rank, 0, "Worker: rank / participant.");
+ABSL_FLAG(int, size, 1, "Worker: number of processes.");
+ABSL_FLAG(std::string, store, "", "Worker (gloo): rendezvous directory.");
+ABSL_FLAG(std::string, target, "", "Worker (coordinator): host:port.");
+ABSL_FLAG(std::string, run_id, "", "Worker (coordinator): run id.");
+ABSL_FLAG(uint64_t, first_step, 0, "Worker (coordinator): first step number.");
+ABSL_FLAG(std::string, result, "", "Worker: file for rank 0's seconds per step.");
+
+namespace gradnorm {
+namespace {
+
+absl::Status WriteResult(double seconds_per_step) {
+  const std::string path = absl::GetFlag(FLAGS_result);
+  if (absl::GetFlag(FLAGS_rank) != 0 || path.empty()) return absl::OkStatus();
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) return absl::InternalError(absl::StrCat("cannot write ", path));
+  std::fprintf(f, "%.9g\n", seconds_per_step);
+  std::fclose(f);
+  return absl::OkStatus();
+}
+
+absl::Status GlooWorker() {
+  GlooCommunicatorOptions options;
+  options.store_path = absl::GetFlag(FLAGS_store);
+  options.group_name = "bench";
+  options.rank = absl::GetFlag(FLAGS_rank);
+  options.size = absl::GetFlag(FLAGS_size);
+  options.timeout = absl::Seconds(60);
+  ASSIGN_OR_RETURN(std::unique_ptr<GlooCommunicator> comm, GlooCommunicator::Create(options));
+  double value[1];
+  for (int i = 0; i < absl::GetFlag(FLAGS_warmup); ++i) {
+    value[0] = 1.0 + options.rank;
+    RETURN_IF_ERROR(comm->AllReduce(absl::MakeSpan(value), ReduceOp::kSum));
+  }
+  const int steps = absl::GetFlag(FLAGS_steps);
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < steps; ++i) {
+    value[0] = 1.0 + options.rank;
+    RETURN_IF_ERROR(comm->AllReduce(absl::MakeSpan(value), ReduceOp::kSum));
+  }
+  const double per_step = absl::ToDoubleSeconds(absl::Now() - start) / steps;
+  const double n = options.size;
+  if (value[0] != n * (n + 1) / 2) {
+    return absl::InternalError(absl::StrCat("all-reduce gave ", value[0], ", expected ",
+                                            n * (n + 1) / 2));
+  }
+  return WriteResult(per_step);
+}
+
+absl::Status CoordinatorWorker() {
+  CoordinatorClientOptions options;
+  options.target = absl::GetFlag(FLAGS_target);
+  ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client, CoordinatorClient::Create(options));
+  const int rank = absl::GetFlag(FLAGS_rank);
+  uint64_t step = absl::GetFlag(FLAGS_first_step);
+  auto report = [&]() -> absl::Status {
+    v1::ReportRequest request;
+    request.set_run_id(absl::GetFlag(FLAGS_run_id));
+    request.set_step(step++);
+    request.set_participant(rank);
+    request.set_partial(1.0 + rank);
+    ASSIGN_OR_RETURN(v1::RoundResult result,
+                     client->Report(request, absl::Now() + absl::Seconds(60)));
+    if (!(result.total_norm() > 0)) {
+      return absl::InternalError(absl::StrCat("round ", request.step(), " gave total ",
+                                              result.total_norm()));
+    }
+    return absl::OkStatus();
+  };
+  for (int i = 0; i < absl::GetFlag(FLAGS_warmup); ++i) RETURN_IF_ERROR(report());
+  const int steps = absl::GetFlag(FLAGS_steps);
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < steps; ++i) RETURN_IF_ERROR(report());
+  return WriteResult(absl::ToDoubleSeconds(absl::Now() - start) / steps);
+}
+
+// Runs `size` workers of one kind and returns rank 0's seconds per step.
+absl::StatusOr<double> RunWorkers(const std::string& self, const std::string& kind, int size,
+                                  const std::vector<std::string>& extra,
+                                  const std::string& dir) {
+  const std::string result = absl::StrCat(dir, "/", kind, "-", size, ".result");
+  std::remove(result.c_str());
+  std::vector<std::unique_ptr<ChildProcess>> workers;
+  for (int rank = 0; rank < size; ++rank) {
+    std::vector<std::string> argv = {
+        self, "--worker=" + kind, absl::StrCat("--rank=", rank), absl::StrCat("--size=", size),
+        absl::StrCat("--steps=", absl::GetFlag(FLAGS_steps)),
+        absl::StrCat("--warmup=", absl::GetFlag(FLAGS_warmup)), "--result=" + result};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    ASSIGN_OR_RETURN(std::unique_ptr<ChildProcess> worker,
+                     ChildProcess::Start(argv, absl::StrCat(dir, "/", kind, "-", size, "-",
+                                                            rank, ".log")));
+    workers.push_back(std::move(worker));
+  }
+  const absl::Time deadline = absl::Now() + absl::Minutes(5);
+  for (auto& worker : workers) {
+    ASSIGN_OR_RETURN(int code, worker->Wait(deadline));
+    if (code != 0) {
+      return absl::InternalError(absl::StrCat(kind, " worker exited ", code, ":\n",
+                                              LastLinesOf(worker->log_path(), 5)));
+    }
+  }
+  double seconds = 0;
+  if (!absl::SimpleAtod(ReadWholeFile(result), &seconds)) {
+    std::string text = ReadWholeFile(result);
+    text.erase(std::remove(text.begin(), text.end(), '\n'), text.end());
+    if (!absl::SimpleAtod(text, &seconds)) {
+      return absl::DataLossError(absl::StrCat("no result in ", result));
+    }
+  }
+  return seconds;
+}
+
+double Median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+absl::Status Drive(const std::string& self) {
+  std::vector<int> sizes;
+  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_n), ',')) {
+    int n = 0;
+    if (!absl::SimpleAtoi(part, &n) || n < 2) {
+      return absl::InvalidArgumentError(absl::StrCat("--n: '", part, "' is not an integer >= 2"));
+    }
+    sizes.push_back(n);
+  }
+  std::string dir = absl::GetFlag(FLAGS_work_dir);
+  if (dir.empty()) {
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    std::string pattern = absl::StrCat(tmp ? tmp : "/tmp", "/gradnorm-crossjob-XXXXXX");
+    if (mkdtemp(pattern.data()) == nullptr) return absl::InternalError("mkdtemp failed");
+    dir = pattern;
+  }
+  std::string bin = self.substr(0, self.rfind('/'));
+  bin = bin.substr(0, bin.rfind('/'));
+  const std::string coordinator_bin = bin + "/server/coordinator";
+
+  // One coordinator for every N, as a deployment would have.
+  const std::string port_file = dir + "/coordinator.port";
+  ASSIGN_OR_RETURN(std::unique_ptr<ChildProcess> coordinator,
+                   ChildProcess::Start({coordinator_bin, "--listen=127.0.0.1:0",
+                                        "--db=" + dir + "/gradnorm.db",
+                                        "--port_file=" + port_file},
+                                       dir + "/coordinator.log"));
+  std::string port;
+  for (absl::Time until = absl::Now() + absl::Seconds(20); absl::Now() < until;) {
+    port = std::string(absl::StripAsciiWhitespace(ReadWholeFile(port_file)));
+    if (!port.empty()) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  if (port.empty()) {
+    return absl::UnavailableError(absl::StrCat("coordinator did not start:\n",
+                                               LastLinesOf(dir + "/coordinator.log", 10)));
+  }
+  const std::string target = "127.0.0.1:" + port;
+  CoordinatorClientOptions client_options;
+  client_options.target = target;
+  ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client,
+                   CoordinatorClient::Create(client_options));
+
+  struct Row {
+    int n;
+    double gloo_s;
+    double coordinator_s;
+  };
+  std::vector<Row> rows;
+  const int reps = std::max(1, absl::GetFlag(FLAGS_repetitions));
+  const uint64_t steps_per_rep = absl::GetFlag(FLAGS_steps) + absl::GetFlag(FLAGS_warmup);
+  for (int n : sizes) {
+    const std::string run_id = absl::StrCat("crossjob-", n, "-", getpid());
+    v1::RunConfig config;
+    config.set_norm_type(2.0);
+    config.set_max_norm(1.0);
+    config.set_participants(n);
+    config.set_round_timeout_ms(60000);
+    RETURN_IF_ERROR(client->RegisterRun(run_id, config, absl::Now() + absl::Seconds(10)).status());
+    std::vector<double> gloo, coord;
+    for (int rep = 0; rep < reps; ++rep) {
+      const std::string store = absl::StrCat(dir, "/gloo-", n, "-", rep);
+      mkdir(store.c_str(), 0755);
+      ASSIGN_OR_RETURN(double g, RunWorkers(self, "gloo", n, {"--store=" + store}, dir));
+      ASSIGN_OR_RETURN(double c,
+                       RunWorkers(self, "coordinator", n,
+                                  {"--target=" + target, "--run_id=" + run_id,
+                                   absl::StrCat("--first_step=", rep * steps_per_rep)},
+                                  dir));
+      gloo.push_back(g);
+      coord.push_back(c);
+    }
+    rows.push_back({n, Median(gloo), Median(coord)});
+  }
+  coordinator->Signal(SIGTERM);
+  (void)coordinator->Wait(absl::Now() + absl::Seconds(20));
+
+  std::printf("%6s  %18s  %22s  %16s\n", "N", "gloo allreduce/step", "coordinator round/step",
+              "ratio (b)/(a)");
+  std::vector<std::string> json_rows;
+  for (const Row& r : rows) {
+    std::printf("%6d  %15.1f us  %19.1f us  %16.3f\n", r.n, r.gloo_s * 1e6,
+                r.coordinator_s * 1e6, r.coordinator_s / r.gloo_s);
+    json_rows.push_back(absl::StrFormat(
+        "{\"n\": %d, \"gloo_allreduce_us\": %.3f, \"coordinator_round_us\": %.3f, "
+        "\"ratio\": %.4f}",
+        r.n, r.gloo_s * 1e6, r.coordinator_s * 1e6, r.coordinator_s / r.gloo_s));
+  }
+  const std::string json = absl::StrCat(
+      "{\"benchmark\": \"cross_job\", \"steps\": ", absl::GetFlag(FLAGS_steps),
+      ", \"repetitions\": ", reps, ", \"store\": \"sqlite\", \"results\": [",
+      absl::StrJoin(json_rows, ", "), "]}");
+  std::printf("%s\n", json.c_str());
+  const std::string json_out = absl::GetFlag(FLAGS_json_out);
+  if (!json_out.empty()) {
+    FILE* f = std::fopen(json_out.c_str(), "w");
+    if (f == nullptr) return absl::InternalError(absl::StrCat("cannot write ", json_out));
+    std::fprintf(f, "%s\n", json.c_str());
+    std::fclose(f);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace gradnorm
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  char self[4096];
+  const ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  self[len > 0 ? len : 0] = '\0';
+  const std::string worker = absl::GetFlag(FLAGS_worker);
+  absl::Status status;
+  if (worker == "gloo") {
+    status = gradnorm::GlooWorker();
+  } else if (worker == "coordinator") {
+    status = gradnorm::CoordinatorWorker();
+  } else if (worker.empty()) {
+    status = gradnorm::Drive(self);
+  } else {
+    status = absl::InvalidArgumentError(
+        absl::StrCat("--worker '", worker, "': expected gloo or coordinator"));
+  }
+  if (!status.ok()) {
+    std::fprintf(stderr, "cross_job_benchmark: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,411 @@
+// The gradnorm end-to-end demo: a run split into several jobs, each job a few
+// DP (and optionally TP) ranks, every rank a real process.
+//
+//   bazel-bin/tests/demo --jobs=2 --ranks=2 --steps=60 --policy=spike
+//
+// It starts the coordinator on loopback with SQLite in a fresh data directory,
+// registers the run, launches jobs x ranks trainer processes (demo_rank) that
+// share the synthetic model's gradients and clip them through GradNormClipper,
+// prints one line per step, queries the coordinator's downsampled history and
+// summary (with gradnormctl), stops the coordinator with SIGTERM and checks:
+//   - every rank of every job got the same result for every step;
+//   - every step's total equals the fp64 norm of the full gradient, computed
+//     here independently from the same generator;
+//   - the planted spike step is skipped (policy spike) or clipped (otherwise);
+//   - the planted NaN step is skipped (the ranks check no gradient changed);
+//   - the stored history and summary agree with what the ranks saw;
+//   - the coordinator shut down cleanly (exit 0).
+// Any mismatch is a non-zero exit with the reason.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/coordinator_client.h"
+#include "common/status_macros.h"
+#include "gradnorm/v1/coordinator.grpc.pb.h"
+#include "grpcpp/create_channel.h"
+#include "tests/child_process.h"
+#include "tests/demo/synthetic_model.h"
+
+ABSL_FLAG(int, jobs, 2, "Jobs (coordinator participants) in the run.");
+ABSL_FLAG(int, ranks, 2, "Ranks per job (DP x TP).");
+ABSL_FLAG(int, tp, 1, "Tensor-parallel size within a job (divides --ranks).");
+ABSL_FLAG(int, steps, 60, "Training steps.");
+ABSL_FLAG(std::string, policy, "spike",
+          "Clip policy: static, spike (static + spike skipping), zclip, autoclip.");
+ABSL_FLAG(double, max_norm, 40.0, "The run's max_norm.");
+ABSL_FLAG(int, layers, 4, "Transformer blocks of the synthetic model.");
+ABSL_FLAG(int, hidden, 256, "Hidden size of the synthetic model.");
+ABSL_FLAG(int, vocab, 2048, "Vocabulary size of the synthetic model.");
+ABSL_FLAG(int, spike_step, 40, "Step with a planted gradient spike (-1: none).");
+ABSL_FLAG(int, nan_step, 25, "Step with a planted NaN gradient (-1: none).");
+ABSL_FLAG(uint64_t, seed, 2026, "Gradient generator seed.");
+ABSL_FLAG(std::string, data_dir, "",
+          "Directory for the coordinator's database and the ranks' files "
+          "(default: a fresh one under $TMPDIR).");
+ABSL_FLAG(std::string, bin_dir, "",
+          "bazel-bin (default: derived from this binary's path).");
+ABSL_FLAG(int, history_points, 12, "Buckets of the downsampled history.");
+ABSL_FLAG(int, timeout_s, 60, "Bound on the whole run of the ranks, seconds.");
+
+namespace gradnorm {
+namespace demo {
+namespace {
+
+absl::StatusOr<v1::RunConfig> MakeConfig(const std::string& policy,
+                                         double max_norm, int jobs) {
+  v1::RunConfig config;
+  config.set_norm_type(2.0);
+  config.set_max_norm(max_norm);
+  config.set_participants(jobs);
+  config.set_nonfinite_policy(v1::NON_FINITE_POLICY_SKIP);
+  config.set_round_timeout_ms(30000);
+  if (policy == "static") {
+    config.mutable_clip_policy()->mutable_static_clip();
+  } else if (policy == "spike") {
+    config.mutable_clip_policy()->mutable_static_clip();
+    v1::SpikeRule* spike = config.mutable_spike_rule();
+    spike->set_enabled(true);
+    spike->set_sigma(6.0);
+    spike->set_window(128);
+    spike->set_warmup_steps(10);
+  } else if (policy == "zclip") {
+    v1::ZClip* zclip = config.mutable_clip_policy()->mutable_zclip();
+    zclip->set_alpha(0.97);
+    zclip->set_z_threshold(2.5);
+    zclip->set_warmup_steps(25);
+  } else if (policy == "autoclip") {
+    v1::AutoClip* autoclip = config.mutable_clip_policy()->mutable_auto_clip();
+    autoclip->set_percentile(90);
+    autoclip->set_history_length(1000);
+    autoclip->set_warmup_steps(10);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--policy '", policy, "': expected static, spike, zclip or autoclip"));
+  }
+  return config;
+}
+
+// One STEP line of a rank.
+struct RankStep {
+  double total = 0;
+  double coef = 0;
+  std::string action;
+  std::string reason;
+  int slowest = 0;
+  double spread = 0;
+};
+
+using RankSteps = std::map<int, RankStep>;
+
+absl::StatusOr<RankSteps> ParseRankOutput(const std::string& path) {
+  RankSteps steps;
+  for (absl::string_view line : absl::StrSplit(ReadWholeFile(path), '\n')) {
+    std::vector<std::string> f = absl::StrSplit(line, '\t');
+    if (f.empty() || f[0] != "STEP") continue;
+    if (f.size() != 9) {
+      return absl::DataLossError(absl::StrCat(path, ": malformed line '", line, "'"));
+    }
+    RankStep s;
+    s.total = std::strtod(f[2].c_str(), nullptr);
+    s.coef = std::strtod(f[3].c_str(), nullptr);
+    s.action = f[4];
+    s.reason = f[5];
+    s.slowest = std::atoi(f[7].c_str());
+    s.spread = std::strtod(f[8].c_str(), nullptr);
+    steps[std::atoi(f[1].c_str())] = s;
+  }
+  return steps;
+}
+
+bool SameDouble(double a, double b) {
+  return (std::isnan(a) && std::isnan(b)) || a == b;
+}
+
+absl::Status RunCtl(const std::string& ctl, const std::vector<std::string>& args,
+                    const std::string& log) {
+  std::vector<std::string> argv = {ctl};
+  argv.insert(argv.end(), args.begin(), args.end());
+  ASSIGN_OR_RETURN(std::unique_ptr<ChildProcess> child, ChildProcess::Start(argv, log));
+  ASSIGN_OR_RETURN(int code, child->Wait(absl::Now() + absl::Seconds(30)));
+  std::fputs(ReadWholeFile(log).c_str(), stdout);
+  if (code != 0) {
+    return absl::InternalError(absl::StrCat("gradnormctl ", args[0], " exited ", code));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Run(const std::string& self) {
+  const int jobs = absl::GetFlag(FLAGS_jobs);
+  const int ranks = absl::GetFlag(FLAGS_ranks);
+  const int tp = absl::GetFlag(FLAGS_tp);
+  const int steps = absl::GetFlag(FLAGS_steps);
+  const std::string policy = absl::GetFlag(FLAGS_policy);
+  if (jobs < 1 || ranks < 1 || tp < 1 || ranks % tp != 0 || steps < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "expected jobs >= 1, ranks >= 1, tp >= 1 dividing ranks, steps >= 1; got "
+        "jobs %d ranks %d tp %d steps %d",
+        jobs, ranks, tp, steps));
+  }
+  const int dp = ranks / tp;
+  ASSIGN_OR_RETURN(v1::RunConfig config,
+                   MakeConfig(policy, absl::GetFlag(FLAGS_max_norm), jobs));
+
+  std::string bin = absl::GetFlag(FLAGS_bin_dir);
+  if (bin.empty()) {
+    // This binary is <bazel-bin>/tests/demo.
+    bin = self.substr(0, self.rfind('/'));
+    bin = bin.substr(0, bin.rfind('/'));
+  }
+  const std::string coordinator_bin = bin + "/server/coordinator";
+  const std::string rank_bin = bin + "/tests/demo_rank";
+  const std::string ctl_bin = bin + "/client/gradnormctl";
+
+  std::string dir = absl::GetFlag(FLAGS_data_dir);
+  if (dir.empty()) {
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    if (tmp == nullptr) tmp = std::getenv("TMPDIR");
+    std::string pattern = absl::StrCat(tmp ? tmp : "/tmp", "/gradnorm-demo-XXXXXX");
+    if (mkdtemp(pattern.data()) == nullptr) {
+      return absl::InternalError(absl::StrCat("mkdtemp ", pattern, ": ", std::strerror(errno)));
+    }
+    dir = pattern;
+  }
+  std::printf("gradnorm demo: %d jobs x %d ranks (DP %d x TP %d), %d steps, policy %s, "
+              "max_norm %g\ndata directory: %s\n",
+              jobs, ranks, dp, tp, steps, policy.c_str(), config.max_norm(), dir.c_str());
+
+  // The coordinator, on a port it picks.
+  const std::string port_file = dir + "/coordinator.port";
+  std::remove(port_file.c_str());
+  ASSIGN_OR_RETURN(std::unique_ptr<ChildProcess> coordinator,
+                   ChildProcess::Start({coordinator_bin, "--listen=127.0.0.1:0",
+                                 "--db=" + dir + "/gradnorm.db",
+                                 "--port_file=" + port_file},
+                                dir + "/coordinator.log"));
+  std::string port;
+  for (absl::Time until = absl::Now() + absl::Seconds(20);
+       port.empty() && absl::Now() < until;) {
+    absl::SleepFor(absl::Milliseconds(20));
+    port = ReadWholeFile(port_file);
+    while (!port.empty() && (port.back() == '\n' || port.back() == ' ')) port.pop_back();
+  }
+  if (port.empty()) {
+    return absl::UnavailableError(absl::StrCat("coordinator did not start:\n",
+                                               LastLinesOf(dir + "/coordinator.log", 10)));
+  }
+  const std::string target = "127.0.0.1:" + port;
+  std::printf("coordinator: %s (SQLite %s/gradnorm.db)\n\n", target.c_str(), dir.c_str());
+
+  const std::string run_id = absl::StrCat("demo-", policy, "-", getpid());
+  CoordinatorClientOptions client_options;
+  client_options.target = target;
+  ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client,
+                   CoordinatorClient::Create(client_options));
+  RETURN_IF_ERROR(client->RegisterRun(run_id, config, absl::Now() + absl::Seconds(10)).status());
+
+  // The trainer ranks.
+  std::vector<std::unique_ptr<ChildProcess>> children;
+  std::vector<std::string> outputs;
+  for (int job = 0; job < jobs; ++job) {
+    const std::string rendezvous = absl::StrCat(dir, "/rendezvous-job", job);
+    mkdir(rendezvous.c_str(), 0755);
+    for (int d = 0; d < dp; ++d) {
+      for (int t = 0; t < tp; ++t) {
+        const std::string name = absl::StrCat(dir, "/job", job, "-dp", d, "-tp", t);
+        outputs.push_back(name + ".steps");
+        ASSIGN_OR_RETURN(
+            std::unique_ptr<ChildProcess> child,
+            ChildProcess::Start(
+                {rank_bin, absl::StrCat("--job=", job), absl::StrCat("--jobs=", jobs),
+                 absl::StrCat("--dp_rank=", d), absl::StrCat("--dp=", dp),
+                 absl::StrCat("--tp_rank=", t), absl::StrCat("--tp=", tp),
+                 absl::StrCat("--steps=", steps),
+                 absl::StrCat("--layers=", absl::GetFlag(FLAGS_layers)),
+                 absl::StrCat("--hidden=", absl::GetFlag(FLAGS_hidden)),
+                 absl::StrCat("--vocab=", absl::GetFlag(FLAGS_vocab)),
+                 absl::StrCat("--seed=", absl::GetFlag(FLAGS_seed)),
+                 absl::StrCat("--spike_step=", absl::GetFlag(FLAGS_spike_step)),
+                 absl::StrCat("--nan_step=", absl::GetFlag(FLAGS_nan_step)),
+                 "--coordinator=" + target, "--run_id=" + run_id,
+                 "--rendezvous_dir=" + rendezvous, "--output=" + name + ".steps"},
+                name + ".log"));
+        children.push_back(std::move(child));
+      }
+    }
+  }
+
+  // While the ranks train, compute every step's full-gradient norm here, from
+  // the generator alone: the independent reference.
+  Plan plan;
+  plan.spike_step = absl::GetFlag(FLAGS_spike_step);
+  plan.nan_step = absl::GetFlag(FLAGS_nan_step);
+  const SyntheticModel model = SyntheticModel::Gpt(
+      absl::GetFlag(FLAGS_layers), absl::GetFlag(FLAGS_hidden),
+      absl::GetFlag(FLAGS_vocab), jobs, absl::GetFlag(FLAGS_seed), plan);
+  std::vector<double> reference(steps);
+  for (int step = 0; step < steps; ++step) {
+    reference[step] = static_cast<double>(std::sqrt(model.FullPartial(step, 2.0)));
+  }
+
+  const absl::Time deadline = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
+  absl::Status ranks_status;
+  for (size_t i = 0; i < children.size(); ++i) {
+    absl::StatusOr<int> code = children[i]->Wait(deadline);
+    if (!code.ok() || *code != 0) {
+      ranks_status.Update(absl::InternalError(absl::StrCat(
+          "rank ", i, (code.ok() ? absl::StrCat(" exited ", *code) : code.status().ToString()),
+          ":\n", LastLinesOf(children[i]->log_path(), 5))));
+    }
+  }
+  RETURN_IF_ERROR(ranks_status);
+
+  // Every rank must have seen the same result for every step.
+  std::vector<RankSteps> seen;
+  for (const std::string& output : outputs) {
+    ASSIGN_OR_RETURN(RankSteps s, ParseRankOutput(output));
+    if (static_cast<int>(s.size()) != steps) {
+      return absl::DataLossError(absl::StrCat(output, ": ", s.size(), " steps, expected ", steps));
+    }
+    seen.push_back(std::move(s));
+  }
+  std::vector<std::string> problems;
+  std::printf("%5s  %14s  %10s  %-11s  %-22s  %s\n", "step", "total norm", "clip coef",
+              "action", "reason", "slowest job (spread)");
+  int skipped = 0;
+  int clipped = 0;
+  for (int step = 0; step < steps; ++step) {
+    const RankStep& r = seen[0].at(step);
+    for (size_t i = 1; i < seen.size(); ++i) {
+      const RankStep& o = seen[i].at(step);
+      if (!SameDouble(o.total, r.total) || o.coef != r.coef || o.action != r.action) {
+        problems.push_back(absl::StrFormat("step %d: rank %d saw %.17g/%s, rank 0 saw %.17g/%s",
+                                           step, i, o.total, o.action, r.total, r.action));
+      }
+    }
+    const double ref = reference[step];
+    const bool agrees = std::isnan(ref) ? std::isnan(r.total)
+                                        : std::fabs(r.total - ref) <= 1e-10 * ref;
+    if (!agrees) {
+      problems.push_back(absl::StrFormat(
+          "step %d: total %.17g, but the full gradient's fp64 norm is %.17g", step, r.total, ref));
+    }
+    if (step == plan.nan_step &&
+        !(r.action == "ACTION_SKIP" && r.reason == "REASON_NONFINITE")) {
+      problems.push_back(absl::StrFormat("NaN step %d: %s %s, expected ACTION_SKIP REASON_NONFINITE",
+                                         step, r.action, r.reason));
+    }
+    if (step == plan.spike_step) {
+      const std::string expected = policy == "spike" ? "ACTION_SKIP" : "ACTION_CLIP";
+      if (r.action != expected) {
+        problems.push_back(absl::StrFormat("spike step %d: %s, expected %s under policy %s",
+                                           step, r.action, expected, policy));
+      }
+    }
+    skipped += r.action == "ACTION_SKIP";
+    clipped += r.action == "ACTION_CLIP";
+    std::string mark;
+    if (step == plan.spike_step) mark = "   <- planted spike";
+    if (step == plan.nan_step) mark = "   <- planted NaN";
+    std::printf("%5d  %14.6f  %10.6f  %-11s  %-22s  job %d (%.1f ms)%s\n", step, r.total,
+                r.coef, r.action.substr(7).c_str(), r.reason.substr(7).c_str(), r.slowest,
+                r.spread * 1e3, mark.c_str());
+  }
+  std::printf("\n%d steps: %d clipped, %d skipped; every total matches the full-gradient "
+              "fp64 norm: %s\n\n",
+              steps, clipped, skipped, problems.empty() ? "yes" : "NO");
+
+  // What the coordinator stored, as a dashboard would read it.
+  std::unique_ptr<v1::Coordinator::Stub> stub = v1::Coordinator::NewStub(
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    v1::GetSummaryRequest request;
+    request.set_run_id(run_id);
+    v1::GetSummaryResponse summary;
+    grpc::Status status = stub->GetSummary(&context, request, &summary);
+    if (!status.ok()) {
+      problems.push_back(absl::StrCat("GetSummary: ", status.error_message()));
+    } else {
+      if (summary.rounds() != static_cast<uint64_t>(steps)) {
+        problems.push_back(absl::StrCat("summary has ", summary.rounds(), " rounds, expected ", steps));
+      }
+      if (summary.skipped_count() != static_cast<uint64_t>(skipped)) {
+        problems.push_back(absl::StrCat("summary has ", summary.skipped_count(),
+                                        " skipped rounds, the ranks saw ", skipped));
+      }
+      const double fraction = static_cast<double>(clipped) / steps;
+      if (std::fabs(summary.clipped_fraction() - fraction) > 1e-12) {
+        problems.push_back(absl::StrCat("summary clipped fraction ", summary.clipped_fraction(),
+                                        ", the ranks saw ", fraction));
+      }
+    }
+  }
+  const std::string ctl_target = "--target=" + target;
+  std::printf("$ gradnormctl history %s --points=%d\n", run_id.c_str(),
+              absl::GetFlag(FLAGS_history_points));
+  absl::Status ctl = RunCtl(ctl_bin,
+                            {"history", run_id,
+                             absl::StrCat("--points=", absl::GetFlag(FLAGS_history_points)),
+                             ctl_target},
+                            dir + "/history.txt");
+  if (!ctl.ok()) problems.push_back(std::string(ctl.message()));
+  std::printf("\n$ gradnormctl summary %s\n", run_id.c_str());
+  ctl = RunCtl(ctl_bin, {"summary", run_id, ctl_target}, dir + "/summary.txt");
+  if (!ctl.ok()) problems.push_back(std::string(ctl.message()));
+
+  // A clean stop: SIGTERM, exit 0.
+  coordinator->Signal(SIGTERM);
+  ASSIGN_OR_RETURN(int coordinator_code, coordinator->Wait(absl::Now() + absl::Seconds(20)));
+  if (coordinator_code != 0) {
+    problems.push_back(absl::StrCat("coordinator exited ", coordinator_code, " after SIGTERM:\n",
+                                    LastLinesOf(dir + "/coordinator.log", 5)));
+  }
+
+  if (!problems.empty()) {
+    std::string all;
+    for (const std::string& p : problems) absl::StrAppend(&all, "  ", p, "\n");
+    return absl::InternalError(absl::StrCat(problems.size(), " check(s) failed:\n", all));
+  }
+  std::printf("\ndemo OK: coordinator stopped cleanly; telemetry kept in %s/gradnorm.db\n",
+              dir.c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace demo
+}  // namespace gradnorm
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  self[n > 0 ? n : 0] = '\0';
+  const absl::Status status = gradnorm::demo::Run(self);
+  std::fflush(stdout);
+  if (!status.ok()) {
+    std::fprintf(stderr, "demo FAILED: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
