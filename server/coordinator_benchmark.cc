@@ -9,6 +9,8 @@
 // channel, report one step concurrently; a round ends when all N answers are
 // in. The coordinator's counter x_echo = its mean round time / the echo's
 // (targets: N=1 <= 1.3, N=32 <= 1.5).
+// BM_CoordinatorRoundSyncNormal and BM_CoordinatorRoundMemoryStore split the
+// cost: SQLite with synchronous=NORMAL, and no store at all.
 // BM_EchoThroughput then BM_CoordinatorThroughput: 32 clients (4 runs x 8
 // participants), each keeping kWindow reports in flight, SQLite store with
 // its durability on (a report is answered only after its round committed).
@@ -38,6 +40,12 @@ constexpr int kThroughputParticipants = 8;
 constexpr int kWindow = 4;
 constexpr int kReportsPerClientPerIteration = 64;
 
+// Where the coordinator keeps its records: SQLite with synchronous=FULL (the
+// default: a round is answered once it would survive power loss), SQLite
+// with synchronous=NORMAL (survives a crash of the process), or memory (no
+// durability: the service's and Aggregator's own cost).
+enum Backend { kSqliteFull = 0, kSqliteNormal = 1, kMemory = 2, kBackends = 3 };
+
 std::shared_ptr<grpc::Channel> NewChannel(const std::string& target) {
   grpc::ChannelArguments args;
   // A subchannel (TCP connection) of its own, as separate jobs would have.
@@ -55,11 +63,13 @@ class Fixture {
   std::vector<std::unique_ptr<v1::Coordinator::Stub>>& EchoStubs(int n) {
     return Stubs(&echo_stubs_, echo_address_, n);
   }
-  std::vector<std::unique_ptr<v1::Coordinator::Stub>>& CoordinatorStubs(int n) {
-    return Stubs(&coordinator_stubs_, coordinator_->address(), n);
+  std::vector<std::unique_ptr<v1::Coordinator::Stub>>& CoordinatorStubs(
+      int n, Backend backend = kSqliteFull) {
+    return Stubs(&coordinator_stubs_[backend], coordinators_[backend]->address(), n);
   }
 
-  void RegisterRun(const std::string& run_id, int participants) {
+  void RegisterRun(const std::string& run_id, int participants,
+                   Backend backend = kSqliteFull) {
     v1::RegisterRunRequest request;
     request.set_run_id(run_id);
     request.mutable_config()->set_norm_type(2);
@@ -68,7 +78,7 @@ class Fixture {
     v1::RegisterRunResponse response;
     grpc::ClientContext context;
     grpc::Status status =
-        CoordinatorStubs(1)[0]->RegisterRun(&context, request, &response);
+        CoordinatorStubs(1, backend)[0]->RegisterRun(&context, request, &response);
     if (!status.ok()) {
       std::fprintf(stderr, "RegisterRun failed: %s\n", status.error_message().c_str());
       std::abort();
@@ -98,15 +108,18 @@ class Fixture {
 
     CoordinatorServerOptions options;
     options.listen = "127.0.0.1:0";
-    options.store = StoreKind::kSqlite;
-    options.db_path = absl::StrCat(dir, "/benchmark.db");
-    auto coordinator = CoordinatorServer::Create(options);
-    if (!coordinator.ok()) {
-      std::fprintf(stderr, "%s\n", coordinator.status().ToString().c_str());
-      std::abort();
+    for (Backend backend : {kSqliteFull, kSqliteNormal, kMemory}) {
+      options.store = backend == kMemory ? StoreKind::kMemory : StoreKind::kSqlite;
+      options.db_path = absl::StrCat(dir, "/benchmark_", backend, ".db");
+      options.sqlite_synchronous_full = backend == kSqliteFull;
+      auto coordinator = CoordinatorServer::Create(options);
+      if (!coordinator.ok()) {
+        std::fprintf(stderr, "%s\n", coordinator.status().ToString().c_str());
+        std::abort();
+      }
+      coordinators_[backend] = *std::move(coordinator);
     }
-    coordinator_ = *std::move(coordinator);
-    std::printf("SQLite store: %s\n", options.db_path.c_str());
+    std::printf("SQLite stores in %s\n", dir);
   }
 
   std::vector<std::unique_ptr<v1::Coordinator::Stub>>& Stubs(
@@ -121,9 +134,9 @@ class Fixture {
   EchoService echo_;
   std::unique_ptr<grpc::Server> echo_server_;
   std::string echo_address_;
-  std::unique_ptr<CoordinatorServer> coordinator_;
+  std::unique_ptr<CoordinatorServer> coordinators_[kBackends];
   std::vector<std::unique_ptr<v1::Coordinator::Stub>> echo_stubs_;
-  std::vector<std::unique_ptr<v1::Coordinator::Stub>> coordinator_stubs_;
+  std::vector<std::unique_ptr<v1::Coordinator::Stub>> coordinator_stubs_[kBackends];
   std::map<std::string, uint64_t> next_step_;
 };
 
@@ -191,16 +204,25 @@ void BM_EchoRound(benchmark::State& state) {
       MeasureRounds(state, fixture.EchoStubs(n), n, absl::StrCat("echo-n", n));
 }
 
-void BM_CoordinatorRound(benchmark::State& state) {
+void CoordinatorRound(benchmark::State& state, Backend backend) {
   const int n = static_cast<int>(state.range(0));
   Fixture& fixture = Fixture::Get();
   const std::string run_id = absl::StrCat("round-n", n);
-  fixture.RegisterRun(run_id, n);
-  const double mean = MeasureRounds(state, fixture.CoordinatorStubs(n), n, run_id);
+  fixture.RegisterRun(run_id, n, backend);
+  const double mean =
+      MeasureRounds(state, fixture.CoordinatorStubs(n, backend), n, run_id);
   auto echo = fixture.echo_round_seconds.find(n);
   if (echo != fixture.echo_round_seconds.end()) {
     state.counters["x_echo"] = mean / echo->second;
   }
+}
+
+void BM_CoordinatorRound(benchmark::State& state) { CoordinatorRound(state, kSqliteFull); }
+void BM_CoordinatorRoundSyncNormal(benchmark::State& state) {
+  CoordinatorRound(state, kSqliteNormal);
+}
+void BM_CoordinatorRoundMemoryStore(benchmark::State& state) {
+  CoordinatorRound(state, kMemory);
 }
 
 // Every client keeps kWindow reports in flight until it sent `per_client`;
@@ -276,10 +298,14 @@ void BM_CoordinatorThroughput(benchmark::State& state) {
 // Echo before coordinator for each N, so each ratio uses a fresh peer number.
 BENCHMARK(BM_EchoRound)->Arg(1)->UseRealTime()->MinTime(0.5);
 BENCHMARK(BM_CoordinatorRound)->Arg(1)->UseRealTime()->MinTime(0.5);
+BENCHMARK(BM_CoordinatorRoundSyncNormal)->Arg(1)->UseRealTime()->MinTime(0.5);
+BENCHMARK(BM_CoordinatorRoundMemoryStore)->Arg(1)->UseRealTime()->MinTime(0.5);
 BENCHMARK(BM_EchoRound)->Arg(8)->UseRealTime()->MinTime(0.5);
 BENCHMARK(BM_CoordinatorRound)->Arg(8)->UseRealTime()->MinTime(0.5);
 BENCHMARK(BM_EchoRound)->Arg(32)->UseRealTime()->MinTime(0.5);
 BENCHMARK(BM_CoordinatorRound)->Arg(32)->UseRealTime()->MinTime(0.5);
+BENCHMARK(BM_CoordinatorRoundSyncNormal)->Arg(32)->UseRealTime()->MinTime(0.5);
+BENCHMARK(BM_CoordinatorRoundMemoryStore)->Arg(32)->UseRealTime()->MinTime(0.5);
 BENCHMARK(BM_EchoRound)->Arg(128)->UseRealTime()->MinTime(0.5);
 BENCHMARK(BM_CoordinatorRound)->Arg(128)->UseRealTime()->MinTime(0.5);
 BENCHMARK(BM_EchoThroughput)->UseRealTime()->MinTime(1.0);
