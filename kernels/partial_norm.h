@@ -39,8 +39,9 @@ struct PartialNormOptions {
   bool per_tensor = false;
   // For CUDA tensors: the cudaStream_t to run on (nullptr = the default stream).
   void* cuda_stream = nullptr;
-  // Accumulate in fp32 instead of fp64. Exists only to benchmark what fp64
-  // costs; results may overflow. Never the default.
+  // Accumulate in fp32 instead of fp64 (CPU, p = 1 or 2, 32- and 16-bit
+  // tensors; CUDA always accumulates in fp64). Exists only to benchmark what
+  // fp64 costs; results may overflow. Never the default.
   bool fp32_accumulation = false;
 };
 
@@ -55,15 +56,25 @@ struct PartialNorm {
 };
 
 // The partial norm of `tensors` (all on one device). INVALID_ARGUMENT for a bad
-// tensor (see ValidateTensors) or p <= 0 or NaN; FAILED_PRECONDITION for CUDA
-// tensors in a build without CUDA; INTERNAL for a CUDA error (naming the call).
+// tensor (see ValidateTensors), p <= 0 or NaN, or negative num_threads /
+// chunk_elements; FAILED_PRECONDITION for CUDA tensors in a build without CUDA
+// or on a machine where CUDA cannot run (no device, old driver);
+// RESOURCE_EXHAUSTED when the device workspace cannot be allocated; INTERNAL for
+// any other CUDA error. CUDA error messages name the failing call.
+//
+// Host tensors: computed by the calling thread and a persistent worker pool.
+// CUDA tensors: enqueued on options.cuda_stream of the tensors' device, then
+// synchronized; the fp64 result equals the CPU's to about 1e-12 relative.
 absl::StatusOr<PartialNorm> ComputePartialNorm(
     absl::Span<const GradTensor> tensors, double p,
     const PartialNormOptions& options = {});
 
 // For CUDA tensors: enqueues the partial on options.cuda_stream and leaves it in
 // device memory at `device_result` (one fp64 value, e.g. for NCCL to reduce with
-// no host round trip). Returns without synchronizing. Errors as above.
+// no host round trip). Returns without synchronizing. With no tensors (a rank
+// without gradients) it enqueues a write of 0. A non-finite input shows as a
+// NaN/Inf value. Errors as above, plus INVALID_ARGUMENT for host tensors or a
+// null device_result.
 absl::Status ComputePartialNormOnDevice(absl::Span<const GradTensor> tensors,
                                         double p, double* device_result,
                                         const PartialNormOptions& options = {});
@@ -75,8 +86,12 @@ struct ScaleOptions {
 
 // Multiplies every element of every tensor by `coef` in place, in the tensor's
 // own storage and dtype (bf16/fp16 round to nearest even), the product formed
-// in fp32 or better. INVALID_ARGUMENT for a bad tensor or a coef that is
-// negative or not finite; nothing is written then.
+// in fp32 (fp32/bf16/fp16, coef rounded to fp32) or fp64 (fp64 tensors, or a
+// coef beyond the fp32 range); CPU and CUDA give identical bits.
+// INVALID_ARGUMENT for a bad tensor, a coef that is negative or not finite, or
+// negative num_threads; nothing is written then. CUDA tensors: enqueued on
+// options.cuda_stream, returns without synchronizing; other errors as for
+// ComputePartialNorm.
 absl::Status ScaleInPlace(absl::Span<const GradTensor> tensors, double coef,
                           const ScaleOptions& options = {});
 

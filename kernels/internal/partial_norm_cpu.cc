@@ -680,10 +680,25 @@ void ScaleInPlaceCpu(absl::Span<const GradTensor> tensors, double coef,
     }
     return;
   }
+  // Consecutive pieces form one task, as for the norm: thousands of small
+  // tensors would otherwise cost an atomic claim each.
+  std::vector<size_t> task_begin;
+  int64_t pending = kTaskElements;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    if (pending >= kTaskElements) {
+      task_begin.push_back(i);
+      pending = 0;
+    }
+    pending += pieces[i].numel;
+  }
+  task_begin.push_back(pieces.size());
   ThreadPool::Default().ParallelFor(
-      static_cast<int64_t>(pieces.size()),
-      Parallelism(num_threads, total_elements), [&](int64_t i) {
-        HWY_DYNAMIC_DISPATCH(ScaleRange)(pieces[i].data, pieces[i].dtype, pieces[i].numel, coef);
+      static_cast<int64_t>(task_begin.size()) - 1,
+      Parallelism(num_threads, total_elements), [&](int64_t task) {
+        for (size_t i = task_begin[task]; i < task_begin[task + 1]; ++i) {
+          HWY_DYNAMIC_DISPATCH(ScaleRange)
+          (pieces[i].data, pieces[i].dtype, pieces[i].numel, coef);
+        }
       });
 }
 

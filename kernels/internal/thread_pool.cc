@@ -17,10 +17,11 @@ int ThreadPool::HardwareThreads() {
 ThreadPool::~ThreadPool() {
   std::vector<std::thread> workers;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
     workers.swap(workers_);
   }
+  work_ready_.notify_all();
   for (std::thread& t : workers) t.join();
 }
 
@@ -42,20 +43,21 @@ void ThreadPool::WorkerLoop() {
   for (;;) {
     Job* job;
     {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](ThreadPool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
-            return p->stopping_ || !p->tickets_.empty();
-          },
-          this));
+      std::unique_lock<std::mutex> lock(mu_);
+      work_ready_.wait(lock, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !tickets_.empty();
+      });
       if (stopping_) return;
       job = tickets_.front();
       tickets_.pop_front();
       ++job->helpers_running;
     }
     RunTasks(*job);
-    absl::MutexLock lock(&mu_);
-    --job->helpers_running;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --job->helpers_running;
+    }
+    helper_done_.notify_all();
   }
 }
 
@@ -71,18 +73,22 @@ void ThreadPool::ParallelFor(int64_t num_tasks, int parallelism,
   }
   Job job(num_tasks, fn);
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     EnsureWorkers(helpers);
     for (int i = 0; i < helpers; ++i) tickets_.push_back(&job);
   }
+  if (helpers == 1) {
+    work_ready_.notify_one();
+  } else {
+    work_ready_.notify_all();
+  }
   RunTasks(job);
-  absl::MutexLock lock(&mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   // Tickets nobody picked up are withdrawn: every task has been claimed, so a
   // late helper would find nothing to do, and `job` is about to go away.
   tickets_.erase(std::remove(tickets_.begin(), tickets_.end(), &job),
                  tickets_.end());
-  mu_.Await(absl::Condition(
-      +[](Job* j) { return j->helpers_running == 0; }, &job));
+  helper_done_.wait(lock, [&job]() { return job.helpers_running == 0; });
 }
 
 }  // namespace kernels_internal

@@ -15,14 +15,15 @@
 #define GRADNORM_KERNELS_INTERNAL_THREAD_POOL_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/function_ref.h"
-#include "absl/synchronization/mutex.h"
 
 namespace gradnorm {
 namespace kernels_internal {
@@ -64,7 +65,12 @@ class ThreadPool {
   void WorkerLoop();
   void EnsureWorkers(int count) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  absl::Mutex mu_;
+  // std::mutex rather than absl::Mutex: the system Abseil is not built with
+  // ThreadSanitizer, which then cannot see absl::Mutex's ordering
+  // (bazel test --config=tsan).
+  std::mutex mu_;
+  std::condition_variable work_ready_;  // tickets_ non-empty or stopping_
+  std::condition_variable helper_done_;  // some Job::helpers_running dropped
   // One entry per helper a job asked for; a worker that pops it joins the job.
   std::deque<Job*> tickets_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> workers_ ABSL_GUARDED_BY(mu_);
