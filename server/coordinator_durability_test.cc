@@ -136,6 +136,7 @@ TEST(CoordinatorDurabilityTest, SigkillLosesNoAcknowledgedRound) {
       kSteps, std::vector<std::string>(kParticipants));
   std::atomic<int> finished{0};
   std::atomic<int> retries{0};
+  std::atomic<int> acknowledged_count{0};
   std::vector<std::thread> participants;
   for (int p = 0; p < kParticipants; ++p) {
     participants.emplace_back([&, p] {
@@ -161,20 +162,30 @@ TEST(CoordinatorDurabilityTest, SigkillLosesNoAcknowledgedRound) {
           ++retries;
           absl::SleepFor(absl::Milliseconds(20));
         }
-        absl::MutexLock lock(&mu);
-        acknowledged[step][p] = result.SerializeAsString();
+        {
+          absl::MutexLock lock(&mu);
+          acknowledged[step][p] = result.SerializeAsString();
+        }
+        ++acknowledged_count;
+        // A trainer's step takes time; without it the 300 steps could finish
+        // between two kills on a fast machine.
+        absl::SleepFor(absl::Milliseconds(5));
       }
       ++finished;
     });
   }
 
-  // Kill at random moments until every participant is done.
+  // Kill at random moments until every participant is done; each coordinator
+  // gets to acknowledge something before it dies, so the run makes progress.
   std::mt19937 rng(20240601);
-  std::uniform_int_distribution<int> pause_ms(150, 700);
+  std::uniform_int_distribution<int> pause_ms(50, 250);
   int kills = 0;
+  int acknowledged_before_kill = 0;
   while (finished.load() < kParticipants) {
     absl::SleepFor(absl::Milliseconds(pause_ms(rng)));
     if (finished.load() == kParticipants) break;
+    if (acknowledged_count.load() == acknowledged_before_kill) continue;
+    acknowledged_before_kill = acknowledged_count.load();
     coordinator.Kill();
     ++kills;
     coordinator.Start();
