@@ -45,6 +45,8 @@ ABSL_FLAG(int, steps, 200, "Timed steps per repetition.");
 ABSL_FLAG(int, warmup, 20, "Untimed steps before the timed ones.");
 ABSL_FLAG(int, repetitions, 3, "Repetitions; the median per-step time is reported.");
 ABSL_FLAG(std::string, json_out, "", "Also write the JSON report to this file.");
+ABSL_FLAG(std::string, coordinator_store, "sqlite",
+          "The coordinator's telemetry store: sqlite (durable, the default) or memory.");
 ABSL_FLAG(std::string, work_dir, "", "Scratch directory (default: a fresh one).");
 // Worker flags.
 ABSL_FLAG(std::string, worker, "", "Run as one worker process: gloo or coordinator.");
@@ -191,6 +193,7 @@ absl::Status Drive(const std::string& self) {
   ASSIGN_OR_RETURN(std::unique_ptr<ChildProcess> coordinator,
                    ChildProcess::Start({coordinator_bin, "--listen=127.0.0.1:0",
                                         "--db=" + dir + "/gradnorm.db",
+                                        "--store=" + absl::GetFlag(FLAGS_coordinator_store),
                                         "--port_file=" + port_file},
                                        dir + "/coordinator.log"));
   std::string port;
@@ -256,7 +259,7 @@ absl::Status Drive(const std::string& self) {
   }
   const std::string json = absl::StrCat(
       "{\"benchmark\": \"cross_job\", \"steps\": ", absl::GetFlag(FLAGS_steps),
-      ", \"repetitions\": ", reps, ", \"store\": \"sqlite\", \"results\": [",
+      ", \"repetitions\": ", reps, ", \"store\": \"", absl::GetFlag(FLAGS_coordinator_store), "\", \"results\": [",
       absl::StrJoin(json_rows, ", "), "]}");
   std::printf("%s\n", json.c_str());
   const std::string json_out = absl::GetFlag(FLAGS_json_out);
