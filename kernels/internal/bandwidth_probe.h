@@ -5,6 +5,7 @@
 //   BandwidthProbe probe(bytes);
 //   double read_limit = probe.ReadBytesPerSecond(threads);   // a plain sum
 //   double rw_limit = probe.ReadWriteBytesPerSecond(threads); // in-place add
+//   double seconds = probe.ReadOnce(threads);  // one pass, for interleaving
 //
 // Thread-safety: one probe per thread; it owns its buffer.
 #ifndef GRADNORM_KERNELS_INTERNAL_BANDWIDTH_PROBE_H_
@@ -30,6 +31,13 @@ class BandwidthProbe {
   // clip benchmark counts them) by an in-place SIMD add (best of `runs`).
   double ReadWriteBytesPerSecond(int threads, int runs = 7);
 
+  // One pass of each probe, in seconds (benchmarks interleave these with the
+  // kernel under test so both see the same machine load).
+  double ReadOnce(int threads);
+  double ReadWriteOnce(int threads);
+
+  size_t bytes() const { return floats_ * sizeof(float); }
+
   // The sum from the last read run (keeps the compiler from dropping it).
   double last_sum() const { return last_sum_; }
 
@@ -37,6 +45,7 @@ class BandwidthProbe {
   size_t floats_;
   std::unique_ptr<float[]> data_;
   double last_sum_ = 0.0;
+  int read_write_runs_ = 0;
 };
 
 }  // namespace kernels_internal

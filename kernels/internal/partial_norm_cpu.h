@@ -50,11 +50,14 @@ enum class NormKind : int32_t {
   kMaxAbs = 3,      // p == +inf
 };
 
-// A contiguous run of one tensor's elements.
-struct Chunk {
-  const void* data;
-  int64_t numel;
-  DType dtype;
+// A run of consecutive chunks, in tensor order, starting at chunk `chunk` of
+// tensors[tensor]; its results go to slots first_slot .. first_slot+count-1.
+// Zero-size tensors own no chunks and are skipped.
+struct TaskSpan {
+  size_t tensor;
+  int64_t chunk;
+  size_t first_slot;
+  size_t count;
 };
 
 struct ReduceSpec {
