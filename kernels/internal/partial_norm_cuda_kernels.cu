@@ -19,6 +19,9 @@ using device::Step;
 using device::Storage;
 using device::ToDouble;
 
+// 16-byte loads each thread issues before using any (memory-level parallelism).
+constexpr int kUnroll = 4;
+
 // Thread t takes the vectors t, t + blockDim, t + 2 blockDim, ... of the chunk,
 // and within a vector its elements in order, whether the vector is loaded in
 // one 16-byte load (aligned) or element by element (unaligned base, or the
@@ -32,18 +35,39 @@ __device__ void ReduceChunk(const void* base, int64_t n, double p,
   const bool aligned = (reinterpret_cast<uintptr_t>(data) % 16) == 0;
   double acc = 0.0;
   bool bad = false;
-  for (int64_t v = static_cast<int64_t>(threadIdx.x) * kV; v < n;
-       v += static_cast<int64_t>(blockDim.x) * kV) {
-    T items[kV];
+  const int64_t stride = static_cast<int64_t>(blockDim.x) * kV;
+  int64_t v = static_cast<int64_t>(threadIdx.x) * kV;
+  auto accumulate = [&](const T* items) {
+#pragma unroll
+    for (int j = 0; j < kV; ++j) {
+      const double x = ToDouble<kDType>(items[j]);
+      bad |= !isfinite(x);
+      acc = Step<kKind>(acc, x, p);
+    }
+  };
+  if (aligned) {
+    // kUnroll loads in flight per thread before any arithmetic; the thread
+    // still visits its vectors in the same ascending order.
+    for (; v + (kUnroll - 1) * stride + kV <= n; v += kUnroll * stride) {
+      uint4 raw[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        raw[u] = __ldg(reinterpret_cast<const uint4*>(data + v + u * stride));
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        alignas(16) T items[kV];
+        memcpy(items, &raw[u], sizeof(items));
+        accumulate(items);
+      }
+    }
+  }
+  for (; v < n; v += stride) {
+    alignas(16) T items[kV];
     if (aligned && v + kV <= n) {
       *reinterpret_cast<uint4*>(items) =
           __ldg(reinterpret_cast<const uint4*>(data + v));
-#pragma unroll
-      for (int j = 0; j < kV; ++j) {
-        const double x = ToDouble<kDType>(items[j]);
-        bad |= !isfinite(x);
-        acc = Step<kKind>(acc, x, p);
-      }
+      accumulate(items);
     } else {
       for (int j = 0; j < kV && v + j < n; ++j) {
         const double x = ToDouble<kDType>(data[v + j]);
@@ -184,16 +208,37 @@ __device__ void ScaleChunk(void* base, int64_t n, float coef32, double coef64,
   constexpr int kV = kVec<T>;
   T* data = static_cast<T*>(base);
   const bool aligned = (reinterpret_cast<uintptr_t>(data) % 16) == 0;
-  for (int64_t v = static_cast<int64_t>(threadIdx.x) * kV; v < n;
-       v += static_cast<int64_t>(blockDim.x) * kV) {
+  const int64_t stride = static_cast<int64_t>(blockDim.x) * kV;
+  int64_t v = static_cast<int64_t>(threadIdx.x) * kV;
+  if (aligned) {
+    for (; v + (kUnroll - 1) * stride + kV <= n; v += kUnroll * stride) {
+      uint4 raw[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        raw[u] = *reinterpret_cast<const uint4*>(data + v + u * stride);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        alignas(16) T items[kV];
+        memcpy(items, &raw[u], sizeof(items));
+#pragma unroll
+        for (int j = 0; j < kV; ++j) {
+          items[j] = ScaleOne<kDType>(items[j], coef32, coef64, fp64);
+        }
+        *reinterpret_cast<uint4*>(data + v + u * stride) =
+            *reinterpret_cast<const uint4*>(items);
+      }
+    }
+  }
+  for (; v < n; v += stride) {
     if (aligned && v + kV <= n) {
-      T items[kV];
+      alignas(16) T items[kV];
       *reinterpret_cast<uint4*>(items) = *reinterpret_cast<const uint4*>(data + v);
 #pragma unroll
       for (int j = 0; j < kV; ++j) {
         items[j] = ScaleOne<kDType>(items[j], coef32, coef64, fp64);
       }
-      *reinterpret_cast<uint4*>(data + v) = *reinterpret_cast<uint4*>(items);
+      *reinterpret_cast<uint4*>(data + v) = *reinterpret_cast<const uint4*>(items);
     } else {
       for (int j = 0; j < kV && v + j < n; ++j) {
         data[v + j] = ScaleOne<kDType>(data[v + j], coef32, coef64, fp64);
