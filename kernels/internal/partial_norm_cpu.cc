@@ -159,11 +159,11 @@ HWY_INLINE void AccumulateBlock(DA da, const T* HWY_RESTRICT p,
   if constexpr (std::is_same_v<T, A>) {
     a0 = Op::Step(hn::LoadU(da, p), a0);
   } else if constexpr (std::is_same_v<T, float>) {  // fp32 into fp64
-    const hn::Repartition<float, DA> df;
-    const hn::Half<decltype(df)> dfh;
-    const auto v = hn::LoadU(df, p);
-    a0 = Op::Step(hn::PromoteTo(da, hn::LowerHalf(dfh, v)), a0);
-    a1 = Op::Step(hn::PromoteTo(da, hn::UpperHalf(dfh, v)), a1);
+    // Two half-width loads that widen as they load (vcvtps2pd from memory):
+    // fewer instructions than a full load plus an extract.
+    const hn::Rebind<float, DA> dfh;
+    a0 = Op::Step(hn::PromoteTo(da, hn::LoadU(dfh, p)), a0);
+    a1 = Op::Step(hn::PromoteTo(da, hn::LoadU(dfh, p + hn::Lanes(da))), a1);
   } else {  // bf16 / fp16 into fp32 or fp64
     const hn::Repartition<uint16_t, DA> du16;
     const hn::Half<decltype(du16)> du16h;
