@@ -406,7 +406,7 @@ HWY_NOINLINE void ScaleFloat(T* HWY_RESTRICT p, int64_t n, T coef) {
 // fp32 -> bf16 bits (in the low half of u32 lanes), round to nearest even;
 // lane for lane what half_internal::FloatToBFloat16Bits does.
 template <class DF>
-HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> RoundToBFloat16(DF df,
+HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> RoundToBFloat16(DF /* df */,
                                                             hn::Vec<DF> f) {
   const hn::RebindToUnsigned<DF> du;
   const hn::RebindToSigned<DF> di;
