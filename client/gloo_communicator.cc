@@ -1,5 +1,6 @@
 #include "client/gloo_communicator.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -34,6 +35,17 @@ void Combine(void* out, const void* a, const void* b, size_t n) {
   for (size_t i = 0; i < n; ++i) o[i] = CombineValues(kOp, x[i], y[i]);
 }
 
+// Gloo's TCP transport can write to a connection whose peer just died; with
+// SIGPIPE's default action that kills this process instead of surfacing as
+// UNAVAILABLE. Ignore it, unless the program installed its own handler.
+void IgnoreSigpipeUnlessHandled() {
+  struct sigaction current;
+  if (sigaction(SIGPIPE, nullptr, &current) == 0 &&
+      current.sa_handler == SIG_DFL) {
+    signal(SIGPIPE, SIG_IGN);
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
@@ -52,6 +64,7 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
         absl::StrCat("timeout ", absl::FormatDuration(options.timeout),
                      " is invalid: expected > 0"));
   }
+  IgnoreSigpipeUnlessHandled();
   struct stat st;
   if (stat(options.store_path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return absl::NotFoundError(

@@ -19,7 +19,9 @@
 // `timeout` bounds the rendezvous and each collective: a peer that died or
 // never comes makes the others fail within it (UNAVAILABLE as soon as a dead
 // peer's connection breaks, DEADLINE_EXCEEDED otherwise) instead of hanging.
-// kMax keeps NaN (a custom reduction, not Gloo's max).
+// kMax keeps NaN (a custom reduction, not Gloo's max). Create sets SIGPIPE to
+// SIG_IGN when it still has its default action (as Python does), so a write to
+// a dead peer fails the collective instead of killing the process.
 //
 // Thread-safety: one thread at a time per object.
 #ifndef GRADNORM_CLIENT_GLOO_COMMUNICATOR_H_

@@ -90,12 +90,19 @@ int Run(Output& out) {
   const int tp_rank = rank % tp;
   const std::string scenario = absl::GetFlag(FLAGS_scenario);
 
+  // A peer that dies while the groups are still connecting (the ranks finish
+  // their rendezvous at different moments) fails the setup: time it too.
+  const absl::Time setup_start = absl::Now();
+  auto setup_failed = [&](const absl::Status& status) {
+    out.PutDouble("elapsed_s", absl::ToDoubleSeconds(absl::Now() - setup_start));
+    return out.Fail(status);
+  };
   auto dp_comm = Group(absl::StrCat("dp_cp.tp", tp_rank), dp_rank, dp);
-  if (!dp_comm.ok()) return out.Fail(dp_comm.status());
+  if (!dp_comm.ok()) return setup_failed(dp_comm.status());
   auto tp_comm = Group(absl::StrCat("tp.dp", dp_rank), tp_rank, tp);
-  if (!tp_comm.ok()) return out.Fail(tp_comm.status());
+  if (!tp_comm.ok()) return setup_failed(tp_comm.status());
   auto job_comm = Group("all", rank, dp * tp);
-  if (!job_comm.ok()) return out.Fail(job_comm.status());
+  if (!job_comm.ok()) return setup_failed(job_comm.status());
   out.Put("connected", "1");
   if (rank == absl::GetFlag(FLAGS_die_rank)) raise(SIGKILL);
   if (rank == absl::GetFlag(FLAGS_stop_rank)) raise(SIGSTOP);
