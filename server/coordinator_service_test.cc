@@ -56,6 +56,16 @@ class CoordinatorServiceTest : public ::testing::Test {
     server_ = *std::move(server);
   }
 
+  // Waits until the aggregator holds `n` open rounds: a report started with
+  // StartReport is then in its round, so the next report arrives after it.
+  void AwaitOpenRounds(uint64_t n) {
+    for (absl::Time until = absl::Now() + absl::Seconds(10);
+         server_->aggregator()->Stats().open_rounds < n && absl::Now() < until;) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    ASSERT_EQ(server_->aggregator()->Stats().open_rounds, n);
+  }
+
   std::unique_ptr<TestClient> Client(const std::string& token = "") {
     return std::make_unique<TestClient>(NewChannel(server_->address()), token);
   }
@@ -76,6 +86,9 @@ TEST_F(CoordinatorServiceTest, EveryParticipantGetsTheSameRound) {
 
   // Seed vectors: grads {[3,4]} on job 0 and {[1,2]} on job 1: S = 25 and 5.
   std::unique_ptr<PendingReport> first = c0->StartReport("run-a", 7, 0, 25.0);
+  // Participant 1 reports only once participant 0's report is in its round,
+  // so it is the straggler.
+  AwaitOpenRounds(1);
   v1::RoundResult second;
   ASSERT_TRUE(c1->Report("run-a", 7, 1, 5.0, &second).ok());
   ASSERT_TRUE(first->WaitFor(absl::Seconds(10)));
@@ -177,13 +190,8 @@ TEST_F(CoordinatorServiceTest, AlreadyExistsNamesBothValues) {
   auto c = Client();
   ASSERT_TRUE(c->RegisterRun("r", Config(2)).ok());
   std::unique_ptr<PendingReport> waiting = c->StartReport("r", 1, 0, 4.0);
-  // The conflicting duplicate can arrive before the first is in the round:
-  // retry until the first is known, then expect the conflict.
-  grpc::Status status;
-  for (int i = 0; i < 100; ++i) {
-    status = c->Report("r", 1, 0, 9.0, nullptr, absl::Milliseconds(500));
-    if (status.error_code() == grpc::StatusCode::ALREADY_EXISTS) break;
-  }
+  AwaitOpenRounds(1);
+  grpc::Status status = c->Report("r", 1, 0, 9.0, nullptr, absl::Seconds(5));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
   EXPECT_THAT(status.error_message(), HasSubstr("4"));
   EXPECT_THAT(status.error_message(), HasSubstr("9"));
