@@ -29,9 +29,10 @@ ABSL_FLAG(std::string, port_file, "",
           "If set, the chosen port is written to this file once serving");
 ABSL_FLAG(std::string, store, "sqlite", "Telemetry store: sqlite or memory");
 ABSL_FLAG(std::string, db, "gradnorm.db", "SQLite database file (--store=sqlite)");
-ABSL_FLAG(bool, sqlite_synchronous_full, true,
-          "SQLite synchronous=FULL (acknowledged rounds survive power loss); "
-          "false: NORMAL (they survive process crashes only)");
+ABSL_FLAG(bool, sqlite_synchronous_full, false,
+          "SQLite synchronous=FULL: acknowledged rounds also survive power loss "
+          "(one fsync per group commit). Default NORMAL: they survive a crash "
+          "or kill of the coordinator");
 ABSL_FLAG(std::string, metrics_listen, "",
           "host:port of the Prometheus /metrics endpoint; empty: off");
 ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain (TLS)");

@@ -54,9 +54,10 @@ struct CoordinatorServerOptions {
   StoreKind store = StoreKind::kSqlite;
   // SQLite database file (created if missing), for StoreKind::kSqlite.
   std::string db_path = "gradnorm.db";
-  // SQLite PRAGMA synchronous=FULL (an acknowledged round survives power
-  // loss) or NORMAL (survives a crash of the process only; cheaper commits).
-  bool sqlite_synchronous_full = true;
+  // SQLite PRAGMA synchronous=FULL (an acknowledged round also survives power
+  // loss, at an fsync per commit) or NORMAL (the default: it survives a crash
+  // or SIGKILL of the coordinator).
+  bool sqlite_synchronous_full = false;
   // host:port of the Prometheus endpoint; empty: metrics are not served.
   std::string metrics_listen;
   // TLS / mutual TLS (tls.h); all empty: plaintext.

@@ -143,7 +143,6 @@ SqliteTelemetryStore::Open(const SqliteStoreOptions& options) {
     absl::MutexLock lock(&store->db_mu_);
     if (absl::Status status = store->Prepare(); !status.ok()) return status;
   }
-  store->writer_ = std::thread([s = store.get()] { s->WriterLoop(); });
   return store;
 }
 
@@ -218,19 +217,31 @@ absl::Status SqliteTelemetryStore::Prepare() {
 
 SqliteTelemetryStore::~SqliteTelemetryStore() {
   {
+    // A committer may still be draining on another thread.
     absl::MutexLock lock(&mu_);
-    stopping_ = true;
+    auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      return !committing_ && queue_.empty();
+    };
+    mu_.Await(absl::Condition(&idle));
   }
-  if (writer_.joinable()) writer_.join();
   absl::MutexLock lock(&db_mu_);
   statements_.reset();
   sqlite3_close(db_);
 }
 
 void SqliteTelemetryStore::Enqueue(Op op) {
-  absl::MutexLock lock(&mu_);
-  queue_.push_back(std::move(op));
-  ++enqueued_;
+  {
+    absl::MutexLock lock(&mu_);
+    queue_.push_back(std::move(op));
+    ++enqueued_;
+    // A commit is running: its committer takes this record into the next
+    // transaction (group commit).
+    if (committing_) return;
+    committing_ = true;
+  }
+  // No commit is running: this thread commits, saving the hand-off to a
+  // writer thread and back that would otherwise dominate a round's latency.
+  CommitQueued();
 }
 
 absl::Status SqliteTelemetryStore::PutRun(const RunRecord& run) {
@@ -331,16 +342,15 @@ absl::Status SqliteTelemetryStore::WriteOp(const Op& op) {
   return status;
 }
 
-void SqliteTelemetryStore::WriterLoop() {
+void SqliteTelemetryStore::CommitQueued() {
   while (true) {
     std::vector<Op> batch;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-        return !queue_.empty() || stopping_;
-      };
-      mu_.Await(absl::Condition(&ready));
-      if (queue_.empty()) return;  // Stopping, and everything is written.
+      if (queue_.empty()) {
+        committing_ = false;
+        return;
+      }
       while (!queue_.empty() &&
              batch.size() < static_cast<size_t>(options_.max_batch)) {
         batch.push_back(std::move(queue_.front()));

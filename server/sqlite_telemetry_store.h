@@ -1,7 +1,9 @@
 // The embedded, durable telemetry store (telemetry_store.h) on SQLite: WAL
-// journal, one writer thread with group commit (every record queued while a
-// transaction runs goes into the next one), synchronous=FULL by default so an
-// acknowledged round survives a crash of the process or the machine.
+// journal, one committer at a time with group commit: the thread that appends
+// to an idle store commits right away; records appended while a transaction
+// runs go into the committer's next one. synchronous=NORMAL by default: an
+// acknowledged round survives a crash or SIGKILL of the coordinator process;
+// synchronous_full also survives power loss, at one fsync per transaction.
 //
 //   SqliteStoreOptions options;
 //   options.path = "gradnorm.db";
@@ -17,7 +19,8 @@
 // int64 with the same bits.
 //
 // Thread-safety: every method may be called from any thread concurrently;
-// commit callbacks run on the writer thread, one at a time, in append order.
+// commit callbacks run on the committing thread (an appender's), one at a
+// time, in append order.
 #ifndef GRADNORM_SERVER_SQLITE_TELEMETRY_STORE_H_
 #define GRADNORM_SERVER_SQLITE_TELEMETRY_STORE_H_
 
@@ -39,9 +42,10 @@ namespace server {
 struct SqliteStoreOptions {
   // The database file; created (with its tables) when missing.
   std::string path = "gradnorm.db";
-  // PRAGMA synchronous=FULL (durable across power loss) or NORMAL (durable
-  // across process crashes only; faster).
-  bool synchronous_full = true;
+  // PRAGMA synchronous=FULL (durable across power loss: one fsync per
+  // transaction) or NORMAL (the default: durable across crashes and kills of
+  // the process, which is what DESIGN.md's durability promise is about).
+  bool synchronous_full = false;
   // How long a statement waits for a lock held by another connection.
   int busy_timeout_ms = 5000;
   // Most records per transaction.
@@ -50,14 +54,14 @@ struct SqliteStoreOptions {
 
 class SqliteTelemetryStore final : public TelemetryStore {
  public:
-  // Opens or creates the database and starts the writer thread. Errors:
+  // Opens or creates the database. Errors:
   // FAILED_PRECONDITION (cannot open the path; a schema newer than this
   // build), DATA_LOSS (not a database, corrupt), PERMISSION_DENIED
   // (read-only), or another translated SQLite error.
   static absl::StatusOr<std::unique_ptr<SqliteTelemetryStore>> Open(
       const SqliteStoreOptions& options);
 
-  // Commits everything queued, stops the writer and closes the database.
+  // Waits for everything queued to be committed and closes the database.
   ~SqliteTelemetryStore() override;
 
   SqliteTelemetryStore(const SqliteTelemetryStore&) = delete;
@@ -83,7 +87,9 @@ class SqliteTelemetryStore final : public TelemetryStore {
   SqliteTelemetryStore(const SqliteStoreOptions& options, sqlite3* db);
   absl::Status Prepare();
   void Enqueue(Op op);
-  void WriterLoop();
+  // Commits batches of queued records until the queue is empty. Called by the
+  // thread that set committing_.
+  void CommitQueued();
   // Writes `op` inside the open transaction, under a savepoint so that one
   // refused record does not undo the others.
   absl::Status WriteOp(const Op& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
@@ -91,7 +97,7 @@ class SqliteTelemetryStore final : public TelemetryStore {
 
   const SqliteStoreOptions options_;
 
-  // Guards the connection: the writer's transactions and Load/CheckIntegrity.
+  // Guards the connection: the committer's transactions and Load/CheckIntegrity.
   absl::Mutex db_mu_;
   sqlite3* const db_ ABSL_PT_GUARDED_BY(db_mu_);
   std::unique_ptr<Statements> statements_ ABSL_GUARDED_BY(db_mu_);
@@ -101,10 +107,9 @@ class SqliteTelemetryStore final : public TelemetryStore {
   uint64_t enqueued_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t completed_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t transactions_ ABSL_GUARDED_BY(mu_) = 0;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool committing_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status first_error_ ABSL_GUARDED_BY(mu_);
 
-  std::thread writer_;
 };
 
 }  // namespace server

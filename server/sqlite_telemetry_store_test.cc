@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
@@ -110,22 +111,39 @@ TEST(SqliteTelemetryStoreTest, ReopenedFileHoldsEverythingAndIsIntact) {
   EXPECT_EQ(contents->rounds[2].participants[2].num_elements, 1002u);
 }
 
-TEST(SqliteTelemetryStoreTest, GroupCommitBatchesConcurrentAppends) {
+TEST(SqliteTelemetryStoreTest, GroupCommitBatchesAppendsMadeDuringACommit) {
   std::unique_ptr<SqliteTelemetryStore> store = OpenOrDie(TestPath("group"));
   ASSERT_TRUE(store->PutRun(MakeRun("r", 2)).ok());
   const uint64_t before = store->transactions();
   constexpr int kRecords = 400;
   std::atomic<int> ok{0};
-  for (int i = 0; i < kRecords; ++i) {
+  absl::Notification first_committing;
+  absl::Notification others_appended;
+  // The first record commits on its appending thread; its callback holds that
+  // commit open until every other record was appended meanwhile.
+  std::thread first([&] {
+    store->AppendRound(MakeRoundRecord("r", 0, 1, 1.5, 2), [&](absl::Status s) {
+      ok += s.ok();
+      first_committing.Notify();
+      others_appended.WaitForNotificationWithTimeout(absl::Seconds(30));
+    });
+  });
+  ASSERT_TRUE(first_committing.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  for (int i = 1; i < kRecords; ++i) {
+    // Returns at once: the running committer takes the record.
     store->AppendRound(MakeRoundRecord("r", i, i + 1, 1.5, 2),
                        [&](absl::Status s) { ok += s.ok(); });
   }
+  others_appended.Notify();
+  first.join();
   ASSERT_TRUE(store->Flush().ok());
   EXPECT_EQ(ok.load(), kRecords);
-  const uint64_t transactions = store->transactions() - before;
-  EXPECT_GE(transactions, 1u);
-  EXPECT_LT(transactions, uint64_t{kRecords});  // Batched, not one per record.
+  // One transaction for the first record, one for the 399 queued behind it.
+  EXPECT_EQ(store->transactions() - before, 2u);
   EXPECT_TRUE(store->CheckIntegrity().ok());
+  absl::StatusOr<StoreContents> contents = store->Load();
+  ASSERT_TRUE(contents.ok());
+  EXPECT_EQ(contents->rounds.size(), static_cast<size_t>(kRecords));
 }
 
 TEST(SqliteTelemetryStoreTest, RoundOfUnknownRunIsRefused) {
