@@ -1,6 +1,7 @@
 #include "client/coordinator_client.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/random/random.h"
@@ -61,6 +62,9 @@ grpc::ChannelArguments CoordinatorChannelArguments(
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, Millis(options.keepalive_time));
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, Millis(options.keepalive_timeout));
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Reports are retried here, with knowledge of their idempotency; gRPC's own
+  // retry machinery would only buffer every call for nothing.
+  args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
   // A Report may wait long for other jobs without any data frames; without
   // this gRPC stops pinging after two pings and keepalive would lapse.
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
@@ -107,7 +111,8 @@ CoordinatorClient::CoordinatorClient(
 absl::Status CoordinatorClient::CallWithRetries(
     absl::string_view name, absl::Time deadline,
     const std::function<grpc::Status(grpc::ClientContext*)>& call) {
-  absl::BitGen rng;
+  // Seeded only on a first retry: the common path makes one call.
+  std::optional<absl::BitGen> rng;
   absl::Duration backoff = options_.initial_backoff;
   for (int attempt = 1;; ++attempt) {
     grpc::ClientContext context;
@@ -118,8 +123,9 @@ absl::Status CoordinatorClient::CallWithRetries(
     }
     const absl::Status status = FromGrpcStatus(call(&context), name);
     if (status.code() != absl::StatusCode::kUnavailable) return status;
+    if (!rng.has_value()) rng.emplace();
     const absl::Duration wait =
-        backoff * absl::Uniform(rng, 1.0 - options_.jitter,
+        backoff * absl::Uniform(*rng, 1.0 - options_.jitter,
                                 1.0 + options_.jitter);
     if (absl::Now() + wait >= deadline) {
       return absl::DeadlineExceededError(absl::StrCat(
