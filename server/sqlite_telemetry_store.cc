@@ -117,6 +117,14 @@ struct SqliteTelemetryStore::Statements {
   Statement insert_run;
   Statement insert_round;
   Statement insert_participant;
+  // Transaction control, prepared once: parsing them on every commit costs
+  // as much as the inserts.
+  Statement begin;
+  Statement commit;
+  Statement rollback;
+  Statement savepoint;
+  Statement rollback_to_savepoint;
+  Statement release_savepoint;
 };
 
 SqliteTelemetryStore::SqliteTelemetryStore(const SqliteStoreOptions& options,
@@ -206,6 +214,12 @@ absl::Status SqliteTelemetryStore::Prepare() {
        "INSERT INTO participants (run_id, step, participant, partial, "
        "arrival_offset_seconds, num_elements) VALUES (?1, ?2, ?3, ?4, ?5, "
        "?6)"},
+      {&statements_->begin, "BEGIN IMMEDIATE"},
+      {&statements_->commit, "COMMIT"},
+      {&statements_->rollback, "ROLLBACK"},
+      {&statements_->savepoint, "SAVEPOINT record"},
+      {&statements_->rollback_to_savepoint, "ROLLBACK TO record"},
+      {&statements_->release_savepoint, "RELEASE record"},
   };
   for (const auto& p : prepared) {
     absl::StatusOr<Statement> statement = PrepareStatement(db_, p.sql);
@@ -280,7 +294,10 @@ uint64_t SqliteTelemetryStore::transactions() const {
 }
 
 absl::Status SqliteTelemetryStore::WriteOp(const Op& op) {
-  if (absl::Status s = Exec("SAVEPOINT record"); !s.ok()) return s;
+  if (absl::Status s = StepDone(db_, statements_->savepoint.get(), "SAVEPOINT");
+      !s.ok()) {
+    return s;
+  }
   absl::Status status;
   if (op.run.has_value()) {
     sqlite3_stmt* s = statements_->insert_run.get();
@@ -334,9 +351,12 @@ absl::Status SqliteTelemetryStore::WriteOp(const Op& op) {
     }
   }
   if (!status.ok()) {
-    Exec("ROLLBACK TO record").IgnoreError();
+    StepDone(db_, statements_->rollback_to_savepoint.get(), "ROLLBACK TO")
+        .IgnoreError();
   }
-  if (absl::Status s = Exec("RELEASE record"); !s.ok() && status.ok()) {
+  if (absl::Status s =
+          StepDone(db_, statements_->release_savepoint.get(), "RELEASE");
+      !s.ok() && status.ok()) {
     status = s;
   }
   return status;
@@ -361,7 +381,8 @@ void SqliteTelemetryStore::CommitQueued() {
     bool committed = false;
     {
       absl::MutexLock lock(&db_mu_);
-      absl::Status begin = Exec("BEGIN IMMEDIATE");
+      absl::Status begin =
+          StepDone(db_, statements_->begin.get(), "BEGIN IMMEDIATE");
       if (!begin.ok()) {
         for (absl::Status& s : statuses) s = begin;
       } else {
@@ -369,9 +390,9 @@ void SqliteTelemetryStore::CommitQueued() {
           statuses[i] = WriteOp(batch[i]);
         }
         // One fsync for the whole batch: this is the group commit.
-        absl::Status commit = Exec("COMMIT");
+        absl::Status commit = StepDone(db_, statements_->commit.get(), "COMMIT");
         if (!commit.ok()) {
-          Exec("ROLLBACK").IgnoreError();
+          StepDone(db_, statements_->rollback.get(), "ROLLBACK").IgnoreError();
           for (absl::Status& s : statuses) {
             if (s.ok()) s = commit;
           }
