@@ -188,9 +188,11 @@ class AggregatorImpl final : public Aggregator {
   std::vector<uint32_t> MissingLocked(const Run& run,
                                       const OpenRound& round) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  std::vector<const RoundRecord*> RangeLocked(const Run& run, uint64_t from,
-                                              uint64_t to) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The finished rounds of run `run_id` with steps in [from_step, to_step]
+  // (to_step 0: the last finished step), in step order; `*run` is the run.
+  absl::StatusOr<std::vector<const RoundRecord*>> RangeLocked(
+      absl::string_view run_id, uint64_t from_step, uint64_t to_step,
+      const Run** run) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   const AggregatorOptions options_;
   TelemetryStore* const store_;
@@ -698,11 +700,19 @@ absl::StatusOr<v1::RunInfo> AggregatorImpl::GetRun(
   return InfoLocked(*run);
 }
 
-std::vector<const RoundRecord*> AggregatorImpl::RangeLocked(
-    const Run& run, uint64_t from, uint64_t to) const {
+absl::StatusOr<std::vector<const RoundRecord*>> AggregatorImpl::RangeLocked(
+    absl::string_view run_id, uint64_t from_step, uint64_t to_step,
+    const Run** run) const {
+  if (absl::Status status = CheckRunLocked(run_id, run); !status.ok()) {
+    return status;
+  }
+  const uint64_t last =
+      (*run)->finished.empty() ? 0 : (*run)->finished.rbegin()->first;
+  absl::StatusOr<StepRange> range = ResolveStepRange(from_step, to_step, last);
+  if (!range.ok()) return range.status();
   std::vector<const RoundRecord*> rounds;
-  for (auto it = run.finished.lower_bound(from);
-       it != run.finished.end() && it->first <= to; ++it) {
+  for (auto it = (*run)->finished.lower_bound(range->from);
+       it != (*run)->finished.end() && it->first <= range->to; ++it) {
     rounds.push_back(&it->second.record);
   }
   return rounds;
@@ -712,34 +722,21 @@ absl::StatusOr<v1::GetHistoryResponse> AggregatorImpl::GetHistory(
     const v1::GetHistoryRequest& request) const {
   absl::ReaderMutexLock lock(&mu_);
   const Run* run = nullptr;
-  if (absl::Status status = CheckRunLocked(request.run_id(), &run);
-      !status.ok()) {
-    return status;
-  }
-  const uint64_t last =
-      run->finished.empty() ? 0 : run->finished.rbegin()->first;
-  absl::StatusOr<StepRange> range =
-      ResolveStepRange(request.from_step(), request.to_step(), last);
-  if (!range.ok()) return range.status();
-  return BuildHistory(RangeLocked(*run, range->from, range->to),
-                      request.max_points());
+  absl::StatusOr<std::vector<const RoundRecord*>> rounds = RangeLocked(
+      request.run_id(), request.from_step(), request.to_step(), &run);
+  if (!rounds.ok()) return rounds.status();
+  return BuildHistory(*rounds, request.max_points());
 }
 
 absl::StatusOr<v1::GetSummaryResponse> AggregatorImpl::GetSummary(
     const v1::GetSummaryRequest& request) const {
   absl::ReaderMutexLock lock(&mu_);
   const Run* run = nullptr;
-  if (absl::Status status = CheckRunLocked(request.run_id(), &run);
-      !status.ok()) {
-    return status;
-  }
-  const uint64_t last =
-      run->finished.empty() ? 0 : run->finished.rbegin()->first;
-  absl::StatusOr<StepRange> range =
-      ResolveStepRange(request.from_step(), request.to_step(), last);
-  if (!range.ok()) return range.status();
-  return BuildSummary(RangeLocked(*run, range->from, range->to),
-                      run->info.config.participants(), request.top_slowest());
+  absl::StatusOr<std::vector<const RoundRecord*>> rounds = RangeLocked(
+      request.run_id(), request.from_step(), request.to_step(), &run);
+  if (!rounds.ok()) return rounds.status();
+  return BuildSummary(*rounds, run->info.config.participants(),
+                      request.top_slowest());
 }
 
 absl::StatusOr<std::unique_ptr<RoundWatch>> AggregatorImpl::Watch(
