@@ -11,11 +11,12 @@
 // - from_dlpack: any DLPack producer (numpy, torch, cupy, jax ...) or a raw
 //   "dltensor" capsule. The capsules are consumed per the protocol (renamed
 //   "used_dltensor") and their deleters run when the TensorViews is released.
-// - from_torch: torch tensors read through their own accessors (data_ptr,
-//   numel, dtype, is_contiguous, is_cuda). Exporting a DLPack capsule costs
-//   about a microsecond per tensor in torch, more than the whole norm of a small
-//   tensor; trainers with ten thousand gradients pay that every step. The
-//   tensors are kept referenced by the TensorViews, so the memory stays valid.
+// - from_torch / from_parameters: torch tensors read from their C++ tensors
+//   (torch_tensor.h; subclasses through their Python accessors). Exporting a
+//   DLPack capsule costs about a microsecond per tensor in torch, more than
+//   the whole norm of a small tensor; trainers with ten thousand gradients pay
+//   that every step. The tensors are kept referenced by the TensorViews, so
+//   the memory stays valid.
 //
 // Errors: INVALID_ARGUMENT becomes ValueError, every other code RuntimeError,
 // the message prefixed with the code name.
@@ -36,6 +37,7 @@
 #include "client/grad_norm_clipper.h"
 #include "client/python/dlpack.h"
 #include "client/python/py_communicator.h"
+#include "client/python/torch_tensor.h"
 #include "client/single_process_communicator.h"
 #include "kernels/grad_tensor.h"
 #include "kernels/partial_norm.h"
@@ -135,9 +137,18 @@ class TensorViews {
   }
 
   // Reads a torch tensor's view; returns false (view untouched) when it is not
-  // contiguous. Throws ValueError for a dtype outside dtype_codes.
+  // contiguous. Throws ValueError for a dtype gradnorm cannot read. Plain
+  // tensors are read from their C++ tensor; subclasses through their Python
+  // accessors, which may be overridden.
   static bool ReadTorchView(PyObject* t, const py::dict& dtype_codes,
                             size_t index, GradTensor* view) {
+    if (IsPlainTorchTensor(t)) {
+      bool contiguous = false;
+      absl::Status status =
+          python_internal::ReadTorchView(t, index, view, &contiguous);
+      if (!status.ok()) ThrowStatus(status);
+      return contiguous;
+    }
     const Names& names = GetNames();
     py::object dtype = GetAttr(t, names.dtype);
     PyObject* code = PyDict_GetItem(dtype_codes.ptr(), dtype.ptr());
@@ -163,8 +174,9 @@ class TensorViews {
   }
 
   // torch.Tensor objects (no DLPack export). `dtype_codes` maps torch dtype
-  // objects to DType values. Non-contiguous tensors are not viewed; their
-  // indices are listed in `noncontiguous` for the caller to handle.
+  // objects to DType values (for tensor subclasses). Non-contiguous tensors
+  // are not viewed; their indices are listed in `noncontiguous` for the caller
+  // to handle.
   static std::unique_ptr<TensorViews> FromTorch(const py::sequence& tensors,
                                                 const py::dict& dtype_codes) {
     auto views = std::make_unique<TensorViews>();
@@ -183,54 +195,40 @@ class TensorViews {
   }
 
   // Views of the `.grad` of each parameter that has one, or None when a
-  // gradient's exact type is not in `plain_types` (a DTensor: the caller takes
-  // the general path). `previous`, the views of an earlier call, saves most of
-  // the per-tensor work: a gradient that is the very same object (tracked by a
-  // weak reference, so old gradients are never kept alive) with the same
-  // data_ptr and numel as at the same position then reuses its view; dtype,
-  // contiguity and device are only re-read for new objects.
-  static py::object FromParameters(const py::iterable& parameters,
-                                   const py::dict& dtype_codes,
-                                   const py::tuple& plain_types,
-                                   const TensorViews* previous) {
+  // gradient is not a plain torch.Tensor (a DTensor: the caller takes the
+  // general path). Everything is read afresh from each gradient's C++ tensor
+  // (a few loads), so reassigned, resized, moved or dropped gradients need no
+  // invalidation.
+  static py::object FromParameters(const py::iterable& parameters) {
     auto views = std::make_unique<TensorViews>();
     const Names& names = GetNames();
+    py::list grads;
+    size_t k = 0;
     for (py::handle parameter : parameters) {
-      py::object grad = GetAttr(parameter.ptr(), names.grad);
+      PyObject* p = parameter.ptr();
+      PyObject* g = IsPlainTorchTensor(p) ? PlainTorchGrad(p)
+                                          : PyObject_GetAttr(p, names.grad);
+      if (g == nullptr) {
+        if (PyErr_Occurred()) throw py::error_already_set();
+        continue;
+      }
+      py::object grad = py::reinterpret_steal<py::object>(g);
       if (grad.is_none()) continue;
-      PyObject* g = grad.ptr();
-      bool plain = false;
-      for (py::handle type : plain_types) {
-        if (reinterpret_cast<PyObject*>(Py_TYPE(g)) == type.ptr()) plain = true;
-      }
-      if (!plain) return py::none();
-      const size_t k = views->grads_.size();
-      const Entry* old = previous != nullptr && k < previous->entries_.size()
-                             ? &previous->entries_[k]
-                             : nullptr;
-      if (old != nullptr && old->contiguous &&
-          PyWeakref_GetObject(old->weakref.ptr()) == g &&
-          PyLong_AsLongLong(CallMethod(g, names.numel).ptr()) ==
-              old->view.numel &&
-          (old->view.numel == 0 ||
-           PyLong_AsVoidPtr(CallMethod(g, names.data_ptr).ptr()) ==
-               old->view.data)) {
-        views->entries_.push_back(*old);
-        views->views_.push_back(old->view);
+      if (!IsPlainTorchTensor(g)) return py::none();
+      GradTensor view;
+      bool contiguous = false;
+      absl::Status status =
+          python_internal::ReadTorchView(g, k, &view, &contiguous);
+      if (!status.ok()) ThrowStatus(status);
+      if (contiguous) {
+        views->views_.push_back(view);
       } else {
-        Entry entry;
-        entry.weakref = py::weakref(grad);
-        entry.contiguous = ReadTorchView(g, dtype_codes, k, &entry.view);
-        if (entry.contiguous) {
-          views->views_.push_back(entry.view);
-        } else {
-          views->noncontiguous_.push_back(static_cast<int64_t>(k));
-        }
-        views->entries_.push_back(std::move(entry));
+        views->noncontiguous_.push_back(static_cast<int64_t>(k));
       }
-      if (PyErr_Occurred()) throw py::error_already_set();
-      views->grads_.append(std::move(grad));
+      grads.append(std::move(grad));
+      ++k;
     }
+    views->keep_alive_ = std::move(grads);
     return py::cast(std::move(views));
   }
 
@@ -270,24 +268,14 @@ class TensorViews {
       if (managed->deleter != nullptr) managed->deleter(managed);
     }
     managed_.clear();
-    if (keep_alive_) keep_alive_ = py::list();
-    grads_ = py::list();
-    entries_.clear();
+    keep_alive_ = py::list();
     views_.clear();
-    released_ = true;
-  }
-
-  // Drops the references to the gradients but keeps what `previous` needs;
-  // the views are unusable for computing afterwards.
-  void Detach() {
-    grads_ = py::list();
-    if (keep_alive_) keep_alive_ = py::list();
     released_ = true;
   }
 
   size_t size() const { return views_.size(); }
   const std::vector<int64_t>& noncontiguous() const { return noncontiguous_; }
-  py::list grads() const { return grads_; }
+  py::list grads() const { return keep_alive_; }
   std::vector<GradTensor>& views() { return views_; }
 
  private:
@@ -298,17 +286,9 @@ class TensorViews {
     }
   }
 
-  struct Entry {
-    py::weakref weakref;
-    GradTensor view;
-    bool contiguous = false;
-  };
-
   std::vector<GradTensor> views_;
-  std::vector<Entry> entries_;  // from_parameters only
-  py::list grads_;              // from_parameters only
   std::vector<DLManagedTensor*> managed_;
-  py::list keep_alive_;
+  py::list keep_alive_;  // the torch tensors viewed (from_torch, from_parameters)
   std::vector<int64_t> noncontiguous_;
   bool released_ = false;
 };
@@ -472,17 +452,13 @@ PYBIND11_MODULE(_gradnorm, m) {
            py::arg("num_threads") = 0, py::arg("cuda_stream") = 0,
            "Multiplies every element by coef in place, in its own dtype.")
       .def_static("from_parameters", &TensorViews::FromParameters,
-                  py::arg("parameters"), py::arg("dtype_codes"),
-                  py::arg("plain_types"), py::arg("previous") = nullptr,
+                  py::arg("parameters"),
                   "Views of the .grad of each parameter that has one, or None "
-                  "when a gradient's type is not in plain_types; previous "
-                  "(detached views of an earlier call) makes re-viewing the "
-                  "same gradients cheap.")
+                  "when a gradient is not a plain torch.Tensor.")
       .def("release", &TensorViews::Release)
-      .def("detach", &TensorViews::Detach,
-           "Drops the gradient references; keeps what `previous` reuses.")
       .def_property_readonly("grads", &TensorViews::grads,
-                             "The gradients viewed (from_parameters).")
+                             "The torch tensors viewed (from_torch, "
+                             "from_parameters).")
       .def_property_readonly("noncontiguous", &TensorViews::noncontiguous)
       .def("__len__", &TensorViews::size);
 

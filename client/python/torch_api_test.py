@@ -225,3 +225,68 @@ def test_rejects_negative_total_and_integer_dtype():
     p.grad = torch.tensor([1, 2], dtype=torch.int64)
     with pytest.raises(ValueError, match="torch.int64; expected float32"):
         gn.get_grad_norm([p], None, None)
+
+
+# --- gradients change between calls (nothing is cached across calls) ---------
+
+def test_follows_gradients_changed_between_calls():
+    grads = params([3, 4], [1, 2])
+    assert gn.get_grad_norm(grads, None, None) == math.sqrt(30)
+    grads[0].grad = torch.tensor([6.0, 8.0])  # reassigned
+    assert gn.get_grad_norm(grads, None, None) == math.sqrt(105)
+    grads[0].grad.resize_(3)  # resized in place (new storage)
+    grads[0].grad.copy_(torch.tensor([2.0, 2.0, 1.0]))
+    assert gn.get_grad_norm(grads, None, None) == math.sqrt(14)
+    grads[0].grad.data = torch.tensor([0.0, 5.0])  # same object, new storage
+    assert gn.get_grad_norm(grads, None, None) == math.sqrt(30)
+    grads[1].grad = None  # dropped
+    assert gn.get_grad_norm(grads, None, None) == 5.0
+    grads[1].data = torch.zeros(1, dtype=torch.float64)
+    grads[1].grad = torch.tensor([12.0], dtype=torch.float64)  # new dtype
+    assert gn.get_grad_norm(grads, None, None) == 13.0
+    total = gn.clip_grad_norm_(grads, 1.0)
+    assert total.item() == 13.0
+    assert_ulps(grads[1].grad, torch.tensor([12.0 / (13.0 + 1e-6)],
+                                            dtype=torch.float64))
+
+
+def test_noncontiguous_gradient_is_read_and_scaled():
+    p = torch.nn.Parameter(torch.zeros(2, 2))
+    p.grad = torch.tensor([[3.0, 1.0], [4.0, 1.0]]).t()  # transposed view
+    assert not p.grad.is_contiguous()
+    q = params([0, 0])[0]
+    assert gn.get_grad_norm([q, p], None, None) == math.sqrt(27)
+    total = gn.clip_grad_norm_([q, p], 1.0)
+    assert total.item() == pytest.approx(math.sqrt(27))
+    assert_ulps(p.grad, torch.tensor([[3.0, 4.0], [1.0, 1.0]],
+                                     dtype=torch.float64) / (math.sqrt(27) + 1e-6))
+
+
+def test_gradient_on_unsupported_device_is_rejected():
+    grads = params([3, 4], [1, 2])
+    assert gn.get_grad_norm(grads, None, None) == math.sqrt(30)
+    grads[1] = torch.nn.Parameter(torch.zeros(2, device="meta"))
+    grads[1].grad = torch.zeros(2, device="meta")
+    with pytest.raises(ValueError, match=r"tensor 1 is on device meta; "
+                                         "expected a CPU or CUDA tensor"):
+        gn.get_grad_norm(grads, None, None)
+
+
+def test_sparse_gradient_is_rejected():
+    p = torch.nn.Parameter(torch.zeros(3))
+    p.grad = torch.tensor([0.0, 2.0, 0.0]).to_sparse()
+    with pytest.raises(ValueError, match=r"tensor 0 has layout torch.sparse_coo; "
+                                         r"expected a dense \(torch.strided\)"):
+        gn.clip_grad_norm_([p], 1.0)
+
+
+def test_views_keep_gradients_alive_and_release():
+    from gradnorm import _gradnorm
+    grads = params([3, 4])
+    views = _gradnorm.TensorViews.from_parameters(grads)
+    assert views.grads[0] is grads[0].grad
+    grads[0].grad = None  # the views still hold the tensor
+    assert views.partial_norm(2.0) == (25.0, False)
+    views.release()
+    with pytest.raises(RuntimeError, match="after release"):
+        views.partial_norm(2.0)

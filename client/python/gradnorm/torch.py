@@ -148,20 +148,12 @@ def _combine(a: float, b: float, p: float) -> float:
     return a + b
 
 
-_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
-
-# Per call site, the detached views of the previous call: re-viewing the same
-# gradients next step costs two accessor calls per tensor instead of five.
-_previous_views = {}
-
-
 class _LocalGrads:
     """Zero-copy kernel views of one rank's gradient tensors."""
 
-    def __init__(self, views, grads: List[torch.Tensor], site: Optional[str] = None):
+    def __init__(self, views, grads: List[torch.Tensor]):
         self.views = views
         self.grads = grads
-        self.site = site
         # Non-contiguous gradients (rare: parameters created as views) are read
         # through contiguous copies and scaled by torch.
         self.strided = [grads[i] for i in views.noncontiguous]
@@ -178,14 +170,13 @@ class _LocalGrads:
         return cls(_gradnorm.TensorViews.from_torch(grads, _DTYPE_CODES), grads)
 
     @classmethod
-    def of_parameters(cls, parameters: list, site: str) -> Optional["_LocalGrads"]:
+    def of_parameters(cls, parameters: list) -> Optional["_LocalGrads"]:
         """The gradients of plain-tensor parameters; None when some gradient
         is a DTensor (the caller takes the general path)."""
-        views = _gradnorm.TensorViews.from_parameters(
-            parameters, _DTYPE_CODES, _PLAIN_TYPES, _previous_views.get(site))
+        views = _gradnorm.TensorViews.from_parameters(parameters)
         if views is None:
             return None
-        return cls(views, views.grads, site)
+        return cls(views, views.grads)
 
     def partial(self, p: float) -> float:
         threads = torch.get_num_threads()
@@ -201,12 +192,8 @@ class _LocalGrads:
             g.mul_(coef)
 
     def done(self):
-        """Drops the gradient references; keeps the views for the next call."""
-        if self.site is not None:
-            self.views.detach()
-            _previous_views[self.site] = self.views
-        else:
-            self.views.release()
+        """Drops the gradient references."""
+        self.views.release()
 
 
 def _local_grad(parameter) -> Optional[torch.Tensor]:
@@ -296,7 +283,7 @@ def get_grad_norm(parameters: _TensorOrTensors, dp_cp_group, tp_group,
     _check_dtype(dtype)
     parameters = _as_list(parameters)
     # Without a TP group no plain tensor is a replica to skip.
-    local = (_LocalGrads.of_parameters(parameters, "get_grad_norm")
+    local = (_LocalGrads.of_parameters(parameters)
              if tp_group is None else None)
     if local is None:
         grads = []
@@ -319,8 +306,8 @@ def get_grad_norm(parameters: _TensorOrTensors, dp_cp_group, tp_group,
     return _total_from_partial(partial, p)
 
 
-def _local_grads_of(parameters: list, site: str) -> _LocalGrads:
-    local = _LocalGrads.of_parameters(parameters, site)
+def _local_grads_of(parameters: list) -> _LocalGrads:
+    local = _LocalGrads.of_parameters(parameters)
     if local is None:
         local = _LocalGrads.of_tensors(
             [g for g in (_local_grad(q) for q in parameters) if g is not None])
@@ -345,7 +332,7 @@ def clip_grad_by_total_norm_(parameters: _TensorOrTensors,
             ">= 0 (or NaN/inf, which clip nothing)")
     if not math.isfinite(total) or max_norm / (total + _CLIP_EPSILON) >= 1.0:
         return
-    local = _local_grads_of(_as_list(parameters), "clip_grad_by_total_norm_")
+    local = _local_grads_of(_as_list(parameters))
     try:
         local.scale_(max_norm / (total + _CLIP_EPSILON))
     finally:
@@ -366,7 +353,7 @@ def clip_grad_norm_(parameters: _TensorOrTensors, max_norm: float,
     """
     p = _norm_type(norm_type)
     max_norm = _check_max_norm(max_norm)
-    local = _local_grads_of(_as_list(parameters), "clip_grad_norm_")
+    local = _local_grads_of(_as_list(parameters))
     try:
         return _clip_local(local, p, max_norm, error_if_nonfinite)
     finally:
