@@ -100,6 +100,48 @@ TEST_P(PerTarget, NonFiniteInEveryPosition) {
   }
 }
 
+// 16-bit inputs m * scale with small integers m: every square and every
+// partial sum is exact in fp64, so the result must equal the exact sum bit for
+// bit, whichever lane or accumulator each element went to. Covers subnormal,
+// normal and large magnitudes and every block/tail split.
+TEST_P(PerTarget, SixteenBitSumsAreExactWhereFp64IsExact) {
+  struct Case {
+    DType dtype;
+    double scale;
+  };
+  const Case cases[] = {
+      {DType::kBFloat16, 1.0},
+      {DType::kBFloat16, std::ldexp(1.0, -133)},  // bf16 subnormals
+      {DType::kBFloat16, std::ldexp(1.0, 100)},
+      {DType::kFloat16, 1.0},
+      {DType::kFloat16, std::ldexp(1.0, -24)},  // fp16 subnormals
+  };
+  for (const Case& c : cases) {
+    for (int64_t n : {1, 7, 31, 32, 33, 63, 64, 65, 1000, 70001}) {
+      std::vector<double> values(n);
+      double sum_m = 0.0;
+      double sum_m2 = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double m = static_cast<double>((i * 37) % 127 + 1);
+        values[i] = (i % 3 == 1 ? -m : m) * c.scale;
+        sum_m += m;
+        sum_m2 += m * m;
+      }
+      for (int64_t offset : {0, 1}) {
+        TestTensor t(c.dtype, values, offset);
+        const GradTensor view = t.view();
+        SCOPED_TRACE(::testing::Message() << DTypeName(c.dtype) << " n=" << n
+                                          << " scale=" << c.scale
+                                          << " offset=" << offset);
+        EXPECT_EQ(ComputePartialNormCpu({&view, 1}, 2.0, {}).value,
+                  sum_m2 * c.scale * c.scale);
+        EXPECT_EQ(ComputePartialNormCpu({&view, 1}, 1.0, {}).value,
+                  sum_m * c.scale);
+      }
+    }
+  }
+}
+
 TEST_P(PerTarget, ScaleMatchesScalarRoundingForEvery16BitValue) {
   for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
     for (double coef : {0.0, 0.19999996000000798, 0.5, 0.999, 1.0, 3.0}) {
