@@ -80,7 +80,6 @@ struct Names {
   PyObject* is_contiguous = PyUnicode_InternFromString("is_contiguous");
   PyObject* is_cuda = PyUnicode_InternFromString("is_cuda");
   PyObject* get_device = PyUnicode_InternFromString("get_device");
-  PyObject* grad = PyUnicode_InternFromString("grad");
 };
 
 const Names& GetNames() {
@@ -195,40 +194,30 @@ class TensorViews {
   }
 
   // Views of the `.grad` of each parameter that has one, or None when a
-  // gradient is not a plain torch.Tensor (a DTensor: the caller takes the
-  // general path). Everything is read afresh from each gradient's C++ tensor
-  // (a few loads), so reassigned, resized, moved or dropped gradients need no
-  // invalidation.
+  // parameter or gradient is not a plain torch.Tensor (a DTensor: the caller
+  // takes the general path). Everything is read afresh from each gradient's
+  // C++ tensor (a few loads), so reassigned, resized, moved or dropped
+  // gradients need no invalidation; the gradients are held as C++ tensors.
   static py::object FromParameters(const py::iterable& parameters) {
     auto views = std::make_unique<TensorViews>();
-    const Names& names = GetNames();
-    py::list grads;
-    size_t k = 0;
+    TorchGrads& grads = views->torch_grads_;
     for (py::handle parameter : parameters) {
-      PyObject* p = parameter.ptr();
-      PyObject* g = IsPlainTorchTensor(p) ? PlainTorchGrad(p)
-                                          : PyObject_GetAttr(p, names.grad);
-      if (g == nullptr) {
-        if (PyErr_Occurred()) throw py::error_already_set();
-        continue;
+      if (grads.Add(parameter.ptr()) == TorchGrads::Added::kNotPlain) {
+        return py::none();
       }
-      py::object grad = py::reinterpret_steal<py::object>(g);
-      if (grad.is_none()) continue;
-      if (!IsPlainTorchTensor(g)) return py::none();
+    }
+    views->views_.reserve(grads.size());
+    for (size_t k = 0; k < grads.size(); ++k) {
       GradTensor view;
       bool contiguous = false;
-      absl::Status status =
-          python_internal::ReadTorchView(g, k, &view, &contiguous);
+      absl::Status status = grads.ReadView(k, &view, &contiguous);
       if (!status.ok()) ThrowStatus(status);
       if (contiguous) {
         views->views_.push_back(view);
       } else {
         views->noncontiguous_.push_back(static_cast<int64_t>(k));
       }
-      grads.append(std::move(grad));
-      ++k;
     }
-    views->keep_alive_ = std::move(grads);
     return py::cast(std::move(views));
   }
 
@@ -269,13 +258,27 @@ class TensorViews {
     }
     managed_.clear();
     keep_alive_ = py::list();
+    torch_grads_.Clear();
     views_.clear();
     released_ = true;
   }
 
   size_t size() const { return views_.size(); }
   const std::vector<int64_t>& noncontiguous() const { return noncontiguous_; }
-  py::list grads() const { return keep_alive_; }
+  // The torch tensors viewed, contiguous or not.
+  size_t num_grads() const {
+    return torch_grads_.size() > 0 ? torch_grads_.size() : keep_alive_.size();
+  }
+  py::object grad(size_t i) const {
+    CheckNotReleased();
+    if (i >= num_grads()) throw py::index_error("gradient index out of range");
+    if (torch_grads_.size() > 0) {
+      PyObject* object = torch_grads_.Wrap(i);
+      if (object == nullptr) throw py::error_already_set();
+      return py::reinterpret_steal<py::object>(object);
+    }
+    return keep_alive_[i];
+  }
   std::vector<GradTensor>& views() { return views_; }
 
  private:
@@ -288,7 +291,8 @@ class TensorViews {
 
   std::vector<GradTensor> views_;
   std::vector<DLManagedTensor*> managed_;
-  py::list keep_alive_;  // the torch tensors viewed (from_torch, from_parameters)
+  py::list keep_alive_;     // the torch tensors viewed (from_torch)
+  TorchGrads torch_grads_;  // the gradients viewed (from_parameters)
   std::vector<int64_t> noncontiguous_;
   bool released_ = false;
 };
@@ -456,9 +460,11 @@ PYBIND11_MODULE(_gradnorm, m) {
                   "Views of the .grad of each parameter that has one, or None "
                   "when a gradient is not a plain torch.Tensor.")
       .def("release", &TensorViews::Release)
-      .def_property_readonly("grads", &TensorViews::grads,
-                             "The torch tensors viewed (from_torch, "
-                             "from_parameters).")
+      .def_property_readonly("num_grads", &TensorViews::num_grads,
+                             "How many torch tensors were viewed (from_torch, "
+                             "from_parameters), contiguous or not.")
+      .def("grad", &TensorViews::grad, py::arg("i"),
+           "The i-th torch tensor viewed (from_torch, from_parameters).")
       .def_property_readonly("noncontiguous", &TensorViews::noncontiguous)
       .def("__len__", &TensorViews::size);
 

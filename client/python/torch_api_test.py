@@ -284,9 +284,29 @@ def test_views_keep_gradients_alive_and_release():
     from gradnorm import _gradnorm
     grads = params([3, 4])
     views = _gradnorm.TensorViews.from_parameters(grads)
-    assert views.grads[0] is grads[0].grad
+    assert views.num_grads == 1
+    assert views.grad(0) is grads[0].grad
     grads[0].grad = None  # the views still hold the tensor
     assert views.partial_norm(2.0) == (25.0, False)
     views.release()
     with pytest.raises(RuntimeError, match="after release"):
         views.partial_norm(2.0)
+
+
+def test_autograd_gradients_and_subclass_gradients():
+    from gradnorm import _gradnorm
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    b = torch.nn.Parameter(torch.tensor([1.0]))
+    (w * torch.tensor([3.0, 4.0])).sum().backward()  # never read from Python
+    (b * 12.0).sum().backward()
+    assert gn.get_grad_norm([w, b], None, None) == 13.0
+
+    class Sub(torch.Tensor):
+        pass
+
+    b.grad = torch.tensor([12.0]).as_subclass(Sub)
+    assert _gradnorm.TensorViews.from_parameters([w, b]) is None
+    assert gn.get_grad_norm([w, b], None, None) == 13.0  # the general path
+    assert gn.clip_grad_norm_([w, b], 6.5).item() == 13.0
+    assert_ulps(w.grad, torch.tensor([3.0, 4.0], dtype=torch.float64) * 6.5 /
+                (13.0 + 1e-6))

@@ -18,6 +18,9 @@
 
 #include <Python.h>
 
+#include <cstddef>
+#include <memory>
+
 #include "absl/status/status.h"
 #include "kernels/grad_tensor.h"
 
@@ -30,11 +33,6 @@ namespace python_internal {
 // torch is not imported.
 bool IsPlainTorchTensor(PyObject* object);
 
-// The `.grad` of plain tensor `parameter` (IsPlainTorchTensor) as a new
-// reference, or nullptr when it has none. Reads the C++ tensor's gradient and
-// returns its Python object (the one `parameter.grad` returns).
-PyObject* PlainTorchGrad(PyObject* parameter);
-
 // Reads the view of plain tensor `tensor` (IsPlainTorchTensor). A
 // non-contiguous tensor sets *contiguous = false and leaves `view` untouched.
 // INVALID_ARGUMENT when its dtype is not float32, bfloat16, float16 or float64
@@ -43,6 +41,49 @@ PyObject* PlainTorchGrad(PyObject* parameter);
 // message ("tensor 3 has ...").
 absl::Status ReadTorchView(PyObject* tensor, size_t index, GradTensor* view,
                            bool* contiguous);
+
+// The gradients of plain parameters held as C++ tensor references, which keep
+// their memory valid with no Python object per gradient: autograd's gradients
+// have none until Python reads `.grad`, and making one (and dropping it again)
+// costs more than reading the view.
+//
+//   TorchGrads grads;
+//   for (PyObject* p : parameters) {
+//     if (grads.Add(p) == TorchGrads::Added::kNotPlain) ...general path...
+//   }
+//   grads.ReadView(0, &view, &contiguous);
+//
+// Destroy or Clear() it with the GIL held. Not thread-safe.
+class TorchGrads {
+ public:
+  enum class Added { kNoGradient, kAdded, kNotPlain };
+
+  TorchGrads();
+  ~TorchGrads();
+  TorchGrads(const TorchGrads&) = delete;
+  TorchGrads& operator=(const TorchGrads&) = delete;
+
+  // Appends the `.grad` of `parameter`. kNoGradient (nothing appended) when
+  // it has none; kNotPlain (nothing appended) when `parameter` or its gradient
+  // is not a plain torch.Tensor / torch.nn.Parameter (a DTensor or another
+  // subclass, whose accessors may mean something else).
+  Added Add(PyObject* parameter);
+
+  size_t size() const;
+
+  // Reads the view of gradient `i`, with ReadTorchView's contract.
+  absl::Status ReadView(size_t i, GradTensor* view, bool* contiguous) const;
+
+  // Gradient `i` as a Python tensor (a new reference; torch makes the object
+  // if the gradient has none yet).
+  PyObject* Wrap(size_t i) const;
+
+  void Clear();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace python_internal
 }  // namespace gradnorm

@@ -151,32 +151,33 @@ def _combine(a: float, b: float, p: float) -> float:
 class _LocalGrads:
     """Zero-copy kernel views of one rank's gradient tensors."""
 
-    def __init__(self, views, grads: List[torch.Tensor]):
+    def __init__(self, views):
         self.views = views
-        self.grads = grads
+        self.num_grads = views.num_grads
+        self.first = views.grad(0) if self.num_grads else None
         # Non-contiguous gradients (rare: parameters created as views) are read
         # through contiguous copies and scaled by torch.
-        self.strided = [grads[i] for i in views.noncontiguous]
+        self.strided = [views.grad(i) for i in views.noncontiguous]
         self.copies = (
             _gradnorm.TensorViews.from_torch(
                 [g.contiguous() for g in self.strided], _DTYPE_CODES)
             if self.strided else None)
         self.stream = 0
-        if grads and grads[0].is_cuda:
-            self.stream = torch.cuda.current_stream(grads[0].device).cuda_stream
+        if self.first is not None and self.first.is_cuda:
+            self.stream = torch.cuda.current_stream(self.first.device).cuda_stream
 
     @classmethod
     def of_tensors(cls, grads: List[torch.Tensor]) -> "_LocalGrads":
-        return cls(_gradnorm.TensorViews.from_torch(grads, _DTYPE_CODES), grads)
+        return cls(_gradnorm.TensorViews.from_torch(grads, _DTYPE_CODES))
 
     @classmethod
     def of_parameters(cls, parameters: list) -> Optional["_LocalGrads"]:
-        """The gradients of plain-tensor parameters; None when some gradient
-        is a DTensor (the caller takes the general path)."""
+        """The gradients of plain-tensor parameters; None when some parameter
+        or gradient is a DTensor (the caller takes the general path)."""
         views = _gradnorm.TensorViews.from_parameters(parameters)
         if views is None:
             return None
-        return cls(views, views.grads)
+        return cls(views)
 
     def partial(self, p: float) -> float:
         threads = torch.get_num_threads()
@@ -251,7 +252,7 @@ def _reduce(partial: float, p: float, group, device) -> float:
     return t.item()
 
 
-def _reduction_device(group, grads) -> torch.device:
+def _reduction_device(group) -> torch.device:
     if dist.get_backend(group) == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
@@ -298,11 +299,9 @@ def get_grad_norm(parameters: _TensorOrTensors, dp_cp_group, tp_group,
         partial = local.partial(p)
     finally:
         local.done()
-    grads = local.grads
     for group in (dp_cp_group, tp_group):
         if group is not None:
-            partial = _reduce(partial, p, group,
-                              _reduction_device(group, grads))
+            partial = _reduce(partial, p, group, _reduction_device(group))
     return _total_from_partial(partial, p)
 
 
@@ -362,8 +361,7 @@ def clip_grad_norm_(parameters: _TensorOrTensors, max_norm: float,
 
 def _clip_local(local: _LocalGrads, p: float, max_norm: float,
                 error_if_nonfinite: bool) -> torch.Tensor:
-    grads = local.grads
-    if not grads:
+    if local.num_grads == 0:
         return torch.tensor(0.0)
     total = _total_from_partial(local.partial(p), p)
     if error_if_nonfinite and not math.isfinite(total):
@@ -376,8 +374,9 @@ def _clip_local(local: _LocalGrads, p: float, max_norm: float,
         coef = max_norm / (total + _CLIP_EPSILON)
         if coef < 1.0:
             local.scale_(coef)
-    out_dtype = torch.float64 if grads[0].dtype == torch.float64 else torch.float32
-    return torch.tensor(total, dtype=out_dtype, device=grads[0].device)
+    first = local.first
+    out_dtype = torch.float64 if first.dtype == torch.float64 else torch.float32
+    return torch.tensor(total, dtype=out_dtype, device=first.device)
 
 
 class _GroupCommunicator:
