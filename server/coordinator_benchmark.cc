@@ -27,6 +27,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "benchmark/benchmark.h"
 #include "grpcpp/grpcpp.h"
@@ -317,4 +318,12 @@ BENCHMARK(BM_CoordinatorThroughput)->UseRealTime()->MinTime(1.0);
 }  // namespace server
 }  // namespace gradnorm
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  // As //server:coordinator runs (coordinator_main.cc).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
