@@ -6,7 +6,6 @@
 
 #include <cstdlib>
 #include <fstream>
-#include <sstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "server/coordinator_server.h"
 #include "server/coordinator_test_util.h"
+#include "server/test_certificates.h"
 
 namespace gradnorm {
 namespace server {
@@ -31,43 +31,13 @@ std::string Dir() {
 std::string Path(const std::string& name) { return absl::StrCat(Dir(), "/", name); }
 
 std::string Read(const std::string& name) {
-  std::ifstream in(Path(name));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-bool Run(const std::string& command) {
-  const std::string full =
-      absl::StrCat("cd '", Dir(), "' && (", command, ") >/dev/null 2>&1");
-  return std::system(full.c_str()) == 0;
-}
-
-// A CA `ca` and a certificate `name` signed by it with subjectAltName `san`.
-bool MakeCa(const std::string& ca) {
-  return Run(absl::StrCat(
-      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-      "-keyout ",
-      ca, ".key -out ", ca, ".crt -days 2 -subj /CN=", ca));
-}
-bool MakeCert(const std::string& ca, const std::string& name, const std::string& san) {
-  return Run(absl::StrCat(
-             "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-             "-keyout ",
-             name, ".key -out ", name, ".csr -subj /CN=", name)) &&
-         Run(absl::StrCat("printf 'subjectAltName=", san, "' > ", name, ".ext")) &&
-         Run(absl::StrCat("openssl x509 -req -in ", name, ".csr -CA ", ca,
-                          ".crt -CAkey ", ca, ".key -CAcreateserial -days 2 -out ",
-                          name, ".crt -extfile ", name, ".ext"));
+  return ReadPem(Path(name)).value_or("");
 }
 
 class TlsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    ok_ = MakeCa("ca") && MakeCa("foreign-ca") &&
-          MakeCert("ca", "server", "DNS:localhost,IP:127.0.0.1") &&
-          MakeCert("ca", "client", "DNS:trainer") &&
-          MakeCert("foreign-ca", "foreign-client", "DNS:trainer");
+    ok_ = MakeTestCertificates(Dir()).ok();
   }
 
   void SetUp() override { ASSERT_TRUE(ok_) << "openssl failed to make test certificates"; }
