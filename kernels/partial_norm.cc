@@ -88,6 +88,7 @@ absl::StatusOr<PartialNorm> ComputePartialNorm(
   cpu_options.chunk_elements = options.chunk_elements;
   cpu_options.per_tensor = options.per_tensor;
   cpu_options.fp32_accumulation = options.fp32_accumulation;
+  cpu_options.parallel_for = &options.parallel_for;
   return ToPartialNorm(
       kernels_internal::ComputePartialNormCpu(tensors, p, cpu_options));
 }
@@ -138,7 +139,8 @@ absl::Status ScaleInPlace(absl::Span<const GradTensor> tensors, double coef,
     return NoCuda(tensors);
 #endif
   }
-  kernels_internal::ScaleInPlaceCpu(tensors, coef, options.num_threads);
+  kernels_internal::ScaleInPlaceCpu(tensors, coef, options.num_threads,
+                                    &options.parallel_for);
   return absl::OkStatus();
 }
 

@@ -20,6 +20,7 @@
 #define GRADNORM_KERNELS_PARTIAL_NORM_H_
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -29,9 +30,30 @@
 
 namespace gradnorm {
 
+// An executor for the CPU kernels' work items: runs fn(i) once for every i in
+// [0, n), in any order, on any threads (the caller's included), and returns
+// when all have finished. Work items are fixed before it is called and each
+// writes its own result, so the executor never changes a result. Lets a host
+// process run the kernels on its own worker threads (e.g. PyTorch's intra-op
+// pool through at::parallel_for) instead of gradnorm's pool, so the two pools
+// do not compete for cores. fn does not throw.
+//
+//   options.parallel_for = [](int64_t n,
+//                             const std::function<void(int64_t)>& fn) {
+//     at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
+//       for (int64_t i = b; i < e; ++i) fn(i);
+//     });
+//   };
+using ParallelFor =
+    std::function<void(int64_t n, const std::function<void(int64_t)>& fn)>;
+
 struct PartialNormOptions {
   // CPU worker threads; 0 means one per hardware thread. Does not change the result.
+  // With parallel_for set, it only sizes the work items (about eight per thread).
   int num_threads = 0;
+  // CPU: runs the work items when set (and the input is large enough to split);
+  // empty means gradnorm's own persistent thread pool. Does not change the result.
+  ParallelFor parallel_for;
   // Elements per work chunk. Chunks are combined in a fixed order, so the result
   // depends on this value but never on num_threads; 0 means the default.
   int64_t chunk_elements = 0;
@@ -62,7 +84,8 @@ struct PartialNorm {
 // RESOURCE_EXHAUSTED when the device workspace cannot be allocated; INTERNAL for
 // any other CUDA error. CUDA error messages name the failing call.
 //
-// Host tensors: computed by the calling thread and a persistent worker pool.
+// Host tensors: computed by the calling thread and a persistent worker pool, or
+// by options.parallel_for when set.
 // CUDA tensors: enqueued on options.cuda_stream of the tensors' device, then
 // synchronized; the fp64 result equals the CPU's to about 1e-12 relative.
 absl::StatusOr<PartialNorm> ComputePartialNorm(
@@ -81,6 +104,8 @@ absl::Status ComputePartialNormOnDevice(absl::Span<const GradTensor> tensors,
 
 struct ScaleOptions {
   int num_threads = 0;
+  // As PartialNormOptions::parallel_for.
+  ParallelFor parallel_for;
   void* cuda_stream = nullptr;
 };
 

@@ -2,8 +2,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <atomic>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <thread>
 #include <vector>
 
 #if defined(GRADNORM_WITH_CUDA)
@@ -295,6 +298,76 @@ TEST(PartialNormTest, BitwiseIdenticalForAnyThreadCount) {
   }
 }
 
+// A caller's executor: three std::threads taking the indices from the last one
+// down, interleaved. Counts its calls and the items it ran.
+struct ReverseOnThreeThreads {
+  std::atomic<int> calls{0};
+  std::atomic<int64_t> items{0};
+
+  ParallelFor Get() {
+    return [this](int64_t n, const std::function<void(int64_t)>& fn) {
+      calls.fetch_add(1);
+      std::vector<std::thread> threads;
+      for (int k = 0; k < 3; ++k) {
+        threads.emplace_back([&, k] {
+          for (int64_t i = n - 1 - k; i >= 0; i -= 3) {
+            fn(i);
+            items.fetch_add(1);
+          }
+        });
+      }
+      for (std::thread& t : threads) t.join();
+    };
+  }
+};
+
+TEST(PartialNormTest, CallersExecutorGivesBitwiseTheSameResult) {
+  std::vector<TestTensor> storage;
+  for (DType dtype : AllDTypes()) {
+    storage.emplace_back(dtype, RandomValues(300001, dtype, 5), 1);
+    storage.emplace_back(dtype, RandomValues(4097, dtype, 6));
+    storage.emplace_back(dtype, RandomValues(0, dtype, 7));
+  }
+  std::vector<GradTensor> views;
+  for (TestTensor& t : storage) views.push_back(t.view());
+  for (double p : {0.5, 1.0, 2.0, 3.0, kInf}) {
+    for (int64_t chunk : {int64_t{0}, int64_t{1000}, int64_t{100003}}) {
+      PartialNormOptions opts;
+      opts.chunk_elements = chunk;
+      opts.per_tensor = true;
+      opts.num_threads = 2;
+      absl::StatusOr<PartialNorm> pool = ComputePartialNorm(views, p, opts);
+      ASSERT_TRUE(pool.ok());
+      ReverseOnThreeThreads executor;
+      opts.parallel_for = executor.Get();
+      absl::StatusOr<PartialNorm> r = ComputePartialNorm(views, p, opts);
+      ASSERT_TRUE(r.ok());
+      EXPECT_EQ(executor.calls.load(), 1) << "p=" << p << " chunk=" << chunk;
+      EXPECT_GT(executor.items.load(), 1);
+      EXPECT_EQ(Bits(r->value), Bits(pool->value))
+          << "p=" << p << " chunk=" << chunk;
+      EXPECT_EQ(r->nonfinite, pool->nonfinite);
+      ASSERT_EQ(r->per_tensor.size(), views.size());
+      for (size_t i = 0; i < views.size(); ++i) {
+        EXPECT_EQ(Bits(r->per_tensor[i]), Bits(pool->per_tensor[i])) << i;
+      }
+    }
+  }
+}
+
+TEST(PartialNormTest, CallersExecutorIsNotCalledForSmallInputs) {
+  TestTensor t(DType::kFloat32, RandomValues(1000, DType::kFloat32, 3));
+  ReverseOnThreeThreads executor;
+  PartialNormOptions opts;
+  opts.num_threads = 2;
+  opts.parallel_for = executor.Get();
+  absl::StatusOr<PartialNorm> r = ComputePartialNorm({t.view()}, 2.0, opts);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(Bits(r->value),
+            Bits(ComputePartialNorm({t.view()}, 2.0)->value));
+  EXPECT_EQ(executor.calls.load(), 0);  // one thread's work runs inline
+}
+
 TEST(PartialNormTest, Fp32AccumulationIsCloseAndOverflows) {
   TestTensor t(DType::kFloat32, RandomValues(100000, DType::kFloat16, 9));
   PartialNormOptions opts;
@@ -354,6 +427,26 @@ TEST(ScaleInPlaceTest, ThreadCountDoesNotMatter) {
     for (int64_t i = 0; i < t.numel(); ++i) {
       ASSERT_EQ(t.Get(i), u.Get(i) * 0.25);
     }
+  }
+}
+
+TEST(ScaleInPlaceTest, CallersExecutorGivesBitwiseTheSameResult) {
+  for (DType dtype : AllDTypes()) {
+    const std::vector<double> a = RandomValues(300001, dtype, 31);
+    const std::vector<double> b = RandomValues(70001, dtype, 32);
+    TestTensor pool_a(dtype, a, 1), pool_b(dtype, b);
+    TestTensor ours_a(dtype, a, 1), ours_b(dtype, b);
+    ScaleOptions opts;
+    opts.num_threads = 2;
+    ASSERT_TRUE(ScaleInPlace({pool_a.view(), pool_b.view()}, 0.37, opts).ok());
+    ReverseOnThreeThreads executor;
+    opts.parallel_for = executor.Get();
+    ASSERT_TRUE(ScaleInPlace({ours_a.view(), ours_b.view()}, 0.37, opts).ok());
+    EXPECT_EQ(executor.calls.load(), 1) << DTypeName(dtype);
+    EXPECT_GT(executor.items.load(), 1);
+    EXPECT_EQ(ours_a.Bytes(), pool_a.Bytes()) << DTypeName(dtype);
+    EXPECT_EQ(ours_b.Bytes(), pool_b.Bytes()) << DTypeName(dtype);
+    EXPECT_NE(ours_a.Bytes(), TestTensor(dtype, a, 1).Bytes());  // scaled
   }
 }
 

@@ -16,7 +16,9 @@
 //   DLPack capsule costs about a microsecond per tensor in torch, more than
 //   the whole norm of a small tensor; trainers with ten thousand gradients pay
 //   that every step. The tensors are kept referenced by the TensorViews, so
-//   the memory stays valid.
+//   the memory stays valid. Their CPU kernels (and the Clipper's) run on
+//   torch's intra-op threads (TorchParallelFor), not on a second pool that
+//   would compete with torch's spinning OpenMP workers for the cores.
 //
 // Errors: INVALID_ARGUMENT becomes ValueError, every other code RuntimeError,
 // the message prefixed with the code name.
@@ -179,6 +181,7 @@ class TensorViews {
   static std::unique_ptr<TensorViews> FromTorch(const py::sequence& tensors,
                                                 const py::dict& dtype_codes) {
     auto views = std::make_unique<TensorViews>();
+    views->on_torch_threads_ = true;
     views->views_.reserve(tensors.size());
     views->keep_alive_ = py::list(tensors);
     for (size_t i = 0; i < tensors.size(); ++i) {
@@ -200,6 +203,7 @@ class TensorViews {
   // gradients need no invalidation; the gradients are held as C++ tensors.
   static py::object FromParameters(const py::iterable& parameters) {
     auto views = std::make_unique<TensorViews>();
+    views->on_torch_threads_ = true;
     TorchGrads& grads = views->torch_grads_;
     for (py::handle parameter : parameters) {
       if (grads.Add(parameter.ptr()) == TorchGrads::Added::kNotPlain) {
@@ -227,6 +231,7 @@ class TensorViews {
     CheckNotReleased();
     PartialNormOptions options;
     options.num_threads = num_threads;
+    if (on_torch_threads_) options.parallel_for = TorchParallelFor;
     options.cuda_stream = reinterpret_cast<void*>(cuda_stream);
     absl::StatusOr<gradnorm::PartialNorm> partial;
     {
@@ -241,6 +246,7 @@ class TensorViews {
     CheckNotReleased();
     ScaleOptions options;
     options.num_threads = num_threads;
+    if (on_torch_threads_) options.parallel_for = TorchParallelFor;
     options.cuda_stream = reinterpret_cast<void*>(cuda_stream);
     absl::Status status;
     {
@@ -294,6 +300,9 @@ class TensorViews {
   py::list keep_alive_;     // the torch tensors viewed (from_torch)
   TorchGrads torch_grads_;  // the gradients viewed (from_parameters)
   std::vector<int64_t> noncontiguous_;
+  // Views of torch tensors run the CPU kernels on torch's intra-op threads
+  // (TorchParallelFor), not beside them on gradnorm's pool.
+  bool on_torch_threads_ = false;
   bool released_ = false;
 };
 
@@ -329,6 +338,9 @@ class Clipper {
     options.norm_type = norm_type;
     options.max_norm = max_norm;
     options.error_if_nonfinite = error_if_nonfinite;
+    // Only gradnorm.torch makes a Clipper: run the kernels on torch's threads.
+    options.partial.parallel_for = TorchParallelFor;
+    options.scale.parallel_for = TorchParallelFor;
     std::optional<CoordinatorBinding> binding;
     if (!coordinator.is_none()) {
       py::dict c = coordinator.cast<py::dict>();

@@ -7,8 +7,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <vector>
+
+#include "absl/functional/function_ref.h"
 
 #include "kernels/internal/half.h"
 #include "kernels/internal/thread_pool.h"
@@ -599,6 +602,21 @@ size_t ElementSize(DType dtype) {
   return 0;
 }
 
+// Runs fn over [0, num_tasks): on the caller's executor when one is given and
+// there is more than one thread's work, else on the default pool (which runs a
+// single thread's work inline). Each task writes its own slots, so who runs it
+// never matters.
+void RunTasks(int64_t num_tasks, int parallelism,
+              const CpuParallelFor* parallel_for,
+              absl::FunctionRef<void(int64_t)> fn) {
+  if (parallel_for != nullptr && *parallel_for && parallelism > 1 &&
+      num_tasks > 1) {
+    (*parallel_for)(num_tasks, std::function<void(int64_t)>(fn));
+    return;
+  }
+  ThreadPool::Default().ParallelFor(num_tasks, parallelism, fn);
+}
+
 struct Scratch {
   std::vector<size_t> first_chunk;
   std::vector<TaskSpan> tasks;
@@ -692,8 +710,9 @@ NormResult ComputePartialNormCpu(absl::Span<const GradTensor> tensors, double p,
 
   // HWY_DYNAMIC_DISPATCH is looked up per task, not cached: the first lookup
   // yields a stub that detects the CPU on every call.
-  ThreadPool::Default().ParallelFor(
-      static_cast<int64_t>(tasks.size()), parallelism, [&](int64_t task) {
+  RunTasks(
+      static_cast<int64_t>(tasks.size()), parallelism, options.parallel_for,
+      [&](int64_t task) {
         HWY_DYNAMIC_DISPATCH(ReduceTask)(tensors.data(), tasks[task],
                                          chunk_elements, spec,
                                          chunk_value.data());
@@ -723,7 +742,7 @@ NormResult ComputePartialNormCpu(absl::Span<const GradTensor> tensors, double p,
 }
 
 void ScaleInPlaceCpu(absl::Span<const GradTensor> tensors, double coef,
-                     int num_threads) {
+                     int num_threads, const CpuParallelFor* parallel_for) {
   struct Piece {
     void* data;
     int64_t numel;
@@ -786,8 +805,8 @@ void ScaleInPlaceCpu(absl::Span<const GradTensor> tensors, double coef,
     pending += pieces[i].numel;
   }
   task_begin.push_back(pieces.size());
-  ThreadPool::Default().ParallelFor(
-      static_cast<int64_t>(task_begin.size()) - 1, parallelism,
+  RunTasks(
+      static_cast<int64_t>(task_begin.size()) - 1, parallelism, parallel_for,
       [&](int64_t task) {
         for (size_t i = task_begin[task]; i < task_begin[task + 1]; ++i) {
           HWY_DYNAMIC_DISPATCH(ScaleRange)

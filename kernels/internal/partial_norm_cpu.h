@@ -12,11 +12,13 @@
 // Callers validate first: tensors pass ValidateTensors and are on the CPU, p is
 // > 0 (or +inf), num_threads >= 0, chunk_elements >= 0, coef finite and >= 0.
 //
-// Thread-safety: thread-safe; concurrent calls share one persistent thread pool.
+// Thread-safety: thread-safe; concurrent calls share one persistent thread pool
+// (or run on the caller's executor, CpuNormOptions::parallel_for).
 #ifndef GRADNORM_KERNELS_INTERNAL_PARTIAL_NORM_CPU_H_
 #define GRADNORM_KERNELS_INTERNAL_PARTIAL_NORM_CPU_H_
 
 #include <cstdint>
+#include <functional>
 
 #include "absl/types/span.h"
 #include "kernels/grad_tensor.h"
@@ -28,8 +30,15 @@ namespace kernels_internal {
 // Elements per chunk when PartialNormOptions::chunk_elements is 0.
 inline constexpr int64_t kDefaultChunkElements = int64_t{1} << 16;
 
+// The same type as gradnorm::ParallelFor (partial_norm.h), which this internal
+// header cannot include.
+using CpuParallelFor =
+    std::function<void(int64_t n, const std::function<void(int64_t)>& fn)>;
+
 struct CpuNormOptions {
   int num_threads = 0;             // 0: one per hardware thread
+  // Runs the tasks when non-null and non-empty; else the default ThreadPool.
+  const CpuParallelFor* parallel_for = nullptr;
   int64_t chunk_elements = 0;      // 0: kDefaultChunkElements
   bool per_tensor = false;
   bool fp32_accumulation = false;  // for 32- and 16-bit inputs, p = 1 or 2
@@ -38,9 +47,10 @@ struct CpuNormOptions {
 NormResult ComputePartialNormCpu(absl::Span<const GradTensor> tensors, double p,
                                  const CpuNormOptions& options);
 
-// num_threads 0: one per hardware thread.
+// num_threads 0: one per hardware thread. `parallel_for` as in CpuNormOptions.
 void ScaleInPlaceCpu(absl::Span<const GradTensor> tensors, double coef,
-                     int num_threads);
+                     int num_threads,
+                     const CpuParallelFor* parallel_for = nullptr);
 
 // What the kernels compute for a chunk; exposed for the per-target tests.
 enum class NormKind : int32_t {
