@@ -39,6 +39,7 @@
 #include "client/grad_norm_clipper.h"
 #include "client/python/dlpack.h"
 #include "client/python/py_communicator.h"
+#include "client/python/torch_parallel_for.h"
 #include "client/python/torch_tensor.h"
 #include "client/single_process_communicator.h"
 #include "kernels/grad_tensor.h"

@@ -1,10 +1,7 @@
 #include "client/python/torch_tensor.h"
 
-#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/python_variable.h>
 
-#include <algorithm>
-#include <atomic>
 #include <string>
 #include <vector>
 
@@ -100,22 +97,6 @@ absl::Status ReadViewOrStatus(const at::Tensor& t, size_t index,
 }
 
 }  // namespace
-
-void TorchParallelFor(int64_t n, const std::function<void(int64_t)>& fn) {
-  // at::parallel_for hands each intra-op thread (the caller among them) one
-  // fixed contiguous range. A thread that is preempted (another process on
-  // the core) would then hold up the rest, so the threads it starts instead
-  // claim work items one at a time from a shared counter, as gradnorm's own
-  // pool does; the items are sized for about eight per thread.
-  std::atomic<int64_t> next{0};
-  const int64_t workers = std::min<int64_t>(n, at::get_num_threads());
-  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < n;
-         i = next.fetch_add(1, std::memory_order_relaxed)) {
-      fn(i);
-    }
-  });
-}
 
 bool IsPlainTorchTensor(PyObject* object) {
   return THPVariableClass != nullptr && THPVariable_CheckExact(object);

@@ -12,16 +12,13 @@
 //
 // torch must be imported before any of these is called (the tensor type
 // objects come from it). This header does not pull in the torch headers; only
-// torch_tensor.cc compiles against them. Thread-safety: callers hold the GIL
-// (except for TorchParallelFor, which is called without it).
+// torch_tensor.cc compiles against them. Thread-safety: callers hold the GIL.
 #ifndef GRADNORM_CLIENT_PYTHON_TORCH_TENSOR_H_
 #define GRADNORM_CLIENT_PYTHON_TORCH_TENSOR_H_
 
 #include <Python.h>
 
 #include <cstddef>
-#include <cstdint>
-#include <functional>
 #include <memory>
 
 #include "absl/status/status.h"
@@ -44,19 +41,6 @@ bool IsPlainTorchTensor(PyObject* object);
 // message ("tensor 3 has ...").
 absl::Status ReadTorchView(PyObject* tensor, size_t index, GradTensor* view,
                            bool* contiguous);
-
-// A gradnorm::ParallelFor (kernels/partial_norm.h) on torch's own intra-op
-// threads: one at::parallel_for over min(n, at::get_num_threads()) workers
-// (the caller among them), each claiming work items from a shared counter.
-// Torch's OpenMP workers keep spinning for a while after every parallel torch
-// op; gradnorm's own pool beside them would oversubscribe the cores, so in a
-// torch process the kernels run on the same threads. Runs inline when called
-// inside a torch parallel region. Call WITHOUT the GIL (fn runs on other
-// threads); fn must not throw.
-//
-//   PartialNormOptions options;
-//   options.parallel_for = TorchParallelFor;
-void TorchParallelFor(int64_t n, const std::function<void(int64_t)>& fn);
 
 // The gradients of plain parameters held as C++ tensor references, which keep
 // their memory valid with no Python object per gradient: autograd's gradients
