@@ -1,6 +1,7 @@
 #include "client/nccl_communicator.h"
 
 #include <cstdint>
+#include <functional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -221,17 +222,16 @@ absl::Status NcclCommunicator::BroadcastOnDevice(double* values, size_t count,
   return Wait("ncclBroadcast");
 }
 
-absl::Status NcclCommunicator::AllReduce(absl::Span<double> values, ReduceOp op) {
-  RETURN_IF_ERROR(Begin());
-  if (values.empty()) return absl::OkStatus();
+absl::Status NcclCommunicator::ThroughDevice(
+    absl::Span<double> values,
+    const std::function<absl::Status(double* device_values)>& collective) {
   const size_t bytes = values.size() * sizeof(double);
   ASSIGN_OR_RETURN(void* staging, Scratch(kStaging, bytes));
   RETURN_IF_ERROR(Remember(CudaStatus(
       cudaMemcpyAsync(staging, values.data(), bytes, cudaMemcpyHostToDevice,
                       stream_),
       "cudaMemcpyAsync")));
-  RETURN_IF_ERROR(
-      AllReduceOnDevice(static_cast<double*>(staging), values.size(), op));
+  RETURN_IF_ERROR(collective(static_cast<double*>(staging)));
   RETURN_IF_ERROR(Remember(CudaStatus(
       cudaMemcpyAsync(values.data(), staging, bytes, cudaMemcpyDeviceToHost,
                       stream_),
@@ -239,23 +239,21 @@ absl::Status NcclCommunicator::AllReduce(absl::Span<double> values, ReduceOp op)
   return Wait("cudaMemcpyAsync");
 }
 
+absl::Status NcclCommunicator::AllReduce(absl::Span<double> values, ReduceOp op) {
+  RETURN_IF_ERROR(Begin());
+  if (values.empty()) return absl::OkStatus();
+  return ThroughDevice(values, [&](double* device_values) {
+    return AllReduceOnDevice(device_values, values.size(), op);
+  });
+}
+
 absl::Status NcclCommunicator::Broadcast(absl::Span<double> values, int root) {
   RETURN_IF_ERROR(CheckRoot(root));
   RETURN_IF_ERROR(Begin());
   if (values.empty()) return absl::OkStatus();
-  const size_t bytes = values.size() * sizeof(double);
-  ASSIGN_OR_RETURN(void* staging, Scratch(kStaging, bytes));
-  RETURN_IF_ERROR(Remember(CudaStatus(
-      cudaMemcpyAsync(staging, values.data(), bytes, cudaMemcpyHostToDevice,
-                      stream_),
-      "cudaMemcpyAsync")));
-  RETURN_IF_ERROR(
-      BroadcastOnDevice(static_cast<double*>(staging), values.size(), root));
-  RETURN_IF_ERROR(Remember(CudaStatus(
-      cudaMemcpyAsync(values.data(), staging, bytes, cudaMemcpyDeviceToHost,
-                      stream_),
-      "cudaMemcpyAsync")));
-  return Wait("cudaMemcpyAsync");
+  return ThroughDevice(values, [&](double* device_values) {
+    return BroadcastOnDevice(device_values, values.size(), root);
+  });
 }
 
 absl::Status NcclCommunicator::BroadcastBytes(std::string* bytes, int root) {

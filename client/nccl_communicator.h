@@ -32,6 +32,7 @@
 #include <nccl.h>
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -90,6 +91,11 @@ class NcclCommunicator final : public Communicator {
   absl::Status Wait(absl::string_view call);
   // A device buffer of at least `bytes` (reused between calls).
   absl::StatusOr<void*> Scratch(int which, size_t bytes);
+  // Copies host `values` to device staging, runs `collective` on it, copies
+  // the result back and waits.
+  absl::Status ThroughDevice(
+      absl::Span<double> values,
+      const std::function<absl::Status(double* device_values)>& collective);
   absl::Status Remember(absl::Status status);
   absl::Status CheckRoot(int root) const;
 

@@ -68,20 +68,6 @@ RunRecord MakeRun(const std::string& id, uint32_t participants) {
   return run;
 }
 
-absl::Status AppendAndWait(TelemetryStore* store, RoundRecord record) {
-  absl::Mutex mu;
-  bool done = false;
-  absl::Status result;
-  store->AppendRound(std::move(record), [&](absl::Status status) {
-    absl::MutexLock lock(&mu);
-    result = status;
-    done = true;
-  });
-  absl::MutexLock lock(&mu);
-  mu.Await(absl::Condition(&done));
-  return result;
-}
-
 TEST(SqliteTelemetryStoreTest, ReopenedFileHoldsEverythingAndIsIntact) {
   const std::string path = TestPath("reopen");
   constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();

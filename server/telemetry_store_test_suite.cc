@@ -52,6 +52,20 @@ RoundRecord MakeRoundRecord(const std::string& run_id, uint64_t step,
   return r;
 }
 
+absl::Status AppendAndWait(TelemetryStore* store, RoundRecord record) {
+  absl::Mutex mu;
+  bool done = false;
+  absl::Status result;
+  store->AppendRound(std::move(record), [&](absl::Status status) {
+    absl::MutexLock lock(&mu);
+    result = status;
+    done = true;
+  });
+  absl::MutexLock lock(&mu);
+  mu.Await(absl::Condition(&done));
+  return result;
+}
+
 namespace {
 
 std::string FreshDir(const std::string& test_name) {
@@ -84,20 +98,6 @@ RunRecord MakeRun(const std::string& id, uint32_t participants) {
   return run;
 }
 
-// Appends and waits for the callback.
-absl::Status AppendAndWait(TelemetryStore* store, RoundRecord record) {
-  absl::Mutex mu;
-  bool done = false;
-  absl::Status result;
-  store->AppendRound(std::move(record), [&](absl::Status status) {
-    absl::MutexLock lock(&mu);
-    result = status;
-    done = true;
-  });
-  absl::MutexLock lock(&mu);
-  mu.Await(absl::Condition(&done));
-  return result;
-}
 
 void ExpectSameDouble(double a, double b) {
   if (std::isnan(a)) {

@@ -32,6 +32,9 @@ RoundRecord MakeRoundRecord(const std::string& run_id, uint64_t step,
                             uint64_t sequence, double total,
                             int participants);
 
+// Appends `record` and waits for its commit callback; returns its status.
+absl::Status AppendAndWait(TelemetryStore* store, RoundRecord record);
+
 }  // namespace server
 }  // namespace gradnorm
 
