@@ -31,14 +31,13 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
-#include "absl/strings/ascii.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/coordinator_client.h"
 #include "client/gloo_communicator.h"
 #include "common/status_macros.h"
 #include "tests/child_process.h"
+#include "tests/local_coordinator.h"
 
 ABSL_FLAG(std::string, n, "2,8,32", "Comma-separated process counts.");
 ABSL_FLAG(int, steps, 200, "Timed steps per repetition.");
@@ -179,34 +178,17 @@ absl::Status Drive(const std::string& self) {
   }
   std::string dir = absl::GetFlag(FLAGS_work_dir);
   if (dir.empty()) {
-    const char* tmp = std::getenv("TEST_TMPDIR");
-    std::string pattern = absl::StrCat(tmp ? tmp : "/tmp", "/gradnorm-crossjob-XXXXXX");
-    if (mkdtemp(pattern.data()) == nullptr) return absl::InternalError("mkdtemp failed");
-    dir = pattern;
+    ASSIGN_OR_RETURN(dir, MakeScratchDir("gradnorm-crossjob"));
   }
-  std::string bin = self.substr(0, self.rfind('/'));
-  bin = bin.substr(0, bin.rfind('/'));
-  const std::string coordinator_bin = bin + "/server/coordinator";
 
   // One coordinator for every N, as a deployment would have.
-  const std::string port_file = dir + "/coordinator.port";
-  ASSIGN_OR_RETURN(std::unique_ptr<ChildProcess> coordinator,
-                   ChildProcess::Start({coordinator_bin, "--listen=127.0.0.1:0",
-                                        "--db=" + dir + "/gradnorm.db",
-                                        "--store=" + absl::GetFlag(FLAGS_coordinator_store),
-                                        "--port_file=" + port_file},
-                                       dir + "/coordinator.log"));
-  std::string port;
-  for (absl::Time until = absl::Now() + absl::Seconds(20); absl::Now() < until;) {
-    port = std::string(absl::StripAsciiWhitespace(ReadWholeFile(port_file)));
-    if (!port.empty()) break;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  if (port.empty()) {
-    return absl::UnavailableError(absl::StrCat("coordinator did not start:\n",
-                                               LastLinesOf(dir + "/coordinator.log", 10)));
-  }
-  const std::string target = "127.0.0.1:" + port;
+  ASSIGN_OR_RETURN(
+      LocalCoordinator local,
+      StartLocalCoordinator(
+          BazelBinOfThisBinary() + "/server/coordinator", dir,
+          {"--store=" + absl::GetFlag(FLAGS_coordinator_store)}));
+  std::unique_ptr<ChildProcess>& coordinator = local.process;
+  const std::string& target = local.target;
   CoordinatorClientOptions client_options;
   client_options.target = target;
   ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client,

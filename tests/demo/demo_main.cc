@@ -20,9 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <cstdio>
 #include <limits>
 #include <map>
@@ -44,6 +42,7 @@
 #include "gradnorm/v1/coordinator.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "tests/child_process.h"
+#include "tests/local_coordinator.h"
 #include "tests/demo/synthetic_model.h"
 
 ABSL_FLAG(int, jobs, 2, "Jobs (coordinator participants) in the run.");
@@ -154,7 +153,7 @@ absl::Status RunCtl(const std::string& ctl, const std::vector<std::string>& args
   return absl::OkStatus();
 }
 
-absl::Status Run(const std::string& self) {
+absl::Status Run() {
   const int jobs = absl::GetFlag(FLAGS_jobs);
   const int ranks = absl::GetFlag(FLAGS_ranks);
   const int tp = absl::GetFlag(FLAGS_tp);
@@ -171,49 +170,23 @@ absl::Status Run(const std::string& self) {
                    MakeConfig(policy, absl::GetFlag(FLAGS_max_norm), jobs));
 
   std::string bin = absl::GetFlag(FLAGS_bin_dir);
-  if (bin.empty()) {
-    // This binary is <bazel-bin>/tests/demo.
-    bin = self.substr(0, self.rfind('/'));
-    bin = bin.substr(0, bin.rfind('/'));
-  }
+  if (bin.empty()) bin = BazelBinOfThisBinary();
   const std::string coordinator_bin = bin + "/server/coordinator";
   const std::string rank_bin = bin + "/tests/demo_rank";
   const std::string ctl_bin = bin + "/client/gradnormctl";
 
   std::string dir = absl::GetFlag(FLAGS_data_dir);
   if (dir.empty()) {
-    const char* tmp = std::getenv("TEST_TMPDIR");
-    if (tmp == nullptr) tmp = std::getenv("TMPDIR");
-    std::string pattern = absl::StrCat(tmp ? tmp : "/tmp", "/gradnorm-demo-XXXXXX");
-    if (mkdtemp(pattern.data()) == nullptr) {
-      return absl::InternalError(absl::StrCat("mkdtemp ", pattern, ": ", std::strerror(errno)));
-    }
-    dir = pattern;
+    ASSIGN_OR_RETURN(dir, MakeScratchDir("gradnorm-demo"));
   }
   std::printf("gradnorm demo: %d jobs x %d ranks (DP %d x TP %d), %d steps, policy %s, "
               "max_norm %g\ndata directory: %s\n",
               jobs, ranks, dp, tp, steps, policy.c_str(), config.max_norm(), dir.c_str());
 
   // The coordinator, on a port it picks.
-  const std::string port_file = dir + "/coordinator.port";
-  std::remove(port_file.c_str());
-  ASSIGN_OR_RETURN(std::unique_ptr<ChildProcess> coordinator,
-                   ChildProcess::Start({coordinator_bin, "--listen=127.0.0.1:0",
-                                 "--db=" + dir + "/gradnorm.db",
-                                 "--port_file=" + port_file},
-                                dir + "/coordinator.log"));
-  std::string port;
-  for (absl::Time until = absl::Now() + absl::Seconds(20);
-       port.empty() && absl::Now() < until;) {
-    absl::SleepFor(absl::Milliseconds(20));
-    port = ReadWholeFile(port_file);
-    while (!port.empty() && (port.back() == '\n' || port.back() == ' ')) port.pop_back();
-  }
-  if (port.empty()) {
-    return absl::UnavailableError(absl::StrCat("coordinator did not start:\n",
-                                               LastLinesOf(dir + "/coordinator.log", 10)));
-  }
-  const std::string target = "127.0.0.1:" + port;
+  ASSIGN_OR_RETURN(LocalCoordinator local, StartLocalCoordinator(coordinator_bin, dir, {}));
+  std::unique_ptr<ChildProcess>& coordinator = local.process;
+  const std::string& target = local.target;
   std::printf("coordinator: %s (SQLite %s/gradnorm.db)\n\n", target.c_str(), dir.c_str());
 
   const std::string run_id = absl::StrCat("demo-", policy, "-", getpid());
@@ -398,10 +371,7 @@ absl::Status Run(const std::string& self) {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  char self[4096];
-  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-  self[n > 0 ? n : 0] = '\0';
-  const absl::Status status = gradnorm::demo::Run(self);
+  const absl::Status status = gradnorm::demo::Run();
   std::fflush(stdout);
   if (!status.ok()) {
     std::fprintf(stderr, "demo FAILED: %s\n", status.ToString().c_str());
