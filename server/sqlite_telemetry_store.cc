@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <limits>
-#include <map>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -10,13 +9,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
+#include "common/status_macros.h"
+#include "server/participant_codec.h"
 #include "server/sqlite_errors.h"
 
 namespace gradnorm {
 namespace server {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 constexpr char kSchema[] = R"sql(
 CREATE TABLE IF NOT EXISTS runs (
@@ -37,18 +38,14 @@ CREATE TABLE IF NOT EXISTS rounds (
   arrival_spread_seconds REAL NOT NULL,
   slowest_participant INTEGER NOT NULL,
   finalized_unix_micros INTEGER NOT NULL,
+  participants BLOB NOT NULL,
   PRIMARY KEY (run_id, step)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS participants (
-  run_id TEXT NOT NULL,
-  step INTEGER NOT NULL,
-  participant INTEGER NOT NULL,
-  partial REAL,
-  arrival_offset_seconds REAL NOT NULL,
-  num_elements INTEGER NOT NULL,
-  PRIMARY KEY (run_id, step, participant),
-  FOREIGN KEY (run_id, step) REFERENCES rounds(run_id, step)
-) WITHOUT ROWID;
+)sql";
+
+// Schema 1 kept participants in a table of their own, one row each.
+constexpr char kMigrateFrom1[] = R"sql(
+ALTER TABLE rounds ADD COLUMN participants BLOB NOT NULL DEFAULT x'';
 )sql";
 
 struct StatementDeleter {
@@ -116,15 +113,11 @@ struct SqliteTelemetryStore::Op {
 struct SqliteTelemetryStore::Statements {
   Statement insert_run;
   Statement insert_round;
-  Statement insert_participant;
   // Transaction control, prepared once: parsing them on every commit costs
   // as much as the inserts.
   Statement begin;
   Statement commit;
   Statement rollback;
-  Statement savepoint;
-  Statement rollback_to_savepoint;
-  Statement release_savepoint;
 };
 
 SqliteTelemetryStore::SqliteTelemetryStore(const SqliteStoreOptions& options,
@@ -162,40 +155,109 @@ absl::Status SqliteTelemetryStore::Exec(const char* sql) {
   return absl::OkStatus();
 }
 
-absl::Status SqliteTelemetryStore::Prepare() {
-  sqlite3_busy_timeout(db_, options_.busy_timeout_ms);
-  // journal_mode returns a row; sqlite3_exec discards it.
-  if (absl::Status s = Exec("PRAGMA journal_mode=WAL"); !s.ok()) return s;
-  if (absl::Status s = Exec(options_.synchronous_full
-                                ? "PRAGMA synchronous=FULL"
-                                : "PRAGMA synchronous=NORMAL");
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = Exec("PRAGMA foreign_keys=ON"); !s.ok()) return s;
-
-  absl::StatusOr<Statement> version = PrepareStatement(db_, "PRAGMA user_version");
-  if (!version.ok()) return version.status();
-  int rc = sqlite3_step(version->get());
+absl::Status SqliteTelemetryStore::CreateOrMigrateSchema() {
+  ASSIGN_OR_RETURN(Statement version, PrepareStatement(db_, "PRAGMA user_version"));
+  int rc = sqlite3_step(version.get());
   if (rc != SQLITE_ROW) return SqliteError(rc, db_, "PRAGMA user_version");
-  const int found = sqlite3_column_int(version->get(), 0);
-  version->reset();
+  const int found = sqlite3_column_int(version.get(), 0);
+  version.reset();
   if (found > kSchemaVersion) {
     return absl::FailedPreconditionError(absl::StrCat(
         options_.path, " has schema version ", found,
         ", newer than this coordinator's ", kSchemaVersion,
         "; run a newer coordinator"));
   }
-  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
-  absl::Status created = Exec(kSchema);
-  if (created.ok()) {
-    created = Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
+  if (found == kSchemaVersion) return absl::OkStatus();
+  if (found == 1) {
+    RETURN_IF_ERROR(MigrateFrom1());
+  } else {
+    RETURN_IF_ERROR(Exec(kSchema));
   }
+  return Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
+}
+
+absl::Status SqliteTelemetryStore::MigrateFrom1() {
+  RETURN_IF_ERROR(Exec(kMigrateFrom1));
+  ASSIGN_OR_RETURN(
+      Statement select,
+      PrepareStatement(db_,
+                       "SELECT run_id, step, participant, partial, "
+                       "arrival_offset_seconds, num_elements FROM participants "
+                       "ORDER BY run_id, step, participant"));
+  ASSIGN_OR_RETURN(
+      Statement update,
+      PrepareStatement(db_, "UPDATE rounds SET participants = ?3 "
+                            "WHERE run_id = ?1 AND step = ?2"));
+  std::string run_id;
+  int64_t step = 0;
+  std::vector<ParticipantRecord> participants;
+  auto write = [&]() -> absl::Status {
+    if (participants.empty()) return absl::OkStatus();
+    const std::string blob = EncodeParticipants(participants);
+    sqlite3_bind_text(update.get(), 1, run_id.data(), run_id.size(), SQLITE_STATIC);
+    sqlite3_bind_int64(update.get(), 2, step);
+    sqlite3_bind_blob(update.get(), 3, blob.data(), blob.size(), SQLITE_STATIC);
+    RETURN_IF_ERROR(StepDone(db_, update.get(), "UPDATE rounds SET participants"));
+    participants.clear();
+    return absl::OkStatus();
+  };
+  sqlite3_stmt* q = select.get();
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    std::string row_run = ColumnText(q, 0);
+    const int64_t row_step = sqlite3_column_int64(q, 1);
+    if (row_run != run_id || row_step != step) {
+      RETURN_IF_ERROR(write());
+      run_id = std::move(row_run);
+      step = row_step;
+    }
+    const int64_t index = sqlite3_column_int64(q, 2);
+    if (index != static_cast<int64_t>(participants.size())) {
+      return absl::DataLossError(absl::StrCat(
+          "participant ", index, " of step ", step, " of run ", run_id,
+          " is stored without participant ", participants.size()));
+    }
+    ParticipantRecord p;
+    p.partial = ColumnReal(q, 3);
+    p.arrival_offset_seconds = sqlite3_column_double(q, 4);
+    p.num_elements = static_cast<uint64_t>(sqlite3_column_int64(q, 5));
+    participants.push_back(p);
+  }
+  if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM participants");
+  RETURN_IF_ERROR(write());
+  select.reset();
+  return Exec("DROP TABLE participants");
+}
+
+absl::Status SqliteTelemetryStore::Prepare() {
+  sqlite3_busy_timeout(db_, options_.busy_timeout_ms);
+  // One coordinator owns the file while it runs. EXCLUSIVE locking, set
+  // before WAL is entered, keeps the WAL index in this process's memory (no
+  // shared-memory file, no file locks per transaction: a third of a small
+  // commit) and makes a second coordinator on the same file fail here instead
+  // of finalizing rounds beside the first.
+  RETURN_IF_ERROR(Exec("PRAGMA locking_mode=EXCLUSIVE"));
+  // The first statement that reads the file takes the lock. journal_mode
+  // returns a row; sqlite3_exec discards it.
+  int rc = sqlite3_exec(db_, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
+  if ((rc & 0xff) == SQLITE_BUSY) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        options_.path, " is locked by another process (another coordinator on the "
+        "same database?); waited ", options_.busy_timeout_ms,
+        " ms. Expected a database no other process has open"));
+  }
+  if (rc != SQLITE_OK) return SqliteError(rc, db_, "PRAGMA journal_mode=WAL");
+  RETURN_IF_ERROR(Exec(options_.synchronous_full ? "PRAGMA synchronous=FULL"
+                                                 : "PRAGMA synchronous=NORMAL"));
+  RETURN_IF_ERROR(Exec("PRAGMA foreign_keys=ON"));
+
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status created = CreateOrMigrateSchema();
   if (!created.ok()) {
     Exec("ROLLBACK").IgnoreError();
     return created;
   }
-  if (absl::Status s = Exec("COMMIT"); !s.ok()) return s;
+  RETURN_IF_ERROR(Exec("COMMIT"));
 
   statements_ = std::make_unique<Statements>();
   struct {
@@ -208,18 +270,12 @@ absl::Status SqliteTelemetryStore::Prepare() {
       {&statements_->insert_round,
        "INSERT INTO rounds (run_id, step, sequence, total_norm, clip_coef, "
        "action, reason, reason_detail, effective_max_norm, "
-       "arrival_spread_seconds, slowest_participant, finalized_unix_micros) "
-       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"},
-      {&statements_->insert_participant,
-       "INSERT INTO participants (run_id, step, participant, partial, "
-       "arrival_offset_seconds, num_elements) VALUES (?1, ?2, ?3, ?4, ?5, "
-       "?6)"},
+       "arrival_spread_seconds, slowest_participant, finalized_unix_micros, "
+       "participants) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"},
       {&statements_->begin, "BEGIN IMMEDIATE"},
       {&statements_->commit, "COMMIT"},
       {&statements_->rollback, "ROLLBACK"},
-      {&statements_->savepoint, "SAVEPOINT record"},
-      {&statements_->rollback_to_savepoint, "ROLLBACK TO record"},
-      {&statements_->release_savepoint, "RELEASE record"},
   };
   for (const auto& p : prepared) {
     absl::StatusOr<Statement> statement = PrepareStatement(db_, p.sql);
@@ -294,18 +350,17 @@ uint64_t SqliteTelemetryStore::transactions() const {
 }
 
 absl::Status SqliteTelemetryStore::WriteOp(const Op& op) {
-  if (absl::Status s = StepDone(db_, statements_->savepoint.get(), "SAVEPOINT");
-      !s.ok()) {
-    return s;
-  }
+  // Bound values outlive the step (StepDone clears the bindings), so none is
+  // copied. Each record is one INSERT; a refused INSERT undoes only itself (ON
+  // CONFLICT ABORT), so one bad record leaves the others of its batch intact.
   absl::Status status;
   if (op.run.has_value()) {
     sqlite3_stmt* s = statements_->insert_run.get();
     const RunRecord& run = *op.run;
     std::string config = run.config.SerializeAsString();
     sqlite3_bind_text(s, 1, run.run_id.data(), run.run_id.size(),
-                      SQLITE_TRANSIENT);
-    sqlite3_bind_blob(s, 2, config.data(), config.size(), SQLITE_TRANSIENT);
+                      SQLITE_STATIC);
+    sqlite3_bind_blob(s, 2, config.data(), config.size(), SQLITE_STATIC);
     sqlite3_bind_int64(s, 3, run.created_unix_micros);
     status = StepDone(db_, s, "INSERT INTO runs");
     if (status.code() == absl::StatusCode::kAlreadyExists) {
@@ -318,7 +373,7 @@ absl::Status SqliteTelemetryStore::WriteOp(const Op& op) {
     const int64_t step = static_cast<int64_t>(r.step());
     sqlite3_stmt* s = statements_->insert_round.get();
     sqlite3_bind_text(s, 1, r.run_id().data(), r.run_id().size(),
-                      SQLITE_TRANSIENT);
+                      SQLITE_STATIC);
     sqlite3_bind_int64(s, 2, step);
     sqlite3_bind_int64(s, 3, static_cast<int64_t>(record.sequence));
     BindReal(s, 4, r.total_norm());
@@ -326,38 +381,20 @@ absl::Status SqliteTelemetryStore::WriteOp(const Op& op) {
     sqlite3_bind_int(s, 6, r.action());
     sqlite3_bind_int(s, 7, r.reason());
     sqlite3_bind_text(s, 8, r.reason_detail().data(), r.reason_detail().size(),
-                      SQLITE_TRANSIENT);
+                      SQLITE_STATIC);
     sqlite3_bind_double(s, 9, r.effective_max_norm());
     sqlite3_bind_double(s, 10, r.arrival_spread_seconds());
     sqlite3_bind_int64(s, 11, r.slowest_participant());
     sqlite3_bind_int64(s, 12, r.finalized_unix_micros());
+    const std::string participants = EncodeParticipants(record.participants);
+    sqlite3_bind_blob(s, 13, participants.data(), participants.size(),
+                      SQLITE_STATIC);
     status = StepDone(db_, s, "INSERT INTO rounds");
     if (status.code() == absl::StatusCode::kAlreadyExists) {
       status = absl::AlreadyExistsError(absl::StrCat(
           "round for step ", r.step(), " of run ", r.run_id(),
           " is already stored"));
     }
-    sqlite3_stmt* p = statements_->insert_participant.get();
-    for (size_t i = 0; status.ok() && i < record.participants.size(); ++i) {
-      const ParticipantRecord& part = record.participants[i];
-      sqlite3_bind_text(p, 1, r.run_id().data(), r.run_id().size(),
-                        SQLITE_TRANSIENT);
-      sqlite3_bind_int64(p, 2, step);
-      sqlite3_bind_int64(p, 3, static_cast<int64_t>(i));
-      BindReal(p, 4, part.partial);
-      sqlite3_bind_double(p, 5, part.arrival_offset_seconds);
-      sqlite3_bind_int64(p, 6, static_cast<int64_t>(part.num_elements));
-      status = StepDone(db_, p, "INSERT INTO participants");
-    }
-  }
-  if (!status.ok()) {
-    StepDone(db_, statements_->rollback_to_savepoint.get(), "ROLLBACK TO")
-        .IgnoreError();
-  }
-  if (absl::Status s =
-          StepDone(db_, statements_->release_savepoint.get(), "RELEASE");
-      !s.ok() && status.ok()) {
-    status = s;
   }
   return status;
 }
@@ -443,13 +480,12 @@ absl::StatusOr<StoreContents> SqliteTelemetryStore::Load() {
     }
     if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM runs");
   }
-  std::map<std::pair<std::string, uint64_t>, size_t> index;
   {
     absl::StatusOr<Statement> s = PrepareStatement(
         db_,
         "SELECT run_id, step, sequence, total_norm, clip_coef, action, reason, "
         "reason_detail, effective_max_norm, arrival_spread_seconds, "
-        "slowest_participant, finalized_unix_micros FROM rounds "
+        "slowest_participant, finalized_unix_micros, participants FROM rounds "
         "ORDER BY run_id, sequence");
     if (!s.ok()) return s.status();
     int rc;
@@ -470,40 +506,19 @@ absl::StatusOr<StoreContents> SqliteTelemetryStore::Load() {
       r.set_slowest_participant(
           static_cast<uint32_t>(sqlite3_column_int64(q, 10)));
       r.set_finalized_unix_micros(sqlite3_column_int64(q, 11));
-      index[{r.run_id(), r.step()}] = contents.rounds.size();
+      absl::StatusOr<std::vector<ParticipantRecord>> participants =
+          DecodeParticipants(absl::string_view(
+              static_cast<const char*>(sqlite3_column_blob(q, 12)),
+              sqlite3_column_bytes(q, 12)));
+      if (!participants.ok()) {
+        return absl::DataLossError(absl::StrCat(
+            "step ", r.step(), " of run ", r.run_id(), ": ",
+            participants.status().message()));
+      }
+      record.participants = *std::move(participants);
       contents.rounds.push_back(std::move(record));
     }
     if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM rounds");
-  }
-  {
-    absl::StatusOr<Statement> s = PrepareStatement(
-        db_,
-        "SELECT run_id, step, participant, partial, arrival_offset_seconds, "
-        "num_elements FROM participants ORDER BY run_id, step, participant");
-    if (!s.ok()) return s.status();
-    int rc;
-    while ((rc = sqlite3_step(s->get())) == SQLITE_ROW) {
-      sqlite3_stmt* q = s->get();
-      auto it = index.find(
-          {ColumnText(q, 0), static_cast<uint64_t>(sqlite3_column_int64(q, 1))});
-      if (it == index.end()) continue;  // Foreign keys make this impossible.
-      RoundRecord& record = contents.rounds[it->second];
-      const size_t participant = static_cast<size_t>(sqlite3_column_int64(q, 2));
-      if (participant != record.participants.size()) {
-        return absl::DataLossError(absl::StrCat(
-            "participant ", participant, " of step ", record.result.step(),
-            " of run ", record.result.run_id(),
-            " is stored without participant ", record.participants.size()));
-      }
-      ParticipantRecord p;
-      p.partial = ColumnReal(q, 3);
-      p.arrival_offset_seconds = sqlite3_column_double(q, 4);
-      p.num_elements = static_cast<uint64_t>(sqlite3_column_int64(q, 5));
-      record.participants.push_back(p);
-    }
-    if (rc != SQLITE_DONE) {
-      return SqliteError(rc, db_, "SELECT FROM participants");
-    }
   }
   return contents;
 }

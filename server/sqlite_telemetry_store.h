@@ -10,13 +10,20 @@
 //   absl::StatusOr<std::unique_ptr<SqliteTelemetryStore>> store =
 //       SqliteTelemetryStore::Open(options);
 //
-// Schema (user_version 1): runs(run_id, config BLOB (a serialized RunConfig),
+// Schema (user_version 2): runs(run_id, config BLOB (a serialized RunConfig),
 // created_unix_micros); rounds(run_id, step, sequence, total_norm, clip_coef,
 // action, reason, reason_detail, effective_max_norm, arrival_spread_seconds,
-// slowest_participant, finalized_unix_micros); participants(run_id, step,
-// participant, partial, arrival_offset_seconds, num_elements). NaN totals and
-// partials are stored as NULL (SQLite has no NaN); steps are stored as the
-// int64 with the same bits.
+// slowest_participant, finalized_unix_micros, participants BLOB (each
+// participant's partial, arrival offset and elements: participant_codec.h)).
+// One row, so one B-tree page, per round. NaN totals are stored as NULL (SQLite
+// has no NaN); steps are stored as the int64 with the same bits. A version 1
+// file (participants in a table of their own) is migrated at Open, in one
+// transaction.
+//
+// The coordinator holds the file exclusively while the store is open
+// (locking_mode=EXCLUSIVE): other processes read it after the coordinator
+// stops, or query it through the coordinator's rpcs; a second store on the same
+// file fails at Open.
 //
 // Thread-safety: every method may be called from any thread concurrently;
 // commit callbacks run on the committing thread (an appender's), one at a
@@ -56,7 +63,7 @@ class SqliteTelemetryStore final : public TelemetryStore {
  public:
   // Opens or creates the database. Errors:
   // FAILED_PRECONDITION (cannot open the path; a schema newer than this
-  // build), DATA_LOSS (not a database, corrupt), PERMISSION_DENIED
+  // build; another process holds the file, after busy_timeout_ms), DATA_LOSS (not a database, corrupt), PERMISSION_DENIED
   // (read-only), or another translated SQLite error.
   static absl::StatusOr<std::unique_ptr<SqliteTelemetryStore>> Open(
       const SqliteStoreOptions& options);
@@ -85,13 +92,17 @@ class SqliteTelemetryStore final : public TelemetryStore {
   struct Statements;
 
   SqliteTelemetryStore(const SqliteStoreOptions& options, sqlite3* db);
-  absl::Status Prepare();
+  absl::Status Prepare() ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
+  // Inside Prepare's transaction: creates the tables of a new file, migrates
+  // an older schema, refuses a newer one.
+  absl::Status CreateOrMigrateSchema() ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
+  absl::Status MigrateFrom1() ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
   void Enqueue(Op op);
   // Commits batches of queued records until the queue is empty. Called by the
   // thread that set committing_.
   void CommitQueued();
-  // Writes `op` inside the open transaction, under a savepoint so that one
-  // refused record does not undo the others.
+  // Writes `op` inside the open transaction; a refused record does not undo
+  // the others.
   absl::Status WriteOp(const Op& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
   absl::Status Exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
 

@@ -1,5 +1,7 @@
 #include "server/sqlite_telemetry_store.h"
 
+#include <sqlite3.h>
+
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -158,6 +160,99 @@ TEST(SqliteTelemetryStoreTest, OpenErrorsAreTranslated) {
   auto not_a_db = SqliteTelemetryStore::Open(options);
   EXPECT_EQ(not_a_db.status().code(), absl::StatusCode::kDataLoss)
       << not_a_db.status();
+}
+
+TEST(SqliteTelemetryStoreTest, SecondStoreOnTheSameFileIsRefused) {
+  const std::string path = TestPath("exclusive");
+  std::unique_ptr<SqliteTelemetryStore> first = OpenOrDie(path);
+  ASSERT_NE(first, nullptr);
+  SqliteStoreOptions options;
+  options.path = path;
+  options.busy_timeout_ms = 50;
+  auto second = SqliteTelemetryStore::Open(options);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition)
+      << second.status();
+  EXPECT_THAT(second.status().message(),
+              HasSubstr("is locked by another process (another coordinator on "
+                        "the same database?); waited 50 ms"));
+  // The first store is untouched and keeps working.
+  ASSERT_TRUE(first->PutRun(MakeRun("r", 1)).ok());
+  EXPECT_TRUE(AppendAndWait(first.get(), MakeRoundRecord("r", 1, 1, 1, 1)).ok());
+  first.reset();
+  EXPECT_NE(OpenOrDie(path), nullptr);
+}
+
+// Runs `sql` on a fresh connection to `path`; fails the test on error.
+void ExecOnFile(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* error = nullptr;
+  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error), SQLITE_OK)
+      << (error ? error : "");
+  sqlite3_free(error);
+  sqlite3_close(db);
+}
+
+// A file written by a schema-1 coordinator (participants in a table of their
+// own, NaN partials as NULL) is migrated at Open and loses nothing.
+TEST(SqliteTelemetryStoreTest, SchemaOneFileIsMigrated) {
+  const std::string path = TestPath("schema1");
+  const std::string config = MakeRun("old", 2).config.SerializeAsString();
+  std::string config_hex;
+  for (unsigned char c : config) absl::StrAppend(&config_hex, absl::Hex(c, absl::kZeroPad2));
+  ExecOnFile(path, absl::StrCat(R"sql(
+    PRAGMA journal_mode=WAL;
+    CREATE TABLE runs (run_id TEXT PRIMARY KEY, config BLOB NOT NULL,
+      created_unix_micros INTEGER NOT NULL);
+    CREATE TABLE rounds (run_id TEXT NOT NULL REFERENCES runs(run_id),
+      step INTEGER NOT NULL, sequence INTEGER NOT NULL, total_norm REAL,
+      clip_coef REAL NOT NULL, action INTEGER NOT NULL, reason INTEGER NOT NULL,
+      reason_detail TEXT NOT NULL, effective_max_norm REAL NOT NULL,
+      arrival_spread_seconds REAL NOT NULL, slowest_participant INTEGER NOT NULL,
+      finalized_unix_micros INTEGER NOT NULL,
+      PRIMARY KEY (run_id, step)) WITHOUT ROWID;
+    CREATE TABLE participants (run_id TEXT NOT NULL, step INTEGER NOT NULL,
+      participant INTEGER NOT NULL, partial REAL,
+      arrival_offset_seconds REAL NOT NULL, num_elements INTEGER NOT NULL,
+      PRIMARY KEY (run_id, step, participant),
+      FOREIGN KEY (run_id, step) REFERENCES rounds(run_id, step)) WITHOUT ROWID;
+    INSERT INTO runs VALUES ('old', x')sql", config_hex, R"sql(', 7);
+    INSERT INTO rounds VALUES ('old', 5, 1, 5.0, 1.0, 1, 1, '', 10.0, 0.25, 1, 100);
+    INSERT INTO rounds VALUES ('old', 6, 2, NULL, 0.0, 3, 4, 'nan', 10.0, 0.5, 0, 200);
+    INSERT INTO participants VALUES ('old', 5, 0, 9.0, 0.0, 10);
+    INSERT INTO participants VALUES ('old', 5, 1, 16.0, 0.25, 20);
+    INSERT INTO participants VALUES ('old', 6, 0, NULL, 0.5, 10);
+    INSERT INTO participants VALUES ('old', 6, 1, 4.0, 0.0, 20);
+    PRAGMA user_version=1;
+  )sql"));
+
+  std::unique_ptr<SqliteTelemetryStore> store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(store->CheckIntegrity().ok());
+  absl::StatusOr<StoreContents> contents = store->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  ASSERT_EQ(contents->runs.size(), 1u);
+  EXPECT_EQ(contents->runs[0].config.participants(), 2u);
+  ASSERT_EQ(contents->rounds.size(), 2u);
+  const RoundRecord& first = contents->rounds[0];
+  EXPECT_EQ(first.result.step(), 5u);
+  EXPECT_EQ(first.result.total_norm(), 5.0);
+  ASSERT_EQ(first.participants.size(), 2u);
+  EXPECT_EQ(first.participants[1].partial, 16.0);
+  EXPECT_EQ(first.participants[1].arrival_offset_seconds, 0.25);
+  EXPECT_EQ(first.participants[1].num_elements, 20u);
+  const RoundRecord& second = contents->rounds[1];
+  EXPECT_TRUE(std::isnan(second.result.total_norm()));
+  ASSERT_EQ(second.participants.size(), 2u);
+  EXPECT_TRUE(std::isnan(second.participants[0].partial));
+  EXPECT_EQ(second.participants[1].partial, 4.0);
+  // New rounds go in beside the migrated ones, and survive a reopen.
+  EXPECT_TRUE(AppendAndWait(store.get(), MakeRoundRecord("old", 7, 3, 2.0, 2)).ok());
+  store.reset();
+  store = OpenOrDie(path);
+  contents = store->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  EXPECT_EQ(contents->rounds.size(), 3u);
 }
 
 // The Aggregator on a real file: a restarted coordinator answers retries of

@@ -13,9 +13,9 @@
 //   });
 //
 // Thread-safety: every method may be called from any thread concurrently.
-// Commit callbacks run on an internal thread of the store (SQLite: the writer
-// thread) or, for the in-memory twin in immediate mode, inside AppendRound
-// itself; callers must therefore not hold a lock in AppendRound that the
+// Commit callbacks run on the committing thread (SQLite: the appender that
+// found the store idle, which may be another appender's) or, for the in-memory
+// twin in immediate mode, inside AppendRound itself; callers must therefore not hold a lock in AppendRound that the
 // callback takes. Callbacks of one store never run concurrently with each other
 // and run in the order the records were appended.
 #ifndef GRADNORM_SERVER_TELEMETRY_STORE_H_
