@@ -6,6 +6,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -298,6 +299,50 @@ TEST(PartialNormTest, BitwiseIdenticalForAnyThreadCount) {
   }
 }
 
+// Thousands of small tensors (the kernels prefetch them ahead across chunk,
+// tensor and task boundaries), some empty, some larger than a prefetched
+// block, the last ones empty.
+TEST(PartialNormTest, ManySmallTensorsBitwiseIdenticalForAnyThreadCount) {
+  std::vector<TestTensor> storage;
+  storage.reserve(3003);
+  std::mt19937 rng(17);
+  for (int i = 0; i < 3000; ++i) {
+    const DType dtype = AllDTypes()[rng() % 4];
+    const int64_t n = i % 7 == 0 ? 0 : rng() % 2600;
+    storage.emplace_back(dtype, RandomValues(n, dtype, 100 + i), i % 3);
+  }
+  for (int i = 0; i < 3; ++i) {
+    storage.emplace_back(DType::kFloat32, std::vector<double>{});
+  }
+  std::vector<GradTensor> views;
+  for (TestTensor& t : storage) views.push_back(t.view());
+  for (double p : {2.0, kInf}) {
+    for (int64_t chunk : {int64_t{0}, int64_t{1000}}) {
+      PartialNormOptions opts;
+      opts.chunk_elements = chunk;
+      opts.per_tensor = true;
+      opts.num_threads = 1;
+      absl::StatusOr<PartialNorm> one = ComputePartialNorm(views, p, opts);
+      ASSERT_TRUE(one.ok());
+      for (size_t i = 0; i < views.size(); ++i) {
+        const double ref =
+            static_cast<double>(ReferencePartialNorm({&views[i], 1}, p).value);
+        ASSERT_NEAR(one->per_tensor[i], ref, 1e-13 * ref) << i << " p=" << p;
+      }
+      for (int threads : {2, 7}) {
+        opts.num_threads = threads;
+        absl::StatusOr<PartialNorm> r = ComputePartialNorm(views, p, opts);
+        ASSERT_TRUE(r.ok());
+        EXPECT_EQ(Bits(r->value), Bits(one->value))
+            << "p=" << p << " chunk=" << chunk << " threads=" << threads;
+        for (size_t i = 0; i < views.size(); ++i) {
+          ASSERT_EQ(Bits(r->per_tensor[i]), Bits(one->per_tensor[i])) << i;
+        }
+      }
+    }
+  }
+}
+
 // A caller's executor: three std::threads taking the indices from the last one
 // down, interleaved. Counts its calls and the items it ran.
 struct ReverseOnThreeThreads {
@@ -426,6 +471,38 @@ TEST(ScaleInPlaceTest, ThreadCountDoesNotMatter) {
     ASSERT_TRUE(ScaleInPlace({t.view()}, 0.25, opts).ok());
     for (int64_t i = 0; i < t.numel(); ++i) {
       ASSERT_EQ(t.Get(i), u.Get(i) * 0.25);
+    }
+  }
+}
+
+TEST(ScaleInPlaceTest, ManySmallTensorsAreEachScaled) {
+  std::vector<TestTensor> storage, expect;
+  storage.reserve(3000);
+  expect.reserve(3000);
+  std::mt19937 rng(19);
+  for (int i = 0; i < 3000; ++i) {
+    const DType dtype = AllDTypes()[rng() % 4];
+    const int64_t n = i % 7 == 0 ? 0 : rng() % 2600;
+    const std::vector<double> values = RandomValues(n, dtype, 200 + i);
+    storage.emplace_back(dtype, values, i % 3);
+    expect.emplace_back(dtype, values, i % 3);
+  }
+  std::vector<GradTensor> views;
+  for (TestTensor& t : storage) views.push_back(t.view());
+  ScaleOptions opts;
+  opts.num_threads = 2;
+  const double coef = 0.37;
+  ASSERT_TRUE(ScaleInPlace(views, coef, opts).ok());
+  for (size_t k = 0; k < storage.size(); ++k) {
+    const DType dtype = storage[k].view().dtype;
+    for (int64_t i = 0; i < storage[k].numel(); ++i) {
+      const double x = expect[k].Get(i);
+      if (dtype == DType::kFloat64) {
+        ASSERT_EQ(storage[k].Get(i), x * coef) << k << " " << i;
+      } else {
+        expect[k].Set(i, static_cast<float>(x) * static_cast<float>(coef));
+        ASSERT_EQ(storage[k].Get(i), expect[k].Get(i)) << k << " " << i;
+      }
     }
   }
 }

@@ -70,6 +70,13 @@ struct TaskSpan {
   size_t count;
 };
 
+// Part of one tensor (at most 64 Ki elements), scaled as a unit.
+struct ScalePiece {
+  void* data;
+  int64_t numel;
+  DType dtype;
+};
+
 struct ReduceSpec {
   NormKind kind;
   double p;
