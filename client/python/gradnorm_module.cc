@@ -206,23 +206,15 @@ class TensorViews {
     auto views = std::make_unique<TensorViews>();
     views->on_torch_threads_ = true;
     TorchGrads& grads = views->torch_grads_;
-    for (py::handle parameter : parameters) {
-      if (grads.Add(parameter.ptr()) == TorchGrads::Added::kNotPlain) {
-        return py::none();
-      }
-    }
-    views->views_.reserve(grads.size());
-    for (size_t k = 0; k < grads.size(); ++k) {
-      GradTensor view;
-      bool contiguous = false;
-      absl::Status status = grads.ReadView(k, &view, &contiguous);
-      if (!status.ok()) ThrowStatus(status);
-      if (contiguous) {
-        views->views_.push_back(view);
-      } else {
-        views->noncontiguous_.push_back(static_cast<int64_t>(k));
-      }
-    }
+    py::list list = py::isinstance<py::list>(parameters)
+                        ? py::reinterpret_borrow<py::list>(parameters)
+                        : py::list(parameters);
+    views->views_.reserve(list.size());
+    absl::StatusOr<bool> all_plain = grads.AddAllAndReadViews(
+        PySequence_Fast_ITEMS(list.ptr()), list.size(), &views->views_,
+        &views->noncontiguous_);
+    if (!all_plain.ok()) ThrowStatus(all_plain.status());
+    if (!*all_plain) return py::none();
     return py::cast(std::move(views));
   }
 

@@ -310,3 +310,39 @@ def test_autograd_gradients_and_subclass_gradients():
     assert gn.clip_grad_norm_([w, b], 6.5).item() == 13.0
     assert_ulps(w.grad, torch.tensor([3.0, 4.0], dtype=torch.float64) * 6.5 /
                 (13.0 + 1e-6))
+
+
+def test_many_parameters_of_every_kind_in_one_call():
+    """Hundreds of parameters (from_parameters reads them in a pipeline):
+    every gradient is counted once, in order, whatever its kind."""
+    from gradnorm import _gradnorm
+    gen = torch.Generator().manual_seed(3)
+    parameters, grads = [], []
+    for i in range(300):
+        dtype = torch.bfloat16 if i % 5 == 0 else torch.float32
+        p = torch.nn.Parameter(torch.zeros(2 + i % 9, 3, dtype=dtype))
+        if i % 7 == 3:
+            parameters.append(p)  # no gradient
+            continue
+        g = torch.randn(3, 2 + i % 9, generator=gen).to(dtype)
+        p.grad = g.t() if i % 11 == 4 else g.t().contiguous()
+        parameters.append(p)
+        grads.append(p.grad)
+    reference = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
+
+    views = _gradnorm.TensorViews.from_parameters(iter(parameters))
+    assert views.num_grads == len(grads)
+    assert all(views.grad(k) is g for k, g in enumerate(grads))
+    assert views.noncontiguous == [k for k, g in enumerate(grads)
+                                   if not g.is_contiguous()]
+    views.release()
+    assert gn.get_grad_norm(parameters, None, None) == pytest.approx(
+        reference, rel=1e-12)
+
+    class Sub(torch.Tensor):
+        pass
+
+    parameters[250].grad = parameters[250].grad.as_subclass(Sub)
+    assert _gradnorm.TensorViews.from_parameters(parameters) is None
+    assert gn.get_grad_norm(parameters, None, None) == pytest.approx(
+        reference, rel=1e-12)  # the general path
