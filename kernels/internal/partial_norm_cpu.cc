@@ -628,25 +628,29 @@ void ScaleRange(void* data, DType dtype, int64_t n, double coef) {
   }
 }
 
+// Walks pieces[i] from the last one down (i wraps after piece 0, unused).
 struct PieceCursor {
-  const ScalePiece* piece;
+  const ScalePiece* pieces;
+  size_t i;
 
   void Settle() {}
-  void Next() { ++piece; }
-  const void* data() const { return piece->data; }
+  void Next() { --i; }
+  const void* data() const { return pieces[i].data; }
   int64_t bytes() const {
-    return piece->numel * static_cast<int64_t>(ElementBytes(piece->dtype));
+    return pieces[i].numel *
+           static_cast<int64_t>(ElementBytes(pieces[i].dtype));
   }
 };
 
-// Scales pieces [begin, end), prefetching small ones ahead as ReduceTask does
-// (a read prefetch: prefetches for writing go to L1, whose miss buffers limit
-// them).
+// Scales pieces [begin, end) from the last one down, prefetching small ones
+// ahead as ReduceTask does (a read prefetch: prefetches for writing go to L1,
+// whose miss buffers limit them).
 void ScaleTask(const ScalePiece* pieces, size_t begin, size_t end,
                double coef) {
-  WithPrefetch(PieceCursor{pieces + begin}, end - begin,
+  if (begin == end) return;
+  WithPrefetch(PieceCursor{pieces, end - 1}, end - begin,
                [coef](size_t, const PieceCursor& cursor) {
-                 const ScalePiece& piece = *cursor.piece;
+                 const ScalePiece& piece = cursor.pieces[cursor.i];
                  ScaleRange(piece.data, piece.dtype, piece.numel, coef);
                });
 }
@@ -899,12 +903,15 @@ void ScaleInPlaceCpu(absl::Span<const GradTensor> tensors, double coef,
     pending += pieces[i].numel;
   }
   task_begin.push_back(pieces.size());
-  RunTasks(
-      static_cast<int64_t>(task_begin.size()) - 1, parallelism, parallel_for,
-      [&](int64_t task) {
-        HWY_DYNAMIC_DISPATCH(ScaleTask)
-        (pieces.data(), task_begin[task], task_begin[task + 1], coef);
-      });
+  // Last tensor first: clipping follows the norm pass, which read the tensors
+  // first to last, so the last ones read are the ones still in cache; going
+  // forward would evict them before reaching them.
+  const int64_t num_tasks = static_cast<int64_t>(task_begin.size()) - 1;
+  RunTasks(num_tasks, parallelism, parallel_for, [&](int64_t i) {
+    const int64_t task = num_tasks - 1 - i;
+    HWY_DYNAMIC_DISPATCH(ScaleTask)
+    (pieces.data(), task_begin[task], task_begin[task + 1], coef);
+  });
 }
 
 }  // namespace kernels_internal
