@@ -108,10 +108,36 @@ CoordinatorClient::CoordinatorClient(
     const CoordinatorClientOptions& options)
     : stub_(std::move(stub)), options_(options) {}
 
+CoordinatorClient::~CoordinatorClient() {
+  absl::MutexLock lock(&stream_mu_);
+  if (stream_ != nullptr) {
+    // Cancelled rather than half-closed: a hung coordinator cannot hold this.
+    stream_->context.TryCancel();
+    (void)stream_->stream->Finish();
+  }
+}
+
+absl::StatusOr<absl::Duration> CoordinatorClient::RetryWait(
+    absl::string_view name, int attempt, absl::Time deadline,
+    const absl::Status& last, std::optional<absl::BitGen>* rng,
+    absl::Duration* backoff) {
+  // Seeded only on a first retry: the common path makes one call.
+  if (!rng->has_value()) rng->emplace();
+  const absl::Duration wait =
+      *backoff * absl::Uniform(**rng, 1.0 - options_.jitter, 1.0 + options_.jitter);
+  if (absl::Now() + wait >= deadline) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        name, ": the coordinator stayed unavailable until the deadline (",
+        attempt, " attempts); last error: ", last.message()));
+  }
+  ++retries_;
+  *backoff = std::min(*backoff * options_.backoff_multiplier, options_.max_backoff);
+  return wait;
+}
+
 absl::Status CoordinatorClient::CallWithRetries(
     absl::string_view name, absl::Time deadline,
     const std::function<grpc::Status(grpc::ClientContext*)>& call) {
-  // Seeded only on a first retry: the common path makes one call.
   std::optional<absl::BitGen> rng;
   absl::Duration backoff = options_.initial_backoff;
   for (int attempt = 1;; ++attempt) {
@@ -123,19 +149,10 @@ absl::Status CoordinatorClient::CallWithRetries(
     }
     const absl::Status status = FromGrpcStatus(call(&context), name);
     if (status.code() != absl::StatusCode::kUnavailable) return status;
-    if (!rng.has_value()) rng.emplace();
-    const absl::Duration wait =
-        backoff * absl::Uniform(*rng, 1.0 - options_.jitter,
-                                1.0 + options_.jitter);
-    if (absl::Now() + wait >= deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          name, ": the coordinator stayed unavailable until the deadline (",
-          attempt, " attempts); last error: ", status.message()));
-    }
-    ++retries_;
-    absl::SleepFor(wait);
-    backoff = std::min(backoff * options_.backoff_multiplier,
-                       options_.max_backoff);
+    absl::StatusOr<absl::Duration> wait =
+        RetryWait(name, attempt, deadline, status, &rng, &backoff);
+    if (!wait.ok()) return wait.status();
+    absl::SleepFor(*wait);
   }
 }
 
@@ -157,6 +174,20 @@ absl::StatusOr<gradnorm::v1::RegisterRunResponse> CoordinatorClient::RegisterRun
 
 absl::StatusOr<gradnorm::v1::RoundResult> CoordinatorClient::Report(
     const gradnorm::v1::ReportRequest& request, absl::Time deadline) {
+  if (options_.report_stream && !stream_unsupported_.load() &&
+      stream_mu_.TryLock()) {
+    absl::StatusOr<gradnorm::v1::RoundResult> result =
+        ReportOnStream(request, deadline);
+    stream_mu_.Unlock();
+    return result;
+  }
+  // Another thread's report holds the stream (and may wait for a round this
+  // one completes), or streams are off: a call of its own.
+  return ReportByCall(request, deadline);
+}
+
+absl::StatusOr<gradnorm::v1::RoundResult> CoordinatorClient::ReportByCall(
+    const gradnorm::v1::ReportRequest& request, absl::Time deadline) {
   gradnorm::v1::ReportResponse response;
   absl::Status status =
       CallWithRetries("Report", deadline, [&](grpc::ClientContext* context) {
@@ -165,6 +196,107 @@ absl::StatusOr<gradnorm::v1::RoundResult> CoordinatorClient::Report(
       });
   if (!status.ok()) return status;
   return response.result();
+}
+
+absl::StatusOr<gradnorm::v1::RoundResult> CoordinatorClient::ReportOnStream(
+    const gradnorm::v1::ReportRequest& request, absl::Time deadline) {
+  gradnorm::v1::ReportStreamRequest message;
+  *message.mutable_report() = request;
+  std::optional<absl::BitGen> rng;
+  absl::Duration backoff = options_.initial_backoff;
+  for (int attempt = 1;; ++attempt) {
+    if (deadline != absl::InfiniteFuture()) {
+      const absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) {
+        return absl::DeadlineExceededError(
+            "Report: the deadline passed before the report could be sent");
+      }
+      message.set_timeout_ms(static_cast<uint64_t>(
+          std::max<int64_t>(1, absl::ToInt64Milliseconds(left))));
+    }
+    absl::StatusOr<gradnorm::v1::RoundResult> result;
+    switch (TryOnStream(message, deadline, &result)) {
+      case StreamAttempt::kAnswered:
+        return result;
+      case StreamAttempt::kFallBack:
+        stream_unsupported_.store(true);
+        return ReportByCall(request, deadline);
+      case StreamAttempt::kRetry:
+        break;
+    }
+    absl::StatusOr<absl::Duration> wait =
+        RetryWait("Report", attempt, deadline, result.status(), &rng, &backoff);
+    if (!wait.ok()) return wait.status();
+    absl::SleepFor(*wait);
+  }
+}
+
+CoordinatorClient::StreamAttempt CoordinatorClient::TryOnStream(
+    const gradnorm::v1::ReportStreamRequest& request, absl::Time deadline,
+    absl::StatusOr<gradnorm::v1::RoundResult>* result) {
+  if (stream_ == nullptr) {
+    auto opened = std::make_unique<Stream>();
+    if (!options_.bearer_token.empty()) {
+      opened->context.AddMetadata("authorization",
+                                  absl::StrCat("Bearer ", options_.bearer_token));
+    }
+    opened->stream = stub_->ReportStream(&opened->context);
+    // Only a test double without streams returns none.
+    if (opened->stream == nullptr) return StreamAttempt::kFallBack;
+    ++streams_opened_;
+    stream_ = std::move(opened);
+  }
+  const bool watched = deadline != absl::InfiniteFuture();
+  if (watched) watchdog_.Arm(&stream_->context, deadline);
+  gradnorm::v1::ReportStreamResponse response;
+  const bool answered =
+      stream_->stream->Write(request) && stream_->stream->Read(&response);
+  const bool timed_out = watched && watchdog_.Disarm();
+  const uint64_t step = request.report().step();
+  if (answered && !timed_out && response.step() == step) {
+    if (response.has_result()) {
+      *result = response.result();
+    } else if (response.has_error() && response.error().code() != 0) {
+      *result = FromGrpcStatus(
+          grpc::Status(static_cast<grpc::StatusCode>(response.error().code()),
+                       response.error().message()),
+          "Report");
+    } else {
+      *result = absl::InternalError(absl::StrCat(
+          "Report: the coordinator answered step ", step,
+          " with neither a result nor an error"));
+    }
+    return StreamAttempt::kAnswered;
+  }
+  // The stream is done for: it broke, was cancelled at the deadline, or
+  // answered out of order.
+  if (answered) stream_->context.TryCancel();
+  const grpc::Status status = stream_->stream->Finish();
+  stream_.reset();
+  if (timed_out) {
+    *result = absl::DeadlineExceededError(absl::StrCat(
+        "Report: no answer for step ", step,
+        " before the deadline; the report stays in its round"));
+    return StreamAttempt::kAnswered;
+  }
+  if (answered) {
+    *result = absl::InternalError(
+        absl::StrCat("Report: the coordinator answered step ", response.step(),
+                     " to a report of step ", step));
+    return StreamAttempt::kAnswered;
+  }
+  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+    return StreamAttempt::kFallBack;
+  }
+  *result = FromGrpcStatus(status, "Report");
+  if (result->ok()) {
+    // The coordinator closed the stream without answering.
+    *result = absl::UnavailableError(absl::StrCat(
+        "Report: the coordinator closed the stream before answering step ", step));
+  }
+  return result->status().code() == absl::StatusCode::kUnavailable
+             ? StreamAttempt::kRetry
+             : StreamAttempt::kAnswered;
 }
 
 }  // namespace gradnorm

@@ -24,6 +24,13 @@
 // ("Report: ..."). When the deadline passes while retrying, the result is
 // DEADLINE_EXCEEDED naming the attempts and the last error.
 //
+// Reports travel on one long-lived ReportStream per client (one message per
+// step instead of one call), with the same results, errors and retries; a
+// stream that breaks is reopened on the next attempt. A per-report deadline is
+// enforced by a watchdog thread that cancels the stream when it passes. A
+// Report made while another thread's Report holds the stream, or against a
+// coordinator without ReportStream (UNIMPLEMENTED), is a plain Report call.
+//
 // Keepalive: the channel pings an idle connection every keepalive_time (30 s)
 // and drops it when no answer comes within keepalive_timeout (10 s), also
 // between calls (a Report may wait minutes for the other jobs). The coordinator
@@ -37,11 +44,17 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "client/call_watchdog.h"
 #include "gradnorm/v1/coordinator.grpc.pb.h"
 #include "gradnorm/v1/coordinator.pb.h"
 #include "grpcpp/support/channel_arguments.h"
@@ -77,6 +90,9 @@ struct CoordinatorClientOptions {
   absl::Duration max_backoff = absl::Seconds(5);
   double backoff_multiplier = 2.0;
   double jitter = 0.2;
+
+  // Report over a ReportStream (see above); false: one Report call each.
+  bool report_stream = true;
 };
 
 class CoordinatorClient {
@@ -92,6 +108,9 @@ class CoordinatorClient {
   static absl::StatusOr<std::unique_ptr<CoordinatorClient>> CreateWithStub(
       std::unique_ptr<gradnorm::v1::Coordinator::StubInterface> stub,
       const CoordinatorClientOptions& options);
+
+  // Cancels an open ReportStream.
+  ~CoordinatorClient();
 
   CoordinatorClient(const CoordinatorClient&) = delete;
   CoordinatorClient& operator=(const CoordinatorClient&) = delete;
@@ -112,6 +131,9 @@ class CoordinatorClient {
   // Calls retried after UNAVAILABLE since creation (for tests and logs).
   uint64_t retries() const { return retries_.load(); }
 
+  // ReportStreams opened since creation (for tests and logs).
+  uint64_t streams_opened() const { return streams_opened_.load(); }
+
  private:
   CoordinatorClient(std::unique_ptr<gradnorm::v1::Coordinator::StubInterface> stub,
                     const CoordinatorClientOptions& options);
@@ -122,9 +144,48 @@ class CoordinatorClient {
       absl::string_view name, absl::Time deadline,
       const std::function<grpc::Status(grpc::ClientContext*)>& call);
 
+  // One open ReportStream.
+  struct Stream {
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReaderWriterInterface<
+        gradnorm::v1::ReportStreamRequest, gradnorm::v1::ReportStreamResponse>>
+        stream;
+  };
+
+  // How one attempt on the stream ended.
+  enum class StreamAttempt { kAnswered, kRetry, kFallBack };
+
+  absl::StatusOr<gradnorm::v1::RoundResult> ReportOnStream(
+      const gradnorm::v1::ReportRequest& request, absl::Time deadline)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(stream_mu_);
+  // One request and its answer on stream_ (opened first if needed). kAnswered:
+  // *result holds the answer or the final error; kRetry: the stream broke with
+  // *result's UNAVAILABLE; kFallBack: the coordinator has no ReportStream.
+  StreamAttempt TryOnStream(const gradnorm::v1::ReportStreamRequest& request,
+                            absl::Time deadline,
+                            absl::StatusOr<gradnorm::v1::RoundResult>* result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(stream_mu_);
+  absl::StatusOr<gradnorm::v1::RoundResult> ReportByCall(
+      const gradnorm::v1::ReportRequest& request, absl::Time deadline);
+  // The jittered wait before retry `attempt` (1-based) after UNAVAILABLE, or
+  // DEADLINE_EXCEEDED when it would end past the deadline.
+  absl::StatusOr<absl::Duration> RetryWait(absl::string_view name, int attempt,
+                                           absl::Time deadline,
+                                           const absl::Status& last,
+                                           std::optional<absl::BitGen>* rng,
+                                           absl::Duration* backoff);
+
   const std::unique_ptr<gradnorm::v1::Coordinator::StubInterface> stub_;
   const CoordinatorClientOptions options_;
   std::atomic<uint64_t> retries_{0};
+  std::atomic<uint64_t> streams_opened_{0};
+  // Set for good when the coordinator turns out to have no ReportStream.
+  std::atomic<bool> stream_unsupported_{false};
+
+  // Held by the one Report using the stream.
+  absl::Mutex stream_mu_;
+  std::unique_ptr<Stream> stream_ ABSL_GUARDED_BY(stream_mu_);
+  CallWatchdog watchdog_;
 };
 
 // The channel arguments Create uses: keepalive (time, timeout, permitted

@@ -140,6 +140,8 @@ absl::Status CoordinatorServer::Shutdown() {
   // flushed while the server still answers.
   absl::Status status =
       aggregator_ != nullptr ? aggregator_->Shutdown() : absl::OkStatus();
+  // Idle ReportStreams would hold the server's shutdown for its whole grace.
+  if (service_ != nullptr) service_->ShutdownStreams();
   if (server_ != nullptr) {
     server_->Shutdown(absl::ToChronoTime(absl::Now() + options_.shutdown_grace));
   }

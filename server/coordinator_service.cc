@@ -1,11 +1,15 @@
 #include "server/coordinator_service.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -238,6 +242,259 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::RoundResult> {
 
 }  // namespace
 
+class ReportStreamReactor;
+
+// The open ReportStreams, so that shutdown can end idle ones at once instead
+// of holding the server's shutdown for its grace period.
+class StreamRegistry {
+ public:
+  // Adds `reactor`; false once ShutdownAll ran.
+  bool Add(ReportStreamReactor* reactor);
+  void Remove(ReportStreamReactor* reactor);
+  // Ends every open stream with UNAVAILABLE; later Adds fail.
+  void ShutdownAll();
+
+ private:
+  absl::Mutex mu_;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_set<ReportStreamReactor*> open_ ABSL_GUARDED_BY(mu_);
+};
+
+// Serves one ReportStream: reads one request, hands its report to the
+// Aggregator, writes the outcome, then reads the next; no thread waits.
+//
+// Lifetime: the reactor is deleted once gRPC called OnDone and nothing else
+// holds a pin: the Aggregator's callback of a waiting report holds one (the
+// report stays in its round even when the stream goes), and so does
+// StreamRegistry::ShutdownAll while it ends the stream.
+class ReportStreamReactor final
+    : public grpc::ServerBidiReactor<v1::ReportStreamRequest,
+                                     v1::ReportStreamResponse> {
+ public:
+  ReportStreamReactor(Aggregator* aggregator, CoordinatorMetrics* metrics,
+                      StreamRegistry* registry, absl::Time stream_deadline)
+      : aggregator_(aggregator),
+        metrics_(metrics),
+        registry_(registry),
+        stream_deadline_(stream_deadline) {}
+
+  void Start() { StartRead(&request_); }
+
+  void Reject(const absl::Status& status) { FinishOnce(ToGrpcStatus(status)); }
+
+  // Ends the stream with UNAVAILABLE: now when it waits for a request or a
+  // round, after the write in flight otherwise.
+  void ShutDown() {
+    bool finish_now;
+    {
+      absl::MutexLock lock(&mu_);
+      shutting_down_ = true;
+      finish_now = state_ != State::kWriting;
+    }
+    if (finish_now) FinishOnce(ShuttingDown());
+  }
+
+  void Pin() {
+    absl::MutexLock lock(&mu_);
+    ++pins_;
+  }
+
+  // Drops a pin; deletes the reactor when it was the last and gRPC is done.
+  void Unpin() {
+    bool delete_now;
+    {
+      absl::MutexLock lock(&mu_);
+      delete_now = --pins_ == 0 && done_;
+    }
+    if (delete_now) delete this;
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // The client half-closed, or the stream broke.
+      FinishOnce(grpc::Status::OK);
+      return;
+    }
+    bool shutting_down;
+    {
+      absl::MutexLock lock(&mu_);
+      shutting_down = shutting_down_;
+      if (!shutting_down) {
+        state_ = State::kWaiting;
+        ++pins_;  // The Aggregator's callback's.
+      }
+    }
+    if (shutting_down) {
+      FinishOnce(ShuttingDown());
+      return;
+    }
+    const absl::Time now = absl::Now();
+    absl::Time deadline = stream_deadline_;
+    if (request_.timeout_ms() > 0) {
+      deadline = std::min(deadline, now + absl::Milliseconds(request_.timeout_ms()));
+    }
+    step_ = request_.report().step();
+    started_ = now;
+    aggregator_->Report(
+        request_.report(), AggregatorDeadline(deadline, now),
+        [this](absl::StatusOr<v1::RoundResult> result) {
+          OnOutcome(std::move(result));
+        });
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED,
+                              "the client went away"));
+      return;
+    }
+    bool shutting_down;
+    {
+      absl::MutexLock lock(&mu_);
+      state_ = State::kReading;
+      shutting_down = shutting_down_;
+    }
+    if (shutting_down) {
+      FinishOnce(ShuttingDown());
+    } else {
+      StartRead(&request_);
+    }
+  }
+
+  void OnCancel() override {
+    bool waiting;
+    {
+      absl::MutexLock lock(&mu_);
+      waiting = state_ == State::kWaiting;
+    }
+    // A pending read or write completes with ok = false and finishes the
+    // stream; a waiting report has neither, so finish here.
+    if (waiting) {
+      FinishOnce(grpc::Status(
+          grpc::StatusCode::CANCELLED,
+          "the client cancelled the stream; the waiting report stays in its "
+          "round, resend it to rejoin"));
+    }
+  }
+
+  void OnDone() override {
+    registry_->Remove(this);
+    bool delete_now;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      delete_now = pins_ == 0;
+    }
+    if (delete_now) delete this;
+  }
+
+ private:
+  enum class State { kReading, kWaiting, kWriting };
+
+  static grpc::Status ShuttingDown() {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "the coordinator is shutting down; resend the report "
+                        "on a new stream to the restarted coordinator");
+  }
+
+  void OnOutcome(absl::StatusOr<v1::RoundResult> result) {
+    metrics_->RecordRoundWait(absl::ToDoubleSeconds(absl::Now() - started_));
+    metrics_->RecordReport(result.status().code());
+    bool write = false;
+    bool unavailable = false;
+    bool delete_now = false;
+    {
+      absl::MutexLock lock(&mu_);
+      --pins_;
+      if (done_) {
+        delete_now = pins_ == 0;
+      } else if (!finished_) {
+        // UNAVAILABLE (the Aggregator is shutting down) ends the stream, so
+        // the client reconnects; every other outcome answers this report.
+        unavailable = result.status().code() == absl::StatusCode::kUnavailable;
+        write = !unavailable;
+        if (write) state_ = State::kWriting;
+      }
+    }
+    if (delete_now) {
+      delete this;
+      return;
+    }
+    if (unavailable) {
+      FinishOnce(ToGrpcStatus(result.status()));
+      return;
+    }
+    if (!write) return;
+    response_.Clear();
+    response_.set_step(step_);
+    if (result.ok()) {
+      *response_.mutable_result() = *std::move(result);
+    } else {
+      v1::ReportError* error = response_.mutable_error();
+      error->set_code(static_cast<int32_t>(result.status().code()));
+      error->set_message(std::string(result.status().message()));
+    }
+    StartWrite(&response_);
+  }
+
+  void FinishOnce(grpc::Status status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    Finish(std::move(status));
+  }
+
+  Aggregator* const aggregator_;
+  CoordinatorMetrics* const metrics_;
+  StreamRegistry* const registry_;
+  const absl::Time stream_deadline_;
+
+  absl::Mutex mu_;
+  State state_ ABSL_GUARDED_BY(mu_) = State::kReading;
+  int pins_ ABSL_GUARDED_BY(mu_) = 0;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Touched only by the one reaction in progress: reads, the Aggregator's
+  // callback and writes follow one another.
+  v1::ReportStreamRequest request_;
+  v1::ReportStreamResponse response_;
+  uint64_t step_ = 0;
+  absl::Time started_;
+};
+
+bool StreamRegistry::Add(ReportStreamReactor* reactor) {
+  absl::MutexLock lock(&mu_);
+  if (shut_down_) return false;
+  open_.insert(reactor);
+  return true;
+}
+
+void StreamRegistry::Remove(ReportStreamReactor* reactor) {
+  absl::MutexLock lock(&mu_);
+  open_.erase(reactor);
+}
+
+void StreamRegistry::ShutdownAll() {
+  std::vector<ReportStreamReactor*> open;
+  {
+    absl::MutexLock lock(&mu_);
+    shut_down_ = true;
+    for (ReportStreamReactor* reactor : open_) {
+      // Pinned under mu_: its OnDone (which Removes first) cannot delete it
+      // until Unpin below.
+      reactor->Pin();
+      open.push_back(reactor);
+    }
+  }
+  for (ReportStreamReactor* reactor : open) {
+    reactor->ShutDown();
+    reactor->Unpin();
+  }
+}
+
 absl::Time AggregatorDeadline(absl::Time deadline, absl::Time now) {
   if (deadline == absl::InfiniteFuture()) return deadline;
   absl::Duration margin = (deadline - now) / 5;
@@ -251,7 +508,14 @@ absl::Time AggregatorDeadline(absl::Time deadline, absl::Time now) {
 CoordinatorService::CoordinatorService(Aggregator* aggregator,
                                        const TokenAuthenticator* auth,
                                        CoordinatorMetrics* metrics)
-    : aggregator_(aggregator), auth_(auth), metrics_(metrics) {}
+    : aggregator_(aggregator),
+      auth_(auth),
+      metrics_(metrics),
+      streams_(std::make_unique<StreamRegistry>()) {}
+
+CoordinatorService::~CoordinatorService() = default;
+
+void CoordinatorService::ShutdownStreams() { streams_->ShutdownAll(); }
 
 absl::Status CoordinatorService::Authorize(grpc::CallbackServerContext* context,
                                            Permission permission) const {
@@ -292,6 +556,24 @@ grpc::ServerUnaryReactor* CoordinatorService::Report(
   }
   reactor->Start(aggregator_, *request,
                  AggregatorDeadline(DeadlineOf(context), absl::Now()));
+  return reactor;
+}
+
+grpc::ServerBidiReactor<v1::ReportStreamRequest, v1::ReportStreamResponse>*
+CoordinatorService::ReportStream(grpc::CallbackServerContext* context) {
+  auto* reactor = new ReportStreamReactor(aggregator_, metrics_, streams_.get(),
+                                          DeadlineOf(context));
+  absl::Status status = Authorize(context, Permission::kReport);
+  if (status.ok() && !streams_->Add(reactor)) {
+    status = absl::UnavailableError(
+        "the coordinator is shutting down; open the stream again on the "
+        "restarted coordinator");
+  }
+  if (!status.ok()) {
+    reactor->Reject(status);
+    return reactor;
+  }
+  reactor->Start();
   return reactor;
 }
 

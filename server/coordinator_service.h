@@ -14,6 +14,12 @@
 // A cancelled call is answered with CANCELLED at once; its report stays in the
 // round (a retry of the same report rejoins it).
 //
+// ReportStream serves one Report per request on a long-lived stream, one at a
+// time (read, Aggregator, write, read...), each request's timeout_ms bounded by
+// the stream's own deadline and shortened by the same margin. A report's
+// error is written as that report's answer; UNAVAILABLE (shutdown) ends the
+// stream instead, so the client reconnects.
+//
 // WatchRun streams the Aggregator's RoundWatch, one write in flight at a time,
 // woken by the watch's on_ready; it ends with UNAVAILABLE when the Aggregator
 // shuts down and with CANCELLED when the caller goes away.
@@ -31,6 +37,8 @@
 #ifndef GRADNORM_SERVER_COORDINATOR_SERVICE_H_
 #define GRADNORM_SERVER_COORDINATOR_SERVICE_H_
 
+#include <memory>
+
 #include "absl/time/time.h"
 #include "gradnorm/v1/coordinator.grpc.pb.h"
 #include "server/aggregator.h"
@@ -39,6 +47,8 @@
 
 namespace gradnorm {
 namespace server {
+
+class StreamRegistry;
 
 class CoordinatorService final : public v1::Coordinator::CallbackService {
  public:
@@ -50,8 +60,16 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   CoordinatorService(Aggregator* aggregator, const TokenAuthenticator* auth,
                      CoordinatorMetrics* metrics);
 
+  ~CoordinatorService() override;
+
   CoordinatorService(const CoordinatorService&) = delete;
   CoordinatorService& operator=(const CoordinatorService&) = delete;
+
+  // Ends every open ReportStream with UNAVAILABLE (a report waiting in a
+  // round keeps its place there) and refuses new ones the same way. Call
+  // after Aggregator::Shutdown and before grpc::Server::Shutdown, which
+  // otherwise waits its whole grace period for idle streams.
+  void ShutdownStreams();
 
   grpc::ServerUnaryReactor* RegisterRun(
       grpc::CallbackServerContext* context,
@@ -60,6 +78,8 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   grpc::ServerUnaryReactor* Report(grpc::CallbackServerContext* context,
                                    const v1::ReportRequest* request,
                                    v1::ReportResponse* response) override;
+  grpc::ServerBidiReactor<v1::ReportStreamRequest, v1::ReportStreamResponse>*
+  ReportStream(grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* ListRuns(grpc::CallbackServerContext* context,
                                      const v1::ListRunsRequest* request,
                                      v1::ListRunsResponse* response) override;
@@ -85,6 +105,7 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   Aggregator* const aggregator_;
   const TokenAuthenticator* const auth_;
   CoordinatorMetrics* const metrics_;
+  const std::unique_ptr<StreamRegistry> streams_;
 };
 
 // The deadline handed to the Aggregator for a call whose gRPC deadline is

@@ -430,6 +430,162 @@ TEST_F(CoordinatorServiceTest, WatchRunOfUnknownRunIsNotFoundAndCancelEnds) {
   EXPECT_TRUE(c->Report("r", 0, 0, 1.0).ok());
 }
 
+// One ReportStream: Send writes a report and reads its answer.
+class ReportStreamClient {
+ public:
+  explicit ReportStreamClient(TestClient* client, absl::Duration timeout = absl::Seconds(30)) {
+    client->Prepare(&context_, timeout);
+    stream_ = client->stub()->ReportStream(&context_);
+  }
+
+  // False when the stream ended instead of answering.
+  bool Send(const std::string& run_id, uint64_t step, uint32_t participant, double partial,
+            v1::ReportStreamResponse* response, uint64_t timeout_ms = 0) {
+    v1::ReportStreamRequest request;
+    request.mutable_report()->set_run_id(run_id);
+    request.mutable_report()->set_step(step);
+    request.mutable_report()->set_participant(participant);
+    request.mutable_report()->set_partial(partial);
+    request.set_timeout_ms(timeout_ms);
+    return stream_->Write(request) && stream_->Read(response);
+  }
+
+  grpc::Status Finish() { return stream_->Finish(); }
+  grpc::ClientContext& context() { return context_; }
+  grpc::ClientReaderWriter<v1::ReportStreamRequest, v1::ReportStreamResponse>& stream() {
+    return *stream_;
+  }
+
+ private:
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ReportStreamRequest, v1::ReportStreamResponse>>
+      stream_;
+};
+
+TEST_F(CoordinatorServiceTest, ReportStreamAnswersEachReportLikeReport) {
+  Start();
+  auto c0 = Client();
+  auto c1 = Client();
+  ASSERT_TRUE(c0->RegisterRun("r", Config(2, 100.0)).ok());
+  ReportStreamClient s0(c0.get());
+  ReportStreamClient s1(c1.get());
+  for (uint64_t step = 0; step < 3; ++step) {
+    v1::ReportStreamResponse a0, a1;
+    std::thread other([&] { ASSERT_TRUE(s1.Send("r", step, 1, 16.0 * step * step, &a1)); });
+    ASSERT_TRUE(s0.Send("r", step, 0, 9.0 * step * step, &a0));
+    other.join();
+    EXPECT_EQ(a0.step(), step);
+    ASSERT_TRUE(a0.has_result()) << a0.ShortDebugString();
+    EXPECT_EQ(a0.result().total_norm(), 5.0 * step);
+    EXPECT_EQ(a0.result().SerializeAsString(), a1.result().SerializeAsString());
+  }
+  // A bad report is answered with its error; the stream goes on.
+  v1::ReportStreamResponse bad;
+  ASSERT_TRUE(s0.Send("r", 3, 7, 1.0, &bad));
+  ASSERT_TRUE(bad.has_error());
+  EXPECT_EQ(bad.error().code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_THAT(bad.error().message(), HasSubstr("participant 7"));
+  v1::ReportStreamResponse conflict;
+  ASSERT_TRUE(s0.Send("r", 1, 0, 123.0, &conflict));
+  EXPECT_THAT(conflict.error().message(), HasSubstr("123"));
+  EXPECT_EQ(conflict.error().code(), static_cast<int>(grpc::StatusCode::ALREADY_EXISTS));
+  // A report the round times out on names who is missing.
+  v1::ReportStreamResponse late;
+  ASSERT_TRUE(s0.Send("r", 4, 0, 1.0, &late, /*timeout_ms=*/300));
+  EXPECT_EQ(late.error().code(), static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED));
+  EXPECT_THAT(late.error().message(), HasSubstr("missing"));
+  // Idempotent: the same report again gets the same result.
+  v1::ReportStreamResponse again;
+  ASSERT_TRUE(s0.Send("r", 2, 0, 36.0, &again));
+  EXPECT_EQ(again.result().total_norm(), 10.0);
+  // Half-closing ends the stream with OK.
+  ASSERT_TRUE(s0.stream().WritesDone());
+  EXPECT_TRUE(s0.Finish().ok());
+  ASSERT_TRUE(s1.stream().WritesDone());
+  EXPECT_TRUE(s1.Finish().ok());
+}
+
+TEST_F(CoordinatorServiceTest, ReportStreamNeedsTheTrainerRole) {
+  const std::string tokens = TempPath("stream_tokens.txt");
+  std::ofstream(tokens) << kTrainerToken << " trainer\n" << kViewerToken << " viewer\n";
+  CoordinatorServerOptions options;
+  options.tokens_file = tokens;
+  Start(options);
+  auto trainer = Client(kTrainerToken);
+  ASSERT_TRUE(trainer->RegisterRun("r", Config(1)).ok());
+  for (const auto& [token, code] :
+       {std::pair<std::string, grpc::StatusCode>{"", grpc::StatusCode::UNAUTHENTICATED},
+        {kViewerToken, grpc::StatusCode::PERMISSION_DENIED}}) {
+    auto client = Client(token);
+    ReportStreamClient stream(client.get());
+    v1::ReportStreamResponse response;
+    EXPECT_FALSE(stream.Send("r", 0, 0, 1.0, &response));
+    EXPECT_EQ(stream.Finish().error_code(), code) << token;
+  }
+  ReportStreamClient stream(trainer.get());
+  v1::ReportStreamResponse response;
+  ASSERT_TRUE(stream.Send("r", 0, 0, 4.0, &response));
+  EXPECT_EQ(response.result().total_norm(), 2.0);
+}
+
+TEST_F(CoordinatorServiceTest, ReportStreamCancelledWhileWaitingKeepsTheReport) {
+  Start();
+  auto c0 = Client();
+  auto c1 = Client();
+  ASSERT_TRUE(c0->RegisterRun("r", Config(2)).ok());
+  {
+    ReportStreamClient s0(c0.get());
+    v1::ReportStreamRequest request;
+    request.mutable_report()->set_run_id("r");
+    request.mutable_report()->set_participant(0);
+    request.mutable_report()->set_partial(9.0);
+    ASSERT_TRUE(s0.stream().Write(request));
+    AwaitOpenRounds(1);
+    s0.context().TryCancel();
+    v1::ReportStreamResponse response;
+    EXPECT_FALSE(s0.stream().Read(&response));
+    EXPECT_EQ(s0.Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  // Participant 0's partial stayed in the round: 1 completes it alone.
+  v1::RoundResult result;
+  ASSERT_TRUE(c1->Report("r", 0, 1, 16.0, &result).ok());
+  EXPECT_EQ(result.total_norm(), 5.0);
+  ReportStreamClient again(c0.get());
+  v1::ReportStreamResponse response;
+  ASSERT_TRUE(again.Send("r", 0, 0, 9.0, &response));
+  EXPECT_EQ(response.result().SerializeAsString(), result.SerializeAsString());
+}
+
+TEST_F(CoordinatorServiceTest, ShutdownEndsIdleAndWaitingReportStreamsAtOnce) {
+  CoordinatorServerOptions options;
+  // Idle streams must not hold the shutdown for this long.
+  options.shutdown_grace = absl::Seconds(60);
+  Start(options);
+  auto c0 = Client();
+  auto c1 = Client();
+  ASSERT_TRUE(c0->RegisterRun("r", Config(2)).ok());
+  ASSERT_TRUE(c0->RegisterRun("solo", Config(1)).ok());
+  ReportStreamClient idle(c0.get());
+  v1::ReportStreamResponse response;
+  ASSERT_TRUE(idle.Send("solo", 0, 0, 1.0, &response));
+  ASSERT_TRUE(response.has_result());
+  ReportStreamClient waiting(c1.get());
+  v1::ReportStreamRequest request;
+  request.mutable_report()->set_run_id("r");
+  request.mutable_report()->set_partial(1.0);
+  ASSERT_TRUE(waiting.stream().Write(request));
+  AwaitOpenRounds(1);
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(server_->Shutdown().ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  EXPECT_FALSE(idle.stream().Read(&response));
+  grpc::Status status = idle.Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(status.error_message(), HasSubstr("shutting down"));
+  EXPECT_FALSE(waiting.stream().Read(&response));
+  EXPECT_EQ(waiting.Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
 TEST(AggregatorDeadlineTest, ShortensByAFifthUpToTheMargin) {
   const absl::Time now = absl::FromUnixSeconds(1000);
   EXPECT_EQ(AggregatorDeadline(absl::InfiniteFuture(), now), absl::InfiniteFuture());
