@@ -9,15 +9,21 @@
 //   (b) coordinator: N processes each Report one partial per step to one
 //                    coordinator (SQLite durability on) and wait for the
 //                    round's result.
-// Both are timed per step after a warm-up, on participant 0, as the median of
-// several repetitions. Prints a table and JSON with the ratio (b)/(a).
+// The same N worker processes do both, alternating blocks of --block steps of
+// (a) and of (b), so both sides see the same processes and the same machine
+// (this VM's speed drifts by tens of percent over seconds). Per-step times are
+// taken on participant 0 after a warm-up of each; the median of several
+// repetitions (fresh processes each) is reported. Prints a table and JSON with
+// the ratio (b)/(a).
 //
-// The same binary is the worker: --worker=gloo|coordinator runs one process.
+// The same binary is the worker: --worker runs one process.
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
+#include <functional>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -40,7 +46,8 @@
 #include "tests/local_coordinator.h"
 
 ABSL_FLAG(std::string, n, "2,8,32", "Comma-separated process counts.");
-ABSL_FLAG(int, steps, 200, "Timed steps per repetition.");
+ABSL_FLAG(int, steps, 200, "Timed steps of each kind per repetition.");
+ABSL_FLAG(int, block, 20, "Steps of one kind before switching to the other.");
 ABSL_FLAG(int, warmup, 20, "Untimed steps before the timed ones.");
 ABSL_FLAG(int, repetitions, 3, "Repetitions; the median per-step time is reported.");
 ABSL_FLAG(std::string, json_out, "", "Also write the JSON report to this file.");
@@ -48,61 +55,59 @@ ABSL_FLAG(std::string, coordinator_store, "sqlite",
           "The coordinator's telemetry store: sqlite (durable, the default) or memory.");
 ABSL_FLAG(std::string, work_dir, "", "Scratch directory (default: a fresh one).");
 // Worker flags.
-ABSL_FLAG(std::string, worker, "", "Run as one worker process: gloo or coordinator.");
+ABSL_FLAG(bool, worker, false, "Run as one worker process.");
 ABSL_FLAG(int, rank, 0, "Worker: rank / participant.");
 ABSL_FLAG(int, size, 1, "Worker: number of processes.");
-ABSL_FLAG(std::string, store, "", "Worker (gloo): rendezvous directory.");
-ABSL_FLAG(std::string, target, "", "Worker (coordinator): host:port.");
-ABSL_FLAG(std::string, run_id, "", "Worker (coordinator): run id.");
-ABSL_FLAG(uint64_t, first_step, 0, "Worker (coordinator): first step number.");
-ABSL_FLAG(std::string, result, "", "Worker: file for rank 0's seconds per step.");
+ABSL_FLAG(std::string, store, "", "Worker: Gloo rendezvous directory.");
+ABSL_FLAG(std::string, target, "", "Worker: coordinator host:port.");
+ABSL_FLAG(std::string, run_id, "", "Worker: run id.");
+ABSL_FLAG(uint64_t, first_step, 0, "Worker: first step number.");
+ABSL_FLAG(std::string, result, "", "Worker: file for rank 0's seconds per step of each kind.");
 
 namespace gradnorm {
 namespace {
 
-absl::Status WriteResult(double seconds_per_step) {
+struct PerStep {
+  double gloo_seconds = 0;
+  double coordinator_seconds = 0;
+};
+
+absl::Status WriteResult(const PerStep& per_step) {
   const std::string path = absl::GetFlag(FLAGS_result);
   if (absl::GetFlag(FLAGS_rank) != 0 || path.empty()) return absl::OkStatus();
   FILE* f = std::fopen(path.c_str(), "w");
   if (f == nullptr) return absl::InternalError(absl::StrCat("cannot write ", path));
-  std::fprintf(f, "%.9g\n", seconds_per_step);
+  std::fprintf(f, "%.9g %.9g\n", per_step.gloo_seconds, per_step.coordinator_seconds);
   std::fclose(f);
   return absl::OkStatus();
 }
 
-absl::Status GlooWorker() {
-  GlooCommunicatorOptions options;
-  options.store_path = absl::GetFlag(FLAGS_store);
-  options.group_name = "bench";
-  options.rank = absl::GetFlag(FLAGS_rank);
-  options.size = absl::GetFlag(FLAGS_size);
-  options.timeout = absl::Seconds(60);
-  ASSIGN_OR_RETURN(std::unique_ptr<GlooCommunicator> comm, GlooCommunicator::Create(options));
-  double value[1];
-  for (int i = 0; i < absl::GetFlag(FLAGS_warmup); ++i) {
-    value[0] = 1.0 + options.rank;
-    RETURN_IF_ERROR(comm->AllReduce(absl::MakeSpan(value), ReduceOp::kSum));
-  }
-  const int steps = absl::GetFlag(FLAGS_steps);
-  const absl::Time start = absl::Now();
-  for (int i = 0; i < steps; ++i) {
-    value[0] = 1.0 + options.rank;
-    RETURN_IF_ERROR(comm->AllReduce(absl::MakeSpan(value), ReduceOp::kSum));
-  }
-  const double per_step = absl::ToDoubleSeconds(absl::Now() - start) / steps;
-  const double n = options.size;
-  if (value[0] != n * (n + 1) / 2) {
-    return absl::InternalError(absl::StrCat("all-reduce gave ", value[0], ", expected ",
-                                            n * (n + 1) / 2));
-  }
-  return WriteResult(per_step);
-}
+// One worker process: a Gloo group of --size and a coordinator participant.
+absl::Status Worker() {
+  GlooCommunicatorOptions gloo_options;
+  gloo_options.store_path = absl::GetFlag(FLAGS_store);
+  gloo_options.group_name = "bench";
+  gloo_options.rank = absl::GetFlag(FLAGS_rank);
+  gloo_options.size = absl::GetFlag(FLAGS_size);
+  gloo_options.timeout = absl::Seconds(60);
+  ASSIGN_OR_RETURN(std::unique_ptr<GlooCommunicator> comm,
+                   GlooCommunicator::Create(gloo_options));
+  CoordinatorClientOptions client_options;
+  client_options.target = absl::GetFlag(FLAGS_target);
+  ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client,
+                   CoordinatorClient::Create(client_options));
+  const int rank = gloo_options.rank;
+  const double n = gloo_options.size;
 
-absl::Status CoordinatorWorker() {
-  CoordinatorClientOptions options;
-  options.target = absl::GetFlag(FLAGS_target);
-  ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client, CoordinatorClient::Create(options));
-  const int rank = absl::GetFlag(FLAGS_rank);
+  auto all_reduce = [&]() -> absl::Status {
+    double value[1] = {1.0 + rank};
+    RETURN_IF_ERROR(comm->AllReduce(absl::MakeSpan(value), ReduceOp::kSum));
+    if (value[0] != n * (n + 1) / 2) {
+      return absl::InternalError(absl::StrCat("all-reduce gave ", value[0], ", expected ",
+                                              n * (n + 1) / 2));
+    }
+    return absl::OkStatus();
+  };
   uint64_t step = absl::GetFlag(FLAGS_first_step);
   auto report = [&]() -> absl::Status {
     v1::ReportRequest request;
@@ -112,34 +117,55 @@ absl::Status CoordinatorWorker() {
     request.set_partial(1.0 + rank);
     ASSIGN_OR_RETURN(v1::RoundResult result,
                      client->Report(request, absl::Now() + absl::Seconds(60)));
-    if (!(result.total_norm() > 0)) {
+    // The sum of squares' root: sqrt(sum (1 + r)) over ranks r.
+    if (std::abs(result.total_norm() - std::sqrt(n * (n + 1) / 2)) > 1e-9) {
       return absl::InternalError(absl::StrCat("round ", request.step(), " gave total ",
-                                              result.total_norm()));
+                                              result.total_norm(), ", expected ",
+                                              std::sqrt(n * (n + 1) / 2)));
     }
     return absl::OkStatus();
   };
-  for (int i = 0; i < absl::GetFlag(FLAGS_warmup); ++i) RETURN_IF_ERROR(report());
+  // Runs `count` steps of `one` and returns how long they took.
+  auto timed = [](int count, const std::function<absl::Status()>& one)
+      -> absl::StatusOr<absl::Duration> {
+    const absl::Time start = absl::Now();
+    for (int i = 0; i < count; ++i) RETURN_IF_ERROR(one());
+    return absl::Now() - start;
+  };
+
+  const int warmup = absl::GetFlag(FLAGS_warmup);
+  RETURN_IF_ERROR(timed(warmup, all_reduce).status());
+  RETURN_IF_ERROR(timed(warmup, report).status());
   const int steps = absl::GetFlag(FLAGS_steps);
-  const absl::Time start = absl::Now();
-  for (int i = 0; i < steps; ++i) RETURN_IF_ERROR(report());
-  return WriteResult(absl::ToDoubleSeconds(absl::Now() - start) / steps);
+  const int block = std::max(1, absl::GetFlag(FLAGS_block));
+  absl::Duration gloo_total, coordinator_total;
+  for (int done = 0; done < steps; done += block) {
+    const int count = std::min(block, steps - done);
+    ASSIGN_OR_RETURN(absl::Duration g, timed(count, all_reduce));
+    ASSIGN_OR_RETURN(absl::Duration c, timed(count, report));
+    gloo_total += g;
+    coordinator_total += c;
+  }
+  return WriteResult({absl::ToDoubleSeconds(gloo_total) / steps,
+                      absl::ToDoubleSeconds(coordinator_total) / steps});
 }
 
-// Runs `size` workers of one kind and returns rank 0's seconds per step.
-absl::StatusOr<double> RunWorkers(const std::string& self, const std::string& kind, int size,
-                                  const std::vector<std::string>& extra,
-                                  const std::string& dir) {
-  const std::string result = absl::StrCat(dir, "/", kind, "-", size, ".result");
+// Runs `size` workers and returns rank 0's seconds per step of each kind.
+absl::StatusOr<PerStep> RunWorkers(const std::string& self, int size,
+                                   const std::vector<std::string>& extra,
+                                   const std::string& dir) {
+  const std::string result = absl::StrCat(dir, "/workers-", size, ".result");
   std::remove(result.c_str());
   std::vector<std::unique_ptr<ChildProcess>> workers;
   for (int rank = 0; rank < size; ++rank) {
     std::vector<std::string> argv = {
-        self, "--worker=" + kind, absl::StrCat("--rank=", rank), absl::StrCat("--size=", size),
+        self, "--worker", absl::StrCat("--rank=", rank), absl::StrCat("--size=", size),
         absl::StrCat("--steps=", absl::GetFlag(FLAGS_steps)),
+        absl::StrCat("--block=", absl::GetFlag(FLAGS_block)),
         absl::StrCat("--warmup=", absl::GetFlag(FLAGS_warmup)), "--result=" + result};
     argv.insert(argv.end(), extra.begin(), extra.end());
     ASSIGN_OR_RETURN(std::unique_ptr<ChildProcess> worker,
-                     ChildProcess::Start(argv, absl::StrCat(dir, "/", kind, "-", size, "-",
+                     ChildProcess::Start(argv, absl::StrCat(dir, "/worker-", size, "-",
                                                             rank, ".log")));
     workers.push_back(std::move(worker));
   }
@@ -147,19 +173,19 @@ absl::StatusOr<double> RunWorkers(const std::string& self, const std::string& ki
   for (auto& worker : workers) {
     ASSIGN_OR_RETURN(int code, worker->Wait(deadline));
     if (code != 0) {
-      return absl::InternalError(absl::StrCat(kind, " worker exited ", code, ":\n",
+      return absl::InternalError(absl::StrCat("worker exited ", code, ":\n",
                                               LastLinesOf(worker->log_path(), 5)));
     }
   }
-  double seconds = 0;
-  if (!absl::SimpleAtod(ReadWholeFile(result), &seconds)) {
-    std::string text = ReadWholeFile(result);
-    text.erase(std::remove(text.begin(), text.end(), '\n'), text.end());
-    if (!absl::SimpleAtod(text, &seconds)) {
-      return absl::DataLossError(absl::StrCat("no result in ", result));
-    }
+  PerStep per_step;
+  const std::vector<std::string> fields =
+      absl::StrSplit(ReadWholeFile(result), absl::ByAnyChar(" \n"), absl::SkipEmpty());
+  if (fields.size() != 2 || !absl::SimpleAtod(fields[0], &per_step.gloo_seconds) ||
+      !absl::SimpleAtod(fields[1], &per_step.coordinator_seconds)) {
+    return absl::DataLossError(
+        absl::StrCat("no result in ", result, ": expected two numbers"));
   }
-  return seconds;
+  return per_step;
 }
 
 double Median(std::vector<double> values) {
@@ -214,14 +240,14 @@ absl::Status Drive(const std::string& self) {
     for (int rep = 0; rep < reps; ++rep) {
       const std::string store = absl::StrCat(dir, "/gloo-", n, "-", rep);
       mkdir(store.c_str(), 0755);
-      ASSIGN_OR_RETURN(double g, RunWorkers(self, "gloo", n, {"--store=" + store}, dir));
-      ASSIGN_OR_RETURN(double c,
-                       RunWorkers(self, "coordinator", n,
-                                  {"--target=" + target, "--run_id=" + run_id,
+      ASSIGN_OR_RETURN(PerStep per_step,
+                       RunWorkers(self, n,
+                                  {"--store=" + store, "--target=" + target,
+                                   "--run_id=" + run_id,
                                    absl::StrCat("--first_step=", rep * steps_per_rep)},
                                   dir));
-      gloo.push_back(g);
-      coord.push_back(c);
+      gloo.push_back(per_step.gloo_seconds);
+      coord.push_back(per_step.coordinator_seconds);
     }
     rows.push_back({n, Median(gloo), Median(coord)});
   }
@@ -262,18 +288,8 @@ int main(int argc, char** argv) {
   char self[4096];
   const ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
   self[len > 0 ? len : 0] = '\0';
-  const std::string worker = absl::GetFlag(FLAGS_worker);
-  absl::Status status;
-  if (worker == "gloo") {
-    status = gradnorm::GlooWorker();
-  } else if (worker == "coordinator") {
-    status = gradnorm::CoordinatorWorker();
-  } else if (worker.empty()) {
-    status = gradnorm::Drive(self);
-  } else {
-    status = absl::InvalidArgumentError(
-        absl::StrCat("--worker '", worker, "': expected gloo or coordinator"));
-  }
+  const absl::Status status =
+      absl::GetFlag(FLAGS_worker) ? gradnorm::Worker() : gradnorm::Drive(self);
   if (!status.ok()) {
     std::fprintf(stderr, "cross_job_benchmark: %s\n", status.ToString().c_str());
     return 1;
