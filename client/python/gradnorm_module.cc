@@ -206,12 +206,15 @@ class TensorViews {
     auto views = std::make_unique<TensorViews>();
     views->on_torch_threads_ = true;
     TorchGrads& grads = views->torch_grads_;
-    py::list list = py::isinstance<py::list>(parameters)
-                        ? py::reinterpret_borrow<py::list>(parameters)
-                        : py::list(parameters);
-    views->views_.reserve(list.size());
+    // A list or tuple is read in place; any other iterable is listed first.
+    py::object sequence = py::reinterpret_steal<py::object>(
+        PySequence_Fast(parameters.ptr(), "parameters must be iterable"));
+    if (!sequence) throw py::error_already_set();
+    const size_t n =
+        static_cast<size_t>(PySequence_Fast_GET_SIZE(sequence.ptr()));
+    views->views_.reserve(n);
     absl::StatusOr<bool> all_plain = grads.AddAllAndReadViews(
-        PySequence_Fast_ITEMS(list.ptr()), list.size(), &views->views_,
+        PySequence_Fast_ITEMS(sequence.ptr()), n, &views->views_,
         &views->noncontiguous_);
     if (!all_plain.ok()) ThrowStatus(all_plain.status());
     if (!*all_plain) return py::none();

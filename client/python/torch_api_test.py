@@ -336,8 +336,9 @@ def test_many_parameters_of_every_kind_in_one_call():
     assert views.noncontiguous == [k for k, g in enumerate(grads)
                                    if not g.is_contiguous()]
     views.release()
-    assert gn.get_grad_norm(parameters, None, None) == pytest.approx(
-        reference, rel=1e-12)
+    for same in (parameters, tuple(parameters), iter(parameters)):
+        assert gn.get_grad_norm(same, None, None) == pytest.approx(
+            reference, rel=1e-12)
 
     class Sub(torch.Tensor):
         pass

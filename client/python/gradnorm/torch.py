@@ -104,9 +104,14 @@ def _is_marked_tp_replicated(parameter) -> bool:
     return getattr(parameter, "tensor_model_parallel", None) is False
 
 
-def _as_list(parameters: _TensorOrTensors) -> list:
+def _as_list(parameters: _TensorOrTensors) -> Sequence:
+    """The parameters as a sequence that is only read. A list or tuple is used
+    as it is: copying one touches every parameter object, which after a
+    backward pass costs about 10 ns each."""
     if isinstance(parameters, torch.Tensor):
         return [parameters]
+    if isinstance(parameters, (list, tuple)):
+        return parameters
     return list(parameters)
 
 
