@@ -14,6 +14,8 @@
 // (a round is answered once it would survive a crash or kill of the process).
 // BM_CoordinatorRoundSyncFull and BM_CoordinatorRoundMemoryStore bracket the
 // cost: SQLite with an fsync per commit (survives power loss), and no store.
+// BM_CoordinatorStreamRound/N: the same over open ReportStreams (what
+// CoordinatorClient uses), against the echo's ReportStream.
 // BM_CoordinatorThroughput: 32 clients (4 runs x 8 participants), each keeping
 // kWindow reports in flight, SQLite store with its durability on (a report is
 // answered only after its round committed), alternating with the same burst
@@ -178,28 +180,105 @@ void Round(std::vector<std::unique_ptr<v1::Coordinator::Stub>>& stubs, int n,
   answered.Wait();
 }
 
+// One participant's open ReportStream (as CoordinatorClient keeps one):
+// Send writes one report and runs `done` once it is answered and written.
+class StreamParticipant final
+    : public grpc::ClientBidiReactor<v1::ReportStreamRequest, v1::ReportStreamResponse> {
+ public:
+  explicit StreamParticipant(v1::Coordinator::Stub* stub) {
+    stub->async()->ReportStream(&context_, this);
+    StartCall();
+  }
+
+  void Send(const std::string& run_id, uint64_t step, uint32_t participant,
+            std::function<void()> done) {
+    done_ = std::move(done);
+    pending_ = 2;  // The read's and the write's reactions.
+    request_.mutable_report()->set_run_id(run_id);
+    request_.mutable_report()->set_step(step);
+    request_.mutable_report()->set_participant(participant);
+    request_.mutable_report()->set_partial(1.0 + participant);
+    StartRead(&response_);
+    StartWrite(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok || !response_.has_result()) {
+      std::fprintf(stderr, "ReportStream answered no result: %s\n",
+                   response_.ShortDebugString().c_str());
+      std::abort();
+    }
+    Reacted();
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      std::fprintf(stderr, "ReportStream write failed\n");
+      std::abort();
+    }
+    Reacted();
+  }
+  void OnDone(const grpc::Status& /*status*/) override {}
+
+ private:
+  void Reacted() {
+    if (--pending_ == 0) done_();
+  }
+
+  grpc::ClientContext context_;
+  v1::ReportStreamRequest request_;
+  v1::ReportStreamResponse response_;
+  std::function<void()> done_;
+  std::atomic<int> pending_{0};
+};
+
+// N concurrent reports of one step, one per open stream.
+void StreamRound(std::vector<std::unique_ptr<StreamParticipant>>& streams, int n,
+                 const std::string& run_id, uint64_t step) {
+  absl::BlockingCounter answered(n);
+  for (int p = 0; p < n; ++p) {
+    streams[p]->Send(run_id, step, p, [&answered] { answered.DecrementCount(); });
+  }
+  answered.Wait();
+}
+
+// One round of `step` among the benchmark's participants.
+using RoundFn = std::function<void(uint64_t step)>;
+
 // Alternates one echo round and one coordinator round per iteration, so
 // both see the same machine (this VM's speed drifts by tens of percent over
 // seconds); counters: the coordinator's mean round, the echo's, and x_echo.
-void MeasureRounds(benchmark::State& state, int n, Backend backend) {
+void MeasureRounds(benchmark::State& state, int n, Backend backend, bool streams) {
   Fixture& fixture = Fixture::Get();
   const std::string echo_run = absl::StrCat("echo-n", n);
-  const std::string run_id =
-      absl::StrCat("round-n", n, "-", static_cast<int>(backend));
+  const std::string run_id = absl::StrCat("round-n", n, "-", static_cast<int>(backend),
+                                          streams ? "-stream" : "");
   fixture.RegisterRun(run_id, n, backend);
   auto& echo_stubs = fixture.EchoStubs(n);
   auto& stubs = fixture.CoordinatorStubs(n, backend);
+  std::vector<std::unique_ptr<StreamParticipant>> echo_streams, coordinator_streams;
+  RoundFn echo_round, round;
+  if (streams) {
+    for (int p = 0; p < n; ++p) {
+      echo_streams.push_back(std::make_unique<StreamParticipant>(echo_stubs[p].get()));
+      coordinator_streams.push_back(std::make_unique<StreamParticipant>(stubs[p].get()));
+    }
+    echo_round = [&](uint64_t step) { StreamRound(echo_streams, n, echo_run, step); };
+    round = [&](uint64_t step) { StreamRound(coordinator_streams, n, run_id, step); };
+  } else {
+    echo_round = [&](uint64_t step) { Round(echo_stubs, n, echo_run, step); };
+    round = [&](uint64_t step) { Round(stubs, n, run_id, step); };
+  }
   // Warm the channels.
-  Round(echo_stubs, n, echo_run, fixture.NextSteps(echo_run, 1));
-  Round(stubs, n, run_id, fixture.NextSteps(run_id, 1));
+  echo_round(fixture.NextSteps(echo_run, 1));
+  round(fixture.NextSteps(run_id, 1));
   absl::Duration echo_total, total;
   int64_t rounds = 0;
   for (auto _ : state) {
     absl::Time start = absl::Now();
-    Round(echo_stubs, n, echo_run, fixture.NextSteps(echo_run, 1));
+    echo_round(fixture.NextSteps(echo_run, 1));
     echo_total += absl::Now() - start;
     start = absl::Now();
-    Round(stubs, n, run_id, fixture.NextSteps(run_id, 1));
+    round(fixture.NextSteps(run_id, 1));
     total += absl::Now() - start;
     ++rounds;
   }
@@ -211,13 +290,18 @@ void MeasureRounds(benchmark::State& state, int n, Backend backend) {
 }
 
 void BM_CoordinatorRound(benchmark::State& state) {
-  MeasureRounds(state, static_cast<int>(state.range(0)), kSqliteNormal);
+  MeasureRounds(state, static_cast<int>(state.range(0)), kSqliteNormal, false);
 }
 void BM_CoordinatorRoundSyncFull(benchmark::State& state) {
-  MeasureRounds(state, static_cast<int>(state.range(0)), kSqliteFull);
+  MeasureRounds(state, static_cast<int>(state.range(0)), kSqliteFull, false);
 }
 void BM_CoordinatorRoundMemoryStore(benchmark::State& state) {
-  MeasureRounds(state, static_cast<int>(state.range(0)), kMemory);
+  MeasureRounds(state, static_cast<int>(state.range(0)), kMemory, false);
+}
+// Reports on open ReportStreams (CoordinatorClient's path) against the
+// echo's stream.
+void BM_CoordinatorStreamRound(benchmark::State& state) {
+  MeasureRounds(state, static_cast<int>(state.range(0)), kSqliteNormal, true);
 }
 
 // Every client keeps kWindow reports in flight until it sent
@@ -296,6 +380,8 @@ BENCHMARK(BM_CoordinatorRound)->Arg(32)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_CoordinatorRoundSyncFull)->Arg(32)->UseRealTime()->MinTime(0.5);
 BENCHMARK(BM_CoordinatorRoundMemoryStore)->Arg(32)->UseRealTime()->MinTime(0.5);
 BENCHMARK(BM_CoordinatorRound)->Arg(128)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_CoordinatorStreamRound)->Arg(1)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_CoordinatorStreamRound)->Arg(32)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_CoordinatorThroughput)->UseRealTime()->MinTime(2.0);
 
 }  // namespace

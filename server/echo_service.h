@@ -1,8 +1,9 @@
-// A bare gradnorm.v1.Coordinator that answers Report at once, echoing the
-// request into a RoundResult: no aggregation, no waiting, no store. It is the
-// peer the coordinator benchmark measures against (same messages, same
-// transport, same callback API), so the ratio isolates the coordinator's own
-// cost. Every other RPC is UNIMPLEMENTED.
+// A bare gradnorm.v1.Coordinator that answers Report, and each report on a
+// ReportStream, at once, echoing the request into a RoundResult: no
+// aggregation, no waiting, no store. It is the peer the coordinator benchmark
+// measures against (same messages, same transport, same callback API), so the
+// ratio isolates the coordinator's own cost. Every other RPC is
+// UNIMPLEMENTED.
 //
 //   EchoService echo;
 //   builder.RegisterService(&echo);
@@ -23,6 +24,10 @@ class EchoService final : public v1::Coordinator::CallbackService {
   grpc::ServerUnaryReactor* Report(grpc::CallbackServerContext* context,
                                    const v1::ReportRequest* request,
                                    v1::ReportResponse* response) override;
+
+  // One answer per request, in order, until the client half-closes.
+  grpc::ServerBidiReactor<v1::ReportStreamRequest, v1::ReportStreamResponse>*
+  ReportStream(grpc::CallbackServerContext* context) override;
 };
 
 }  // namespace server

@@ -17,7 +17,6 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "server/coordinator_server.h"
-#include "server/echo_service.h"
 
 namespace gradnorm {
 namespace {
@@ -178,10 +177,24 @@ TEST(CoordinatorClientStreamTest, HungCoordinatorIsCutOffAtTheDeadline) {
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
 }
 
+// A coordinator of an older build: Report only.
+class ReportOnlyService final : public v1::Coordinator::CallbackService {
+ public:
+  grpc::ServerUnaryReactor* Report(grpc::CallbackServerContext* context,
+                                   const v1::ReportRequest* request,
+                                   v1::ReportResponse* response) override {
+    response->mutable_result()->set_run_id(request->run_id());
+    response->mutable_result()->set_step(request->step());
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+};
+
 TEST(CoordinatorClientStreamTest, CoordinatorWithoutReportStreamGetsReportCalls) {
-  server::EchoService echo;
+  ReportOnlyService old;
   std::string address;
-  std::unique_ptr<grpc::Server> server = StartServer(&echo, &address);
+  std::unique_ptr<grpc::Server> server = StartServer(&old, &address);
   auto client = NewClient(address);
   for (uint64_t step = 0; step < 2; ++step) {
     absl::StatusOr<v1::RoundResult> result =
