@@ -8,8 +8,8 @@
 //   gpt2_124m  the 148 parameter tensors of GPT-2 small (124,439,808 elements),
 //              each its own 64-byte-aligned allocation, fp32 or bf16;
 //   10k_x_1k   10,000 fp32 tensors of 1,000 elements;
-//   clip       ScaleInPlace of gpt2_124m fp32 (alternately by 0.5 and by 2, so
-//              the values stay normal from one iteration to the next).
+//   clip       ScaleInPlace of gpt2_124m fp32 or bf16 (alternately by 0.5 and
+//              by 2, so the values stay normal from one iteration to the next).
 // Each call is followed by one pass of the probe (a SIMD sum over as many bytes
 // for reads, an in-place add for clip), so both see the same machine load.
 // Counters: bytes_per_second (gradient bytes / mean wall time per call),
@@ -191,8 +191,8 @@ void BM_PartialNorm(benchmark::State& state, Shape shape, DType dtype, double p,
   timer.Report(state, w.bytes());
 }
 
-void BM_Clip(benchmark::State& state) {
-  const Workload& w = GetWorkload(Shape::kGpt2, DType::kFloat32);
+void BM_Clip(benchmark::State& state, DType dtype) {
+  const Workload& w = GetWorkload(Shape::kGpt2, dtype);
   Interleaved timer(w.bytes(), /*read_write=*/true);
   int64_t i = 0;
   for (auto _ : state) {
@@ -237,7 +237,9 @@ BENCHMARK_CAPTURE(BM_PartialNorm, 10k_x_1k_fp32_p2, Shape::k10kx1k,
 BENCHMARK_CAPTURE(BM_PartialNorm, 10k_x_1k_fp32_p2_fp32acc, Shape::k10kx1k,
                   DType::kFloat32, 2.0, true)
     ->UseRealTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_Clip)->Name("BM_Clip/gpt2_124m_fp32_x0.5")
+BENCHMARK_CAPTURE(BM_Clip, gpt2_124m_fp32_x0.5, DType::kFloat32)
+    ->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Clip, gpt2_124m_bf16_x0.5, DType::kBFloat16)
     ->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace

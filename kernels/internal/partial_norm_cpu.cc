@@ -536,11 +536,12 @@ HWY_NOINLINE void ScaleFloat(T* HWY_RESTRICT p, int64_t n, T coef) {
   for (; i < n; ++i) p[i] *= coef;
 }
 
-// fp32 -> bf16 bits (in the low half of u32 lanes), round to nearest even;
-// lane for lane what half_internal::FloatToBFloat16Bits does.
+// fp32 -> bf16 bits in the high half of u32 lanes (the low half is left
+// over), round to nearest even; with the shift of RoundToBFloat16, lane for
+// lane what half_internal::FloatToBFloat16Bits does.
 template <class DF>
-HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> RoundToBFloat16(DF /* df */,
-                                                            hn::Vec<DF> f) {
+HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> RoundToBFloat16High(
+    DF /* df */, hn::Vec<DF> f) {
   const hn::RebindToUnsigned<DF> du;
   const hn::RebindToSigned<DF> di;
   const auto u = hn::BitCast(du, f);
@@ -550,7 +551,32 @@ HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> RoundToBFloat16(DF /* df */,
   const auto lsb = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
   const auto rounded = hn::Add(u, hn::Add(hn::Set(du, 0x7fffu), lsb));
   const auto quiet = hn::Or(u, hn::Set(du, 0x00400000u));
-  return hn::ShiftRight<16>(hn::IfThenElse(is_nan, quiet, rounded));
+  return hn::IfThenElse(is_nan, quiet, rounded);
+}
+
+// fp32 -> bf16 bits (in the low half of u32 lanes).
+template <class DF>
+HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> RoundToBFloat16(DF df,
+                                                            hn::Vec<DF> f) {
+  return hn::ShiftRight<16>(RoundToBFloat16High(df, f));
+}
+
+// Scales the two bf16 values in each u32 lane (its low and its high half) and
+// puts them back in place. As in the bf16 sums, a u32 pair widens to fp32
+// with one shift or one mask, and narrows back with one shift or one mask:
+// no widening and narrowing shuffles, and full-width loads and stores. With
+// 16-bit lanes each vector moved half the bytes for more instructions, and
+// too few cache lines were in flight to stream at memory speed.
+template <class DU>
+HWY_INLINE hn::Vec<DU> ScaleBFloat16Pairs(DU du, hn::Vec<DU> u,
+                                          hn::Vec<hn::RebindToFloat<DU>> c) {
+  const hn::RebindToFloat<DU> df;
+  const auto high = hn::Set(du, 0xffff0000u);
+  const auto lo = RoundToBFloat16High(
+      df, hn::Mul(hn::BitCast(df, hn::ShiftLeft<16>(u)), c));
+  const auto hi =
+      RoundToBFloat16High(df, hn::Mul(hn::BitCast(df, hn::And(u, high)), c));
+  return hn::Or(hn::ShiftRight<16>(lo), hn::And(hi, high));
 }
 
 // fp32 -> fp16 bits, round to nearest even; lane for lane what
@@ -610,6 +636,28 @@ HWY_NOINLINE void Scale16(uint16_t* HWY_RESTRICT p, int64_t n, float coef) {
   }
 }
 
+HWY_NOINLINE void ScaleBFloat16(uint16_t* HWY_RESTRICT p, int64_t n,
+                                float coef) {
+  const hn::ScalableTag<uint32_t> du;
+  const hn::RebindToFloat<decltype(du)> df;
+  const int64_t block = 2 * static_cast<int64_t>(hn::Lanes(du));  // bf16s
+  const auto c = hn::Set(df, coef);
+  int64_t i = 0;
+  for (; i + 2 * block <= n; i += 2 * block) {
+    uint32_t* HWY_RESTRICT q0 = reinterpret_cast<uint32_t*>(p + i);
+    uint32_t* HWY_RESTRICT q1 = reinterpret_cast<uint32_t*>(p + i + block);
+    const auto u0 = hn::LoadU(du, q0);
+    const auto u1 = hn::LoadU(du, q1);
+    hn::StoreU(ScaleBFloat16Pairs(du, u0, c), du, q0);
+    hn::StoreU(ScaleBFloat16Pairs(du, u1, c), du, q1);
+  }
+  for (; i + block <= n; i += block) {
+    uint32_t* HWY_RESTRICT q = reinterpret_cast<uint32_t*>(p + i);
+    hn::StoreU(ScaleBFloat16Pairs(du, hn::LoadU(du, q), c), du, q);
+  }
+  Scale16<true>(p + i, n - i, coef);
+}
+
 void ScaleRange(void* data, DType dtype, int64_t n, double coef) {
   const float coef32 = static_cast<float>(coef);
   switch (dtype) {
@@ -620,7 +668,7 @@ void ScaleRange(void* data, DType dtype, int64_t n, double coef) {
       ScaleFloat(static_cast<double*>(data), n, coef);
       break;
     case DType::kBFloat16:
-      Scale16<true>(static_cast<uint16_t*>(data), n, coef32);
+      ScaleBFloat16(static_cast<uint16_t*>(data), n, coef32);
       break;
     case DType::kFloat16:
       Scale16<false>(static_cast<uint16_t*>(data), n, coef32);
