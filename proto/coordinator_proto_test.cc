@@ -148,10 +148,12 @@ TEST(CoordinatorProtoTest, ServiceHasEveryRpc) {
   for (int i = 0; i < descriptor->method_count(); ++i) {
     methods.insert(descriptor->method(i)->name());
   }
-  EXPECT_EQ(methods, (std::set<std::string>{"RegisterRun", "Report", "ListRuns",
-                                            "GetRun", "GetHistory", "GetSummary",
-                                            "WatchRun"}));
+  EXPECT_EQ(methods, (std::set<std::string>{"RegisterRun", "Report", "ReportStream",
+                                            "ListRuns", "GetRun", "GetHistory",
+                                            "GetSummary", "WatchRun"}));
   EXPECT_TRUE(descriptor->FindMethodByName("WatchRun")->server_streaming());
+  EXPECT_TRUE(descriptor->FindMethodByName("ReportStream")->client_streaming());
+  EXPECT_TRUE(descriptor->FindMethodByName("ReportStream")->server_streaming());
   EXPECT_FALSE(descriptor->FindMethodByName("Report")->server_streaming());
 
   // The generated stub and callback service expose each rpc.
