@@ -1,5 +1,6 @@
 """gradnorm.torch across processes: 4 Gloo ranks as 2 DP x 2 TP, checked
-against the norm of the full (unsharded) gradients computed on every rank."""
+against the norm of the full (unsharded) gradients computed on every rank,
+plain and DTensor gradients (a stand-in: Debian's torch 1.13 has no DTensor)."""
 
 import math
 import os
@@ -11,6 +12,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import gradnorm.torch as gn
+from dtensor_stand_in import DTensor, DeviceMesh, Replicate, Shard
+import dtensor_stand_in
 
 DP, TP = 2, 2
 WORLD = DP * TP
@@ -35,6 +38,42 @@ def shard(w, b, dp_rank, tp_rank, dtype):
     pw.grad = w_local.to(dtype).clone()
     pb.grad = b_local.to(dtype).clone()
     return [pw, pb]
+
+
+def dtensor_gradients(seed, dtype):
+    """Full gradients of a model held as DTensors on the (DP, TP) mesh: W
+    (8 x 6, Shard(0) over DP, Shard(1) over TP), b (6, Shard(0) over DP,
+    Replicate over TP), c (5, Replicate over both), and a plain e (8, rank r
+    holds its r-th quarter). Values as stored in `dtype`, in fp64."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(8, 6, generator=gen, dtype=torch.float64) * 3
+    b = torch.randn(6, generator=gen, dtype=torch.float64)
+    c = torch.randn(5, generator=gen, dtype=torch.float64) * 2
+    e = torch.randn(8, generator=gen, dtype=torch.float64)
+    return [t.to(dtype).double() for t in (w, b, c, e)]
+
+
+def dtensor_params(full, dp_rank, tp_rank, dp_group, tp_group, dtype):
+    # Debian's torch 1.13 has no DTensor: dtensor_stand_in.DTensor is a
+    # stand-in with the interface of DTensor that gradnorm.torch uses, its mesh
+    # groups the real dp and tp groups.
+    w, b, c, e = full
+    mesh = DeviceMesh([dp_rank, tp_rank], [dp_group, tp_group])
+    pieces = [
+        (w.chunk(TP, dim=1)[tp_rank].chunk(DP, dim=0)[dp_rank],
+         [Shard(0), Shard(1)], w.shape),
+        (b.chunk(DP)[dp_rank], [Shard(0), Replicate()], b.shape),
+        (c, [Replicate(), Replicate()], c.shape),
+    ]
+    params = []
+    for local, placements, shape in pieces:
+        p = torch.nn.Parameter(torch.zeros(shape, dtype=dtype))
+        p.grad = DTensor(local.to(dtype).contiguous(), mesh, placements, shape)
+        params.append(p)
+    pe = torch.nn.Parameter(torch.zeros(2, dtype=dtype))
+    pe.grad = e.chunk(WORLD)[dp_rank * TP + tp_rank].to(dtype).clone()
+    params.append(pe)
+    return params
 
 
 def reference(tensors, p):
@@ -89,6 +128,39 @@ def run_checks(rank, dp_rank, tp_rank, dp_group, tp_group):
     t = torch.tensor([local_sq], dtype=torch.float64)
     dist.all_reduce(t)
     assert math.sqrt(t.item()) == pytest.approx(1.0, rel=1e-6)
+
+    # DTensor gradients: local shards, replicas counted once (b on TP
+    # coordinate 0, c on rank 0 only), a plain gradient among them.
+    with dtensor_stand_in.registered():
+        for dtype in (torch.float32, torch.bfloat16):
+            full = dtensor_gradients(seed=11, dtype=dtype)
+            for p in (2.0, math.inf):
+                params = dtensor_params(full, dp_rank, tp_rank, dp_group,
+                                        tp_group, dtype)
+                got = gn.get_grad_norm(params, dp_group, tp_group, norm_type=p)
+                want = reference(full, p)
+                assert got == pytest.approx(want, rel=1e-12), (dtype, p, got, want)
+
+        # Clipping scales every local shard, replicas on every rank alike.
+        full = dtensor_gradients(seed=12, dtype=torch.float32)
+        params = dtensor_params(full, dp_rank, tp_rank, dp_group, tp_group,
+                                torch.float32)
+        grads = [gn._local_grad(q) for q in params]
+        before = [g.double() for g in grads]
+        total = gn.get_grad_norm(params, dp_group, tp_group)
+        assert total > 1.0
+        gn.clip_grad_by_total_norm_(params, 1.0, total)
+        coef = 1.0 / (total + 1e-6)
+        for q, g, old in zip(params, grads, before):
+            assert gn._local_grad(q) is g
+            spacing = torch.finfo(torch.float32).eps * (old * coef).abs()
+            assert bool(((g.double() - old * coef).abs() <= spacing).all())
+        counted = [True, tp_rank == 0, rank == 0, True]
+        local_sq = sum(g.double().pow(2).sum().item()
+                       for g, is_counted in zip(grads, counted) if is_counted)
+        t = torch.tensor([local_sq], dtype=torch.float64)
+        dist.all_reduce(t)
+        assert math.sqrt(t.item()) == pytest.approx(1.0, rel=1e-6)
 
     # A rank with no gradients joins and contributes 0; nobody hangs.
     params = shard(*full_gradients(seed=9), dp_rank, tp_rank, torch.float32)

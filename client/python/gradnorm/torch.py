@@ -222,19 +222,26 @@ def _same_group(a, b) -> bool:
         return False
 
 
+def _reduced_replicate_dims(grad, dp_cp_group, tp_group) -> List[int]:
+    """The mesh dimensions of DTensor `grad` over which it is replicated and
+    whose group is tp_group or dp_cp_group (the same on every rank)."""
+    mesh = grad.device_mesh
+    dims = []
+    for dim, placement in enumerate(grad.placements):
+        if not _is_replicate(placement):
+            continue
+        group = mesh.get_group(dim)
+        if _same_group(group, tp_group) or _same_group(group, dp_cp_group):
+            dims.append(dim)
+    return dims
+
+
 def _counted_here(grad, parameter, dp_cp_group, tp_group) -> bool:
     """False for a replica this rank must not count (another rank counts it)."""
     if _is_dtensor(grad):
-        mesh = grad.device_mesh
-        coordinate = mesh.get_coordinate()
-        for dim, placement in enumerate(grad.placements):
-            if not _is_replicate(placement):
-                continue
-            group = mesh.get_group(dim)
-            if _same_group(group, tp_group) or _same_group(group, dp_cp_group):
-                if coordinate is not None and coordinate[dim] != 0:
-                    return False
-        return True
+        dims = _reduced_replicate_dims(grad, dp_cp_group, tp_group)
+        coordinate = grad.device_mesh.get_coordinate() if dims else None
+        return coordinate is None or all(coordinate[d] == 0 for d in dims)
     if tp_group is not None and _is_marked_tp_replicated(parameter):
         return dist.get_rank(group=tp_group) == 0
     return True
@@ -490,8 +497,10 @@ class Clipper:
             if grad is None:
                 continue
             if _is_dtensor(grad):
-                if not _counted_here(grad, parameter, self._dp_cp_group,
-                                     self._tp_group):
+                # Raised on every rank alike (placements are the same on all),
+                # so no rank enters a reduction that another has left.
+                if _reduced_replicate_dims(grad, self._dp_cp_group,
+                                           self._tp_group):
                     raise ValueError(
                         "INVALID_ARGUMENT: Clipper does not support DTensor "
                         "gradients replicated over a reduced mesh dimension "
