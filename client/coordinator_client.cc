@@ -68,6 +68,9 @@ grpc::ChannelArguments CoordinatorChannelArguments(
   // A Report may wait long for other jobs without any data frames; without
   // this gRPC stops pinging after two pings and keepalive would lapse.
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // Reports and results are a few hundred bytes: no window to size, so no
+  // bandwidth-delay probe pings (each one a frame and a wake-up each way).
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   // gRPC's default reconnect backoff grows to 120 s; a coordinator that
   // restarts in seconds must be found again within the retry schedule.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
