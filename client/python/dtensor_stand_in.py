@@ -5,7 +5,8 @@ torch.distributed._tensor), so gradnorm.torch finds no DTensor class there and
 its DTensor path would never run. This module has the part of DTensor's
 interface that gradnorm.torch uses: ``to_local()``, ``device_mesh`` with
 ``get_coordinate()`` and ``get_group(dim)``, and ``placements`` of
-``Shard``/``Replicate`` objects with ``is_replicate()``. Like the real one it
+``Shard``/``Replicate``/``Partial`` objects with ``is_replicate()`` and
+``is_partial()``. Like the real one it
 is a torch.Tensor wrapper subclass of the global shape (so it can be assigned
 to a parameter's ``.grad``) whose data is its local shard; any torch operation
 on the wrapper itself raises, so a test fails if gradnorm reads the wrapper
@@ -36,6 +37,9 @@ class Shard:
     def is_replicate(self):
         return False
 
+    def is_partial(self):
+        return False
+
 
 class Replicate:
     """The same full tensor on every coordinate of a mesh dimension."""
@@ -44,6 +48,22 @@ class Replicate:
         return False
 
     def is_replicate(self):
+        return True
+
+    def is_partial(self):
+        return False
+
+
+class Partial:
+    """Local values that still wait to be summed over a mesh dimension."""
+
+    def is_shard(self, dim=None):
+        return False
+
+    def is_replicate(self):
+        return False
+
+    def is_partial(self):
         return True
 
 

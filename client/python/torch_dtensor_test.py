@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 import gradnorm.torch as gn
-from dtensor_stand_in import DTensor, DeviceMesh, Replicate, Shard
+from dtensor_stand_in import DTensor, DeviceMesh, Partial, Replicate, Shard
 import dtensor_stand_in
 
 
@@ -64,7 +64,7 @@ def test_stand_in_is_a_dtensor_gradient():
     from gradnorm import _gradnorm
     p = seed_params(None, 0)[0]
     assert gn._is_dtensor(p.grad)
-    assert gn._local_grad(p) is p.grad.to_local()
+    assert gn._local_grad(p, for_norm=False) is p.grad.to_local()
     # Not a plain tensor: get_grad_norm takes the general path.
     assert _gradnorm.TensorViews.from_parameters([p]) is None
 
@@ -153,3 +153,30 @@ def test_clipper_clips_sharded_dtensor_gradient(tp):
     assert result["total_norm"] == 5.0
     assert result["action"] == "ACTION_CLIP"
     assert w.grad.to_local().double().norm().item() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_partial_gradient_norm_is_an_error(tp):
+    # A Partial gradient's local values still wait to be summed over the mesh
+    # dimension: the norm of the sum is not computable from them.
+    w, _ = seed_params(tp, 0)
+    mesh = DeviceMesh([0], [tp])
+    pending = dtensor_param([1.0, 2.0], mesh, [Partial()], (2,))
+    expected = ("^INVALID_ARGUMENT: a DTensor gradient is Partial over mesh "
+                "dimension 0")
+    with pytest.raises(ValueError, match=expected):
+        gn.get_grad_norm([w, pending], None, tp)
+    with pytest.raises(ValueError, match=expected):
+        gn.get_grad_norm([w, pending], None, None)
+    with pytest.raises(ValueError, match=expected):
+        gn.clip_grad_norm_([w, pending], max_norm=1.0)
+    clipper = gn.Clipper(norm_type=2, max_norm=1.0, tp_group=tp, job_group=None)
+    with pytest.raises(ValueError, match=expected):
+        clipper.step(0, [w, pending])
+    # Nothing was scaled by the refused calls.
+    assert w.grad.to_local().tolist() == [[3.0, 4.0]]
+    assert pending.grad.to_local().tolist() == [1.0, 2.0]
+    # Scaling is linear, so clipping a Partial gradient by a known total is
+    # exact: the summed gradient is scaled by the same factor.
+    gn.clip_grad_by_total_norm_([pending], max_grad_norm=1, total_norm=5.0)
+    assert_ulps(pending.grad.to_local(),
+                torch.tensor([1.0, 2.0], dtype=torch.float64) / (5 + 1e-6))

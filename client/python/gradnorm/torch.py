@@ -91,6 +91,20 @@ def _is_replicate(placement) -> bool:
     return bool(is_replicate()) if callable(is_replicate) else False
 
 
+def _check_not_partial(grad):
+    """Raises for a DTensor gradient with a Partial placement: its local
+    values still wait to be summed over that mesh dimension, so no norm can be
+    taken from them (scaling them, a linear map, is fine)."""
+    for dim, placement in enumerate(grad.placements):
+        is_partial = getattr(placement, "is_partial", None)
+        if callable(is_partial) and is_partial():
+            raise ValueError(
+                f"INVALID_ARGUMENT: a DTensor gradient is Partial over mesh "
+                f"dimension {dim}: its local values are not yet summed, so "
+                "their norm is not the gradient's; expected Shard or Replicate "
+                "placements (redistribute the gradient first)")
+
+
 def mark_tp_replicated(parameter: torch.Tensor, replicated: bool = True):
     """Marks a plain (non-DTensor) parameter as replicated across TP ranks:
     get_grad_norm counts its gradient on TP rank 0 only. Returns it."""
@@ -202,11 +216,13 @@ class _LocalGrads:
         self.views.release()
 
 
-def _local_grad(parameter) -> Optional[torch.Tensor]:
+def _local_grad(parameter, for_norm: bool) -> Optional[torch.Tensor]:
     grad = parameter.grad
     if grad is None:
         return None
     if _is_dtensor(grad):
+        if for_norm:
+            _check_not_partial(grad)
         return grad.to_local()
     return grad
 
@@ -237,8 +253,10 @@ def _reduced_replicate_dims(grad, dp_cp_group, tp_group) -> List[int]:
 
 
 def _counted_here(grad, parameter, dp_cp_group, tp_group) -> bool:
-    """False for a replica this rank must not count (another rank counts it)."""
+    """False for a replica this rank must not count (another rank counts it).
+    Raises for a Partial DTensor gradient (every rank alike)."""
     if _is_dtensor(grad):
+        _check_not_partial(grad)
         dims = _reduced_replicate_dims(grad, dp_cp_group, tp_group)
         coordinate = grad.device_mesh.get_coordinate() if dims else None
         return coordinate is None or all(coordinate[d] == 0 for d in dims)
@@ -317,11 +335,12 @@ def get_grad_norm(parameters: _TensorOrTensors, dp_cp_group, tp_group,
     return _total_from_partial(partial, p)
 
 
-def _local_grads_of(parameters: list) -> _LocalGrads:
+def _local_grads_of(parameters: list, for_norm: bool) -> _LocalGrads:
     local = _LocalGrads.of_parameters(parameters)
     if local is None:
-        local = _LocalGrads.of_tensors(
-            [g for g in (_local_grad(q) for q in parameters) if g is not None])
+        local = _LocalGrads.of_tensors([
+            g for g in (_local_grad(q, for_norm) for q in parameters)
+            if g is not None])
     return local
 
 
@@ -343,7 +362,7 @@ def clip_grad_by_total_norm_(parameters: _TensorOrTensors,
             ">= 0 (or NaN/inf, which clip nothing)")
     if not math.isfinite(total) or max_norm / (total + _CLIP_EPSILON) >= 1.0:
         return
-    local = _local_grads_of(_as_list(parameters))
+    local = _local_grads_of(_as_list(parameters), for_norm=False)
     try:
         local.scale_(max_norm / (total + _CLIP_EPSILON))
     finally:
@@ -364,7 +383,7 @@ def clip_grad_norm_(parameters: _TensorOrTensors, max_norm: float,
     """
     p = _norm_type(norm_type)
     max_norm = _check_max_norm(max_norm)
-    local = _local_grads_of(_as_list(parameters))
+    local = _local_grads_of(_as_list(parameters), for_norm=True)
     try:
         return _clip_local(local, p, max_norm, error_if_nonfinite)
     finally:
@@ -499,6 +518,7 @@ class Clipper:
             if _is_dtensor(grad):
                 # Raised on every rank alike (placements are the same on all),
                 # so no rank enters a reduction that another has left.
+                _check_not_partial(grad)
                 if _reduced_replicate_dims(grad, self._dp_cp_group,
                                            self._tp_group):
                     raise ValueError(
