@@ -11,7 +11,11 @@
 //                    round's result.
 // The same N worker processes do both, alternating blocks of --block steps of
 // (a) and of (b), so both sides see the same processes and the same machine
-// (this VM's speed drifts by tens of percent over seconds). Per-step times are
+// (this VM's speed drifts by tens of percent over seconds). Each timed block
+// starts with one untimed step of its kind, which absorbs the skew the other
+// kind left between the processes (a ring all-reduce releases its ranks up to
+// one all-reduce apart; a round releases them together), so neither side is
+// charged for the other's. Per-step times are
 // taken on participant 0 after a warm-up of each; the median of several
 // repetitions (fresh processes each) is reported. Prints a table and JSON with
 // the ratio (b)/(a).
@@ -142,7 +146,9 @@ absl::Status Worker() {
   absl::Duration gloo_total, coordinator_total;
   for (int done = 0; done < steps; done += block) {
     const int count = std::min(block, steps - done);
+    RETURN_IF_ERROR(all_reduce());
     ASSIGN_OR_RETURN(absl::Duration g, timed(count, all_reduce));
+    RETURN_IF_ERROR(report());
     ASSIGN_OR_RETURN(absl::Duration c, timed(count, report));
     gloo_total += g;
     coordinator_total += c;
