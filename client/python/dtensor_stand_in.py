@@ -25,7 +25,20 @@ import torch
 import gradnorm.torch as gn
 
 
-class Shard:
+class _Placement:
+    """What a placement is not, unless a subclass says otherwise."""
+
+    def is_shard(self, dim=None):
+        return False
+
+    def is_replicate(self):
+        return False
+
+    def is_partial(self):
+        return False
+
+
+class Shard(_Placement):
     """Sharded along tensor dimension `dim` over a mesh dimension."""
 
     def __init__(self, dim):
@@ -34,34 +47,16 @@ class Shard:
     def is_shard(self, dim=None):
         return dim is None or dim == self.dim
 
-    def is_replicate(self):
-        return False
 
-    def is_partial(self):
-        return False
-
-
-class Replicate:
+class Replicate(_Placement):
     """The same full tensor on every coordinate of a mesh dimension."""
-
-    def is_shard(self, dim=None):
-        return False
 
     def is_replicate(self):
         return True
 
-    def is_partial(self):
-        return False
 
-
-class Partial:
+class Partial(_Placement):
     """Local values that still wait to be summed over a mesh dimension."""
-
-    def is_shard(self, dim=None):
-        return False
-
-    def is_replicate(self):
-        return False
 
     def is_partial(self):
         return True
