@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -330,7 +331,11 @@ class ReportStreamReactor final
     const absl::Time now = absl::Now();
     absl::Time deadline = stream_deadline_;
     if (request_.timeout_ms() > 0) {
-      deadline = std::min(deadline, now + absl::Milliseconds(request_.timeout_ms()));
+      // absl::Milliseconds takes an int64: a larger uint64 would wrap to a
+      // negative timeout, a deadline already passed.
+      const int64_t timeout_ms = static_cast<int64_t>(std::min<uint64_t>(
+          request_.timeout_ms(), std::numeric_limits<int64_t>::max()));
+      deadline = std::min(deadline, now + absl::Milliseconds(timeout_ms));
     }
     step_ = request_.report().step();
     started_ = now;

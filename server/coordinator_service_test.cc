@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
@@ -503,6 +504,30 @@ TEST_F(CoordinatorServiceTest, ReportStreamAnswersEachReportLikeReport) {
   EXPECT_TRUE(s0.Finish().ok());
   ASSERT_TRUE(s1.stream().WritesDone());
   EXPECT_TRUE(s1.Finish().ok());
+}
+
+// timeout_ms is a uint64: one beyond int64 milliseconds (e.g. UINT64_MAX for
+// "as long as you like") bounds the report by nothing sooner than the round.
+TEST_F(CoordinatorServiceTest, ReportStreamHugeTimeoutIsNoPastDeadline) {
+  Start();
+  auto c0 = Client();
+  auto c1 = Client();
+  ASSERT_TRUE(c0->RegisterRun("r", Config(2, 100.0)).ok());
+  ReportStreamClient s0(c0.get());
+  for (const uint64_t timeout_ms :
+       {std::numeric_limits<uint64_t>::max(), uint64_t{1} << 63}) {
+    const uint64_t step = timeout_ms & 1;
+    v1::ReportStreamResponse a0;
+    bool answered = false;
+    std::thread waiter([&] { answered = s0.Send("r", step, 0, 9.0, &a0, timeout_ms); });
+    AwaitOpenRounds(1);
+    v1::RoundResult result;
+    ASSERT_TRUE(c1->Report("r", step, 1, 16.0, &result).ok());
+    waiter.join();
+    ASSERT_TRUE(answered);
+    ASSERT_TRUE(a0.has_result()) << timeout_ms << ": " << a0.ShortDebugString();
+    EXPECT_EQ(a0.result().SerializeAsString(), result.SerializeAsString());
+  }
 }
 
 TEST_F(CoordinatorServiceTest, ReportStreamNeedsTheTrainerRole) {
