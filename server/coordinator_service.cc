@@ -290,9 +290,9 @@ class ReportStreamReactor final
     {
       absl::MutexLock lock(&mu_);
       shutting_down_ = true;
-      finish_now = state_ != State::kWriting;
+      finish_now = state_ != State::kWriting && MarkFinished();
     }
-    if (finish_now) FinishOnce(ShuttingDown());
+    if (finish_now) Finish(ShuttingDown());
   }
 
   void Pin() {
@@ -366,15 +366,15 @@ class ReportStreamReactor final
   }
 
   void OnCancel() override {
-    bool waiting;
+    bool finish_now;
     {
       absl::MutexLock lock(&mu_);
-      waiting = state_ == State::kWaiting;
+      finish_now = state_ == State::kWaiting && MarkFinished();
     }
     // A pending read or write completes with ok = false and finishes the
     // stream; a waiting report has neither, so finish here.
-    if (waiting) {
-      FinishOnce(grpc::Status(
+    if (finish_now) {
+      Finish(grpc::Status(
           grpc::StatusCode::CANCELLED,
           "the client cancelled the stream; the waiting report stays in its "
           "round, resend it to rejoin"));
@@ -417,15 +417,22 @@ class ReportStreamReactor final
         // the client reconnects; every other outcome answers this report.
         unavailable = result.status().code() == absl::StatusCode::kUnavailable;
         write = !unavailable;
-        if (write) state_ = State::kWriting;
+        if (write) {
+          state_ = State::kWriting;
+        } else {
+          finished_ = true;
+        }
       }
     }
+    // The pin is dropped: `this` stays valid only because nobody else can
+    // finish the stream now (it is marked finished, or kWriting with no
+    // operation pending, which ShutDown and OnCancel leave alone).
     if (delete_now) {
       delete this;
       return;
     }
     if (unavailable) {
-      FinishOnce(ToGrpcStatus(result.status()));
+      Finish(ToGrpcStatus(result.status()));
       return;
     }
     if (!write) return;
@@ -444,10 +451,20 @@ class ReportStreamReactor final
   void FinishOnce(grpc::Status status) {
     {
       absl::MutexLock lock(&mu_);
-      if (finished_) return;
-      finished_ = true;
+      if (!MarkFinished()) return;
     }
     Finish(std::move(status));
+  }
+
+  // True (and marked) when nobody finished the stream yet. ShutDown and
+  // OnCancel decide to finish under the same lock as they read state_, so
+  // OnOutcome (on the Aggregator's thread, holding no gRPC reaction) cannot
+  // start a write that races with their Finish, or with the OnDone that
+  // follows it and deletes the reactor.
+  bool MarkFinished() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return false;
+    finished_ = true;
+    return true;
   }
 
   Aggregator* const aggregator_;
