@@ -11,9 +11,14 @@ absl::Status CudaErrorToStatus(cudaError_t error, absl::string_view call) {
       absl::StrCat(call, " failed: ", cudaGetErrorName(error), " (",
                    cudaGetErrorString(error), ")");
   switch (error) {
+    // This machine cannot run gradnorm's kernels: no device, a bad ordinal, a
+    // driver too old for the toolkit or the PTX, or a GPU older than the
+    // architectures built (sm_80 and newer).
     case cudaErrorNoDevice:
     case cudaErrorInsufficientDriver:
     case cudaErrorInvalidDevice:
+    case cudaErrorNoKernelImageForDevice:
+    case cudaErrorUnsupportedPtxVersion:
       return absl::FailedPreconditionError(message);
     case cudaErrorMemoryAllocation:
       return absl::ResourceExhaustedError(message);

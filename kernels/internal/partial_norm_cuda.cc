@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/functional/function_ref.h"
+#include "absl/strings/str_cat.h"
 #include "kernels/internal/cuda_status.h"
 #include "kernels/internal/partial_norm_cuda_kernels.h"
 
@@ -32,7 +33,10 @@ class DeviceScope {
   DeviceScope(const DeviceScope&) = delete;
   DeviceScope& operator=(const DeviceScope&) = delete;
   ~DeviceScope() {
-    if (previous_ != device_) cudaSetDevice(previous_);
+    // No Status to return here; clear the error so no later check reports it.
+    if (previous_ != device_ && cudaSetDevice(previous_) != cudaSuccess) {
+      (void)cudaGetLastError();
+    }
   }
 
  private:
@@ -40,6 +44,26 @@ class DeviceScope {
   int previous_;
   int device_;
 };
+
+// The CUDA path's one dtype switch (STYLE.md rule 12): the kernels' own
+// dtype switch has no fallback, so a value outside the enum must never reach
+// them (its chunks would be left unwritten).
+absl::StatusOr<CudaDType> ToCudaDType(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return kCudaFloat32;
+    case DType::kBFloat16:
+      return kCudaBFloat16;
+    case DType::kFloat16:
+      return kCudaFloat16;
+    case DType::kFloat64:
+      return kCudaFloat64;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown dtype ", static_cast<int32_t>(dtype),
+          "; expected fp32 (0), bf16 (1), fp16 (2) or fp64 (3)"));
+  }
+}
 
 CudaNormKind KindFor(double p) {
   if (p == 1.0) return CudaNormKind::kSumAbs;
@@ -58,6 +82,14 @@ int64_t NumChunks(int64_t numel) {
 absl::Status ForEachLaunch(
     absl::Span<const GradTensor> tensors,
     absl::FunctionRef<absl::Status(const TensorListArgs&)> launch) {
+  // Every dtype is checked before the first launch, so a bad one enqueues
+  // nothing (and scales nothing).
+  std::vector<int8_t> dtypes(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    absl::StatusOr<CudaDType> dtype = ToCudaDType(tensors[i].dtype);
+    if (!dtype.ok()) return dtype.status();
+    dtypes[i] = *dtype;
+  }
   TensorListArgs args;
   std::memset(&args, 0, sizeof(args));
   int num_tensors = 0;
@@ -73,7 +105,8 @@ absl::Status ForEachLaunch(
     num_tensors = 0;
     return absl::OkStatus();
   };
-  for (const GradTensor& t : tensors) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const GradTensor& t = tensors[i];
     const int64_t chunks = NumChunks(t.numel);
     for (int64_t c = 0; c < chunks; ++c) {
       // A tensor takes a slot at its first chunk, and again in the next launch
@@ -85,7 +118,7 @@ absl::Status ForEachLaunch(
         }
         args.data[num_tensors] = t.data;
         args.numel[num_tensors] = t.numel;
-        args.dtype[num_tensors] = static_cast<int8_t>(t.dtype);
+        args.dtype[num_tensors] = dtypes[i];
         ++num_tensors;
       }
       args.block_tensor[args.num_blocks] = static_cast<uint8_t>(num_tensors - 1);
@@ -176,7 +209,10 @@ class WorkspaceGuard {
  public:
   WorkspaceGuard(Workspace* ws, cudaStream_t stream) : ws_(ws), stream_(stream) {}
   ~WorkspaceGuard() {
-    if (ws_->base != nullptr) cudaFreeAsync(ws_->base, stream_);
+    if (ws_->base != nullptr &&
+        cudaFreeAsync(ws_->base, stream_) != cudaSuccess) {
+      (void)cudaGetLastError();  // as in ~DeviceScope
+    }
   }
   WorkspaceGuard(const WorkspaceGuard&) = delete;
   WorkspaceGuard& operator=(const WorkspaceGuard&) = delete;

@@ -5,6 +5,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <utility>
+
 #include "kernels/internal/cuda_device.cuh"
 #include "kernels/internal/half.h"
 
@@ -193,10 +195,12 @@ __device__ __forceinline__ typename Storage<kDType>::T ScaleOne(
     const float f = device::ToFloat<kDType>(x);
     const float prod =
         fp64 ? static_cast<float>(static_cast<double>(f) * coef64) : f * coef32;
+    // half.h's narrowing, as on the CPU: the same bits by construction
+    // (cvt.rn.f16.f32 agrees on finite values but has its own NaN pattern).
     if constexpr (kDType == kCudaBFloat16) {
       return half_internal::FloatToBFloat16Bits(prod);
     } else {
-      return __half_as_ushort(__float2half_rn(prod));
+      return half_internal::FloatToHalfBits(prod);
     }
   }
 }
@@ -277,15 +281,30 @@ __global__ void __launch_bounds__(kCudaThreadsPerBlock)
   }
 }
 
+// Launches `kernel` and returns this launch's own error. A `<<<>>>` launch
+// checked with cudaGetLastError would instead report any earlier failed
+// runtime call of this thread that nobody cleared (the caller's, or an
+// invalid cudaSetDevice or out-of-memory cudaMallocAsync of a previous call
+// here) as the launch's failure.
+template <typename... Params, typename... Args>
+cudaError_t Launch(void (*kernel)(Params...), int blocks, int threads,
+                   cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(blocks);
+  config.blockDim = dim3(threads);
+  config.dynamicSmemBytes = 0;
+  config.stream = stream;
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
+
 }  // namespace
 
 cudaError_t LaunchChunkPartials(const TensorListArgs& args, CudaNormKind kind,
                                 double p, double* chunk_values,
                                 int32_t* chunk_flags, cudaStream_t stream) {
   if (args.num_blocks == 0) return cudaSuccess;
-  ChunkPartialsKernel<<<args.num_blocks, kCudaThreadsPerBlock, 0, stream>>>(
-      args, kind, p, chunk_values, chunk_flags);
-  return cudaGetLastError();
+  return Launch(ChunkPartialsKernel, args.num_blocks, kCudaThreadsPerBlock,
+                stream, args, kind, p, chunk_values, chunk_flags);
 }
 
 cudaError_t LaunchFinalize(const double* chunk_values,
@@ -294,19 +313,17 @@ cudaError_t LaunchFinalize(const double* chunk_values,
                            CudaNormKind kind, double* per_tensor,
                            double* result, int32_t* result_flag,
                            cudaStream_t stream) {
-  FinalizeKernel<<<1, kCudaFinalizeThreads, 0, stream>>>(
-      chunk_values, chunk_flags, first_chunk, num_tensors, kind, per_tensor,
-      result, result_flag);
-  return cudaGetLastError();
+  return Launch(FinalizeKernel, 1, kCudaFinalizeThreads, stream, chunk_values,
+                chunk_flags, first_chunk, num_tensors, kind, per_tensor, result,
+                result_flag);
 }
 
 cudaError_t LaunchScale(const TensorListArgs& args, float coef32,
                         double coef64, bool use_fp64_product,
                         cudaStream_t stream) {
   if (args.num_blocks == 0) return cudaSuccess;
-  ScaleKernel<<<args.num_blocks, kCudaThreadsPerBlock, 0, stream>>>(
-      args, coef32, coef64, use_fp64_product);
-  return cudaGetLastError();
+  return Launch(ScaleKernel, args.num_blocks, kCudaThreadsPerBlock, stream,
+                args, coef32, coef64, use_fp64_product);
 }
 
 }  // namespace kernels_internal
