@@ -8,10 +8,12 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/grad_tensor.h"
+#include "kernels/internal/partial_norm_cuda_kernels.h"
 #include "kernels/internal/reference_norm.h"
 #include "kernels/internal/test_tensor.h"
 #include "kernels/partial_norm.h"
@@ -77,6 +79,13 @@ class CudaTest : public ::testing::Test {
     if (count == 0) {
       GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount returned 0); GPU "
                       "tests need an NVIDIA GPU, sm_80 or newer";
+    }
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) ==
+            cudaSuccess &&
+        major < 8) {
+      GTEST_SKIP() << "cuda:0 has compute capability " << major
+                   << ".x; the kernels are built for sm_80 and newer";
     }
   }
 };
@@ -215,6 +224,264 @@ TEST_F(CudaTest, ScaleMatchesCpuBitForBit) {
       EXPECT_EQ(on_gpu.Bytes(), on_cpu.Bytes()) << DTypeName(dtype);
     }
   }
+}
+
+// A tensor whose chunks do not all fit in the launch that starts them goes on
+// in the next launch (a new tensor slot there, workspace slots continuing at
+// first_chunk): the norm, its per-tensor parts, the device-result variant and
+// the scale must all still match the CPU.
+TEST_F(CudaTest, ChunksSpillIntoTheNextLaunch) {
+  using kernels_internal::kCudaChunkElements;
+  using kernels_internal::kMaxBlocksPerLaunch;
+  // Five tensors of `chunks` chunks (the last one ragged) hold more chunks than
+  // one launch, and the fifth straddles the first launch's end.
+  const int64_t chunks = kMaxBlocksPerLaunch / 4 - 10;
+  ASSERT_LT(4 * chunks, kMaxBlocksPerLaunch);
+  ASSERT_GT(5 * chunks, kMaxBlocksPerLaunch);
+  const int64_t numel = (chunks - 1) * kCudaChunkElements + 123;
+  std::vector<TestTensor> gpu_hosts, cpu_hosts;
+  gpu_hosts.reserve(6);
+  cpu_hosts.reserve(6);
+  for (int i = 0; i < 6; ++i) {
+    const DType dtype = AllDTypes()[i % 4];
+    // Tensor 2 is empty: it owns no chunk and its partial is 0.
+    const std::vector<double> values =
+        i == 2 ? std::vector<double>() : RandomValues(numel, dtype, 40 + i);
+    gpu_hosts.emplace_back(dtype, values);
+    cpu_hosts.emplace_back(dtype, values);
+  }
+  std::vector<std::unique_ptr<DeviceTensor>> devs;
+  std::vector<GradTensor> gpu_views, cpu_views;
+  for (int i = 0; i < 6; ++i) {
+    devs.push_back(std::make_unique<DeviceTensor>(gpu_hosts[i], i % 2));
+    gpu_views.push_back(devs.back()->view());
+    cpu_views.push_back(cpu_hosts[i].view());
+  }
+  double* result = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&result), sizeof(double)),
+            cudaSuccess);
+  PartialNormOptions opts;
+  opts.per_tensor = true;
+  for (double p : {1.0, 2.0, 3.0, kInf}) {
+    SCOPED_TRACE(::testing::Message() << "p=" << p);
+    absl::StatusOr<PartialNorm> gpu = ComputePartialNorm(gpu_views, p, opts);
+    absl::StatusOr<PartialNorm> cpu = ComputePartialNorm(cpu_views, p, opts);
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    ASSERT_TRUE(cpu.ok());
+    EXPECT_FALSE(gpu->nonfinite);
+    EXPECT_NEAR(gpu->value, cpu->value, 1e-12 * cpu->value);
+    ASSERT_EQ(gpu->per_tensor.size(), cpu_views.size());
+    for (size_t i = 0; i < cpu_views.size(); ++i) {
+      EXPECT_NEAR(gpu->per_tensor[i], cpu->per_tensor[i],
+                  1e-12 * cpu->per_tensor[i])
+          << "tensor " << i;
+    }
+    EXPECT_EQ(gpu->per_tensor[2], 0.0);
+    ASSERT_TRUE(ComputePartialNormOnDevice(gpu_views, p, result).ok());
+    double on_host = -1;
+    ASSERT_EQ(
+        cudaMemcpy(&on_host, result, sizeof(double), cudaMemcpyDeviceToHost),
+        cudaSuccess);
+    EXPECT_EQ(Bits(on_host), Bits(gpu->value));
+  }
+  cudaFree(result);
+  ASSERT_TRUE(ScaleInPlace(gpu_views, 0.3).ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ASSERT_TRUE(ScaleInPlace(cpu_views, 0.3).ok());
+  for (int i = 0; i < 6; ++i) {
+    devs[i]->CopyBack();
+    EXPECT_EQ(gpu_hosts[i].Bytes(), cpu_hosts[i].Bytes()) << "tensor " << i;
+  }
+}
+
+// Hundreds of tensors (several launches), odd addresses, every dtype; the
+// fp32 product and, for a coefficient beyond fp32, the fp64 one.
+TEST_F(CudaTest, ScaleManyTensorsMatchesCpuBitForBit) {
+  std::vector<TestTensor> gpu_hosts, cpu_hosts;
+  gpu_hosts.reserve(300);
+  cpu_hosts.reserve(300);
+  for (int i = 0; i < 300; ++i) {
+    const DType dtype = AllDTypes()[i % 4];
+    const std::vector<double> values =
+        RandomValues((i * 101) % 2000, dtype, 100 + i);
+    gpu_hosts.emplace_back(dtype, values);
+    cpu_hosts.emplace_back(dtype, values);
+  }
+  std::vector<std::unique_ptr<DeviceTensor>> devs;
+  std::vector<GradTensor> gpu_views, cpu_views;
+  for (int i = 0; i < 300; ++i) {
+    devs.push_back(std::make_unique<DeviceTensor>(gpu_hosts[i], (i / 4) % 2));
+    gpu_views.push_back(devs.back()->view());
+    cpu_views.push_back(cpu_hosts[i].view());
+  }
+  for (double coef : {0.3, 1e39}) {
+    ASSERT_TRUE(ScaleInPlace(gpu_views, coef).ok());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    ASSERT_TRUE(ScaleInPlace(cpu_views, coef).ok());
+    for (int i = 0; i < 300; ++i) {
+      devs[i]->CopyBack();
+      ASSERT_EQ(gpu_hosts[i].Bytes(), cpu_hosts[i].Bytes())
+          << "coef=" << coef << " tensor " << i << " "
+          << DTypeName(gpu_hosts[i].dtype());
+    }
+  }
+}
+
+TEST_F(CudaTest, NonDefaultStream) {
+  const std::vector<double> values = RandomValues(300001, DType::kFloat32, 9);
+  TestTensor on_gpu(DType::kFloat32, values), on_cpu(DType::kFloat32, values);
+  DeviceTensor dev(on_gpu, 1);
+  // cudaMemcpy may return before its DMA lands, and a non-blocking stream
+  // does not wait for the legacy default stream.
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+            cudaSuccess);
+  PartialNormOptions opts;
+  opts.cuda_stream = stream;
+  absl::StatusOr<PartialNorm> on_stream =
+      ComputePartialNorm({dev.view()}, 2.0, opts);
+  absl::StatusOr<PartialNorm> on_default =
+      ComputePartialNorm({dev.view()}, 2.0);
+  ASSERT_TRUE(on_stream.ok()) << on_stream.status();
+  ASSERT_TRUE(on_default.ok()) << on_default.status();
+  EXPECT_EQ(Bits(on_stream->value), Bits(on_default->value));
+
+  double* result = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&result), sizeof(double)),
+            cudaSuccess);
+  ASSERT_TRUE(ComputePartialNormOnDevice({dev.view()}, 2.0, result, opts).ok());
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  double on_host = -1;
+  ASSERT_EQ(
+      cudaMemcpy(&on_host, result, sizeof(double), cudaMemcpyDeviceToHost),
+      cudaSuccess);
+  EXPECT_EQ(Bits(on_host), Bits(on_default->value));
+  cudaFree(result);
+
+  ScaleOptions scale_opts;
+  scale_opts.cuda_stream = stream;
+  ASSERT_TRUE(ScaleInPlace({dev.view()}, 0.25, scale_opts).ok());
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  dev.CopyBack();
+  ASSERT_TRUE(ScaleInPlace({on_cpu.view()}, 0.25).ok());
+  EXPECT_EQ(on_gpu.Bytes(), on_cpu.Bytes());
+  EXPECT_EQ(cudaStreamDestroy(stream), cudaSuccess);
+}
+
+TEST_F(CudaTest, NonFiniteDetailsMatchTheCpu) {
+  struct Case {
+    DType dtype;
+    std::vector<double> values;
+    double p;
+  };
+  std::vector<double> nan_and_inf(5000, 1.0);
+  nan_and_inf[0] = kInf;  // Inf then NaN in one thread's elements,
+  nan_and_inf[1] = NAN;
+  nan_and_inf[4] = NAN;   // NaN then Inf in the next thread's,
+  nan_and_inf[5] = kInf;
+  nan_and_inf[4999] = -kInf;  // and an Inf in the tail.
+  const std::vector<Case> cases = {
+      {DType::kFloat32, {1, kInf, 2}, 1.0},
+      {DType::kBFloat16, {1, -kInf, 2}, 2.0},
+      {DType::kFloat16, {1, kInf, 2}, 3.0},
+      {DType::kFloat64, {1, -kInf, 2}, kInf},
+      {DType::kFloat32, nan_and_inf, kInf},
+      {DType::kFloat16, nan_and_inf, kInf},
+      {DType::kFloat32, nan_and_inf, 2.0},
+      // Finite fp64 inputs whose squares overflow: Inf, but not non-finite.
+      {DType::kFloat64, {1e200, 1}, 2.0},
+  };
+  for (const Case& c : cases) {
+    TestTensor host(c.dtype, c.values);
+    DeviceTensor dev(host, 1);
+    const GradTensor hv = host.view();
+    absl::StatusOr<PartialNorm> gpu = ComputePartialNorm({dev.view()}, c.p);
+    absl::StatusOr<PartialNorm> cpu = ComputePartialNorm({hv}, c.p);
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    ASSERT_TRUE(cpu.ok());
+    SCOPED_TRACE(::testing::Message()
+                 << DTypeName(c.dtype) << " n=" << c.values.size()
+                 << " p=" << c.p);
+    EXPECT_EQ(gpu->nonfinite, cpu->nonfinite);
+    EXPECT_EQ(std::isnan(gpu->value), std::isnan(cpu->value));
+    if (!std::isnan(cpu->value)) {
+      EXPECT_EQ(gpu->value, cpu->value);
+    }
+  }
+  // Zero-size tensors anywhere: partial 0 each, nothing else changes.
+  TestTensor a(DType::kFloat32, {3, 4}), b(DType::kBFloat16, {1, 2}),
+      empty(DType::kFloat16, {});
+  DeviceTensor da(a), db(b), de(empty);
+  PartialNormOptions opts;
+  opts.per_tensor = true;
+  absl::StatusOr<PartialNorm> r = ComputePartialNorm(
+      {de.view(), da.view(), de.view(), db.view(), de.view()}, 2.0, opts);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->value, 30.0);
+  EXPECT_FALSE(r->nonfinite);
+  EXPECT_EQ(r->per_tensor, (std::vector<double>{0, 25, 0, 5, 0}));
+  r = ComputePartialNorm({de.view(), de.view()}, kInf, opts);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->value, 0.0);
+  EXPECT_EQ(r->per_tensor, (std::vector<double>{0, 0}));
+}
+
+// Bad input is refused before any CUDA call, with the CPU path's status; a
+// device the machine does not have is FAILED_PRECONDITION naming the call.
+TEST_F(CudaTest, BadInputIsRefusedAsOnTheCpu) {
+  TestTensor host(DType::kFloat32, {1, 2, 3});
+  DeviceTensor dev(host);
+  const GradTensor gpu = dev.view();
+  const GradTensor cpu = host.view();
+  auto same = [](const absl::Status& g, const absl::Status& c) {
+    EXPECT_EQ(g.code(), absl::StatusCode::kInvalidArgument) << g;
+    EXPECT_EQ(g, c);
+  };
+  same(ComputePartialNorm({gpu}, -1.0).status(),
+       ComputePartialNorm({cpu}, -1.0).status());
+  same(ComputePartialNorm({gpu}, std::nan("")).status(),
+       ComputePartialNorm({cpu}, std::nan("")).status());
+  GradTensor g_null = gpu, c_null = cpu;
+  g_null.data = c_null.data = nullptr;
+  same(ComputePartialNorm({gpu, g_null}, 2.0).status(),
+       ComputePartialNorm({cpu, c_null}, 2.0).status());
+  GradTensor g_dtype = gpu, c_dtype = cpu;
+  g_dtype.dtype = c_dtype.dtype = static_cast<DType>(7);
+  same(ComputePartialNorm({g_dtype}, 2.0).status(),
+       ComputePartialNorm({c_dtype}, 2.0).status());
+  same(ScaleInPlace({g_dtype}, 0.5), ScaleInPlace({c_dtype}, 0.5));
+  same(ScaleInPlace({gpu}, -0.5), ScaleInPlace({cpu}, -0.5));
+  same(ScaleInPlace({gpu}, kInf), ScaleInPlace({cpu}, kInf));
+  dev.CopyBack();
+  EXPECT_EQ(host.Get(0), 1.0);  // nothing was scaled
+
+  int count = 0;
+  ASSERT_EQ(cudaGetDeviceCount(&count), cudaSuccess);
+  GradTensor missing = gpu;
+  missing.device = Device::Cuda(count);
+  absl::StatusOr<PartialNorm> r = ComputePartialNorm({missing}, 2.0);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(r.status().message()).find("cudaSetDevice"),
+            std::string::npos)
+      << r.status();
+  EXPECT_EQ(ScaleInPlace({missing}, 0.5).code(),
+            absl::StatusCode::kFailedPrecondition);
+  int current = -1;
+  ASSERT_EQ(cudaGetDevice(&current), cudaSuccess);
+  EXPECT_EQ(current, 0);
+  // The failed cudaSetDevice is reported once: the next launches on this
+  // thread do not report it as theirs.
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  ASSERT_EQ(cudaSetDevice(count), cudaErrorInvalidDevice);  // left uncleared
+  absl::StatusOr<PartialNorm> ok = ComputePartialNorm({gpu}, 2.0);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->value, 14.0);
+  EXPECT_TRUE(ScaleInPlace({gpu}, 0.5).ok());
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  dev.CopyBack();
+  EXPECT_EQ(host.Get(2), 1.5);
+  (void)cudaGetLastError();
 }
 
 }  // namespace
