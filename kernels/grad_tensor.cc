@@ -1,5 +1,6 @@
 #include "kernels/grad_tensor.h"
 
+#include <cstdint>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -76,6 +77,16 @@ absl::Status ValidateTensors(absl::Span<const GradTensor> tensors) {
       return absl::InvalidArgumentError(
           absl::StrCat("tensors[", i, "]: CUDA device index is ",
                        t.device.index, "; expected >= 0"));
+    }
+    if (t.device.kind == Device::Kind::kCuda && t.numel > 0) {
+      const size_t size = *DTypeSize(t.dtype);
+      if (reinterpret_cast<uintptr_t>(t.data) % size != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensors[", i, "]: CUDA data pointer ",
+            absl::Hex(reinterpret_cast<uintptr_t>(t.data)),
+            " is not aligned to its ", size, "-byte elements; expected an "
+            "element-aligned pointer"));
+      }
     }
     if (t.device != tensors[0].device) {
       return absl::InvalidArgumentError(absl::StrCat(

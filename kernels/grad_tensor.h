@@ -48,7 +48,9 @@ struct Device {
 };
 
 // A view of `numel` contiguous elements of `dtype` at `data` on `device`.
-// `data` may be null only when numel == 0; any alignment is allowed.
+// `data` may be null only when numel == 0. On the CPU any alignment is
+// allowed; a CUDA tensor's data must be aligned to its element size (as every
+// framework allocates them: a misaligned load faults the GPU's context).
 struct GradTensor {
   void* data = nullptr;
   int64_t numel = 0;

@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -81,6 +82,27 @@ TEST(ValidateTensorsTest, NamesTheFirstBadTensor) {
   bad_index.device.index = -2;
   s = ValidateTensors({bad_index});
   EXPECT_EQ(s.message(), "tensors[0]: CUDA device index is -2; expected >= 0");
+
+  // CUDA tensors must be element-aligned; CPU ones may be at any byte.
+  alignas(8) static char bytes[64];
+  GradTensor odd = on_gpu;
+  odd.data = bytes + 2;
+  odd.dtype = DType::kFloat32;
+  s = ValidateTensors({on_gpu, odd});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(),
+            absl::StrCat("tensors[1]: CUDA data pointer ",
+                         absl::Hex(reinterpret_cast<uintptr_t>(bytes + 2)),
+                         " is not aligned to its 4-byte elements; expected an "
+                         "element-aligned pointer"));
+  odd.dtype = DType::kBFloat16;
+  EXPECT_TRUE(ValidateTensors({on_gpu, odd}).ok());
+  odd.numel = 0;
+  odd.data = bytes + 1;
+  EXPECT_TRUE(ValidateTensors({on_gpu, odd}).ok());
+  GradTensor odd_cpu = good;
+  odd_cpu.data = bytes + 1;
+  EXPECT_TRUE(ValidateTensors({odd_cpu}).ok());
 }
 
 TEST(DeviceTest, Equality) {
