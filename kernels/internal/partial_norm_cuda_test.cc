@@ -34,6 +34,15 @@ uint64_t Bits(double d) {
   return u;
 }
 
+// The fp64 value at device address `p` (NaN when the copy fails, which the
+// caller's comparison then reports).
+double DeviceValue(const double* p) {
+  double value = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_EQ(cudaMemcpy(&value, p, sizeof(double), cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  return value;
+}
+
 // A device copy of a host TestTensor (offset preserved, so odd addresses stay
 // odd on the device).
 class DeviceTensor {
@@ -64,6 +73,38 @@ class DeviceTensor {
   int64_t offset_;
   size_t bytes_ = 0;
   void* base_ = nullptr;
+};
+
+// The same tensors twice: on the GPU (device copies at the given element
+// offsets) and on the CPU, for comparing the two paths.
+class TwinTensors {
+ public:
+  void Add(DType dtype, const std::vector<double>& values,
+           int64_t offset_elements) {
+    gpu_hosts_.push_back(std::make_unique<TestTensor>(dtype, values));
+    cpu_hosts_.push_back(std::make_unique<TestTensor>(dtype, values));
+    devs_.push_back(
+        std::make_unique<DeviceTensor>(*gpu_hosts_.back(), offset_elements));
+    gpu_views_.push_back(devs_.back()->view());
+    cpu_views_.push_back(cpu_hosts_.back()->view());
+  }
+  const std::vector<GradTensor>& gpu_views() const { return gpu_views_; }
+  const std::vector<GradTensor>& cpu_views() const { return cpu_views_; }
+  size_t size() const { return devs_.size(); }
+  DType dtype(size_t i) const { return cpu_hosts_[i]->dtype(); }
+  // The GPU tensor's bytes (copied back) and the CPU tensor's.
+  std::vector<unsigned char> GpuBytes(size_t i) {
+    devs_[i]->CopyBack();
+    return gpu_hosts_[i]->Bytes();
+  }
+  std::vector<unsigned char> CpuBytes(size_t i) {
+    return cpu_hosts_[i]->Bytes();
+  }
+
+ private:
+  std::vector<std::unique_ptr<TestTensor>> gpu_hosts_, cpu_hosts_;
+  std::vector<std::unique_ptr<DeviceTensor>> devs_;
+  std::vector<GradTensor> gpu_views_, cpu_views_;
 };
 
 class CudaTest : public ::testing::Test {
@@ -197,17 +238,13 @@ TEST_F(CudaTest, DeviceResultVariant) {
   ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&result), sizeof(double)),
             cudaSuccess);
   ASSERT_TRUE(ComputePartialNormOnDevice({dev.view()}, 2.0, result).ok());
-  double on_host = -1;
-  ASSERT_EQ(cudaMemcpy(&on_host, result, sizeof(double), cudaMemcpyDeviceToHost),
-            cudaSuccess);
+  const double on_host = DeviceValue(result);
   absl::StatusOr<PartialNorm> r = ComputePartialNorm({dev.view()}, 2.0);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(Bits(on_host), Bits(r->value));
   // No tensors: the device result is 0.
   ASSERT_TRUE(ComputePartialNormOnDevice({}, 2.0, result).ok());
-  ASSERT_EQ(cudaMemcpy(&on_host, result, sizeof(double), cudaMemcpyDeviceToHost),
-            cudaSuccess);
-  EXPECT_EQ(on_host, 0.0);
+  EXPECT_EQ(DeviceValue(result), 0.0);
   cudaFree(result);
 }
 
@@ -239,24 +276,16 @@ TEST_F(CudaTest, ChunksSpillIntoTheNextLaunch) {
   ASSERT_LT(4 * chunks, kMaxBlocksPerLaunch);
   ASSERT_GT(5 * chunks, kMaxBlocksPerLaunch);
   const int64_t numel = (chunks - 1) * kCudaChunkElements + 123;
-  std::vector<TestTensor> gpu_hosts, cpu_hosts;
-  gpu_hosts.reserve(6);
-  cpu_hosts.reserve(6);
+  TwinTensors twins;
   for (int i = 0; i < 6; ++i) {
     const DType dtype = AllDTypes()[i % 4];
     // Tensor 2 is empty: it owns no chunk and its partial is 0.
     const std::vector<double> values =
         i == 2 ? std::vector<double>() : RandomValues(numel, dtype, 40 + i);
-    gpu_hosts.emplace_back(dtype, values);
-    cpu_hosts.emplace_back(dtype, values);
+    twins.Add(dtype, values, i % 2);
   }
-  std::vector<std::unique_ptr<DeviceTensor>> devs;
-  std::vector<GradTensor> gpu_views, cpu_views;
-  for (int i = 0; i < 6; ++i) {
-    devs.push_back(std::make_unique<DeviceTensor>(gpu_hosts[i], i % 2));
-    gpu_views.push_back(devs.back()->view());
-    cpu_views.push_back(cpu_hosts[i].view());
-  }
+  const std::vector<GradTensor>& gpu_views = twins.gpu_views();
+  const std::vector<GradTensor>& cpu_views = twins.cpu_views();
   double* result = nullptr;
   ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&result), sizeof(double)),
             cudaSuccess);
@@ -278,51 +307,35 @@ TEST_F(CudaTest, ChunksSpillIntoTheNextLaunch) {
     }
     EXPECT_EQ(gpu->per_tensor[2], 0.0);
     ASSERT_TRUE(ComputePartialNormOnDevice(gpu_views, p, result).ok());
-    double on_host = -1;
-    ASSERT_EQ(
-        cudaMemcpy(&on_host, result, sizeof(double), cudaMemcpyDeviceToHost),
-        cudaSuccess);
+    const double on_host = DeviceValue(result);
     EXPECT_EQ(Bits(on_host), Bits(gpu->value));
   }
   cudaFree(result);
   ASSERT_TRUE(ScaleInPlace(gpu_views, 0.3).ok());
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   ASSERT_TRUE(ScaleInPlace(cpu_views, 0.3).ok());
-  for (int i = 0; i < 6; ++i) {
-    devs[i]->CopyBack();
-    EXPECT_EQ(gpu_hosts[i].Bytes(), cpu_hosts[i].Bytes()) << "tensor " << i;
+  for (size_t i = 0; i < twins.size(); ++i) {
+    EXPECT_EQ(twins.GpuBytes(i), twins.CpuBytes(i)) << "tensor " << i;
   }
 }
 
 // Hundreds of tensors (several launches), odd addresses, every dtype; the
 // fp32 product and, for a coefficient beyond fp32, the fp64 one.
 TEST_F(CudaTest, ScaleManyTensorsMatchesCpuBitForBit) {
-  std::vector<TestTensor> gpu_hosts, cpu_hosts;
-  gpu_hosts.reserve(300);
-  cpu_hosts.reserve(300);
+  TwinTensors twins;
   for (int i = 0; i < 300; ++i) {
     const DType dtype = AllDTypes()[i % 4];
-    const std::vector<double> values =
-        RandomValues((i * 101) % 2000, dtype, 100 + i);
-    gpu_hosts.emplace_back(dtype, values);
-    cpu_hosts.emplace_back(dtype, values);
-  }
-  std::vector<std::unique_ptr<DeviceTensor>> devs;
-  std::vector<GradTensor> gpu_views, cpu_views;
-  for (int i = 0; i < 300; ++i) {
-    devs.push_back(std::make_unique<DeviceTensor>(gpu_hosts[i], (i / 4) % 2));
-    gpu_views.push_back(devs.back()->view());
-    cpu_views.push_back(cpu_hosts[i].view());
+    twins.Add(dtype, RandomValues((i * 101) % 2000, dtype, 100 + i),
+              (i / 4) % 2);
   }
   for (double coef : {0.3, 1e39}) {
-    ASSERT_TRUE(ScaleInPlace(gpu_views, coef).ok());
+    ASSERT_TRUE(ScaleInPlace(twins.gpu_views(), coef).ok());
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    ASSERT_TRUE(ScaleInPlace(cpu_views, coef).ok());
-    for (int i = 0; i < 300; ++i) {
-      devs[i]->CopyBack();
-      ASSERT_EQ(gpu_hosts[i].Bytes(), cpu_hosts[i].Bytes())
+    ASSERT_TRUE(ScaleInPlace(twins.cpu_views(), coef).ok());
+    for (size_t i = 0; i < twins.size(); ++i) {
+      ASSERT_EQ(twins.GpuBytes(i), twins.CpuBytes(i))
           << "coef=" << coef << " tensor " << i << " "
-          << DTypeName(gpu_hosts[i].dtype());
+          << DTypeName(twins.dtype(i));
     }
   }
 }
@@ -352,10 +365,7 @@ TEST_F(CudaTest, NonDefaultStream) {
             cudaSuccess);
   ASSERT_TRUE(ComputePartialNormOnDevice({dev.view()}, 2.0, result, opts).ok());
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-  double on_host = -1;
-  ASSERT_EQ(
-      cudaMemcpy(&on_host, result, sizeof(double), cudaMemcpyDeviceToHost),
-      cudaSuccess);
+  const double on_host = DeviceValue(result);
   EXPECT_EQ(Bits(on_host), Bits(on_default->value));
   cudaFree(result);
 
