@@ -50,12 +50,23 @@ class ReportReactor final : public grpc::ServerUnaryReactor {
   void Reject(const absl::Status& status) { outcome_->Complete(status); }
 
   void OnCancel() override {
-    outcome_->Complete(absl::CancelledError(
+    // A local reference: Complete's Finish may run OnDone, which deletes this
+    // reactor and its outcome_ member.
+    std::shared_ptr<Outcome> outcome = outcome_;
+    outcome->Complete(absl::CancelledError(
         "the caller cancelled the Report (or its deadline passed); its partial "
         "stays in the round, retry the same report to rejoin"));
   }
 
   void OnDone() override { delete this; }
+
+  // Lets gRPC run OnDone (and OnCancel) where the call completes instead of
+  // handing them to its executor thread: that hand-off woke a thread for every
+  // Report, after the answer was sent, and cost an N=1 round about a third of
+  // an echo's time on a 2-core machine. Both reactions are short and never
+  // block: OnDone deletes the reactor; OnCancel finishes it under Outcome's
+  // lock, which nothing holds while calling into gRPC.
+  bool InternalInlineable() override { return true; }
 
  private:
   class Outcome {

@@ -186,6 +186,24 @@ TEST_F(CoordinatorServiceTest, FailedPreconditionOnConfigMismatchAndAbandonedSte
   EXPECT_THAT(status.error_message(), HasSubstr("3"));
 }
 
+TEST_F(CoordinatorServiceTest, CancelledReportIsAnsweredAndItsPartialStays) {
+  // The Report reactor's OnCancel and OnDone run inline where gRPC notices
+  // them: a cancelled waiter must get its answer at once, and the round it
+  // left must still complete with its partial.
+  Start();
+  auto c = Client();
+  ASSERT_TRUE(c->RegisterRun("r", Config(2)).ok());
+  std::unique_ptr<PendingReport> cancelled = c->StartReport("r", 1, 0, 9.0);
+  AwaitOpenRounds(1);
+  cancelled->context.TryCancel();
+  ASSERT_TRUE(cancelled->WaitFor(absl::Seconds(10)));
+  EXPECT_EQ(cancelled->status.error_code(), grpc::StatusCode::CANCELLED);
+  v1::RoundResult result;
+  ASSERT_TRUE(c->Report("r", 1, 1, 16.0, &result).ok());
+  EXPECT_EQ(result.total_norm(), 5.0);
+  EXPECT_EQ(c->Health(), "SERVING");
+}
+
 TEST_F(CoordinatorServiceTest, AlreadyExistsNamesBothValues) {
   Start();
   auto c = Client();
