@@ -30,6 +30,7 @@
 #include "benchmark/benchmark.h"
 #include "kernels/grad_tensor.h"
 #include "kernels/internal/bandwidth_probe.h"
+#include "kernels/internal/gpt2_workload.h"
 #include "kernels/internal/half.h"
 #include "kernels/partial_norm.h"
 
@@ -46,18 +47,13 @@ struct FreeDeleter {
 class Workload {
  public:
   Workload(const std::vector<int64_t>& sizes, DType dtype) {
-    uint64_t state = 0x9e3779b97f4a7c15ull;
+    kernels_internal::GradientLikeValues values;
     for (int64_t n : sizes) {
       const size_t bytes = static_cast<size_t>(n) * *DTypeSize(dtype);
       void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
       buffers_.emplace_back(p);
-      // Gradient-like values in about [-0.01, 0.01]; a cheap generator, since
-      // 124M values are drawn.
       for (int64_t i = 0; i < n; ++i) {
-        state = state * 6364136223846793005ull + 1442695040888963407ull;
-        const float v =
-            static_cast<float>(static_cast<int64_t>(state >> 11) %
-                               2000001 - 1000000) * 1e-8f;
+        const float v = values.Next();
         if (dtype == DType::kFloat32) {
           static_cast<float*>(p)[i] = v;
         } else {
@@ -80,25 +76,6 @@ class Workload {
   int64_t elements_ = 0;
 };
 
-std::vector<int64_t> Gpt2Sizes() {
-  constexpr int64_t d = 768;
-  std::vector<int64_t> sizes = {50257 * d, 1024 * d};  // wte, wpe
-  for (int layer = 0; layer < 12; ++layer) {
-    const std::vector<int64_t> block = {
-        d,     d,              // ln_1 weight, bias
-        d * 3 * d, 3 * d,      // attn.c_attn weight, bias
-        d * d, d,              // attn.c_proj weight, bias
-        d,     d,              // ln_2 weight, bias
-        d * 4 * d, 4 * d,      // mlp.c_fc weight, bias
-        4 * d * d, d,          // mlp.c_proj weight, bias
-    };
-    sizes.insert(sizes.end(), block.begin(), block.end());
-  }
-  sizes.push_back(d);  // ln_f weight
-  sizes.push_back(d);  // ln_f bias
-  return sizes;
-}
-
 enum class Shape { kGpt2, k10kx1k };
 
 const Workload& GetWorkload(Shape shape, DType dtype) {
@@ -107,7 +84,7 @@ const Workload& GetWorkload(Shape shape, DType dtype) {
   auto& slot = (*cache)[{shape, dtype}];
   if (slot == nullptr) {
     slot = std::make_unique<Workload>(
-        shape == Shape::kGpt2 ? Gpt2Sizes() : std::vector<int64_t>(10000, 1000),
+        shape == Shape::kGpt2 ? kernels_internal::Gpt2SmallSizes() : std::vector<int64_t>(10000, 1000),
         dtype);
   }
   return *slot;
@@ -169,7 +146,7 @@ class Interleaved {
 void BM_PartialNorm(benchmark::State& state, Shape shape, DType dtype, double p,
                     bool fp32_accumulation) {
   const Workload& w = GetWorkload(shape, dtype);
-  if (shape == Shape::kGpt2 && w.elements() != 124439808) {
+  if (shape == Shape::kGpt2 && w.elements() != kernels_internal::kGpt2SmallElements) {
     state.SkipWithError("GPT-2 small should have 124,439,808 elements");
     return;
   }

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "kernels/internal/cuda_device.cuh"
+#include "kernels/internal/cuda_launch.cuh"
 #include "kernels/internal/half.h"
 
 namespace gradnorm {
@@ -279,22 +280,6 @@ __global__ void __launch_bounds__(kCudaThreadsPerBlock)
                                coef64, fp64);
       break;
   }
-}
-
-// Launches `kernel` and returns this launch's own error. A `<<<>>>` launch
-// checked with cudaGetLastError would instead report any earlier failed
-// runtime call of this thread that nobody cleared (the caller's, or an
-// invalid cudaSetDevice or out-of-memory cudaMallocAsync of a previous call
-// here) as the launch's failure.
-template <typename... Params, typename... Args>
-cudaError_t Launch(void (*kernel)(Params...), int blocks, int threads,
-                   cudaStream_t stream, Args&&... args) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(blocks);
-  config.blockDim = dim3(threads);
-  config.dynamicSmemBytes = 0;
-  config.stream = stream;
-  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }
 
 }  // namespace
