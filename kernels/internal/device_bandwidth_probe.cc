@@ -9,13 +9,6 @@
 
 namespace gradnorm {
 namespace kernels_internal {
-namespace {
-
-// Blocks per SM: enough resident threads to keep every memory channel busy.
-constexpr int kBlocksPerSm = 4;
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<DeviceBandwidthProbe>>
 DeviceBandwidthProbe::Create(int device, size_t bytes, cudaStream_t stream) {
   std::unique_ptr<DeviceBandwidthProbe> probe(new DeviceBandwidthProbe());
@@ -26,7 +19,7 @@ DeviceBandwidthProbe::Create(int device, size_t bytes, cudaStream_t stream) {
   int sms = 0;
   RETURN_IF_CUDA_ERROR(
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  probe->blocks_ = sms * kBlocksPerSm;
+  probe->blocks_ = sms * kProbeBlocksPerSm;
   RETURN_IF_CUDA_ERROR(cudaMalloc(&probe->buffer_, probe->words_ * 16));
   RETURN_IF_CUDA_ERROR(cudaMemsetAsync(probe->buffer_, 0, probe->words_ * 16,
                                        stream));
@@ -48,26 +41,32 @@ DeviceBandwidthProbe::~DeviceBandwidthProbe() {
 }
 
 template <typename Enqueue>
-absl::StatusOr<double> DeviceBandwidthProbe::Timed(const Enqueue& enqueue) {
+absl::StatusOr<double> DeviceBandwidthProbe::Timed(int passes,
+                                                   const Enqueue& enqueue) {
+  if (passes < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("passes is ", passes, "; expected at least 1"));
+  }
   RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
   RETURN_IF_CUDA_ERROR(cudaEventRecord(start_, stream_));
-  RETURN_IF_CUDA_ERROR(enqueue());
+  for (int i = 0; i < passes; ++i) RETURN_IF_CUDA_ERROR(enqueue());
   RETURN_IF_CUDA_ERROR(cudaEventRecord(stop_, stream_));
   RETURN_IF_CUDA_ERROR(cudaEventSynchronize(stop_));
   float ms = 0.0f;
   RETURN_IF_CUDA_ERROR(cudaEventElapsedTime(&ms, start_, stop_));
-  return ms * 1e-3;
+  return ms * 1e-3 / passes;
 }
 
-absl::StatusOr<double> DeviceBandwidthProbe::ReadSeconds() {
-  return Timed([&] {
+absl::StatusOr<double> DeviceBandwidthProbe::ReadSeconds(int passes) {
+  return Timed(passes, [&] {
     return LaunchReadProbe(buffer_, words_, blocks_, block_sums_, stream_);
   });
 }
 
-absl::StatusOr<double> DeviceBandwidthProbe::ReadWriteSeconds() {
-  return Timed(
-      [&] { return LaunchReadWriteProbe(buffer_, words_, blocks_, stream_); });
+absl::StatusOr<double> DeviceBandwidthProbe::ReadWriteSeconds(int passes) {
+  return Timed(passes, [&] {
+    return LaunchReadWriteProbe(buffer_, words_, blocks_, stream_);
+  });
 }
 
 absl::StatusOr<double> DevicePeakBytesPerSecond(int device) {

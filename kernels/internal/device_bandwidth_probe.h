@@ -6,7 +6,7 @@
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<DeviceBandwidthProbe> probe,
 //                    DeviceBandwidthProbe::Create(/*device=*/0, bytes, stream));
-//   ASSIGN_OR_RETURN(double seconds, probe->ReadSeconds());
+//   ASSIGN_OR_RETURN(double seconds, probe->ReadSeconds(/*passes=*/5));
 //
 // Errors: as CudaErrorToStatus (FAILED_PRECONDITION where no device can run
 // it, RESOURCE_EXHAUSTED for out of memory, INTERNAL otherwise).
@@ -34,16 +34,18 @@ class DeviceBandwidthProbe {
   DeviceBandwidthProbe(const DeviceBandwidthProbe&) = delete;
   DeviceBandwidthProbe& operator=(const DeviceBandwidthProbe&) = delete;
 
-  // Seconds of one read pass / one in-place add pass over the buffer.
-  absl::StatusOr<double> ReadSeconds();
-  absl::StatusOr<double> ReadWriteSeconds();
+  // Seconds per pass of `passes` read passes / in-place add passes over the
+  // buffer, enqueued back to back (so the first launch's delay is spread over
+  // them). INVALID_ARGUMENT for passes < 1.
+  absl::StatusOr<double> ReadSeconds(int passes);
+  absl::StatusOr<double> ReadWriteSeconds(int passes);
 
   size_t bytes() const { return words_ * 16; }
 
  private:
   DeviceBandwidthProbe() = default;
   template <typename Enqueue>
-  absl::StatusOr<double> Timed(const Enqueue& enqueue);
+  absl::StatusOr<double> Timed(int passes, const Enqueue& enqueue);
 
   int device_ = 0;
   cudaStream_t stream_ = nullptr;

@@ -12,7 +12,7 @@ constexpr int kUnroll = 4;  // independent 16-byte loads in flight per thread
 
 __device__ float Lanes(float4 v) { return (v.x + v.y) + (v.z + v.w); }
 
-__global__ void __launch_bounds__(kProbeThreadsPerBlock)
+__global__ void __launch_bounds__(kProbeThreadsPerBlock, kProbeBlocksPerSm)
     ReadProbeKernel(const float4* __restrict__ data, size_t words,
                     float* __restrict__ block_sums) {
   const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(kProbeThreadsPerBlock)
   }
 }
 
-__global__ void __launch_bounds__(kProbeThreadsPerBlock)
+__global__ void __launch_bounds__(kProbeThreadsPerBlock, kProbeBlocksPerSm)
     ReadWriteProbeKernel(float4* __restrict__ data, size_t words) {
   const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
   size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;

@@ -12,6 +12,9 @@ namespace gradnorm {
 namespace kernels_internal {
 
 inline constexpr int kProbeThreadsPerBlock = 512;
+// Resident blocks per SM the kernels are compiled for (at most 32 registers a
+// thread), and launched with: 2048 threads, every SM's maximum.
+inline constexpr int kProbeBlocksPerSm = 4;
 
 // Reads the `words` 16-byte words at `data` (16-byte aligned) as float4 and
 // sums them; block b writes its sum to block_sums[b] (`blocks` floats), so no
