@@ -41,6 +41,7 @@
 #include "benchmark/benchmark.h"
 #include "common/status_macros.h"
 #include "kernels/grad_tensor.h"
+#include "kernels/internal/cuda_event_timer.h"
 #include "kernels/internal/cuda_status.h"
 #include "kernels/internal/device_bandwidth_probe.h"
 #include "kernels/internal/gpt2_workload.h"
@@ -50,6 +51,7 @@
 namespace gradnorm {
 namespace {
 
+using kernels_internal::CudaEventTimer;
 using kernels_internal::DeviceBandwidthProbe;
 
 constexpr int kDevice = 0;
@@ -126,19 +128,21 @@ absl::StatusOr<const DeviceWorkload*> GetWorkload(DType dtype) {
   return slot.get();
 }
 
-// CUDA event timing of enqueued work on one stream, with the probe pass after
-// each timed call.
-class EventTimer {
+// Times enqueued work on one stream with CUDA events, and the probe's passes
+// after each timing.
+class Interleaved {
  public:
-  static absl::StatusOr<std::unique_ptr<EventTimer>> Create(
+  static absl::StatusOr<std::unique_ptr<Interleaved>> Create(
       size_t bytes, bool read_write) {
-    std::unique_ptr<EventTimer> t(new EventTimer());
+    std::unique_ptr<Interleaved> t(new Interleaved());
     t->read_write_ = read_write;
     RETURN_IF_CUDA_ERROR(cudaSetDevice(kDevice));
     RETURN_IF_CUDA_ERROR(
         cudaStreamCreateWithFlags(&t->stream_, cudaStreamNonBlocking));
-    RETURN_IF_CUDA_ERROR(cudaEventCreate(&t->start_));
-    RETURN_IF_CUDA_ERROR(cudaEventCreate(&t->stop_));
+    absl::StatusOr<std::unique_ptr<CudaEventTimer>> timer =
+        CudaEventTimer::Create();
+    if (!timer.ok()) return timer.status();
+    t->timer_ = *std::move(timer);
     absl::StatusOr<std::unique_ptr<DeviceBandwidthProbe>> probe =
         DeviceBandwidthProbe::Create(kDevice, bytes, t->stream_);
     if (!probe.ok()) return probe.status();
@@ -151,10 +155,9 @@ class EventTimer {
     RETURN_IF_ERROR(t->RunProbe());
     return t;
   }
-  ~EventTimer() {
+  ~Interleaved() {
     probe_.reset();
-    if (start_ != nullptr) cudaEventDestroy(start_);
-    if (stop_ != nullptr) cudaEventDestroy(stop_);
+    timer_.reset();
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
@@ -164,13 +167,8 @@ class EventTimer {
   // seconds per call.
   template <typename Enqueue>
   absl::StatusOr<double> Time(int calls, const Enqueue& enqueue) {
-    RETURN_IF_CUDA_ERROR(cudaEventRecord(start_, stream_));
-    for (int i = 0; i < calls; ++i) RETURN_IF_ERROR(enqueue());
-    RETURN_IF_CUDA_ERROR(cudaEventRecord(stop_, stream_));
-    RETURN_IF_CUDA_ERROR(cudaEventSynchronize(stop_));
-    float ms = 0.0f;
-    RETURN_IF_CUDA_ERROR(cudaEventElapsedTime(&ms, start_, stop_));
-    const double s = ms * 1e-3 / calls;
+    ASSIGN_OR_RETURN(const double s,
+                     timer_->SecondsPerCall(stream_, calls, enqueue));
     kernel_total_ += s;
     kernel_best_ = std::min(kernel_best_, s);
     ++kernel_runs_;
@@ -198,11 +196,10 @@ class EventTimer {
   }
 
  private:
-  EventTimer() = default;
+  Interleaved() = default;
   bool read_write_ = false;
   cudaStream_t stream_ = nullptr;
-  cudaEvent_t start_ = nullptr;
-  cudaEvent_t stop_ = nullptr;
+  std::unique_ptr<CudaEventTimer> timer_;
   std::unique_ptr<DeviceBandwidthProbe> probe_;
   double peak_ = 0.0;
   double kernel_total_ = 0.0;
@@ -219,10 +216,10 @@ void BM_Cuda(benchmark::State& state, DType dtype, double p, Mode mode) {
   };
   absl::StatusOr<const DeviceWorkload*> w = GetWorkload(dtype);
   if (!w.ok()) return fail(w.status());
-  absl::StatusOr<std::unique_ptr<EventTimer>> timer =
-      EventTimer::Create((*w)->bytes(), /*read_write=*/mode == Mode::kClip);
+  absl::StatusOr<std::unique_ptr<Interleaved>> timer =
+      Interleaved::Create((*w)->bytes(), /*read_write=*/mode == Mode::kClip);
   if (!timer.ok()) return fail(timer.status());
-  EventTimer& t = **timer;
+  Interleaved& t = **timer;
   struct CudaFree {
     void operator()(void* p) const { cudaFree(p); }
   };

@@ -26,46 +26,36 @@ DeviceBandwidthProbe::Create(int device, size_t bytes, cudaStream_t stream) {
   void* block_sums = nullptr;
   RETURN_IF_CUDA_ERROR(cudaMalloc(&block_sums, sizeof(float) * probe->blocks_));
   probe->block_sums_ = static_cast<float*>(block_sums);
-  RETURN_IF_CUDA_ERROR(cudaEventCreate(&probe->start_));
-  RETURN_IF_CUDA_ERROR(cudaEventCreate(&probe->stop_));
+  absl::StatusOr<std::unique_ptr<CudaEventTimer>> timer =
+      CudaEventTimer::Create();
+  if (!timer.ok()) return timer.status();
+  probe->timer_ = *std::move(timer);
   RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream));
   return probe;
 }
 
 DeviceBandwidthProbe::~DeviceBandwidthProbe() {
   cudaSetDevice(device_);
-  if (start_ != nullptr) cudaEventDestroy(start_);
-  if (stop_ != nullptr) cudaEventDestroy(stop_);
+  timer_.reset();
   cudaFree(block_sums_);
   cudaFree(buffer_);
 }
 
-template <typename Enqueue>
-absl::StatusOr<double> DeviceBandwidthProbe::Timed(int passes,
-                                                   const Enqueue& enqueue) {
-  if (passes < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("passes is ", passes, "; expected at least 1"));
-  }
-  RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
-  RETURN_IF_CUDA_ERROR(cudaEventRecord(start_, stream_));
-  for (int i = 0; i < passes; ++i) RETURN_IF_CUDA_ERROR(enqueue());
-  RETURN_IF_CUDA_ERROR(cudaEventRecord(stop_, stream_));
-  RETURN_IF_CUDA_ERROR(cudaEventSynchronize(stop_));
-  float ms = 0.0f;
-  RETURN_IF_CUDA_ERROR(cudaEventElapsedTime(&ms, start_, stop_));
-  return ms * 1e-3 / passes;
-}
-
 absl::StatusOr<double> DeviceBandwidthProbe::ReadSeconds(int passes) {
-  return Timed(passes, [&] {
-    return LaunchReadProbe(buffer_, words_, blocks_, block_sums_, stream_);
+  RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+  return timer_->SecondsPerCall(stream_, passes, [&]() -> absl::Status {
+    RETURN_IF_CUDA_ERROR(
+        LaunchReadProbe(buffer_, words_, blocks_, block_sums_, stream_));
+    return absl::OkStatus();
   });
 }
 
 absl::StatusOr<double> DeviceBandwidthProbe::ReadWriteSeconds(int passes) {
-  return Timed(passes, [&] {
-    return LaunchReadWriteProbe(buffer_, words_, blocks_, stream_);
+  RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+  return timer_->SecondsPerCall(stream_, passes, [&]() -> absl::Status {
+    RETURN_IF_CUDA_ERROR(
+        LaunchReadWriteProbe(buffer_, words_, blocks_, stream_));
+    return absl::OkStatus();
   });
 }
 

@@ -20,6 +20,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "kernels/internal/cuda_event_timer.h"
 
 namespace gradnorm {
 namespace kernels_internal {
@@ -44,8 +45,6 @@ class DeviceBandwidthProbe {
 
  private:
   DeviceBandwidthProbe() = default;
-  template <typename Enqueue>
-  absl::StatusOr<double> Timed(int passes, const Enqueue& enqueue);
 
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
@@ -53,8 +52,7 @@ class DeviceBandwidthProbe {
   int blocks_ = 0;
   void* buffer_ = nullptr;
   float* block_sums_ = nullptr;
-  cudaEvent_t start_ = nullptr;
-  cudaEvent_t stop_ = nullptr;
+  std::unique_ptr<CudaEventTimer> timer_;
 };
 
 // `device`'s nominal memory bandwidth in bytes/s: 2 transfers per memory clock
