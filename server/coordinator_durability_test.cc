@@ -93,8 +93,11 @@ class Coordinator {
     pid_ = -1;
   }
 
-  // SIGTERM; returns the exit status (-1 if it did not exit normally).
+  // SIGTERM once the coordinator listens (before its main blocks SIGTERM, the
+  // default action would kill it, as it would any process); returns the exit
+  // status (-1 if it did not exit normally).
   int Terminate() {
+    if (!AwaitListening(absl::Now() + absl::Seconds(30))) return -2;
     kill(pid_, SIGTERM);
     int status;
     waitpid(pid_, &status, 0);
@@ -103,6 +106,23 @@ class Coordinator {
   }
 
  private:
+  // True once a TCP connection to the port succeeds.
+  bool AwaitListening(absl::Time deadline) const {
+    sockaddr_in addr = {};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port_);
+    while (absl::Now() < deadline) {
+      const int fd = socket(AF_INET, SOCK_STREAM, 0);
+      const bool up =
+          connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+      close(fd);
+      if (up) return true;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return false;
+  }
+
   std::string db_;
   int port_;
   pid_t pid_ = -1;
@@ -191,7 +211,8 @@ TEST(CoordinatorDurabilityTest, SigkillLosesNoAcknowledgedRound) {
     coordinator.Start();
   }
   for (auto& t : participants) t.join();
-  EXPECT_EQ(coordinator.Terminate(), 0) << "SIGTERM must exit 0 after flushing";
+  EXPECT_EQ(coordinator.Terminate(), 0)
+      << "SIGTERM must exit 0 after flushing (-2: the last restart never listened)";
   EXPECT_GE(kills, 3) << "the coordinator was not killed often enough to test";
   std::printf("killed the coordinator %d times; %d reports retried\n", kills,
               retries.load());
