@@ -156,6 +156,9 @@ class AggregatorImpl final : public Aggregator {
     std::set<WatchImpl*> watches;
   };
 
+  // Below this many, expiries_ is never compacted.
+  static constexpr size_t kMinExpiriesToCompact = 4096;
+
   // A deadline to check: a round's timeout (waiter_id 0) or one waiter's.
   struct Expiry {
     absl::Time when;
@@ -168,6 +171,15 @@ class AggregatorImpl final : public Aggregator {
   struct Append {
     RoundRecord record;
   };
+
+  // Queues `expiry`. An answered waiter's or a finished round's deadline stays
+  // queued until it passes (a heap cannot drop it), so with long deadlines the
+  // queue would grow with the report rate times the deadline; it is compacted
+  // to what can still expire whenever it doubles.
+  void PushExpiryLocked(Expiry expiry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether `expiry`'s round (and waiter) are still waiting.
+  bool LiveExpiryLocked(const Expiry& expiry) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   absl::Status CheckRunLocked(absl::string_view run_id, const Run** run) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -206,6 +218,8 @@ class AggregatorImpl final : public Aggregator {
       ABSL_GUARDED_BY(mu_);
   std::priority_queue<Expiry, std::vector<Expiry>, std::greater<Expiry>>
       expiries_ ABSL_GUARDED_BY(mu_);
+  // expiries_ is compacted when it grows past this (see PushExpiryLocked).
+  size_t compact_expiries_at_ ABSL_GUARDED_BY(mu_) = kMinExpiriesToCompact;
   uint64_t next_waiter_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t waiters_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
@@ -490,7 +504,7 @@ void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
     round.arrivals.assign(n, now);
     round.num_elements.assign(n, 0);
     open_it = run.open.emplace(step, std::move(round)).first;
-    expiries_.push(Expiry{open_it->second.deadline, run.info.run_id, step, 0});
+    PushExpiryLocked(Expiry{open_it->second.deadline, run.info.run_id, step, 0});
   }
   OpenRound& round = open_it->second;
   if (round.reported[participant]) {
@@ -518,7 +532,7 @@ void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
   round.waiters.push_back(Waiter{id, std::move(done)});
   ++waiters_;
   if (deadline != absl::InfiniteFuture()) {
-    expiries_.push(Expiry{deadline, run.info.run_id, step, id});
+    PushExpiryLocked(Expiry{deadline, run.info.run_id, step, id});
   }
 }
 
@@ -617,6 +631,30 @@ void AggregatorImpl::OnCommitted(const std::string& run_id, uint64_t step,
   if (committed.has_value() && options_.on_round_committed) {
     options_.on_round_committed(*committed, clock_->Now() - appended);
   }
+}
+
+void AggregatorImpl::PushExpiryLocked(Expiry expiry) {
+  expiries_.push(std::move(expiry));
+  if (expiries_.size() < compact_expiries_at_) return;
+  std::vector<Expiry> live;
+  while (!expiries_.empty()) {
+    if (LiveExpiryLocked(expiries_.top())) live.push_back(expiries_.top());
+    expiries_.pop();
+  }
+  compact_expiries_at_ = std::max(kMinExpiriesToCompact, 2 * live.size());
+  expiries_ = decltype(expiries_)(std::greater<Expiry>(), std::move(live));
+}
+
+bool AggregatorImpl::LiveExpiryLocked(const Expiry& expiry) const {
+  auto run_it = runs_.find(expiry.run_id);
+  if (run_it == runs_.end()) return false;
+  auto round_it = run_it->second->open.find(expiry.step);
+  if (round_it == run_it->second->open.end()) return false;
+  if (expiry.waiter_id == 0) return true;
+  const std::vector<Waiter>& waiters = round_it->second.waiters;
+  return std::any_of(waiters.begin(), waiters.end(), [&](const Waiter& w) {
+    return w.id == expiry.waiter_id;
+  });
 }
 
 void AggregatorImpl::ExpireRounds() {
@@ -763,6 +801,7 @@ AggregatorStats AggregatorImpl::Stats() const {
   stats.runs = runs_.size();
   for (const auto& [id, run] : runs_) stats.open_rounds += run->open.size();
   stats.waiters = waiters_;
+  stats.deadlines = expiries_.size();
   return stats;
 }
 

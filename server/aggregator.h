@@ -91,6 +91,9 @@ struct AggregatorStats {
   uint64_t open_rounds = 0;
   // Report callbacks not yet called.
   uint64_t waiters = 0;
+  // Deadlines (of rounds and of waiters) kept for the expiry check, including
+  // those of rounds and waiters already done, until the next compaction.
+  uint64_t deadlines = 0;
 };
 
 // A cursor over a run's finalized rounds: first the rounds finalized before

@@ -363,6 +363,28 @@ TEST_F(AggregatorTest, RoundTimeoutNamesTheMissingAndAbandonsTheStep) {
   EXPECT_EQ(Round("r", 10, {1, 1, 1, 1, 0}).total_norm(), 2);
 }
 
+TEST_F(AggregatorTest, DeadlinesOfAnsweredReportsDoNotAccumulate) {
+  v1::RegisterRunRequest run = MakeRun("r", 2);
+  run.mutable_config()->set_round_timeout_ms(3600 * 1000);
+  Register(run);
+  // One report that keeps waiting through everything below.
+  auto waiting = Report("r", 1000000, 0, 1, clock_.Now() + absl::Minutes(30));
+  // 10,000 rounds whose reports carry hour-long deadlines and are answered at
+  // once: their deadlines must not pile up until they pass.
+  for (uint64_t step = 0; step < 10000; ++step) {
+    Report("r", step, 0, 1, clock_.Now() + absl::Hours(1));
+    Report("r", step, 1, 1, clock_.Now() + absl::Hours(1));
+  }
+  EXPECT_LT(aggregator_->Stats().deadlines, 4096u);
+  // The waiting report's own deadline survived the compactions.
+  clock_.Advance(absl::Minutes(31));
+  aggregator_->ExpireRounds();
+  ASSERT_TRUE(waiting->done());
+  EXPECT_EQ(waiting->Get().status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(waiting->Get().status().message(),
+              HasSubstr("the deadline passed waiting for step 1000000 of run r"));
+}
+
 TEST_F(AggregatorTest, MissingListIsCompact) {
   v1::RegisterRunRequest run = MakeRun("big", 1000);
   Register(run);
