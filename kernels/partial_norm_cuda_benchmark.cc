@@ -115,15 +115,14 @@ absl::StatusOr<const DeviceWorkload*> GetWorkload(DType dtype) {
   static auto* cache = new std::map<DType, std::unique_ptr<DeviceWorkload>>();
   auto& slot = (*cache)[dtype];
   if (slot == nullptr) {
-    absl::StatusOr<std::unique_ptr<DeviceWorkload>> w =
-        DeviceWorkload::Create(dtype);
-    if (!w.ok()) return w.status();
-    if ((*w)->elements() != kernels_internal::kGpt2SmallElements) {
+    ASSIGN_OR_RETURN(std::unique_ptr<DeviceWorkload> w,
+                     DeviceWorkload::Create(dtype));
+    if (w->elements() != kernels_internal::kGpt2SmallElements) {
       return absl::InternalError(
           absl::StrCat("GPT-2 small has ", kernels_internal::kGpt2SmallElements,
-                       " elements, the workload ", (*w)->elements()));
+                       " elements, the workload ", w->elements()));
     }
-    slot = *std::move(w);
+    slot = std::move(w);
   }
   return slot.get();
 }
@@ -139,18 +138,11 @@ class Interleaved {
     RETURN_IF_CUDA_ERROR(cudaSetDevice(kDevice));
     RETURN_IF_CUDA_ERROR(
         cudaStreamCreateWithFlags(&t->stream_, cudaStreamNonBlocking));
-    absl::StatusOr<std::unique_ptr<CudaEventTimer>> timer =
-        CudaEventTimer::Create();
-    if (!timer.ok()) return timer.status();
-    t->timer_ = *std::move(timer);
-    absl::StatusOr<std::unique_ptr<DeviceBandwidthProbe>> probe =
-        DeviceBandwidthProbe::Create(kDevice, bytes, t->stream_);
-    if (!probe.ok()) return probe.status();
-    t->probe_ = *std::move(probe);
-    absl::StatusOr<double> peak =
-        kernels_internal::DevicePeakBytesPerSecond(kDevice);
-    if (!peak.ok()) return peak.status();
-    t->peak_ = *peak;
+    ASSIGN_OR_RETURN(t->timer_, CudaEventTimer::Create());
+    ASSIGN_OR_RETURN(t->probe_,
+                     DeviceBandwidthProbe::Create(kDevice, bytes, t->stream_));
+    ASSIGN_OR_RETURN(t->peak_,
+                     kernels_internal::DevicePeakBytesPerSecond(kDevice));
     // Warm-up: the first pass pays for page mapping and clocks ramping up.
     RETURN_IF_ERROR(t->RunProbe());
     return t;
@@ -176,11 +168,10 @@ class Interleaved {
   }
 
   absl::Status RunProbe() {
-    absl::StatusOr<double> s = read_write_
-                                   ? probe_->ReadWriteSeconds(kProbePasses)
-                                   : probe_->ReadSeconds(kProbePasses);
-    if (!s.ok()) return s.status();
-    probe_best_ = std::min(probe_best_, *s);
+    ASSIGN_OR_RETURN(const double s,
+                     read_write_ ? probe_->ReadWriteSeconds(kProbePasses)
+                                 : probe_->ReadSeconds(kProbePasses));
+    probe_best_ = std::min(probe_best_, s);
     return absl::OkStatus();
   }
 

@@ -4,6 +4,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "kernels/internal/cuda_status.h"
 #include "kernels/internal/device_bandwidth_probe_kernels.h"
 
@@ -26,10 +27,7 @@ DeviceBandwidthProbe::Create(int device, size_t bytes, cudaStream_t stream) {
   void* block_sums = nullptr;
   RETURN_IF_CUDA_ERROR(cudaMalloc(&block_sums, sizeof(float) * probe->blocks_));
   probe->block_sums_ = static_cast<float*>(block_sums);
-  absl::StatusOr<std::unique_ptr<CudaEventTimer>> timer =
-      CudaEventTimer::Create();
-  if (!timer.ok()) return timer.status();
-  probe->timer_ = *std::move(timer);
+  ASSIGN_OR_RETURN(probe->timer_, CudaEventTimer::Create());
   RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream));
   return probe;
 }
