@@ -11,15 +11,24 @@
 //   - every rank of every job got the same result for every step;
 //   - every step's total equals the fp64 norm of the full gradient, computed
 //     here independently from the same generator;
+//   - every step that is not skipped is CLIP exactly when
+//     coef = effective_max_norm / (total + 1e-6) < 1, with that coef (to 1e-12
+//     relative), and NONE otherwise; under the static policies the effective
+//     max_norm is the run's; a skip is a non-finite total or a spike (policy
+//     spike only);
 //   - the planted spike step is skipped (policy spike) or clipped (otherwise);
 //   - the planted NaN step is skipped (the ranks check no gradient changed);
-//   - the stored history and summary agree with what the ranks saw;
+//   - the stored history (GetHistory, one bucket per step) holds every step's
+//     total, action and round count as the ranks saw them, and the summary's
+//     round count, norm statistics, clipped fraction, skipped steps and
+//     straggler counts are those of the ranks' results;
 //   - the coordinator shut down cleanly (exit 0).
 // Any mismatch is a non-zero exit with the reason.
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -34,6 +43,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -112,6 +122,7 @@ struct RankStep {
   std::string reason;
   int slowest = 0;
   double spread = 0;
+  double effective_max_norm = 0;
 };
 
 using RankSteps = std::map<int, RankStep>;
@@ -121,7 +132,7 @@ absl::StatusOr<RankSteps> ParseRankOutput(const std::string& path) {
   for (absl::string_view line : absl::StrSplit(ReadWholeFile(path), '\n')) {
     std::vector<std::string> f = absl::StrSplit(line, '\t');
     if (f.empty() || f[0] != "STEP") continue;
-    if (f.size() != 9) {
+    if (f.size() != 10) {
       return absl::DataLossError(absl::StrCat(path, ": malformed line '", line, "'"));
     }
     RankStep s;
@@ -131,6 +142,7 @@ absl::StatusOr<RankSteps> ParseRankOutput(const std::string& path) {
     s.reason = f[5];
     s.slowest = std::atoi(f[7].c_str());
     s.spread = std::strtod(f[8].c_str(), nullptr);
+    s.effective_max_norm = std::strtod(f[9].c_str(), nullptr);
     steps[std::atoi(f[1].c_str())] = s;
   }
   return steps;
@@ -138,6 +150,197 @@ absl::StatusOr<RankSteps> ParseRankOutput(const std::string& path) {
 
 bool SameDouble(double a, double b) {
   return (std::isnan(a) && std::isnan(b)) || a == b;
+}
+
+bool StaticPolicy(const std::string& policy) {
+  return policy == "static" || policy == "spike";
+}
+
+// DESIGN.md section 2: coef = max_norm / (total + 1e-6); gradients are scaled
+// when the total is finite and coef < 1. Recomputed here from the total and
+// effective max_norm the ranks received, so a coordinator that decides or
+// computes the coefficient wrongly fails the demo (the ranks only check that
+// they applied whatever coefficient came back). Appends one problem per
+// mismatch of `step`'s result `r`.
+void CheckDecision(int step, const RankStep& r, const std::string& policy,
+                   double max_norm, std::vector<std::string>* problems) {
+  if (StaticPolicy(policy) && r.effective_max_norm != max_norm) {
+    problems->push_back(absl::StrFormat(
+        "step %d: effective max_norm %.17g, expected the run's %.17g under policy %s", step,
+        r.effective_max_norm, max_norm, policy));
+  }
+  if (r.action == "ACTION_SKIP") {
+    const bool nonfinite = !std::isfinite(r.total) && r.reason == "REASON_NONFINITE";
+    const bool spike = std::isfinite(r.total) && r.reason == "REASON_SPIKE" && policy == "spike";
+    if (!nonfinite && !spike) {
+      problems->push_back(absl::StrFormat(
+          "step %d: SKIP %s with total %.17g under policy %s; expected a skip only for a "
+          "non-finite total (NONFINITE) or a spike under policy spike (SPIKE)",
+          step, r.reason, r.total, policy));
+    }
+    return;
+  }
+  if (!std::isfinite(r.total)) {
+    problems->push_back(absl::StrFormat(
+        "step %d: %s with total %.17g, expected ACTION_SKIP REASON_NONFINITE", step, r.action,
+        r.total));
+    return;
+  }
+  const double coef = r.effective_max_norm / (r.total + 1e-6);
+  const bool clip = coef < 1.0;
+  const std::string action = clip ? "ACTION_CLIP" : "ACTION_NONE";
+  const std::string reason = clip ? "REASON_ABOVE_MAX_NORM" : "REASON_WITHIN_MAX_NORM";
+  if (r.action != action || r.reason != reason) {
+    problems->push_back(absl::StrFormat(
+        "step %d: %s %s, expected %s %s: total %.17g, effective max_norm %.17g, "
+        "max_norm / (total + 1e-6) = %.17g",
+        step, r.action, r.reason, action, reason, r.total, r.effective_max_norm, coef));
+  } else if (clip ? !(std::fabs(r.coef - coef) <= 1e-12 * coef) : r.coef != 1.0) {
+    problems->push_back(absl::StrFormat(
+        "step %d: %s with clip coef %.17g, expected %.17g (effective max_norm %.17g / "
+        "(total %.17g + 1e-6))",
+        step, r.action, r.coef, clip ? coef : 1.0, r.effective_max_norm, r.total));
+  }
+}
+
+// Every step's stored round, one bucket per step, against what the ranks saw.
+void CheckStoredHistory(v1::Coordinator::Stub& stub, const std::string& run_id,
+                        const RankSteps& seen, std::vector<std::string>* problems) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  v1::GetHistoryRequest request;
+  request.set_run_id(run_id);
+  request.set_max_points(0);  // one bucket per round
+  v1::GetHistoryResponse history;
+  grpc::Status status = stub.GetHistory(&context, request, &history);
+  if (!status.ok()) {
+    problems->push_back(absl::StrCat("GetHistory: ", status.error_message()));
+    return;
+  }
+  if (history.buckets_size() != static_cast<int>(seen.size()) || history.downsampled()) {
+    problems->push_back(absl::StrCat("stored history has ", history.buckets_size(),
+                                     " buckets",
+                                     history.downsampled() ? " (downsampled)" : "",
+                                     ", expected one per step: ", seen.size()));
+    return;
+  }
+  for (const v1::HistoryBucket& b : history.buckets()) {
+    const auto it = seen.find(static_cast<int>(b.first_step()));
+    if (b.first_step() != b.last_step() || it == seen.end()) {
+      problems->push_back(absl::StrCat("stored history has a bucket of steps ", b.first_step(),
+                                       "..", b.last_step(), ", expected one step the ranks ran"));
+      continue;
+    }
+    const RankStep& r = it->second;
+    const bool clipped = r.action == "ACTION_CLIP";
+    const bool skipped = r.action == "ACTION_SKIP";
+    // min/max/mean are over finite totals: NaN for the non-finite step.
+    const double finite = std::isfinite(r.total) ? r.total : std::nan("");
+    if (b.rounds() != 1 || !SameDouble(b.last_norm(), r.total) ||
+        !SameDouble(b.min_norm(), finite) || !SameDouble(b.max_norm(), finite) ||
+        !SameDouble(b.mean_norm(), finite) || b.clipped() != static_cast<uint32_t>(clipped) ||
+        b.skipped() != static_cast<uint32_t>(skipped)) {
+      problems->push_back(absl::StrFormat(
+          "stored step %d: %d round(s), total %.17g (min %.17g max %.17g mean %.17g), "
+          "clipped %d, skipped %d; the ranks saw total %.17g, %s",
+          b.first_step(), b.rounds(), b.last_norm(), b.min_norm(), b.max_norm(),
+          b.mean_norm(), b.clipped(), b.skipped(), r.total, r.action));
+    }
+  }
+}
+
+// The nearest-rank percentile q of `sorted` (GetSummaryResponse's definition).
+double NearestRank(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return std::nan("");
+  const size_t rank = static_cast<size_t>(std::ceil(q / 100.0 * sorted.size()));
+  return sorted[std::min(std::max<size_t>(rank, 1), sorted.size()) - 1];
+}
+
+// The run's summary against statistics computed here from the ranks' results.
+void CheckStoredSummary(v1::Coordinator::Stub& stub, const std::string& run_id, int jobs,
+                        const RankSteps& seen, std::vector<std::string>* problems) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  v1::GetSummaryRequest request;
+  request.set_run_id(run_id);
+  request.set_top_slowest(jobs);
+  v1::GetSummaryResponse summary;
+  grpc::Status status = stub.GetSummary(&context, request, &summary);
+  if (!status.ok()) {
+    problems->push_back(absl::StrCat("GetSummary: ", status.error_message()));
+    return;
+  }
+  std::vector<double> finite;
+  std::vector<uint64_t> skipped_steps;
+  std::vector<uint64_t> times_slowest(jobs);
+  int clipped = 0;
+  double sum = 0;
+  for (const auto& [step, r] : seen) {
+    if (std::isfinite(r.total)) {
+      finite.push_back(r.total);
+      sum += r.total;
+    }
+    if (r.action == "ACTION_SKIP") skipped_steps.push_back(step);
+    clipped += r.action == "ACTION_CLIP";
+    if (r.slowest >= 0 && r.slowest < jobs) ++times_slowest[r.slowest];
+  }
+  std::sort(finite.begin(), finite.end());
+  if (summary.rounds() != seen.size()) {
+    problems->push_back(
+        absl::StrCat("summary has ", summary.rounds(), " rounds, expected ", seen.size()));
+  }
+  if (summary.skipped_count() != skipped_steps.size()) {
+    problems->push_back(absl::StrCat("summary has ", summary.skipped_count(),
+                                     " skipped rounds, the ranks saw ", skipped_steps.size()));
+  }
+  const std::vector<uint64_t> listed(summary.skipped_steps().begin(),
+                                     summary.skipped_steps().end());
+  if (listed != skipped_steps) {
+    problems->push_back(absl::StrCat("summary lists skipped steps [", absl::StrJoin(listed, ","),
+                                     "], the ranks skipped [",
+                                     absl::StrJoin(skipped_steps, ","), "]"));
+  }
+  const double fraction = static_cast<double>(clipped) / seen.size();
+  if (std::fabs(summary.clipped_fraction() - fraction) > 1e-12) {
+    problems->push_back(absl::StrCat("summary clipped fraction ", summary.clipped_fraction(),
+                                     ", the ranks saw ", fraction));
+  }
+  const double mean = finite.empty() ? std::nan("") : sum / finite.size();
+  const struct {
+    const char* name;
+    double stored;
+    double expected;
+  } stats[] = {
+      {"min_norm", summary.min_norm(), finite.empty() ? std::nan("") : finite.front()},
+      {"max_norm", summary.max_norm(), finite.empty() ? std::nan("") : finite.back()},
+      {"p50_norm", summary.p50_norm(), NearestRank(finite, 50)},
+      {"p90_norm", summary.p90_norm(), NearestRank(finite, 90)},
+      {"p99_norm", summary.p99_norm(), NearestRank(finite, 99)},
+  };
+  for (const auto& stat : stats) {
+    if (!SameDouble(stat.stored, stat.expected)) {
+      problems->push_back(absl::StrFormat("summary %s %.17g, from the ranks' totals %.17g",
+                                          stat.name, stat.stored, stat.expected));
+    }
+  }
+  if (!(std::fabs(summary.mean_norm() - mean) <= 1e-12 * std::fabs(mean)) &&
+      !SameDouble(summary.mean_norm(), mean)) {
+    problems->push_back(absl::StrFormat("summary mean_norm %.17g, from the ranks' totals %.17g",
+                                        summary.mean_norm(), mean));
+  }
+  if (summary.slowest_participants_size() != jobs) {
+    problems->push_back(absl::StrCat("summary lists ", summary.slowest_participants_size(),
+                                     " participants' lags, expected all ", jobs));
+  }
+  for (const v1::ParticipantLag& lag : summary.slowest_participants()) {
+    if (lag.participant() >= static_cast<uint32_t>(jobs) ||
+        lag.times_slowest() != times_slowest[lag.participant()]) {
+      problems->push_back(absl::StrCat(
+          "summary: participant ", lag.participant(), " slowest ", lag.times_slowest(),
+          " times, the ranks saw ",
+          lag.participant() < static_cast<uint32_t>(jobs) ? times_slowest[lag.participant()] : 0));
+    }
+  }
 }
 
 absl::Status RunCtl(const std::string& ctl, const std::vector<std::string>& args,
@@ -262,6 +465,7 @@ absl::Status Run() {
     seen.push_back(std::move(s));
   }
   std::vector<std::string> problems;
+  std::vector<std::string> decision_problems;
   std::printf("%5s  %14s  %10s  %-11s  %-22s  %s\n", "step", "total norm", "clip coef",
               "action", "reason", "slowest job (spread)");
   int skipped = 0;
@@ -270,7 +474,8 @@ absl::Status Run() {
     const RankStep& r = seen[0].at(step);
     for (size_t i = 1; i < seen.size(); ++i) {
       const RankStep& o = seen[i].at(step);
-      if (!SameDouble(o.total, r.total) || o.coef != r.coef || o.action != r.action) {
+      if (!SameDouble(o.total, r.total) || o.coef != r.coef || o.action != r.action ||
+          o.reason != r.reason || o.effective_max_norm != r.effective_max_norm) {
         problems.push_back(absl::StrFormat("step %d: rank %d saw %.17g/%s, rank 0 saw %.17g/%s",
                                            step, i, o.total, o.action, r.total, r.action));
       }
@@ -282,6 +487,7 @@ absl::Status Run() {
       problems.push_back(absl::StrFormat(
           "step %d: total %.17g, but the full gradient's fp64 norm is %.17g", step, r.total, ref));
     }
+    CheckDecision(step, r, policy, config.max_norm(), &decision_problems);
     if (step == plan.nan_step &&
         !(r.action == "ACTION_SKIP" && r.reason == "REASON_NONFINITE")) {
       problems.push_back(absl::StrFormat("NaN step %d: %s %s, expected ACTION_SKIP REASON_NONFINITE",
@@ -304,36 +510,19 @@ absl::Status Run() {
                 r.spread * 1e3, mark.c_str());
   }
   std::printf("\n%d steps: %d clipped, %d skipped; every total matches the full-gradient "
-              "fp64 norm: %s\n\n",
+              "fp64 norm: %s\n",
               steps, clipped, skipped, problems.empty() ? "yes" : "NO");
+  std::printf("every CLIP/NONE decision and coefficient matches effective max_norm / "
+              "(total + 1e-6): %s\n\n",
+              decision_problems.empty() ? "yes" : "NO");
+  problems.insert(problems.end(), decision_problems.begin(), decision_problems.end());
 
   // What the coordinator stored, as a dashboard would read it.
   std::unique_ptr<v1::Coordinator::Stub> stub = v1::Coordinator::NewStub(
       grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
-  {
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-    v1::GetSummaryRequest request;
-    request.set_run_id(run_id);
-    v1::GetSummaryResponse summary;
-    grpc::Status status = stub->GetSummary(&context, request, &summary);
-    if (!status.ok()) {
-      problems.push_back(absl::StrCat("GetSummary: ", status.error_message()));
-    } else {
-      if (summary.rounds() != static_cast<uint64_t>(steps)) {
-        problems.push_back(absl::StrCat("summary has ", summary.rounds(), " rounds, expected ", steps));
-      }
-      if (summary.skipped_count() != static_cast<uint64_t>(skipped)) {
-        problems.push_back(absl::StrCat("summary has ", summary.skipped_count(),
-                                        " skipped rounds, the ranks saw ", skipped));
-      }
-      const double fraction = static_cast<double>(clipped) / steps;
-      if (std::fabs(summary.clipped_fraction() - fraction) > 1e-12) {
-        problems.push_back(absl::StrCat("summary clipped fraction ", summary.clipped_fraction(),
-                                        ", the ranks saw ", fraction));
-      }
-    }
-  }
+  std::vector<std::string> stored_problems;
+  CheckStoredHistory(*stub, run_id, seen[0], &stored_problems);
+  CheckStoredSummary(*stub, run_id, jobs, seen[0], &stored_problems);
   const std::string ctl_target = "--target=" + target;
   std::printf("$ gradnormctl history %s --points=%d\n", run_id.c_str(),
               absl::GetFlag(FLAGS_history_points));
@@ -346,6 +535,9 @@ absl::Status Run() {
   std::printf("\n$ gradnormctl summary %s\n", run_id.c_str());
   ctl = RunCtl(ctl_bin, {"summary", run_id, ctl_target}, dir + "/summary.txt");
   if (!ctl.ok()) problems.push_back(std::string(ctl.message()));
+  std::printf("\nstored history (%d rounds) and summary agree with the ranks: %s\n", steps,
+              stored_problems.empty() ? "yes" : "NO");
+  problems.insert(problems.end(), stored_problems.begin(), stored_problems.end());
 
   // A clean stop: SIGTERM, exit 0.
   coordinator->Signal(SIGTERM);

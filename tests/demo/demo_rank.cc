@@ -7,6 +7,7 @@
 // returned coefficient (to the precision of the gradient's dtype). For each
 // step it prints one tab-separated line on stdout (or --output):
 //   STEP <step> <total_norm> <clip_coef> <action> <reason> <job_partial> <slowest> <spread_s>
+//        <effective_max_norm>
 // and exits non-zero, with the reason on stderr, at the first failure.
 #include <cerrno>
 #include <cmath>
@@ -189,11 +190,12 @@ absl::Status Run() {
                           absl::StrCat("step ", step, ": ", result.status().message()));
     }
     RETURN_IF_ERROR(CheckGradients(before, shards, *result));
-    std::fprintf(out, "STEP\t%d\t%.17g\t%.17g\t%s\t%s\t%.17g\t%u\t%.6f\n", step,
+    std::fprintf(out, "STEP\t%d\t%.17g\t%.17g\t%s\t%s\t%.17g\t%u\t%.6f\t%.17g\n", step,
                 result->total_norm, result->clip_coef,
                 v1::Action_Name(result->action).c_str(),
                 v1::Reason_Name(result->reason).c_str(), result->job_partial,
-                result->slowest_participant, result->arrival_spread_seconds);
+                result->slowest_participant, result->arrival_spread_seconds,
+                result->effective_max_norm);
     std::fflush(out);
   }
   return absl::OkStatus();
