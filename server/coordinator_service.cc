@@ -171,7 +171,9 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::RoundResult> {
     std::optional<grpc::Status> finish;
     {
       absl::MutexLock lock(&mu_);
-      if (writing_ || finished_ || watch_ == nullptr) return;
+      // After a cancel no write may start: the reaction that finishes the
+      // stream may already have run, and gRPC may have freed the call.
+      if (writing_ || finished_ || cancelled_ || watch_ == nullptr) return;
       absl::StatusOr<std::optional<v1::RoundResult>> next = watch_->Next();
       if (!next.ok()) {
         finished_ = true;
@@ -192,31 +194,31 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::RoundResult> {
   }
 
   void OnWriteDone(bool ok) override {
-    bool cancelled;
+    bool finish_now = false;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
-      cancelled = cancelled_ || !ok;
+      if (!ok) cancelled_ = true;
+      // Decided under the lock that cleared writing_, so that an on_ready
+      // Pump cannot start a write between here and Finish.
+      if (cancelled_) finish_now = MarkFinishedLocked();
     }
-    if (cancelled) {
-      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED,
-                              "the watcher went away"));
+    if (finish_now) {
+      Finish(WatcherWentAway());
       return;
     }
     Pump();
   }
 
   void OnCancel() override {
-    bool writing;
+    bool finish_now = false;
     {
       absl::MutexLock lock(&mu_);
       cancelled_ = true;
-      writing = writing_;
+      // With a write in flight, OnWriteDone(false) finishes the stream.
+      if (!writing_) finish_now = MarkFinishedLocked();
     }
-    // With a write in flight, OnWriteDone(false) finishes the stream.
-    if (!writing) {
-      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the watcher went away"));
-    }
+    if (finish_now) Finish(WatcherWentAway());
   }
 
   void OnDone() override {
@@ -234,11 +236,21 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::RoundResult> {
   }
 
  private:
+  static grpc::Status WatcherWentAway() {
+    return grpc::Status(grpc::StatusCode::CANCELLED, "the watcher went away");
+  }
+
+  // True (and marked) when nobody finished the stream yet.
+  bool MarkFinishedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return false;
+    finished_ = true;
+    return true;
+  }
+
   void FinishOnce(grpc::Status status) {
     {
       absl::MutexLock lock(&mu_);
-      if (finished_) return;
-      finished_ = true;
+      if (!MarkFinishedLocked()) return;
     }
     Finish(std::move(status));
   }
