@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -185,13 +186,18 @@ class AggregatorImpl final : public Aggregator {
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void ReportLocked(const v1::ReportRequest& request, absl::Time deadline,
                     ReportCallback done, std::vector<Call>* calls,
-                    std::optional<Append>* append)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                    bool* finalized) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   RoundRecord FinalizeLocked(Run& run, uint64_t step, OpenRound& round,
                              uint32_t last_participant)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnCommitted(const std::string& run_id, uint64_t step,
                    absl::Time appended, absl::Status status);
+  // Queues a finalized round for the store; called in finalization order.
+  void QueueAppendLocked(Append append) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands the queued rounds to the store in the order they were queued; one
+  // thread at a time (another caller returns at once: the thread handing
+  // over takes its rounds too).
+  void HandAppendsToStore() ABSL_LOCKS_EXCLUDED(mu_, append_mu_);
   void SubmitAppend(Append append);
   absl::StatusOr<v1::RoundResult> OutcomeLocked(const Run& run,
                                                 const RoundRecord& record) const
@@ -226,6 +232,17 @@ class AggregatorImpl final : public Aggregator {
   // The first commit failure; the coordinator then refuses reports, since a
   // round it cannot store is a round it must not acknowledge.
   absl::Status store_error_ ABSL_GUARDED_BY(mu_);
+
+  // Finalized rounds not yet handed to the store, in finalization (sequence)
+  // order. Rounds are finalized under mu_ but handed over after it is
+  // released (the store may commit inline and call OnCommitted, which takes
+  // mu_); without this queue two threads could hand over rounds in the
+  // opposite order, so a crash between their commits could leave a stored
+  // history without a round that a stored decision already counted, and the
+  // policy state reloaded at restart would differ from the one that decided.
+  absl::Mutex append_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  std::deque<Append> appends_ ABSL_GUARDED_BY(append_mu_);
+  bool handing_over_ ABSL_GUARDED_BY(append_mu_) = false;
 
   std::thread expiry_thread_;
 };
@@ -418,19 +435,19 @@ std::vector<uint32_t> AggregatorImpl::MissingLocked(
 void AggregatorImpl::Report(const v1::ReportRequest& request,
                             absl::Time deadline, ReportCallback done) {
   std::vector<Call> calls;
-  std::optional<Append> append;
+  bool finalized = false;
   {
     absl::MutexLock lock(&mu_);
-    ReportLocked(request, deadline, std::move(done), &calls, &append);
+    ReportLocked(request, deadline, std::move(done), &calls, &finalized);
   }
-  if (append.has_value()) SubmitAppend(*std::move(append));
+  if (finalized) HandAppendsToStore();
   for (Call& call : calls) call.first(std::move(call.second));
 }
 
 void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
                                   absl::Time deadline, ReportCallback done,
                                   std::vector<Call>* calls,
-                                  std::optional<Append>* append) {
+                                  bool* finalized) {
   auto fail = [&](absl::Status status) {
     calls->emplace_back(std::move(done), std::move(status));
   };
@@ -518,7 +535,8 @@ void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
     round.num_elements[participant] = request.num_elements();
     round.count++;
     if (round.count == n) {
-      *append = Append{FinalizeLocked(run, step, round, participant)};
+      QueueAppendLocked(Append{FinalizeLocked(run, step, round, participant)});
+      *finalized = true;
     }
   }
   if (!round.committing && deadline <= now) {
@@ -573,6 +591,32 @@ RoundRecord AggregatorImpl::FinalizeLocked(Run& run, uint64_t step,
   round.committing = true;
   round.record = record;
   return record;
+}
+
+void AggregatorImpl::QueueAppendLocked(Append append) {
+  absl::MutexLock lock(&append_mu_);
+  appends_.push_back(std::move(append));
+}
+
+void AggregatorImpl::HandAppendsToStore() {
+  {
+    absl::MutexLock lock(&append_mu_);
+    if (handing_over_) return;
+    handing_over_ = true;
+  }
+  while (true) {
+    Append next;
+    {
+      absl::MutexLock lock(&append_mu_);
+      if (appends_.empty()) {
+        handing_over_ = false;
+        return;
+      }
+      next = std::move(appends_.front());
+      appends_.pop_front();
+    }
+    SubmitAppend(std::move(next));
+  }
 }
 
 void AggregatorImpl::SubmitAppend(Append append) {
@@ -831,7 +875,15 @@ absl::Status AggregatorImpl::Shutdown() {
     if (on_ready) on_ready();
   }
   // Commits in flight still land (their rounds become finished, answered to
-  // no one); retries after the restart read them back.
+  // no one); retries after the restart read them back. Rounds still queued
+  // here reach the store first.
+  {
+    absl::MutexLock lock(&append_mu_);
+    auto handed_over = [this]() ABSL_SHARED_LOCKS_REQUIRED(append_mu_) {
+      return appends_.empty() && !handing_over_;
+    };
+    append_mu_.Await(absl::Condition(&handed_over));
+  }
   return store_->Flush();
 }
 

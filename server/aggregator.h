@@ -44,8 +44,10 @@
 // Callbacks (Report's `done`, Watch's `on_ready`, the observer) are called
 // without the Aggregator's locks held, from the calling thread (for errors and
 // already finalized rounds: before Report returns), the store's commit thread,
-// the expiry thread or the thread calling Shutdown(). They may call back into
-// the Aggregator but must not block for long.
+// the expiry thread or the thread calling Shutdown(). They may call Report,
+// Watch and the queries (a round a callback finalizes reaches the store after
+// the one being answered), but not RegisterRun or Shutdown, which wait for the
+// store; and they must not block for long.
 #ifndef GRADNORM_SERVER_AGGREGATOR_H_
 #define GRADNORM_SERVER_AGGREGATOR_H_
 

@@ -10,11 +10,13 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "server/clock.h"
 #include "server/memory_telemetry_store.h"
+#include "server/telemetry_store.h"
 
 namespace gradnorm {
 namespace server {
@@ -361,6 +363,99 @@ TEST_F(AggregatorTest, RoundTimeoutNamesTheMissingAndAbandonsTheStep) {
             "another step");
   // Other steps are unaffected.
   EXPECT_EQ(Round("r", 10, {1, 1, 1, 1, 0}).total_norm(), 2);
+}
+
+// Commits like the memory store, but holds the round with one sequence number
+// before committing it until Release(), and records the order of commits.
+class HoldingStore final : public TelemetryStore {
+ public:
+  explicit HoldingStore(uint64_t hold_sequence) : hold_sequence_(hold_sequence) {}
+
+  absl::Status PutRun(const RunRecord& run) override { return inner_.PutRun(run); }
+  void AppendRound(RoundRecord record, CommitCallback done) override {
+    if (record.sequence == hold_sequence_) {
+      held_.Notify();
+      release_.WaitForNotification();
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      committed_.push_back(record.sequence);
+    }
+    inner_.AppendRound(std::move(record), std::move(done));
+  }
+  absl::StatusOr<StoreContents> Load() override { return inner_.Load(); }
+  absl::Status Flush() override { return inner_.Flush(); }
+
+  void AwaitHeld() { held_.WaitForNotification(); }
+  void Release() { release_.Notify(); }
+  std::vector<uint64_t> committed() const {
+    absl::MutexLock lock(&mu_);
+    return committed_;
+  }
+
+ private:
+  const uint64_t hold_sequence_;
+  MemoryTelemetryStore inner_;
+  absl::Notification held_;
+  absl::Notification release_;
+  mutable absl::Mutex mu_;
+  std::vector<uint64_t> committed_ ABSL_GUARDED_BY(mu_);
+};
+
+// Rounds are decided in sequence order (each decision sees the rounds before
+// it); the store must commit them in that order too, or a crash between two
+// commits could keep a decision whose predecessor is lost, and the policy
+// rebuilt from the stored history at restart would not be the one that
+// decided.
+TEST_F(AggregatorTest, RoundsReachTheStoreInTheOrderTheyWereDecided) {
+  HoldingStore store(/*hold_sequence=*/1);
+  auto created = Aggregator::Create(NoThread(), &store, &clock_);
+  ASSERT_TRUE(created.ok()) << created.status();
+  std::unique_ptr<Aggregator> aggregator = *std::move(created);
+  ASSERT_TRUE(aggregator->RegisterRun(MakeRun("o", 1)).ok());
+  Outcome first, second;
+  std::thread deciding_first([&] {
+    aggregator->Report(MakeReport("o", 10, 0, 1), absl::InfiniteFuture(),
+                       first.Callback());
+  });
+  store.AwaitHeld();  // Step 10 (sequence 1) is decided, not yet committed.
+  // Step 11 is decided after it; its Report returns without waiting, but its
+  // round may reach the store only after step 10's.
+  aggregator->Report(MakeReport("o", 11, 0, 4), absl::InfiniteFuture(),
+                     second.Callback());
+  EXPECT_FALSE(second.done());
+  store.Release();
+  deciding_first.join();
+  ASSERT_TRUE(first.Get().ok());
+  ASSERT_TRUE(second.Get().ok());
+  EXPECT_EQ(second.Get()->total_norm(), 2);
+  EXPECT_THAT(store.committed(), testing::ElementsAre(1u, 2u));
+  EXPECT_TRUE(aggregator->Shutdown().ok());
+}
+
+// A trainer loop driven by callbacks: step 0's answer reports step 1 from
+// inside the callback, whose round finalizes (and is stored) at once.
+TEST_F(AggregatorTest, ACallbackMayReportTheNextStep) {
+  Register(MakeRun("c", 1, 100.0));
+  Outcome next;
+  Outcome first;
+  aggregator_->Report(
+      MakeReport("c", 0, 0, 9), absl::InfiniteFuture(),
+      [&](absl::StatusOr<v1::RoundResult> result) {
+        first.Callback()(result);
+        aggregator_->Report(MakeReport("c", 1, 0, 16), absl::InfiniteFuture(),
+                            next.Callback());
+      });
+  ASSERT_TRUE(first.Get().ok());
+  EXPECT_EQ(first.Get()->total_norm(), 3);
+  absl::StatusOr<v1::RoundResult> second = next.Wait();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->total_norm(), 4);
+  absl::StatusOr<StoreContents> stored = store_.Load();
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->rounds.size(), 2u);
+  EXPECT_EQ(stored->rounds[0].sequence, 1u);
+  EXPECT_EQ(stored->rounds[1].sequence, 2u);
 }
 
 TEST_F(AggregatorTest, DeadlinesOfAnsweredReportsDoNotAccumulate) {
