@@ -226,6 +226,10 @@ class AggregatorImpl final : public Aggregator {
       expiries_ ABSL_GUARDED_BY(mu_);
   // expiries_ is compacted when it grows past this (see PushExpiryLocked).
   size_t compact_expiries_at_ ABSL_GUARDED_BY(mu_) = kMinExpiriesToCompact;
+  // When the expiry thread checks next, and whether a deadline queued since
+  // comes earlier (the thread then wakes at once to sleep until it).
+  absl::Time expiry_wake_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  bool expiry_wake_now_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_waiter_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t waiters_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
@@ -321,10 +325,26 @@ void AggregatorImpl::StartExpiryThread() {
     while (true) {
       {
         absl::MutexLock lock(&mu_);
-        if (mu_.AwaitWithTimeout(absl::Condition(&shutting_down_),
-                                 options_.expiry_interval)) {
-          return;
+        // Sleeps until the earliest deadline that can still expire, at most
+        // expiry_interval: a deadline is then answered on time (with the
+        // missing participants) rather than up to an interval late, when the
+        // caller's own gRPC deadline may already have cut the call.
+        while (!expiries_.empty() && !LiveExpiryLocked(expiries_.top())) {
+          expiries_.pop();
         }
+        const absl::Time now = clock_->Now();
+        absl::Duration wait = options_.expiry_interval;
+        if (!expiries_.empty()) {
+          wait = std::min(wait, std::max(absl::ZeroDuration(),
+                                         expiries_.top().when - now));
+        }
+        expiry_wake_at_ = now + wait;
+        expiry_wake_now_ = false;
+        auto woken = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+          return shutting_down_ || expiry_wake_now_;
+        };
+        mu_.AwaitWithTimeout(absl::Condition(&woken), wait);
+        if (shutting_down_) return;
       }
       ExpireRounds();
     }
@@ -678,6 +698,8 @@ void AggregatorImpl::OnCommitted(const std::string& run_id, uint64_t step,
 }
 
 void AggregatorImpl::PushExpiryLocked(Expiry expiry) {
+  // Wakes the expiry thread when this deadline comes before its next check.
+  if (expiry.when < expiry_wake_at_) expiry_wake_now_ = true;
   expiries_.push(std::move(expiry));
   if (expiries_.size() < compact_expiries_at_) return;
   std::vector<Expiry> live;

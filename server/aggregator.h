@@ -21,7 +21,8 @@
 // result. A round is finalized once; its result never changes.
 //
 // Time. Deadlines are checked by ExpireRounds(), which an internal thread calls
-// every AggregatorOptions::expiry_interval (default 50 ms, real time); with an
+// when the earliest pending deadline passes and at least every
+// AggregatorOptions::expiry_interval (default 50 ms, real time); with an
 // interval of zero there is no thread and the owner (a test with a FakeClock)
 // calls ExpireRounds() itself. A round that is not complete round_timeout_ms
 // after its first report is abandoned: every waiter fails with
@@ -76,7 +77,8 @@ struct AggregatorOptions {
   uint32_t max_open_rounds_per_run = 64;
   // Largest RunConfig.participants accepted (INVALID_ARGUMENT above it).
   uint32_t max_participants = 4096;
-  // How often the internal thread calls ExpireRounds(); zero: no thread.
+  // The longest the internal thread waits between ExpireRounds() calls (it
+  // also wakes at each pending deadline); zero: no thread.
   absl::Duration expiry_interval = absl::Milliseconds(50);
   // Called once per round whose record the store committed, with the time
   // between the append and the commit (for metrics: rounds by action, store
