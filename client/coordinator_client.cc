@@ -256,7 +256,10 @@ CoordinatorClient::StreamAttempt CoordinatorClient::TryOnStream(
       stream_->stream->Write(request) && stream_->stream->Read(&response);
   const bool timed_out = watched && watchdog_.Disarm();
   const uint64_t step = request.report().step();
-  if (answered && !timed_out && response.step() == step) {
+  if (answered && response.step() == step) {
+    // The answer stands even when the watchdog fired after it was read (before
+    // Disarm): the round is final, and dropping its result would fail every
+    // rank with DEADLINE_EXCEEDED although the round completed.
     if (response.has_result()) {
       *result = response.result();
     } else if (response.has_error() && response.error().code() != 0) {
@@ -268,6 +271,11 @@ CoordinatorClient::StreamAttempt CoordinatorClient::TryOnStream(
       *result = absl::InternalError(absl::StrCat(
           "Report: the coordinator answered step ", step,
           " with neither a result nor an error"));
+    }
+    if (timed_out) {
+      // The watchdog cancelled the stream: it cannot carry another report.
+      (void)stream_->stream->Finish();
+      stream_.reset();
     }
     return StreamAttempt::kAnswered;
   }

@@ -10,6 +10,7 @@
 #include "gradnorm/v1/coordinator_mock.grpc.pb.h"
 #include "grpc/impl/codegen/grpc_types.h"
 #include "grpcpp/test/client_context_test_peer.h"
+#include "grpcpp/test/mock_stream.h"
 #include "gtest/gtest.h"
 
 namespace gradnorm {
@@ -134,6 +135,59 @@ TEST(CoordinatorClientTest, GivesUpAtTheDeadline) {
       << result.status();
   EXPECT_LE(took, absl::Milliseconds(400));
   EXPECT_GE(client->retries(), 5u);
+}
+
+using MockReportStream =
+    grpc::testing::MockClientReaderWriter<v1::ReportStreamRequest,
+                                          v1::ReportStreamResponse>;
+
+v1::ReportStreamResponse StreamAnswer(uint64_t step, double total) {
+  v1::ReportStreamResponse answer;
+  answer.set_step(step);
+  *answer.mutable_result() = Response(total).result();
+  answer.mutable_result()->set_step(step);
+  return answer;
+}
+
+// The watchdog fires at the deadline while Read is returning the round's
+// answer (before Disarm): the answer is final and must not be dropped for a
+// DEADLINE_EXCEEDED; the cancelled stream is still replaced.
+TEST(CoordinatorClientTest, AnswerReadAsTheWatchdogFiresIsKept) {
+  auto stub = std::make_unique<MockCoordinatorStub>();
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(50);
+  // Owned by the client once ReportStreamRaw returns them.
+  auto* cancelled = new MockReportStream;
+  EXPECT_CALL(*cancelled, Write(_, _)).WillOnce(Return(true));
+  EXPECT_CALL(*cancelled, Read(_))
+      .WillOnce(Invoke([&](v1::ReportStreamResponse* answer) {
+        // The watchdog wakes at the deadline; a second later it has fired.
+        absl::SleepFor(deadline + absl::Seconds(1) - absl::Now());
+        *answer = StreamAnswer(12, 5.5);
+        return true;
+      }));
+  EXPECT_CALL(*cancelled, Finish())
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::CANCELLED, "Cancelled")));
+  auto* next = new MockReportStream;
+  EXPECT_CALL(*next, Write(_, _)).WillOnce(Return(true));
+  EXPECT_CALL(*next, Read(_))
+      .WillOnce(DoAll(SetArgPointee<0>(StreamAnswer(13, 6.5)), Return(true)));
+  EXPECT_CALL(*next, Finish()).WillOnce(Return(grpc::Status::OK));
+  EXPECT_CALL(*stub, ReportStreamRaw(_))
+      .WillOnce(Return(cancelled))
+      .WillOnce(Return(next));
+  auto client = ClientWith(std::move(stub));
+
+  absl::StatusOr<v1::RoundResult> result = client->Report(Request(), deadline);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->total_norm(), 5.5);
+  EXPECT_EQ(result->step(), 12u);
+
+  v1::ReportRequest later = Request();
+  later.set_step(13);
+  result = client->Report(later, absl::Now() + absl::Seconds(30));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->total_norm(), 6.5);
+  EXPECT_EQ(client->streams_opened(), 2u);
 }
 
 TEST(CoordinatorClientTest, RegisterRunSendsTheConfig) {
