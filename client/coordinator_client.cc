@@ -128,7 +128,12 @@ absl::StatusOr<absl::Duration> CoordinatorClient::RetryWait(
   if (!rng->has_value()) rng->emplace();
   const absl::Duration wait =
       *backoff * absl::Uniform(**rng, 1.0 - options_.jitter, 1.0 + options_.jitter);
-  if (absl::Now() + wait >= deadline) {
+  const absl::Time now = absl::Now();
+  if (now + wait >= deadline) {
+    // Given up at the deadline, not before it: a caller that waits in slices
+    // (GradNormClipper) tells its slice's end from the coordinator's own
+    // DEADLINE_EXCEEDED (a round timeout) by the time.
+    if (deadline > now) absl::SleepFor(deadline - now);
     return absl::DeadlineExceededError(absl::StrCat(
         name, ": the coordinator stayed unavailable until the deadline (",
         attempt, " attempts); last error: ", last.message()));

@@ -22,7 +22,10 @@
 // jittered exponential backoff until its deadline; every other error is
 // returned at once, with the server's code and message prefixed by the call
 // ("Report: ..."). When the deadline passes while retrying, the result is
-// DEADLINE_EXCEEDED naming the attempts and the last error.
+// DEADLINE_EXCEEDED naming the attempts and the last error. The client itself
+// never gives up before the deadline; the coordinator answers a report whose
+// deadline is near up to a fifth of the time allowed (at most 200 ms) early,
+// so that its DEADLINE_EXCEEDED can name the missing participants.
 //
 // Reports travel on one long-lived ReportStream per client (one message per
 // step instead of one call), with the same results, errors and retries; a
