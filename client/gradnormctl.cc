@@ -3,16 +3,21 @@
 //   gradnormctl [flags] runs                 list runs
 //   gradnormctl [flags] run RUN              describe one run
 //   gradnormctl [flags] history RUN [--from=S --to=S --points=N]
-//   gradnormctl [flags] summary RUN [--from=S --to=S --top=N]
+//   gradnormctl [flags] summary RUN [--from=S --to=S --top=N]   (N >= 1)
 //   gradnormctl [flags] watch RUN [--from=S] stream finalized rounds
 //   gradnormctl [flags] health [--service=NAME]
 //
-// Output is an aligned table by default, the proto3 JSON mapping with --json.
-// Connection: --target (host:port), --tls_ca (verify the server; turns on
-// TLS), --tls_cert/--tls_key (client certificate for mutual TLS),
-// --token or --token_file (bearer token). Exit status: 0 on success, 1 when
-// the RPC failed (its code and message are printed on stderr), 2 on usage
-// errors; `health` exits 1 unless the server is SERVING.
+// Output is an aligned table by default, the proto3 JSON mapping with --json
+// (proto field names, e.g. total_norm; `watch --json` prints one object per
+// line). Connection: --target (host:port), --tls_ca (verify the server; turns
+// on TLS), --tls_cert/--tls_key (client certificate for mutual TLS),
+// --token or --token_file (bearer token). --timeout bounds each RPC; `watch`
+// runs until interrupted, so there it bounds connecting only: a channel that
+// is not connected within --timeout fails with DEADLINE_EXCEEDED. Exit
+// status: 0 on success, 1 when the RPC failed (its code and message are
+// printed on stderr), 2 on usage errors (including --top < 1 and a --timeout
+// that is not a positive number of seconds); `health` exits 1 unless the
+// server is SERVING.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -53,9 +58,11 @@ ABSL_FLAG(bool, json, false, "Print the proto3 JSON mapping instead of tables");
 ABSL_FLAG(uint64_t, from, 0, "history/summary/watch: first step, inclusive");
 ABSL_FLAG(uint64_t, to, 0, "history/summary: last step, inclusive (0: latest)");
 ABSL_FLAG(uint32_t, points, 0, "history: at most this many buckets (0: every round)");
-ABSL_FLAG(uint32_t, top, 5, "summary: how many slowest participants to list");
+ABSL_FLAG(uint32_t, top, 5, "summary: how many slowest participants to list (>= 1)");
 ABSL_FLAG(std::string, service, "", "health: service name ('' = whole server)");
-ABSL_FLAG(double, timeout, 10, "Seconds allowed per RPC (watch: for connecting only)");
+ABSL_FLAG(double, timeout, 10,
+          "Seconds allowed per RPC, > 0 (watch: to connect; the stream itself runs until "
+          "interrupted)");
 
 namespace {
 
@@ -117,13 +124,11 @@ absl::StatusOr<std::string> Token() {
   return token;
 }
 
+absl::Time Deadline() { return absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_timeout)); }
+
 void Prepare(grpc::ClientContext* context, const std::string& token, bool deadline) {
   if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
-  if (deadline) {
-    context->set_deadline(std::chrono::system_clock::now() +
-                          std::chrono::microseconds(static_cast<int64_t>(
-                              absl::GetFlag(FLAGS_timeout) * 1e6)));
-  }
+  if (deadline) context->set_deadline(absl::ToChronoTime(Deadline()));
 }
 
 int Fail(const grpc::Status& status, const std::string& call) {
@@ -134,10 +139,12 @@ int Fail(const grpc::Status& status, const std::string& call) {
   return 1;
 }
 
-void PrintJson(const google::protobuf::Message& message) {
+// `multiline` pretty-prints; otherwise the object takes one line (for
+// streams). Field names are the proto's in both.
+void PrintJson(const google::protobuf::Message& message, bool multiline = true) {
   std::string out;
   google::protobuf::util::JsonPrintOptions options;
-  options.add_whitespace = true;
+  options.add_whitespace = multiline;
   options.preserve_proto_field_names = true;
   (void)google::protobuf::util::MessageToJsonString(message, &out, options);
   std::cout << out;
@@ -359,13 +366,40 @@ int Summary(Coordinator::Stub& stub, const std::string& token, const std::string
   return 0;
 }
 
-int Watch(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+// Waits until `channel` is connected or has failed to connect (then the call
+// that follows fails at once with gRPC's own UNAVAILABLE and its reason);
+// DEADLINE_EXCEEDED when it is still connecting at the --timeout deadline.
+grpc::Status AwaitConnection(grpc::Channel& channel) {
+  const absl::Time deadline = Deadline();
+  grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
+  while (state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_TRANSIENT_FAILURE &&
+         state != GRPC_CHANNEL_SHUTDOWN) {
+    if (!channel.WaitForStateChange(state, absl::ToChronoTime(deadline))) {
+      return grpc::Status(
+          grpc::StatusCode::DEADLINE_EXCEEDED,
+          absl::StrCat("no connection to ", absl::GetFlag(FLAGS_target), " within --timeout ",
+                       absl::GetFlag(FLAGS_timeout),
+                       " s (still connecting); expected a reachable coordinator"));
+    }
+    state = channel.GetState(/*try_to_connect=*/true);
+  }
+  return grpc::Status::OK;
+}
+
+int Watch(const std::shared_ptr<grpc::Channel>& channel, const std::string& token,
+          const std::string& run_id) {
+  // The stream has no deadline (it follows the run until interrupted), so
+  // --timeout bounds connecting instead of waiting out gRPC's own connect
+  // timeout and backoff.
+  grpc::Status connected = AwaitConnection(*channel);
+  if (!connected.ok()) return Fail(connected, "WatchRun");
+  auto stub = Coordinator::NewStub(channel);
   grpc::ClientContext context;
   Prepare(&context, token, false);
   gradnorm::v1::WatchRunRequest request;
   request.set_run_id(run_id);
   request.set_from_step(absl::GetFlag(FLAGS_from));
-  auto reader = stub.WatchRun(&context, request);
+  auto reader = stub->WatchRun(&context, request);
   const bool json = absl::GetFlag(FLAGS_json);
   // Rows stream as rounds finalize, so widths are fixed rather than measured.
   const char* kRowFormat = "%10s  %14s  %10s  %6s  %-15s  %10s  %7s\n";
@@ -377,9 +411,7 @@ int Watch(Coordinator::Stub& stub, const std::string& token, const std::string& 
   gradnorm::v1::RoundResult round;
   while (reader->Read(&round)) {
     if (json) {
-      std::string out;
-      (void)google::protobuf::util::MessageToJsonString(round, &out);
-      std::cout << out << "\n";
+      PrintJson(round, /*multiline=*/false);
     } else {
       std::cout << absl::StrFormat(kRowFormat, absl::StrCat(round.step()),
                                    Num(round.total_norm()), Num(round.clip_coef()),
@@ -430,6 +462,17 @@ int main(int argc, char** argv) {
     std::cerr << "gradnormctl: bad command line\n" << kUsage << "\n";
     return 2;
   }
+  const double timeout = absl::GetFlag(FLAGS_timeout);
+  if (!(timeout > 0) || !std::isfinite(timeout)) {
+    std::cerr << "gradnormctl: --timeout=" << timeout
+              << ": expected a positive, finite number of seconds\n";
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_top) < 1) {
+    std::cerr << "gradnormctl: --top=0: expected at least 1 (how many slowest participants "
+                 "the summary lists)\n";
+    return 2;
+  }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Connect();
   absl::StatusOr<std::string> token = Token();
   if (!channel.ok() || !token.ok()) {
@@ -444,5 +487,5 @@ int main(int argc, char** argv) {
   if (command == "run") return Run(*stub, *token, run_id);
   if (command == "history") return History(*stub, *token, run_id);
   if (command == "summary") return Summary(*stub, *token, run_id);
-  return Watch(*stub, *token, run_id);
+  return Watch(*channel, *token, run_id);
 }

@@ -1,6 +1,9 @@
-// gradnormctl against a real coordinator process: tables, --json, health,
-// errors. (The CLI lives in client/; this test needs the server binary too.)
+// gradnormctl against a real coordinator process: tables, --json, watch,
+// health, --timeout, usage errors. (The CLI lives in client/; this test needs
+// the server binary too.)
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -8,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -21,9 +25,11 @@ namespace server {
 namespace {
 
 using ::gradnorm::server::testing::NewChannel;
+using ::gradnorm::server::testing::PendingReport;
 using ::gradnorm::server::testing::TestClient;
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
+using ::testing::Not;
 
 std::string TempPath(const std::string& name) {
   const char* dir = std::getenv("TEST_TMPDIR");
@@ -65,11 +71,22 @@ class GradnormctlTest : public ::testing::Test {
     }
   }
 
-  Output Ctl(const std::string& args) {
+  // Runs gradnormctl against the coordinator and waits for it to exit.
+  Output Ctl(const std::string& args) { return Finish(Start(args)); }
+
+  // Starts gradnormctl with `args` after `prefix` (e.g. "timeout 3") and
+  // --target=`target` (default: the coordinator); Finish reads its output.
+  FILE* Start(const std::string& args, const std::string& prefix = "",
+              const std::string& target = "") {
     const std::string command =
-        absl::StrCat("client/gradnormctl --target=", target_, " ", args, " 2>&1");
-    FILE* pipe = popen(command.c_str(), "r");
+        absl::StrCat(prefix, " client/gradnormctl --target=", target.empty() ? target_ : target,
+                     " ", args, " 2>&1");
+    return popen(command.c_str(), "r");
+  }
+
+  Output Finish(FILE* pipe) {
     Output out;
+    if (pipe == nullptr) return {-1, "popen failed"};
     char buffer[4096];
     size_t n;
     while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) out.text.append(buffer, n);
@@ -128,6 +145,102 @@ TEST_F(GradnormctlTest, TablesJsonHealthAndErrors) {
 
   Output usage = Ctl("history");
   EXPECT_EQ(usage.exit_code, 2);
+
+  Output no_timeout = Ctl("--timeout=0 runs");
+  EXPECT_EQ(no_timeout.exit_code, 2);
+  EXPECT_THAT(no_timeout.text, HasSubstr("--timeout=0: expected a positive"));
+}
+
+// --top=N lists N participants; 0 would be the server's default of 5, not
+// "none", so it is a usage error.
+TEST_F(GradnormctlTest, SummaryTopListsThatManyParticipantsAndRejectsZero) {
+  TestClient client(NewChannel(target_));
+  v1::RunConfig config;
+  config.set_norm_type(2);
+  config.set_max_norm(4);
+  config.set_participants(2);
+  ASSERT_TRUE(client.RegisterRun("two-jobs", config).ok());
+  std::unique_ptr<PendingReport> first = client.StartReport("two-jobs", 0, 0, 1.0);
+  ASSERT_TRUE(client.Report("two-jobs", 0, 1, 3.0).ok());
+  ASSERT_TRUE(first->WaitFor(absl::Seconds(20)));
+  ASSERT_TRUE(first->status.ok()) << first->status.error_message();
+
+  const std::string header = "(.|\n)*\nPARTICIPANT +TIMES_SLOWEST +MEAN_LAG_S +MAX_LAG_S\n";
+  const std::string row = " +[01] +[01] +[0-9.e-]+ +[0-9.e-]+\n";
+  Output one = Ctl("summary two-jobs --top=1");
+  EXPECT_EQ(one.exit_code, 0) << one.text;
+  EXPECT_THAT(one.text, MatchesRegex(header + row));
+  Output two = Ctl("summary two-jobs --top=2");
+  EXPECT_EQ(two.exit_code, 0) << two.text;
+  EXPECT_THAT(two.text, MatchesRegex(header + row + row));
+
+  Output zero = Ctl("summary two-jobs --top=0");
+  EXPECT_EQ(zero.exit_code, 2);
+  EXPECT_EQ(zero.text,
+            "gradnormctl: --top=0: expected at least 1 (how many slowest participants the "
+            "summary lists)\n");
+}
+
+// watch --json prints one object per round per line, with the proto field
+// names every other --json command uses.
+TEST_F(GradnormctlTest, WatchJsonUsesProtoFieldNames) {
+  TestClient client(NewChannel(target_));
+  v1::RunConfig config;
+  config.set_norm_type(2);
+  config.set_max_norm(4);
+  config.set_participants(1);
+  ASSERT_TRUE(client.RegisterRun("ctl-run", config).ok());
+  ASSERT_TRUE(client.Report("ctl-run", 0, 0, 9.0).ok());
+  ASSERT_TRUE(client.Report("ctl-run", 1, 0, 25.0).ok());
+
+  // watch runs until interrupted: coreutils' timeout ends it (exit 124) after
+  // the replay of the stored rounds.
+  Output watch = Finish(Start("--json watch ctl-run", "timeout 2"));
+  EXPECT_EQ(watch.exit_code, 124) << watch.text;
+  EXPECT_THAT(watch.text, MatchesRegex("\\{\"run_id\":\"ctl-run\",\"total_norm\":3,[^\n]*\\}\n"
+                                       "\\{\"run_id\":\"ctl-run\",\"step\":\"1\","
+                                       "\"total_norm\":5,[^\n]*\"action\":\"ACTION_CLIP\""
+                                       "[^\n]*\"effective_max_norm\":4,[^\n]*\\}\n"));
+  EXPECT_THAT(watch.text, Not(HasSubstr("totalNorm")));
+  EXPECT_THAT(watch.text, Not(HasSubstr("runId")));
+}
+
+// --timeout bounds watch's connection, not the stream: a server that accepts
+// TCP but never answers fails within it (gRPC alone would wait its 20 s
+// connect timeout), and a connected watch keeps streaming past it.
+TEST_F(GradnormctlTest, WatchTimeoutBoundsConnectingOnly) {
+  const int silent = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(silent, 0);
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(bind(silent, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(silent, 4), 0);
+  ASSERT_EQ(getsockname(silent, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const std::string silent_target = absl::StrCat("127.0.0.1:", ntohs(address.sin_port));
+  const absl::Time start = absl::Now();
+  Output hung = Finish(Start("--timeout=0.5 watch ctl-run", "", silent_target));
+  const absl::Duration elapsed = absl::Now() - start;
+  close(silent);
+  EXPECT_EQ(hung.exit_code, 1) << hung.text;
+  EXPECT_THAT(hung.text, HasSubstr("WatchRun failed: DEADLINE_EXCEEDED: no connection to " +
+                                   silent_target + " within --timeout 0.5 s"));
+  EXPECT_LT(elapsed, absl::Seconds(5));
+
+  TestClient client(NewChannel(target_));
+  v1::RunConfig config;
+  config.set_norm_type(2);
+  config.set_max_norm(4);
+  config.set_participants(1);
+  ASSERT_TRUE(client.RegisterRun("ctl-run", config).ok());
+  FILE* watch = Start("--timeout=0.5 watch ctl-run", "timeout 3");
+  absl::SleepFor(absl::Milliseconds(1500));
+  ASSERT_TRUE(client.Report("ctl-run", 7, 0, 4.0).ok());
+  Output live = Finish(watch);
+  EXPECT_EQ(live.exit_code, 124) << live.text;
+  EXPECT_THAT(live.text, MatchesRegex(" +STEP +TOTAL_NORM +CLIP_COEF +ACTION +REASON +SPREAD_S +SLOWEST\n"
+                                      " +7 +2 +1 +none +within_max_norm +0 +0\n"));
 }
 
 }  // namespace
