@@ -180,6 +180,20 @@ absl::StatusOr<gradnorm::v1::RegisterRunResponse> CoordinatorClient::RegisterRun
   return response;
 }
 
+absl::StatusOr<gradnorm::v1::RunInfo> CoordinatorClient::GetRun(
+    const std::string& run_id, absl::Time deadline) {
+  gradnorm::v1::GetRunRequest request;
+  request.set_run_id(run_id);
+  gradnorm::v1::GetRunResponse response;
+  absl::Status status =
+      CallWithRetries("GetRun", deadline, [&](grpc::ClientContext* context) {
+        response.Clear();
+        return stub_->GetRun(context, request, &response);
+      });
+  if (!status.ok()) return status;
+  return response.run();
+}
+
 absl::StatusOr<gradnorm::v1::RoundResult> CoordinatorClient::Report(
     const gradnorm::v1::ReportRequest& request, absl::Time deadline) {
   if (options_.report_stream && !stream_unsupported_.load() &&

@@ -1,6 +1,6 @@
 // The trainer's side of the coordinator protocol (DESIGN.md section 3): a gRPC
-// client that registers a run and reports a job's partial for a step, waiting
-// for the round's result.
+// client that registers a run (or looks it up) and reports a job's partial
+// for a step, waiting for the round's result.
 //
 //   CoordinatorClientOptions options;
 //   options.target = "coordinator.gradnorm:7443";
@@ -124,6 +124,13 @@ class CoordinatorClient {
   absl::StatusOr<gradnorm::v1::RegisterRunResponse> RegisterRun(
       const std::string& run_id, const gradnorm::v1::RunConfig& config,
       absl::Time deadline);
+
+  // The run as the coordinator stores it (defaults filled in), retried on
+  // UNAVAILABLE like RegisterRun. Errors: NOT_FOUND for a run that is not
+  // registered, the coordinator's others (INVALID_ARGUMENT for a bad run id,
+  // auth errors), or DEADLINE_EXCEEDED.
+  absl::StatusOr<gradnorm::v1::RunInfo> GetRun(const std::string& run_id,
+                                               absl::Time deadline);
 
   // Reports one participant's partial and returns the round's result once all
   // participants reported. Errors are the coordinator's (see coordinator.proto)

@@ -139,6 +139,34 @@ TEST(CoordinatorClientTest, GivesUpAtTheDeadline) {
   EXPECT_GE(client->retries(), 5u);
 }
 
+TEST(CoordinatorClientTest, GetRunReturnsTheStoredRunAndRetriesUnavailable) {
+  auto stub = std::make_unique<MockCoordinatorStub>();
+  v1::GetRunResponse response;
+  response.mutable_run()->set_run_id("run7");
+  response.mutable_run()->mutable_config()->set_norm_type(2);
+  EXPECT_CALL(*stub, GetRun(_, _, _))
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::UNAVAILABLE, "restarting")))
+      .WillOnce(Invoke([&](grpc::ClientContext*, const v1::GetRunRequest& request,
+                           v1::GetRunResponse* out) {
+        EXPECT_EQ(request.run_id(), "run7");
+        *out = response;
+        return grpc::Status::OK;
+      }))
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                    "run run8 is not registered")));
+  auto client = ClientWith(std::move(stub));
+  absl::StatusOr<v1::RunInfo> run =
+      client->GetRun("run7", absl::Now() + absl::Seconds(5));
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->run_id(), "run7");
+  EXPECT_EQ(run->config().norm_type(), 2.0);
+  EXPECT_EQ(client->retries(), 1u);
+  absl::Status unknown =
+      client->GetRun("run8", absl::Now() + absl::Seconds(5)).status();
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(unknown.message(), "GetRun: run run8 is not registered");
+}
+
 using MockReportStream =
     grpc::testing::MockClientReaderWriter<v1::ReportStreamRequest,
                                           v1::ReportStreamResponse>;
