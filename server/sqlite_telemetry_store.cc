@@ -286,6 +286,7 @@ absl::Status SqliteTelemetryStore::Prepare() {
 }
 
 SqliteTelemetryStore::~SqliteTelemetryStore() {
+  std::thread writer;
   {
     // A committer may still be draining on another thread.
     absl::MutexLock lock(&mu_);
@@ -293,7 +294,10 @@ SqliteTelemetryStore::~SqliteTelemetryStore() {
       return !committing_ && queue_.empty();
     };
     mu_.Await(absl::Condition(&idle));
+    stopping_ = true;
+    writer = std::move(writer_);
   }
+  if (writer.joinable()) writer.join();
   absl::MutexLock lock(&db_mu_);
   statements_.reset();
   sqlite3_close(db_);
@@ -311,7 +315,36 @@ void SqliteTelemetryStore::Enqueue(Op op) {
   }
   // No commit is running: this thread commits, saving the hand-off to a
   // writer thread and back that would otherwise dominate a round's latency.
-  CommitQueued();
+  CommitBatch();
+  absl::MutexLock lock(&mu_);
+  if (queue_.empty()) {
+    committing_ = false;
+    return;
+  }
+  // More came meanwhile: the writer thread commits it, so this caller (a gRPC
+  // handler, or PutRun waiting for its run) is not held as long as appends
+  // keep coming.
+  writer_wanted_ = true;
+  if (!writer_.joinable()) writer_ = std::thread([this] { WriterLoop(); });
+}
+
+void SqliteTelemetryStore::WriterLoop() {
+  mu_.Lock();
+  while (true) {
+    auto woken = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      return writer_wanted_ || stopping_;
+    };
+    mu_.Await(absl::Condition(&woken));
+    if (!writer_wanted_) break;  // Stopping, with nothing left.
+    writer_wanted_ = false;
+    while (!queue_.empty()) {
+      mu_.Unlock();
+      CommitBatch();
+      mu_.Lock();
+    }
+    committing_ = false;
+  }
+  mu_.Unlock();
 }
 
 absl::Status SqliteTelemetryStore::PutRun(const RunRecord& run) {
@@ -399,61 +432,56 @@ absl::Status SqliteTelemetryStore::WriteOp(const Op& op) {
   return status;
 }
 
-void SqliteTelemetryStore::CommitQueued() {
-  while (true) {
-    std::vector<Op> batch;
-    {
-      absl::MutexLock lock(&mu_);
-      if (queue_.empty()) {
-        committing_ = false;
-        return;
-      }
-      while (!queue_.empty() &&
-             batch.size() < static_cast<size_t>(options_.max_batch)) {
-        batch.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
-    }
-    std::vector<absl::Status> statuses(batch.size());
-    bool committed = false;
-    {
-      absl::MutexLock lock(&db_mu_);
-      absl::Status begin =
-          StepDone(db_, statements_->begin.get(), "BEGIN IMMEDIATE");
-      if (!begin.ok()) {
-        for (absl::Status& s : statuses) s = begin;
-      } else {
-        for (size_t i = 0; i < batch.size(); ++i) {
-          statuses[i] = WriteOp(batch[i]);
-        }
-        // One fsync for the whole batch: this is the group commit.
-        absl::Status commit = StepDone(db_, statements_->commit.get(), "COMMIT");
-        if (!commit.ok()) {
-          StepDone(db_, statements_->rollback.get(), "ROLLBACK").IgnoreError();
-          for (absl::Status& s : statuses) {
-            if (s.ok()) s = commit;
-          }
-        } else {
-          committed = true;
-        }
-      }
-    }
-    for (size_t i = 0; i < batch.size(); ++i) {
-      Op& op = batch[i];
-      if (op.finished != nullptr) {
-        *op.result = statuses[i];
-        op.finished->Notify();
-      } else if (op.done) {
-        op.done(statuses[i]);
-      }
-    }
+void SqliteTelemetryStore::CommitBatch() {
+  std::vector<Op> batch;
+  {
     absl::MutexLock lock(&mu_);
-    if (committed) ++transactions_;
-    for (const absl::Status& s : statuses) {
-      if (!s.ok() && first_error_.ok()) first_error_ = s;
+    if (queue_.empty()) return;
+    while (!queue_.empty() &&
+           batch.size() < static_cast<size_t>(options_.max_batch)) {
+      batch.push_back(std::move(queue_.front()));
+      queue_.pop_front();
     }
-    completed_ += batch.size();
   }
+  std::vector<absl::Status> statuses(batch.size());
+  bool committed = false;
+  {
+    absl::MutexLock lock(&db_mu_);
+    absl::Status begin =
+        StepDone(db_, statements_->begin.get(), "BEGIN IMMEDIATE");
+    if (!begin.ok()) {
+      for (absl::Status& s : statuses) s = begin;
+    } else {
+      for (size_t i = 0; i < batch.size(); ++i) {
+        statuses[i] = WriteOp(batch[i]);
+      }
+      // One fsync for the whole batch: this is the group commit.
+      absl::Status commit = StepDone(db_, statements_->commit.get(), "COMMIT");
+      if (!commit.ok()) {
+        StepDone(db_, statements_->rollback.get(), "ROLLBACK").IgnoreError();
+        for (absl::Status& s : statuses) {
+          if (s.ok()) s = commit;
+        }
+      } else {
+        committed = true;
+      }
+    }
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Op& op = batch[i];
+    if (op.finished != nullptr) {
+      *op.result = statuses[i];
+      op.finished->Notify();
+    } else if (op.done) {
+      op.done(statuses[i]);
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  if (committed) ++transactions_;
+  for (const absl::Status& s : statuses) {
+    if (!s.ok() && first_error_.ok()) first_error_ = s;
+  }
+  completed_ += batch.size();
 }
 
 absl::StatusOr<StoreContents> SqliteTelemetryStore::Load() {

@@ -1,7 +1,10 @@
 // The embedded, durable telemetry store (telemetry_store.h) on SQLite: WAL
 // journal, one committer at a time with group commit: the thread that appends
-// to an idle store commits right away; records appended while a transaction
-// runs go into the committer's next one. synchronous=NORMAL by default: an
+// to an idle store commits right away (no hand-off to another thread on the
+// path of a lone round); records appended while a transaction runs go into the
+// next one, which the store's writer thread commits, so an appender's (or
+// PutRun's) thread commits at most one transaction however long appends keep
+// coming. synchronous=NORMAL by default: an
 // acknowledged round survives a crash or SIGKILL of the coordinator process;
 // synchronous_full also survives power loss, at one fsync per transaction.
 //
@@ -26,8 +29,10 @@
 // file fails at Open.
 //
 // Thread-safety: every method may be called from any thread concurrently;
-// commit callbacks run on the committing thread (an appender's), one at a
-// time, in append order.
+// commit callbacks run on the committing thread (an appender's or the writer
+// thread), one at a time, in append order. They may append (the record joins a
+// later transaction) but must not call PutRun or Flush, which would wait for
+// the callback's own thread.
 #ifndef GRADNORM_SERVER_SQLITE_TELEMETRY_STORE_H_
 #define GRADNORM_SERVER_SQLITE_TELEMETRY_STORE_H_
 
@@ -98,9 +103,10 @@ class SqliteTelemetryStore final : public TelemetryStore {
   absl::Status CreateOrMigrateSchema() ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
   absl::Status MigrateFrom1() ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
   void Enqueue(Op op);
-  // Commits batches of queued records until the queue is empty. Called by the
-  // thread that set committing_.
-  void CommitQueued();
+  // Commits one batch of queued records (the thread that set committing_).
+  void CommitBatch();
+  // The writer thread: commits the batches an appender's thread left.
+  void WriterLoop();
   // Writes `op` inside the open transaction; a refused record does not undo
   // the others.
   absl::Status WriteOp(const Op& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
@@ -119,6 +125,11 @@ class SqliteTelemetryStore final : public TelemetryStore {
   uint64_t completed_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t transactions_ ABSL_GUARDED_BY(mu_) = 0;
   bool committing_ ABSL_GUARDED_BY(mu_) = false;
+  // Set by an appender that committed a batch and found more queued: the
+  // writer thread (started then) takes over committing_.
+  bool writer_wanted_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread writer_ ABSL_GUARDED_BY(mu_);
   absl::Status first_error_ ABSL_GUARDED_BY(mu_);
 
 };

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <string>
@@ -132,6 +133,37 @@ TEST(SqliteTelemetryStoreTest, GroupCommitBatchesAppendsMadeDuringACommit) {
   absl::StatusOr<StoreContents> contents = store->Load();
   ASSERT_TRUE(contents.ok());
   EXPECT_EQ(contents->rounds.size(), static_cast<size_t>(kRecords));
+}
+
+// Each commit's callback appends the next round, so the store never runs
+// dry: the thread that appended the first commits one transaction and returns
+// (it may be a gRPC handler, or PutRun waiting for its run); the writer
+// thread commits the rest.
+TEST(SqliteTelemetryStoreTest, AnAppendersThreadCommitsOneTransaction) {
+  std::unique_ptr<SqliteTelemetryStore> store = OpenOrDie(TestPath("chain"));
+  ASSERT_TRUE(store->PutRun(MakeRun("r", 1)).ok());
+  constexpr int kRounds = 200;
+  std::atomic<int> committed{0};
+  std::function<void(int)> append = [&](int step) {
+    store->AppendRound(MakeRoundRecord("r", step, step + 1, 1.5, 1),
+                       [&, step](absl::Status s) {
+                         EXPECT_TRUE(s.ok()) << s;
+                         ++committed;
+                         if (step + 1 < kRounds) append(step + 1);
+                       });
+  };
+  append(0);
+  // Step 0 is committed and step 1 queued; the rest is the writer's.
+  EXPECT_LT(committed.load(), kRounds);
+  for (absl::Time until = absl::Now() + absl::Seconds(30);
+       committed.load() < kRounds && absl::Now() < until;) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_TRUE(store->Flush().ok());
+  EXPECT_EQ(committed.load(), kRounds);
+  absl::StatusOr<StoreContents> contents = store->Load();
+  ASSERT_TRUE(contents.ok());
+  EXPECT_EQ(contents->rounds.size(), static_cast<size_t>(kRounds));
 }
 
 TEST(SqliteTelemetryStoreTest, RoundOfUnknownRunIsRefused) {
