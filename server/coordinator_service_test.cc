@@ -468,10 +468,12 @@ TEST_F(CoordinatorServiceTest, WatchRunOfUnknownRunIsNotFoundAndCancelEnds) {
   EXPECT_TRUE(c->Report("r", 0, 0, 1.0).ok());
 }
 
-// Watchers cancelled at random moments while rounds stream to them: a cancel
-// that meets a write in flight and a round committing at once must end the
-// watch without a write after Finish (ASan reports the use after free that
-// such a write was).
+// Watchers cancelled at varying moments while rounds stream to them: every
+// watch ends CANCELLED and the server keeps serving. The race this exercises
+// (a commit's Pump starting a write between a cancel and its Finish) has a
+// window too narrow to hit reliably here; the fix is by construction (the
+// finish is decided under the lock that clears the write), this test guards
+// the behaviour around it, also under --config=asan.
 TEST_F(CoordinatorServiceTest, WatchersCancelledWhileRoundsStreamEndCleanly) {
   Start();
   auto c = Client();
