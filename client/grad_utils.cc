@@ -28,6 +28,11 @@ LocalPartial ComputeLocal(absl::Span<const GradTensor> grads, Communicator& tp,
   LocalPartial local;
   local.status = ValidateNormType(norm_type);
   if (!local.status.ok()) return local;
+  // Every view, also a replicated one this rank does not count: a bad one
+  // must fail here, where the whole group learns of it, not later in the clip
+  // on this rank alone. Indices in the message are the caller's.
+  local.status = ValidateTensors(grads);
+  if (!local.status.ok()) return local;
   // A tensor replicated across TP ranks holds the same values on each of them:
   // counting it on every TP rank would count it tp.size() times.
   std::vector<GradTensor> counted;

@@ -57,7 +57,8 @@ struct GradNormResult {
 // get the bitwise same result.
 //
 // Errors: INVALID_ARGUMENT for norm_type <= 0 or NaN or a bad tensor (on the
-// rank that has it); ABORTED on the other ranks when some rank failed locally;
+// rank that has it; every view is checked, also a replicated one this rank
+// does not count); ABORTED on the other ranks when some rank failed locally;
 // FAILED_PRECONDITION for a non-finite total with error_if_nonfinite; the
 // communicator's error when a reduction failed (DEADLINE_EXCEEDED, UNAVAILABLE).
 absl::StatusOr<GradNormResult> GetGradNorm(absl::Span<const GradTensor> grads,

@@ -206,6 +206,29 @@ TEST(GetGradNormTest, LocalErrorOnOneRankFailsEveryRankWithoutHanging) {
             "norm (see their logs); no result");
 }
 
+// A replicated tensor is counted on TP rank 0 only, but its view is checked on
+// every rank: a bad one on TP rank 1 fails the whole group up front instead of
+// only that rank's clip later.
+TEST(GetGradNormTest, BadReplicatedViewOnTpRankOneFailsEveryRank) {
+  Mesh mesh(1, 2);
+  std::vector<float> w0 = {1, 2}, w1 = {2, 4}, b0 = {0, 1};
+  GradTensor bias0 = GradTensor::Cpu(b0.data(), 2);
+  GradTensor bias1 = GradTensor::Cpu(static_cast<float*>(nullptr), 2);
+  bias0.tp_replicated = bias1.tp_replicated = true;
+  std::vector<std::vector<GradTensor>> grads = {
+      {GradTensor::Cpu(w0.data(), 2), bias0},
+      {GradTensor::Cpu(w1.data(), 2), bias1}};
+  auto results = NormOnMesh(mesh, grads, 2.0);
+  EXPECT_EQ(results[1].status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(results[1].status().message(),
+            "tensors[1]: data is null with numel 2; expected a non-null "
+            "pointer when numel > 0");
+  EXPECT_EQ(results[0].status().code(), absl::StatusCode::kAborted);
+  results = NormOnMesh(mesh, grads, kInf);
+  EXPECT_EQ(results[1].status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(results[0].status().code(), absl::StatusCode::kAborted);
+}
+
 std::vector<GradTensor> Views(std::vector<float>& a, std::vector<float>& b) {
   return {GradTensor::Cpu(a.data(), a.size()),
           GradTensor::Cpu(b.data(), b.size())};
