@@ -1,10 +1,14 @@
 #include "client/grad_norm_clipper.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <utility>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "client/grad_utils.h"
 #include "common/status_macros.h"
@@ -14,37 +18,149 @@ namespace {
 
 constexpr int kLeader = 0;
 
-// The leader's outcome as bytes for BroadcastBytes: status code (int32),
-// message length (uint32), message, then the payload (a serialized proto).
-std::string EncodeOutcome(const absl::Status& status, const std::string& payload) {
-  const int32_t code = static_cast<int32_t>(status.code());
-  const uint32_t length = static_cast<uint32_t>(status.message().size());
+// A broadcast of the leader: code (int32), message length (uint32), message,
+// then the payload (a serialized proto). The code is an absl::StatusCode for
+// the final outcome (OK: the payload is the answer; else the leader's error),
+// or kStillWaiting, which no absl::StatusCode is.
+constexpr int32_t kStillWaiting = -1;
+
+std::string EncodeOutcome(int32_t code, absl::string_view message,
+                          absl::string_view payload) {
+  const uint32_t length = static_cast<uint32_t>(message.size());
   std::string bytes(sizeof(code) + sizeof(length), '\0');
   std::memcpy(&bytes[0], &code, sizeof(code));
   std::memcpy(&bytes[sizeof(code)], &length, sizeof(length));
-  absl::StrAppend(&bytes, status.message(), payload);
+  absl::StrAppend(&bytes, message, payload);
   return bytes;
 }
 
-// The status the leader encoded (OK with `*payload` filled, or its error).
-absl::Status DecodeOutcome(const std::string& bytes, std::string* payload) {
+struct Outcome {
+  bool still_waiting = false;
+  // The final outcome: OK with `payload`, or the leader's error.
+  absl::Status status;
+  std::string payload;
+};
+
+absl::StatusOr<Outcome> DecodeOutcome(const std::string& bytes) {
   int32_t code;
   uint32_t length;
-  if (bytes.size() < sizeof(code) + sizeof(length)) {
+  const size_t header = sizeof(code) + sizeof(length);
+  if (bytes.size() < header) {
     return absl::InternalError(absl::StrCat(
-        "malformed outcome from the job leader: ", bytes.size(), " bytes"));
+        "malformed outcome from the job leader: ", bytes.size(),
+        " bytes; expected at least ", header));
   }
   std::memcpy(&code, bytes.data(), sizeof(code));
   std::memcpy(&length, bytes.data() + sizeof(code), sizeof(length));
-  const size_t header = sizeof(code) + sizeof(length);
-  if (bytes.size() < header + length) {
-    return absl::InternalError("malformed outcome from the job leader");
+  if (bytes.size() - header < length) {
+    return absl::InternalError(absl::StrCat(
+        "malformed outcome from the job leader: a ", length,
+        "-byte message in ", bytes.size() - header, " bytes"));
   }
-  if (code != 0) {
-    return absl::Status(static_cast<absl::StatusCode>(code),
-                        bytes.substr(header, length));
+  constexpr int32_t kLastCode =
+      static_cast<int32_t>(absl::StatusCode::kUnauthenticated);
+  if (code != kStillWaiting && (code < 0 || code > kLastCode)) {
+    return absl::InternalError(absl::StrCat(
+        "malformed outcome from the job leader: code ", code,
+        "; expected a status code or ", kStillWaiting, " (still waiting)"));
   }
-  *payload = bytes.substr(header + length);
+  Outcome outcome;
+  if (code == kStillWaiting) {
+    outcome.still_waiting = true;
+  } else if (code != 0) {
+    outcome.status = absl::Status(static_cast<absl::StatusCode>(code),
+                                  bytes.substr(header, length));
+  } else {
+    outcome.payload = bytes.substr(header + length);
+  }
+  return outcome;
+}
+
+// The coordinator answers a report whose deadline is near up to a fifth of
+// the time allowed, at most 200 ms, early, so that its DEADLINE_EXCEEDED can
+// name the missing participants (server/coordinator_service.h); this much,
+// with room for the deadline's rounding to milliseconds, is "at the deadline".
+constexpr absl::Duration kEarlyAnswer = absl::Milliseconds(250);
+
+// Whether a call of the leader given `slice` as its deadline at `start` ended
+// because that deadline came: DEADLINE_EXCEEDED at (or just before) it. The
+// client never gives up before its deadline, so one earlier is the
+// coordinator's round timeout, and final. A round timeout within the margin is
+// taken for the slice's end: the repeated report then fails at once with the
+// coordinator's FAILED_PRECONDITION (step abandoned, and why), also final.
+bool SliceEnded(const absl::Status& status, absl::Time start,
+                absl::Time slice) {
+  if (status.code() != absl::StatusCode::kDeadlineExceeded) return false;
+  return absl::Now() >= slice - std::min(kEarlyAnswer, (slice - start) / 4);
+}
+
+// The job leader's coordinator call, shared with every rank of `job`: all of
+// them call this together; only the leader runs `call`, which returns the
+// answer's payload, with the deadline to pass on. The leader allows
+// binding.report_timeout in all but calls with deadlines at most
+// binding.progress_interval ahead: when a call ends at such a deadline before
+// the final one, it broadcasts kStillWaiting and makes the same call again
+// (coordinator calls are idempotent: a report is kept in its round when its
+// caller's deadline passes, and repeating it rejoins the round). So no rank
+// waits in a broadcast longer than about progress_interval, however long the
+// leader waits for the other jobs. The final outcome, the answer or an error,
+// is returned on every rank.
+absl::StatusOr<std::string> ShareLeaderCall(
+    Communicator& job, const CoordinatorBinding& binding,
+    absl::FunctionRef<absl::StatusOr<std::string>(absl::Time deadline)> call) {
+  if (job.rank() != kLeader) {
+    for (;;) {
+      std::string bytes;
+      RETURN_IF_ERROR(job.BroadcastBytes(&bytes, kLeader));
+      ASSIGN_OR_RETURN(Outcome outcome, DecodeOutcome(bytes));
+      if (outcome.still_waiting) continue;
+      if (!outcome.status.ok()) return outcome.status;
+      return std::move(outcome.payload);
+    }
+  }
+  const absl::Time final_deadline = absl::Now() + binding.report_timeout;
+  for (;;) {
+    const absl::Time start = absl::Now();
+    const absl::Time slice =
+        std::min(final_deadline, start + binding.progress_interval);
+    absl::StatusOr<std::string> result = call(slice);
+    if (slice < final_deadline && SliceEnded(result.status(), start, slice)) {
+      std::string still_waiting = EncodeOutcome(kStillWaiting, "", "");
+      RETURN_IF_ERROR(job.BroadcastBytes(&still_waiting, kLeader));
+      continue;
+    }
+    // Also an error goes to every rank: they would otherwise wait for an
+    // answer until their communicator timed out.
+    std::string bytes =
+        result.ok() ? EncodeOutcome(0, "", *result)
+                    : EncodeOutcome(static_cast<int32_t>(result.status().code()),
+                                    result.status().message(), "");
+    RETURN_IF_ERROR(job.BroadcastBytes(&bytes, kLeader));
+    return result;
+  }
+}
+
+// Argument checks of every rank.
+absl::Status ValidateArguments(const GradNormClipperOptions& options,
+                               const std::optional<CoordinatorBinding>& binding) {
+  RETURN_IF_ERROR(ValidateNormType(options.norm_type));
+  RETURN_IF_ERROR(ValidateMaxNorm(options.max_norm));
+  if (!binding.has_value()) return absl::OkStatus();
+  if (binding->run_id.empty()) {
+    return absl::InvalidArgumentError(
+        "coordinator binding has no run_id; expected the run's id");
+  }
+  if (binding->progress_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "coordinator binding progress_interval is ",
+        absl::FormatDuration(binding->progress_interval),
+        "; expected > 0 (and well below the job communicator's timeout)"));
+  }
+  if (binding->report_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "coordinator binding report_timeout is ",
+        absl::FormatDuration(binding->report_timeout), "; expected > 0"));
+  }
   return absl::OkStatus();
 }
 
@@ -66,12 +182,8 @@ absl::StatusOr<std::unique_ptr<GradNormClipper>> GradNormClipper::Create(
         "dp_cp, tp and job communicators must all be set (use "
         "SingleProcessCommunicator for a group of one)");
   }
-  RETURN_IF_ERROR(ValidateNormType(options.norm_type));
-  RETURN_IF_ERROR(ValidateMaxNorm(options.max_norm));
+  RETURN_IF_ERROR(ValidateArguments(options, coordinator));
   if (coordinator.has_value()) {
-    if (coordinator->run_id.empty()) {
-      return absl::InvalidArgumentError("coordinator binding has no run_id");
-    }
     if (job->rank() == kLeader && coordinator->client == nullptr) {
       return absl::InvalidArgumentError(
           "the job leader (job rank 0) needs a CoordinatorClient");
@@ -85,17 +197,17 @@ absl::StatusOr<std::unique_ptr<GradNormClipper>> GradNormClipper::Create(
     }
     if (coordinator->config.has_value()) {
       coordinator->config->set_norm_type(options.norm_type);
-      std::string outcome;
-      if (job->rank() == kLeader) {
-        absl::StatusOr<gradnorm::v1::RegisterRunResponse> registered =
-            coordinator->client->RegisterRun(
-                coordinator->run_id, *coordinator->config,
-                absl::Now() + coordinator->report_timeout);
-        outcome = EncodeOutcome(registered.status(), "");
-      }
-      RETURN_IF_ERROR(job->BroadcastBytes(&outcome, kLeader));
-      std::string unused;
-      RETURN_IF_ERROR(DecodeOutcome(outcome, &unused));
+      RETURN_IF_ERROR(
+          ShareLeaderCall(
+              *job, *coordinator,
+              [&](absl::Time deadline) -> absl::StatusOr<std::string> {
+                RETURN_IF_ERROR(coordinator->client
+                                    ->RegisterRun(coordinator->run_id,
+                                                  *coordinator->config, deadline)
+                                    .status());
+                return std::string();
+              })
+              .status());
     }
   }
   return std::unique_ptr<GradNormClipper>(
@@ -142,25 +254,21 @@ absl::StatusOr<StepResult> GradNormClipper::DecideLocally(
 
 absl::StatusOr<gradnorm::v1::RoundResult> GradNormClipper::ReportAndShare(
     uint64_t step, double partial, uint64_t num_elements) {
-  std::string outcome;
-  if (job_->rank() == kLeader) {
-    gradnorm::v1::ReportRequest request;
-    request.set_run_id(coordinator_->run_id);
-    request.set_step(step);
-    request.set_participant(coordinator_->participant);
-    request.set_partial(partial);
-    request.set_num_elements(num_elements);
-    absl::StatusOr<gradnorm::v1::RoundResult> result =
-        coordinator_->client->Report(request,
-                                     absl::Now() + coordinator_->report_timeout);
-    outcome = EncodeOutcome(result.status(),
-                            result.ok() ? result->SerializeAsString() : "");
-  }
-  // Also an error goes to every rank: they would otherwise wait for a result
-  // until their communicator timed out.
-  RETURN_IF_ERROR(job_->BroadcastBytes(&outcome, kLeader));
-  std::string payload;
-  RETURN_IF_ERROR(DecodeOutcome(outcome, &payload));
+  gradnorm::v1::ReportRequest request;
+  request.set_run_id(coordinator_->run_id);
+  request.set_step(step);
+  request.set_participant(coordinator_->participant);
+  request.set_partial(partial);
+  request.set_num_elements(num_elements);
+  ASSIGN_OR_RETURN(
+      std::string payload,
+      ShareLeaderCall(*job_, *coordinator_,
+                      [&](absl::Time deadline) -> absl::StatusOr<std::string> {
+                        ASSIGN_OR_RETURN(
+                            gradnorm::v1::RoundResult result,
+                            coordinator_->client->Report(request, deadline));
+                        return result.SerializeAsString();
+                      }));
   gradnorm::v1::RoundResult result;
   if (!result.ParseFromString(payload)) {
     return absl::InternalError("malformed RoundResult from the job leader");

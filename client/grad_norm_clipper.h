@@ -7,8 +7,11 @@
 // clipper) or lets the job's leader (rank 0 of the job communicator) report
 // the job's partial to the coordinator, which combines all jobs of the run.
 // The leader broadcasts the coordinator's answer, or its error, to every rank
-// of the job, so no rank waits for an answer that never comes. Unless the
-// action is SKIP, gradients are clipped in place by the returned coefficient.
+// of the job, so no rank waits for an answer that never comes; while it waits
+// for the other jobs it tells the job's ranks so every progress_interval, so
+// their broadcast never waits longer than that however late the other jobs
+// are. Unless the action is SKIP, gradients are clipped in place by the
+// returned coefficient.
 //
 //   // Once, after the process groups exist:
 //   GradNormClipperOptions options;
@@ -76,8 +79,14 @@ struct CoordinatorBinding {
   // When set, the leader registers the run at Create (a no-op when it exists
   // with the same config).
   std::optional<gradnorm::v1::RunConfig> config;
-  // Deadline of each Report (and of the registration), from its start.
+  // Deadline of each Report (and of the registration), from its start (> 0).
   absl::Duration report_timeout = absl::Minutes(2);
+  // While the leader waits for the coordinator (the other jobs' reports), it
+  // tells the job's other ranks that it is still waiting at least this often,
+  // so no broadcast of the job communicator waits longer than this (> 0).
+  // Keep it well below the job communicator's timeout (Gloo's default is
+  // 30 s, NCCL's 60 s). Each time, the leader repeats its (idempotent) call.
+  absl::Duration progress_interval = absl::Seconds(10);
 };
 
 struct StepResult {
@@ -106,8 +115,9 @@ class GradNormClipper {
   // must outlive the clipper. All ranks of the job call Create together (with
   // a config, the leader's registration result is broadcast).
   // INVALID_ARGUMENT for null communicators, a bad norm_type or max_norm, a
-  // binding without client or run id, or a config whose norm_type differs;
-  // the coordinator's error when registration fails.
+  // binding without client or run id or with report_timeout or
+  // progress_interval <= 0, or a config whose norm_type differs; the
+  // coordinator's error when registration fails.
   static absl::StatusOr<std::unique_ptr<GradNormClipper>> Create(
       Communicator* dp_cp, Communicator* tp, Communicator* job,
       const GradNormClipperOptions& options,
