@@ -164,6 +164,26 @@ absl::Status ValidateArguments(const GradNormClipperOptions& options,
   return absl::OkStatus();
 }
 
+// The leader's part of Create: registers the run when the binding has a
+// config.
+absl::Status CheckRun(const CoordinatorBinding& binding, double norm_type,
+                      absl::Time deadline) {
+  if (binding.client == nullptr) {
+    return absl::InvalidArgumentError(
+        "the job leader (job rank 0) needs a CoordinatorClient");
+  }
+  if (!binding.config.has_value()) return absl::OkStatus();
+  gradnorm::v1::RunConfig config = *binding.config;
+  if (config.norm_type() != 0 && config.norm_type() != norm_type) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "run config norm_type ", config.norm_type(),
+        " differs from the clipper's norm_type ", norm_type));
+  }
+  config.set_norm_type(norm_type);
+  return binding.client->RegisterRun(binding.run_id, config, deadline)
+      .status();
+}
+
 absl::Status NonFiniteError(double total_norm) {
   return absl::FailedPreconditionError(absl::StrCat(
       "the total gradient norm is ", total_norm,
@@ -182,34 +202,22 @@ absl::StatusOr<std::unique_ptr<GradNormClipper>> GradNormClipper::Create(
         "dp_cp, tp and job communicators must all be set (use "
         "SingleProcessCommunicator for a group of one)");
   }
-  RETURN_IF_ERROR(ValidateArguments(options, coordinator));
+  const absl::Status valid = ValidateArguments(options, coordinator);
   if (coordinator.has_value()) {
-    if (job->rank() == kLeader && coordinator->client == nullptr) {
-      return absl::InvalidArgumentError(
-          "the job leader (job rank 0) needs a CoordinatorClient");
-    }
-    if (coordinator->config.has_value() &&
-        coordinator->config->norm_type() != 0 &&
-        coordinator->config->norm_type() != options.norm_type) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "run config norm_type ", coordinator->config->norm_type(),
-          " differs from the clipper's norm_type ", options.norm_type));
-    }
-    if (coordinator->config.has_value()) {
-      coordinator->config->set_norm_type(options.norm_type);
-      RETURN_IF_ERROR(
-          ShareLeaderCall(
-              *job, *coordinator,
-              [&](absl::Time deadline) -> absl::StatusOr<std::string> {
-                RETURN_IF_ERROR(coordinator->client
-                                    ->RegisterRun(coordinator->run_id,
-                                                  *coordinator->config, deadline)
-                                    .status());
-                return std::string();
-              })
-              .status());
-    }
+    // Every rank joins the leader's outcome, whatever its own arguments and
+    // config: a rank that returned before it would leave the others waiting
+    // in a broadcast nobody joins. The leader's errors travel in it.
+    RETURN_IF_ERROR(
+        ShareLeaderCall(*job, *coordinator,
+                        [&](absl::Time deadline) -> absl::StatusOr<std::string> {
+                          RETURN_IF_ERROR(valid);
+                          RETURN_IF_ERROR(CheckRun(*coordinator,
+                                                   options.norm_type, deadline));
+                          return std::string();
+                        })
+            .status());
   }
+  RETURN_IF_ERROR(valid);
   return std::unique_ptr<GradNormClipper>(
       new GradNormClipper(dp_cp, tp, job, options, std::move(coordinator)));
 }

@@ -18,10 +18,10 @@
 //   options.norm_type = 2.0;
 //   options.max_norm = 1.0;
 //   CoordinatorBinding coordinator;              // optional: multi-job runs
-//   coordinator.client = std::move(client);      // a CoordinatorClient
+//   coordinator.client = std::move(client);      // needed on the job leader
 //   coordinator.run_id = "llama-70b-run7";
 //   coordinator.participant = job_index;         // in [0, jobs)
-//   coordinator.config = run_config;             // leader registers the run
+//   coordinator.config = run_config;             // optional, leader's: register
 //   ASSIGN_OR_RETURN(std::unique_ptr<GradNormClipper> clipper,
 //                    GradNormClipper::Create(dp_cp.get(), tp.get(), job.get(),
 //                                            options, coordinator));
@@ -70,14 +70,17 @@ struct GradNormClipperOptions {
   ScaleOptions scale;
 };
 
-// Where and as whom a job reports.
+// Where and as whom a job reports. Every rank of the job passes one; only the
+// leader's client and config are used.
 struct CoordinatorBinding {
+  // Needed on the job leader; may be null on the other ranks.
   std::shared_ptr<CoordinatorClient> client;
   std::string run_id;
   // This job's participant index in [0, config.participants).
   uint32_t participant = 0;
-  // When set, the leader registers the run at Create (a no-op when it exists
-  // with the same config).
+  // Read on the leader only (the other ranks may leave it unset). When set,
+  // the leader registers the run at Create (a no-op when it exists with the
+  // same config).
   std::optional<gradnorm::v1::RunConfig> config;
   // Deadline of each Report (and of the registration), from its start (> 0).
   absl::Duration report_timeout = absl::Minutes(2);
@@ -112,12 +115,16 @@ struct StepResult {
 class GradNormClipper {
  public:
   // `dp_cp`, `tp` and `job` (every rank of this job; the leader is its rank 0)
-  // must outlive the clipper. All ranks of the job call Create together (with
-  // a config, the leader's registration result is broadcast).
-  // INVALID_ARGUMENT for null communicators, a bad norm_type or max_norm, a
-  // binding without client or run id or with report_timeout or
-  // progress_interval <= 0, or a config whose norm_type differs; the
-  // coordinator's error when registration fails.
+  // must outlive the clipper. All ranks of the job call Create together, each
+  // with a binding or each without. With one, the leader registers the run
+  // (config set), and every rank joins the broadcast of the leader's outcome:
+  // the leader's errors are every rank's.
+  // Errors: INVALID_ARGUMENT for null communicators, a bad norm_type or
+  // max_norm, a binding without run id or with report_timeout or
+  // progress_interval <= 0 (checked on each rank), no client on the leader,
+  // or a config whose norm_type differs from the clipper's; the coordinator's
+  // error when registration fails (see coordinator.proto); the job
+  // communicator's error.
   static absl::StatusOr<std::unique_ptr<GradNormClipper>> Create(
       Communicator* dp_cp, Communicator* tp, Communicator* job,
       const GradNormClipperOptions& options,

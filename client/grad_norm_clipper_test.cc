@@ -119,8 +119,8 @@ TEST(GradNormClipperTest, RejectsBadArguments) {
 class TwoRankJobTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dp_ = *CreateInMemoryGroup(2, absl::Seconds(20));
-    job_ = *CreateInMemoryGroup(2, absl::Seconds(20));
+    dp_ = *CreateInMemoryGroup(2, absl::Seconds(5));
+    job_ = *CreateInMemoryGroup(2, absl::Seconds(5));
     auto stub = std::make_unique<MockCoordinatorStub>();
     stub_ = stub.get();
     CoordinatorClientOptions options;
@@ -130,19 +130,21 @@ class TwoRankJobTest : public ::testing::Test {
         *CoordinatorClient::CreateWithStub(std::move(stub), options));
   }
 
-  // Creates a clipper on each rank (in parallel) and runs one step.
+  // Creates a clipper on each rank (in parallel) and runs one step. Only the
+  // leader gets the client and `config`.
   std::vector<absl::StatusOr<StepResult>> RunStep(
       std::vector<std::vector<float>>& grads,
-      std::optional<v1::RunConfig> config = std::nullopt) {
+      std::optional<v1::RunConfig> config = std::nullopt,
+      bool leader_has_client = true) {
     std::vector<absl::StatusOr<StepResult>> results(2, absl::UnknownError(""));
     std::vector<std::thread> threads;
     for (int r = 0; r < 2; ++r) {
       threads.emplace_back([&, r] {
         CoordinatorBinding binding;
-        binding.client = r == 0 ? client_ : nullptr;
+        binding.client = r == 0 && leader_has_client ? client_ : nullptr;
         binding.run_id = "run7";
         binding.participant = 1;
-        binding.config = config;
+        if (r == 0) binding.config = config;
         GradNormClipperOptions options;
         auto clipper = GradNormClipper::Create(dp_[r].get(), &tp_[r],
                                                job_[r].get(), options, binding);
@@ -256,6 +258,48 @@ TEST_F(TwoRankJobTest, RegistrationFailureFailsCreateOnEveryRank) {
     EXPECT_EQ(results[r].status().code(), absl::StatusCode::kFailedPrecondition);
     EXPECT_EQ(results[r].status().message(),
               "RegisterRun: run 'run7' exists with max_norm 1, not 2");
+  }
+}
+
+// The header invites setting config on the leader only: the other ranks must
+// still join the leader's outcome (they used to skip it and leave the leader
+// waiting in a broadcast nobody joined).
+TEST_F(TwoRankJobTest, ConfigOnTheLeaderOnlyRegistersAndSteps) {
+  EXPECT_CALL(*stub_, RegisterRun(_, _, _))
+      .WillOnce(Invoke([](grpc::ClientContext*, const v1::RegisterRunRequest& req,
+                          v1::RegisterRunResponse* resp) {
+        EXPECT_EQ(req.config().norm_type(), 2.0);
+        *resp->mutable_run()->mutable_config() = req.config();
+        return grpc::Status::OK;
+      }));
+  EXPECT_CALL(*stub_, Report(_, _, _))
+      .WillOnce(Invoke([](grpc::ClientContext*, const v1::ReportRequest& req,
+                          v1::ReportResponse* resp) {
+        resp->mutable_result()->set_total_norm(std::sqrt(req.partial()));
+        resp->mutable_result()->set_action(v1::ACTION_NONE);
+        return grpc::Status::OK;
+      }));
+  v1::RunConfig config;
+  config.set_max_norm(10);
+  config.set_participants(2);
+  std::vector<std::vector<float>> grads = {{3, 4}, {1, 2}};
+  auto results = RunStep(grads, config);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(results[r].ok()) << results[r].status();
+    EXPECT_EQ(results[r]->total_norm, std::sqrt(30.0));
+  }
+}
+
+// A leader without a client used to return before the broadcast the other
+// ranks wait in; its error now reaches them.
+TEST_F(TwoRankJobTest, LeaderWithoutClientFailsCreateOnEveryRank) {
+  std::vector<std::vector<float>> grads = {{3, 4}, {1, 2}};
+  auto results = RunStep(grads, std::nullopt, /*leader_has_client=*/false);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(results[r].status().code(), absl::StatusCode::kInvalidArgument)
+        << "rank " << r << ": " << results[r].status();
+    EXPECT_EQ(results[r].status().message(),
+              "the job leader (job rank 0) needs a CoordinatorClient");
   }
 }
 
