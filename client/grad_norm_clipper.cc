@@ -164,24 +164,47 @@ absl::Status ValidateArguments(const GradNormClipperOptions& options,
   return absl::OkStatus();
 }
 
-// The leader's part of Create: registers the run when the binding has a
-// config.
+// The leader's part of Create: registers the run (with a config) or looks it
+// up, and checks that its norm_type is the clipper's.
 absl::Status CheckRun(const CoordinatorBinding& binding, double norm_type,
                       absl::Time deadline) {
   if (binding.client == nullptr) {
     return absl::InvalidArgumentError(
         "the job leader (job rank 0) needs a CoordinatorClient");
   }
-  if (!binding.config.has_value()) return absl::OkStatus();
-  gradnorm::v1::RunConfig config = *binding.config;
-  if (config.norm_type() != 0 && config.norm_type() != norm_type) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "run config norm_type ", config.norm_type(),
-        " differs from the clipper's norm_type ", norm_type));
+  double run_norm_type;
+  if (binding.config.has_value()) {
+    gradnorm::v1::RunConfig config = *binding.config;
+    if (config.norm_type() != 0 && config.norm_type() != norm_type) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "run config norm_type ", config.norm_type(),
+          " differs from the clipper's norm_type ", norm_type));
+    }
+    config.set_norm_type(norm_type);
+    ASSIGN_OR_RETURN(
+        gradnorm::v1::RegisterRunResponse registered,
+        binding.client->RegisterRun(binding.run_id, config, deadline));
+    run_norm_type = registered.run().config().norm_type();
+  } else {
+    absl::StatusOr<gradnorm::v1::RunInfo> run =
+        binding.client->GetRun(binding.run_id, deadline);
+    if (run.status().code() == absl::StatusCode::kNotFound) {
+      return absl::NotFoundError(absl::StrCat(
+          run.status().message(),
+          " (the clipper registers the run only when the job leader's "
+          "CoordinatorBinding has a config)"));
+    }
+    if (!run.ok()) return run.status();
+    run_norm_type = run->config().norm_type();
   }
-  config.set_norm_type(norm_type);
-  return binding.client->RegisterRun(binding.run_id, config, deadline)
-      .status();
+  if (run_norm_type != norm_type) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "run ", binding.run_id, " has norm_type ", run_norm_type,
+        " but the clipper's norm_type is ", norm_type,
+        "; expected the same p (the coordinator combines the jobs' partials "
+        "with the run's)"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status NonFiniteError(double total_norm) {

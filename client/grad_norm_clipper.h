@@ -59,7 +59,7 @@ namespace gradnorm {
 
 struct GradNormClipperOptions {
   // p of the p-norm (> 0, or +Inf). With a coordinator it must equal the
-  // run's norm_type.
+  // run's norm_type (Create checks it).
   double norm_type = 2.0;
   // Clip threshold when there is no coordinator (with one, the coordinator
   // decides).
@@ -80,7 +80,8 @@ struct CoordinatorBinding {
   uint32_t participant = 0;
   // Read on the leader only (the other ranks may leave it unset). When set,
   // the leader registers the run at Create (a no-op when it exists with the
-  // same config).
+  // same config); when not, the run must already be registered. Either way
+  // the run's norm_type must be the clipper's.
   std::optional<gradnorm::v1::RunConfig> config;
   // Deadline of each Report (and of the registration), from its start (> 0).
   absl::Duration report_timeout = absl::Minutes(2);
@@ -117,14 +118,17 @@ class GradNormClipper {
   // `dp_cp`, `tp` and `job` (every rank of this job; the leader is its rank 0)
   // must outlive the clipper. All ranks of the job call Create together, each
   // with a binding or each without. With one, the leader registers the run
-  // (config set), and every rank joins the broadcast of the leader's outcome:
-  // the leader's errors are every rank's.
+  // (config set) or looks it up (not set) and checks its norm_type, and every
+  // rank joins the broadcast of the leader's outcome: the leader's errors are
+  // every rank's.
   // Errors: INVALID_ARGUMENT for null communicators, a bad norm_type or
   // max_norm, a binding without run id or with report_timeout or
   // progress_interval <= 0 (checked on each rank), no client on the leader,
-  // or a config whose norm_type differs from the clipper's; the coordinator's
-  // error when registration fails (see coordinator.proto); the job
-  // communicator's error.
+  // or a config whose norm_type differs from the clipper's; NOT_FOUND for a
+  // run that is not registered when the leader has no config;
+  // FAILED_PRECONDITION when the run's norm_type differs from the clipper's;
+  // the coordinator's error when registration fails (see coordinator.proto);
+  // the job communicator's error.
   static absl::StatusOr<std::unique_ptr<GradNormClipper>> Create(
       Communicator* dp_cp, Communicator* tp, Communicator* job,
       const GradNormClipperOptions& options,

@@ -20,8 +20,11 @@
 namespace gradnorm {
 namespace {
 
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
 using ::gradnorm::v1::MockCoordinatorStub;
 using ::testing::_;
+using ::testing::AnyNumber;
 using ::testing::Invoke;
 using ::testing::HasSubstr;
 using ::testing::Return;
@@ -123,6 +126,10 @@ class TwoRankJobTest : public ::testing::Test {
     job_ = *CreateInMemoryGroup(2, absl::Seconds(5));
     auto stub = std::make_unique<MockCoordinatorStub>();
     stub_ = stub.get();
+    // Unless a test says otherwise, run7 exists with p = 2.
+    EXPECT_CALL(*stub_, GetRun(_, _, _))
+        .Times(AnyNumber())
+        .WillRepeatedly(Invoke(&RunWithNormType2));
     CoordinatorClientOptions options;
     options.initial_backoff = absl::Milliseconds(1);
     options.max_backoff = absl::Milliseconds(5);
@@ -130,12 +137,21 @@ class TwoRankJobTest : public ::testing::Test {
         *CoordinatorClient::CreateWithStub(std::move(stub), options));
   }
 
+  static grpc::Status RunWithNormType2(grpc::ClientContext*,
+                                       const v1::GetRunRequest& request,
+                                       v1::GetRunResponse* response) {
+    EXPECT_EQ(request.run_id(), "run7");
+    response->mutable_run()->set_run_id("run7");
+    response->mutable_run()->mutable_config()->set_norm_type(2);
+    return grpc::Status::OK;
+  }
+
   // Creates a clipper on each rank (in parallel) and runs one step. Only the
   // leader gets the client and `config`.
   std::vector<absl::StatusOr<StepResult>> RunStep(
       std::vector<std::vector<float>>& grads,
       std::optional<v1::RunConfig> config = std::nullopt,
-      bool leader_has_client = true) {
+      double norm_type = 2.0, bool leader_has_client = true) {
     std::vector<absl::StatusOr<StepResult>> results(2, absl::UnknownError(""));
     std::vector<std::thread> threads;
     for (int r = 0; r < 2; ++r) {
@@ -146,6 +162,7 @@ class TwoRankJobTest : public ::testing::Test {
         binding.participant = 1;
         if (r == 0) binding.config = config;
         GradNormClipperOptions options;
+        options.norm_type = norm_type;
         auto clipper = GradNormClipper::Create(dp_[r].get(), &tp_[r],
                                                job_[r].get(), options, binding);
         if (!clipper.ok()) {
@@ -272,6 +289,7 @@ TEST_F(TwoRankJobTest, ConfigOnTheLeaderOnlyRegistersAndSteps) {
         *resp->mutable_run()->mutable_config() = req.config();
         return grpc::Status::OK;
       }));
+  EXPECT_CALL(*stub_, GetRun(_, _, _)).Times(0);
   EXPECT_CALL(*stub_, Report(_, _, _))
       .WillOnce(Invoke([](grpc::ClientContext*, const v1::ReportRequest& req,
                           v1::ReportResponse* resp) {
@@ -293,13 +311,67 @@ TEST_F(TwoRankJobTest, ConfigOnTheLeaderOnlyRegistersAndSteps) {
 // A leader without a client used to return before the broadcast the other
 // ranks wait in; its error now reaches them.
 TEST_F(TwoRankJobTest, LeaderWithoutClientFailsCreateOnEveryRank) {
+  EXPECT_CALL(*stub_, GetRun(_, _, _)).Times(0);
   std::vector<std::vector<float>> grads = {{3, 4}, {1, 2}};
-  auto results = RunStep(grads, std::nullopt, /*leader_has_client=*/false);
+  auto results = RunStep(grads, std::nullopt, 2.0, /*leader_has_client=*/false);
   for (int r = 0; r < 2; ++r) {
     EXPECT_EQ(results[r].status().code(), absl::StatusCode::kInvalidArgument)
         << "rank " << r << ": " << results[r].status();
     EXPECT_EQ(results[r].status().message(),
               "the job leader (job rank 0) needs a CoordinatorClient");
+  }
+}
+
+// Without a config nothing used to compare the run's p with the clipper's: a
+// run of p = 2 and a clipper of p = inf gave wrong totals silently.
+TEST_F(TwoRankJobTest, RunWithAnotherNormTypeFailsCreateOnEveryRank) {
+  EXPECT_CALL(*stub_, Report(_, _, _)).Times(0);
+  std::vector<std::vector<float>> grads = {{3, 4}, {1, 2}};
+  auto results = RunStep(grads, std::nullopt, kInf);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(results[r].status().code(), absl::StatusCode::kFailedPrecondition)
+        << "rank " << r << ": " << results[r].status();
+    EXPECT_EQ(results[r].status().message(),
+              "run run7 has norm_type 2 but the clipper's norm_type is inf; "
+              "expected the same p (the coordinator combines the jobs' "
+              "partials with the run's)");
+  }
+}
+
+TEST_F(TwoRankJobTest, RegisteredRunWithAnotherNormTypeFailsCreate) {
+  // The coordinator answers with the run as stored, whatever was sent.
+  EXPECT_CALL(*stub_, RegisterRun(_, _, _))
+      .WillOnce(Invoke([](grpc::ClientContext*, const v1::RegisterRunRequest& req,
+                          v1::RegisterRunResponse* resp) {
+        *resp->mutable_run()->mutable_config() = req.config();
+        resp->mutable_run()->mutable_config()->set_norm_type(1);
+        return grpc::Status::OK;
+      }));
+  v1::RunConfig config;
+  config.set_participants(2);
+  std::vector<std::vector<float>> grads = {{3, 4}, {1, 2}};
+  auto results = RunStep(grads, config);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(results[r].status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(std::string(results[r].status().message()),
+                HasSubstr("run run7 has norm_type 1 but the clipper's "
+                          "norm_type is 2"));
+  }
+}
+
+TEST_F(TwoRankJobTest, UnknownRunWithoutConfigIsNotFoundOnEveryRank) {
+  EXPECT_CALL(*stub_, GetRun(_, _, _))
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                    "run run7 is not registered; register it "
+                                    "with RegisterRun first")));
+  std::vector<std::vector<float>> grads = {{3, 4}, {1, 2}};
+  auto results = RunStep(grads);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(results[r].status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(results[r].status().message(),
+              "GetRun: run run7 is not registered; register it with "
+              "RegisterRun first (the clipper registers the run only when the "
+              "job leader's CoordinatorBinding has a config)");
   }
 }
 
