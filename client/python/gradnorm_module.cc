@@ -320,7 +320,7 @@ class Clipper {
   // optionally participants (then the run is registered with norm_type,
   // max_norm and round_timeout_ms), security ("insecure", "tls", "mtls"),
   // root_certs_pem, client_cert_pem, client_key_pem, tls_server_name, token,
-  // report_timeout_s.
+  // report_timeout_s, progress_interval_s.
   static std::unique_ptr<Clipper> Create(py::object dp_cp, py::object tp,
                                          py::object job, double norm_type,
                                          double max_norm,
@@ -369,6 +369,8 @@ class Clipper {
       binding->participant = Get<uint32_t>(c, "participant", 0);
       binding->report_timeout =
           absl::Seconds(Get<double>(c, "report_timeout_s", 120.0));
+      binding->progress_interval =
+          absl::Seconds(Get<double>(c, "progress_interval_s", 10.0));
       uint32_t participants = Get<uint32_t>(c, "participants", 0);
       if (participants > 0) {
         gradnorm::v1::RunConfig config;

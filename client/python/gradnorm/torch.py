@@ -477,6 +477,10 @@ class Clipper:
     Groups are torch.distributed process groups or None (one process).
     job_group defaults to the default (world) group when torch.distributed is
     initialized. Without address the clipper decides locally with max_norm.
+    Without participants the run must already be registered (with this
+    norm_type). While job_group's leader waits for the other jobs it tells the
+    job's ranks so every progress_interval_s: keep it well below job_group's
+    timeout.
     step() returns a dict: total_norm, clip_coef, action ("ACTION_NONE",
     "ACTION_CLIP", "ACTION_SKIP"), reason, reason_detail, effective_max_norm,
     nonfinite, job_partial. Errors: ValueError for bad arguments, RuntimeError
@@ -488,7 +492,8 @@ class Clipper:
                  participant=0, participants=None, round_timeout_ms=60000,
                  security="insecure", root_certs_pem="", client_cert_pem="",
                  client_key_pem="", tls_server_name="", token="",
-                 report_timeout_s=120.0, error_if_nonfinite=False):
+                 report_timeout_s=120.0, progress_interval_s=10.0,
+                 error_if_nonfinite=False):
         p = _norm_type(norm_type)
         max_norm = _check_max_norm(max_norm)
         if job_group == "world":
@@ -503,7 +508,8 @@ class Clipper:
                 security=security, root_certs_pem=root_certs_pem,
                 client_cert_pem=client_cert_pem, client_key_pem=client_key_pem,
                 tls_server_name=tls_server_name, token=token,
-                report_timeout_s=report_timeout_s)
+                report_timeout_s=report_timeout_s,
+                progress_interval_s=progress_interval_s)
         comm = lambda g: None if g is None else _GroupCommunicator(g)  # noqa: E731
         self._clipper = _gradnorm.Clipper(
             comm(dp_cp_group), comm(tp_group), comm(job_group), p, max_norm,
