@@ -9,7 +9,7 @@
 // The leader broadcasts the coordinator's answer, or its error, to every rank
 // of the job, so no rank waits for an answer that never comes; while it waits
 // for the other jobs it tells the job's ranks so every progress_interval, so
-// their broadcast never waits longer than that however late the other jobs
+// their broadcast waits about that long at most, however late the other jobs
 // are. Unless the action is SKIP, gradients are clipped in place by the
 // returned coefficient.
 //
@@ -87,7 +87,8 @@ struct CoordinatorBinding {
   absl::Duration report_timeout = absl::Minutes(2);
   // While the leader waits for the coordinator (the other jobs' reports), it
   // tells the job's other ranks that it is still waiting at least this often,
-  // so no broadcast of the job communicator waits longer than this (> 0).
+  // so no broadcast of the job communicator waits much longer than this
+  // (> 0).
   // Keep it well below the job communicator's timeout (Gloo's default is
   // 30 s, NCCL's 60 s). Each time, the leader repeats its (idempotent) call.
   absl::Duration progress_interval = absl::Seconds(10);
