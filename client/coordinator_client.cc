@@ -131,8 +131,7 @@ absl::StatusOr<absl::Duration> CoordinatorClient::RetryWait(
   const absl::Time now = absl::Now();
   if (now + wait >= deadline) {
     // Given up at the deadline, not before it: a caller that waits in slices
-    // (GradNormClipper) tells its slice's end from the coordinator's own
-    // DEADLINE_EXCEEDED (a round timeout) by the time.
+    // (GradNormClipper) would otherwise end each slice up to a backoff early.
     if (deadline > now) absl::SleepFor(deadline - now);
     return absl::DeadlineExceededError(absl::StrCat(
         name, ": the coordinator stayed unavailable until the deadline (",

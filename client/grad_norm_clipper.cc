@@ -76,22 +76,14 @@ absl::StatusOr<Outcome> DecodeOutcome(const std::string& bytes) {
   return outcome;
 }
 
-// The coordinator answers a report whose deadline is near up to a fifth of
-// the time allowed, at most 200 ms, early, so that its DEADLINE_EXCEEDED can
-// name the missing participants (server/coordinator_service.h); this much,
-// with room for the deadline's rounding to milliseconds, is "at the deadline".
-constexpr absl::Duration kEarlyAnswer = absl::Milliseconds(250);
-
-// Whether a call of the leader given `slice` as its deadline at `start` ended
-// because that deadline came: DEADLINE_EXCEEDED at (or just before) it. The
-// client never gives up before its deadline, so one earlier is the
-// coordinator's round timeout, and final. A round timeout within the margin is
-// taken for the slice's end: the repeated report then fails at once with the
-// coordinator's FAILED_PRECONDITION (step abandoned, and why), also final.
-bool SliceEnded(const absl::Status& status, absl::Time start,
-                absl::Time slice) {
-  if (status.code() != absl::StatusCode::kDeadlineExceeded) return false;
-  return absl::Now() >= slice - std::min(kEarlyAnswer, (slice - start) / 4);
+// Whether a call of the leader ended because its (slice's) deadline came:
+// DEADLINE_EXCEEDED, from the client (no answer by then) or from the
+// coordinator (the caller's deadline passed; the report stays in its round).
+// A round that timed out is ABORTED and final; a coordinator older than that
+// distinction answers the repeated report with FAILED_PRECONDITION (step
+// abandoned, and why), also final.
+bool SliceEnded(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kDeadlineExceeded;
 }
 
 // The job leader's coordinator call, shared with every rank of `job`: all of
@@ -124,7 +116,7 @@ absl::StatusOr<std::string> ShareLeaderCall(
     const absl::Time slice =
         std::min(final_deadline, start + binding.progress_interval);
     absl::StatusOr<std::string> result = call(slice);
-    if (slice < final_deadline && SliceEnded(result.status(), start, slice)) {
+    if (slice < final_deadline && SliceEnded(result.status())) {
       std::string still_waiting = EncodeOutcome(kStillWaiting, "", "");
       RETURN_IF_ERROR(job.BroadcastBytes(&still_waiting, kLeader));
       continue;

@@ -747,7 +747,7 @@ void AggregatorImpl::ExpireRounds() {
             FormatIds(MissingLocked(run, round)), " (", round.count, " of ",
             n, " reported)");
         run.abandoned[expiry.step] = why;
-        absl::Status error = absl::DeadlineExceededError(absl::StrCat(
+        absl::Status error = absl::AbortedError(absl::StrCat(
             "the round for ", RoundName(run.info.run_id, expiry.step),
             " timed out after ", run.info.config.round_timeout_ms(),
             " ms waiting for participants ",

@@ -25,12 +25,14 @@
 // AggregatorOptions::expiry_interval (default 50 ms, real time); with an
 // interval of zero there is no thread and the owner (a test with a FakeClock)
 // calls ExpireRounds() itself. A round that is not complete round_timeout_ms
-// after its first report is abandoned: every waiter fails with
-// DEADLINE_EXCEEDED naming the missing participants, and later reports for that
-// step fail with FAILED_PRECONDITION (until a restart: abandoned steps are not
-// stored). A waiter whose own deadline passes fails alone with
-// DEADLINE_EXCEEDED naming the missing participants; its report stays in the
-// round, so retrying the same report rejoins it.
+// after its first report is abandoned: every waiter fails with ABORTED naming
+// the missing participants, and later reports for that step fail with
+// FAILED_PRECONDITION (until a restart: abandoned steps are not stored). A
+// waiter whose own deadline passes fails alone with DEADLINE_EXCEEDED naming
+// the missing participants; its report stays in the round, so retrying the
+// same report rejoins it. The two codes let a caller tell a final outcome
+// (ABORTED) from one it may wait out by repeating its report
+// (DEADLINE_EXCEEDED).
 //
 // Restart. Create() loads every run and finished round from the store and
 // replays the policies over each run's history in finalization order, so
@@ -167,9 +169,10 @@ class Aggregator {
   // - FAILED_PRECONDITION: the step was abandoned after its round timed out;
   //   or the total is non-finite and the run's nonfinite_policy is ERROR (the
   //   round is still finalized and stored, and duplicates get this again).
-  // - DEADLINE_EXCEEDED: the round timed out (it is abandoned) or `deadline`
-  //   passed (the report stays in the round); the message lists the missing
-  //   participants.
+  // - ABORTED: the round timed out and is abandoned; the message lists the
+  //   missing participants.
+  // - DEADLINE_EXCEEDED: `deadline` passed (the report stays in the round:
+  //   repeating it rejoins); the message lists the missing participants.
   // - RESOURCE_EXHAUSTED: the report would open a round beyond
   //   max_open_rounds_per_run.
   // - UNAVAILABLE: shutting down, or the store failed to commit (the

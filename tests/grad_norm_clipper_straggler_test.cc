@@ -48,12 +48,14 @@ class StragglerJobTest : public ::testing::Test {
   }
 
   // Registers the run (p = 2, no clipping) and creates the clippers.
-  void CreateClippers(absl::Duration report_timeout) {
+  void CreateClippers(absl::Duration report_timeout,
+                      uint64_t round_timeout_ms = 60000) {
     std::shared_ptr<CoordinatorClient> client = NewClient();
     v1::RunConfig config;
     config.set_norm_type(2);
     config.set_max_norm(100);
     config.set_participants(2);
+    config.set_round_timeout_ms(round_timeout_ms);
     absl::StatusOr<v1::RegisterRunResponse> registered = client->RegisterRun(
         "straggler-run", config, absl::Now() + absl::Seconds(10));
     ASSERT_TRUE(registered.ok()) << registered.status();
@@ -164,6 +166,23 @@ TEST_F(StragglerJobTest, AJobThatNeverReportsFailsEveryRankAliveAtTheTimeout) {
     ASSERT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].status();
     EXPECT_DOUBLE_EQ(results[r]->total_norm, std::sqrt(55.0));
   }
+}
+
+// The round times out on the coordinator (1.5 s) long before report_timeout
+// (30 s): that is final, so every rank of job 0 gets the coordinator's ABORTED
+// at once rather than the leader repeating its report until report_timeout.
+TEST_F(StragglerJobTest, ARoundThatTimesOutFailsEveryRankAtOnce) {
+  CreateClippers(/*report_timeout=*/absl::Seconds(30), /*round_timeout_ms=*/1500);
+  const absl::Time start = absl::Now();
+  auto results = RunStep(0, std::nullopt);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(results[r].status().code(), absl::StatusCode::kAborted)
+        << "rank " << r << ": " << results[r].status();
+    EXPECT_EQ(results[r].status().message(), results[0].status().message());
+  }
+  EXPECT_THAT(std::string(results[0].status().message()),
+              HasSubstr("waiting for participants 1 (1 of 2 reported)"));
 }
 
 }  // namespace
