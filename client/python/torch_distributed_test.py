@@ -89,7 +89,9 @@ def worker(rank, store_path, failures):
         tp_groups = [dist.new_group([d * TP + t for t in range(TP)]) for d in range(DP)]
         dp_groups = [dist.new_group([d * TP + t for d in range(DP)]) for t in range(TP)]
         tp_group, dp_group = tp_groups[dp_rank], dp_groups[tp_rank]
+        world_group = dist.new_group(list(range(WORLD)))
         run_checks(rank, dp_rank, tp_rank, dp_group, tp_group)
+        run_hsdp_checks(dp_rank, tp_rank, dp_group, tp_group, world_group)
         dist.barrier()
         dist.destroy_process_group()
     except BaseException as e:  # reported to the parent, which fails the test
@@ -181,6 +183,26 @@ def run_checks(rank, dp_rank, tp_rank, dp_group, tp_group):
             params[0].grad[1] = math.inf
         got = gn.get_grad_norm(params, dp_group, tp_group, norm_type=p)
         assert math.isnan(got), (p, got)
+
+
+def run_hsdp_checks(dp_rank, tp_rank, dp_group, tp_group, world_group):
+    """HSDP: the 4 ranks as a (replicate 2, shard 2) mesh. A gradient is
+    Shard(0) over the shard dimension (groups {0,1}, {2,3}) and Replicate over
+    the replicate one (groups {0,2}, {1,3}); the norm is reduced over the
+    flattened 4-rank dp_cp group, as NeMo's is, so each replicate group is a
+    part of the reduced group, not the whole of it, and its replicas must
+    still be counted once."""
+    with dtensor_stand_in.registered():
+        gen = torch.Generator().manual_seed(13)
+        h = torch.randn(8, generator=gen, dtype=torch.float64)
+        mesh = DeviceMesh([dp_rank, tp_rank], [dp_group, tp_group])
+        for p in (2.0, 1.0, math.inf):
+            param = torch.nn.Parameter(torch.zeros(8))
+            param.grad = DTensor(h.chunk(2)[tp_rank].float().contiguous(), mesh,
+                                 [Replicate(), Shard(0)], (8,))
+            got = gn.get_grad_norm([param], world_group, None, norm_type=p)
+            want = reference([h.float()], p)
+            assert got == pytest.approx(want, rel=1e-12), ("hsdp", p, got, want)
 
 
 def test_two_dp_by_two_tp_matches_full_gradient():

@@ -227,27 +227,32 @@ def _local_grad(parameter, for_norm: bool) -> Optional[torch.Tensor]:
     return grad
 
 
-def _same_group(a, b) -> bool:
-    if a is None or b is None:
+def _within_group(group, reduced) -> bool:
+    """Whether every rank of `group` is in `reduced` (the same on every rank)."""
+    if group is None or reduced is None:
         return False
-    if a is b:
+    if group is reduced:
         return True
     try:
-        return dist.get_process_group_ranks(a) == dist.get_process_group_ranks(b)
+        return set(dist.get_process_group_ranks(group)) <= set(
+            dist.get_process_group_ranks(reduced))
     except (AttributeError, RuntimeError, ValueError):
         return False
 
 
 def _reduced_replicate_dims(grad, dp_cp_group, tp_group) -> List[int]:
     """The mesh dimensions of DTensor `grad` over which it is replicated and
-    whose group is tp_group or dp_cp_group (the same on every rank)."""
+    whose ranks all lie in tp_group or dp_cp_group: the reduction over that
+    group would add up every replica. That includes a part of it, as HSDP's
+    replicate dimension is of the flattened dp_cp group: its replicas are
+    summed there just the same."""
     mesh = grad.device_mesh
     dims = []
     for dim, placement in enumerate(grad.placements):
         if not _is_replicate(placement):
             continue
         group = mesh.get_group(dim)
-        if _same_group(group, tp_group) or _same_group(group, dp_cp_group):
+        if _within_group(group, tp_group) or _within_group(group, dp_cp_group):
             dims.append(dim)
     return dims
 
