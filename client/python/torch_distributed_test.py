@@ -203,6 +203,10 @@ def run_hsdp_checks(dp_rank, tp_rank, dp_group, tp_group, world_group):
             got = gn.get_grad_norm([param], world_group, None, norm_type=p)
             want = reference([h.float()], p)
             assert got == pytest.approx(want, rel=1e-12), ("hsdp", p, got, want)
+        # The one-process drop-in refuses a gradient spread over ranks rather
+        # than clip by the norm of this rank's shard alone.
+        with pytest.raises(ValueError, match="over a mesh of 4 ranks"):
+            gn.clip_grad_norm_([param], 1.0)
 
 
 def test_two_dp_by_two_tp_matches_full_gradient():

@@ -118,6 +118,35 @@ def _is_marked_tp_replicated(parameter) -> bool:
     return getattr(parameter, "tensor_model_parallel", None) is False
 
 
+def _mesh_ranks(grad) -> int:
+    """How many ranks DTensor `grad`'s mesh spans (1: its local shard is the
+    whole gradient)."""
+    mesh = grad.device_mesh
+    ranks = 1
+    for dim in range(len(grad.placements)):
+        group = mesh.get_group(dim)
+        if group is not None:
+            ranks *= dist.get_world_size(group)
+    return ranks
+
+
+def _check_one_process(parameters: Sequence):
+    """Raises for a DTensor gradient spread over several ranks: a norm of this
+    process's shards alone is not the gradient's norm."""
+    for i, parameter in enumerate(parameters):
+        grad = parameter.grad
+        if grad is not None and _is_dtensor(grad):
+            ranks = _mesh_ranks(grad)
+            if ranks > 1:
+                raise ValueError(
+                    f"INVALID_ARGUMENT: parameter {i}'s gradient is a DTensor "
+                    f"over a mesh of {ranks} ranks, and clip_grad_norm_ takes "
+                    "the norm on one process; expected gradients held whole "
+                    "here. For sharded gradients use get_grad_norm(parameters, "
+                    "dp_cp_group, tp_group) with clip_grad_by_total_norm_, or "
+                    "Clipper")
+
+
 def _as_list(parameters: _TensorOrTensors) -> Sequence:
     """The parameters as a sequence that is only read. A list or tuple is used
     as it is: copying one touches every parameter object, which after a
@@ -340,9 +369,13 @@ def get_grad_norm(parameters: _TensorOrTensors, dp_cp_group, tp_group,
     return _total_from_partial(partial, p)
 
 
-def _local_grads_of(parameters: list, for_norm: bool) -> _LocalGrads:
+def _local_grads_of(parameters: list, for_norm: bool,
+                    one_process: bool = False) -> _LocalGrads:
     local = _LocalGrads.of_parameters(parameters)
     if local is None:
+        # Only the general path can meet DTensors.
+        if one_process:
+            _check_one_process(parameters)
         local = _LocalGrads.of_tensors([
             g for g in (_local_grad(q, for_norm) for q in parameters)
             if g is not None])
@@ -385,10 +418,13 @@ def clip_grad_norm_(parameters: _TensorOrTensors, max_norm: float,
     accumulated in fp64, and a non-finite total leaves the gradients unchanged
     (torch multiplies them by NaN) unless error_if_nonfinite raises first.
     foreach is accepted and ignored (gradnorm always uses one fused pass).
+    A DTensor gradient over several ranks is a ValueError: its norm needs the
+    other ranks (use get_grad_norm and clip_grad_by_total_norm_, or Clipper).
     """
     p = _norm_type(norm_type)
     max_norm = _check_max_norm(max_norm)
-    local = _local_grads_of(_as_list(parameters), for_norm=True)
+    local = _local_grads_of(_as_list(parameters), for_norm=True,
+                            one_process=True)
     try:
         return _clip_local(local, p, max_norm, error_if_nonfinite)
     finally:
