@@ -36,6 +36,9 @@ ABSL_FLAG(bool, sqlite_synchronous_full, false,
           "or kill of the coordinator");
 ABSL_FLAG(std::string, metrics_listen, "",
           "host:port of the Prometheus /metrics endpoint; empty: off");
+ABSL_FLAG(std::string, health_listen, "",
+          "host:port of a plaintext port serving grpc.health.v1 only, for "
+          "probes that cannot speak the main port's (mutual) TLS; empty: off");
 ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain (TLS)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
@@ -92,6 +95,7 @@ int main(int argc, char** argv) {
   options.db_path = absl::GetFlag(FLAGS_db);
   options.sqlite_synchronous_full = absl::GetFlag(FLAGS_sqlite_synchronous_full);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.health_listen = absl::GetFlag(FLAGS_health_listen);
   options.tls.cert = absl::GetFlag(FLAGS_tls_cert);
   options.tls.key = absl::GetFlag(FLAGS_tls_key);
   options.tls.client_ca = absl::GetFlag(FLAGS_tls_client_ca);

@@ -16,7 +16,7 @@ namespace gradnorm {
 namespace server {
 namespace {
 
-constexpr char kServiceName[] = "gradnorm.v1.Coordinator";
+constexpr const char* kServiceName = HealthService::kCoordinatorService;
 
 absl::StatusOr<std::unique_ptr<TelemetryStore>> OpenStore(
     const CoordinatorServerOptions& options) {
@@ -58,6 +58,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
         "max_message_bytes is ", options.max_message_bytes, ", expected > 0"));
   }
   ASSIGN_OR_RETURN(std::string host, HostOf(options.listen));
+  if (!options.health_listen.empty()) {
+    RETURN_IF_ERROR(HostOf(options.health_listen).status());
+  }
   std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
   server->options_ = options;
 
@@ -111,16 +114,38 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
         "address?)"));
   }
   server->address_ = absl::StrCat(host, ":", server->port_);
-  grpc::HealthCheckServiceInterface* health =
-      server->server_->GetHealthCheckService();
-  if (health != nullptr) {
-    health->SetServingStatus(true);
-    health->SetServingStatus(kServiceName, true);
+  if (!options.health_listen.empty()) {
+    // Health alone: no Coordinator rpc is reachable without the main port's
+    // TLS and tokens.
+    server->health_service_ = std::make_unique<HealthService>();
+    grpc::ServerBuilder health_builder;
+    health_builder.AddListeningPort(options.health_listen,
+                                    grpc::InsecureServerCredentials(),
+                                    &server->health_port_);
+    health_builder.RegisterService(server->health_service_.get());
+    server->health_server_ = health_builder.BuildAndStart();
+    if (server->health_server_ == nullptr || server->health_port_ == 0) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot serve health on '", options.health_listen,
+          "' (address in use, or not a local address?)"));
+    }
   }
+  server->SetServing(true);
   return server;
 }
 
 CoordinatorServer::~CoordinatorServer() { (void)Shutdown(); }
+
+void CoordinatorServer::SetServing(bool serving) {
+  if (server_ != nullptr) {
+    grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+    if (health != nullptr) {
+      health->SetServingStatus(kServiceName, serving);
+      health->SetServingStatus(serving);
+    }
+  }
+  if (health_service_ != nullptr) health_service_->SetServing(serving);
+}
 
 absl::Status CoordinatorServer::Shutdown() {
   {
@@ -131,13 +156,7 @@ absl::Status CoordinatorServer::Shutdown() {
     }
     shutting_down_ = true;
   }
-  if (server_ != nullptr) {
-    grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
-    if (health != nullptr) {
-      health->SetServingStatus(kServiceName, false);
-      health->SetServingStatus(false);
-    }
-  }
+  SetServing(false);
   // The Aggregator first: waiters get UNAVAILABLE (a retryable code) rather
   // than the CANCELLED a server shutdown would give them, and the store is
   // flushed while the server still answers.
@@ -148,6 +167,8 @@ absl::Status CoordinatorServer::Shutdown() {
   if (server_ != nullptr) {
     server_->Shutdown(absl::ToChronoTime(absl::Now() + options_.shutdown_grace));
   }
+  // Last: probes see NOT_SERVING until the main server is gone.
+  if (health_server_ != nullptr) health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
   absl::MutexLock lock(&mu_);
   shut_down_ = true;
   shutdown_status_ = status;

@@ -12,7 +12,10 @@
 //   RETURN_IF_ERROR(server->Shutdown());   // graceful; also done by the destructor
 //
 // Serving: gradnorm.v1.Coordinator (coordinator_service.h) and grpc.health.v1
-// (SERVING for "" and "gradnorm.v1.Coordinator" while up). Requests larger than
+// (SERVING for "" and "gradnorm.v1.Coordinator" while up). With health_listen,
+// grpc.health.v1 alone, with the same statuses, is also served in plaintext on
+// a port of its own: probes that cannot speak (mutual) TLS, as the kubelet's
+// gRPC probe cannot, check it there, and nothing else is reachable through it. Requests larger than
 // max_message_bytes fail with RESOURCE_EXHAUSTED before reaching a handler.
 // Keepalive: clients may ping every 10 s, also without calls in flight; the
 // server pings idle connections every 60 s and drops them after 20 s without
@@ -39,6 +42,7 @@
 #include "server/aggregator.h"
 #include "server/auth.h"
 #include "server/coordinator_service.h"
+#include "server/health_service.h"
 #include "server/metrics.h"
 #include "server/telemetry_store.h"
 #include "server/tls.h"
@@ -60,6 +64,8 @@ struct CoordinatorServerOptions {
   bool sqlite_synchronous_full = false;
   // host:port of the Prometheus endpoint; empty: metrics are not served.
   std::string metrics_listen;
+  // host:port of the plaintext, health-only gRPC port; empty: none.
+  std::string health_listen;
   // TLS / mutual TLS (tls.h); all empty: plaintext.
   TlsFiles tls;
   // Bearer tokens file (auth.h); empty: no authentication.
@@ -92,6 +98,8 @@ class CoordinatorServer {
   int port() const { return port_; }
   // options.listen's host with port(): what clients connect to.
   const std::string& address() const { return address_; }
+  // The health-only port (0 without health_listen).
+  int health_port() const { return health_port_; }
   Aggregator* aggregator() { return aggregator_.get(); }
   PrometheusMetrics* metrics() { return metrics_.get(); }
 
@@ -104,6 +112,8 @@ class CoordinatorServer {
 
  private:
   CoordinatorServer() = default;
+  // Health of both ports: "" and gradnorm.v1.Coordinator.
+  void SetServing(bool serving);
 
   CoordinatorServerOptions options_;
   std::unique_ptr<TelemetryStore> store_;
@@ -114,6 +124,9 @@ class CoordinatorServer {
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::string address_;
+  std::unique_ptr<HealthService> health_service_;
+  std::unique_ptr<grpc::Server> health_server_;
+  int health_port_ = 0;
 
   absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;

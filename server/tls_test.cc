@@ -42,9 +42,11 @@ class TlsTest : public ::testing::Test {
 
   void SetUp() override { ASSERT_TRUE(ok_) << "openssl failed to make test certificates"; }
 
-  std::unique_ptr<CoordinatorServer> Start(bool mutual) {
+  std::unique_ptr<CoordinatorServer> Start(bool mutual,
+                                           const std::string& health_listen = "") {
     CoordinatorServerOptions options;
     options.listen = "127.0.0.1:0";
+    options.health_listen = health_listen;
     options.store = StoreKind::kMemory;
     options.tls.cert = Path("server.crt");
     options.tls.key = Path("server.key");
@@ -108,6 +110,36 @@ TEST_F(TlsTest, MutualTlsRequiresAClientCertificateFromTheCa) {
             grpc::StatusCode::UNAVAILABLE);
   // The refused handshakes left the server healthy.
   EXPECT_EQ(trusted->Health(), "SERVING");
+}
+
+// Behind mutual TLS, a probe that speaks plaintext (the kubelet's gRPC probe)
+// checks health on the health-only port; the Coordinator is not served there,
+// so the port opens no way around TLS and tokens; it turns NOT_SERVING with
+// the server's shutdown.
+TEST_F(TlsTest, PlaintextHealthPortServesHealthOnly) {
+  auto server = Start(/*mutual=*/true, "127.0.0.1:0");
+  ASSERT_NE(server, nullptr);
+  ASSERT_GT(server->health_port(), 0);
+  TestClient probe(NewChannel(absl::StrCat("127.0.0.1:", server->health_port())));
+  EXPECT_EQ(probe.Health(), "SERVING");
+  EXPECT_EQ(probe.Health("gradnorm.v1.Coordinator"), "SERVING");
+  grpc::Status status = probe.RegisterRun("r", Config());
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED) << status.error_message();
+  // The main port still refuses plaintext.
+  TestClient plaintext(NewChannel(server->address()));
+  EXPECT_EQ(plaintext.Health(), absl::StrCat("ERROR ", grpc::StatusCode::UNAVAILABLE));
+  ASSERT_TRUE(server->Shutdown().ok());
+  EXPECT_NE(probe.Health(), "SERVING");
+}
+
+TEST(CoordinatorServerTest, BadHealthListenAddressIsInvalid) {
+  CoordinatorServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.store = StoreKind::kMemory;
+  options.health_listen = "no-port";
+  auto server = CoordinatorServer::Create(options);
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument) << server.status();
+  EXPECT_THAT(std::string(server.status().message()), ::testing::HasSubstr("no-port"));
 }
 
 TEST(MakeServerCredentialsTest, RejectsIncompleteOrUnreadableFiles) {
