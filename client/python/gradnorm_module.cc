@@ -83,6 +83,8 @@ struct Names {
   PyObject* is_contiguous = PyUnicode_InternFromString("is_contiguous");
   PyObject* is_cuda = PyUnicode_InternFromString("is_cuda");
   PyObject* get_device = PyUnicode_InternFromString("get_device");
+  PyObject* device = PyUnicode_InternFromString("device");
+  PyObject* type = PyUnicode_InternFromString("type");
 };
 
 const Names& GetNames() {
@@ -170,6 +172,15 @@ class TensorViews {
     if (GetAttr(t, names.is_cuda).ptr() == Py_True) {
       view->device = Device::Cuda(static_cast<int32_t>(
           PyLong_AsLong(CallMethod(t, names.get_device).ptr())));
+    } else {
+      // Neither CUDA nor CPU memory (xpu, mps, meta, ...): the CPU kernels
+      // must not read it.
+      const std::string type = py::str(GetAttr(GetAttr(t, names.device).ptr(), names.type));
+      if (type != "cpu") {
+        throw py::value_error(absl::StrCat(
+            "INVALID_ARGUMENT: tensor ", index, " is on device type '", type,
+            "'; expected cpu or cuda"));
+      }
     }
     if (PyErr_Occurred()) throw py::error_already_set();
     return true;
@@ -184,7 +195,10 @@ class TensorViews {
     auto views = std::make_unique<TensorViews>();
     views->on_torch_threads_ = true;
     views->views_.reserve(tensors.size());
-    views->keep_alive_ = py::list(tensors);
+    // A list of our own: py::list(tensors) would share a list argument, which
+    // the caller may change while the views point into its tensors.
+    views->keep_alive_ = py::reinterpret_steal<py::list>(PySequence_List(tensors.ptr()));
+    if (!views->keep_alive_) throw py::error_already_set();
     for (size_t i = 0; i < tensors.size(); ++i) {
       PyObject* t = PyList_GET_ITEM(views->keep_alive_.ptr(), i);
       GradTensor view;

@@ -312,6 +312,27 @@ def test_autograd_gradients_and_subclass_gradients():
                 (13.0 + 1e-6))
 
 
+def test_from_torch_views_keep_their_own_list():
+    from gradnorm import _gradnorm
+    grads = [torch.tensor([3.0, 4.0]), torch.tensor([12.0])]
+    views = _gradnorm.TensorViews.from_torch(grads, gn._DTYPE_CODES)
+    grads.clear()  # the caller's list; the views keep the tensors alive
+    assert views.num_grads == 2
+    assert views.partial_norm(2.0) == (169.0, False)
+    views.release()
+
+
+def test_subclass_gradient_on_another_device_is_rejected():
+    class Sub(torch.Tensor):
+        pass
+
+    from gradnorm import _gradnorm
+    grad = torch.empty(4, device="meta").as_subclass(Sub)
+    with pytest.raises(ValueError, match=r"tensor 1 is on device type 'meta'; "
+                                         r"expected cpu or cuda"):
+        _gradnorm.TensorViews.from_torch([torch.ones(2), grad], gn._DTYPE_CODES)
+
+
 def test_many_parameters_of_every_kind_in_one_call():
     """Hundreds of parameters (from_parameters reads them in a pipeline):
     every gradient is counted once, in order, whatever its kind."""
