@@ -301,8 +301,23 @@ absl::StatusOr<gradnorm::v1::RoundResult> GradNormClipper::ReportAndShare(
 
 absl::StatusOr<StepResult> GradNormClipper::Step(
     uint64_t step, absl::Span<const GradTensor> grads) {
+  return StepWith(step, grads, options_.partial, options_.scale);
+}
+
+absl::StatusOr<StepResult> GradNormClipper::Step(
+    uint64_t step, absl::Span<const GradTensor> grads, void* cuda_stream) {
+  PartialNormOptions partial = options_.partial;
+  ScaleOptions scale = options_.scale;
+  partial.cuda_stream = cuda_stream;
+  scale.cuda_stream = cuda_stream;
+  return StepWith(step, grads, partial, scale);
+}
+
+absl::StatusOr<StepResult> GradNormClipper::StepWith(
+    uint64_t step, absl::Span<const GradTensor> grads,
+    const PartialNormOptions& partial, const ScaleOptions& scale) {
   GradNormOptions norm_options;
-  norm_options.partial = options_.partial;
+  norm_options.partial = partial;
   ASSIGN_OR_RETURN(GradNormResult norm,
                    GetGradNorm(grads, *dp_cp_, *tp_, options_.norm_type,
                                norm_options));
@@ -335,7 +350,7 @@ absl::StatusOr<StepResult> GradNormClipper::Step(
     return NonFiniteError(result.total_norm);
   }
   if (result.action == gradnorm::v1::ACTION_CLIP) {
-    RETURN_IF_ERROR(ScaleInPlace(grads, result.clip_coef, options_.scale));
+    RETURN_IF_ERROR(ScaleInPlace(grads, result.clip_coef, scale));
   }
   return result;
 }

@@ -143,12 +143,23 @@ class GradNormClipper {
   // the same step.
   absl::StatusOr<StepResult> Step(uint64_t step,
                                   absl::Span<const GradTensor> grads);
+  // The same, with the kernels on `cuda_stream` (a cudaStream_t; null: the
+  // legacy default stream) for this step instead of options.partial's and
+  // options.scale's: for a caller whose current stream changes between steps,
+  // as torch's does under `with torch.cuda.stream(s)`.
+  absl::StatusOr<StepResult> Step(uint64_t step,
+                                  absl::Span<const GradTensor> grads,
+                                  void* cuda_stream);
 
  private:
   GradNormClipper(Communicator* dp_cp, Communicator* tp, Communicator* job,
                   const GradNormClipperOptions& options,
                   std::optional<CoordinatorBinding> coordinator);
 
+  absl::StatusOr<StepResult> StepWith(uint64_t step,
+                                      absl::Span<const GradTensor> grads,
+                                      const PartialNormOptions& partial,
+                                      const ScaleOptions& scale);
   // The decision without a coordinator.
   absl::StatusOr<StepResult> DecideLocally(double total_norm) const;
   // The leader's Report, shared with the job's ranks.

@@ -408,8 +408,10 @@ class Clipper {
     return clipper;
   }
 
+  // `cuda_stream`: torch's current stream of the gradients' device (0 for
+  // CPU gradients or the legacy default stream).
   py::dict Step(uint64_t step, TensorViews& views,
-                const std::vector<bool>& tp_replicated) {
+                const std::vector<bool>& tp_replicated, uintptr_t cuda_stream) {
     std::vector<GradTensor>& grads = views.views();
     if (tp_replicated.size() != grads.size()) {
       throw py::value_error(absl::StrCat(
@@ -422,7 +424,7 @@ class Clipper {
     absl::StatusOr<StepResult> result;
     {
       py::gil_scoped_release release;
-      result = clipper_->Step(step, grads);
+      result = clipper_->Step(step, grads, reinterpret_cast<void*>(cuda_stream));
     }
     if (!result.ok()) ThrowStatus(result.status());
     py::dict out;
@@ -498,7 +500,8 @@ PYBIND11_MODULE(_gradnorm, m) {
            py::arg("norm_type"), py::arg("max_norm"),
            py::arg("error_if_nonfinite"), py::arg("coordinator"))
       .def("step", &::gradnorm::python_internal::Clipper::Step,
-           py::arg("step"), py::arg("views"), py::arg("tp_replicated"));
+           py::arg("step"), py::arg("views"), py::arg("tp_replicated"),
+           py::arg("cuda_stream") = 0);
 
   m.def(
       "partial_norm",

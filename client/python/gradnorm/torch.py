@@ -583,7 +583,11 @@ class Clipper:
                 "INVALID_ARGUMENT: Clipper needs contiguous gradients; "
                 f"{len(local.strided)} are not")
         try:
-            result = self._clipper.step(step, local.views, replicated)
+            # On torch's current stream, as get_grad_norm and the clip
+            # functions run: ordered after backward's writes and before the
+            # optimizer's reads on that stream.
+            result = self._clipper.step(step, local.views, replicated,
+                                        local.stream)
         finally:
             local.done()
         return result
