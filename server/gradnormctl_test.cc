@@ -31,6 +31,15 @@ using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
 using ::testing::Not;
 
+// p = 2, max_norm 4, `participants` jobs.
+v1::RunConfig Config(uint32_t participants) {
+  v1::RunConfig config;
+  config.set_norm_type(2);
+  config.set_max_norm(4);
+  config.set_participants(participants);
+  return config;
+}
+
 std::string TempPath(const std::string& name) {
   const char* dir = std::getenv("TEST_TMPDIR");
   return absl::StrCat(dir != nullptr ? dir : "/tmp", "/", name);
@@ -102,11 +111,7 @@ class GradnormctlTest : public ::testing::Test {
 
 TEST_F(GradnormctlTest, TablesJsonHealthAndErrors) {
   TestClient client(NewChannel(target_));
-  v1::RunConfig config;
-  config.set_norm_type(2);
-  config.set_max_norm(4);
-  config.set_participants(1);
-  ASSERT_TRUE(client.RegisterRun("ctl-run", config).ok());
+  ASSERT_TRUE(client.RegisterRun("ctl-run", Config(1)).ok());
   // Norms 3, 5 (clipped), 4.
   for (int step = 0; step < 3; ++step) {
     const double partial[] = {9.0, 25.0, 16.0};
@@ -155,11 +160,7 @@ TEST_F(GradnormctlTest, TablesJsonHealthAndErrors) {
 // "none", so it is a usage error.
 TEST_F(GradnormctlTest, SummaryTopListsThatManyParticipantsAndRejectsZero) {
   TestClient client(NewChannel(target_));
-  v1::RunConfig config;
-  config.set_norm_type(2);
-  config.set_max_norm(4);
-  config.set_participants(2);
-  ASSERT_TRUE(client.RegisterRun("two-jobs", config).ok());
+  ASSERT_TRUE(client.RegisterRun("two-jobs", Config(2)).ok());
   std::unique_ptr<PendingReport> first = client.StartReport("two-jobs", 0, 0, 1.0);
   ASSERT_TRUE(client.Report("two-jobs", 0, 1, 3.0).ok());
   ASSERT_TRUE(first->WaitFor(absl::Seconds(20)));
@@ -185,11 +186,7 @@ TEST_F(GradnormctlTest, SummaryTopListsThatManyParticipantsAndRejectsZero) {
 // names every other --json command uses.
 TEST_F(GradnormctlTest, WatchJsonUsesProtoFieldNames) {
   TestClient client(NewChannel(target_));
-  v1::RunConfig config;
-  config.set_norm_type(2);
-  config.set_max_norm(4);
-  config.set_participants(1);
-  ASSERT_TRUE(client.RegisterRun("ctl-run", config).ok());
+  ASSERT_TRUE(client.RegisterRun("ctl-run", Config(1)).ok());
   ASSERT_TRUE(client.Report("ctl-run", 0, 0, 9.0).ok());
   ASSERT_TRUE(client.Report("ctl-run", 1, 0, 25.0).ok());
 
@@ -229,11 +226,7 @@ TEST_F(GradnormctlTest, WatchTimeoutBoundsConnectingOnly) {
   EXPECT_LT(elapsed, absl::Seconds(5));
 
   TestClient client(NewChannel(target_));
-  v1::RunConfig config;
-  config.set_norm_type(2);
-  config.set_max_norm(4);
-  config.set_participants(1);
-  ASSERT_TRUE(client.RegisterRun("ctl-run", config).ok());
+  ASSERT_TRUE(client.RegisterRun("ctl-run", Config(1)).ok());
   FILE* watch = Start("--timeout=0.5 watch ctl-run", "timeout 3");
   absl::SleepFor(absl::Milliseconds(1500));
   ASSERT_TRUE(client.Report("ctl-run", 7, 0, 4.0).ok());
