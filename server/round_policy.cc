@@ -1,5 +1,6 @@
 #include "server/round_policy.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -41,7 +42,7 @@ RoundDecision RoundPolicy::Decide(double total) const {
     return d;
   }
   if (std::optional<SpikeRule::Window> w = spike_.Current();
-      w.has_value() && total > w->threshold) {
+      w.has_value() && w->std > 0 && total > w->threshold) {
     d.action = v1::ACTION_SKIP;
     d.reason = v1::REASON_SPIKE;
     d.detail = absl::StrCat(
@@ -69,8 +70,14 @@ RoundDecision RoundPolicy::Decide(double total) const {
 
 void RoundPolicy::Observe(double total, v1::Action action) {
   if (!std::isfinite(total)) return;
+  if (action == v1::ACTION_SKIP) {  // A finite total is skipped as a spike.
+    if (std::optional<SpikeRule::Window> w = spike_.Current()) {
+      spike_.Observe(std::min(total, w->threshold));
+    }
+    return;
+  }
   clip_->Observe(total);
-  if (action != v1::ACTION_SKIP) spike_.Observe(total);
+  spike_.Observe(total);
 }
 
 }  // namespace server

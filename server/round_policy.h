@@ -7,8 +7,9 @@
 //   RoundDecision decision = policy.Decide(total);
 //   policy.Observe(total, decision.action);  // once the round is finalized
 //
-// Decision order: a non-finite total is SKIP / NONFINITE; a spike (spike_rule.h)
-// is SKIP / SPIKE; otherwise coef = effective_max_norm / (total + 1e-6) and the
+// Decision order: a non-finite total is SKIP / NONFINITE; a spike (spike_rule.h;
+// only once the window has spread, std > 0: a window of equal totals cannot
+// tell a spike from noise) is SKIP / SPIKE; otherwise coef = effective_max_norm / (total + 1e-6) and the
 // action is CLIP / ABOVE_MAX_NORM iff coef < 1, else NONE / WITHIN_MAX_NORM.
 // clip_coef is 1 whenever the action is not CLIP.
 //
@@ -53,8 +54,13 @@ class RoundPolicy {
   RoundDecision Decide(double total) const;
 
   // Feeds a finalized round (live, or replayed from the store in finalization
-  // order): finite totals enter the clip policy; finite totals of rounds not
-  // skipped enter the spike window.
+  // order). A finite total of a round that was not skipped enters the clip
+  // policy and the spike window. A skipped spike was never applied, so the
+  // clip policy does not see it, and the window takes the threshold it
+  // exceeded instead of its total: a lone spike moves the window no more than
+  // an accepted step could, while a lasting rise of the norm's level raises
+  // the threshold step by step until the new level is accepted (left out
+  // altogether, such a rise would be skipped forever).
   void Observe(double total, v1::Action action);
 
  private:

@@ -1,14 +1,15 @@
 // The spike rule: skip a step whose total is more than sigma standard
 // deviations above the mean of the run's recent window (the last `window`
-// finite totals of rounds that were not skipped), once the window holds
-// warmup_steps totals. Mean and (population) standard deviation are computed
+// finite totals, a skipped spike's taken as the threshold it exceeded; see
+// RoundPolicy::Observe), once the window holds warmup_steps totals and has
+// spread (std > 0). Mean and (population) standard deviation are computed
 // over the window in order, so the result is deterministic. State is a pure
 // function of the observed totals, so replaying stored history rebuilds it.
 //
 //   SpikeRule rule(config.spike_rule());
-//   std::optional<double> threshold = rule.Threshold();
-//   bool spike = threshold.has_value() && total > *threshold;
-//   if (!spike && std::isfinite(total)) rule.Observe(total);
+//   std::optional<SpikeRule::Window> w = rule.Current();
+//   bool spike = w.has_value() && w->std > 0 && total > w->threshold;
+//   rule.Observe(spike ? w->threshold : total);
 //
 // Thread-safety: none; the owner (one run) serializes calls.
 #ifndef GRADNORM_SERVER_SPIKE_RULE_H_
@@ -41,8 +42,8 @@ class SpikeRule {
   // warming up (no total is a spike then).
   std::optional<Window> Current() const;
 
-  // Feeds the total of a finalized round that was not skipped, in
-  // finalization order. Non-finite totals are ignored.
+  // Feeds a finalized round's total (for a skipped spike, the threshold it
+  // exceeded), in finalization order. Non-finite totals are ignored.
   void Observe(double total);
 
  private:
