@@ -236,6 +236,14 @@ absl::StatusOr<v1::RunConfig> NormalizeRunConfig(const v1::RunConfig& config,
       break;
     }
   }
+  // An adaptive policy clips at max_norm until its warm-up ends; 0 (also an
+  // unset field) would zero every gradient of those steps.
+  if (out.max_norm() == 0 &&
+      out.clip_policy().policy_case() != v1::ClipPolicy::kStaticClip) {
+    return OutOfRange("max_norm", 0,
+                      "> 0 with an adaptive clip policy (AutoClip, ZClip): it "
+                      "is the threshold of the policy's warm-up steps");
+  }
   absl::Status spike = NormalizeSpikeRule(out.mutable_spike_rule());
   if (!spike.ok()) return spike;
   switch (out.nonfinite_policy()) {

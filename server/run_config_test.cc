@@ -180,6 +180,24 @@ TEST(NormalizeRunConfigTest, RejectsOutOfRangeFields) {
   c.set_round_timeout_ms(kMaxRoundTimeoutMs + 1);
   ExpectInvalid(c, "run config field round_timeout_ms is 86400001; expected "
                    "at most 86400000 (one day)");
+
+  // Unset (0) max_norm with an adaptive policy would zero the gradients of its
+  // warm-up steps; with the static policy 0 stays allowed (torch's meaning).
+  for (bool zclip : {false, true}) {
+    c = Minimal();
+    c.set_max_norm(0);
+    if (zclip) {
+      c.mutable_clip_policy()->mutable_zclip();
+    } else {
+      c.mutable_clip_policy()->mutable_auto_clip();
+    }
+    ExpectInvalid(c, "run config field max_norm is 0; expected > 0 with an "
+                     "adaptive clip policy (AutoClip, ZClip): it is the "
+                     "threshold of the policy's warm-up steps");
+  }
+  c = Minimal();
+  c.set_max_norm(0);
+  EXPECT_TRUE(NormalizeRunConfig(c, 4096).ok());
 }
 
 TEST(DiffRunConfigsTest, EqualAfterDefaults) {
