@@ -132,6 +132,9 @@ absl::StatusOr<ClipResult> ClipGradByTotalNorm(
     return absl::InvalidArgumentError(absl::StrCat(
         "total_norm ", total_norm, " is invalid: expected a value >= 0"));
   }
+  // Also when nothing is scaled: a bad view is the caller's error whatever
+  // this step's norm.
+  RETURN_IF_ERROR(ValidateTensors(grads));
   ClipResult result;
   if (!std::isfinite(total_norm)) {
     if (options.error_if_nonfinite) {

@@ -320,6 +320,14 @@ TEST(ClipGradByTotalNormTest, InvalidArguments) {
   EXPECT_EQ(ClipGradByTotalNorm(Views(a, b), 1.0, -2.0).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(a, (std::vector<float>{3, 4}));
+  // A bad view is refused whether or not this total would scale anything
+  // (coef 2 here, and a non-finite total).
+  const GradTensor null_view = GradTensor::Cpu(static_cast<float*>(nullptr), 5);
+  for (double total : {0.5, std::numeric_limits<double>::infinity()}) {
+    EXPECT_EQ(ClipGradByTotalNorm({null_view}, 1.0, total).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << total;
+  }
 }
 
 }  // namespace
