@@ -54,6 +54,10 @@ def cuda_library(name, srcs, hdrs = [], cu_hdrs = [], deps = [], nvcc_flags = []
         srcs = objects,
         hdrs = hdrs,
         deps = deps + ["@local_cuda//:cudart"],
+        # The static CUDA runtime's symbols are local to each link: code that
+        # calls it must be linked into the executable (or libgradnorm.so)
+        # itself, never into a per-library shared object of a test.
+        linkstatic = True,
         alwayslink = True,
         **kwargs
     )

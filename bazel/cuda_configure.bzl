@@ -52,7 +52,13 @@ def _cuda_configure_impl(ctx):
         "",
         "cc_library(",
         '    name = "cudart",',
-        '    linkopts = ["-L%s/lib64", "-Wl,-rpath,%s/lib64", "-lcudart", "-ldl", "-lpthread", "-lrt"],' % (root, root),
+        # The static runtime: it loads the driver (libcuda) at first use, so
+        # a library linking it (libgradnorm.so) loads on machines without
+        # CUDA, and binaries carry no dependency on the toolkit's version.
+        # Whole: in tests linked against per-library shared objects the
+        # runtime's users are those objects, which do not pull archive
+        # members themselves.
+        '    linkopts = ["-L%s/lib64", "-Wl,--whole-archive", "-l:libcudart_static.a", "-Wl,--no-whole-archive", "-ldl", "-lpthread", "-lrt"],' % root,
         '    deps = [":cuda_headers"],',
         ")",
         "",

@@ -193,6 +193,32 @@ absl::StatusOr<gradnorm::v1::RunInfo> CoordinatorClient::GetRun(
   return response.run();
 }
 
+absl::StatusOr<gradnorm::v1::ListRunsResponse> CoordinatorClient::ListRuns(
+    const gradnorm::v1::ListRunsRequest& request, absl::Time deadline) {
+  return Query<gradnorm::v1::ListRunsResponse>(
+      "ListRuns", deadline, [&](grpc::ClientContext* context, auto* response) {
+        return stub_->ListRuns(context, request, response);
+      });
+}
+
+absl::StatusOr<gradnorm::v1::GetHistoryResponse> CoordinatorClient::GetHistory(
+    const gradnorm::v1::GetHistoryRequest& request, absl::Time deadline) {
+  return Query<gradnorm::v1::GetHistoryResponse>(
+      "GetHistory", deadline,
+      [&](grpc::ClientContext* context, auto* response) {
+        return stub_->GetHistory(context, request, response);
+      });
+}
+
+absl::StatusOr<gradnorm::v1::GetSummaryResponse> CoordinatorClient::GetSummary(
+    const gradnorm::v1::GetSummaryRequest& request, absl::Time deadline) {
+  return Query<gradnorm::v1::GetSummaryResponse>(
+      "GetSummary", deadline,
+      [&](grpc::ClientContext* context, auto* response) {
+        return stub_->GetSummary(context, request, response);
+      });
+}
+
 absl::StatusOr<gradnorm::v1::RoundResult> CoordinatorClient::Report(
     const gradnorm::v1::ReportRequest& request, absl::Time deadline) {
   if (options_.report_stream && !stream_unsupported_.load() &&

@@ -132,6 +132,16 @@ class CoordinatorClient {
   absl::StatusOr<gradnorm::v1::RunInfo> GetRun(const std::string& run_id,
                                                absl::Time deadline);
 
+  // The dashboard queries (see coordinator.proto), retried on UNAVAILABLE
+  // like GetRun. Errors are the coordinator's (NOT_FOUND for an unknown run,
+  // INVALID_ARGUMENT for a bad range, auth errors) or DEADLINE_EXCEEDED.
+  absl::StatusOr<gradnorm::v1::ListRunsResponse> ListRuns(
+      const gradnorm::v1::ListRunsRequest& request, absl::Time deadline);
+  absl::StatusOr<gradnorm::v1::GetHistoryResponse> GetHistory(
+      const gradnorm::v1::GetHistoryRequest& request, absl::Time deadline);
+  absl::StatusOr<gradnorm::v1::GetSummaryResponse> GetSummary(
+      const gradnorm::v1::GetSummaryRequest& request, absl::Time deadline);
+
   // Reports one participant's partial and returns the round's result once all
   // participants reported. Errors are the coordinator's (see coordinator.proto)
   // or DEADLINE_EXCEEDED.
@@ -153,6 +163,20 @@ class CoordinatorClient {
   absl::Status CallWithRetries(
       absl::string_view name, absl::Time deadline,
       const std::function<grpc::Status(grpc::ClientContext*)>& call);
+
+  // A unary call retried like the others: `call(context, &response)`.
+  template <typename Response, typename Call>
+  absl::StatusOr<Response> Query(absl::string_view name, absl::Time deadline,
+                                 Call call) {
+    Response response;
+    absl::Status status =
+        CallWithRetries(name, deadline, [&](grpc::ClientContext* context) {
+          response.Clear();
+          return call(context, &response);
+        });
+    if (!status.ok()) return status;
+    return response;
+  }
 
   // One open ReportStream.
   struct Stream {

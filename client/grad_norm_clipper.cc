@@ -301,23 +301,32 @@ absl::StatusOr<gradnorm::v1::RoundResult> GradNormClipper::ReportAndShare(
 
 absl::StatusOr<StepResult> GradNormClipper::Step(
     uint64_t step, absl::Span<const GradTensor> grads) {
-  return StepWith(step, grads, options_.partial, options_.scale);
+  return StepWith(step, grads, options_.partial, options_.scale,
+                  absl::OkStatus());
 }
 
 absl::StatusOr<StepResult> GradNormClipper::Step(
     uint64_t step, absl::Span<const GradTensor> grads, void* cuda_stream) {
+  return Step(step, grads, cuda_stream, absl::OkStatus());
+}
+
+absl::StatusOr<StepResult> GradNormClipper::Step(
+    uint64_t step, absl::Span<const GradTensor> grads, void* cuda_stream,
+    const absl::Status& input_error) {
   PartialNormOptions partial = options_.partial;
   ScaleOptions scale = options_.scale;
   partial.cuda_stream = cuda_stream;
   scale.cuda_stream = cuda_stream;
-  return StepWith(step, grads, partial, scale);
+  return StepWith(step, grads, partial, scale, input_error);
 }
 
 absl::StatusOr<StepResult> GradNormClipper::StepWith(
     uint64_t step, absl::Span<const GradTensor> grads,
-    const PartialNormOptions& partial, const ScaleOptions& scale) {
+    const PartialNormOptions& partial, const ScaleOptions& scale,
+    const absl::Status& input_error) {
   GradNormOptions norm_options;
   norm_options.partial = partial;
+  norm_options.input_error = input_error;
   ASSIGN_OR_RETURN(GradNormResult norm,
                    GetGradNorm(grads, *dp_cp_, *tp_, options_.norm_type,
                                norm_options));

@@ -150,6 +150,14 @@ class GradNormClipper {
   absl::StatusOr<StepResult> Step(uint64_t step,
                                   absl::Span<const GradTensor> grads,
                                   void* cuda_stream);
+  // The same, for a caller that found an error in its own input before the
+  // step (see GradNormOptions::input_error): this rank fails with
+  // `input_error` and the job's other ranks with ABORTED, after every rank
+  // joined the reductions, so none waits for it. OK: as above.
+  absl::StatusOr<StepResult> Step(uint64_t step,
+                                  absl::Span<const GradTensor> grads,
+                                  void* cuda_stream,
+                                  const absl::Status& input_error);
 
  private:
   GradNormClipper(Communicator* dp_cp, Communicator* tp, Communicator* job,
@@ -159,7 +167,8 @@ class GradNormClipper {
   absl::StatusOr<StepResult> StepWith(uint64_t step,
                                       absl::Span<const GradTensor> grads,
                                       const PartialNormOptions& partial,
-                                      const ScaleOptions& scale);
+                                      const ScaleOptions& scale,
+                                      const absl::Status& input_error);
   // The decision without a coordinator.
   absl::StatusOr<StepResult> DecideLocally(double total_norm) const;
   // The leader's Report, shared with the job's ranks.

@@ -24,9 +24,11 @@ struct LocalPartial {
 };
 
 LocalPartial ComputeLocal(absl::Span<const GradTensor> grads, Communicator& tp,
-                          double norm_type, const PartialNormOptions& options) {
+                          double norm_type, const GradNormOptions& options) {
   LocalPartial local;
   local.status = ValidateNormType(norm_type);
+  if (!local.status.ok()) return local;
+  local.status = options.input_error;
   if (!local.status.ok()) return local;
   // Every view, also a replicated one this rank does not count: a bad one
   // must fail here, where the whole group learns of it, not later in the clip
@@ -38,12 +40,12 @@ LocalPartial ComputeLocal(absl::Span<const GradTensor> grads, Communicator& tp,
   std::vector<GradTensor> counted;
   counted.reserve(grads.size());
   for (const GradTensor& g : grads) {
-    if (g.tp_replicated && tp.rank() != 0) continue;
+    if (g.counted_elsewhere || (g.tp_replicated && tp.rank() != 0)) continue;
     counted.push_back(g);
     local.num_elements += static_cast<double>(g.numel);
   }
   absl::StatusOr<PartialNorm> partial =
-      ComputePartialNorm(counted, norm_type, options);
+      ComputePartialNorm(counted, norm_type, options.partial);
   if (!partial.ok()) {
     local.status = partial.status();
     local.num_elements = 0.0;
@@ -75,7 +77,7 @@ absl::StatusOr<GradNormResult> GetGradNorm(absl::Span<const GradTensor> grads,
                                            Communicator& dp_cp,
                                            Communicator& tp, double norm_type,
                                            const GradNormOptions& options) {
-  const LocalPartial local = ComputeLocal(grads, tp, norm_type, options.partial);
+  const LocalPartial local = ComputeLocal(grads, tp, norm_type, options);
   const double failed = local.status.ok() ? 0.0 : 1.0;
   const bool inf_norm = std::isinf(norm_type) && norm_type > 0;
 

@@ -34,6 +34,10 @@ struct GradNormOptions {
   bool error_if_nonfinite = false;
   // Threads, chunking and CUDA stream of the local partial.
   PartialNormOptions partial;
+  // An error this rank found in its own input before the call (a gradient
+  // its caller could not describe as a GradTensor, say): the rank fails with
+  // it, and the group learns of it as of a bad view (ABORTED elsewhere).
+  absl::Status input_error;
 };
 
 struct GradNormResult {
@@ -51,7 +55,8 @@ struct GradNormResult {
 
 // The p-norm (norm_type > 0, or +Inf) of the gradients sharded over `dp_cp`
 // (disjoint shards: partials are summed, or max-ed) and `tp` (replicated
-// tensors counted on TP rank 0 only). Every rank calls it with the same
+// tensors counted on TP rank 0 only; tensors marked counted_elsewhere never
+// counted). Every rank calls it with the same
 // norm_type, also a rank without gradients; every rank joins every reduction
 // even when its own arguments are bad, so no rank hangs another. All ranks
 // get the bitwise same result.

@@ -229,6 +229,52 @@ TEST(GetGradNormTest, BadReplicatedViewOnTpRankOneFailsEveryRank) {
   EXPECT_EQ(results[0].status().code(), absl::StatusCode::kAborted);
 }
 
+// An error the caller found before the call (input_error) fails its rank
+// with that error and the others with ABORTED, after all joined.
+TEST(GetGradNormTest, InputErrorOnOneRankFailsEveryRankWithoutHanging) {
+  Mesh mesh(2, 1);
+  std::vector<float> w = {3, 4};
+  std::vector<std::vector<GradTensor>> grads = {{GradTensor::Cpu(w.data(), 2)},
+                                                {GradTensor::Cpu(w.data(), 2)}};
+  std::vector<absl::StatusOr<GradNormResult>> results(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      GradNormOptions options;
+      if (r == 1) {
+        options.input_error =
+            absl::InvalidArgumentError("parameter 7's gradient is not dense");
+      }
+      results[r] = GetGradNorm(grads[r], mesh.dp_comm(r), mesh.tp_comm(r),
+                               2.0, options);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(results[1].status(),
+            absl::InvalidArgumentError("parameter 7's gradient is not dense"));
+  EXPECT_EQ(results[0].status().code(), absl::StatusCode::kAborted);
+}
+
+// A replica counted elsewhere (a DTensor replicated over a dp_cp mesh
+// dimension, at coordinate 1) adds nothing here: DP 2 with the replica
+// counted on rank 0 only gives the norm of one copy.
+TEST(GetGradNormTest, ReplicaCountedElsewhereIsCountedOnce) {
+  Mesh mesh(2, 1);
+  std::vector<float> w0 = {3}, w1 = {4}, r = {1, 2};
+  GradTensor replica0 = GradTensor::Cpu(r.data(), 2);
+  GradTensor replica1 = replica0;
+  replica1.counted_elsewhere = true;
+  std::vector<std::vector<GradTensor>> grads = {
+      {GradTensor::Cpu(w0.data(), 1), replica0},
+      {GradTensor::Cpu(w1.data(), 1), replica1}};
+  auto results = NormOnMesh(mesh, grads, 2.0);
+  for (const auto& result : results) {
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->total_norm, std::sqrt(30.0));  // 9 + 16 + 1 + 4
+    EXPECT_EQ(result->num_elements, 4u);
+  }
+}
+
 std::vector<GradTensor> Views(std::vector<float>& a, std::vector<float>& b) {
   return {GradTensor::Cpu(a.data(), a.size()),
           GradTensor::Cpu(b.data(), b.size())};

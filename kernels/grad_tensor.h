@@ -60,6 +60,10 @@ struct GradTensor {
   // there: layer norms, biases). The kernels ignore it; the client counts such
   // tensors on TP rank 0 only.
   bool tp_replicated = false;
+  // True for a replica that another rank counts (a tensor replicated over a
+  // data-parallel mesh dimension, held at a coordinate other than 0): the
+  // kernels ignore it; the client validates and clips it but never counts it.
+  bool counted_elsewhere = false;
 
   static GradTensor Cpu(float* data, int64_t numel) {
     return GradTensor{data, numel, DType::kFloat32, Device::Cpu(), false};
