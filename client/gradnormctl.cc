@@ -6,6 +6,12 @@
 //   gradnormctl [flags] summary RUN [--from=S --to=S --top=N]   (N >= 1)
 //   gradnormctl [flags] watch RUN [--from=S] stream finalized rounds
 //   gradnormctl [flags] health [--service=NAME]
+//   gradnormctl [flags] register RUN --participants=N [--norm_type=P
+//       --max_norm=X --policy=static|autoclip|zclip --autoclip_percentile=Q
+//       --autoclip_history=N --zclip_alpha=A --zclip_z=Z --warmup_steps=N
+//       --spike_sigma=S --spike_window=N --spike_warmup=N
+//       --nonfinite=skip|error --round_timeout_ms=T]
+//                                            register a run (every policy)
 //
 // Output is an aligned table by default, the proto3 JSON mapping with --json
 // (proto field names, e.g. total_norm; `watch --json` prints one object per
@@ -15,15 +21,19 @@
 // runs until interrupted, so there it bounds connecting only: a channel that
 // is not connected within --timeout fails with DEADLINE_EXCEEDED. Exit
 // status: 0 on success, 1 when the RPC failed (its code and message are
-// printed on stderr), 2 on usage errors (including --top < 1 and a --timeout
-// that is not a positive number of seconds); `health` exits 1 unless the
-// server is SERVING.
+// printed on stderr), 2 on usage errors (including --top < 1, a --timeout
+// that is not a positive number of seconds, and register settings that are
+// not understood); `health` exits 1 unless the server is SERVING. register
+// leaves unset numbers at the coordinator's defaults (coordinator.proto), and
+// the coordinator checks the values; registering again with the same
+// settings is a no-op, with others FAILED_PRECONDITION.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -35,6 +45,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -60,6 +71,21 @@ ABSL_FLAG(uint64_t, to, 0, "history/summary: last step, inclusive (0: latest)");
 ABSL_FLAG(uint32_t, points, 0, "history: at most this many buckets (0: every round)");
 ABSL_FLAG(uint32_t, top, 5, "summary: how many slowest participants to list (>= 1)");
 ABSL_FLAG(std::string, service, "", "health: service name ('' = whole server)");
+ABSL_FLAG(uint32_t, participants, 0, "register: number of jobs that report every step (>= 1)");
+ABSL_FLAG(std::string, norm_type, "2", "register: p of the p-norm (> 0), or inf");
+ABSL_FLAG(double, max_norm, 1.0, "register: static clip threshold (adaptive policies: warm-up)");
+ABSL_FLAG(std::string, policy, "static", "register: clip policy: static, autoclip or zclip");
+ABSL_FLAG(double, autoclip_percentile, 0, "register: AutoClip percentile in (0, 100] (0: 10)");
+ABSL_FLAG(uint32_t, autoclip_history, 0, "register: AutoClip history length (0: 1000)");
+ABSL_FLAG(double, zclip_alpha, 0, "register: ZClip EMA factor in (0, 1) (0: 0.97)");
+ABSL_FLAG(double, zclip_z, 0, "register: ZClip z-score threshold (0: 2.5)");
+ABSL_FLAG(uint32_t, warmup_steps, 0,
+          "register: the adaptive policy's warm-up steps (0: AutoClip 10, ZClip 25)");
+ABSL_FLAG(double, spike_sigma, 0, "register: skip steps this many sigma above the window (0: off)");
+ABSL_FLAG(uint32_t, spike_window, 0, "register: spike rule window (0: 128)");
+ABSL_FLAG(uint32_t, spike_warmup, 0, "register: spike rule warm-up (0: 16)");
+ABSL_FLAG(std::string, nonfinite, "skip", "register: a NaN/Inf total: skip or error");
+ABSL_FLAG(uint64_t, round_timeout_ms, 0, "register: round timeout in ms (0: 60000)");
 ABSL_FLAG(double, timeout, 10,
           "Seconds allowed per RPC, > 0 (watch: to connect; the stream itself runs until "
           "interrupted)");
@@ -70,7 +96,7 @@ using ::gradnorm::v1::Coordinator;
 
 constexpr char kUsage[] =
     "usage: gradnormctl [flags] runs | run RUN | history RUN | summary RUN | "
-    "watch RUN | health\n(see --help for flags)";
+    "watch RUN | health | register RUN --participants=N\n(see --help for flags)";
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
@@ -445,6 +471,82 @@ int Health(const std::shared_ptr<grpc::Channel>& channel, const std::string& tok
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
 }
 
+// The run config the register flags describe; INVALID_ARGUMENT for a
+// setting that is not understood (the coordinator checks the values).
+absl::StatusOr<gradnorm::v1::RunConfig> ConfigFromFlags() {
+  gradnorm::v1::RunConfig config;
+  if (absl::GetFlag(FLAGS_participants) < 1) {
+    return absl::InvalidArgumentError(
+        "--participants is required: the number of jobs (>= 1)");
+  }
+  config.set_participants(absl::GetFlag(FLAGS_participants));
+  const std::string p = absl::AsciiStrToLower(absl::GetFlag(FLAGS_norm_type));
+  double norm_type = 0;
+  if (p == "inf") {
+    norm_type = std::numeric_limits<double>::infinity();
+  } else if (!absl::SimpleAtod(p, &norm_type)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--norm_type=", p, ": expected a number > 0 or inf"));
+  }
+  config.set_norm_type(norm_type);
+  config.set_max_norm(absl::GetFlag(FLAGS_max_norm));
+  const std::string policy = absl::GetFlag(FLAGS_policy);
+  const uint32_t warmup = absl::GetFlag(FLAGS_warmup_steps);
+  if (policy == "static") {
+    config.mutable_clip_policy()->mutable_static_clip();
+  } else if (policy == "autoclip") {
+    auto* autoclip = config.mutable_clip_policy()->mutable_auto_clip();
+    autoclip->set_percentile(absl::GetFlag(FLAGS_autoclip_percentile));
+    autoclip->set_history_length(absl::GetFlag(FLAGS_autoclip_history));
+    autoclip->set_warmup_steps(warmup);
+  } else if (policy == "zclip") {
+    auto* zclip = config.mutable_clip_policy()->mutable_zclip();
+    zclip->set_alpha(absl::GetFlag(FLAGS_zclip_alpha));
+    zclip->set_z_threshold(absl::GetFlag(FLAGS_zclip_z));
+    zclip->set_warmup_steps(warmup);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--policy=", policy, ": expected static, autoclip or zclip"));
+  }
+  if (absl::GetFlag(FLAGS_spike_sigma) != 0) {
+    auto* spike = config.mutable_spike_rule();
+    spike->set_enabled(true);
+    spike->set_sigma(absl::GetFlag(FLAGS_spike_sigma));
+    spike->set_window(absl::GetFlag(FLAGS_spike_window));
+    spike->set_warmup_steps(absl::GetFlag(FLAGS_spike_warmup));
+  }
+  const std::string nonfinite = absl::GetFlag(FLAGS_nonfinite);
+  if (nonfinite == "skip") {
+    config.set_nonfinite_policy(gradnorm::v1::NON_FINITE_POLICY_SKIP);
+  } else if (nonfinite == "error") {
+    config.set_nonfinite_policy(gradnorm::v1::NON_FINITE_POLICY_ERROR);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--nonfinite=", nonfinite, ": expected skip or error"));
+  }
+  config.set_round_timeout_ms(absl::GetFlag(FLAGS_round_timeout_ms));
+  return config;
+}
+
+int Register(Coordinator::Stub& stub, const std::string& token,
+             const std::string& run_id, const gradnorm::v1::RunConfig& config) {
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  gradnorm::v1::RegisterRunRequest request;
+  request.set_run_id(run_id);
+  *request.mutable_config() = config;
+  gradnorm::v1::RegisterRunResponse response;
+  grpc::Status status = stub.RegisterRun(&context, request, &response);
+  if (!status.ok()) return Fail(status, "RegisterRun");
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+    return 0;
+  }
+  std::cout << (response.created() ? "registered run " : "run already registered: ")
+            << run_id << "\n";
+  return Run(stub, token, run_id);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -456,7 +558,8 @@ int main(int argc, char** argv) {
   }
   const std::string command = args[1];
   const bool needs_run = command == "run" || command == "history" ||
-                         command == "summary" || command == "watch";
+                         command == "summary" || command == "watch" ||
+                         command == "register";
   const bool known = needs_run || command == "runs" || command == "health";
   if (!known || (needs_run && args.size() != 3) || (!needs_run && args.size() != 2)) {
     std::cerr << "gradnormctl: bad command line\n" << kUsage << "\n";
@@ -473,6 +576,14 @@ int main(int argc, char** argv) {
                  "the summary lists)\n";
     return 2;
   }
+  absl::StatusOr<gradnorm::v1::RunConfig> config;
+  if (command == "register") {
+    config = ConfigFromFlags();
+    if (!config.ok()) {
+      std::cerr << "gradnormctl: " << config.status().message() << "\n";
+      return 2;
+    }
+  }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Connect();
   absl::StatusOr<std::string> token = Token();
   if (!channel.ok() || !token.ok()) {
@@ -485,6 +596,7 @@ int main(int argc, char** argv) {
   if (command == "runs") return Runs(*stub, *token);
   const std::string run_id = args[2];
   if (command == "run") return Run(*stub, *token, run_id);
+  if (command == "register") return Register(*stub, *token, run_id, *config);
   if (command == "history") return History(*stub, *token, run_id);
   if (command == "summary") return Summary(*stub, *token, run_id);
   return Watch(*channel, *token, run_id);

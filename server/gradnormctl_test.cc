@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -154,6 +155,64 @@ TEST_F(GradnormctlTest, TablesJsonHealthAndErrors) {
   Output no_timeout = Ctl("--timeout=0 runs");
   EXPECT_EQ(no_timeout.exit_code, 2);
   EXPECT_THAT(no_timeout.text, HasSubstr("--timeout=0: expected a positive"));
+}
+
+// register takes every policy's settings; the stored config shows them, the
+// same settings again are a no-op, others FAILED_PRECONDITION, and settings
+// it does not understand are usage errors.
+TEST_F(GradnormctlTest, RegisterTakesEveryPolicySetting) {
+  Output zclip = Ctl(
+      "--json register zrun --participants=3 --norm_type=inf --max_norm=2.5 "
+      "--policy=zclip --zclip_alpha=0.9 --zclip_z=3 --warmup_steps=7 "
+      "--spike_sigma=5 --spike_window=64 --spike_warmup=8 --nonfinite=error "
+      "--round_timeout_ms=1500");
+  EXPECT_EQ(zclip.exit_code, 0) << zclip.text;
+  EXPECT_THAT(zclip.text, HasSubstr("\"created\": true"));
+  TestClient client(NewChannel(target_));
+  v1::RunInfo run;
+  ASSERT_TRUE(client.GetRun("zrun", &run).ok());
+  const v1::RunConfig& config = run.config();
+  EXPECT_EQ(config.participants(), 3u);
+  EXPECT_TRUE(std::isinf(config.norm_type()));
+  EXPECT_EQ(config.max_norm(), 2.5);
+  EXPECT_EQ(config.clip_policy().zclip().alpha(), 0.9);
+  EXPECT_EQ(config.clip_policy().zclip().z_threshold(), 3.0);
+  EXPECT_EQ(config.clip_policy().zclip().warmup_steps(), 7u);
+  EXPECT_TRUE(config.spike_rule().enabled());
+  EXPECT_EQ(config.spike_rule().sigma(), 5.0);
+  EXPECT_EQ(config.spike_rule().window(), 64u);
+  EXPECT_EQ(config.spike_rule().warmup_steps(), 8u);
+  EXPECT_EQ(config.nonfinite_policy(), v1::NON_FINITE_POLICY_ERROR);
+  EXPECT_EQ(config.round_timeout_ms(), 1500u);
+
+  Output autoclip = Ctl(
+      "register arun --participants=1 --max_norm=1 --policy=autoclip "
+      "--autoclip_percentile=25 --autoclip_history=50 --warmup_steps=4");
+  EXPECT_EQ(autoclip.exit_code, 0) << autoclip.text;
+  EXPECT_THAT(autoclip.text, HasSubstr("registered run arun"));
+  EXPECT_THAT(autoclip.text, MatchesRegex("(.|\n)*clip_policy +autoclip(.|\n)*"));
+  ASSERT_TRUE(client.GetRun("arun", &run).ok());
+  EXPECT_EQ(run.config().clip_policy().auto_clip().percentile(), 25.0);
+  EXPECT_EQ(run.config().clip_policy().auto_clip().history_length(), 50u);
+
+  Output again = Ctl(
+      "register arun --participants=1 --max_norm=1 --policy=autoclip "
+      "--autoclip_percentile=25 --autoclip_history=50 --warmup_steps=4");
+  EXPECT_EQ(again.exit_code, 0) << again.text;
+  EXPECT_THAT(again.text, HasSubstr("run already registered: arun"));
+  Output other = Ctl("register arun --participants=2");
+  EXPECT_EQ(other.exit_code, 1);
+  EXPECT_THAT(other.text, HasSubstr("RegisterRun failed: FAILED_PRECONDITION"));
+
+  Output bad_value = Ctl("register brun --participants=1 --policy=zclip --zclip_alpha=2");
+  EXPECT_EQ(bad_value.exit_code, 1);
+  EXPECT_THAT(bad_value.text, HasSubstr("INVALID_ARGUMENT"));
+  EXPECT_EQ(Ctl("register brun").exit_code, 2);
+  Output policy = Ctl("register brun --participants=1 --policy=adaptive");
+  EXPECT_EQ(policy.exit_code, 2);
+  EXPECT_THAT(policy.text, HasSubstr("--policy=adaptive: expected static, autoclip or zclip"));
+  EXPECT_EQ(Ctl("register brun --participants=1 --nonfinite=ignore").exit_code, 2);
+  EXPECT_EQ(Ctl("register brun --participants=1 --norm_type=two").exit_code, 2);
 }
 
 // --top=N lists N participants; 0 would be the server's default of 5, not
