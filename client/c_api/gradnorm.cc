@@ -50,8 +50,9 @@ namespace gradnorm {
 namespace c_api_internal {
 namespace {
 
-// The library's version; the Python package and the wheel read it from here.
-constexpr char kVersion[] = "0.4.0";
+// The library's version (client/c_api/version.bzl); the Python package's
+// __version__ is read from here.
+constexpr char kVersion[] = GRADNORM_VERSION;
 
 using ::gradnorm::c_api_internal::Return;
 
@@ -61,17 +62,10 @@ absl::Status NotNull(const void* p, const char* what) {
       absl::StrCat(what, " is null; expected a valid pointer"));
 }
 
-PartialNormOptions PartialOptions(const gn_exec_options* options) {
-  PartialNormOptions out;
-  if (options != nullptr) {
-    out.num_threads = options->num_threads;
-    out.cuda_stream = options->cuda_stream;
-  }
-  return out;
-}
-
-ScaleOptions ScaleOpts(const gn_exec_options* options) {
-  ScaleOptions out;
+// PartialNormOptions or ScaleOptions from a call's gn_exec_options.
+template <typename Options>
+Options Exec(const gn_exec_options* options) {
+  Options out;
   if (options != nullptr) {
     out.num_threads = options->num_threads;
     out.cuda_stream = options->cuda_stream;
@@ -323,7 +317,7 @@ gn_code gn_partial_norm(const gn_tensors* tensors, double p,
   if (!views.ok()) return Return(views.status());
   if (!views->input_error.ok()) return Return(views->input_error);
   absl::StatusOr<gradnorm::PartialNorm> partial = gradnorm::ComputePartialNorm(
-      views->grads, p, gradnorm::c_api_internal::PartialOptions(options));
+      views->grads, p, gradnorm::c_api_internal::Exec<gradnorm::PartialNormOptions>(options));
   if (!partial.ok()) return Return(partial.status());
   *value = partial->value;
   *nonfinite = partial->nonfinite ? 1 : 0;
@@ -336,7 +330,7 @@ gn_code gn_scale(const gn_tensors* tensors, double coef,
   if (!views.ok()) return Return(views.status());
   if (!views->input_error.ok()) return Return(views->input_error);
   return Return(gradnorm::ScaleInPlace(
-      views->grads, coef, gradnorm::c_api_internal::ScaleOpts(options)));
+      views->grads, coef, gradnorm::c_api_internal::Exec<gradnorm::ScaleOptions>(options)));
 }
 
 gn_code gn_communicator_create(const gn_communicator_callbacks* callbacks,
@@ -371,7 +365,7 @@ gn_code gn_get_grad_norm(const gn_tensors* tensors, gn_communicator* dp_cp,
   if (!views.ok()) return Return(views.status());
   gradnorm::GradNormOptions norm_options;
   norm_options.error_if_nonfinite = error_if_nonfinite != 0;
-  norm_options.partial = gradnorm::c_api_internal::PartialOptions(options);
+  norm_options.partial = gradnorm::c_api_internal::Exec<gradnorm::PartialNormOptions>(options);
   norm_options.input_error = views->input_error;
   gradnorm::SingleProcessCommunicator own_dp_cp, own_tp;
   absl::StatusOr<gradnorm::GradNormResult> result = gradnorm::GetGradNorm(
@@ -396,7 +390,7 @@ gn_code gn_clip_grad_by_total_norm(const gn_tensors* tensors, double max_norm,
   if (!views->input_error.ok()) return Return(views->input_error);
   gradnorm::ClipOptions clip_options;
   clip_options.error_if_nonfinite = error_if_nonfinite != 0;
-  clip_options.scale = gradnorm::c_api_internal::ScaleOpts(options);
+  clip_options.scale = gradnorm::c_api_internal::Exec<gradnorm::ScaleOptions>(options);
   absl::StatusOr<gradnorm::ClipResult> result = gradnorm::ClipGradByTotalNorm(
       views->grads, max_norm, total_norm, clip_options);
   if (!result.ok()) return Return(result.status());

@@ -1,12 +1,16 @@
 """gradnorm.torch on one process: the seed's vectors, agreement with
-torch.nn.utils.clip_grad_norm_ (fp32 and bf16), non-finite handling, and
-argument errors."""
+torch.nn.utils.clip_grad_norm_ (fp32 and bf16), dense non-contiguous
+gradients, non-finite handling, argument and gradient errors, and the views
+gradnorm.torch hands to libgradnorm (gn._grads)."""
 
+import gc
 import math
+import weakref
 
 import pytest
 import torch
 
+import gradnorm
 import gradnorm.torch as gn
 
 
@@ -209,21 +213,29 @@ def test_rejects_bad_norm_type(norm_type):
 @pytest.mark.parametrize("max_norm", [-1.0, math.nan])
 def test_rejects_bad_max_norm(max_norm):
     grads = params([3, 4])
-    with pytest.raises(ValueError, match="INVALID_ARGUMENT: max norm"):
+    expected = (r"^INVALID_ARGUMENT: max_norm (-1|nan) is invalid: expected "
+                "a value >= 0")
+    with pytest.raises(gradnorm.InvalidArgumentError, match=expected):
         gn.clip_grad_by_total_norm_(grads, max_norm, 5.0)
-    with pytest.raises(ValueError, match="INVALID_ARGUMENT: max norm"):
+    with pytest.raises(gradnorm.InvalidArgumentError, match=expected):
         gn.clip_grad_norm_(grads, max_norm)
+    with pytest.raises(gradnorm.InvalidArgumentError, match=expected):
+        gn.Clipper(max_norm=max_norm)
     assert grads[0].grad.tolist() == [3.0, 4.0]
 
 
 def test_rejects_negative_total_and_integer_dtype():
-    with pytest.raises(ValueError, match="total norm -1.0 is negative"):
+    with pytest.raises(gradnorm.InvalidArgumentError,
+                       match="^INVALID_ARGUMENT: total_norm -1 is invalid: "
+                       "expected a value >= 0"):
         gn.clip_grad_by_total_norm_(params([3, 4]), 1.0, -1.0)
     with pytest.raises(ValueError, match="dtype"):
         gn.get_grad_norm(params([3, 4]), None, None, dtype=torch.int32)
     p = torch.zeros(2, dtype=torch.int64)
     p.grad = torch.tensor([1, 2], dtype=torch.int64)
-    with pytest.raises(ValueError, match="torch.int64; expected float32"):
+    with pytest.raises(gradnorm.InvalidArgumentError,
+                       match=r"^INVALID_ARGUMENT: gradient 0 has dtype "
+                       r"torch.int64; expected torch.float32, bfloat16"):
         gn.get_grad_norm([p], None, None)
 
 
@@ -267,34 +279,128 @@ def test_gradient_on_unsupported_device_is_rejected():
     assert gn.get_grad_norm(grads, None, None) == math.sqrt(30)
     grads[1] = torch.nn.Parameter(torch.zeros(2, device="meta"))
     grads[1].grad = torch.zeros(2, device="meta")
-    with pytest.raises(ValueError, match=r"tensor 1 is on device meta; "
-                                         "expected a CPU or CUDA tensor"):
+    with pytest.raises(gradnorm.InvalidArgumentError,
+                       match=r"^INVALID_ARGUMENT: gradient 1 is on device "
+                       "meta; expected a cpu or cuda tensor"):
         gn.get_grad_norm(grads, None, None)
 
 
 def test_sparse_gradient_is_rejected():
     p = torch.nn.Parameter(torch.zeros(3))
     p.grad = torch.tensor([0.0, 2.0, 0.0]).to_sparse()
-    with pytest.raises(ValueError, match=r"tensor 0 has layout torch.sparse_coo; "
-                                         r"expected a dense \(torch.strided\)"):
+    expected = (r"^INVALID_ARGUMENT: gradient 0 has layout "
+                r"torch.sparse_coo; expected a dense \(torch.strided\)")
+    with pytest.raises(gradnorm.InvalidArgumentError, match=expected):
         gn.clip_grad_norm_([p], 1.0)
+    with pytest.raises(gradnorm.InvalidArgumentError, match=expected):
+        gn.get_grad_norm([p], None, None)
+    with pytest.raises(gradnorm.InvalidArgumentError, match=expected):
+        gn.clip_grad_by_total_norm_([p], 1.0, 5.0)
+    assert p.grad.to_dense().tolist() == [0.0, 2.0, 0.0]
 
 
-def test_views_keep_gradients_alive_and_release():
-    from gradnorm import _gradnorm
-    grads = params([3, 4])
-    views = _gradnorm.TensorViews.from_parameters(grads)
-    assert views.num_grads == 1
-    assert views.grad(0) is grads[0].grad
-    grads[0].grad = None  # the views still hold the tensor
-    assert views.partial_norm(2.0) == (25.0, False)
-    views.release()
-    with pytest.raises(RuntimeError, match="after release"):
-        views.partial_norm(2.0)
+def test_strided_view_gradient_is_rejected():
+    p = torch.nn.Parameter(torch.zeros(4, 4))
+    p.grad = torch.ones(4, 8)[:, :4]  # rows of 4 with gaps of 4 between
+    expected = (r"^INVALID_ARGUMENT: gradient 1 has strides \(8, 1\) for "
+                r"shape \(4, 4\), which do not cover its elements densely; "
+                r"expected a contiguous \(or permuted-contiguous\) gradient")
+    q = params([3, 4])[0]
+    with pytest.raises(gradnorm.InvalidArgumentError, match=expected):
+        gn.get_grad_norm([q, p], None, None)
+    with pytest.raises(gradnorm.InvalidArgumentError, match=expected):
+        gn.clip_grad_by_total_norm_([q, p], 1.0, 5.0)
+    with pytest.raises(gradnorm.InvalidArgumentError, match=expected):
+        gn.clip_grad_norm_([q, p], 1.0)
+    with pytest.raises(gradnorm.InvalidArgumentError, match=expected):
+        gn.Clipper(max_norm=1.0).step(0, [q, p])
+    # Nothing was scaled, neither the view nor its neighbours.
+    assert q.grad.tolist() == [3.0, 4.0]
+    assert p.grad._base.tolist() == [[1.0] * 8] * 4
+
+
+def test_transposed_gradient_matches_its_contiguous_copy():
+    """A gradient that is not contiguous but dense (a transpose: every
+    element once, in another order) is read and scaled in place."""
+    gen = torch.Generator().manual_seed(5)
+    p = torch.nn.Parameter(torch.zeros(4, 8))
+    p.grad = torch.randn(8, 4, generator=gen).t()
+    copy = torch.nn.Parameter(torch.zeros(4, 8))
+    copy.grad = p.grad.contiguous()
+    assert not p.grad.is_contiguous() and copy.grad.is_contiguous()
+    for norm_type in (2.0, 1.0, 3.0, math.inf):
+        got = gn.get_grad_norm([p], None, None, norm_type=norm_type)
+        assert got == pytest.approx(
+            gn.get_grad_norm([copy], None, None, norm_type=norm_type),
+            rel=1e-15), norm_type
+        assert got == pytest.approx(fp64_norm([copy.grad], norm_type),
+                                    rel=1e-14), norm_type
+
+    total = gn.get_grad_norm([p], None, None)
+    ptr, stride = p.grad.data_ptr(), p.grad.stride()
+    gn.clip_grad_by_total_norm_([p], 0.5, total)
+    assert p.grad.data_ptr() == ptr and p.grad.stride() == stride
+    assert_ulps(p.grad, copy.grad.double() * (0.5 / (total + 1e-6)))
+    assert fp64_norm([p.grad]) == pytest.approx(0.5, rel=1e-6)
+
+    p.grad = copy.grad.t().contiguous().t()  # transposed again, unclipped
+    returned = gn.clip_grad_norm_([p], 0.5)
+    assert returned.item() == pytest.approx(total, rel=1e-7)  # as fp32
+    assert_ulps(p.grad, copy.grad.double() * (0.5 / (total + 1e-6)))
+
+    p.grad = copy.grad.t().contiguous().t()
+    result = gn.Clipper(max_norm=0.5).step(0, [p])
+    assert result["action"] == "ACTION_CLIP"
+    assert result["total_norm"] == pytest.approx(total, rel=1e-15)
+    assert_ulps(p.grad, copy.grad.double() * result["clip_coef"])
+
+
+def test_views_hold_the_gradients_they_point_into():
+    """gn._grads reads each gradient's address, size and dtype into the views
+    libgradnorm gets, and the views keep every gradient alive while they
+    exist, also after the caller dropped the gradients and its list."""
+    from gradnorm import _tensors
+    parameters = params([3, 4], [12])
+    parameters[1].data = parameters[1].data.double()
+    parameters[1].grad = parameters[1].grad.double()
+    grads = [q.grad for q in parameters]
+    local = gn._grads(parameters, None, None, for_norm=True)
+    views = local.views
+    assert len(views) == 2 and views.error is None
+    assert all(a is b for a, b in zip(views.objects, grads))
+    assert views.data.tolist() == [g.data_ptr() for g in grads]
+    assert views.numel.tolist() == [2, 1]
+    assert views.dtype.tolist() == [_tensors.FLOAT32, _tensors.FLOAT64]
+    assert views.device is None and views.replication is None  # cpu, sharded
+
+    alive = [weakref.ref(g) for g in grads]
+    for q in parameters:
+        q.grad = None
+    del grads
+    parameters.clear()
+    gc.collect()
+    assert all(ref() is not None for ref in alive)
+    assert _tensors.partial_norm(views, 2.0) == (169.0, False)
+    del local, views
+    gc.collect()
+    assert all(ref() is None for ref in alive)
+
+
+def test_views_mark_tp_replicated_gradients():
+    w, b, megatron = params([3, 4], [1, 2], [5])
+    gn.mark_tp_replicated(b)
+    megatron.tensor_model_parallel = False  # Megatron's marking
+    from gradnorm import _tensors
+    tp = object()  # only whether there is a TP group matters here
+    views = gn._grads([w, b, megatron], None, tp, for_norm=True).views
+    assert views.replication.tolist() == [
+        _tensors.SHARDED, _tensors.TP_REPLICATED, _tensors.TP_REPLICATED]
+    # Without a TP group nothing is a replica.
+    assert gn._grads([w, b, megatron], None, None,
+                     for_norm=True).views.replication is None
 
 
 def test_autograd_gradients_and_subclass_gradients():
-    from gradnorm import _gradnorm
     w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
     b = torch.nn.Parameter(torch.tensor([1.0]))
     (w * torch.tensor([3.0, 4.0])).sum().backward()  # never read from Python
@@ -305,38 +411,32 @@ def test_autograd_gradients_and_subclass_gradients():
         pass
 
     b.grad = torch.tensor([12.0]).as_subclass(Sub)
-    assert _gradnorm.TensorViews.from_parameters([w, b]) is None
-    assert gn.get_grad_norm([w, b], None, None) == 13.0  # the general path
+    views = gn._grads([w, b], None, None, for_norm=True).views
+    assert views.objects[1] is b.grad  # read as it is, not converted
+    assert gn.get_grad_norm([w, b], None, None) == 13.0
     assert gn.clip_grad_norm_([w, b], 6.5).item() == 13.0
     assert_ulps(w.grad, torch.tensor([3.0, 4.0], dtype=torch.float64) * 6.5 /
                 (13.0 + 1e-6))
-
-
-def test_from_torch_views_keep_their_own_list():
-    from gradnorm import _gradnorm
-    grads = [torch.tensor([3.0, 4.0]), torch.tensor([12.0])]
-    views = _gradnorm.TensorViews.from_torch(grads, gn._DTYPE_CODES)
-    grads.clear()  # the caller's list; the views keep the tensors alive
-    assert views.num_grads == 2
-    assert views.partial_norm(2.0) == (169.0, False)
-    views.release()
+    assert type(b.grad) is Sub
+    assert_ulps(b.grad.as_subclass(torch.Tensor),
+                torch.tensor([12.0], dtype=torch.float64) * 6.5 / (13.0 + 1e-6))
 
 
 def test_subclass_gradient_on_another_device_is_rejected():
     class Sub(torch.Tensor):
         pass
 
-    from gradnorm import _gradnorm
-    grad = torch.empty(4, device="meta").as_subclass(Sub)
-    with pytest.raises(ValueError, match=r"tensor 1 is on device type 'meta'; "
-                                         r"expected cpu or cuda"):
-        _gradnorm.TensorViews.from_torch([torch.ones(2), grad], gn._DTYPE_CODES)
+    p = torch.nn.Parameter(torch.zeros(4, device="meta"))
+    p.grad = torch.empty(4, device="meta").as_subclass(Sub)
+    with pytest.raises(gradnorm.InvalidArgumentError,
+                       match=r"^INVALID_ARGUMENT: gradient 1 is on device "
+                       "meta; expected a cpu or cuda tensor"):
+        gn.get_grad_norm([params([1, 2])[0], p], None, None)
 
 
 def test_many_parameters_of_every_kind_in_one_call():
-    """Hundreds of parameters (from_parameters reads them in a pipeline):
-    every gradient is counted once, in order, whatever its kind."""
-    from gradnorm import _gradnorm
+    """Hundreds of parameters: every gradient is counted once, in order,
+    whatever its kind (bf16 or fp32, contiguous or transposed, or none)."""
     gen = torch.Generator().manual_seed(3)
     parameters, grads = [], []
     for i in range(300):
@@ -349,14 +449,15 @@ def test_many_parameters_of_every_kind_in_one_call():
         p.grad = g.t() if i % 11 == 4 else g.t().contiguous()
         parameters.append(p)
         grads.append(p.grad)
+    assert any(not g.is_contiguous() for g in grads)
     reference = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
 
-    views = _gradnorm.TensorViews.from_parameters(iter(parameters))
-    assert views.num_grads == len(grads)
-    assert all(views.grad(k) is g for k, g in enumerate(grads))
-    assert views.noncontiguous == [k for k, g in enumerate(grads)
-                                   if not g.is_contiguous()]
-    views.release()
+    views = gn._grads(parameters, None, None, for_norm=True).views
+    assert len(views) == len(grads) and views.error is None
+    assert all(a is b for a, b in zip(views.objects, grads))
+    assert views.data.tolist() == [g.data_ptr() for g in grads]
+    assert views.numel.tolist() == [g.numel() for g in grads]
+    assert views.dtype.tolist() == [gn._DTYPE_CODES[g.dtype] for g in grads]
     for same in (parameters, tuple(parameters), iter(parameters)):
         assert gn.get_grad_norm(same, None, None) == pytest.approx(
             reference, rel=1e-12)
@@ -365,6 +466,5 @@ def test_many_parameters_of_every_kind_in_one_call():
         pass
 
     parameters[250].grad = parameters[250].grad.as_subclass(Sub)
-    assert _gradnorm.TensorViews.from_parameters(parameters) is None
     assert gn.get_grad_norm(parameters, None, None) == pytest.approx(
-        reference, rel=1e-12)  # the general path
+        reference, rel=1e-12)

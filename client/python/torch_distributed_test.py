@@ -1,16 +1,20 @@
 """gradnorm.torch across processes: 4 Gloo ranks as 2 DP x 2 TP, checked
 against the norm of the full (unsharded) gradients computed on every rank,
-plain and DTensor gradients (a stand-in: Debian's torch 1.13 has no DTensor)."""
+plain and DTensor gradients (a stand-in: Debian's torch 1.13 has no DTensor);
+and a rank with a gradient gradnorm cannot view, which fails with
+INVALID_ARGUMENT while every other rank fails with ABORTED, none waiting."""
 
 import math
 import os
 import tempfile
+import time
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import gradnorm
 import gradnorm.torch as gn
 from dtensor_stand_in import DTensor, DeviceMesh, Replicate, Shard
 import dtensor_stand_in
@@ -81,7 +85,13 @@ def reference(tensors, p):
     return torch.linalg.vector_norm(flat, p).item()
 
 
-def worker(rank, store_path, failures):
+def local_grad(parameter):
+    """The tensor gradnorm reads and scales for a parameter's gradient."""
+    grad = parameter.grad
+    return grad.to_local() if gn._is_dtensor(grad) else grad
+
+
+def worker(rank, store_path, failures, checks):
     try:
         store = dist.FileStore(store_path, WORLD)
         dist.init_process_group("gloo", store=store, rank=rank, world_size=WORLD)
@@ -90,8 +100,11 @@ def worker(rank, store_path, failures):
         dp_groups = [dist.new_group([d * TP + t for d in range(DP)]) for t in range(TP)]
         tp_group, dp_group = tp_groups[dp_rank], dp_groups[tp_rank]
         world_group = dist.new_group(list(range(WORLD)))
-        run_checks(rank, dp_rank, tp_rank, dp_group, tp_group)
-        run_hsdp_checks(dp_rank, tp_rank, dp_group, tp_group, world_group)
+        if checks == "norms":
+            run_checks(rank, dp_rank, tp_rank, dp_group, tp_group)
+            run_hsdp_checks(dp_rank, tp_rank, dp_group, tp_group, world_group)
+        else:
+            run_bad_rank_checks(rank, dp_rank, tp_rank, dp_group, tp_group)
         dist.barrier()
         dist.destroy_process_group()
     except BaseException as e:  # reported to the parent, which fails the test
@@ -147,14 +160,14 @@ def run_checks(rank, dp_rank, tp_rank, dp_group, tp_group):
         full = dtensor_gradients(seed=12, dtype=torch.float32)
         params = dtensor_params(full, dp_rank, tp_rank, dp_group, tp_group,
                                 torch.float32)
-        grads = [gn._local_grad(q, for_norm=False) for q in params]
+        grads = [local_grad(q) for q in params]
         before = [g.double() for g in grads]
         total = gn.get_grad_norm(params, dp_group, tp_group)
         assert total > 1.0
         gn.clip_grad_by_total_norm_(params, 1.0, total)
         coef = 1.0 / (total + 1e-6)
         for q, g, old in zip(params, grads, before):
-            assert gn._local_grad(q, for_norm=False) is g
+            assert local_grad(q) is g
             spacing = torch.finfo(torch.float32).eps * (old * coef).abs()
             assert bool(((g.double() - old * coef).abs() <= spacing).all())
         counted = [True, tp_rank == 0, rank == 0, True]
@@ -209,22 +222,113 @@ def run_hsdp_checks(dp_rank, tp_rank, dp_group, tp_group, world_group):
             gn.clip_grad_norm_([param], 1.0)
 
 
-def test_two_dp_by_two_tp_matches_full_gradient():
+def bad_gradient(kind):
+    """A parameter whose gradient gradnorm cannot view, and the problem its
+    error names."""
+    if kind == "strided":
+        p = torch.nn.Parameter(torch.zeros(4, 4))
+        p.grad = torch.zeros(4, 8)[:, :4]
+        return p, ("gradient 0 has strides (8, 1) for shape (4, 4), which do "
+                   "not cover its elements densely")
+    if kind == "int":
+        p = torch.zeros(4, dtype=torch.int32)  # no int Parameter: a stand-in
+        p.grad = torch.ones(4, dtype=torch.int32)
+        return p, "gradient 0 has dtype torch.int32"
+    if kind == "sparse":
+        p = torch.nn.Parameter(torch.zeros(3))
+        p.grad = torch.tensor([0.0, 2.0, 0.0]).to_sparse()
+        return p, "gradient 0 has layout torch.sparse_coo"
+    assert kind == "meta", kind
+    p = torch.nn.Parameter(torch.zeros(2, device="meta"))
+    p.grad = torch.zeros(2, device="meta")
+    return p, "gradient 0 is on device meta"
+
+
+def expect_bad_rank(call, rank, bad_rank, problem):
+    """call() fails on every rank: with the problem on bad_rank, ABORTED on
+    the others."""
+    try:
+        call()
+    except gradnorm.Error as e:
+        if rank == bad_rank:
+            assert isinstance(e, gradnorm.InvalidArgumentError), e
+            assert e.code == "INVALID_ARGUMENT"
+            assert e.message.startswith(problem), e
+        else:
+            assert e.code == "ABORTED", e
+            assert e.message.startswith(
+                "1 rank(s) of the dp_cp x tp group failed to compute their "
+                "partial norm"), e
+    else:
+        raise AssertionError(f"rank {rank}: no error with rank {bad_rank}'s "
+                             f"bad gradient ({problem})")
+
+
+def run_bad_rank_checks(rank, dp_rank, tp_rank, dp_group, tp_group):
+    w, b = full_gradients(seed=14)
+    want = reference([w, b], 2.0)
+    # Each kind on another rank, with each reduction (SUM, and MAX for inf).
+    for bad_rank, kind, p in ((2, "strided", 2.0), (1, "int", math.inf),
+                              (3, "sparse", 2.0), (0, "meta", 1.0)):
+        params = shard(w, b, dp_rank, tp_rank, torch.float32)
+        problem = None
+        if rank == bad_rank:
+            params[0], problem = bad_gradient(kind)
+        expect_bad_rank(
+            lambda: gn.get_grad_norm(params, dp_group, tp_group, norm_type=p),
+            rank, bad_rank, problem)
+        # The groups are still in step: the next call succeeds everywhere.
+        params = shard(w, b, dp_rank, tp_rank, torch.float32)
+        got = gn.get_grad_norm(params, dp_group, tp_group)
+        assert got == pytest.approx(want, rel=1e-6), (kind, got, want)
+
+    # The same through Clipper (job group: the world), which scales nothing.
+    clipper = gn.Clipper(norm_type=2, max_norm=1.0, dp_cp_group=dp_group,
+                         tp_group=tp_group)
+    params = shard(w, b, dp_rank, tp_rank, torch.float32)
+    problem = None
+    if rank == 2:
+        params[0], problem = bad_gradient("strided")
+    before = [q.grad.clone() for q in params]
+    expect_bad_rank(lambda: clipper.step(0, params), rank, 2, problem)
+    assert all(torch.equal(q.grad, g) for q, g in zip(params, before))
+    params = shard(w, b, dp_rank, tp_rank, torch.float32)
+    result = clipper.step(1, params)
+    assert result["total_norm"] == pytest.approx(want, rel=1e-6)
+    assert result["action"] == "ACTION_CLIP"
+
+
+def run_ranks(checks, timeout_s):
+    """Runs worker(checks) on WORLD spawned ranks; fails on any rank's error
+    and on any rank still running after timeout_s (a hang)."""
     ctx = mp.get_context("spawn")
     failures = ctx.SimpleQueue()
     with tempfile.TemporaryDirectory() as tmp:
         store_path = os.path.join(tmp, "store")
-        procs = [ctx.Process(target=worker, args=(r, store_path, failures))
+        procs = [ctx.Process(target=worker,
+                             args=(r, store_path, failures, checks))
                  for r in range(WORLD)]
         for proc in procs:
             proc.start()
+        deadline = time.monotonic() + timeout_s
         for proc in procs:
-            proc.join(timeout=90)
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        hung = [r for r, proc in enumerate(procs) if proc.is_alive()]
         for proc in procs:
             if proc.is_alive():
                 proc.kill()
+                proc.join()
         errors = []
         while not failures.empty():
             errors.append(failures.get())
         assert not errors, "\n".join(errors)
+        assert not hung, f"ranks {hung} still ran after {timeout_s} s"
         assert [proc.exitcode for proc in procs] == [0] * WORLD
+
+
+def test_two_dp_by_two_tp_matches_full_gradient():
+    run_ranks("norms", timeout_s=90)
+
+
+def test_rank_with_bad_gradient_fails_alone_and_nobody_hangs():
+    run_ranks("bad_rank", timeout_s=60)

@@ -1,7 +1,8 @@
 """gradnorm.torch with DTensor gradients on one process (a Gloo group of one
 rank as the TP group): a gradient contributes its local shard, a Replicate
-over the TP mesh dimension is counted on coordinate 0 only, clipping scales
-every local shard, and Clipper rejects replicated DTensor gradients.
+over the TP mesh dimension is counted on coordinate 0 only (the others mark
+it counted elsewhere), clipping scales every local shard, Clipper does the
+same, and a Partial gradient's norm is refused.
 
 Debian's torch is 1.13, which has no DTensor (no torch.distributed.tensor or
 torch.distributed._tensor): the gradients here are dtensor_stand_in.DTensor, a
@@ -16,7 +17,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
+import gradnorm
 import gradnorm.torch as gn
+from gradnorm._tensors import COUNTED_ELSEWHERE, SHARDED
 from dtensor_stand_in import DTensor, DeviceMesh, Partial, Replicate, Shard
 import dtensor_stand_in
 
@@ -61,20 +64,23 @@ def seed_params(tp, tp_coordinate):
 
 
 def test_stand_in_is_a_dtensor_gradient():
-    from gradnorm import _gradnorm
     p = seed_params(None, 0)[0]
     assert gn._is_dtensor(p.grad)
-    assert gn._local_grad(p, for_norm=False) is p.grad.to_local()
-    # Not a plain tensor: get_grad_norm takes the general path.
-    assert _gradnorm.TensorViews.from_parameters([p]) is None
+    # The views point at the local shard, never at the wrapper.
+    views = gn._grads([p], None, None, for_norm=False).views
+    assert views.objects[0] is p.grad.to_local()
+    assert views.data.tolist() == [p.grad.to_local().data_ptr()]
+    assert views.numel.tolist() == [2]
 
 
 def test_replicate_counted_on_tp_coordinate_0_only(tp):
     w, b = seed_params(tp, 0)
-    assert gn._counted_here(b.grad, b, None, tp)
+    replication = gn._grads([w, b], None, tp, for_norm=True).views.replication
+    assert replication.tolist() == [SHARDED, SHARDED]
     assert gn.get_grad_norm([w, b], None, tp) == 5.477225575051661  # sqrt(30)
     w, b = seed_params(tp, 1)
-    assert not gn._counted_here(b.grad, b, None, tp)
+    replication = gn._grads([w, b], None, tp, for_norm=True).views.replication
+    assert replication.tolist() == [SHARDED, COUNTED_ELSEWHERE]
     assert gn.get_grad_norm([w, b], None, tp) == 5.0  # W's shard only
     assert gn.get_grad_norm([w, b], None, tp, norm_type=math.inf) == 4.0
     assert gn.get_grad_norm([b], None, tp) == 0.0
@@ -134,16 +140,20 @@ def test_clip_scales_local_shards_in_place(tp, tp_coordinate):
 
 
 @pytest.mark.parametrize("tp_coordinate", [0, 1])
-def test_clipper_rejects_replicated_dtensor_gradient(tp, tp_coordinate):
-    # On every coordinate alike, so no rank waits in a reduction for another.
+def test_clipper_counts_replicas_once_and_clips_every_shard(tp, tp_coordinate):
+    # b is Replicate over TP: counted on coordinate 0 only, scaled on both.
     w, b = seed_params(tp, tp_coordinate)
+    locals_ = [w.grad.to_local(), b.grad.to_local()]
     clipper = gn.Clipper(norm_type=2, max_norm=1.0, tp_group=tp, job_group=None)
-    with pytest.raises(ValueError,
-                       match="^INVALID_ARGUMENT: Clipper does not support "
-                       "DTensor gradients replicated over a reduced mesh"):
-        clipper.step(0, [w, b])
-    assert b.grad.to_local().tolist() == [1.0, 2.0]
-    assert w.grad.to_local().tolist() == [[3.0, 4.0]]
+    result = clipper.step(0, [w, b])
+    total = 5.477225575051661 if tp_coordinate == 0 else 5.0
+    assert result["total_norm"] == total
+    assert result["job_partial"] == (30.0 if tp_coordinate == 0 else 25.0)
+    assert result["action"] == "ACTION_CLIP"
+    assert result["clip_coef"] == 1.0 / (total + 1e-6)
+    for t, want in zip(locals_, ([[3.0, 4.0]], [1.0, 2.0])):
+        assert_ulps(t, torch.tensor(want, dtype=torch.float64) / (total + 1e-6))
+    assert w.grad.to_local() is locals_[0] and b.grad.to_local() is locals_[1]
 
 
 def test_clipper_clips_sharded_dtensor_gradient(tp):
@@ -163,14 +173,14 @@ def test_partial_gradient_norm_is_an_error(tp):
     pending = dtensor_param([1.0, 2.0], mesh, [Partial()], (2,))
     expected = ("^INVALID_ARGUMENT: a DTensor gradient is Partial over mesh "
                 "dimension 0")
-    with pytest.raises(ValueError, match=expected):
+    with pytest.raises(gradnorm.InvalidArgumentError, match=expected):
         gn.get_grad_norm([w, pending], None, tp)
-    with pytest.raises(ValueError, match=expected):
+    with pytest.raises(gradnorm.InvalidArgumentError, match=expected):
         gn.get_grad_norm([w, pending], None, None)
-    with pytest.raises(ValueError, match=expected):
+    with pytest.raises(gradnorm.InvalidArgumentError, match=expected):
         gn.clip_grad_norm_([w, pending], max_norm=1.0)
     clipper = gn.Clipper(norm_type=2, max_norm=1.0, tp_group=tp, job_group=None)
-    with pytest.raises(ValueError, match=expected):
+    with pytest.raises(gradnorm.InvalidArgumentError, match=expected):
         clipper.step(0, [w, pending])
     # Nothing was scaled by the refused calls.
     assert w.grad.to_local().tolist() == [[3.0, 4.0]]

@@ -1,6 +1,8 @@
 """gradnorm for PyTorch trainers: NeMo Automodel's ``get_grad_norm`` and
-``clip_grad_by_total_norm_`` with DESIGN.md section 2 semantics, and a drop-in
-``clip_grad_norm_``.
+``clip_grad_by_total_norm_``, a drop-in ``clip_grad_norm_``, and ``Clipper``
+for runs with a coordinator. Every one of them runs gradnorm's C++ library
+(GetGradNorm, ClipGradByTotalNorm, GradNormClipper) through its C ABI, with
+``torch.distributed`` groups as its communicators.
 
     import gradnorm.torch as gn
 
@@ -9,57 +11,88 @@
     gn.clip_grad_by_total_norm_(model.parameters(), max_grad_norm=1.0,
                                 total_norm=total)
 
-Semantics (the same as gradnorm's C++ client):
+Semantics:
 - Each rank's partial ``S = sum |g|^p`` (``max |g|`` for p = inf) is computed
-  by gradnorm's kernels over all its gradient tensors in one pass, every
-  element widened to fp64. Tensors cross zero-copy.
+  over all its gradient tensors in one pass, every element widened to fp64,
+  reading the tensors where they are (no copy); CUDA tensors on torch's
+  current stream of their device.
 - The partial is all-reduced as fp64 over ``dp_cp_group`` and then
-  ``tp_group`` through ``torch.distributed`` (SUM, or MAX where NaN wins over
-  everything). ``None`` for a group means no reduction over it. Every rank
-  joins every reduction, also with no gradients.
+  ``tp_group`` (SUM, or MAX where NaN wins). ``None`` for a group means no
+  reduction over it. Every rank joins every reduction, also with no
+  gradients and also when its own gradients are bad: then that rank raises
+  the error and the others raise ABORTED, and none is left waiting.
 - DTensor gradients contribute their local shard. A gradient replicated over
-  a mesh dimension whose group is ``tp_group`` or ``dp_cp_group`` (placement
-  ``Replicate``) is counted once: on coordinate 0 of that dimension. Plain
-  tensors replicated across TP ranks (layer norms, biases) are marked with
-  :func:`mark_tp_replicated` (or Megatron's ``tensor_model_parallel = False``)
-  and counted on TP rank 0 only.
-- The seed's ``dtype`` argument is the minimum accumulation precision; gradnorm
-  always accumulates in fp64.
+  a mesh dimension whose ranks lie within ``tp_group`` or ``dp_cp_group``
+  (placement ``Replicate``, as HSDP's replicate dimension within the
+  flattened dp_cp group) is counted once: on coordinate 0 of that dimension.
+  Plain tensors replicated across TP ranks (layer norms, biases) are marked
+  with :func:`mark_tp_replicated` (or Megatron's ``tensor_model_parallel =
+  False``) and counted on TP rank 0 only. A Partial gradient is refused.
+- The seed's ``dtype`` argument is the minimum accumulation precision;
+  gradnorm always accumulates in fp64.
 - A NaN or Inf gradient makes the total NaN (NaN wins) or Inf; clipping then
-  changes nothing. Clipping scales by ``max_norm / (total + 1e-6)`` when that is
-  < 1, in each gradient's own storage and dtype (bf16 gradients really are
+  changes nothing. Clipping scales by ``max_norm / (total + 1e-6)`` when that
+  is < 1, in each gradient's own storage and dtype (bf16 gradients really are
   scaled).
+- Gradients are read through their public attributes. A gradient whose
+  elements are dense in memory (contiguous, or any permutation of it such as
+  channels_last) is read in place; one that is not (a strided view) is an
+  error.
 
-Errors: ValueError for norm_type <= 0 or NaN, max_norm < 0 or NaN, a
-negative total_norm, or a gradient gradnorm cannot view (integer dtype, an
-unsupported device, tensors on several devices).
+Errors: gradnorm.Error ("CODE: message"), InvalidArgumentError (also a
+ValueError) for bad arguments and gradients, e.g. norm_type <= 0, max_norm <
+0, a negative total_norm, an integer or complex gradient, one on a device
+that is neither cpu nor cuda, or gradients on several devices.
 """
 
+import ctypes
 import math
+from array import array
+from operator import attrgetter
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
 
-from gradnorm import _gradnorm
+from gradnorm import _lib
+from gradnorm._communicator import Communicator
+from gradnorm._tensors import (BFLOAT16, COUNTED_ELSEWHERE, DEVICE_CPU,
+                               DEVICE_OTHER, FLOAT16, FLOAT32, FLOAT64,
+                               SHARDED, TP_REPLICATED, TensorList)
+from gradnorm.config import (AutoClip, RunConfig, SpikeRule, StaticClip,
+                             ZClip)
+from gradnorm.coordinator import CoordinatorClient
 
 __all__ = [
     "get_grad_norm",
     "clip_grad_by_total_norm_",
     "clip_grad_norm_",
     "mark_tp_replicated",
+    "Clipper",
+    "RunConfig",
+    "StaticClip",
+    "AutoClip",
+    "ZClip",
+    "SpikeRule",
 ]
 
-_CLIP_EPSILON = 1e-6
-
 _DTYPE_CODES = {
-    torch.float32: int(_gradnorm.DType.float32),
-    torch.bfloat16: int(_gradnorm.DType.bfloat16),
-    torch.float16: int(_gradnorm.DType.float16),
-    torch.float64: int(_gradnorm.DType.float64),
+    torch.float32: FLOAT32,
+    torch.bfloat16: BFLOAT16,
+    torch.float16: FLOAT16,
+    torch.float64: FLOAT64,
 }
 
 _TensorOrTensors = Union[torch.Tensor, Iterable[torch.Tensor]]
+
+_data_ptr = torch.Tensor.data_ptr
+_numel = torch.Tensor.numel
+_is_contiguous = torch.Tensor.is_contiguous
+_get_dtype = attrgetter("dtype")
+_is_cpu = attrgetter("is_cpu")
+_get_grad = attrgetter("grad")
+_NONE_TYPE = type(None)
+_PLAIN_TYPES = frozenset((torch.Tensor, _NONE_TYPE))
 
 
 def _dtensor_api():
@@ -93,16 +126,17 @@ def _is_replicate(placement) -> bool:
 
 def _check_not_partial(grad):
     """Raises for a DTensor gradient with a Partial placement: its local
-    values still wait to be summed over that mesh dimension, so no norm can be
-    taken from them (scaling them, a linear map, is fine)."""
+    values still wait to be summed over that mesh dimension, so no norm can
+    be taken from them. Placements are the same on every rank, so every rank
+    raises alike, before any reduction."""
     for dim, placement in enumerate(grad.placements):
         is_partial = getattr(placement, "is_partial", None)
         if callable(is_partial) and is_partial():
-            raise ValueError(
-                f"INVALID_ARGUMENT: a DTensor gradient is Partial over mesh "
-                f"dimension {dim}: its local values are not yet summed, so "
-                "their norm is not the gradient's; expected Shard or Replicate "
-                "placements (redistribute the gradient first)")
+            raise _lib.error(_lib.INVALID_ARGUMENT, (
+                f"a DTensor gradient is Partial over mesh dimension {dim}: its "
+                "local values are not yet summed, so their norm is not the "
+                "gradient's; expected Shard or Replicate placements "
+                "(redistribute the gradient first)"))
 
 
 def mark_tp_replicated(parameter: torch.Tensor, replicated: bool = True):
@@ -119,8 +153,6 @@ def _is_marked_tp_replicated(parameter) -> bool:
 
 
 def _mesh_ranks(grad) -> int:
-    """How many ranks DTensor `grad`'s mesh spans (1: its local shard is the
-    whole gradient)."""
     mesh = grad.device_mesh
     ranks = 1
     for dim in range(len(grad.placements)):
@@ -128,132 +160,6 @@ def _mesh_ranks(grad) -> int:
         if group is not None:
             ranks *= dist.get_world_size(group)
     return ranks
-
-
-def _check_one_process(parameters: Sequence):
-    """Raises for a DTensor gradient spread over several ranks: a norm of this
-    process's shards alone is not the gradient's norm."""
-    for i, parameter in enumerate(parameters):
-        grad = parameter.grad
-        if grad is not None and _is_dtensor(grad):
-            ranks = _mesh_ranks(grad)
-            if ranks > 1:
-                raise ValueError(
-                    f"INVALID_ARGUMENT: parameter {i}'s gradient is a DTensor "
-                    f"over a mesh of {ranks} ranks, and clip_grad_norm_ takes "
-                    "the norm on one process; expected gradients held whole "
-                    "here. For sharded gradients use get_grad_norm(parameters, "
-                    "dp_cp_group, tp_group) with clip_grad_by_total_norm_, or "
-                    "Clipper")
-
-
-def _as_list(parameters: _TensorOrTensors) -> Sequence:
-    """The parameters as a sequence that is only read. A list or tuple is used
-    as it is: copying one touches every parameter object, which after a
-    backward pass costs about 10 ns each."""
-    if isinstance(parameters, torch.Tensor):
-        return [parameters]
-    if isinstance(parameters, (list, tuple)):
-        return parameters
-    return list(parameters)
-
-
-def _norm_type(norm_type) -> float:
-    try:
-        p = float(norm_type)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"INVALID_ARGUMENT: norm_type {norm_type!r} is not a number; "
-            "expected p > 0 or 'inf'") from None
-    if not p > 0:  # also NaN
-        raise ValueError(
-            f"INVALID_ARGUMENT: norm_type {p} is not supported; expected p > 0 "
-            "(or inf)")
-    return p
-
-
-def _check_dtype(dtype):
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(
-            f"INVALID_ARGUMENT: dtype {dtype!r} is not a floating-point torch "
-            "dtype; gradnorm accumulates in float64 whatever it says")
-
-
-def _check_max_norm(max_norm) -> float:
-    value = float(max_norm)
-    if not value >= 0:
-        raise ValueError(
-            f"INVALID_ARGUMENT: max norm {value} is not supported; expected a "
-            "max norm >= 0")
-    return value
-
-
-def _combine(a: float, b: float, p: float) -> float:
-    if math.isinf(p):
-        if math.isnan(a) or math.isnan(b):
-            return math.nan
-        return max(a, b)
-    return a + b
-
-
-class _LocalGrads:
-    """Zero-copy kernel views of one rank's gradient tensors."""
-
-    def __init__(self, views):
-        self.views = views
-        self.num_grads = views.num_grads
-        self.first = views.grad(0) if self.num_grads else None
-        # Non-contiguous gradients (rare: parameters created as views) are read
-        # through contiguous copies and scaled by torch.
-        self.strided = [views.grad(i) for i in views.noncontiguous]
-        self.copies = (
-            _gradnorm.TensorViews.from_torch(
-                [g.contiguous() for g in self.strided], _DTYPE_CODES)
-            if self.strided else None)
-        self.stream = 0
-        if self.first is not None and self.first.is_cuda:
-            self.stream = torch.cuda.current_stream(self.first.device).cuda_stream
-
-    @classmethod
-    def of_tensors(cls, grads: List[torch.Tensor]) -> "_LocalGrads":
-        return cls(_gradnorm.TensorViews.from_torch(grads, _DTYPE_CODES))
-
-    @classmethod
-    def of_parameters(cls, parameters: list) -> Optional["_LocalGrads"]:
-        """The gradients of plain-tensor parameters; None when some parameter
-        or gradient is a DTensor (the caller takes the general path)."""
-        views = _gradnorm.TensorViews.from_parameters(parameters)
-        if views is None:
-            return None
-        return cls(views)
-
-    def partial(self, p: float) -> float:
-        threads = torch.get_num_threads()
-        value, _ = self.views.partial_norm(p, threads, self.stream)
-        if self.copies is not None:
-            extra, _ = self.copies.partial_norm(p, threads, self.stream)
-            value = _combine(value, extra, p)
-        return value
-
-    def scale_(self, coef: float):
-        self.views.scale_(coef, torch.get_num_threads(), self.stream)
-        for g in self.strided:
-            g.mul_(coef)
-
-    def done(self):
-        """Drops the gradient references."""
-        self.views.release()
-
-
-def _local_grad(parameter, for_norm: bool) -> Optional[torch.Tensor]:
-    grad = parameter.grad
-    if grad is None:
-        return None
-    if _is_dtensor(grad):
-        if for_norm:
-            _check_not_partial(grad)
-        return grad.to_local()
-    return grad
 
 
 def _within_group(group, reduced) -> bool:
@@ -269,12 +175,9 @@ def _within_group(group, reduced) -> bool:
         return False
 
 
-def _reduced_replicate_dims(grad, dp_cp_group, tp_group) -> List[int]:
-    """The mesh dimensions of DTensor `grad` over which it is replicated and
-    whose ranks all lie in tp_group or dp_cp_group: the reduction over that
-    group would add up every replica. That includes a part of it, as HSDP's
-    replicate dimension is of the flattened dp_cp group: its replicas are
-    summed there just the same."""
+def _dtensor_replication(grad, dp_cp_group, tp_group) -> int:
+    """SHARDED, or COUNTED_ELSEWHERE for a replica whose reduction group would
+    add up every copy and of which this rank is not coordinate 0."""
     mesh = grad.device_mesh
     dims = []
     for dim, placement in enumerate(grad.placements):
@@ -283,53 +186,233 @@ def _reduced_replicate_dims(grad, dp_cp_group, tp_group) -> List[int]:
         group = mesh.get_group(dim)
         if _within_group(group, tp_group) or _within_group(group, dp_cp_group):
             dims.append(dim)
-    return dims
+    if not dims:
+        return SHARDED
+    coordinate = mesh.get_coordinate()
+    if coordinate is None or all(coordinate[d] == 0 for d in dims):
+        return SHARDED
+    return COUNTED_ELSEWHERE
 
 
-def _counted_here(grad, parameter, dp_cp_group, tp_group) -> bool:
-    """False for a replica this rank must not count (another rank counts it).
-    Raises for a Partial DTensor gradient (every rank alike)."""
-    if _is_dtensor(grad):
-        _check_not_partial(grad)
-        dims = _reduced_replicate_dims(grad, dp_cp_group, tp_group)
-        coordinate = grad.device_mesh.get_coordinate() if dims else None
-        return coordinate is None or all(coordinate[d] == 0 for d in dims)
-    if tp_group is not None and _is_marked_tp_replicated(parameter):
-        return dist.get_rank(group=tp_group) == 0
+def _as_list(parameters: _TensorOrTensors) -> Sequence:
+    if isinstance(parameters, torch.Tensor):
+        return [parameters]
+    if isinstance(parameters, (list, tuple)):
+        return parameters
+    return list(parameters)
+
+
+def _norm_type(norm_type) -> float:
+    try:
+        return float(norm_type)
+    except (TypeError, ValueError):
+        raise _lib.error(_lib.INVALID_ARGUMENT, (
+            f"norm_type {norm_type!r} is not a number; expected p > 0 or "
+            "'inf'")) from None
+
+
+def _number(value, what: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise _lib.error(_lib.INVALID_ARGUMENT, (
+            f"{what} {value!r} is not a number")) from None
+
+
+def _check_dtype(dtype):
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise _lib.error(_lib.INVALID_ARGUMENT, (
+            f"dtype {dtype!r} is not a floating-point torch dtype; gradnorm "
+            "accumulates in float64 whatever it says"))
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Whether t's elements fill [data_ptr, data_ptr + numel) exactly, in
+    some order (a permutation of a contiguous layout)."""
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda x: x[1]):
+        if size == 1:
+            continue
+        if stride != expected:
+            return False
+        expected *= size
     return True
 
 
-def _reduce(partial: float, p: float, group, device) -> float:
+def _data_ptr_or_0(t: torch.Tensor) -> int:
+    try:
+        return t.data_ptr()
+    except RuntimeError:  # no storage (sparse, mkldnn): _problem names it
+        return 0
+
+
+def _problem(grads: List[torch.Tensor], dtype_codes: array,
+             device_codes: Optional[array]) -> Optional[str]:
+    """What makes some gradient unreadable, or None."""
+    for i, g in enumerate(grads):
+        if dtype_codes[i] < 0:
+            return (f"gradient {i} has dtype {g.dtype}; expected "
+                    "torch.float32, bfloat16, float16 or float64")
+        if g.layout != torch.strided:
+            return (f"gradient {i} has layout {g.layout}; expected a dense "
+                    "(torch.strided) tensor")
+        if device_codes is not None and device_codes[i] == DEVICE_OTHER:
+            return (f"gradient {i} is on device {g.device}; expected a cpu or "
+                    "cuda tensor")
+        if not g.is_contiguous() and not _dense(g):
+            return (f"gradient {i} has strides {tuple(g.stride())} for shape "
+                    f"{tuple(g.shape)}, which do not cover its elements "
+                    "densely; expected a contiguous (or permuted-contiguous) "
+                    "gradient")
+    return None
+
+
+def _views(grads: List[torch.Tensor],
+           replication: Optional[array] = None) -> TensorList:
+    """Views of torch tensors: each attribute read for all of them in one
+    pass at C speed (map over the unbound accessor); a problem with some
+    gradient goes into the views' error, for the library to report after
+    the group's reductions."""
+    n = len(grads)
+    try:
+        data = array("Q", map(_data_ptr, grads))
+        storage = True
+    except RuntimeError:  # a tensor without storage (sparse, mkldnn, ...)
+        data = array("Q", map(_data_ptr_or_0, grads))
+        storage = False
+    numel = array("q", map(_numel, grads))
+    dtypes = list(map(_get_dtype, grads))
+    if n and dtypes.count(dtypes[0]) == n:
+        dtype = array("i", [_DTYPE_CODES.get(dtypes[0], -1)]) * n
+    else:
+        dtype = array("i", [_DTYPE_CODES.get(d, -1) for d in dtypes])
+    device = None
+    if not all(map(_is_cpu, grads)):
+        device = array("i", [
+            g.get_device() if g.is_cuda else
+            (DEVICE_CPU if g.is_cpu else DEVICE_OTHER) for g in grads])
+    error = None
+    if (not storage or -1 in dtype or not all(map(_is_contiguous, grads)) or
+            (device is not None and DEVICE_OTHER in device)):
+        error = _problem(grads, dtype, device)
+    return TensorList(grads, data, numel, dtype, device, replication, error)
+
+
+class _Local:
+    """One rank's gradients for one call: the views, and where and how the
+    kernels run (torch's intra-op thread count; torch's current stream of
+    the gradients' CUDA device)."""
+
+    __slots__ = ("views", "first", "options")
+
+    def __init__(self, grads: List[torch.Tensor],
+                 replication: Optional[array] = None):
+        self.views = _views(grads, replication)
+        self.first = grads[0] if grads else None
+        stream = 0
+        if self.first is not None and self.first.is_cuda:
+            stream = torch.cuda.current_stream(self.first.device).cuda_stream
+        self.options = _lib.gn_exec_options(torch.get_num_threads(),
+                                            stream or None)
+
+    @property
+    def stream(self):
+        return self.options.cuda_stream
+
+    def options_ref(self):
+        return ctypes.byref(self.options)
+
+
+def _grads(parameters: Sequence, dp_cp_group, tp_group, for_norm: bool,
+           one_process: bool = False) -> _Local:
+    """The gradients of `parameters` with how each is counted."""
+    grads = list(map(_get_grad, parameters))
+    types = set(map(type, grads))
+    if tp_group is None and types <= _PLAIN_TYPES:
+        if _NONE_TYPE in types:
+            grads = [g for g in grads if g is not None]
+        return _Local(grads)
+    local, replication = [], array("B")
+    for parameter, grad in zip(parameters, grads):
+        if grad is None:
+            continue
+        if _is_dtensor(grad):
+            if one_process and _mesh_ranks(grad) > 1:
+                i = len(local)
+                raise _lib.error(_lib.INVALID_ARGUMENT, (
+                    f"gradient {i} is a DTensor over a mesh of "
+                    f"{_mesh_ranks(grad)} ranks, and clip_grad_norm_ takes the "
+                    "norm on one process; expected gradients held whole here. "
+                    "For sharded gradients use get_grad_norm(parameters, "
+                    "dp_cp_group, tp_group) with clip_grad_by_total_norm_, or "
+                    "Clipper"))
+            if for_norm:
+                _check_not_partial(grad)
+            replication.append(_dtensor_replication(grad, dp_cp_group,
+                                                    tp_group))
+            local.append(grad.to_local())
+        else:
+            replication.append(
+                TP_REPLICATED if tp_group is not None and
+                _is_marked_tp_replicated(parameter) else SHARDED)
+            local.append(grad)
+    return _Local(local, replication)
+
+
+class _TorchGroup:
+    """The communicator interface of gradnorm._communicator over a
+    torch.distributed group: fp64 values on the group's device (the current
+    CUDA device for NCCL, else the CPU)."""
+
+    def __init__(self, group):
+        self.group = group
+        self.rank = dist.get_rank(group=group)
+        self.size = dist.get_world_size(group=group)
+        self.nccl = dist.get_backend(group) == "nccl"
+
+    def _device(self):
+        if self.nccl:
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+    def _global(self, root: int) -> int:
+        get = getattr(dist, "get_global_rank", None) or \
+            dist.distributed_c10d._get_global_rank
+        return get(self.group, root)
+
+    def all_reduce(self, values, op):
+        t = torch.tensor(values, dtype=torch.float64, device=self._device())
+        dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum"
+                        else dist.ReduceOp.MAX, group=self.group)
+        return t.tolist()
+
+    def broadcast(self, values, root):
+        t = torch.tensor(values, dtype=torch.float64, device=self._device())
+        dist.broadcast(t, src=self._global(root), group=self.group)
+        return t.tolist()
+
+    def broadcast_bytes(self, data, root):
+        t = torch.tensor(list(data), dtype=torch.uint8, device=self._device())
+        dist.broadcast(t, src=self._global(root), group=self.group)
+        return bytes(t.tolist())
+
+    def barrier(self):
+        dist.barrier(group=self.group)
+
+
+# One gn_communicator per torch group, made on first use; groups live as
+# long as the job, so the cache holds them.
+_COMMUNICATORS = {}
+
+
+def _communicator(group):
     if group is None:
-        return partial
-    if math.isinf(p):
-        # MAX drops NaN on some backends (comparisons with NaN are false), so a
-        # NaN travels as a flag in the same fp64 tensor.
-        is_nan = math.isnan(partial)
-        t = torch.tensor([0.0 if is_nan else partial, 1.0 if is_nan else 0.0],
-                         dtype=torch.float64, device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
-        value, nan_flag = t.tolist()
-        return math.nan if nan_flag > 0 else value
-    t = torch.tensor([partial], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
-    return t.item()
-
-
-def _reduction_device(group) -> torch.device:
-    if dist.get_backend(group) == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def _total_from_partial(partial: float, p: float) -> float:
-    if math.isinf(p) or math.isnan(partial) or partial == 0:
-        return partial
-    if p == 2.0:
-        return math.sqrt(partial)
-    if p == 1.0:
-        return partial
-    return partial ** (1.0 / p)
+        return None
+    entry = _COMMUNICATORS.get(id(group))
+    if entry is None or entry[0] is not group:
+        entry = (group, Communicator(_TorchGroup(group)))
+        _COMMUNICATORS[id(group)] = entry
+    return entry[1].handle
 
 
 def get_grad_norm(parameters: _TensorOrTensors, dp_cp_group, tp_group,
@@ -346,40 +429,13 @@ def get_grad_norm(parameters: _TensorOrTensors, dp_cp_group, tp_group,
     """
     p = _norm_type(norm_type)
     _check_dtype(dtype)
-    parameters = _as_list(parameters)
-    # Without a TP group no plain tensor is a replica to skip.
-    local = (_LocalGrads.of_parameters(parameters)
-             if tp_group is None else None)
-    if local is None:
-        grads = []
-        for parameter in parameters:
-            grad = parameter.grad
-            if grad is None:
-                continue
-            if _counted_here(grad, parameter, dp_cp_group, tp_group):
-                grads.append(grad.to_local() if _is_dtensor(grad) else grad)
-        local = _LocalGrads.of_tensors(grads)
-    try:
-        partial = local.partial(p)
-    finally:
-        local.done()
-    for group in (dp_cp_group, tp_group):
-        if group is not None:
-            partial = _reduce(partial, p, group, _reduction_device(group))
-    return _total_from_partial(partial, p)
-
-
-def _local_grads_of(parameters: list, for_norm: bool,
-                    one_process: bool = False) -> _LocalGrads:
-    local = _LocalGrads.of_parameters(parameters)
-    if local is None:
-        # Only the general path can meet DTensors.
-        if one_process:
-            _check_one_process(parameters)
-        local = _LocalGrads.of_tensors([
-            g for g in (_local_grad(q, for_norm) for q in parameters)
-            if g is not None])
-    return local
+    local = _grads(_as_list(parameters), dp_cp_group, tp_group, for_norm=True)
+    result = _lib.gn_grad_norm_result()
+    _lib.check(_lib.lib.gn_get_grad_norm(
+        local.views.ref(), _communicator(dp_cp_group),
+        _communicator(tp_group), p, 0, local.options_ref(),
+        ctypes.byref(result)))
+    return result.total_norm
 
 
 def clip_grad_by_total_norm_(parameters: _TensorOrTensors,
@@ -391,20 +447,14 @@ def clip_grad_by_total_norm_(parameters: _TensorOrTensors,
     nothing. DTensor gradients are scaled through their local shard. dtype is
     accepted for the seed's signature: the multiply is done in fp32 or better
     and stored in each gradient's own dtype."""
-    max_norm = _check_max_norm(max_grad_norm)
+    max_norm = _number(max_grad_norm, "max norm")
+    total = _number(total_norm, "total norm")
     _check_dtype(dtype)
-    total = float(total_norm)
-    if total < 0:
-        raise ValueError(
-            f"INVALID_ARGUMENT: total norm {total} is negative; expected a norm "
-            ">= 0 (or NaN/inf, which clip nothing)")
-    if not math.isfinite(total) or max_norm / (total + _CLIP_EPSILON) >= 1.0:
-        return
-    local = _local_grads_of(_as_list(parameters), for_norm=False)
-    try:
-        local.scale_(max_norm / (total + _CLIP_EPSILON))
-    finally:
-        local.done()
+    local = _grads(_as_list(parameters), None, None, for_norm=False)
+    result = _lib.gn_clip_result()
+    _lib.check(_lib.lib.gn_clip_grad_by_total_norm(
+        local.views.ref(), max_norm, total, 0, local.options_ref(),
+        ctypes.byref(result)))
 
 
 def clip_grad_norm_(parameters: _TensorOrTensors, max_norm: float,
@@ -418,84 +468,41 @@ def clip_grad_norm_(parameters: _TensorOrTensors, max_norm: float,
     accumulated in fp64, and a non-finite total leaves the gradients unchanged
     (torch multiplies them by NaN) unless error_if_nonfinite raises first.
     foreach is accepted and ignored (gradnorm always uses one fused pass).
-    A DTensor gradient over several ranks is a ValueError: its norm needs the
-    other ranks (use get_grad_norm and clip_grad_by_total_norm_, or Clipper).
+    A DTensor gradient over several ranks is an InvalidArgumentError: its norm
+    needs the other ranks (use get_grad_norm and clip_grad_by_total_norm_, or
+    Clipper).
     """
     p = _norm_type(norm_type)
-    max_norm = _check_max_norm(max_norm)
-    local = _local_grads_of(_as_list(parameters), for_norm=True,
-                            one_process=True)
-    try:
-        return _clip_local(local, p, max_norm, error_if_nonfinite)
-    finally:
-        local.done()
-
-
-def _clip_local(local: _LocalGrads, p: float, max_norm: float,
-                error_if_nonfinite: bool) -> torch.Tensor:
-    if local.num_grads == 0:
+    max_norm = _number(max_norm, "max norm")
+    local = _grads(_as_list(parameters), None, None, for_norm=True,
+                   one_process=True)
+    if local.first is None:
         return torch.tensor(0.0)
-    total = _total_from_partial(local.partial(p), p)
-    if error_if_nonfinite and not math.isfinite(total):
+    norm = _lib.gn_grad_norm_result()
+    _lib.check(_lib.lib.gn_get_grad_norm(
+        local.views.ref(), None, None, p, 0, local.options_ref(),
+        ctypes.byref(norm)))
+    total = norm.total_norm
+    if error_if_nonfinite and norm.nonfinite:
         raise RuntimeError(
             f"The total norm of order {p} for gradients from `parameters` is "
             "non-finite, so it cannot be clipped. With "
             "`error_if_nonfinite=False` gradnorm returns the norm and leaves "
             "the gradients unchanged")
-    if math.isfinite(total):
-        coef = max_norm / (total + _CLIP_EPSILON)
-        if coef < 1.0:
-            local.scale_(coef)
+    clip = _lib.gn_clip_result()
+    _lib.check(_lib.lib.gn_clip_grad_by_total_norm(
+        local.views.ref(), max_norm, total, 0, local.options_ref(),
+        ctypes.byref(clip)))
     first = local.first
     out_dtype = torch.float64 if first.dtype == torch.float64 else torch.float32
     return torch.tensor(total, dtype=out_dtype, device=first.device)
 
 
-class _GroupCommunicator:
-    """gradnorm's Communicator contract over a torch.distributed group (the
-    C++ clipper calls it through PyCommunicator)."""
-
-    def __init__(self, group):
-        self.group = group
-        self.device = (torch.device("cuda", torch.cuda.current_device())
-                       if dist.get_backend(group) == "nccl" else torch.device("cpu"))
-
-    def rank(self):
-        return dist.get_rank(group=self.group)
-
-    def size(self):
-        return dist.get_world_size(group=self.group)
-
-    def _global(self, root):
-        get = getattr(dist, "get_global_rank", None) or \
-            dist.distributed_c10d._get_global_rank
-        return get(self.group, root)
-
-    def all_reduce(self, values, op):
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        if op == "sum":
-            dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
-            return t.tolist()
-        nan = torch.isnan(t)  # MAX with NaN winning, as CombineValues does
-        both = torch.cat([torch.where(nan, torch.full_like(t, -math.inf), t),
-                          nan.double()])
-        dist.all_reduce(both, op=dist.ReduceOp.MAX, group=self.group)
-        n = len(values)
-        return [math.nan if flag > 0 else v
-                for v, flag in zip(both[:n].tolist(), both[n:].tolist())]
-
-    def broadcast(self, values, root):
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.broadcast(t, src=self._global(root), group=self.group)
-        return t.tolist()
-
-    def broadcast_bytes(self, data, root):
-        box = [data]
-        dist.broadcast_object_list(box, src=self._global(root), group=self.group)
-        return box[0]
-
-    def barrier(self):
-        dist.barrier(group=self.group)
+_ACTIONS = {0: "ACTION_UNSPECIFIED", 1: "ACTION_NONE", 2: "ACTION_CLIP",
+            3: "ACTION_SKIP"}
+_REASONS = {0: "REASON_UNSPECIFIED", 1: "REASON_WITHIN_MAX_NORM",
+            2: "REASON_ABOVE_MAX_NORM", 3: "REASON_NONFINITE",
+            4: "REASON_SPIKE"}
 
 
 class Clipper:
@@ -506,10 +513,12 @@ class Clipper:
     jobs of the run and returns one decision to all. Gradients are clipped in
     place unless the action is SKIP.
 
-        clipper = gn.Clipper(norm_type=2, max_norm=1.0,
-                             dp_cp_group=dp, tp_group=tp, job_group=None,
+        config = gn.RunConfig(participants=num_jobs, max_norm=1.0,
+                              clip_policy=gn.ZClip(z_threshold=2.5),
+                              spike_rule=gn.SpikeRule(sigma=6))
+        clipper = gn.Clipper(norm_type=2, dp_cp_group=dp, tp_group=tp,
                              address="coordinator:7443", run_id="run7",
-                             participant=job_index, participants=num_jobs,
+                             participant=job_index, config=config,
                              security="tls", root_certs_pem=ca, token=token)
         result = clipper.step(step, model.parameters())
         if result["action"] != "ACTION_SKIP":
@@ -518,76 +527,94 @@ class Clipper:
     Groups are torch.distributed process groups or None (one process).
     job_group defaults to the default (world) group when torch.distributed is
     initialized. Without address the clipper decides locally with max_norm.
-    Without participants the run must already be registered (with this
-    norm_type). While job_group's leader waits for the other jobs it tells the
-    job's ranks so every progress_interval_s: keep it well below job_group's
-    timeout.
+    config (a gradnorm.config.RunConfig: every clip policy, the spike rule,
+    the non-finite policy, the round timeout) registers the run; its
+    norm_type must be the clipper's. participants= (with round_timeout_ms=)
+    is a short form of a static config with max_norm. With neither, the run
+    must already be registered (with this norm_type). While job_group's
+    leader waits for the other jobs it tells the job's ranks so every
+    progress_interval_s: keep it well below job_group's timeout.
     step() returns a dict: total_norm, clip_coef, action ("ACTION_NONE",
     "ACTION_CLIP", "ACTION_SKIP"), reason, reason_detail, effective_max_norm,
-    nonfinite, job_partial. Errors: ValueError for bad arguments, RuntimeError
-    (prefixed by the status code) for communicator and coordinator errors.
+    nonfinite, job_partial, slowest_participant, arrival_spread_seconds.
+    Errors: gradnorm.Error (InvalidArgumentError, a ValueError, for bad
+    arguments), the same on every rank of the job; a rank whose own
+    gradients are bad raises InvalidArgumentError and the others ABORTED.
     """
+
+    _handle = None  # until __init__ creates the C++ clipper
 
     def __init__(self, *, norm_type=2.0, max_norm=1.0, dp_cp_group=None,
                  tp_group=None, job_group="world", address=None, run_id=None,
-                 participant=0, participants=None, round_timeout_ms=60000,
+                 participant=0, config: Optional[RunConfig] = None,
+                 participants=None, round_timeout_ms=None,
                  security="insecure", root_certs_pem="", client_cert_pem="",
                  client_key_pem="", tls_server_name="", token="",
                  report_timeout_s=120.0, progress_interval_s=10.0,
                  error_if_nonfinite=False):
         p = _norm_type(norm_type)
-        max_norm = _check_max_norm(max_norm)
+        max_norm = _number(max_norm, "max norm")
         if job_group == "world":
             job_group = (dist.group.WORLD
                          if dist.is_available() and dist.is_initialized() else None)
         self._dp_cp_group, self._tp_group = dp_cp_group, tp_group
-        coordinator = None
+        self._client = None
+        binding = None
         if address is not None:
-            coordinator = dict(
-                address=address, run_id=run_id or "", participant=participant,
-                participants=participants, round_timeout_ms=round_timeout_ms,
-                security=security, root_certs_pem=root_certs_pem,
-                client_cert_pem=client_cert_pem, client_key_pem=client_key_pem,
-                tls_server_name=tls_server_name, token=token,
-                report_timeout_s=report_timeout_s,
-                progress_interval_s=progress_interval_s)
-        comm = lambda g: None if g is None else _GroupCommunicator(g)  # noqa: E731
-        self._clipper = _gradnorm.Clipper(
-            comm(dp_cp_group), comm(tp_group), comm(job_group), p, max_norm,
-            bool(error_if_nonfinite), coordinator)
+            if config is None and participants is not None:
+                config = RunConfig(participants=participants, norm_type=p,
+                                   max_norm=max_norm,
+                                   round_timeout_ms=round_timeout_ms)
+            self._client = CoordinatorClient(
+                address, security=security, root_certs_pem=root_certs_pem,
+                client_cert_pem=client_cert_pem,
+                client_key_pem=client_key_pem,
+                tls_server_name=tls_server_name, token=token)
+            self._run_id = (run_id or "").encode()
+            self._config_json = (None if config is None
+                                 else config.to_json().encode())
+            binding = _lib.gn_coordinator_binding(
+                self._client.handle, self._run_id, int(participant),
+                self._config_json, float(report_timeout_s),
+                float(progress_interval_s))
+        # Kept referenced: the C++ clipper uses them until it is destroyed.
+        self._groups = (dp_cp_group, tp_group, job_group)
+        options = _lib.gn_clipper_options(p, max_norm, int(bool(
+            error_if_nonfinite)), torch.get_num_threads())
+        self._handle = ctypes.c_void_p()
+        _lib.check(_lib.lib.gn_clipper_create(
+            _communicator(dp_cp_group), _communicator(tp_group),
+            _communicator(job_group), ctypes.byref(options),
+            None if binding is None else ctypes.byref(binding),
+            ctypes.byref(self._handle)))
 
     def step(self, step: int, parameters: _TensorOrTensors) -> dict:
-        grads, replicated = [], []
-        for parameter in _as_list(parameters):
-            grad = parameter.grad
-            if grad is None:
-                continue
-            if _is_dtensor(grad):
-                # Raised on every rank alike (placements are the same on all),
-                # so no rank enters a reduction that another has left.
-                _check_not_partial(grad)
-                if _reduced_replicate_dims(grad, self._dp_cp_group,
-                                           self._tp_group):
-                    raise ValueError(
-                        "INVALID_ARGUMENT: Clipper does not support DTensor "
-                        "gradients replicated over a reduced mesh dimension "
-                        "yet; use get_grad_norm and clip_grad_by_total_norm_")
-                grad = grad.to_local()
-                replicated.append(False)
-            else:
-                replicated.append(_is_marked_tp_replicated(parameter))
-            grads.append(grad)
-        local = _LocalGrads.of_tensors(grads)
-        if local.strided:
-            raise ValueError(
-                "INVALID_ARGUMENT: Clipper needs contiguous gradients; "
-                f"{len(local.strided)} are not")
-        try:
-            # On torch's current stream, as get_grad_norm and the clip
-            # functions run: ordered after backward's writes and before the
-            # optimizer's reads on that stream.
-            result = self._clipper.step(step, local.views, replicated,
-                                        local.stream)
-        finally:
-            local.done()
-        return result
+        local = _grads(_as_list(parameters), self._dp_cp_group,
+                       self._tp_group, for_norm=True)
+        result = _lib.gn_step_result()
+        # On torch's current stream: ordered after backward's writes and
+        # before the optimizer's reads on that stream.
+        _lib.check(_lib.lib.gn_clipper_step(
+            self._handle, int(step), local.views.ref(), local.stream,
+            ctypes.byref(result)))
+        return {
+            "total_norm": result.total_norm,
+            "clip_coef": result.clip_coef,
+            "action": _ACTIONS.get(result.action, str(result.action)),
+            "reason": _REASONS.get(result.reason, str(result.reason)),
+            "reason_detail": (result.reason_detail or b"").decode(),
+            "effective_max_norm": result.effective_max_norm,
+            "nonfinite": bool(result.nonfinite),
+            "job_partial": result.job_partial,
+            "slowest_participant": result.slowest_participant,
+            "arrival_spread_seconds": result.arrival_spread_seconds,
+        }
+
+    def close(self):
+        """Destroys the C++ clipper (also at garbage collection)."""
+        if self._handle:
+            _lib.lib.gn_clipper_destroy(self._handle)
+            self._handle = ctypes.c_void_p()
+
+    def __del__(self):
+        self.close()
