@@ -371,7 +371,8 @@ def test_views_hold_the_gradients_they_point_into():
     assert views.data.tolist() == [g.data_ptr() for g in grads]
     assert views.numel.tolist() == [2, 1]
     assert views.dtype.tolist() == [_tensors.FLOAT32, _tensors.FLOAT64]
-    assert views.device is None and views.replication is None  # cpu, sharded
+    assert views.device.tolist() == [_tensors.DEVICE_CPU] * 2
+    assert views.replication is None  # all sharded
 
     alive = [weakref.ref(g) for g in grads]
     for q in parameters:

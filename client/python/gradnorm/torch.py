@@ -46,10 +46,8 @@ that is neither cpu nor cuda, or gradients on several devices.
 """
 
 import ctypes
-import math
 from array import array
-from operator import attrgetter
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
@@ -85,14 +83,7 @@ _DTYPE_CODES = {
 
 _TensorOrTensors = Union[torch.Tensor, Iterable[torch.Tensor]]
 
-_data_ptr = torch.Tensor.data_ptr
-_numel = torch.Tensor.numel
-_is_contiguous = torch.Tensor.is_contiguous
-_get_dtype = attrgetter("dtype")
-_is_cpu = attrgetter("is_cpu")
-_get_grad = attrgetter("grad")
-_NONE_TYPE = type(None)
-_PLAIN_TYPES = frozenset((torch.Tensor, _NONE_TYPE))
+_Tensor = torch.Tensor
 
 
 def _dtensor_api():
@@ -239,13 +230,6 @@ def _dense(t: torch.Tensor) -> bool:
     return True
 
 
-def _data_ptr_or_0(t: torch.Tensor) -> int:
-    try:
-        return t.data_ptr()
-    except RuntimeError:  # no storage (sparse, mkldnn): _problem names it
-        return 0
-
-
 def _problem(grads: List[torch.Tensor], dtype_codes: array,
              device_codes: Optional[array]) -> Optional[str]:
     """What makes some gradient unreadable, or None."""
@@ -267,33 +251,51 @@ def _problem(grads: List[torch.Tensor], dtype_codes: array,
     return None
 
 
-def _views(grads: List[torch.Tensor],
-           replication: Optional[array] = None) -> TensorList:
-    """Views of torch tensors: each attribute read for all of them in one
-    pass at C speed (map over the unbound accessor); a problem with some
-    gradient goes into the views' error, for the library to report after
-    the group's reductions."""
-    n = len(grads)
-    try:
-        data = array("Q", map(_data_ptr, grads))
-        storage = True
-    except RuntimeError:  # a tensor without storage (sparse, mkldnn, ...)
-        data = array("Q", map(_data_ptr_or_0, grads))
-        storage = False
-    numel = array("q", map(_numel, grads))
-    dtypes = list(map(_get_dtype, grads))
-    if n and dtypes.count(dtypes[0]) == n:
-        dtype = array("i", [_DTYPE_CODES.get(dtypes[0], -1)]) * n
-    else:
-        dtype = array("i", [_DTYPE_CODES.get(d, -1) for d in dtypes])
-    device = None
-    if not all(map(_is_cpu, grads)):
-        device = array("i", [
-            g.get_device() if g.is_cuda else
-            (DEVICE_CPU if g.is_cpu else DEVICE_OTHER) for g in grads])
+def _views(items: Sequence, of_parameters: bool,
+           replication: Optional[array] = None) -> Optional[TensorList]:
+    """Views of the gradients of `items` (parameters whose ``.grad`` is
+    read, skipping None, or the gradient tensors themselves). Each
+    gradient's attributes are read together in one pass, while its objects
+    are in the cache: with thousands of gradients that pass is the host's
+    main cost, so it is kept as short as the public attributes allow. A
+    problem with some gradient goes into the views' error, for the library
+    to report after the group's reductions. None when some parameter's
+    gradient is not a plain torch.Tensor (the caller takes the general
+    path)."""
+    grads = []
+    data, numel, dtype, device = array("Q"), array("q"), array("i"), array("i")
+    add_grad, add_data, add_numel = grads.append, data.append, numel.append
+    add_dtype, add_device = dtype.append, device.append
+    code_of = _DTYPE_CODES.get
+    problem = False
+    for item in items:
+        if of_parameters:
+            g = item.grad
+            if g is None:
+                continue
+            if type(g) is not _Tensor:
+                return None
+        else:
+            g = item
+        add_grad(g)
+        try:
+            add_data(g.data_ptr())
+        except RuntimeError:  # no storage (sparse, mkldnn, ...)
+            add_data(0)
+            problem = True
+        add_numel(g.numel())
+        add_dtype(code_of(g.dtype, -1))
+        if g.is_cpu:
+            add_device(DEVICE_CPU)
+        elif g.is_cuda:
+            add_device(g.get_device())
+        else:
+            add_device(DEVICE_OTHER)
+            problem = True
+        if not g.is_contiguous():
+            problem = True
     error = None
-    if (not storage or -1 in dtype or not all(map(_is_contiguous, grads)) or
-            (device is not None and DEVICE_OTHER in device)):
+    if problem or -1 in dtype:
         error = _problem(grads, dtype, device)
     return TensorList(grads, data, numel, dtype, device, replication, error)
 
@@ -305,9 +307,9 @@ class _Local:
 
     __slots__ = ("views", "first", "options")
 
-    def __init__(self, grads: List[torch.Tensor],
-                 replication: Optional[array] = None):
-        self.views = _views(grads, replication)
+    def __init__(self, views: TensorList):
+        self.views = views
+        grads = views.objects
         self.first = grads[0] if grads else None
         stream = 0
         if self.first is not None and self.first.is_cuda:
@@ -326,14 +328,13 @@ class _Local:
 def _grads(parameters: Sequence, dp_cp_group, tp_group, for_norm: bool,
            one_process: bool = False) -> _Local:
     """The gradients of `parameters` with how each is counted."""
-    grads = list(map(_get_grad, parameters))
-    types = set(map(type, grads))
-    if tp_group is None and types <= _PLAIN_TYPES:
-        if _NONE_TYPE in types:
-            grads = [g for g in grads if g is not None]
-        return _Local(grads)
+    if tp_group is None:
+        views = _views(parameters, of_parameters=True)
+        if views is not None:
+            return _Local(views)
     local, replication = [], array("B")
-    for parameter, grad in zip(parameters, grads):
+    for parameter in parameters:
+        grad = parameter.grad
         if grad is None:
             continue
         if _is_dtensor(grad):
@@ -356,7 +357,7 @@ def _grads(parameters: Sequence, dp_cp_group, tp_group, for_norm: bool,
                 TP_REPLICATED if tp_group is not None and
                 _is_marked_tp_replicated(parameter) else SHARDED)
             local.append(grad)
-    return _Local(local, replication)
+    return _Local(_views(local, of_parameters=False, replication=replication))
 
 
 class _TorchGroup:
