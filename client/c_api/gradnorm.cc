@@ -16,10 +16,12 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/c_api/internal/callback_communicator.h"
 #include "client/c_api/internal/last_error.h"
+#include "client/c_api/internal/openmp_parallel_for.h"
 #include "client/c_api/internal/tensors.h"
 #include "client/coordinator_client.h"
 #include "client/grad_norm_clipper.h"
@@ -62,10 +64,23 @@ absl::Status NotNull(const void* p, const char* what) {
       absl::StrCat(what, " is null; expected a valid pointer"));
 }
 
+// gn_use_openmp's executor; empty: gradnorm's own pool.
+absl::Mutex executor_mu;
+ParallelFor& Executor() ABSL_EXCLUSIVE_LOCKS_REQUIRED(executor_mu) {
+  static auto* executor = new ParallelFor();
+  return *executor;
+}
+
+ParallelFor CurrentExecutor() {
+  absl::MutexLock lock(&executor_mu);
+  return Executor();
+}
+
 // PartialNormOptions or ScaleOptions from a call's gn_exec_options.
 template <typename Options>
 Options Exec(const gn_exec_options* options) {
   Options out;
+  out.parallel_for = CurrentExecutor();
   if (options != nullptr) {
     out.num_threads = options->num_threads;
     out.cuda_stream = options->cuda_stream;
@@ -240,6 +255,8 @@ absl::Status CreateClipper(gn_communicator* dp_cp, gn_communicator* tp,
   clipper_options.error_if_nonfinite = options->error_if_nonfinite != 0;
   clipper_options.partial.num_threads = options->num_threads;
   clipper_options.scale.num_threads = options->num_threads;
+  clipper_options.partial.parallel_for = CurrentExecutor();
+  clipper_options.scale.parallel_for = clipper_options.partial.parallel_for;
   ASSIGN_OR_RETURN(
       clipper->impl,
       GradNormClipper::Create(&Or(dp_cp, clipper->own_dp_cp),
@@ -331,6 +348,18 @@ gn_code gn_scale(const gn_tensors* tensors, double coef,
   if (!views->input_error.ok()) return Return(views->input_error);
   return Return(gradnorm::ScaleInPlace(
       views->grads, coef, gradnorm::c_api_internal::Exec<gradnorm::ScaleOptions>(options)));
+}
+
+gn_code gn_use_openmp(const char* library) {
+  gradnorm::ParallelFor executor;
+  if (library != nullptr && library[0] != '\0') {
+    auto loaded = gradnorm::c_api_internal::OpenMpParallelFor(library);
+    if (!loaded.ok()) return Return(loaded.status());
+    executor = std::move(*loaded);
+  }
+  absl::MutexLock lock(&gradnorm::c_api_internal::executor_mu);
+  gradnorm::c_api_internal::Executor() = std::move(executor);
+  return Return(absl::OkStatus());
 }
 
 gn_code gn_communicator_create(const gn_communicator_callbacks* callbacks,

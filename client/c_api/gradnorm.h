@@ -162,6 +162,17 @@ GN_API gn_code gn_partial_norm(const gn_tensors* tensors, double p,
 GN_API gn_code gn_scale(const gn_tensors* tensors, double coef,
                         const gn_exec_options* options);
 
+/* Runs the CPU kernels' work on the OpenMP runtime at `library` (a path or
+ * soname) instead of gradnorm's own threads, for every later call and every
+ * clipper created after it. A host that already runs an OpenMP pool (torch's
+ * intra-op threads) passes its runtime, so the two pools do not compete for
+ * the cores; the team has the runtime's default size on the calling thread.
+ * Any runtime with libgomp's entry points works (libgomp, libomp, libiomp5).
+ * NULL or "": back to gradnorm's threads. Results never depend on it.
+ * NOT_FOUND when the library cannot be loaded, INVALID_ARGUMENT when it is
+ * not such a runtime; the setting is unchanged then. Process-wide. */
+GN_API gn_code gn_use_openmp(const char* library);
+
 /* ---- Communicators ------------------------------------------------------ */
 
 enum { GN_REDUCE_SUM = 0, GN_REDUCE_MAX = 1 };

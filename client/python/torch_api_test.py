@@ -4,6 +4,7 @@ gradients, non-finite handling, argument and gradient errors, and the views
 gradnorm.torch hands to libgradnorm (gn._grads)."""
 
 import gc
+import os
 import math
 import weakref
 
@@ -469,3 +470,30 @@ def test_many_parameters_of_every_kind_in_one_call():
     parameters[250].grad = parameters[250].grad.as_subclass(Sub)
     assert gn.get_grad_norm(parameters, None, None) == pytest.approx(
         reference, rel=1e-12)
+
+
+def test_cpu_kernels_run_on_torchs_openmp_threads_with_the_same_result():
+    """gradnorm.torch has libgradnorm run its CPU work on torch's OpenMP
+    runtime (Debian's torch: the system's libgomp), so the two thread pools
+    do not compete; the executor never changes a result."""
+    from gradnorm import _lib
+    assert gn.openmp_runtime is not None
+    assert "libgomp" in os.path.basename(gn.openmp_runtime)
+    gen = torch.Generator().manual_seed(3)
+    parameters = []
+    for shape in [(300, 700), (5000,), (3,)] * 20:
+        p = torch.nn.Parameter(torch.empty(shape))
+        p.grad = torch.randn(shape, generator=gen)
+        parameters.append(p)
+    on_torch = [gn.get_grad_norm(parameters, None, None, norm_type=p)
+                for p in (1.0, 2.0, 3.0, math.inf)]
+    try:
+        _lib.check(_lib.lib.gn_use_openmp(None))  # gradnorm's own threads
+        own = [gn.get_grad_norm(parameters, None, None, norm_type=p)
+               for p in (1.0, 2.0, 3.0, math.inf)]
+    finally:
+        _lib.check(_lib.lib.gn_use_openmp(gn.openmp_runtime.encode()))
+    assert on_torch == own  # bitwise
+    with pytest.raises(gradnorm.Error) as e:
+        _lib.check(_lib.lib.gn_use_openmp(b"libnot-an-openmp.so"))
+    assert e.value.code == "NOT_FOUND"

@@ -186,6 +186,7 @@ _SIGNATURES = {
                                      _P(gn_exec_options), _P(_c.c_double),
                                      _P(_c.c_int32)]),
     "gn_scale": (_c.c_int32, [_P(gn_tensors), _c.c_double, _P(gn_exec_options)]),
+    "gn_use_openmp": (_c.c_int32, [_c.c_char_p]),
     "gn_communicator_create": (_c.c_int32, [_P(gn_communicator_callbacks),
                                             _P(_c.c_void_p)]),
     "gn_communicator_destroy": (None, [_c.c_void_p]),

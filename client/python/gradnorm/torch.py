@@ -46,6 +46,8 @@ that is neither cpu nor cuda, or gradients on several devices.
 """
 
 import ctypes
+import os
+import re
 from array import array
 from typing import Iterable, List, Optional, Sequence, Union
 
@@ -84,6 +86,46 @@ _DTYPE_CODES = {
 _TensorOrTensors = Union[torch.Tensor, Iterable[torch.Tensor]]
 
 _Tensor = torch.Tensor
+
+
+def _torch_openmp_runtime() -> Optional[str]:
+    """The OpenMP runtime torch's intra-op threads belong to, as loaded in
+    this process (Debian's libgomp, pip torch's bundled copy, libiomp5 or
+    libomp), or None when torch runs without OpenMP."""
+    if "OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/" in line}
+    except OSError:
+        return None
+    runtimes = sorted(p for p in paths if re.search(
+        r"/lib(gomp|iomp5|omp)[-.][^/]*so", p))
+    if not runtimes:
+        return None
+    # Several (torch's own copy and the system's): torch's is the one whose
+    # threads it uses.
+    torch_dir = os.path.dirname(os.path.abspath(torch.__file__))
+    for path in runtimes:
+        if path.startswith(torch_dir):
+            return path
+    return runtimes[0]
+
+
+def _join_torch_threads() -> Optional[str]:
+    """Has libgradnorm run its CPU work on torch's OpenMP threads, which
+    would otherwise still spin on the cores after each torch operation
+    while gradnorm's own threads want them. Returns the runtime's path, or
+    None (gradnorm's own threads) when there is none or it cannot be used."""
+    runtime = _torch_openmp_runtime()
+    if runtime is None or _lib.lib.gn_use_openmp(runtime.encode()) != 0:
+        return None
+    return runtime
+
+
+#: The OpenMP runtime (torch's) the CPU kernels run on, or None when they
+#: run on gradnorm's own threads.
+openmp_runtime = _join_torch_threads()
 
 
 def _dtensor_api():
