@@ -160,6 +160,7 @@ absl::Status ValidateArguments(const GradNormClipperOptions& options,
 // up, and checks that its norm_type is the clipper's.
 absl::Status CheckRun(const CoordinatorBinding& binding, double norm_type,
                       absl::Time deadline) {
+  RETURN_IF_ERROR(binding.config_error);
   if (binding.client == nullptr) {
     return absl::InvalidArgumentError(
         "the job leader (job rank 0) needs a CoordinatorClient");

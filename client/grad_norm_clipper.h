@@ -83,6 +83,11 @@ struct CoordinatorBinding {
   // same config); when not, the run must already be registered. Either way
   // the run's norm_type must be the clipper's.
   std::optional<gradnorm::v1::RunConfig> config;
+  // Read on the leader only: an error its caller met building `config` (a
+  // config text that did not parse, say). Create then fails with it on every
+  // rank of the job, through the leader's outcome, instead of the leader
+  // returning alone while the others wait for it.
+  absl::Status config_error;
   // Deadline of each Report (and of the registration), from its start (> 0).
   absl::Duration report_timeout = absl::Minutes(2);
   // While the leader waits for the coordinator (the other jobs' reports), it

@@ -215,15 +215,19 @@ absl::StatusOr<CoordinatorClientOptions> ClientOptions(
   return out;
 }
 
-absl::StatusOr<CoordinatorBinding> Binding(const gn_coordinator_binding& in) {
+// Only the job's leader reads the config; one that does not parse travels
+// to every rank through the clipper's collective Create (config_error), so
+// no rank returns alone before it.
+CoordinatorBinding Binding(const gn_coordinator_binding& in, bool leader) {
   CoordinatorBinding out;
   if (in.client != nullptr) out.client = in.client->impl;
   out.run_id = Str(in.run_id);
   out.participant = in.participant;
   const std::string config = Str(in.run_config_json);
-  if (!config.empty()) {
+  if (leader && !config.empty()) {
     gradnorm::v1::RunConfig parsed;
-    RETURN_IF_ERROR(ParseJson(config.c_str(), &parsed, "run_config_json"));
+    out.config_error =
+        ParseJson(config.c_str(), &parsed, "run_config_json");
     out.config = std::move(parsed);
   }
   // 0 takes the default; a negative value reaches Create's own check.
@@ -244,11 +248,12 @@ absl::Status CreateClipper(gn_communicator* dp_cp, gn_communicator* tp,
   RETURN_IF_ERROR(NotNull(options, "options"));
   RETURN_IF_ERROR(NotNull(out, "out"));
   *out = nullptr;
+  auto clipper = std::make_unique<gn_clipper>();
+  Communicator& job_comm = Or(job, clipper->own_job);
   std::optional<CoordinatorBinding> binding;
   if (coordinator != nullptr) {
-    ASSIGN_OR_RETURN(binding, Binding(*coordinator));
+    binding = Binding(*coordinator, job_comm.rank() == 0);
   }
-  auto clipper = std::make_unique<gn_clipper>();
   GradNormClipperOptions clipper_options;
   clipper_options.norm_type = options->norm_type;
   clipper_options.max_norm = options->max_norm;
@@ -260,8 +265,8 @@ absl::Status CreateClipper(gn_communicator* dp_cp, gn_communicator* tp,
   ASSIGN_OR_RETURN(
       clipper->impl,
       GradNormClipper::Create(&Or(dp_cp, clipper->own_dp_cp),
-                              &Or(tp, clipper->own_tp),
-                              &Or(job, clipper->own_job), clipper_options,
+                              &Or(tp, clipper->own_tp), &job_comm,
+                              clipper_options,
                               std::move(binding)));
   *out = clipper.release();
   return absl::OkStatus();

@@ -334,8 +334,9 @@ typedef struct gn_clipper gn_clipper;
 
 /* Every rank of the job calls it together. dp_cp, tp and job may be NULL (a
  * group of this rank alone) and must outlive the clipper. Errors: those of
- * GradNormClipper::Create, and INVALID_ARGUMENT for a run_config_json that
- * does not parse as a RunConfig. */
+ * GradNormClipper::Create, the same on every rank, including INVALID_ARGUMENT
+ * when the leader's run_config_json does not parse as a RunConfig (the other
+ * ranks do not read theirs). */
 GN_API gn_code gn_clipper_create(gn_communicator* dp_cp, gn_communicator* tp,
                                  gn_communicator* job,
                                  const gn_clipper_options* options,

@@ -206,6 +206,43 @@ TEST(CApiTest, ClipperRejectsARunConfigThatDoesNotParse) {
   gn_coordinator_client_destroy(client);
 }
 
+// The leader's config that does not parse fails Create on every rank of the
+// job (through the leader's outcome); no rank is left waiting for it.
+TEST(CApiTest, LeadersBadRunConfigFailsEveryRankOfTheJob) {
+  auto job = *CreateInMemoryGroup(2, absl::Seconds(20));
+  gn_client_options client_options = {};
+  client_options.target = "127.0.0.1:1";
+  std::vector<gn_code> codes(2);
+  std::vector<std::string> messages(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      gn_communicator* job_comm = Wrap(job[r].get());
+      gn_coordinator_client* client = nullptr;
+      if (r == 0) gn_coordinator_client_create(&client_options, &client);
+      gn_coordinator_binding binding = {};
+      binding.client = client;
+      binding.run_id = "run";
+      // Rank 1's config is not read (it would not parse either).
+      binding.run_config_json = r == 0 ? "{\"participants\": \"two\"}" : "{";
+      gn_clipper_options options = {};
+      options.norm_type = 2.0;
+      gn_clipper* clipper = nullptr;
+      codes[r] = gn_clipper_create(nullptr, nullptr, job_comm, &options,
+                                   &binding, &clipper);
+      messages[r] = gn_last_error();
+      EXPECT_EQ(clipper, nullptr);
+      gn_coordinator_client_destroy(client);
+      gn_communicator_destroy(job_comm);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(codes[r], GN_INVALID_ARGUMENT) << r;
+    EXPECT_THAT(messages[r], HasSubstr("run_config_json does not parse")) << r;
+  }
+}
+
 TEST(CApiTest, CoordinatorCallChecksMethodRequestAndTimeout) {
   gn_client_options options = {};
   options.target = "127.0.0.1:1";

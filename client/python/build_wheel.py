@@ -1,9 +1,12 @@
 """Builds gradnorm's wheel: the Python package, libgradnorm.so and every
 shared library it needs that a plain Debian or Ubuntu system with Python
 lacks, laid out as ``auditwheel repair`` does: the libraries beside
-libgradnorm.so in gradnorm/lib/, each with an RPATH of $ORIGIN, so they are
-found there and nowhere else. glibc, libstdc++ and libgcc_s stay outside, as
-do the CUDA driver, runtime and NCCL of the user's CUDA stack.
+libgradnorm.so in gradnorm/lib/, each renamed with a hash of its contents
+(libssl.so.3 -> libssl-1a2b3c4d.so.3, SONAME and every reference to it
+rewritten) and with an RPATH of $ORIGIN, so they are found there and never
+confused with a copy of the same name the process has loaded from the
+system (Python's own _ssl, say). glibc, libstdc++ and libgcc_s stay outside,
+as do the CUDA driver, runtime and NCCL of the user's CUDA stack.
 
     python3 build_wheel.py --library libgradnorm.so --version 0.4.0 \
         --readme README.wheel.md --source gradnorm/__init__.py ... --out X.whl
@@ -48,13 +51,31 @@ def _needed(library):
     return libs
 
 
-def _patch(path, force_rpath=False):
-    args = ["patchelf", "--set-rpath", "$ORIGIN", path]
-    if force_rpath:
-        # DT_RPATH: also searched for the libraries of the libraries it
-        # loads, before LD_LIBRARY_PATH.
-        args.insert(1, "--force-rpath")
-    subprocess.run(args, check=True)
+def _hashed_name(name, path):
+    """libfoo.so.3 -> libfoo-<8 hex digits of its sha256>.so.3"""
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:8]
+    base, _, version = name.partition(".so")
+    return f"{base}-{digest}.so{version}"
+
+
+def _patchelf(*args):
+    subprocess.run(["patchelf", *args], check=True)
+
+
+def _patch(path, renames, soname=None, force_rpath=False):
+    """One patchelf call per change: combined, patchelf 0.14 garbles them."""
+    needed = subprocess.run(["patchelf", "--print-needed", path], check=True,
+                            capture_output=True, text=True).stdout.split()
+    for old in needed:
+        if old in renames:
+            _patchelf("--replace-needed", old, renames[old], path)
+    if soname is not None:
+        _patchelf("--set-soname", soname, path)
+    # DT_RPATH on libgradnorm.so (--force-rpath): also searched for the
+    # libraries of the libraries it loads, before LD_LIBRARY_PATH.
+    _patchelf(*(["--force-rpath"] if force_rpath else []), "--set-rpath",
+              "$ORIGIN", path)
 
 
 def _record_line(root, rel):
@@ -85,16 +106,20 @@ def main():
         for source in args.source:
             shutil.copy(source, os.path.join(package, os.path.basename(source)))
         shutil.copy(args.library, os.path.join(lib_dir, "libgradnorm.so"))
+        renames = {}
         for name, path in _needed(args.library):
             if _SYSTEM.match(name):
                 continue
             if re.match(r"^lib(torch|c10|python)", name):
                 sys.exit(f"build_wheel: libgradnorm.so must not need {name}")
-            shutil.copy(path, os.path.join(lib_dir, name))
+            renames[name] = _hashed_name(name, path)
+            shutil.copy(path, os.path.join(lib_dir, renames[name]))
+        soname_of = {new: new for new in renames.values()}
         for name in sorted(os.listdir(lib_dir)):
             path = os.path.join(lib_dir, name)
             os.chmod(path, 0o755)
-            _patch(path, force_rpath=name == "libgradnorm.so")
+            _patch(path, renames, soname=soname_of.get(name),
+                   force_rpath=name == "libgradnorm.so")
 
         dist_info = f"gradnorm-{args.version}.dist-info"
         os.makedirs(os.path.join(root, dist_info))

@@ -173,3 +173,64 @@ def test_import_gradnorm_does_not_import_torch():
     assert run.returncode == 0, run.stderr
     # The very package under test, not another one on the path.
     assert run.stdout.strip() == gradnorm.__file__
+
+
+class _Group:
+    """A one-rank communicator implementation whose next all_reduce raises
+    `fail_with` (then works again)."""
+    rank, size = 0, 1
+
+    def __init__(self):
+        self.fail_with = None
+
+    def all_reduce(self, values, op):
+        if self.fail_with is not None:
+            e, self.fail_with = self.fail_with, None
+            raise e
+        return values
+
+    def broadcast(self, values, root):
+        return values
+
+    def broadcast_bytes(self, data, root):
+        return data
+
+    def barrier(self):
+        pass
+
+
+def _norm_over(communicator, arrays):
+    import ctypes
+    from gradnorm import _lib, _tensors
+    views = _tensors.from_arrays(arrays)
+    result = _lib.gn_grad_norm_result()
+    code = _lib.lib.gn_get_grad_norm(views.ref(), communicator.handle, None,
+                                     2.0, 0, None, ctypes.byref(result))
+    return code, result.total_norm
+
+
+def test_callback_errors_mark_the_communicator_failed_and_keep_interrupts():
+    from gradnorm import _communicator, _lib
+    impl = _Group()
+    comm = _communicator.Communicator(impl)
+    assert _norm_over(comm, [f32(3, 4)]) == (0, 5.0)
+    assert not comm.failed
+
+    impl.fail_with = TimeoutError("gloo: timed out after 30000 ms")
+    code, _ = _norm_over(comm, [f32(3, 4)])
+    assert _lib.CODE_NAMES[code] == "DEADLINE_EXCEEDED"
+    assert "TimeoutError: gloo: timed out" in _lib.lib.gn_last_error().decode()
+    assert comm.failed
+    comm.raise_interrupt()  # nothing kept: not an interrupt
+    code, _ = _norm_over(comm, [f32(3, 4)])  # unusable from now on
+    assert _lib.CODE_NAMES[code] == "FAILED_PRECONDITION"
+
+    # Ctrl-C inside a reduction: CANCELLED from the library, and the
+    # KeyboardInterrupt itself for the caller to raise again.
+    comm = _communicator.Communicator(impl)
+    impl.fail_with = KeyboardInterrupt()
+    code, _ = _norm_over(comm, [f32(3, 4)])
+    assert _lib.CODE_NAMES[code] == "CANCELLED"
+    with pytest.raises(KeyboardInterrupt):
+        comm.raise_interrupt()
+    comm.raise_interrupt()  # once

@@ -497,3 +497,35 @@ def test_cpu_kernels_run_on_torchs_openmp_threads_with_the_same_result():
     with pytest.raises(gradnorm.Error) as e:
         _lib.check(_lib.lib.gn_use_openmp(b"libnot-an-openmp.so"))
     assert e.value.code == "NOT_FOUND"
+
+
+def test_communicator_of_a_group_is_replaced_after_a_failed_callback(
+        monkeypatch):
+    """A gn_communicator is unusable after one of its callbacks failed;
+    gradnorm.torch keeps one per group and makes a new one for the next
+    call, so one timeout does not break the group for the process's life
+    (whether the torch group itself still works is torch's to say)."""
+
+    class Impl:
+        rank, size = 0, 1
+
+        def all_reduce(self, values, op):
+            return values
+
+        broadcast = all_reduce
+
+        def broadcast_bytes(self, data, root):
+            return data
+
+        def barrier(self):
+            pass
+
+    monkeypatch.setattr(gn, "_TorchGroup", lambda group: Impl())
+    monkeypatch.setattr(gn, "_COMMUNICATORS", {})
+    group = object()
+    first = gn._communicator(group)
+    assert gn._communicator(group) is first
+    first.failed = True
+    second = gn._communicator(group)
+    assert second is not first and not second.failed
+    assert gn._communicator(group) is second

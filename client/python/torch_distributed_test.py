@@ -8,6 +8,7 @@ import math
 import os
 import tempfile
 import time
+import types
 
 import pytest
 import torch
@@ -238,6 +239,16 @@ def bad_gradient(kind):
         p = torch.nn.Parameter(torch.zeros(3))
         p.grad = torch.tensor([0.0, 2.0, 0.0]).to_sparse()
         return p, "gradient 0 has layout torch.sparse_coo"
+    if kind == "csr":
+        # torch refuses a CSR gradient on a dense parameter: a stand-in.
+        p = types.SimpleNamespace(grad=torch.eye(2).to_sparse_csr())
+        return p, "gradient 0 has layout torch.sparse_csr"
+    if kind == "partial":
+        p = torch.nn.Parameter(torch.zeros(2))
+        p.grad = dtensor_stand_in.DTensor(
+            torch.ones(2), dtensor_stand_in.DeviceMesh([0], [None]),
+            [dtensor_stand_in.Partial()], (2,))
+        return p, "a DTensor gradient is Partial over mesh dimension 0"
     assert kind == "meta", kind
     p = torch.nn.Parameter(torch.zeros(2, device="meta"))
     p.grad = torch.zeros(2, device="meta")
@@ -268,15 +279,23 @@ def run_bad_rank_checks(rank, dp_rank, tp_rank, dp_group, tp_group):
     w, b = full_gradients(seed=14)
     want = reference([w, b], 2.0)
     # Each kind on another rank, with each reduction (SUM, and MAX for inf).
+    # The bad ranks' peers raise nothing of their own before the reductions:
+    # a peer without that gradient at all (an unused parameter, another
+    # rank's expert) must not be left waiting in them either.
     for bad_rank, kind, p in ((2, "strided", 2.0), (1, "int", math.inf),
-                              (3, "sparse", 2.0), (0, "meta", 1.0)):
+                              (3, "sparse", 2.0), (0, "meta", 1.0),
+                              (1, "csr", 2.0), (2, "partial", 2.0)):
         params = shard(w, b, dp_rank, tp_rank, torch.float32)
         problem = None
         if rank == bad_rank:
             params[0], problem = bad_gradient(kind)
-        expect_bad_rank(
-            lambda: gn.get_grad_norm(params, dp_group, tp_group, norm_type=p),
-            rank, bad_rank, problem)
+        elif kind == "partial":
+            params[0].grad = None
+        with dtensor_stand_in.registered():
+            expect_bad_rank(
+                lambda: gn.get_grad_norm(params, dp_group, tp_group,
+                                         norm_type=p),
+                rank, bad_rank, problem)
         # The groups are still in step: the next call succeeds everywhere.
         params = shard(w, b, dp_rank, tp_rank, torch.float32)
         got = gn.get_grad_norm(params, dp_group, tp_group)

@@ -7,9 +7,11 @@ The object has ``rank`` and ``size`` (ints) and the methods
 ``broadcast_bytes(data: bytes, root) -> bytes`` (same length on every rank)
 and ``barrier()``. NaN never reaches its max (the library carries it as a
 flag). An exception becomes the callback's error: TimeoutError (or a message
-saying "timed out") DEADLINE_EXCEEDED, ConnectionError UNAVAILABLE, anything
-else INTERNAL; the communicator is unusable afterwards, as with any
-transport failure.
+saying "timed out") DEADLINE_EXCEEDED, ConnectionError UNAVAILABLE,
+KeyboardInterrupt CANCELLED, anything else INTERNAL. The communicator is
+unusable afterwards, as with any transport failure (``failed`` says so; make
+a new one), and a KeyboardInterrupt or SystemExit is kept for the caller to
+raise again once the library has returned (``raise_interrupt``).
 """
 
 import ctypes
@@ -21,7 +23,7 @@ _OPS = {0: "sum", 1: "max"}
 
 
 def _code_of(exc: BaseException) -> int:
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return _CANCELLED
     if isinstance(exc, TimeoutError) or "timed out" in str(exc).lower():
         return _DEADLINE_EXCEEDED
@@ -34,8 +36,12 @@ class Communicator:
     """Owns one gn_communicator over `impl`; close() (or garbage collection)
     destroys it."""
 
+    _handle = None
+
     def __init__(self, impl):
         self.impl = impl
+        self.failed = False
+        self._interrupt = None
         self._handle = ctypes.c_void_p()
 
         def guarded(fn):
@@ -44,8 +50,17 @@ class Communicator:
                     fn(*args)
                     return 0
                 except BaseException as e:  # noqa: BLE001 (C cannot unwind)
+                    # Nothing here may raise: ctypes would answer 0 (OK)
+                    # with the values unreduced.
+                    self.failed = True
+                    if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                        self._interrupt = e
+                    try:
+                        message = f"{type(e).__name__}: {e}"
+                    except BaseException:  # noqa: BLE001
+                        message = type(e).__name__
                     _lib.lib.gn_set_callback_error(
-                        f"{type(e).__name__}: {e}".encode(errors="replace"))
+                        message.encode(errors="replace"))
                     return _code_of(e)
             return call
 
@@ -83,6 +98,13 @@ class Communicator:
     @property
     def handle(self):
         return self._handle
+
+    def raise_interrupt(self):
+        """Raises the KeyboardInterrupt or SystemExit a callback caught, if
+        any (once)."""
+        interrupt, self._interrupt = self._interrupt, None
+        if interrupt is not None:
+            raise interrupt
 
     def close(self):
         if self._handle:

@@ -10,7 +10,9 @@ out).
                        nonfinite="skip", round_timeout_ms=60000)
 
 The coordinator validates the values (INVALID_ARGUMENT names the field); this
-module checks only the kinds of the arguments.
+module checks only the kinds of the arguments. As in the proto, a number
+left None, or 0, takes the coordinator's default (a warm-up of 0 steps is
+therefore the default warm-up, not none).
 """
 
 import json

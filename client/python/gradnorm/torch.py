@@ -157,19 +157,17 @@ def _is_replicate(placement) -> bool:
     return bool(is_replicate()) if callable(is_replicate) else False
 
 
-def _check_not_partial(grad):
-    """Raises for a DTensor gradient with a Partial placement: its local
-    values still wait to be summed over that mesh dimension, so no norm can
-    be taken from them. Placements are the same on every rank, so every rank
-    raises alike, before any reduction."""
+def _partial_problem(grad) -> Optional[str]:
+    """Why a DTensor gradient with a Partial placement has no norm (its local
+    values still wait to be summed over that mesh dimension), or None."""
     for dim, placement in enumerate(grad.placements):
         is_partial = getattr(placement, "is_partial", None)
         if callable(is_partial) and is_partial():
-            raise _lib.error(_lib.INVALID_ARGUMENT, (
-                f"a DTensor gradient is Partial over mesh dimension {dim}: its "
-                "local values are not yet summed, so their norm is not the "
-                "gradient's; expected Shard or Replicate placements "
-                "(redistribute the gradient first)"))
+            return (f"a DTensor gradient is Partial over mesh dimension {dim}: "
+                    "its local values are not yet summed, so their norm is not "
+                    "the gradient's; expected Shard or Replicate placements "
+                    "(redistribute the gradient first)")
+    return None
 
 
 def mark_tp_replicated(parameter: torch.Tensor, replicated: bool = True):
@@ -276,25 +274,30 @@ def _problem(grads: List[torch.Tensor], dtype_codes: array,
              device_codes: Optional[array]) -> Optional[str]:
     """What makes some gradient unreadable, or None."""
     for i, g in enumerate(grads):
-        if dtype_codes[i] < 0:
-            return (f"gradient {i} has dtype {g.dtype}; expected "
-                    "torch.float32, bfloat16, float16 or float64")
-        if g.layout != torch.strided:
-            return (f"gradient {i} has layout {g.layout}; expected a dense "
-                    "(torch.strided) tensor")
-        if device_codes is not None and device_codes[i] == DEVICE_OTHER:
-            return (f"gradient {i} is on device {g.device}; expected a cpu or "
-                    "cuda tensor")
-        if not g.is_contiguous() and not _dense(g):
-            return (f"gradient {i} has strides {tuple(g.stride())} for shape "
-                    f"{tuple(g.shape)}, which do not cover its elements "
-                    "densely; expected a contiguous (or permuted-contiguous) "
-                    "gradient")
+        try:
+            if g.layout != torch.strided:
+                return (f"gradient {i} has layout {g.layout}; expected a dense "
+                        "(torch.strided) tensor")
+            if dtype_codes[i] < 0:
+                return (f"gradient {i} has dtype {g.dtype}; expected "
+                        "torch.float32, bfloat16, float16 or float64")
+            if device_codes is not None and device_codes[i] == DEVICE_OTHER:
+                return (f"gradient {i} is on device {g.device}; expected a cpu "
+                        "or cuda tensor")
+            if not g.is_contiguous() and not _dense(g):
+                return (f"gradient {i} has strides {tuple(g.stride())} for "
+                        f"shape {tuple(g.shape)}, which do not cover its "
+                        "elements densely; expected a contiguous (or "
+                        "permuted-contiguous) gradient")
+        except Exception as e:  # noqa: BLE001 (any unreadable tensor)
+            return (f"gradient {i} ({type(g).__name__}) cannot be read: "
+                    f"{type(e).__name__}: {e}")
     return None
 
 
 def _views(items: Sequence, of_parameters: bool,
-           replication: Optional[array] = None) -> Optional[TensorList]:
+           replication: Optional[array] = None,
+           error: Optional[str] = None) -> Optional[TensorList]:
     """Views of the gradients of `items` (parameters whose ``.grad`` is
     read, skipping None, or the gradient tensors themselves). Each
     gradient's attributes are read together in one pass, while its objects
@@ -321,23 +324,22 @@ def _views(items: Sequence, of_parameters: bool,
             g = item
         add_grad(g)
         try:
-            add_data(g.data_ptr())
-        except RuntimeError:  # no storage (sparse, mkldnn, ...)
-            add_data(0)
+            pointer = g.data_ptr()
+            count = g.numel()
+            code = code_of(g.dtype, -1)
+            where = (DEVICE_CPU if g.is_cpu else
+                     g.get_device() if g.is_cuda else DEVICE_OTHER)
+            if not g.is_contiguous():
+                problem = True
+        except Exception:  # noqa: BLE001 (sparse, mkldnn, ...: _problem says)
+            pointer, count, code, where, problem = 0, 0, -1, DEVICE_CPU, True
+        add_data(pointer)
+        add_numel(count)
+        add_dtype(code)
+        add_device(where)
+        if where == DEVICE_OTHER:
             problem = True
-        add_numel(g.numel())
-        add_dtype(code_of(g.dtype, -1))
-        if g.is_cpu:
-            add_device(DEVICE_CPU)
-        elif g.is_cuda:
-            add_device(g.get_device())
-        else:
-            add_device(DEVICE_OTHER)
-            problem = True
-        if not g.is_contiguous():
-            problem = True
-    error = None
-    if problem or -1 in dtype:
+    if error is None and (problem or -1 in dtype):
         error = _problem(grads, dtype, device)
     return TensorList(grads, data, numel, dtype, device, replication, error)
 
@@ -374,7 +376,7 @@ def _grads(parameters: Sequence, dp_cp_group, tp_group, for_norm: bool,
         views = _views(parameters, of_parameters=True)
         if views is not None:
             return _Local(views)
-    local, replication = [], array("B")
+    local, replication, error = [], array("B"), None
     for parameter in parameters:
         grad = parameter.grad
         if grad is None:
@@ -389,8 +391,10 @@ def _grads(parameters: Sequence, dp_cp_group, tp_group, for_norm: bool,
                     "For sharded gradients use get_grad_norm(parameters, "
                     "dp_cp_group, tp_group) with clip_grad_by_total_norm_, or "
                     "Clipper"))
-            if for_norm:
-                _check_not_partial(grad)
+            if for_norm and error is None:
+                # Not raised here: a rank without this gradient (unused, or
+                # another expert's) is already in the reductions.
+                error = _partial_problem(grad)
             replication.append(_dtensor_replication(grad, dp_cp_group,
                                                     tp_group))
             local.append(grad.to_local())
@@ -399,7 +403,8 @@ def _grads(parameters: Sequence, dp_cp_group, tp_group, for_norm: bool,
                 TP_REPLICATED if tp_group is not None and
                 _is_marked_tp_replicated(parameter) else SHARDED)
             local.append(grad)
-    return _Local(_views(local, of_parameters=False, replication=replication))
+    return _Local(_views(local, of_parameters=False, replication=replication,
+                         error=error))
 
 
 class _TorchGroup:
@@ -415,6 +420,11 @@ class _TorchGroup:
 
     def _device(self):
         if self.nccl:
+            # A group bound to a device (init_process_group(device_id=...))
+            # communicates there, whatever the current device is.
+            bound = getattr(self.group, "bound_device_id", None)
+            if bound is not None:
+                return bound
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("cpu")
 
@@ -444,18 +454,33 @@ class _TorchGroup:
 
 
 # One gn_communicator per torch group, made on first use; groups live as
-# long as the job, so the cache holds them.
+# long as the job, so the cache holds them. One whose callback failed is
+# unusable and replaced on the next use (the torch group decides whether
+# it still works).
 _COMMUNICATORS = {}
 
 
-def _communicator(group):
+def _communicator(group) -> Optional[Communicator]:
     if group is None:
         return None
     entry = _COMMUNICATORS.get(id(group))
-    if entry is None or entry[0] is not group:
+    if entry is None or entry[0] is not group or entry[1].failed:
         entry = (group, Communicator(_TorchGroup(group)))
         _COMMUNICATORS[id(group)] = entry
-    return entry[1].handle
+    return entry[1]
+
+
+def _handle(communicator: Optional[Communicator]):
+    return None if communicator is None else communicator.handle
+
+
+def _collective(code: int, *communicators):
+    """Raises a KeyboardInterrupt a callback caught (Ctrl-C during a
+    reduction) before the library's error, then the error."""
+    for communicator in communicators:
+        if communicator is not None:
+            communicator.raise_interrupt()
+    _lib.check(code)
 
 
 def get_grad_norm(parameters: _TensorOrTensors, dp_cp_group, tp_group,
@@ -474,10 +499,10 @@ def get_grad_norm(parameters: _TensorOrTensors, dp_cp_group, tp_group,
     _check_dtype(dtype)
     local = _grads(_as_list(parameters), dp_cp_group, tp_group, for_norm=True)
     result = _lib.gn_grad_norm_result()
-    _lib.check(_lib.lib.gn_get_grad_norm(
-        local.views.ref(), _communicator(dp_cp_group),
-        _communicator(tp_group), p, 0, local.options_ref(),
-        ctypes.byref(result)))
+    dp_cp, tp = _communicator(dp_cp_group), _communicator(tp_group)
+    _collective(_lib.lib.gn_get_grad_norm(
+        local.views.ref(), _handle(dp_cp), _handle(tp), p, 0,
+        local.options_ref(), ctypes.byref(result)), dp_cp, tp)
     return result.total_norm
 
 
@@ -608,28 +633,34 @@ class Clipper:
                 config = RunConfig(participants=participants, norm_type=p,
                                    max_norm=max_norm,
                                    round_timeout_ms=round_timeout_ms)
-            self._client = CoordinatorClient(
-                address, security=security, root_certs_pem=root_certs_pem,
-                client_cert_pem=client_cert_pem,
-                client_key_pem=client_key_pem,
-                tls_server_name=tls_server_name, token=token)
+            # Only the job's leader talks to the coordinator: the other
+            # ranks need no client (nor its certificates), and a failure
+            # there would leave the leader waiting in Create's broadcast.
+            leader = job_group is None or dist.get_rank(group=job_group) == 0
+            if leader:
+                self._client = CoordinatorClient(
+                    address, security=security, root_certs_pem=root_certs_pem,
+                    client_cert_pem=client_cert_pem,
+                    client_key_pem=client_key_pem,
+                    tls_server_name=tls_server_name, token=token)
             self._run_id = (run_id or "").encode()
-            self._config_json = (None if config is None
+            self._config_json = (None if config is None or not leader
                                  else config.to_json().encode())
             binding = _lib.gn_coordinator_binding(
-                self._client.handle, self._run_id, int(participant),
+                _handle(self._client), self._run_id, int(participant),
                 self._config_json, float(report_timeout_s),
                 float(progress_interval_s))
-        # Kept referenced: the C++ clipper uses them until it is destroyed.
+        # Kept referenced: the C++ clipper uses them until it is destroyed
+        # (also when the cache replaces a communicator after a failure).
         self._groups = (dp_cp_group, tp_group, job_group)
+        self._communicators = tuple(map(_communicator, self._groups))
         options = _lib.gn_clipper_options(p, max_norm, int(bool(
             error_if_nonfinite)), torch.get_num_threads())
         self._handle = ctypes.c_void_p()
-        _lib.check(_lib.lib.gn_clipper_create(
-            _communicator(dp_cp_group), _communicator(tp_group),
-            _communicator(job_group), ctypes.byref(options),
+        _collective(_lib.lib.gn_clipper_create(
+            *map(_handle, self._communicators), ctypes.byref(options),
             None if binding is None else ctypes.byref(binding),
-            ctypes.byref(self._handle)))
+            ctypes.byref(self._handle)), *self._communicators)
 
     def step(self, step: int, parameters: _TensorOrTensors) -> dict:
         local = _grads(_as_list(parameters), self._dp_cp_group,
@@ -637,9 +668,9 @@ class Clipper:
         result = _lib.gn_step_result()
         # On torch's current stream: ordered after backward's writes and
         # before the optimizer's reads on that stream.
-        _lib.check(_lib.lib.gn_clipper_step(
+        _collective(_lib.lib.gn_clipper_step(
             self._handle, int(step), local.views.ref(), local.stream,
-            ctypes.byref(result)))
+            ctypes.byref(result)), *self._communicators)
         return {
             "total_norm": result.total_norm,
             "clip_coef": result.clip_coef,
