@@ -8,7 +8,7 @@ set -euo pipefail
 root="${TEST_SRCDIR:?run me under bazel test}/${TEST_WORKSPACE:-gradnorm}"
 tmp="${TEST_TMPDIR:-$(mktemp -d)}"
 wheel="$(ls "${root}"/client/python/dist/gradnorm-*-py3-none-linux_x86_64.whl)"
-unset PYTHONPATH
+unset PYTHONPATH GRADNORM_LIBRARY
 export PYTHONDONTWRITEBYTECODE=1
 
 /usr/bin/python3 -m venv --system-site-packages "${tmp}/venv"
@@ -16,8 +16,10 @@ export PYTHONDONTWRITEBYTECODE=1
 
 installed="$("${tmp}/venv/bin/python" -c \
     'import gradnorm, os; print(os.path.dirname(gradnorm.__file__))')"
-if [[ "${installed}" != "${tmp}/venv/"* ]]; then
-  echo "wheel_test: gradnorm imported from ${installed}, not the venv" >&2
+library="$("${tmp}/venv/bin/python" -c \
+    'import gradnorm; print(gradnorm._lib.lib._name)')"
+if [[ "${installed}" != "${tmp}/venv/"* || "${library}" != "${installed}/lib/libgradnorm.so" ]]; then
+  echo "wheel_test: gradnorm imported from ${installed} with ${library}, not the venv's" >&2
   exit 1
 fi
 echo "gradnorm $("${tmp}/venv/bin/python" -c 'import gradnorm; print(gradnorm.__version__)') installed in ${installed}"
