@@ -9,5 +9,16 @@ export PYTHONPATH="${root}/client/python"
 export PYTHONDONTWRITEBYTECODE=1
 export GRADNORM_COORDINATOR="${root}/server/coordinator"
 cd "${TEST_TMPDIR:-/tmp}"
+# Under --config=asan libgradnorm.so needs the ASan runtime loaded first, into
+# an interpreter that is not instrumented: preload it, with libstdc++
+# (python3 does not link it, and ASan must find its __cxa_throw at start).
+# Leak checking stays off (CPython and torch keep their allocations until
+# exit, by design).
+libs="$(ldd "${root}/client/c_api/libgradnorm.so" 2>/dev/null || true)"
+asan="$(awk '/libasan/ {print $3; exit}' <<<"${libs}")"
+if [[ -n "${asan}" ]]; then
+  export LD_PRELOAD="${asan} $(awk '/libstdc\+\+/ {print $3; exit}' <<<"${libs}")"
+  export ASAN_OPTIONS="detect_leaks=0:${ASAN_OPTIONS:-}"
+fi
 exec /usr/bin/python3 -m pytest -q -p no:cacheprovider \
     --rootdir="${root}/client/python" "${root}/$1" "${@:2}"
