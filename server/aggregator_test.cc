@@ -570,9 +570,10 @@ TEST_F(AggregatorTest, OpenRoundsAndRunsAreBounded) {
   EXPECT_TRUE(aggregator_->RegisterRun(MakeRun("s", 8)).ok());
   absl::StatusOr<v1::RegisterRunResponse> wide =
       aggregator_->RegisterRun(MakeRun("s", 9));
-  EXPECT_EQ(wide.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(wide.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(wide.status().message(),
-            "run config field participants is 9; expected between 1 and 8");
+            "run config field participants is 9; this coordinator allows at "
+            "most 8 (--max_participants)");
 }
 
 TEST_F(AggregatorTest, RegisterIsIdempotentAndNamesConfigDifferences) {

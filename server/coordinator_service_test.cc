@@ -347,6 +347,24 @@ TEST_F(CoordinatorServiceTest, BadTokensFileStopsStartup) {
               HasSubstr("bad_tokens.txt:1: unknown role 'admin'"));
 }
 
+// gRPC's default SO_REUSEPORT let a second coordinator start on a busy port
+// and take part of its connections; now the second fails, naming the port.
+TEST_F(CoordinatorServiceTest, SecondServerOnABusyPortFailsToStart) {
+  Start();
+  CoordinatorServerOptions options;
+  options.listen = server_->address();
+  options.store = StoreKind::kMemory;
+  auto second = CoordinatorServer::Create(options);
+  ASSERT_FALSE(second.ok()) << "a second coordinator serves "
+                            << server_->address();
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(second.status().message()),
+              HasSubstr(absl::StrCat("cannot serve on '", server_->address(),
+                                     "' (address in use")));
+  // The first still serves.
+  EXPECT_TRUE(Client()->RegisterRun("still-here", Config(1)).ok());
+}
+
 TEST_F(CoordinatorServiceTest, ThousandParticipantsInOneRun) {
   CoordinatorServerOptions options;
   options.aggregator.max_participants = 1000;
@@ -356,6 +374,11 @@ TEST_F(CoordinatorServiceTest, ThousandParticipantsInOneRun) {
   std::vector<std::unique_ptr<TestClient>> clients;
   for (int i = 0; i < kChannels; ++i) clients.push_back(Client());
   ASSERT_TRUE(clients[0]->RegisterRun("big", Config(kParticipants, 1e9)).ok());
+  // One more than the server allows: its limit, RESOURCE_EXHAUSTED.
+  grpc::Status over = clients[0]->RegisterRun("bigger", Config(1001, 1e9));
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(over.error_message(),
+              HasSubstr("allows at most 1000 (--max_participants)"));
   std::vector<std::unique_ptr<PendingReport>> reports;
   for (int p = 0; p < kParticipants; ++p) {
     // Partials 1, 2, ..., 1000: S = 500500.

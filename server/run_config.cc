@@ -213,9 +213,17 @@ absl::StatusOr<v1::RunConfig> NormalizeRunConfig(const v1::RunConfig& config,
     return OutOfRange("max_norm", max_norm, "a finite value >= 0");
   }
   out.set_max_norm(max_norm + 0.0);  // -0 reads back as 0.
-  if (out.participants() < 1 || out.participants() > max_participants) {
+  if (out.participants() < 1) {
     return OutOfRange("participants", out.participants(),
                       absl::StrCat("between 1 and ", max_participants));
+  }
+  // A valid count beyond what this server allows: its limit, like the
+  // limits on runs and open rounds.
+  if (out.participants() > max_participants) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "run config field participants is ", out.participants(),
+        "; this coordinator allows at most ", max_participants,
+        " (--max_participants)"));
   }
   switch (out.clip_policy().policy_case()) {
     case v1::ClipPolicy::POLICY_NOT_SET:

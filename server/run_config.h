@@ -48,11 +48,13 @@ absl::Status ValidateRunId(absl::string_view run_id);
 // Validates `config` and returns it with every unset field at its default.
 // INVALID_ARGUMENT names the field, its value and the allowed range:
 // norm_type NaN or <= 0 (+Infinity is the inf-norm); max_norm negative, NaN or
-// infinite; participants 0 or above `max_participants`; round_timeout_ms above
+// infinite; participants 0; round_timeout_ms above
 // kMaxRoundTimeoutMs; AutoClip percentile outside (0, 100], history_length
 // above kMaxHistoryLength; ZClip alpha outside (0, 1), z_threshold not finite
 // and > 0; spike sigma not finite and > 0, window above kMaxSpikeWindow,
 // warmup_steps above window; an unknown nonfinite_policy value.
+// RESOURCE_EXHAUSTED for more participants than `max_participants`, the
+// server's limit (--max_participants), as for its other limits.
 absl::StatusOr<v1::RunConfig> NormalizeRunConfig(const v1::RunConfig& config,
                                                  uint32_t max_participants);
 

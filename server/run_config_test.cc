@@ -132,9 +132,13 @@ TEST(NormalizeRunConfigTest, RejectsOutOfRangeFields) {
   c.set_participants(0);
   ExpectInvalid(c, "run config field participants is 0; expected between 1 "
                    "and 100");
+  // More than the server allows is its limit, not a bad value.
   c.set_participants(101);
-  ExpectInvalid(c, "run config field participants is 101; expected between "
-                   "1 and 100");
+  absl::StatusOr<v1::RunConfig> over = NormalizeRunConfig(c, 100);
+  EXPECT_EQ(over.status(),
+            absl::ResourceExhaustedError(
+                "run config field participants is 101; this coordinator "
+                "allows at most 100 (--max_participants)"));
 
   c = Minimal();
   c.mutable_clip_policy()->mutable_auto_clip()->set_percentile(100.5);
