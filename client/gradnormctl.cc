@@ -13,11 +13,14 @@
 //       --nonfinite=skip|error --round_timeout_ms=T]
 //                                            register a run (every policy)
 //
+// --help lists the flags and exits 0; --version prints the version.
 // Output is an aligned table by default, the proto3 JSON mapping with --json
 // (proto field names, e.g. total_norm; `watch --json` prints one object per
 // line). Connection: --target (host:port), --tls_ca (verify the server; turns
 // on TLS), --tls_cert/--tls_key (client certificate for mutual TLS),
-// --token or --token_file (bearer token). --timeout bounds each RPC; `watch`
+// --token or --token_file (bearer token); the environment variables
+// GRADNORM_TARGET and GRADNORM_TOKEN_FILE stand for --target and
+// --token_file when those are not given. --timeout bounds each RPC; `watch`
 // runs until interrupted, so there it bounds connecting only: a channel that
 // is not connected within --timeout fails with DEADLINE_EXCEEDED. Exit
 // status: 0 on success, 1 when the RPC failed (its code and message are
@@ -35,20 +38,27 @@
 #include <iostream>
 #include <limits>
 #include <memory>
+#include <utility>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "google/protobuf/util/json_util.h"
@@ -547,11 +557,109 @@ int Register(Coordinator::Stub& stub, const std::string& token,
   return Run(stub, token, run_id);
 }
 
+// gradnormctl's own flags and their help, for --help.
+void PrintHelp() {
+  std::cout << kUsage << "\n\nflags:\n";
+  std::vector<std::pair<std::string, const absl::CommandLineFlag*>> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (absl::StrContains(flag->Filename(), "gradnormctl")) {
+      flags.emplace_back(std::string(name), flag);
+    }
+  }
+  std::sort(flags.begin(), flags.end());
+  for (const auto& [name, flag] : flags) {
+    std::cout << "  --" << name << " (" << flag->Help()
+              << "); default: " << flag->DefaultValue() << "\n";
+  }
+  std::cout << "\nenvironment: GRADNORM_TARGET (--target), "
+               "GRADNORM_TOKEN_FILE (--token_file); flags take precedence\n";
+}
+
+// Checks the command line before absl parses it, which exits 1 on an unknown
+// flag or a bad value and on --help: gradnormctl's usage errors exit 2 and
+// --help 0. Returns the exit code when the program must stop, and records
+// the flags given in `given`.
+std::optional<int> CheckCommandLine(int argc, char** argv,
+                                    std::set<std::string>* given) {
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (!absl::ConsumePrefix(&arg, "-")) continue;  // a positional argument
+    absl::ConsumePrefix(&arg, "-");
+    const size_t eq = arg.find('=');
+    const absl::string_view name = arg.substr(0, eq);
+    if (name == "help" || name == "h" || name == "helpfull" ||
+        name == "helpshort") {
+      PrintHelp();
+      return 0;
+    }
+    if (name == "version") continue;  // absl prints it and exits 0
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    bool negated = false;
+    if (flag == nullptr && absl::StartsWith(name, "no")) {
+      flag = absl::FindCommandLineFlag(name.substr(2));
+      negated = flag != nullptr && flag->IsOfType<bool>();
+      if (!negated) flag = nullptr;
+    }
+    if (flag == nullptr ||
+        !absl::StrContains(flag->Filename(), "gradnormctl")) {
+      std::cerr << "gradnormctl: unknown flag --" << name << "\n"
+                << kUsage << "\n";
+      return 2;
+    }
+    std::string value;
+    if (eq != absl::string_view::npos) {
+      value = std::string(arg.substr(eq + 1));
+    } else if (negated) {
+      value = "false";
+    } else if (flag->IsOfType<bool>()) {
+      value = "true";
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      std::cerr << "gradnormctl: --" << name << " needs a value\n";
+      return 2;
+    }
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      std::cerr << "gradnormctl: --" << name << "=" << value << ": " << error
+                << "\n";
+      return 2;
+    }
+    given->insert(std::string(flag->Name()));
+  }
+  return std::nullopt;
+}
+
+// GRADNORM_TARGET and GRADNORM_TOKEN_FILE stand for --target and
+// --token_file when those are not given.
+void ApplyEnvironment(const std::set<std::string>& given) {
+  const char* target = std::getenv("GRADNORM_TARGET");
+  if (target != nullptr && *target != '\0' && !given.count("target")) {
+    absl::SetFlag(&FLAGS_target, target);
+  }
+  const char* token_file = std::getenv("GRADNORM_TOKEN_FILE");
+  if (token_file != nullptr && *token_file != '\0' &&
+      !given.count("token_file") && !given.count("token")) {
+    absl::SetFlag(&FLAGS_token_file, token_file);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
+  absl::FlagsUsageConfig usage;
+  usage.version_string = [] {
+    return std::string("gradnormctl " GRADNORM_VERSION "\n");
+  };
+  absl::SetFlagsUsageConfig(usage);
+  std::set<std::string> given;
+  if (std::optional<int> exit_code = CheckCommandLine(argc, argv, &given)) {
+    return *exit_code;
+  }
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  ApplyEnvironment(given);
   if (args.size() < 2) {
     std::cerr << kUsage << "\n";
     return 2;

@@ -20,6 +20,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/coordinator_server.h"
@@ -66,6 +67,11 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "gradnorm coordinator: combines the partial gradient norms of a run's "
       "jobs, decides clipping, records telemetry. See --help.");
+  absl::FlagsUsageConfig usage;
+  usage.version_string = [] {
+    return std::string("gradnorm coordinator " GRADNORM_VERSION "\n");
+  };
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
   // Abseil's debug-build deadlock detection tracks every Mutex in a global
   // graph; lock ordering is checked by the annotations and tests instead.

@@ -123,6 +123,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
     // Health alone: no Coordinator rpc is reachable without the main port's
     // TLS and tokens.
     server->health_service_ = std::make_unique<HealthService>();
+    // The default health service (on for the main port, read by each
+    // builder at its creation) would register Check a second time on this
+    // server, which gRPC logs as an error.
+    grpc::EnableDefaultHealthCheckService(false);
     grpc::ServerBuilder health_builder;
     health_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     health_builder.AddListeningPort(options.health_listen,

@@ -157,6 +157,61 @@ TEST_F(GradnormctlTest, TablesJsonHealthAndErrors) {
   EXPECT_THAT(no_timeout.text, HasSubstr("--timeout=0: expected a positive"));
 }
 
+// --help and --version exit 0, usage errors (unknown flag, bad value) exit
+// 2, and GRADNORM_TARGET / GRADNORM_TOKEN_FILE stand for the flags.
+TEST_F(GradnormctlTest, HelpVersionUsageErrorsAndEnvironment) {
+  Output help = Finish(popen("client/gradnormctl --help 2>&1", "r"));
+  EXPECT_EQ(help.exit_code, 0) << help.text;
+  EXPECT_THAT(help.text, HasSubstr("--participants ("));
+  EXPECT_THAT(help.text, HasSubstr("GRADNORM_TARGET"));
+  Output version = Finish(popen("client/gradnormctl --version 2>&1", "r"));
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_EQ(version.text, "gradnormctl " GRADNORM_VERSION "\n");
+  Output server = Finish(popen("server/coordinator --version 2>&1", "r"));
+  EXPECT_EQ(server.exit_code, 0);
+  EXPECT_EQ(server.text, "gradnorm coordinator " GRADNORM_VERSION "\n");
+
+  Output unknown = Ctl("--bogus runs");
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_THAT(unknown.text, HasSubstr("unknown flag --bogus"));
+  Output bad_value = Ctl("--top=abc summary r");
+  EXPECT_EQ(bad_value.exit_code, 2);
+  EXPECT_THAT(bad_value.text, HasSubstr("--top=abc"));
+
+  TestClient client(NewChannel(target_));
+  ASSERT_TRUE(client.RegisterRun("env-run", Config(1)).ok());
+  Output env = Finish(popen(
+      absl::StrCat("GRADNORM_TARGET=", target_,
+                   " client/gradnormctl runs 2>&1").c_str(), "r"));
+  EXPECT_EQ(env.exit_code, 0) << env.text;
+  EXPECT_THAT(env.text, HasSubstr("env-run"));
+  // The flag wins over the environment.
+  Output flag_wins = Finish(popen(
+      absl::StrCat("GRADNORM_TARGET=127.0.0.1:1 client/gradnormctl --target=",
+                   target_, " runs 2>&1").c_str(), "r"));
+  EXPECT_EQ(flag_wins.exit_code, 0) << flag_wins.text;
+  // GRADNORM_TOKEN_FILE is read like --token_file: a missing file is a
+  // usage error naming it.
+  Output token = Finish(popen(
+      absl::StrCat("GRADNORM_TOKEN_FILE=/nonexistent/token client/gradnormctl "
+                   "--target=", target_, " runs 2>&1").c_str(), "r"));
+  EXPECT_EQ(token.exit_code, 2);
+  EXPECT_THAT(token.text, HasSubstr("/nonexistent/token"));
+}
+
+// A clean start and shutdown, also with the health-only port, logs no
+// error-level line (gRPC's "E<date> ..." format).
+TEST_F(GradnormctlTest, CleanStartWithHealthPortLogsNoError) {
+  Output run = Finish(popen(
+      "timeout -s TERM 2 server/coordinator --listen=127.0.0.1:0 "
+      "--store=memory --health_listen=127.0.0.1:0 2>&1",
+      "r"));
+  EXPECT_THAT(run.text, HasSubstr("listening on"));
+  EXPECT_THAT(run.text, HasSubstr("shut down cleanly"));
+  EXPECT_THAT(run.text, Not(MatchesRegex("(.|\n)*E[0-9]{4} [0-9]{2}:(.|\n)*")))
+      << run.text;
+}
+
 // register takes every policy's settings; the stored config shows them, the
 // same settings again are a no-op, others FAILED_PRECONDITION, and settings
 // it does not understand are usage errors.

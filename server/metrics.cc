@@ -2,6 +2,7 @@
 
 #include <exception>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "prometheus/counter.h"
@@ -9,6 +10,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/process_metrics.h"
 #include "prometheus/text_serializer.h"
 
 namespace gradnorm {
@@ -58,7 +60,8 @@ std::vector<double> InMemoryMetrics::store_commits() const {
 }
 
 PrometheusMetrics::PrometheusMetrics()
-    : registry_(std::make_shared<prometheus::Registry>()) {
+    : registry_(std::make_shared<prometheus::Registry>()),
+      process_(std::make_shared<ProcessCollector>()) {
   // Round waits span a sub-millisecond local round to the default 60 s timeout.
   round_wait_ = &prometheus::BuildHistogram()
                      .Name("gradnorm_round_wait_seconds")
@@ -108,6 +111,7 @@ absl::StatusOr<std::unique_ptr<PrometheusMetrics>> PrometheusMetrics::Create(
         " (expected a free host:port, e.g. 0.0.0.0:9464)"));
   }
   metrics->exposer_->RegisterCollectable(metrics->registry_);
+  metrics->exposer_->RegisterCollectable(metrics->process_);
   std::vector<int> ports = metrics->exposer_->GetListeningPorts();
   metrics->port_ = ports.empty() ? 0 : ports.front();
   return metrics;
@@ -145,7 +149,11 @@ void PrometheusMetrics::RecordStoreCommit(double seconds) {
 }
 
 std::string PrometheusMetrics::TextSnapshot() const {
-  return prometheus::TextSerializer().Serialize(registry_->Collect());
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  for (prometheus::MetricFamily& family : process_->Collect()) {
+    families.push_back(std::move(family));
+  }
+  return prometheus::TextSerializer().Serialize(families);
 }
 
 }  // namespace server

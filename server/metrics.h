@@ -13,6 +13,10 @@
 //   gradnorm_rounds_total{action="none"|"clip"|"skip"}  counter: finalized rounds
 //   gradnorm_active_runs                   gauge: runs the coordinator serves
 //   gradnorm_store_commit_seconds          histogram: telemetry commit latency
+//   gradnorm_build_info{version}           gauge: always 1
+//   process_cpu_seconds_total, process_resident_memory_bytes,
+//   process_virtual_memory_bytes, process_open_fds, process_max_fds,
+//   process_start_time_seconds             the standard process metrics
 //
 // Thread-safety: every implementation is safe to call from any thread.
 #ifndef GRADNORM_SERVER_METRICS_H_
@@ -31,6 +35,7 @@
 #include "gradnorm/v1/coordinator.pb.h"
 
 namespace prometheus {
+class Collectable;
 class Exposer;
 class Registry;
 class Histogram;
@@ -117,6 +122,8 @@ class PrometheusMetrics : public CoordinatorMetrics {
   PrometheusMetrics();
 
   std::shared_ptr<prometheus::Registry> registry_;
+  // process_* and gradnorm_build_info, read at each scrape.
+  std::shared_ptr<prometheus::Collectable> process_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;
   prometheus::Histogram* round_wait_ = nullptr;

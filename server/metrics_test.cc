@@ -87,6 +87,11 @@ TEST(PrometheusMetricsTest, ScrapeShowsEverySeries) {
   EXPECT_EQ(HttpGet((*metrics)->port(), "/metrics").substr(0, 12), "HTTP/1.1 200");
   EXPECT_TRUE(absl::StrContains((*metrics)->TextSnapshot(),
                                 "gradnorm_active_runs 7"));
+  // The standard process metrics and the build's version, on the same page.
+  EXPECT_TRUE(absl::StrContains(text, "\nprocess_cpu_seconds_total ")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "\nprocess_open_fds ")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "gradnorm_build_info{version=\""))
+      << text;
 }
 
 TEST(PrometheusMetricsTest, BusyPortIsUnavailable) {
