@@ -316,6 +316,15 @@ absl::Status AggregatorImpl::Load() {
     const uint64_t step = record.result.step();
     run.finished[step] = FinishedRound{std::move(record), 0};
   }
+  for (AbandonedStep& step : contents->abandoned) {
+    auto it = runs_.find(step.run_id);
+    if (it == runs_.end()) {
+      return absl::DataLossError(absl::StrCat(
+          "the store holds abandoned ", RoundName(step.run_id, step.step),
+          " but no such run"));
+    }
+    it->second->abandoned[step.step] = std::move(step.why);
+  }
   return absl::OkStatus();
 }
 
@@ -725,6 +734,7 @@ bool AggregatorImpl::LiveExpiryLocked(const Expiry& expiry) const {
 
 void AggregatorImpl::ExpireRounds() {
   std::vector<Call> calls;
+  std::vector<AbandonedStep> abandoned;
   {
     absl::MutexLock lock(&mu_);
     if (shutting_down_) return;
@@ -747,6 +757,7 @@ void AggregatorImpl::ExpireRounds() {
             FormatIds(MissingLocked(run, round)), " (", round.count, " of ",
             n, " reported)");
         run.abandoned[expiry.step] = why;
+        abandoned.push_back(AbandonedStep{run.info.run_id, expiry.step, why});
         absl::Status error = absl::AbortedError(absl::StrCat(
             "the round for ", RoundName(run.info.run_id, expiry.step),
             " timed out after ", run.info.config.round_timeout_ms(),
@@ -783,6 +794,13 @@ void AggregatorImpl::ExpireRounds() {
       round.waiters.erase(waiter_it);
       --waiters_;
     }
+  }
+  // Durable before anyone is told: a late report after a restart must find
+  // the step abandoned, not open a new round. Outside the lock, so rounds
+  // go on meanwhile. A failed write leaves the step abandoned in memory
+  // until a restart (the store reports its error at its next commit).
+  for (const AbandonedStep& step : abandoned) {
+    store_->PutAbandonedStep(step).IgnoreError();
   }
   for (Call& call : calls) call.first(std::move(call.second));
 }

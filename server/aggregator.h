@@ -27,7 +27,8 @@
 // calls ExpireRounds() itself. A round that is not complete round_timeout_ms
 // after its first report is abandoned: every waiter fails with ABORTED naming
 // the missing participants, and later reports for that step fail with
-// FAILED_PRECONDITION (until a restart: abandoned steps are not stored). A
+// FAILED_PRECONDITION, also after a restart (abandoned steps are stored
+// before their waiters are answered). A
 // waiter whose own deadline passes fails alone with DEADLINE_EXCEEDED naming
 // the missing participants; its report stays in the round, so retrying the
 // same report rejoins it. The two codes let a caller tell a final outcome

@@ -363,6 +363,13 @@ TEST_F(AggregatorTest, RoundTimeoutNamesTheMissingAndAbandonsTheStep) {
             "another step");
   // Other steps are unaffected.
   EXPECT_EQ(Round("r", 10, {1, 1, 1, 1, 0}).total_norm(), 2);
+  // The abandonment is stored: after a restart on the same store the late
+  // report is refused the same way, instead of opening a new round.
+  Start();
+  auto after_restart = Report("r", 9, 1, 1);
+  ASSERT_TRUE(after_restart->done());
+  EXPECT_EQ(after_restart->Get().status(), late);
+  EXPECT_EQ(aggregator_->GetRun("r")->open_rounds(), 0u);
 }
 
 // Commits like the memory store, but holds the round with one sequence number
@@ -372,6 +379,9 @@ class HoldingStore final : public TelemetryStore {
   explicit HoldingStore(uint64_t hold_sequence) : hold_sequence_(hold_sequence) {}
 
   absl::Status PutRun(const RunRecord& run) override { return inner_.PutRun(run); }
+  absl::Status PutAbandonedStep(const AbandonedStep& step) override {
+    return inner_.PutAbandonedStep(step);
+  }
   void AppendRound(RoundRecord record, CommitCallback done) override {
     if (record.sequence == hold_sequence_) {
       held_.Notify();

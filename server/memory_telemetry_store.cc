@@ -21,6 +21,12 @@ absl::Status MemoryTelemetryStore::PutRun(const RunRecord& run) {
   return absl::OkStatus();
 }
 
+absl::Status MemoryTelemetryStore::PutAbandonedStep(const AbandonedStep& step) {
+  absl::MutexLock lock(&mu_);
+  abandoned_.emplace(std::make_pair(step.run_id, step.step), step.why);
+  return absl::OkStatus();
+}
+
 absl::Status MemoryTelemetryStore::Commit(RoundRecord record) {
   auto key = std::make_pair(record.result.run_id(), record.result.step());
   if (rounds_.count(key) > 0) {
@@ -81,6 +87,9 @@ absl::StatusOr<StoreContents> MemoryTelemetryStore::Load() {
   StoreContents contents;
   for (const auto& [id, run] : runs_) contents.runs.push_back(run);
   for (const auto& [key, round] : rounds_) contents.rounds.push_back(round);
+  for (const auto& [key, why] : abandoned_) {
+    contents.abandoned.push_back(AbandonedStep{key.first, key.second, why});
+  }
   std::stable_sort(contents.rounds.begin(), contents.rounds.end(),
                    [](const RoundRecord& a, const RoundRecord& b) {
                      if (a.result.run_id() != b.result.run_id()) {

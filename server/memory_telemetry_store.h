@@ -40,6 +40,7 @@ class MemoryTelemetryStore final : public TelemetryStore {
   MemoryTelemetryStore& operator=(const MemoryTelemetryStore&) = delete;
 
   absl::Status PutRun(const RunRecord& run) override;
+  absl::Status PutAbandonedStep(const AbandonedStep& step) override;
   void AppendRound(RoundRecord record, CommitCallback done) override;
   absl::StatusOr<StoreContents> Load() override;
   absl::Status Flush() override;
@@ -72,6 +73,9 @@ class MemoryTelemetryStore final : public TelemetryStore {
   std::map<std::pair<std::string, uint64_t>, RoundRecord> rounds_
       ABSL_GUARDED_BY(mu_);
   std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);
+  // (run_id, step) -> why.
+  std::map<std::pair<std::string, uint64_t>, std::string> abandoned_
+      ABSL_GUARDED_BY(mu_);
   absl::Status first_error_ ABSL_GUARDED_BY(mu_);
 };
 

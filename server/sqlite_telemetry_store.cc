@@ -17,7 +17,7 @@ namespace gradnorm {
 namespace server {
 namespace {
 
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 
 constexpr char kSchema[] = R"sql(
 CREATE TABLE IF NOT EXISTS runs (
@@ -39,6 +39,16 @@ CREATE TABLE IF NOT EXISTS rounds (
   slowest_participant INTEGER NOT NULL,
   finalized_unix_micros INTEGER NOT NULL,
   participants BLOB NOT NULL,
+  PRIMARY KEY (run_id, step)
+) WITHOUT ROWID;
+)sql";
+
+// Schema 3 added the abandoned steps (a schema 1 or 2 file gets the table).
+constexpr char kAbandonedSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS abandoned_steps (
+  run_id TEXT NOT NULL REFERENCES runs(run_id),
+  step INTEGER NOT NULL,
+  why TEXT NOT NULL,
   PRIMARY KEY (run_id, step)
 ) WITHOUT ROWID;
 )sql";
@@ -100,12 +110,13 @@ absl::Status StepDone(sqlite3* db, sqlite3_stmt* statement,
 }  // namespace
 
 struct SqliteTelemetryStore::Op {
-  // Exactly one of run / round.
+  // Exactly one of run / round / abandoned.
   std::optional<RunRecord> run;
   std::optional<RoundRecord> round;
+  std::optional<AbandonedStep> abandoned;
   // For rounds.
   CommitCallback done;
-  // For runs: PutRun waits here.
+  // For runs and abandoned steps: PutRun / PutAbandonedStep wait here.
   absl::Notification* finished = nullptr;
   absl::Status* result = nullptr;
 };
@@ -113,6 +124,7 @@ struct SqliteTelemetryStore::Op {
 struct SqliteTelemetryStore::Statements {
   Statement insert_run;
   Statement insert_round;
+  Statement insert_abandoned;
   // Transaction control, prepared once: parsing them on every commit costs
   // as much as the inserts.
   Statement begin;
@@ -170,9 +182,10 @@ absl::Status SqliteTelemetryStore::CreateOrMigrateSchema() {
   if (found == kSchemaVersion) return absl::OkStatus();
   if (found == 1) {
     RETURN_IF_ERROR(MigrateFrom1());
-  } else {
+  } else if (found == 0) {
     RETURN_IF_ERROR(Exec(kSchema));
   }
+  RETURN_IF_ERROR(Exec(kAbandonedSchema));
   return Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
 }
 
@@ -273,6 +286,9 @@ absl::Status SqliteTelemetryStore::Prepare() {
        "arrival_spread_seconds, slowest_participant, finalized_unix_micros, "
        "participants) "
        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"},
+      {&statements_->insert_abandoned,
+       "INSERT OR IGNORE INTO abandoned_steps (run_id, step, why) "
+       "VALUES (?1, ?2, ?3)"},
       {&statements_->begin, "BEGIN IMMEDIATE"},
       {&statements_->commit, "COMMIT"},
       {&statements_->rollback, "ROLLBACK"},
@@ -348,10 +364,20 @@ void SqliteTelemetryStore::WriterLoop() {
 }
 
 absl::Status SqliteTelemetryStore::PutRun(const RunRecord& run) {
-  absl::Notification finished;
-  absl::Status result;
   Op op;
   op.run = run;
+  return EnqueueAndWait(std::move(op));
+}
+
+absl::Status SqliteTelemetryStore::PutAbandonedStep(const AbandonedStep& step) {
+  Op op;
+  op.abandoned = step;
+  return EnqueueAndWait(std::move(op));
+}
+
+absl::Status SqliteTelemetryStore::EnqueueAndWait(Op op) {
+  absl::Notification finished;
+  absl::Status result;
   op.finished = &finished;
   op.result = &result;
   Enqueue(std::move(op));
@@ -387,6 +413,14 @@ absl::Status SqliteTelemetryStore::WriteOp(const Op& op) {
   // copied. Each record is one INSERT; a refused INSERT undoes only itself (ON
   // CONFLICT ABORT), so one bad record leaves the others of its batch intact.
   absl::Status status;
+  if (op.abandoned.has_value()) {
+    sqlite3_stmt* s = statements_->insert_abandoned.get();
+    const AbandonedStep& a = *op.abandoned;
+    sqlite3_bind_text(s, 1, a.run_id.data(), a.run_id.size(), SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, static_cast<int64_t>(a.step));
+    sqlite3_bind_text(s, 3, a.why.data(), a.why.size(), SQLITE_STATIC);
+    return StepDone(db_, s, "INSERT INTO abandoned_steps");
+  }
   if (op.run.has_value()) {
     sqlite3_stmt* s = statements_->insert_run.get();
     const RunRecord& run = *op.run;
@@ -547,6 +581,22 @@ absl::StatusOr<StoreContents> SqliteTelemetryStore::Load() {
       contents.rounds.push_back(std::move(record));
     }
     if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM rounds");
+  }
+  {
+    absl::StatusOr<Statement> s = PrepareStatement(
+        db_,
+        "SELECT run_id, step, why FROM abandoned_steps ORDER BY run_id, step");
+    if (!s.ok()) return s.status();
+    int rc;
+    while ((rc = sqlite3_step(s->get())) == SQLITE_ROW) {
+      contents.abandoned.push_back(AbandonedStep{
+          ColumnText(s->get(), 0),
+          static_cast<uint64_t>(sqlite3_column_int64(s->get(), 1)),
+          ColumnText(s->get(), 2)});
+    }
+    if (rc != SQLITE_DONE) {
+      return SqliteError(rc, db_, "SELECT FROM abandoned_steps");
+    }
   }
   return contents;
 }

@@ -13,15 +13,16 @@
 //   absl::StatusOr<std::unique_ptr<SqliteTelemetryStore>> store =
 //       SqliteTelemetryStore::Open(options);
 //
-// Schema (user_version 2): runs(run_id, config BLOB (a serialized RunConfig),
+// Schema (user_version 3): runs(run_id, config BLOB (a serialized RunConfig),
 // created_unix_micros); rounds(run_id, step, sequence, total_norm, clip_coef,
 // action, reason, reason_detail, effective_max_norm, arrival_spread_seconds,
 // slowest_participant, finalized_unix_micros, participants BLOB (each
 // participant's partial, arrival offset and elements: participant_codec.h)).
-// One row, so one B-tree page, per round. NaN totals are stored as NULL (SQLite
-// has no NaN); steps are stored as the int64 with the same bits. A version 1
-// file (participants in a table of their own) is migrated at Open, in one
-// transaction.
+// One row, so one B-tree page, per round. abandoned_steps(run_id, step, why):
+// steps whose round timed out. NaN totals are stored as NULL (SQLite has no
+// NaN); steps are stored as the int64 with the same bits. A version 1 file
+// (participants in a table of their own) or 2 (no abandoned steps) is
+// migrated at Open, in one transaction.
 //
 // The coordinator holds the file exclusively while the store is open
 // (locking_mode=EXCLUSIVE): other processes read it after the coordinator
@@ -80,6 +81,7 @@ class SqliteTelemetryStore final : public TelemetryStore {
   SqliteTelemetryStore& operator=(const SqliteTelemetryStore&) = delete;
 
   absl::Status PutRun(const RunRecord& run) override;
+  absl::Status PutAbandonedStep(const AbandonedStep& step) override;
   void AppendRound(RoundRecord record, CommitCallback done) override;
   absl::StatusOr<StoreContents> Load() override;
   absl::Status Flush() override;
@@ -103,6 +105,8 @@ class SqliteTelemetryStore final : public TelemetryStore {
   absl::Status CreateOrMigrateSchema() ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
   absl::Status MigrateFrom1() ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
   void Enqueue(Op op);
+  // Enqueues a run or abandoned step and waits for its commit.
+  absl::Status EnqueueAndWait(Op op);
   // Commits one batch of queued records (the thread that set committing_).
   void CommitBatch();
   // The writer thread: commits the batches an appender's thread left.

@@ -82,6 +82,7 @@ TEST(SqliteTelemetryStoreTest, ReopenedFileHoldsEverythingAndIsIntact) {
     ASSERT_TRUE((*store)->PutRun(MakeRun("r", 3)).ok());
     ASSERT_TRUE(AppendAndWait(store->get(), MakeRoundRecord("r", 4, 1, 2, 3)).ok());
     ASSERT_TRUE(AppendAndWait(store->get(), MakeRoundRecord("r", 2, 2, kNaN, 3)).ok());
+    ASSERT_TRUE((*store)->PutAbandonedStep({"r", 6, "participant 1 missing"}).ok());
     // Queued but never waited for: the destructor still commits it.
     (*store)->AppendRound(MakeRoundRecord("r", 9, 3, 0.5, 3), [](absl::Status) {});
   }
@@ -98,6 +99,9 @@ TEST(SqliteTelemetryStoreTest, ReopenedFileHoldsEverythingAndIsIntact) {
   EXPECT_TRUE(std::isnan(contents->rounds[1].participants[1].partial));
   EXPECT_EQ(contents->rounds[2].result.step(), 9u);
   EXPECT_EQ(contents->rounds[2].participants[2].num_elements, 1002u);
+  ASSERT_EQ(contents->abandoned.size(), 1u);
+  EXPECT_EQ(contents->abandoned[0].step, 6u);
+  EXPECT_EQ(contents->abandoned[0].why, "participant 1 missing");
 }
 
 TEST(SqliteTelemetryStoreTest, GroupCommitBatchesAppendsMadeDuringACommit) {
@@ -285,6 +289,40 @@ TEST(SqliteTelemetryStoreTest, SchemaOneFileIsMigrated) {
   contents = store->Load();
   ASSERT_TRUE(contents.ok()) << contents.status();
   EXPECT_EQ(contents->rounds.size(), 3u);
+}
+
+// A schema 2 file (before abandoned steps were stored) gets their table at
+// Open and keeps its rounds.
+TEST(SqliteTelemetryStoreTest, SchemaTwoFileGainsAbandonedSteps) {
+  const std::string path = TestPath("schema2");
+  const std::string config = MakeRun("old", 2).config.SerializeAsString();
+  std::string config_hex;
+  for (unsigned char c : config) absl::StrAppend(&config_hex, absl::Hex(c, absl::kZeroPad2));
+  ExecOnFile(path, absl::StrCat(R"sql(
+    PRAGMA journal_mode=WAL;
+    CREATE TABLE runs (run_id TEXT PRIMARY KEY, config BLOB NOT NULL,
+      created_unix_micros INTEGER NOT NULL);
+    CREATE TABLE rounds (run_id TEXT NOT NULL REFERENCES runs(run_id),
+      step INTEGER NOT NULL, sequence INTEGER NOT NULL, total_norm REAL,
+      clip_coef REAL NOT NULL, action INTEGER NOT NULL, reason INTEGER NOT NULL,
+      reason_detail TEXT NOT NULL, effective_max_norm REAL NOT NULL,
+      arrival_spread_seconds REAL NOT NULL, slowest_participant INTEGER NOT NULL,
+      finalized_unix_micros INTEGER NOT NULL, participants BLOB NOT NULL,
+      PRIMARY KEY (run_id, step)) WITHOUT ROWID;
+    INSERT INTO runs VALUES ('old', x')sql", config_hex, R"sql(', 7);
+    PRAGMA user_version=2;
+  )sql"));
+  std::unique_ptr<SqliteTelemetryStore> store = OpenOrDie(path);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->PutAbandonedStep({"old", 3, "timed out"}).ok());
+  store.reset();
+  store = OpenOrDie(path);
+  EXPECT_TRUE(store->CheckIntegrity().ok());
+  absl::StatusOr<StoreContents> contents = store->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  ASSERT_EQ(contents->runs.size(), 1u);
+  ASSERT_EQ(contents->abandoned.size(), 1u);
+  EXPECT_EQ(contents->abandoned[0].why, "timed out");
 }
 
 // The Aggregator on a real file: a restarted coordinator answers retries of

@@ -67,12 +67,23 @@ struct RoundRecord {
   std::vector<ParticipantRecord> participants;
 };
 
+// A step whose round timed out: it never gets a result, and a late report of
+// it fails (FAILED_PRECONDITION with `why`), also after a restart.
+struct AbandonedStep {
+  std::string run_id;
+  uint64_t step = 0;
+  // Why, as reports of the step are told (e.g. the missing participants).
+  std::string why;
+};
+
 // Everything a store holds.
 struct StoreContents {
   // Ordered by run_id.
   std::vector<RunRecord> runs;
   // Ordered by (run_id, sequence).
   std::vector<RoundRecord> rounds;
+  // Ordered by (run_id, step).
+  std::vector<AbandonedStep> abandoned;
 };
 
 class TelemetryStore {
@@ -95,7 +106,11 @@ class TelemetryStore {
   // callback has run when the destructor returns.
   virtual void AppendRound(RoundRecord record, CommitCallback done) = 0;
 
-  // Reads every stored run and round. Meant for start-up: call it before the
+  // Stores an abandoned step and returns once it is durable; storing the same
+  // (run_id, step) again is a no-op. Errors: the database's, translated.
+  virtual absl::Status PutAbandonedStep(const AbandonedStep& step) = 0;
+
+  // Reads every stored run, round and abandoned step. Meant for start-up: call it before the
   // first AppendRound. Errors: the database's, translated.
   virtual absl::StatusOr<StoreContents> Load() = 0;
 

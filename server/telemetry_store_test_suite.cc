@@ -178,6 +178,28 @@ TEST_P(TelemetryStoreTest, RoundsRoundTripInFinalizationOrder) {
   ExpectSameRound(contents->rounds[4], records[4]);
 }
 
+TEST_P(TelemetryStoreTest, AbandonedStepsRoundTripInOrderOnce) {
+  std::unique_ptr<TelemetryStore> store = Open(GetParam());
+  ASSERT_TRUE(store->PutRun(MakeRun("b", 3)).ok());
+  ASSERT_TRUE(store->PutRun(MakeRun("a", 3)).ok());
+  ASSERT_TRUE(store->PutAbandonedStep({"b", 9, "participants 1, 2 missing"}).ok());
+  ASSERT_TRUE(store->PutAbandonedStep({"a", 4, "participant 0 missing"}).ok());
+  ASSERT_TRUE(store->PutAbandonedStep({"b", 2, "participant 2 missing"}).ok());
+  // The same step again is a no-op (its first reason stays).
+  ASSERT_TRUE(store->PutAbandonedStep({"b", 9, "other"}).ok());
+  ASSERT_TRUE(store->Flush().ok());
+  absl::StatusOr<StoreContents> contents = store->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  ASSERT_EQ(contents->abandoned.size(), 3u);
+  EXPECT_EQ(contents->abandoned[0].run_id, "a");
+  EXPECT_EQ(contents->abandoned[0].step, 4u);
+  EXPECT_EQ(contents->abandoned[1].step, 2u);
+  EXPECT_EQ(contents->abandoned[2].run_id, "b");
+  EXPECT_EQ(contents->abandoned[2].step, 9u);
+  EXPECT_EQ(contents->abandoned[2].why, "participants 1, 2 missing");
+  EXPECT_TRUE(contents->rounds.empty());
+}
+
 TEST_P(TelemetryStoreTest, DuplicateRoundIsRefused) {
   std::unique_ptr<TelemetryStore> store = Open(GetParam());
   ASSERT_TRUE(store->PutRun(MakeRun("r", 2)).ok());
