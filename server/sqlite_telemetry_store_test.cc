@@ -229,14 +229,14 @@ void ExecOnFile(const std::string& path, const std::string& sql) {
   sqlite3_close(db);
 }
 
-// A file written by a schema-1 coordinator (participants in a table of their
-// own, NaN partials as NULL) is migrated at Open and loses nothing.
-TEST(SqliteTelemetryStoreTest, SchemaOneFileIsMigrated) {
-  const std::string path = TestPath("schema1");
+// The tables an older coordinator wrote (schema 1: participants in a table of
+// their own; schema 2: in a BLOB of the round), with run "old" (2
+// participants) stored.
+std::string OldSchemaWithRun(int version) {
   const std::string config = MakeRun("old", 2).config.SerializeAsString();
   std::string config_hex;
   for (unsigned char c : config) absl::StrAppend(&config_hex, absl::Hex(c, absl::kZeroPad2));
-  ExecOnFile(path, absl::StrCat(R"sql(
+  return absl::StrCat(R"sql(
     PRAGMA journal_mode=WAL;
     CREATE TABLE runs (run_id TEXT PRIMARY KEY, config BLOB NOT NULL,
       created_unix_micros INTEGER NOT NULL);
@@ -245,14 +245,23 @@ TEST(SqliteTelemetryStoreTest, SchemaOneFileIsMigrated) {
       clip_coef REAL NOT NULL, action INTEGER NOT NULL, reason INTEGER NOT NULL,
       reason_detail TEXT NOT NULL, effective_max_norm REAL NOT NULL,
       arrival_spread_seconds REAL NOT NULL, slowest_participant INTEGER NOT NULL,
-      finalized_unix_micros INTEGER NOT NULL,
+      finalized_unix_micros INTEGER NOT NULL,)sql",
+      version >= 2 ? " participants BLOB NOT NULL," : "", R"sql(
       PRIMARY KEY (run_id, step)) WITHOUT ROWID;
+    INSERT INTO runs VALUES ('old', x')sql", config_hex, R"sql(', 7);
+  )sql");
+}
+
+// A file written by a schema-1 coordinator (participants in a table of their
+// own, NaN partials as NULL) is migrated at Open and loses nothing.
+TEST(SqliteTelemetryStoreTest, SchemaOneFileIsMigrated) {
+  const std::string path = TestPath("schema1");
+  ExecOnFile(path, absl::StrCat(OldSchemaWithRun(1), R"sql(
     CREATE TABLE participants (run_id TEXT NOT NULL, step INTEGER NOT NULL,
       participant INTEGER NOT NULL, partial REAL,
       arrival_offset_seconds REAL NOT NULL, num_elements INTEGER NOT NULL,
       PRIMARY KEY (run_id, step, participant),
       FOREIGN KEY (run_id, step) REFERENCES rounds(run_id, step)) WITHOUT ROWID;
-    INSERT INTO runs VALUES ('old', x')sql", config_hex, R"sql(', 7);
     INSERT INTO rounds VALUES ('old', 5, 1, 5.0, 1.0, 1, 1, '', 10.0, 0.25, 1, 100);
     INSERT INTO rounds VALUES ('old', 6, 2, NULL, 0.0, 3, 4, 'nan', 10.0, 0.5, 0, 200);
     INSERT INTO participants VALUES ('old', 5, 0, 9.0, 0.0, 10);
@@ -295,21 +304,7 @@ TEST(SqliteTelemetryStoreTest, SchemaOneFileIsMigrated) {
 // Open and keeps its rounds.
 TEST(SqliteTelemetryStoreTest, SchemaTwoFileGainsAbandonedSteps) {
   const std::string path = TestPath("schema2");
-  const std::string config = MakeRun("old", 2).config.SerializeAsString();
-  std::string config_hex;
-  for (unsigned char c : config) absl::StrAppend(&config_hex, absl::Hex(c, absl::kZeroPad2));
-  ExecOnFile(path, absl::StrCat(R"sql(
-    PRAGMA journal_mode=WAL;
-    CREATE TABLE runs (run_id TEXT PRIMARY KEY, config BLOB NOT NULL,
-      created_unix_micros INTEGER NOT NULL);
-    CREATE TABLE rounds (run_id TEXT NOT NULL REFERENCES runs(run_id),
-      step INTEGER NOT NULL, sequence INTEGER NOT NULL, total_norm REAL,
-      clip_coef REAL NOT NULL, action INTEGER NOT NULL, reason INTEGER NOT NULL,
-      reason_detail TEXT NOT NULL, effective_max_norm REAL NOT NULL,
-      arrival_spread_seconds REAL NOT NULL, slowest_participant INTEGER NOT NULL,
-      finalized_unix_micros INTEGER NOT NULL, participants BLOB NOT NULL,
-      PRIMARY KEY (run_id, step)) WITHOUT ROWID;
-    INSERT INTO runs VALUES ('old', x')sql", config_hex, R"sql(', 7);
+  ExecOnFile(path, absl::StrCat(OldSchemaWithRun(2), R"sql(
     PRAGMA user_version=2;
   )sql"));
   std::unique_ptr<SqliteTelemetryStore> store = OpenOrDie(path);
