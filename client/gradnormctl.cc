@@ -378,12 +378,13 @@ int Summary(Coordinator::Stub& stub, const std::string& token, const std::string
   }
   Table table({"STAT", "VALUE"});
   table.Add({"rounds", absl::StrCat(response.rounds())});
-  table.Add({"p50_norm", Num(response.p50_norm())});
-  table.Add({"p90_norm", Num(response.p90_norm())});
-  table.Add({"p99_norm", Num(response.p99_norm())});
-  table.Add({"min_norm", Num(response.min_norm())});
-  table.Add({"mean_norm", Num(response.mean_norm())});
-  table.Add({"max_norm", Num(response.max_norm())});
+  table.Add({"p50_total_norm", Num(response.p50_norm())});
+  table.Add({"p90_total_norm", Num(response.p90_norm())});
+  table.Add({"p99_total_norm", Num(response.p99_norm())});
+  table.Add({"min_total_norm", Num(response.min_norm())});
+  table.Add({"mean_total_norm", Num(response.mean_norm())});
+  // The largest observed total norm, not the run's max_norm threshold.
+  table.Add({"max_total_norm", Num(response.max_norm())});
   table.Add({"clipped_fraction", Num(response.clipped_fraction())});
   table.Add({"skipped_count", absl::StrCat(response.skipped_count())});
   std::vector<std::string> skipped;

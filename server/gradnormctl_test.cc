@@ -138,7 +138,13 @@ TEST_F(GradnormctlTest, TablesJsonHealthAndErrors) {
   Output summary = Ctl("summary ctl-run");
   EXPECT_EQ(summary.exit_code, 0);
   EXPECT_THAT(summary.text, MatchesRegex("(.|\n)*rounds +3\n(.|\n)*"));
-  EXPECT_THAT(summary.text, MatchesRegex("(.|\n)*max_norm +5\n(.|\n)*"));
+  // Rows name what they hold: the largest total norm seen (5), not the
+  // run's max_norm threshold (4, in `run`).
+  EXPECT_THAT(summary.text, MatchesRegex("(.|\n)*max_total_norm +5\n(.|\n)*"));
+  EXPECT_THAT(summary.text, MatchesRegex("(.|\n)*p50_total_norm +4\n(.|\n)*"));
+  EXPECT_THAT(summary.text, Not(HasSubstr("max_norm ")));
+  Output run = Ctl("run ctl-run");
+  EXPECT_THAT(run.text, MatchesRegex("(.|\n)*max_norm +4\n(.|\n)*"));
 
   Output health = Ctl("health");
   EXPECT_EQ(health.exit_code, 0);
