@@ -4,7 +4,8 @@
 //   gradnormctl [flags] run RUN              describe one run
 //   gradnormctl [flags] history RUN [--from=S --to=S --points=N]
 //   gradnormctl [flags] summary RUN [--from=S --to=S --top=N]   (N >= 1)
-//   gradnormctl [flags] watch RUN [--from=S] stream finalized rounds
+//   gradnormctl [flags] watch RUN [--from=S] stream finalized rounds (waits
+//                                            for a run not registered yet)
 //   gradnormctl [flags] health [--service=NAME]
 //   gradnormctl [flags] register RUN --participants=N [--norm_type=P
 //       --max_norm=X --policy=static|autoclip|zclip --autoclip_percentile=Q
@@ -431,6 +432,26 @@ int Watch(const std::shared_ptr<grpc::Channel>& channel, const std::string& toke
   grpc::Status connected = AwaitConnection(*channel);
   if (!connected.ok()) return Fail(connected, "WatchRun");
   auto stub = Coordinator::NewStub(channel);
+  // A run that is not registered yet (watch started before the trainers):
+  // wait for it, saying so once, rather than fail.
+  for (bool told = false;;) {
+    grpc::ClientContext lookup;
+    Prepare(&lookup, token, true);
+    gradnorm::v1::GetRunRequest get;
+    get.set_run_id(run_id);
+    gradnorm::v1::GetRunResponse run;
+    grpc::Status found = stub->GetRun(&lookup, get, &run);
+    if (found.ok()) break;
+    if (found.error_code() != grpc::StatusCode::NOT_FOUND) {
+      return Fail(found, "GetRun");
+    }
+    if (!told) {
+      std::cerr << "gradnormctl: run " << run_id
+                << " is not registered yet; waiting for it\n";
+      told = true;
+    }
+    absl::SleepFor(absl::Milliseconds(200));
+  }
   grpc::ClientContext context;
   Prepare(&context, token, false);
   gradnorm::v1::WatchRunRequest request;

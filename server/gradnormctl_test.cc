@@ -322,6 +322,21 @@ TEST_F(GradnormctlTest, WatchJsonUsesProtoFieldNames) {
   EXPECT_THAT(watch.text, Not(HasSubstr("runId")));
 }
 
+// watch started before its run exists waits for it, saying so, and then
+// streams its rounds.
+TEST_F(GradnormctlTest, WatchWaitsForARunNotYetRegistered) {
+  FILE* watch = Start("--json watch later-run", "timeout 4");
+  absl::SleepFor(absl::Milliseconds(700));
+  TestClient client(NewChannel(target_));
+  ASSERT_TRUE(client.RegisterRun("later-run", Config(1)).ok());
+  ASSERT_TRUE(client.Report("later-run", 0, 0, 9.0).ok());
+  Output out = Finish(watch);
+  EXPECT_EQ(out.exit_code, 124) << out.text;
+  EXPECT_THAT(out.text,
+              HasSubstr("run later-run is not registered yet; waiting for it"));
+  EXPECT_THAT(out.text, HasSubstr("{\"run_id\":\"later-run\",\"total_norm\":3,"));
+}
+
 // --timeout bounds watch's connection, not the stream: a server that accepts
 // TCP but never answers fails within it (gRPC alone would wait its 20 s
 // connect timeout), and a connected watch keeps streaming past it.
