@@ -435,6 +435,19 @@ absl::StatusOr<v1::RegisterRunResponse> AggregatorImpl::RegisterRun(
   response.set_created(true);
   *response.mutable_run() = InfoLocked(*run);
   runs_.emplace(request.run_id(), std::move(run));
+  if (options_.log != nullptr) {
+    const v1::RunConfig& c = response.run().config();
+    options_.log->Log(
+        LogLevel::kInfo, "run_registered",
+        {{"run", request.run_id()},
+         {"participants", absl::StrCat(c.participants())},
+         {"norm_type", FormatNumber(c.norm_type())},
+         {"max_norm", FormatNumber(c.max_norm())},
+         {"clip_policy", c.clip_policy().has_auto_clip() ? "autoclip"
+                         : c.clip_policy().has_zclip()   ? "zclip"
+                                                         : "static"},
+         {"spike_rule", c.spike_rule().enabled() ? "on" : "off"}});
+  }
   return response;
 }
 
@@ -798,9 +811,16 @@ void AggregatorImpl::ExpireRounds() {
   // Durable before anyone is told: a late report after a restart must find
   // the step abandoned, not open a new round. Outside the lock, so rounds
   // go on meanwhile. A failed write leaves the step abandoned in memory
-  // until a restart (the store reports its error at its next commit).
+  // until a restart; the log line says so.
   for (const AbandonedStep& step : abandoned) {
-    store_->PutAbandonedStep(step).IgnoreError();
+    absl::Status stored = store_->PutAbandonedStep(step);
+    if (options_.log != nullptr) {
+      LogFields fields = {{"run", step.run_id},
+                          {"step", absl::StrCat(step.step)},
+                          {"why", step.why}};
+      if (!stored.ok()) fields.emplace_back("store_error", stored.ToString());
+      options_.log->Log(LogLevel::kWarning, "round_timed_out", fields);
+    }
   }
   for (Call& call : calls) call.first(std::move(call.second));
 }

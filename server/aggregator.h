@@ -66,6 +66,7 @@
 #include "absl/time/time.h"
 #include "gradnorm/v1/coordinator.pb.h"
 #include "server/clock.h"
+#include "server/event_log.h"
 #include "server/telemetry_store.h"
 
 namespace gradnorm {
@@ -78,7 +79,7 @@ struct AggregatorOptions {
   // Rounds of one run waiting for participants at once; a report opening one
   // more fails with RESOURCE_EXHAUSTED.
   uint32_t max_open_rounds_per_run = 64;
-  // Largest RunConfig.participants accepted (INVALID_ARGUMENT above it).
+  // Largest RunConfig.participants accepted (RESOURCE_EXHAUSTED above it).
   uint32_t max_participants = 4096;
   // The longest the internal thread waits between ExpireRounds() calls (it
   // also wakes at each pending deadline); zero: no thread.
@@ -89,6 +90,9 @@ struct AggregatorOptions {
   std::function<void(const v1::RoundResult& result,
                      absl::Duration commit_latency)>
       on_round_committed;
+  // Where the aggregator logs a run registered (info) and a round that timed
+  // out (warning, with the missing participants). Optional; not owned.
+  EventLog* log = nullptr;
 };
 
 // Counts for gauges (no per-run detail).

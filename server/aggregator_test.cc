@@ -15,6 +15,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "server/clock.h"
+#include "server/event_log.h"
 #include "server/memory_telemetry_store.h"
 #include "server/telemetry_store.h"
 
@@ -24,6 +25,7 @@ namespace {
 
 using ::google::protobuf::util::MessageDifferencer;
 using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
@@ -370,6 +372,29 @@ TEST_F(AggregatorTest, RoundTimeoutNamesTheMissingAndAbandonsTheStep) {
   ASSERT_TRUE(after_restart->done());
   EXPECT_EQ(after_restart->Get().status(), late);
   EXPECT_EQ(aggregator_->GetRun("r")->open_rounds(), 0u);
+}
+
+TEST_F(AggregatorTest, LogsRunsRegisteredAndRoundsTimedOut) {
+  InMemoryEventLog log;
+  AggregatorOptions options = NoThread();
+  options.log = &log;
+  Start(options);
+  Register(MakeRun("r", 3));
+  // The same again: nothing new to log.
+  ASSERT_FALSE(aggregator_->RegisterRun(MakeRun("r", 3))->created());
+  auto a = Report("r", 4, 0, 1);
+  clock_.Advance(absl::Milliseconds(1000));
+  aggregator_->ExpireRounds();
+  EXPECT_EQ(a->Get().status().code(), absl::StatusCode::kAborted);
+  std::vector<std::string> lines = log.lines();
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_THAT(lines[0], MatchesRegex(".* level=info event=run_registered run=r "
+                                     "participants=3 norm_type=2 max_norm=[^ ]+ "
+                                     "clip_policy=static spike_rule=off"));
+  EXPECT_THAT(lines[1],
+              HasSubstr("level=warning event=round_timed_out run=r step=4 "
+                        "why=\"its round timed out after 1000 ms waiting for "
+                        "participants 1-2 (1 of 3 reported)\""));
 }
 
 // Commits like the memory store, but holds the round with one sequence number

@@ -24,12 +24,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/coordinator_server.h"
+#include "server/event_log.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "host:port to serve gRPC on; port 0 picks a free port");
 ABSL_FLAG(std::string, port_file, "",
           "If set, the chosen port is written to this file once serving");
 ABSL_FLAG(std::string, store, "sqlite", "Telemetry store: sqlite or memory");
+ABSL_FLAG(std::string, log_level, "info",
+          "Operational log on stderr (one logfmt line per event): info, "
+          "warning, error or off");
 ABSL_FLAG(std::string, db, "gradnorm.db", "SQLite database file (--store=sqlite)");
 ABSL_FLAG(bool, sqlite_synchronous_full, false,
           "SQLite synchronous=FULL: acknowledged rounds also survive power loss "
@@ -88,6 +92,11 @@ int main(int argc, char** argv) {
   using gradnorm::server::CoordinatorServerOptions;
   using gradnorm::server::StoreKind;
   CoordinatorServerOptions options;
+  absl::StatusOr<gradnorm::server::LogLevel> log_level =
+      gradnorm::server::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (!log_level.ok()) return Fail(log_level.status());
+  gradnorm::server::StreamEventLog log(stderr, *log_level);
+  options.log = &log;
   options.listen = absl::GetFlag(FLAGS_listen);
   const std::string store = absl::GetFlag(FLAGS_store);
   if (store == "sqlite") {
@@ -127,6 +136,12 @@ int main(int argc, char** argv) {
           absl::StrCat("cannot write --port_file '", port_file, "'")));
     }
   }
+  log.Log(gradnorm::server::LogLevel::kInfo, "start",
+          {{"version", GRADNORM_VERSION},
+           {"listen", (*server)->address()},
+           {"store", store},
+           {"db", store == "sqlite" ? options.db_path : ""},
+           {"runs", absl::StrCat((*server)->aggregator()->Stats().runs)}});
   std::printf("listening on %s\n", (*server)->address().c_str());
   if ((*server)->metrics()->port() != 0) {
     std::printf("metrics on port %d\n", (*server)->metrics()->port());
@@ -139,6 +154,11 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   absl::Status status = (*server)->Shutdown();
   server->reset();
+  log.Log(status.ok() ? gradnorm::server::LogLevel::kInfo
+                      : gradnorm::server::LogLevel::kError,
+          "shutdown",
+          {{"signal", absl::StrCat(signal_number)},
+           {"status", status.ok() ? "clean" : status.ToString()}});
   if (!status.ok()) return Fail(status);
   std::printf("coordinator: shut down cleanly\n");
   return 0;

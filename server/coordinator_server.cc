@@ -77,6 +77,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
 
   PrometheusMetrics* metrics = server->metrics_.get();
   AggregatorOptions aggregator_options = options.aggregator;
+  aggregator_options.log = options.log;
   aggregator_options.on_round_committed =
       [metrics](const v1::RoundResult& result, absl::Duration commit_latency) {
         metrics->RecordRound(result.action());
@@ -88,7 +89,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
   metrics->SetActiveRuns(static_cast<int64_t>(server->aggregator_->Stats().runs));
 
   server->service_ = std::make_unique<CoordinatorService>(
-      server->aggregator_.get(), server->auth_.get(), metrics);
+      server->aggregator_.get(), server->auth_.get(), metrics, options.log);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;

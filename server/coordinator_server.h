@@ -77,6 +77,9 @@ struct CoordinatorServerOptions {
   int max_message_bytes = 64 * 1024;
   // How long Shutdown lets calls finish before cancelling them.
   absl::Duration shutdown_grace = absl::Seconds(2);
+  // The operational log (event_log.h): runs registered, rounds timed out,
+  // authentication failures. Optional; not owned; must outlive the server.
+  EventLog* log = nullptr;
 };
 
 class CoordinatorServer {

@@ -553,10 +553,12 @@ absl::Time AggregatorDeadline(absl::Time deadline, absl::Time now) {
 
 CoordinatorService::CoordinatorService(Aggregator* aggregator,
                                        const TokenAuthenticator* auth,
-                                       CoordinatorMetrics* metrics)
+                                       CoordinatorMetrics* metrics,
+                                       EventLog* log)
     : aggregator_(aggregator),
       auth_(auth),
       metrics_(metrics),
+      log_(log),
       streams_(std::make_unique<StreamRegistry>()) {}
 
 CoordinatorService::~CoordinatorService() = default;
@@ -570,7 +572,17 @@ absl::Status CoordinatorService::Authorize(grpc::CallbackServerContext* context,
   auto it = metadata.find(std::string(kAuthorizationMetadataKey));
   absl::string_view header;
   if (it != metadata.end()) header = absl::string_view(it->second.data(), it->second.size());
-  return auth_->Authorize(header, permission);
+  absl::Status status = auth_->Authorize(header, permission);
+  uint64_t suppressed = 0;
+  if (!status.ok() && log_ != nullptr &&
+      auth_failures_.Allow(absl::Now(), &suppressed)) {
+    log_->Log(LogLevel::kWarning, "auth_failed",
+              {{"code", absl::StatusCodeToString(status.code())},
+               {"peer", context->peer()},
+               {"why", std::string(status.message())},
+               {"suppressed", absl::StrCat(suppressed)}});
+  }
+  return status;
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::RegisterRun(

@@ -43,6 +43,7 @@
 #include "gradnorm/v1/coordinator.grpc.pb.h"
 #include "server/aggregator.h"
 #include "server/auth.h"
+#include "server/event_log.h"
 #include "server/metrics.h"
 
 namespace gradnorm {
@@ -56,9 +57,11 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   // the caller allowed is taken).
   static constexpr absl::Duration kDeadlineMargin = absl::Milliseconds(200);
 
-  // `auth` may be null (no authentication). None is owned.
+  // `auth` may be null (no authentication), `log` too (authentication
+  // failures are then not logged; with one, at most one line a second, with
+  // the count held back). None is owned.
   CoordinatorService(Aggregator* aggregator, const TokenAuthenticator* auth,
-                     CoordinatorMetrics* metrics);
+                     CoordinatorMetrics* metrics, EventLog* log = nullptr);
 
   ~CoordinatorService() override;
 
@@ -105,6 +108,10 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   Aggregator* const aggregator_;
   const TokenAuthenticator* const auth_;
   CoordinatorMetrics* const metrics_;
+  EventLog* const log_;
+  // A client can fail authentication as often as it likes: its log lines
+  // are limited.
+  mutable LogLimiter auth_failures_{absl::Seconds(1)};
   const std::unique_ptr<StreamRegistry> streams_;
 };
 

@@ -14,11 +14,13 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/coordinator_server.h"
 #include "server/coordinator_test_util.h"
+#include "server/event_log.h"
 
 namespace gradnorm {
 namespace server {
@@ -28,6 +30,7 @@ using ::gradnorm::server::testing::NewChannel;
 using ::gradnorm::server::testing::PendingReport;
 using ::gradnorm::server::testing::TestClient;
 using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
 
 constexpr char kTrainerToken[] = "trainer-token-abcdefghijklmnop";
 constexpr char kViewerToken[] = "viewer-token-abcdefghijklmnopq";
@@ -291,6 +294,33 @@ TEST_F(CoordinatorServiceTest, ResourceExhaustedOnRunsOpenRoundsAndMessageSize) 
   EXPECT_EQ(a->response.result().total_norm(), 2.0);
   ASSERT_TRUE(c->Report("r", 1, 1, 0.0).ok());
   ASSERT_TRUE(b->WaitFor(absl::Seconds(10)));
+}
+
+// Authentication failures are logged, at most one line a second (a client
+// can fail as often as it likes), and runs registered are logged once.
+TEST_F(CoordinatorServiceTest, LogsAuthFailuresRateLimitedAndRunsRegistered) {
+  const std::string tokens = TempPath("tokens_log.txt");
+  std::ofstream(tokens) << kTrainerToken << " trainer\n";
+  InMemoryEventLog log;
+  CoordinatorServerOptions options;
+  options.tokens_file = tokens;
+  options.log = &log;
+  Start(options);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(Client("not-a-known-token-0000")->GetRun("r").error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  auto trainer = Client(kTrainerToken);
+  ASSERT_TRUE(trainer->RegisterRun("logged", Config(2)).ok());
+  ASSERT_TRUE(trainer->RegisterRun("logged", Config(2)).ok());  // no-op
+  std::vector<std::string> lines = log.lines();
+  ASSERT_EQ(lines.size(), 2u) << absl::StrJoin(lines, "\n");
+  EXPECT_THAT(lines[0], MatchesRegex(".* level=warning event=auth_failed "
+                                     "code=UNAUTHENTICATED peer=[^ ]+ "
+                                     "why=\"unknown bearer token\" "
+                                     "suppressed=0"));
+  EXPECT_THAT(lines[1], MatchesRegex(".* level=info event=run_registered "
+                                     "run=logged participants=2 .*"));
 }
 
 TEST_F(CoordinatorServiceTest, AuthenticationAndRoles) {

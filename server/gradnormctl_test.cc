@@ -216,6 +216,23 @@ TEST_F(GradnormctlTest, CleanStartWithHealthPortLogsNoError) {
   EXPECT_THAT(run.text, HasSubstr("shut down cleanly"));
   EXPECT_THAT(run.text, Not(MatchesRegex("(.|\n)*E[0-9]{4} [0-9]{2}:(.|\n)*")))
       << run.text;
+  // The operational log: one line at start and one at shutdown.
+  EXPECT_THAT(run.text, MatchesRegex("(.|\n)*level=info event=start version=" GRADNORM_VERSION
+                                     " listen=127.0.0.1:[0-9]+ store=memory db=\"\" "
+                                     "runs=0\n(.|\n)*"));
+  EXPECT_THAT(run.text, MatchesRegex("(.|\n)*level=info event=shutdown signal=15 "
+                                     "status=clean\n(.|\n)*"));
+  Output quiet = Finish(popen(
+      "timeout -s TERM 1 server/coordinator --listen=127.0.0.1:0 "
+      "--store=memory --log_level=error 2>&1",
+      "r"));
+  EXPECT_THAT(quiet.text, Not(HasSubstr("event=")));
+  Output bad = Finish(popen(
+      "server/coordinator --listen=127.0.0.1:0 --store=memory "
+      "--log_level=debug 2>&1",
+      "r"));
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.text, HasSubstr("log level 'debug' is unknown"));
 }
 
 // register takes every policy's settings; the stored config shows them, the
