@@ -155,6 +155,8 @@ class AggregatorImpl final : public Aggregator {
     // Steps committed since start, in commit order.
     std::vector<uint64_t> live_log;
     std::set<WatchImpl*> watches;
+    // When the run's last report arrived (InfinitePast: none since start).
+    absl::Time last_report = absl::InfinitePast();
   };
 
   // Below this many, expiries_ is never compacted.
@@ -506,6 +508,7 @@ void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
     return fail(status);
   }
   Run& run = *const_cast<Run*>(found);
+  run.last_report = clock_->Now();
   const uint64_t step = request.step();
   const uint32_t n = run.info.config.participants();
   const uint32_t participant = request.participant();
@@ -903,7 +906,14 @@ AggregatorStats AggregatorImpl::Stats() const {
   absl::ReaderMutexLock lock(&mu_);
   AggregatorStats stats;
   stats.runs = runs_.size();
-  for (const auto& [id, run] : runs_) stats.open_rounds += run->open.size();
+  const absl::Time now = clock_->Now();
+  for (const auto& [id, run] : runs_) {
+    stats.open_rounds += run->open.size();
+    if (!run->open.empty() ||
+        now - run->last_report < options_.active_window) {
+      ++stats.active_runs;
+    }
+  }
   stats.waiters = waiters_;
   stats.deadlines = expiries_.size();
   return stats;

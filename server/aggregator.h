@@ -90,6 +90,9 @@ struct AggregatorOptions {
   std::function<void(const v1::RoundResult& result,
                      absl::Duration commit_latency)>
       on_round_committed;
+  // A run is active while it has open rounds or had a report this recently
+  // (AggregatorStats::active_runs).
+  absl::Duration active_window = absl::Minutes(10);
   // Where the aggregator logs a run registered (info) and a round that timed
   // out (warning, with the missing participants). Optional; not owned.
   EventLog* log = nullptr;
@@ -98,6 +101,9 @@ struct AggregatorOptions {
 // Counts for gauges (no per-run detail).
 struct AggregatorStats {
   uint64_t runs = 0;
+  // Runs with open rounds or a report within AggregatorOptions::active_window
+  // (a run that finished training stops counting).
+  uint64_t active_runs = 0;
   // Rounds waiting for participants or for their commit, over all runs.
   uint64_t open_rounds = 0;
   // Report callbacks not yet called.

@@ -374,6 +374,28 @@ TEST_F(AggregatorTest, RoundTimeoutNamesTheMissingAndAbandonsTheStep) {
   EXPECT_EQ(aggregator_->GetRun("r")->open_rounds(), 0u);
 }
 
+// Active runs: open rounds or a report within active_window (10 minutes);
+// a run whose training ended stops counting.
+TEST_F(AggregatorTest, ActiveRunsAreThoseWithOpenRoundsOrRecentReports) {
+  Register(MakeRun("a", 2));
+  Register(MakeRun("b", 1));
+  EXPECT_EQ(aggregator_->Stats().runs, 2u);
+  EXPECT_EQ(aggregator_->Stats().active_runs, 0u);
+  auto waiting = Report("a", 0, 0, 1);  // an open round
+  EXPECT_EQ(aggregator_->Stats().active_runs, 1u);
+  ASSERT_TRUE(Report("b", 0, 0, 4)->Get().ok());
+  EXPECT_EQ(aggregator_->Stats().active_runs, 2u);
+  clock_.Advance(absl::Minutes(10));
+  // b's report is 10 minutes old; a still has its round open (no expiry
+  // check has run).
+  EXPECT_EQ(aggregator_->Stats().active_runs, 1u);
+  ASSERT_TRUE(Report("a", 0, 1, 1)->Get().ok());
+  EXPECT_EQ(aggregator_->Stats().active_runs, 1u);
+  clock_.Advance(absl::Minutes(10));
+  EXPECT_EQ(aggregator_->Stats().active_runs, 0u);
+  EXPECT_EQ(aggregator_->Stats().runs, 2u);
+}
+
 TEST_F(AggregatorTest, LogsRunsRegisteredAndRoundsTimedOut) {
   InMemoryEventLog log;
   AggregatorOptions options = NoThread();

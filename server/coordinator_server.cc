@@ -86,7 +86,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
   ASSIGN_OR_RETURN(server->aggregator_,
                    Aggregator::Create(aggregator_options, server->store_.get(),
                                       Clock::Real()));
-  metrics->SetActiveRuns(static_cast<int64_t>(server->aggregator_->Stats().runs));
+  // Read at each scrape; cleared in Shutdown, before the Aggregator goes.
+  Aggregator* aggregator = server->aggregator_.get();
+  metrics->SetActiveRunsSource([aggregator] {
+    return static_cast<int64_t>(aggregator->Stats().active_runs);
+  });
 
   server->service_ = std::make_unique<CoordinatorService>(
       server->aggregator_.get(), server->auth_.get(), metrics, options.log);
@@ -180,6 +184,13 @@ absl::Status CoordinatorServer::Shutdown() {
   }
   // Last: probes see NOT_SERVING until the main server is gone.
   if (health_server_ != nullptr) health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
+  if (metrics_ != nullptr) {
+    metrics_->SetActiveRuns(
+        aggregator_ != nullptr
+            ? static_cast<int64_t>(aggregator_->Stats().active_runs)
+            : 0);
+    metrics_->SetActiveRunsSource(nullptr);
+  }
   absl::MutexLock lock(&mu_);
   shut_down_ = true;
   shutdown_status_ = status;

@@ -593,10 +593,7 @@ grpc::ServerUnaryReactor* CoordinatorService::RegisterRun(
   if (status.ok()) {
     absl::StatusOr<v1::RegisterRunResponse> registered =
         aggregator_->RegisterRun(*request);
-    if (registered.ok()) {
-      *response = *std::move(registered);
-      metrics_->SetActiveRuns(static_cast<int64_t>(aggregator_->Stats().runs));
-    }
+    if (registered.ok()) *response = *std::move(registered);
     status = registered.status();
   }
   reactor->Finish(ToGrpcStatus(status));

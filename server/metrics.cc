@@ -59,9 +59,44 @@ std::vector<double> InMemoryMetrics::store_commits() const {
   return store_commits_;
 }
 
+// gradnorm_active_runs: the source's value at each scrape, or the last value
+// set without one.
+class ActiveRunsGauge : public prometheus::Collectable {
+ public:
+  void Set(int64_t value) {
+    absl::MutexLock lock(&mu_);
+    value_ = value;
+  }
+  void SetSource(std::function<int64_t()> source) {
+    absl::MutexLock lock(&mu_);
+    source_ = std::move(source);
+  }
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    prometheus::MetricFamily family;
+    family.name = "gradnorm_active_runs";
+    family.help = "Runs with open rounds or a report in the last 10 minutes";
+    family.type = prometheus::MetricType::Gauge;
+    prometheus::ClientMetric metric;
+    {
+      // Held while the source runs, so SetSource(nullptr) waits for it.
+      absl::MutexLock lock(&mu_);
+      metric.gauge.value =
+          static_cast<double>(source_ ? source_() : value_);
+    }
+    family.metric.push_back(metric);
+    return {family};
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  int64_t value_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<int64_t()> source_ ABSL_GUARDED_BY(mu_);
+};
+
 PrometheusMetrics::PrometheusMetrics()
     : registry_(std::make_shared<prometheus::Registry>()),
-      process_(std::make_shared<ProcessCollector>()) {
+      process_(std::make_shared<ProcessCollector>()),
+      active_runs_(std::make_shared<ActiveRunsGauge>()) {
   // Round waits span a sub-millisecond local round to the default 60 s timeout.
   round_wait_ = &prometheus::BuildHistogram()
                      .Name("gradnorm_round_wait_seconds")
@@ -81,11 +116,6 @@ PrometheusMetrics::PrometheusMetrics()
   rounds_none_ = &rounds.Add({{"action", "none"}});
   rounds_clip_ = &rounds.Add({{"action", "clip"}});
   rounds_skip_ = &rounds.Add({{"action", "skip"}});
-  active_runs_ = &prometheus::BuildGauge()
-                      .Name("gradnorm_active_runs")
-                      .Help("Runs the coordinator serves")
-                      .Register(*registry_)
-                      .Add({});
   store_commit_ = &prometheus::BuildHistogram()
                        .Name("gradnorm_store_commit_seconds")
                        .Help("Telemetry store commit latency, seconds")
@@ -112,6 +142,7 @@ absl::StatusOr<std::unique_ptr<PrometheusMetrics>> PrometheusMetrics::Create(
   }
   metrics->exposer_->RegisterCollectable(metrics->registry_);
   metrics->exposer_->RegisterCollectable(metrics->process_);
+  metrics->exposer_->RegisterCollectable(metrics->active_runs_);
   std::vector<int> ports = metrics->exposer_->GetListeningPorts();
   metrics->port_ = ports.empty() ? 0 : ports.front();
   return metrics;
@@ -140,8 +171,10 @@ void PrometheusMetrics::RecordRound(gradnorm::v1::Action action) {
   }
 }
 
-void PrometheusMetrics::SetActiveRuns(int64_t runs) {
-  active_runs_->Set(static_cast<double>(runs));
+void PrometheusMetrics::SetActiveRuns(int64_t runs) { active_runs_->Set(runs); }
+
+void PrometheusMetrics::SetActiveRunsSource(std::function<int64_t()> source) {
+  active_runs_->SetSource(std::move(source));
 }
 
 void PrometheusMetrics::RecordStoreCommit(double seconds) {
@@ -150,8 +183,13 @@ void PrometheusMetrics::RecordStoreCommit(double seconds) {
 
 std::string PrometheusMetrics::TextSnapshot() const {
   std::vector<prometheus::MetricFamily> families = registry_->Collect();
-  for (prometheus::MetricFamily& family : process_->Collect()) {
-    families.push_back(std::move(family));
+  for (const auto* extra : {static_cast<const prometheus::Collectable*>(
+                                 process_.get()),
+                             static_cast<const prometheus::Collectable*>(
+                                 active_runs_.get())}) {
+    for (prometheus::MetricFamily& family : extra->Collect()) {
+      families.push_back(std::move(family));
+    }
   }
   return prometheus::TextSerializer().Serialize(families);
 }

@@ -11,7 +11,8 @@
 //                                          other participants included)
 //   gradnorm_reports_total{code="OK"|...}  counter: Report calls by result code
 //   gradnorm_rounds_total{action="none"|"clip"|"skip"}  counter: finalized rounds
-//   gradnorm_active_runs                   gauge: runs the coordinator serves
+//   gradnorm_active_runs                   gauge: runs with open rounds or
+//                                          recent reports
 //   gradnorm_store_commit_seconds          histogram: telemetry commit latency
 //   gradnorm_build_info{version}           gauge: always 1
 //   process_cpu_seconds_total, process_resident_memory_bytes,
@@ -23,6 +24,7 @@
 #define GRADNORM_SERVER_METRICS_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -98,6 +100,8 @@ class InMemoryMetrics : public CoordinatorMetrics {
 };
 
 // Prometheus metrics, served as text on http://<listen>/metrics.
+class ActiveRunsGauge;
+
 class PrometheusMetrics : public CoordinatorMetrics {
  public:
   // Serves on `listen` ("host:port"; port 0 picks a free one); an empty
@@ -112,6 +116,10 @@ class PrometheusMetrics : public CoordinatorMetrics {
   void RecordRound(gradnorm::v1::Action action) override;
   void SetActiveRuns(int64_t runs) override;
   void RecordStoreCommit(double seconds) override;
+  // gradnorm_active_runs read from `source` at each scrape instead of the
+  // last SetActiveRuns value; an empty function goes back to that value.
+  // Returns once no scrape uses the previous source (so its owner may go).
+  void SetActiveRunsSource(std::function<int64_t()> source);
 
   // The port the HTTP endpoint listens on, 0 when not serving.
   int port() const { return port_; }
@@ -124,6 +132,8 @@ class PrometheusMetrics : public CoordinatorMetrics {
   std::shared_ptr<prometheus::Registry> registry_;
   // process_* and gradnorm_build_info, read at each scrape.
   std::shared_ptr<prometheus::Collectable> process_;
+  // gradnorm_active_runs, read at each scrape.
+  std::shared_ptr<ActiveRunsGauge> active_runs_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;
   prometheus::Histogram* round_wait_ = nullptr;
@@ -131,7 +141,6 @@ class PrometheusMetrics : public CoordinatorMetrics {
   prometheus::Counter* rounds_none_ = nullptr;
   prometheus::Counter* rounds_clip_ = nullptr;
   prometheus::Counter* rounds_skip_ = nullptr;
-  prometheus::Gauge* active_runs_ = nullptr;
   prometheus::Histogram* store_commit_ = nullptr;
 };
 

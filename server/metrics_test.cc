@@ -109,6 +109,14 @@ TEST(PrometheusMetricsTest, EmptyListenServesNothing) {
   EXPECT_EQ((*metrics)->port(), 0);
   (*metrics)->SetActiveRuns(2);
   EXPECT_TRUE(absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 2"));
+  // A source is read at each scrape, and clearing it goes back to the value.
+  int64_t live = 5;
+  (*metrics)->SetActiveRunsSource([&live] { return live; });
+  EXPECT_TRUE(absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 5"));
+  live = 6;
+  EXPECT_TRUE(absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 6"));
+  (*metrics)->SetActiveRunsSource(nullptr);
+  EXPECT_TRUE(absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 2"));
 }
 
 }  // namespace
