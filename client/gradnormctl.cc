@@ -298,6 +298,8 @@ int Runs(Coordinator::Stub& stub, const std::string& token) {
   return 0;
 }
 
+void PrintRun(const gradnorm::v1::RunInfo& run);
+
 int Run(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
   grpc::ClientContext context;
   Prepare(&context, token, true);
@@ -310,7 +312,13 @@ int Run(Coordinator::Stub& stub, const std::string& token, const std::string& ru
     PrintJson(response);
     return 0;
   }
-  const auto& run = response.run();
+  PrintRun(response.run());
+  return 0;
+}
+
+// One run as a FIELD / VALUE table (`run`, and `register` after it
+// registered).
+void PrintRun(const gradnorm::v1::RunInfo& run) {
   const auto& config = run.config();
   Table table({"FIELD", "VALUE"});
   table.Add({"run", run.run_id()});
@@ -332,7 +340,6 @@ int Run(Coordinator::Stub& stub, const std::string& token, const std::string& ru
   table.Add({"last_step", run.rounds() > 0 ? absl::StrCat(run.last_step()) : "-"});
   table.Add({"open_rounds", absl::StrCat(run.open_rounds())});
   table.Print(std::cout);
-  return 0;
 }
 
 int History(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
@@ -576,7 +583,8 @@ int Register(Coordinator::Stub& stub, const std::string& token,
   }
   std::cout << (response.created() ? "registered run " : "run already registered: ")
             << run_id << "\n";
-  return Run(stub, token, run_id);
+  PrintRun(response.run());
+  return 0;
 }
 
 // gradnormctl's own flags and their help, for --help.

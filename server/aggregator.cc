@@ -508,7 +508,8 @@ void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
     return fail(status);
   }
   Run& run = *const_cast<Run*>(found);
-  run.last_report = clock_->Now();
+  const absl::Time now = clock_->Now();
+  run.last_report = now;
   const uint64_t step = request.step();
   const uint32_t n = run.info.config.participants();
   const uint32_t participant = request.participant();
@@ -547,7 +548,6 @@ void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
         "; continue with another step")));
   }
 
-  const absl::Time now = clock_->Now();
   auto open_it = run.open.find(step);
   if (open_it == run.open.end()) {
     if (run.open.size() >= options_.max_open_rounds_per_run) {

@@ -58,7 +58,8 @@ from gradnorm import _lib
 from gradnorm._communicator import Communicator
 from gradnorm._tensors import (BFLOAT16, COUNTED_ELSEWHERE, DEVICE_CPU,
                                DEVICE_OTHER, FLOAT16, FLOAT32, FLOAT64,
-                               SHARDED, TP_REPLICATED, TensorList)
+                               SHARDED, TP_REPLICATED, TensorList,
+                               exec_options)
 from gradnorm.config import (AutoClip, RunConfig, SpikeRule, StaticClip,
                              ZClip)
 from gradnorm.coordinator import CoordinatorClient
@@ -358,8 +359,7 @@ class _Local:
         stream = 0
         if self.first is not None and self.first.is_cuda:
             stream = torch.cuda.current_stream(self.first.device).cuda_stream
-        self.options = _lib.gn_exec_options(torch.get_num_threads(),
-                                            stream or None)
+        self.options = exec_options(torch.get_num_threads(), stream)
 
     @property
     def stream(self):
