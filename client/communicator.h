@@ -11,7 +11,7 @@
 //   double partial[2] = {local_sum, local_count};
 //   RETURN_IF_ERROR(comm->AllReduce(absl::MakeSpan(partial), ReduceOp::kSum));
 //
-// Reductions (normative, DESIGN.md section 2): kSum adds in IEEE fp64 (a NaN
+// Reductions (normative): kSum adds in IEEE fp64 (a NaN
 // anywhere gives NaN); kMax returns NaN when any rank holds NaN, otherwise the
 // largest value (+Inf beats finite values). Implementations must keep this NaN
 // rule even where the transport's native max drops NaN.

@@ -1,4 +1,4 @@
-// The trainer's side of the coordinator protocol (DESIGN.md section 3): a gRPC
+// The trainer's side of the coordinator protocol (coordinator.proto): a gRPC
 // client that registers a run (or looks it up) and reports a job's partial
 // for a step, waiting for the round's result.
 //

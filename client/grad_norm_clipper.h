@@ -1,5 +1,6 @@
 // GradNormClipper: the one object a training loop needs to compute the true
-// global gradient norm and clip with it (DESIGN.md sections 2 and 3).
+// global gradient norm and clip with it (semantics: grad_utils.h; protocol:
+// coordinator.proto).
 //
 // Each Step computes this rank's partial norm, reduces it over the dp_cp group
 // and then the tp group (so every rank of the job holds the job's partial),

@@ -9,7 +9,7 @@
 namespace gradnorm {
 namespace {
 
-// Reduces `values` over dp_cp, then over tp: the order DESIGN.md fixes, so every
+// Reduces `values` over dp_cp, then over tp, always in that order, so every
 // rank combines the same numbers in the same order.
 absl::Status ReduceOverGroups(Communicator& dp_cp, Communicator& tp,
                               absl::Span<double> values, ReduceOp op) {

@@ -1,5 +1,5 @@
 // The seed API (NeMo Automodel's get_grad_norm / clip_grad_by_total_norm_) in
-// C++, with the semantics of DESIGN.md section 2.
+// C++: fp64 accumulation, each element counted once, NaN never lost.
 //
 //   // Each rank: its shards of the gradients; tensors replicated across TP
 //   // ranks (layer norms, biases) are marked and counted on TP rank 0 only.

@@ -1,6 +1,6 @@
 // Partial gradient norms over many tensors in one pass, and in-place clipping.
 //
-// The local half of DESIGN.md section 2: for a p-norm (0 < p < inf) the partial
+// The local half of the norm: for a p-norm (0 < p < inf) the partial
 // is S = sum over all elements of all tensors of |g|^p; for the inf-norm
 // (p = +inf) it is M = max |g|. Every element is widened to fp64 before it is
 // raised to p, so no finite fp32/bf16/fp16 value overflows or underflows. The
