@@ -86,6 +86,23 @@ class Coordinator {
     }
   }
 
+  // True once a TCP connection to the port succeeds.
+  bool AwaitListening(absl::Time deadline) const {
+    sockaddr_in addr = {};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port_);
+    while (absl::Now() < deadline) {
+      const int fd = socket(AF_INET, SOCK_STREAM, 0);
+      const bool up =
+          connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+      close(fd);
+      if (up) return true;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return false;
+  }
+
   void Kill() {
     kill(pid_, SIGKILL);
     int status;
@@ -106,23 +123,6 @@ class Coordinator {
   }
 
  private:
-  // True once a TCP connection to the port succeeds.
-  bool AwaitListening(absl::Time deadline) const {
-    sockaddr_in addr = {};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(port_);
-    while (absl::Now() < deadline) {
-      const int fd = socket(AF_INET, SOCK_STREAM, 0);
-      const bool up =
-          connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-      close(fd);
-      if (up) return true;
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    return false;
-  }
-
   std::string db_;
   int port_;
   pid_t pid_ = -1;
@@ -136,17 +136,23 @@ TEST(CoordinatorDurabilityTest, SigkillLosesNoAcknowledgedRound) {
   coordinator.Start();
 
   {
+    // A loaded machine can take seconds to start the first coordinator; the
+    // channel is made only once the port answers, so it does not sit in
+    // reconnect backoff, and registration retries against a deadline.
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    ASSERT_TRUE(coordinator.AwaitListening(deadline))
+        << "the coordinator never listened on " << target;
     TestClient client(NewChannel(target));
     v1::RunConfig config;
     config.set_norm_type(2);
     config.set_max_norm(5.0);
     config.set_participants(kParticipants);
     grpc::Status status;
-    for (int i = 0; i < 200; ++i) {
+    do {
       status = client.RegisterRun(kRun, config);
       if (status.ok()) break;
       absl::SleepFor(absl::Milliseconds(25));
-    }
+    } while (absl::Now() < deadline);
     ASSERT_TRUE(status.ok()) << status.error_message();
   }
 
