@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/grpc_status.h"
+#include "server/wire_message.h"
 
 namespace gradnorm {
 namespace server {
@@ -35,7 +36,7 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
 // it holds only this shared Outcome, never the reactor itself.
 class ReportReactor final : public grpc::ServerUnaryReactor {
  public:
-  ReportReactor(v1::ReportResponse* response, CoordinatorMetrics* metrics)
+  ReportReactor(grpc::ByteBuffer* response, CoordinatorMetrics* metrics)
       : outcome_(std::make_shared<Outcome>(this, response, metrics)) {}
 
   void Start(Aggregator* aggregator, const v1::ReportRequest& request,
@@ -72,7 +73,7 @@ class ReportReactor final : public grpc::ServerUnaryReactor {
  private:
   class Outcome {
    public:
-    Outcome(ReportReactor* reactor, v1::ReportResponse* response,
+    Outcome(ReportReactor* reactor, grpc::ByteBuffer* response,
             CoordinatorMetrics* metrics)
         : reactor_(reactor),
           response_(response),
@@ -90,7 +91,9 @@ class ReportReactor final : public grpc::ServerUnaryReactor {
       metrics_->RecordRoundWait(absl::ToDoubleSeconds(absl::Now() - start_));
       metrics_->RecordReport(result.status().code());
       if (result.ok()) {
-        *response_->mutable_result() = *std::move(result);
+        v1::ReportResponse response;
+        *response.mutable_result() = *std::move(result);
+        *response_ = SerializeMessage(response);
         reactor_->Finish(grpc::Status::OK);
       } else {
         reactor_->Finish(ToGrpcStatus(result.status()));
@@ -99,7 +102,7 @@ class ReportReactor final : public grpc::ServerUnaryReactor {
 
    private:
     ReportReactor* const reactor_;
-    v1::ReportResponse* const response_;
+    grpc::ByteBuffer* const response_;
     CoordinatorMetrics* const metrics_;
     const absl::Time start_;
     absl::Mutex mu_;
@@ -114,7 +117,7 @@ class ReportReactor final : public grpc::ServerUnaryReactor {
 // watch's on_ready (any thread). on_ready reaches the reactor through Link,
 // which keeps the reactor alive while an on_ready call is inside it: OnDone
 // then leaves the deletion to that call.
-class WatchReactor final : public grpc::ServerWriteReactor<v1::RoundResult> {
+class WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   struct Link {
     absl::Mutex mu;
@@ -182,7 +185,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::RoundResult> {
         return;  // on_ready calls Pump again once a round is ready.
       } else {
         writing_ = true;
-        message_ = **std::move(next);
+        message_ = SerializeMessage(**next);
       }
     }
     // Outside mu_: gRPC may run reactions inline from these calls.
@@ -262,7 +265,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::RoundResult> {
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   // The message being written; stable while writing_.
-  v1::RoundResult message_;
+  grpc::ByteBuffer message_;
 };
 
 }  // namespace
@@ -293,8 +296,7 @@ class StreamRegistry {
 // report stays in its round even when the stream goes), and so does
 // StreamRegistry::ShutdownAll while it ends the stream.
 class ReportStreamReactor final
-    : public grpc::ServerBidiReactor<v1::ReportStreamRequest,
-                                     v1::ReportStreamResponse> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   ReportStreamReactor(Aggregator* aggregator, CoordinatorMetrics* metrics,
                       StreamRegistry* registry, absl::Time stream_deadline)
@@ -303,7 +305,7 @@ class ReportStreamReactor final
         registry_(registry),
         stream_deadline_(stream_deadline) {}
 
-  void Start() { StartRead(&request_); }
+  void Start() { StartRead(&raw_request_); }
 
   void Reject(const absl::Status& status) { FinishOnce(ToGrpcStatus(status)); }
 
@@ -337,6 +339,14 @@ class ReportStreamReactor final
   void OnReadDone(bool ok) override {
     if (!ok) {  // The client half-closed, or the stream broke.
       FinishOnce(grpc::Status::OK);
+      return;
+    }
+    // A request that does not parse ends the stream with the reason, rather
+    // than being taken for the client's half-close.
+    if (absl::Status parsed =
+            ParseRequest("ReportStream", raw_request_, &request_);
+        !parsed.ok()) {
+      FinishOnce(ToGrpcStatus(parsed));
       return;
     }
     bool shutting_down;
@@ -385,7 +395,7 @@ class ReportStreamReactor final
     if (shutting_down) {
       FinishOnce(ShuttingDown());
     } else {
-      StartRead(&request_);
+      StartRead(&raw_request_);
     }
   }
 
@@ -469,7 +479,8 @@ class ReportStreamReactor final
       error->set_code(static_cast<int32_t>(result.status().code()));
       error->set_message(std::string(result.status().message()));
     }
-    StartWrite(&response_);
+    raw_response_ = SerializeMessage(response_);
+    StartWrite(&raw_response_);
   }
 
   void FinishOnce(grpc::Status status) {
@@ -505,8 +516,10 @@ class ReportStreamReactor final
 
   // Touched only by the one reaction in progress: reads, the Aggregator's
   // callback and writes follow one another.
+  grpc::ByteBuffer raw_request_;
   v1::ReportStreamRequest request_;
   v1::ReportStreamResponse response_;
+  grpc::ByteBuffer raw_response_;
   uint64_t step_ = 0;
   absl::Time started_;
 };
@@ -585,36 +598,51 @@ absl::Status CoordinatorService::Authorize(grpc::CallbackServerContext* context,
   return status;
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::RegisterRun(
-    grpc::CallbackServerContext* context, const v1::RegisterRunRequest* request,
-    v1::RegisterRunResponse* response) {
+template <typename Request, typename Response, typename Handle>
+grpc::ServerUnaryReactor* CoordinatorService::Unary(
+    absl::string_view rpc, Permission permission,
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request_bytes,
+    grpc::ByteBuffer* response_bytes, Handle handle) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status = Authorize(context, Permission::kReport);
+  Request request;
+  absl::Status status = Authorize(context, permission);
+  if (status.ok()) status = ParseRequest(rpc, *request_bytes, &request);
   if (status.ok()) {
-    absl::StatusOr<v1::RegisterRunResponse> registered =
-        aggregator_->RegisterRun(*request);
-    if (registered.ok()) *response = *std::move(registered);
-    status = registered.status();
+    absl::StatusOr<Response> response = handle(request);
+    if (response.ok()) *response_bytes = SerializeMessage(*response);
+    status = response.status();
   }
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }
 
+grpc::ServerUnaryReactor* CoordinatorService::RegisterRun(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Unary<v1::RegisterRunRequest, v1::RegisterRunResponse>(
+      "RegisterRun", Permission::kReport, context, request, response,
+      [this](const v1::RegisterRunRequest& r) {
+        return aggregator_->RegisterRun(r);
+      });
+}
+
 grpc::ServerUnaryReactor* CoordinatorService::Report(
-    grpc::CallbackServerContext* context, const v1::ReportRequest* request,
-    v1::ReportResponse* response) {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request_bytes,
+    grpc::ByteBuffer* response) {
   auto* reactor = new ReportReactor(response, metrics_);
+  v1::ReportRequest request;
   absl::Status status = Authorize(context, Permission::kReport);
+  if (status.ok()) status = ParseRequest("Report", *request_bytes, &request);
   if (!status.ok()) {
     reactor->Reject(status);
     return reactor;
   }
-  reactor->Start(aggregator_, *request,
+  reactor->Start(aggregator_, request,
                  AggregatorDeadline(DeadlineOf(context), absl::Now()));
   return reactor;
 }
 
-grpc::ServerBidiReactor<v1::ReportStreamRequest, v1::ReportStreamResponse>*
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 CoordinatorService::ReportStream(grpc::CallbackServerContext* context) {
   auto* reactor = new ReportStreamReactor(aggregator_, metrics_, streams_.get(),
                                           DeadlineOf(context));
@@ -633,68 +661,61 @@ CoordinatorService::ReportStream(grpc::CallbackServerContext* context) {
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::ListRuns(
-    grpc::CallbackServerContext* context, const v1::ListRunsRequest* /*request*/,
-    v1::ListRunsResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status = Authorize(context, Permission::kQuery);
-  if (status.ok()) *response = aggregator_->ListRuns();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Unary<v1::ListRunsRequest, v1::ListRunsResponse>(
+      "ListRuns", Permission::kQuery, context, request, response,
+      [this](const v1::ListRunsRequest&) {
+        return absl::StatusOr<v1::ListRunsResponse>(aggregator_->ListRuns());
+      });
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::GetRun(
-    grpc::CallbackServerContext* context, const v1::GetRunRequest* request,
-    v1::GetRunResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status = Authorize(context, Permission::kQuery);
-  if (status.ok()) {
-    absl::StatusOr<v1::RunInfo> run = aggregator_->GetRun(request->run_id());
-    if (run.ok()) *response->mutable_run() = *std::move(run);
-    status = run.status();
-  }
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Unary<v1::GetRunRequest, v1::GetRunResponse>(
+      "GetRun", Permission::kQuery, context, request, response,
+      [this](const v1::GetRunRequest& r) -> absl::StatusOr<v1::GetRunResponse> {
+        absl::StatusOr<v1::RunInfo> run = aggregator_->GetRun(r.run_id());
+        if (!run.ok()) return run.status();
+        v1::GetRunResponse answer;
+        *answer.mutable_run() = *std::move(run);
+        return answer;
+      });
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::GetHistory(
-    grpc::CallbackServerContext* context, const v1::GetHistoryRequest* request,
-    v1::GetHistoryResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status = Authorize(context, Permission::kQuery);
-  if (status.ok()) {
-    absl::StatusOr<v1::GetHistoryResponse> history =
-        aggregator_->GetHistory(*request);
-    if (history.ok()) *response = *std::move(history);
-    status = history.status();
-  }
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Unary<v1::GetHistoryRequest, v1::GetHistoryResponse>(
+      "GetHistory", Permission::kQuery, context, request, response,
+      [this](const v1::GetHistoryRequest& r) {
+        return aggregator_->GetHistory(r);
+      });
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::GetSummary(
-    grpc::CallbackServerContext* context, const v1::GetSummaryRequest* request,
-    v1::GetSummaryResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status = Authorize(context, Permission::kQuery);
-  if (status.ok()) {
-    absl::StatusOr<v1::GetSummaryResponse> summary =
-        aggregator_->GetSummary(*request);
-    if (summary.ok()) *response = *std::move(summary);
-    status = summary.status();
-  }
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Unary<v1::GetSummaryRequest, v1::GetSummaryResponse>(
+      "GetSummary", Permission::kQuery, context, request, response,
+      [this](const v1::GetSummaryRequest& r) {
+        return aggregator_->GetSummary(r);
+      });
 }
 
-grpc::ServerWriteReactor<v1::RoundResult>* CoordinatorService::WatchRun(
-    grpc::CallbackServerContext* context, const v1::WatchRunRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* CoordinatorService::WatchRun(
+    grpc::CallbackServerContext* context,
+    const grpc::ByteBuffer* request_bytes) {
   auto* reactor = new WatchReactor();
+  v1::WatchRunRequest request;
   absl::Status status = Authorize(context, Permission::kQuery);
+  if (status.ok()) status = ParseRequest("WatchRun", *request_bytes, &request);
   if (!status.ok()) {
     reactor->Reject(status);
     return reactor;
   }
-  reactor->Start(aggregator_, *request);
+  reactor->Start(aggregator_, request);
   return reactor;
 }
 

@@ -1,7 +1,12 @@
 // The coordinator's gRPC service: thin adapters between gradnorm.v1.Coordinator
 // (callback API) and the Aggregator. Each handler authorizes the caller,
-// hands the request to the Aggregator and maps the absl::Status it gets back
-// (grpc_status.h); none holds a thread while it waits.
+// parses the request, hands it to the Aggregator and maps the absl::Status it
+// gets back (grpc_status.h); none holds a thread while it waits.
+//
+// Requests are parsed here, not by gRPC (wire_message.h): bytes that do not
+// parse get INVALID_ARGUMENT naming the rpc and the expected message, after
+// authorization; on a ReportStream such a request ends the stream with that
+// error.
 //
 //   CoordinatorService service(aggregator.get(), authenticator.get(), &metrics);
 //   grpc::ServerBuilder builder;
@@ -39,7 +44,9 @@
 
 #include <memory>
 
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "gradnorm/v1/coordinator.grpc.pb.h"
 #include "server/aggregator.h"
 #include "server/auth.h"
@@ -51,7 +58,19 @@ namespace server {
 
 class StreamRegistry;
 
-class CoordinatorService final : public v1::Coordinator::CallbackService {
+// Every rpc of gradnorm.v1.Coordinator, registered with its request and
+// response as bytes.
+using RawCoordinatorService = v1::Coordinator::WithRawCallbackMethod_RegisterRun<
+    v1::Coordinator::WithRawCallbackMethod_Report<
+        v1::Coordinator::WithRawCallbackMethod_ReportStream<
+            v1::Coordinator::WithRawCallbackMethod_ListRuns<
+                v1::Coordinator::WithRawCallbackMethod_GetRun<
+                    v1::Coordinator::WithRawCallbackMethod_GetHistory<
+                        v1::Coordinator::WithRawCallbackMethod_GetSummary<
+                            v1::Coordinator::WithRawCallbackMethod_WatchRun<
+                                v1::Coordinator::Service>>>>>>>>;
+
+class CoordinatorService final : public RawCoordinatorService {
  public:
   // The most a Report's deadline is shortened by (at most a fifth of the time
   // the caller allowed is taken).
@@ -74,34 +93,41 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   // otherwise waits its whole grace period for idle streams.
   void ShutdownStreams();
 
-  grpc::ServerUnaryReactor* RegisterRun(
-      grpc::CallbackServerContext* context,
-      const v1::RegisterRunRequest* request,
-      v1::RegisterRunResponse* response) override;
+  grpc::ServerUnaryReactor* RegisterRun(grpc::CallbackServerContext* context,
+                                        const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Report(grpc::CallbackServerContext* context,
-                                   const v1::ReportRequest* request,
-                                   v1::ReportResponse* response) override;
-  grpc::ServerBidiReactor<v1::ReportStreamRequest, v1::ReportStreamResponse>*
-  ReportStream(grpc::CallbackServerContext* context) override;
+                                   const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ReportStream(
+      grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* ListRuns(grpc::CallbackServerContext* context,
-                                     const v1::ListRunsRequest* request,
-                                     v1::ListRunsResponse* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetRun(grpc::CallbackServerContext* context,
-                                   const v1::GetRunRequest* request,
-                                   v1::GetRunResponse* response) override;
-  grpc::ServerUnaryReactor* GetHistory(
+                                   const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetHistory(grpc::CallbackServerContext* context,
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetSummary(grpc::CallbackServerContext* context,
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchRun(
       grpc::CallbackServerContext* context,
-      const v1::GetHistoryRequest* request,
-      v1::GetHistoryResponse* response) override;
-  grpc::ServerUnaryReactor* GetSummary(
-      grpc::CallbackServerContext* context,
-      const v1::GetSummaryRequest* request,
-      v1::GetSummaryResponse* response) override;
-  grpc::ServerWriteReactor<v1::RoundResult>* WatchRun(
-      grpc::CallbackServerContext* context,
-      const v1::WatchRunRequest* request) override;
+      const grpc::ByteBuffer* request) override;
 
  private:
+  // Authorizes, parses the request bytes (INVALID_ARGUMENT naming `rpc` when
+  // they do not parse), calls `handle(request)` -> absl::StatusOr<Response>
+  // and answers with its response bytes or its error.
+  template <typename Request, typename Response, typename Handle>
+  grpc::ServerUnaryReactor* Unary(absl::string_view rpc, Permission permission,
+                                  grpc::CallbackServerContext* context,
+                                  const grpc::ByteBuffer* request_bytes,
+                                  grpc::ByteBuffer* response_bytes,
+                                  Handle handle);
+
   absl::Status Authorize(grpc::CallbackServerContext* context,
                          Permission permission) const;
 

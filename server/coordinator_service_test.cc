@@ -159,6 +159,64 @@ TEST_F(CoordinatorServiceTest, InvalidArgument) {
   EXPECT_THAT(status.error_message(), HasSubstr("10"));
 }
 
+// Bytes that are no message of the rpc's request type: 0xff 0xff is a tag
+// with field number 0 and an unfinished varint.
+TEST_F(CoordinatorServiceTest, UnparseableRequestsAreInvalidArgumentNamingTheRpc) {
+  Start();
+  const std::string garbage("\xff\xff", 2);
+  for (const char* rpc : {"RegisterRun", "Report", "ReportStream", "ListRuns",
+                          "GetRun", "GetHistory", "GetSummary", "WatchRun"}) {
+    SCOPED_TRACE(rpc);
+    testing::RawCallResult result =
+        testing::RawCall(NewChannel(server_->address()),
+                         absl::StrCat("/gradnorm.v1.Coordinator/", rpc), {garbage});
+    EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(result.status.error_message(),
+                HasSubstr(absl::StrCat(rpc, ": the request (2 bytes) does not parse as "
+                                       "gradnorm.v1.")));
+    EXPECT_TRUE(result.messages.empty());
+  }
+  // Nothing was registered or opened by them.
+  EXPECT_EQ(server_->aggregator()->Stats().runs, 0u);
+}
+
+TEST_F(CoordinatorServiceTest, UnparseableRequestEndsAReportStreamWithItsError) {
+  Start();
+  ASSERT_TRUE(Client()->RegisterRun("r", Config(1)).ok());
+  v1::ReportStreamRequest good;
+  good.mutable_report()->set_run_id("r");
+  good.mutable_report()->set_step(7);
+  good.mutable_report()->set_partial(4.0);
+  testing::RawCallResult result = testing::RawCall(
+      NewChannel(server_->address()), "/gradnorm.v1.Coordinator/ReportStream",
+      {good.SerializeAsString(), std::string("\xff\xff", 2), good.SerializeAsString()});
+  // The good report is answered; the bad one ends the stream with the reason
+  // instead of passing for a half-close; the one after it is never read.
+  ASSERT_EQ(result.messages.size(), 1u);
+  v1::ReportStreamResponse answer;
+  ASSERT_TRUE(answer.ParseFromString(result.messages[0]));
+  EXPECT_EQ(answer.result().step(), 7u);
+  EXPECT_DOUBLE_EQ(answer.result().total_norm(), 2.0);
+  EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(result.status.error_message(),
+              HasSubstr("ReportStream: the request (2 bytes) does not parse as "
+                        "gradnorm.v1.ReportStreamRequest"));
+}
+
+TEST_F(CoordinatorServiceTest, UnparseableRequestsAreAuthorizedFirst) {
+  CoordinatorServerOptions options;
+  options.tokens_file = TempPath("unparseable_tokens");
+  {
+    std::ofstream tokens(options.tokens_file);
+    tokens << kViewerToken << " viewer\n";
+  }
+  Start(options);
+  testing::RawCallResult result = testing::RawCall(
+      NewChannel(server_->address()), "/gradnorm.v1.Coordinator/Report",
+      {std::string("\xff\xff", 2)}, kViewerToken);
+  EXPECT_EQ(result.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+}
+
 TEST_F(CoordinatorServiceTest, NotFound) {
   Start();
   auto c = Client();

@@ -6,12 +6,15 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "gradnorm/v1/coordinator.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/support/client_callback.h"
 
 namespace gradnorm {
 namespace server {
@@ -45,6 +48,82 @@ struct PendingReport {
 
   bool WaitFor(absl::Duration timeout) { return done.WaitForNotificationWithTimeout(timeout); }
 };
+
+// What a RawCall got back: the messages the server wrote, then its status.
+struct RawCallResult {
+  std::vector<std::string> messages;
+  grpc::Status status;
+};
+
+// Calls `method` (e.g. "/gradnorm.v1.Coordinator/Report") with `requests` as
+// raw bytes, whatever the method's kind (a unary or server-streaming method
+// is one message each way on the wire), half-closes, and collects every
+// message the server writes until it finishes.
+inline RawCallResult RawCall(const std::shared_ptr<grpc::Channel>& channel,
+                             const std::string& method,
+                             std::vector<std::string> requests,
+                             const std::string& token = "") {
+  class Reactor final
+      : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+   public:
+    explicit Reactor(std::vector<std::string> requests)
+        : requests_(std::move(requests)) {}
+
+    void Begin() {
+      StartRead(&in_);
+      WriteNext();
+      StartCall();
+    }
+    void OnWriteDone(bool ok) override {
+      if (ok) WriteNext();
+    }
+    void OnReadDone(bool ok) override {
+      if (!ok) return;
+      std::vector<grpc::Slice> slices;
+      std::string message;
+      if (in_.Dump(&slices).ok()) {
+        for (const grpc::Slice& slice : slices) {
+          message.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+        }
+      }
+      result.messages.push_back(std::move(message));
+      StartRead(&in_);
+    }
+    void OnDone(const grpc::Status& status) override {
+      result.status = status;
+      done.Notify();
+    }
+
+    grpc::ClientContext context;
+    RawCallResult result;
+    absl::Notification done;
+
+   private:
+    void WriteNext() {
+      if (next_ == requests_.size()) {
+        StartWritesDone();
+        return;
+      }
+      grpc::Slice slice(requests_[next_++]);
+      out_ = grpc::ByteBuffer(&slice, 1);
+      StartWrite(&out_);
+    }
+
+    std::vector<std::string> requests_;
+    size_t next_ = 0;
+    grpc::ByteBuffer out_;
+    grpc::ByteBuffer in_;
+  };
+
+  grpc::GenericStub stub(channel);
+  Reactor reactor(std::move(requests));
+  if (!token.empty()) reactor.context.AddMetadata("authorization", "Bearer " + token);
+  reactor.context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+  stub.PrepareBidiStreamingCall(&reactor.context, method, grpc::StubOptions(), &reactor);
+  reactor.Begin();
+  reactor.done.WaitForNotification();
+  return reactor.result;
+}
 
 class TestClient {
  public:
