@@ -426,6 +426,13 @@ class HoldingStore final : public TelemetryStore {
   explicit HoldingStore(uint64_t hold_sequence) : hold_sequence_(hold_sequence) {}
 
   absl::Status PutRun(const RunRecord& run) override { return inner_.PutRun(run); }
+  absl::Status FinishRun(const std::string& run_id,
+                         int64_t finished_unix_micros) override {
+    return inner_.FinishRun(run_id, finished_unix_micros);
+  }
+  absl::Status DeleteRun(const std::string& run_id) override {
+    return inner_.DeleteRun(run_id);
+  }
   absl::Status PutAbandonedStep(const AbandonedStep& step) override {
     return inner_.PutAbandonedStep(step);
   }

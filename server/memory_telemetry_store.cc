@@ -27,6 +27,32 @@ absl::Status MemoryTelemetryStore::PutAbandonedStep(const AbandonedStep& step) {
   return absl::OkStatus();
 }
 
+absl::Status MemoryTelemetryStore::FinishRun(const std::string& run_id,
+                                             int64_t finished_unix_micros) {
+  absl::MutexLock lock(&mu_);
+  auto it = runs_.find(run_id);
+  if (it == runs_.end()) {
+    return absl::NotFoundError(absl::StrCat("run ", run_id, " is not stored"));
+  }
+  it->second.finished_unix_micros = finished_unix_micros;
+  return absl::OkStatus();
+}
+
+absl::Status MemoryTelemetryStore::DeleteRun(const std::string& run_id) {
+  absl::MutexLock lock(&mu_);
+  if (runs_.erase(run_id) == 0) {
+    return absl::NotFoundError(absl::StrCat("run ", run_id, " is not stored"));
+  }
+  auto in_run = [&](const auto& entry) { return entry.first.first == run_id; };
+  for (auto it = rounds_.begin(); it != rounds_.end();) {
+    it = in_run(*it) ? rounds_.erase(it) : std::next(it);
+  }
+  for (auto it = abandoned_.begin(); it != abandoned_.end();) {
+    it = in_run(*it) ? abandoned_.erase(it) : std::next(it);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status MemoryTelemetryStore::Commit(RoundRecord record) {
   auto key = std::make_pair(record.result.run_id(), record.result.step());
   if (rounds_.count(key) > 0) {

@@ -41,6 +41,9 @@ class MemoryTelemetryStore final : public TelemetryStore {
 
   absl::Status PutRun(const RunRecord& run) override;
   absl::Status PutAbandonedStep(const AbandonedStep& step) override;
+  absl::Status FinishRun(const std::string& run_id,
+                         int64_t finished_unix_micros) override;
+  absl::Status DeleteRun(const std::string& run_id) override;
   void AppendRound(RoundRecord record, CommitCallback done) override;
   absl::StatusOr<StoreContents> Load() override;
   absl::Status Flush() override;

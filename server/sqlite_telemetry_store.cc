@@ -17,13 +17,14 @@ namespace gradnorm {
 namespace server {
 namespace {
 
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 
 constexpr char kSchema[] = R"sql(
 CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY,
   config BLOB NOT NULL,
-  created_unix_micros INTEGER NOT NULL
+  created_unix_micros INTEGER NOT NULL,
+  finished_unix_micros INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS rounds (
   run_id TEXT NOT NULL REFERENCES runs(run_id),
@@ -51,6 +52,11 @@ CREATE TABLE IF NOT EXISTS abandoned_steps (
   why TEXT NOT NULL,
   PRIMARY KEY (run_id, step)
 ) WITHOUT ROWID;
+)sql";
+
+// Schema 4 added when a run was finished (0: not finished).
+constexpr char kMigrateTo4[] = R"sql(
+ALTER TABLE runs ADD COLUMN finished_unix_micros INTEGER NOT NULL DEFAULT 0;
 )sql";
 
 // Schema 1 kept participants in a table of their own, one row each.
@@ -110,10 +116,11 @@ absl::Status StepDone(sqlite3* db, sqlite3_stmt* statement,
 }  // namespace
 
 struct SqliteTelemetryStore::Op {
-  // Exactly one of run / round / abandoned.
+  // Exactly one of run / round / abandoned / change.
   std::optional<RunRecord> run;
   std::optional<RoundRecord> round;
   std::optional<AbandonedStep> abandoned;
+  std::optional<RunChange> change;
   // For rounds.
   CommitCallback done;
   // For runs and abandoned steps: PutRun / PutAbandonedStep wait here.
@@ -125,6 +132,13 @@ struct SqliteTelemetryStore::Statements {
   Statement insert_run;
   Statement insert_round;
   Statement insert_abandoned;
+  Statement finish_run;
+  Statement delete_abandoned;
+  Statement delete_rounds;
+  Statement delete_run;
+  Statement savepoint;
+  Statement release;
+  Statement rollback_to;
   // Transaction control, prepared once: parsing them on every commit costs
   // as much as the inserts.
   Statement begin;
@@ -185,6 +199,7 @@ absl::Status SqliteTelemetryStore::CreateOrMigrateSchema() {
   } else if (found == 0) {
     RETURN_IF_ERROR(Exec(kSchema));
   }
+  if (found >= 1) RETURN_IF_ERROR(Exec(kMigrateTo4));
   RETURN_IF_ERROR(Exec(kAbandonedSchema));
   return Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
 }
@@ -289,6 +304,15 @@ absl::Status SqliteTelemetryStore::Prepare() {
       {&statements_->insert_abandoned,
        "INSERT OR IGNORE INTO abandoned_steps (run_id, step, why) "
        "VALUES (?1, ?2, ?3)"},
+      {&statements_->finish_run,
+       "UPDATE runs SET finished_unix_micros = ?2 WHERE run_id = ?1"},
+      {&statements_->delete_abandoned,
+       "DELETE FROM abandoned_steps WHERE run_id = ?1"},
+      {&statements_->delete_rounds, "DELETE FROM rounds WHERE run_id = ?1"},
+      {&statements_->delete_run, "DELETE FROM runs WHERE run_id = ?1"},
+      {&statements_->savepoint, "SAVEPOINT run_change"},
+      {&statements_->release, "RELEASE run_change"},
+      {&statements_->rollback_to, "ROLLBACK TO run_change"},
       {&statements_->begin, "BEGIN IMMEDIATE"},
       {&statements_->commit, "COMMIT"},
       {&statements_->rollback, "ROLLBACK"},
@@ -375,6 +399,19 @@ absl::Status SqliteTelemetryStore::PutAbandonedStep(const AbandonedStep& step) {
   return EnqueueAndWait(std::move(op));
 }
 
+absl::Status SqliteTelemetryStore::FinishRun(const std::string& run_id,
+                                             int64_t finished_unix_micros) {
+  Op op;
+  op.change = RunChange{run_id, finished_unix_micros};
+  return EnqueueAndWait(std::move(op));
+}
+
+absl::Status SqliteTelemetryStore::DeleteRun(const std::string& run_id) {
+  Op op;
+  op.change = RunChange{run_id, 0};
+  return EnqueueAndWait(std::move(op));
+}
+
 absl::Status SqliteTelemetryStore::EnqueueAndWait(Op op) {
   absl::Notification finished;
   absl::Status result;
@@ -413,6 +450,7 @@ absl::Status SqliteTelemetryStore::WriteOp(const Op& op) {
   // copied. Each record is one INSERT; a refused INSERT undoes only itself (ON
   // CONFLICT ABORT), so one bad record leaves the others of its batch intact.
   absl::Status status;
+  if (op.change.has_value()) return WriteRunChange(*op.change);
   if (op.abandoned.has_value()) {
     sqlite3_stmt* s = statements_->insert_abandoned.get();
     const AbandonedStep& a = *op.abandoned;
@@ -466,6 +504,46 @@ absl::Status SqliteTelemetryStore::WriteOp(const Op& op) {
   return status;
 }
 
+absl::Status SqliteTelemetryStore::WriteRunChange(const RunChange& change) {
+  // A savepoint makes the change all or nothing within the batch's
+  // transaction: a delete that fails halfway leaves the run whole.
+  RETURN_IF_ERROR(
+      StepDone(db_, statements_->savepoint.get(), "SAVEPOINT run_change"));
+  auto run_statement = [&](sqlite3_stmt* s, absl::string_view call) {
+    sqlite3_bind_text(s, 1, change.run_id.data(), change.run_id.size(),
+                      SQLITE_STATIC);
+    if (change.finished_unix_micros > 0) {
+      sqlite3_bind_int64(s, 2, change.finished_unix_micros);
+    }
+    return StepDone(db_, s, call);
+  };
+  absl::Status status;
+  if (change.finished_unix_micros > 0) {
+    status = run_statement(statements_->finish_run.get(), "UPDATE runs");
+  } else {
+    status = run_statement(statements_->delete_abandoned.get(),
+                           "DELETE FROM abandoned_steps");
+    if (status.ok()) {
+      status = run_statement(statements_->delete_rounds.get(),
+                             "DELETE FROM rounds");
+    }
+    if (status.ok()) {
+      status = run_statement(statements_->delete_run.get(), "DELETE FROM runs");
+    }
+  }
+  if (status.ok() && sqlite3_changes(db_) == 0) {
+    status = absl::NotFoundError(
+        absl::StrCat("run ", change.run_id, " is not stored"));
+  }
+  if (!status.ok()) {
+    StepDone(db_, statements_->rollback_to.get(), "ROLLBACK TO run_change")
+        .IgnoreError();
+  }
+  absl::Status released =
+      StepDone(db_, statements_->release.get(), "RELEASE run_change");
+  return status.ok() ? released : status;
+}
+
 void SqliteTelemetryStore::CommitBatch() {
   std::vector<Op> batch;
   {
@@ -512,8 +590,13 @@ void SqliteTelemetryStore::CommitBatch() {
   }
   absl::MutexLock lock(&mu_);
   if (committed) ++transactions_;
-  for (const absl::Status& s : statuses) {
-    if (!s.ok() && first_error_.ok()) first_error_ = s;
+  // Only appended rounds count: the callers of the other operations were
+  // answered with their own status.
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (batch[i].finished == nullptr && !statuses[i].ok() &&
+        first_error_.ok()) {
+      first_error_ = statuses[i];
+    }
   }
   completed_ += batch.size();
 }
@@ -524,7 +607,8 @@ absl::StatusOr<StoreContents> SqliteTelemetryStore::Load() {
   {
     absl::StatusOr<Statement> s = PrepareStatement(
         db_,
-        "SELECT run_id, config, created_unix_micros FROM runs ORDER BY run_id");
+        "SELECT run_id, config, created_unix_micros, finished_unix_micros "
+        "FROM runs ORDER BY run_id");
     if (!s.ok()) return s.status();
     int rc;
     while ((rc = sqlite3_step(s->get())) == SQLITE_ROW) {
@@ -538,6 +622,7 @@ absl::StatusOr<StoreContents> SqliteTelemetryStore::Load() {
             " is not a valid gradnorm.v1.RunConfig"));
       }
       run.created_unix_micros = sqlite3_column_int64(s->get(), 2);
+      run.finished_unix_micros = sqlite3_column_int64(s->get(), 3);
       contents.runs.push_back(std::move(run));
     }
     if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM runs");

@@ -82,6 +82,9 @@ class SqliteTelemetryStore final : public TelemetryStore {
 
   absl::Status PutRun(const RunRecord& run) override;
   absl::Status PutAbandonedStep(const AbandonedStep& step) override;
+  absl::Status FinishRun(const std::string& run_id,
+                         int64_t finished_unix_micros) override;
+  absl::Status DeleteRun(const std::string& run_id) override;
   void AppendRound(RoundRecord record, CommitCallback done) override;
   absl::StatusOr<StoreContents> Load() override;
   absl::Status Flush() override;
@@ -95,6 +98,12 @@ class SqliteTelemetryStore final : public TelemetryStore {
   uint64_t transactions() const;
 
  private:
+  // A run to finish or delete.
+  struct RunChange {
+    std::string run_id;
+    // > 0: finish at this time; 0: delete.
+    int64_t finished_unix_micros = 0;
+  };
   struct Op;
   struct Statements;
 
@@ -114,6 +123,9 @@ class SqliteTelemetryStore final : public TelemetryStore {
   // Writes `op` inside the open transaction; a refused record does not undo
   // the others.
   absl::Status WriteOp(const Op& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
+  // A finish or a delete, under a savepoint: all of it or none.
+  absl::Status WriteRunChange(const RunChange& change)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
   absl::Status Exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
 
   const SqliteStoreOptions options_;

@@ -40,6 +40,9 @@ struct RunRecord {
   v1::RunConfig config;
   // When the run was registered, microseconds since the Unix epoch.
   int64_t created_unix_micros = 0;
+  // When the run was finished (FinishRun), microseconds since the Unix epoch;
+  // 0 while it is not.
+  int64_t finished_unix_micros = 0;
 };
 
 // One participant's report within a finalized round.
@@ -110,13 +113,25 @@ class TelemetryStore {
   // (run_id, step) again is a no-op. Errors: the database's, translated.
   virtual absl::Status PutAbandonedStep(const AbandonedStep& step) = 0;
 
+  // Marks a stored run finished at `finished_unix_micros` (> 0) and returns
+  // once that is durable. Errors: NOT_FOUND (no such run), the database's,
+  // translated.
+  virtual absl::Status FinishRun(const std::string& run_id,
+                                 int64_t finished_unix_micros) = 0;
+
+  // Deletes a run with its rounds and abandoned steps, all or nothing, and
+  // returns once that is durable. Rounds appended for the run but not yet
+  // committed may still land: delete only a run that takes no more rounds.
+  // Errors: NOT_FOUND (no such run), the database's, translated.
+  virtual absl::Status DeleteRun(const std::string& run_id) = 0;
+
   // Reads every stored run, round and abandoned step. Meant for start-up: call it before the
   // first AppendRound. Errors: the database's, translated.
   virtual absl::StatusOr<StoreContents> Load() = 0;
 
   // Returns once every record appended before the call has been committed (or
-  // failed) and its callback has returned. Returns the first commit error
-  // since the store opened, OK if there was none.
+  // failed) and its callback has returned. Returns the first error an
+  // AppendRound got since the store opened, OK if there was none.
   virtual absl::Status Flush() = 0;
 };
 

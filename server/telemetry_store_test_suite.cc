@@ -200,6 +200,46 @@ TEST_P(TelemetryStoreTest, AbandonedStepsRoundTripInOrderOnce) {
   EXPECT_TRUE(contents->rounds.empty());
 }
 
+TEST_P(TelemetryStoreTest, FinishedRunsRoundTrip) {
+  std::unique_ptr<TelemetryStore> store = Open(GetParam());
+  ASSERT_TRUE(store->PutRun(MakeRun("done", 2)).ok());
+  ASSERT_TRUE(store->PutRun(MakeRun("going", 2)).ok());
+  ASSERT_TRUE(store->FinishRun("done", 1700000000999999).ok());
+  absl::Status missing = store->FinishRun("never", 1);
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound) << missing;
+  EXPECT_THAT(missing.message(), HasSubstr("never"));
+  absl::StatusOr<StoreContents> contents = store->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  ASSERT_EQ(contents->runs.size(), 2u);
+  EXPECT_EQ(contents->runs[0].run_id, "done");
+  EXPECT_EQ(contents->runs[0].finished_unix_micros, 1700000000999999);
+  EXPECT_EQ(contents->runs[1].finished_unix_micros, 0);
+}
+
+TEST_P(TelemetryStoreTest, DeleteRunTakesItsRoundsAndAbandonedStepsOnly) {
+  std::unique_ptr<TelemetryStore> store = Open(GetParam());
+  ASSERT_TRUE(store->PutRun(MakeRun("gone", 2)).ok());
+  ASSERT_TRUE(store->PutRun(MakeRun("kept", 2)).ok());
+  ASSERT_TRUE(AppendAndWait(store.get(), MakeRoundRecord("gone", 1, 1, 2, 2)).ok());
+  ASSERT_TRUE(AppendAndWait(store.get(), MakeRoundRecord("kept", 1, 1, 3, 2)).ok());
+  ASSERT_TRUE(store->PutAbandonedStep({"gone", 2, "participant 1 missing"}).ok());
+  ASSERT_TRUE(store->PutAbandonedStep({"kept", 2, "participant 0 missing"}).ok());
+  ASSERT_TRUE(store->DeleteRun("gone").ok());
+  EXPECT_EQ(store->DeleteRun("gone").code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<StoreContents> contents = store->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  ASSERT_EQ(contents->runs.size(), 1u);
+  EXPECT_EQ(contents->runs[0].run_id, "kept");
+  ASSERT_EQ(contents->rounds.size(), 1u);
+  EXPECT_EQ(contents->rounds[0].result.run_id(), "kept");
+  ASSERT_EQ(contents->abandoned.size(), 1u);
+  EXPECT_EQ(contents->abandoned[0].run_id, "kept");
+  // The id is free again, with no trace of the old run.
+  ASSERT_TRUE(store->PutRun(MakeRun("gone", 2)).ok());
+  ASSERT_TRUE(AppendAndWait(store.get(), MakeRoundRecord("gone", 1, 1, 5, 2)).ok());
+  EXPECT_TRUE(store->Flush().ok());
+}
+
 TEST_P(TelemetryStoreTest, DuplicateRoundIsRefused) {
   std::unique_ptr<TelemetryStore> store = Open(GetParam());
   ASSERT_TRUE(store->PutRun(MakeRun("r", 2)).ok());
