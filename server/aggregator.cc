@@ -63,10 +63,12 @@ class AggregatorImpl;
 
 class WatchImpl final : public RoundWatch {
  public:
-  WatchImpl(AggregatorImpl* aggregator, std::string run_id, uint64_t from_step,
+  WatchImpl(AggregatorImpl* aggregator, std::string run_id,
+            uint64_t incarnation, uint64_t from_step,
             std::function<void()> on_ready)
       : aggregator_(aggregator),
         run_id_(std::move(run_id)),
+        incarnation_(incarnation),
         from_step_(from_step),
         next_step_(from_step),
         on_ready_(std::move(on_ready)) {}
@@ -78,6 +80,9 @@ class WatchImpl final : public RoundWatch {
   friend class AggregatorImpl;
   AggregatorImpl* const aggregator_;
   const std::string run_id_;
+  // Which registration of run_id_ this watch follows: a run deleted and
+  // registered again is another run.
+  const uint64_t incarnation_;
   const uint64_t from_step_;
   // Guarded by the aggregator's mu_.
   bool replaying_ = true;
@@ -112,6 +117,10 @@ class AggregatorImpl final : public Aggregator {
   absl::StatusOr<std::unique_ptr<RoundWatch>> Watch(
       absl::string_view run_id, uint64_t from_step,
       std::function<void()> on_ready) override;
+  absl::StatusOr<v1::FinishRunResponse> FinishRun(
+      absl::string_view run_id) override;
+  absl::StatusOr<v1::DeleteRunResponse> DeleteRun(
+      absl::string_view run_id) override;
   AggregatorStats Stats() const override;
   absl::Status Shutdown() override;
 
@@ -144,7 +153,9 @@ class AggregatorImpl final : public Aggregator {
   };
 
   struct Run {
-    explicit Run(RunRecord record) : info(std::move(record)), policy(info.config) {}
+    Run(RunRecord record, uint64_t incarnation)
+        : info(std::move(record)), policy(info.config), incarnation(incarnation) {}
+    // info.finished_unix_micros != 0 once the run is finished.
     RunRecord info;
     RoundPolicy policy;
     uint64_t next_sequence = 1;
@@ -157,6 +168,11 @@ class AggregatorImpl final : public Aggregator {
     std::set<WatchImpl*> watches;
     // When the run's last report arrived (InfinitePast: none since start).
     absl::Time last_report = absl::InfinitePast();
+    const uint64_t incarnation;
+    // Set while DeleteRun waits for the store: the run answers NOT_FOUND.
+    bool deleting = false;
+
+    bool is_finished() const { return info.finished_unix_micros != 0; }
   };
 
   // Below this many, expiries_ is never compacted.
@@ -186,6 +202,29 @@ class AggregatorImpl final : public Aggregator {
 
   absl::Status CheckRunLocked(absl::string_view run_id, const Run** run) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // CheckRunLocked for a change: UNAVAILABLE when shutting down.
+  absl::StatusOr<Run*> MutableRunLocked(absl::string_view run_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Abandons the open round at `it` (not committing): its waiters get
+  // `error`, the step is remembered with `why` and added to `abandoned`
+  // for the store.
+  void AbandonRoundLocked(Run& run, std::map<uint64_t, OpenRound>::iterator it,
+                          const std::string& why, const absl::Status& error,
+                          std::vector<Call>* calls,
+                          std::vector<AbandonedStep>* abandoned)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Abandons every open round of `run` that is not being committed.
+  void AbandonOpenRoundsLocked(Run& run, const std::string& why,
+                               const absl::Status& error,
+                               std::vector<Call>* calls,
+                               std::vector<AbandonedStep>* abandoned)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The on_ready of every armed watch of `run` (disarmed): called after the
+  // lock is released, they make the watches look at the run again.
+  void WakeWatchesLocked(Run& run, std::vector<std::function<void()>>* ready)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits until every finalized round was handed to the store.
+  void AwaitAppendsHandedOver() ABSL_LOCKS_EXCLUDED(mu_, append_mu_);
   void ReportLocked(const v1::ReportRequest& request, absl::Time deadline,
                     ReportCallback done, std::vector<Call>* calls,
                     bool* finalized) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -233,6 +272,7 @@ class AggregatorImpl final : public Aggregator {
   absl::Time expiry_wake_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   bool expiry_wake_now_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_waiter_id_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_incarnation_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t waiters_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   // The first commit failure; the coordinator then refuses reports, since a
@@ -264,7 +304,13 @@ absl::StatusOr<std::optional<v1::RoundResult>> WatchImpl::Next() {
   if (aggregator_->shutting_down_) {
     return absl::UnavailableError(kShuttingDown);
   }
-  const auto& run = *aggregator_->runs_.find(run_id_)->second;
+  auto found = aggregator_->runs_.find(run_id_);
+  if (found == aggregator_->runs_.end() ||
+      found->second->incarnation != incarnation_ || found->second->deleting) {
+    return absl::NotFoundError(
+        absl::StrCat("run ", run_id_, " was deleted while it was watched"));
+  }
+  const auto& run = *found->second;
   if (replaying_) {
     for (auto it = run.finished.lower_bound(next_step_);
          it != run.finished.end(); ++it) {
@@ -284,6 +330,12 @@ absl::StatusOr<std::optional<v1::RoundResult>> WatchImpl::Next() {
     return std::optional<v1::RoundResult>(
         run.finished.at(step).record.result);
   }
+  // A finished run's open rounds are all being committed: once none is left,
+  // nothing more can come.
+  if (run.is_finished() && run.open.empty()) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "run ", run_id_, " is finished and every round was delivered"));
+  }
   armed_ = true;
   return std::optional<v1::RoundResult>();
 }
@@ -294,7 +346,8 @@ absl::Status AggregatorImpl::Load() {
   absl::MutexLock lock(&mu_);
   for (RunRecord& record : contents->runs) {
     std::string id = record.run_id;
-    runs_.emplace(std::move(id), std::make_unique<Run>(std::move(record)));
+    runs_.emplace(std::move(id), std::make_unique<Run>(std::move(record),
+                                                       next_incarnation_++));
   }
   for (RoundRecord& record : contents->rounds) {
     auto it = runs_.find(record.result.run_id());
@@ -371,8 +424,66 @@ absl::Status AggregatorImpl::CheckRunLocked(absl::string_view run_id,
         "run ", run_id, " is not registered; register it with RegisterRun "
         "first"));
   }
+  if (it->second->deleting) {
+    return absl::NotFoundError(absl::StrCat("run ", run_id, " is being deleted"));
+  }
   *run = it->second.get();
   return absl::OkStatus();
+}
+
+absl::StatusOr<AggregatorImpl::Run*> AggregatorImpl::MutableRunLocked(
+    absl::string_view run_id) {
+  if (shutting_down_) return absl::UnavailableError(kShuttingDown);
+  const Run* run = nullptr;
+  if (absl::Status status = CheckRunLocked(run_id, &run); !status.ok()) {
+    return status;
+  }
+  return const_cast<Run*>(run);
+}
+
+void AggregatorImpl::AbandonRoundLocked(
+    Run& run, std::map<uint64_t, OpenRound>::iterator it,
+    const std::string& why, const absl::Status& error,
+    std::vector<Call>* calls, std::vector<AbandonedStep>* abandoned) {
+  const uint64_t step = it->first;
+  OpenRound& round = it->second;
+  run.abandoned[step] = why;
+  abandoned->push_back(AbandonedStep{run.info.run_id, step, why});
+  for (Waiter& waiter : round.waiters) {
+    calls->emplace_back(std::move(waiter.done), error);
+  }
+  waiters_ -= round.waiters.size();
+  run.open.erase(it);
+}
+
+void AggregatorImpl::AbandonOpenRoundsLocked(
+    Run& run, const std::string& why, const absl::Status& error,
+    std::vector<Call>* calls, std::vector<AbandonedStep>* abandoned) {
+  for (auto it = run.open.begin(); it != run.open.end();) {
+    auto next = std::next(it);
+    if (!it->second.committing) {
+      AbandonRoundLocked(run, it, why, error, calls, abandoned);
+    }
+    it = next;
+  }
+}
+
+void AggregatorImpl::WakeWatchesLocked(
+    Run& run, std::vector<std::function<void()>>* ready) {
+  for (WatchImpl* watch : run.watches) {
+    if (watch->armed_) {
+      watch->armed_ = false;
+      ready->push_back(watch->on_ready_);
+    }
+  }
+}
+
+void AggregatorImpl::AwaitAppendsHandedOver() {
+  absl::MutexLock lock(&append_mu_);
+  auto handed_over = [this]() ABSL_SHARED_LOCKS_REQUIRED(append_mu_) {
+    return appends_.empty() && !handing_over_;
+  };
+  append_mu_.Await(absl::Condition(&handed_over));
 }
 
 v1::RunInfo AggregatorImpl::InfoLocked(const Run& run) const {
@@ -383,6 +494,8 @@ v1::RunInfo AggregatorImpl::InfoLocked(const Run& run) const {
   info.set_rounds(run.finished.size());
   if (!run.finished.empty()) info.set_last_step(run.finished.rbegin()->first);
   info.set_open_rounds(run.open.size());
+  info.set_finished(run.is_finished());
+  info.set_finished_unix_micros(run.info.finished_unix_micros);
   return info;
 }
 
@@ -411,16 +524,30 @@ absl::StatusOr<v1::RegisterRunResponse> AggregatorImpl::RegisterRun(
             absl::StrJoin(diff, "; "),
             "; register a new run id or repeat the stored config"));
       }
+      if (it->second->is_finished()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "run ", request.run_id(),
+            " is finished and takes no new rounds; register a new run id"));
+      }
+      if (it->second->deleting) {
+        return absl::UnavailableError(absl::StrCat(
+            "run ", request.run_id(),
+            " is being deleted; register it again once that is done"));
+      }
       v1::RegisterRunResponse response;
       response.set_created(false);
       *response.mutable_run() = InfoLocked(*it->second);
       return response;
     }
-    if (runs_.size() >= options_.max_runs) {
+    const size_t unfinished = std::count_if(
+        runs_.begin(), runs_.end(),
+        [](const auto& entry) { return !entry.second->is_finished(); });
+    if (unfinished >= options_.max_runs) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "this coordinator already has ", runs_.size(),
-          " runs, its limit (max_runs ", options_.max_runs, "); run ",
-          request.run_id(), " cannot be registered"));
+          "this coordinator already has ", unfinished,
+          " unfinished runs, its limit (max_runs ", options_.max_runs,
+          "); run ", request.run_id(),
+          " cannot be registered until a run is finished or deleted"));
     }
   }
   RunRecord record;
@@ -432,7 +559,7 @@ absl::StatusOr<v1::RegisterRunResponse> AggregatorImpl::RegisterRun(
     return status;
   }
   absl::MutexLock lock(&mu_);
-  auto run = std::make_unique<Run>(std::move(record));
+  auto run = std::make_unique<Run>(std::move(record), next_incarnation_++);
   v1::RegisterRunResponse response;
   response.set_created(true);
   *response.mutable_run() = InfoLocked(*run);
@@ -550,6 +677,11 @@ void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
 
   auto open_it = run.open.find(step);
   if (open_it == run.open.end()) {
+    if (run.is_finished()) {
+      return fail(absl::FailedPreconditionError(absl::StrCat(
+          "run ", run.info.run_id, " is finished (FinishRun) and opens no new "
+          "rounds; step ", step, " was never finalized")));
+    }
     if (run.open.size() >= options_.max_open_rounds_per_run) {
       return fail(absl::ResourceExhaustedError(absl::StrCat(
           "run ", run.info.run_id, " already has ", run.open.size(),
@@ -710,6 +842,8 @@ void AggregatorImpl::OnCommitted(const std::string& run_id, uint64_t step,
     }
     waiters_ -= round.waiters.size();
     run.open.erase(it);
+    // The last round of a finished run: every watch can end now.
+    if (run.is_finished() && run.open.empty()) WakeWatchesLocked(run, &ready);
     // on_ready runs after the lock is released, from a copy: the watch may be
     // destroyed meanwhile.
   }
@@ -772,19 +906,13 @@ void AggregatorImpl::ExpireRounds() {
             " ms waiting for participants ",
             FormatIds(MissingLocked(run, round)), " (", round.count, " of ",
             n, " reported)");
-        run.abandoned[expiry.step] = why;
-        abandoned.push_back(AbandonedStep{run.info.run_id, expiry.step, why});
         absl::Status error = absl::AbortedError(absl::StrCat(
             "the round for ", RoundName(run.info.run_id, expiry.step),
             " timed out after ", run.info.config.round_timeout_ms(),
             " ms waiting for participants ",
             FormatIds(MissingLocked(run, round)), " (", round.count, " of ",
             n, " reported); the step is abandoned"));
-        for (Waiter& waiter : round.waiters) {
-          calls.emplace_back(std::move(waiter.done), error);
-        }
-        waiters_ -= round.waiters.size();
-        run.open.erase(it);
+        AbandonRoundLocked(run, it, why, error, &calls, &abandoned);
         continue;
       }
       auto waiter_it = std::find_if(
@@ -894,12 +1022,129 @@ absl::StatusOr<std::unique_ptr<RoundWatch>> AggregatorImpl::Watch(
     return status;
   }
   Run& run = *const_cast<Run*>(found);
-  auto watch = std::make_unique<WatchImpl>(this, std::string(run_id),
-                                           from_step, std::move(on_ready));
+  auto watch = std::make_unique<WatchImpl>(
+      this, std::string(run_id), run.incarnation, from_step, std::move(on_ready));
   watch->snapshot_ = run.live_log.size();
   watch->live_pos_ = run.live_log.size();
   run.watches.insert(watch.get());
   return std::unique_ptr<RoundWatch>(std::move(watch));
+}
+
+absl::StatusOr<v1::FinishRunResponse> AggregatorImpl::FinishRun(
+    absl::string_view run_id) {
+  // Serialized with registrations and deletions: the run's stored record
+  // changes one way at a time.
+  std::lock_guard<std::mutex> changing(register_mu_);
+  std::vector<Call> calls;
+  std::vector<AbandonedStep> abandoned;
+  int64_t finished_at;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Run*> run = MutableRunLocked(run_id);
+    if (!run.ok()) return run.status();
+    if ((*run)->is_finished()) {
+      v1::FinishRunResponse response;
+      *response.mutable_run() = InfoLocked(**run);
+      return response;
+    }
+    // No round opens from here on: Report sees the run finished.
+    finished_at = absl::ToUnixMicros(clock_->Now());
+    (*run)->info.finished_unix_micros = finished_at;
+    AbandonOpenRoundsLocked(
+        **run, "the run was finished (FinishRun) while its round waited",
+        absl::AbortedError(absl::StrCat(
+            "run ", run_id,
+            " was finished (FinishRun) while this round waited for "
+            "participants; the step is abandoned")),
+        &calls, &abandoned);
+  }
+  // Durable before anyone is told, outside the lock (rounds of other runs go
+  // on meanwhile).
+  absl::Status stored = store_->FinishRun(std::string(run_id), finished_at);
+  absl::Status abandoned_stored;
+  for (const AbandonedStep& step : abandoned) {
+    absl::Status s = store_->PutAbandonedStep(step);
+    if (abandoned_stored.ok()) abandoned_stored = s;
+  }
+  std::vector<std::function<void()>> ready;
+  v1::FinishRunResponse response;
+  {
+    absl::MutexLock lock(&mu_);
+    Run& run = *runs_.at(std::string(run_id));
+    if (!stored.ok()) {
+      run.info.finished_unix_micros = 0;
+    } else {
+      if (run.open.empty()) WakeWatchesLocked(run, &ready);
+      *response.mutable_run() = InfoLocked(run);
+      response.set_abandoned_rounds(abandoned.size());
+    }
+  }
+  for (Call& call : calls) call.first(std::move(call.second));
+  for (const std::function<void()>& on_ready : ready) {
+    if (on_ready) on_ready();
+  }
+  if (!stored.ok()) return stored;
+  if (options_.log != nullptr) {
+    LogFields fields = {{"run", std::string(run_id)},
+                        {"rounds", absl::StrCat(response.run().rounds())},
+                        {"abandoned_rounds", absl::StrCat(abandoned.size())}};
+    if (!abandoned_stored.ok()) {
+      fields.emplace_back("store_error", abandoned_stored.ToString());
+    }
+    options_.log->Log(LogLevel::kInfo, "run_finished", fields);
+  }
+  return response;
+}
+
+absl::StatusOr<v1::DeleteRunResponse> AggregatorImpl::DeleteRun(
+    absl::string_view run_id) {
+  std::lock_guard<std::mutex> changing(register_mu_);
+  std::vector<Call> calls;
+  std::vector<AbandonedStep> abandoned;  // Deleted with the run.
+  std::vector<std::function<void()>> ready;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Run*> run = MutableRunLocked(run_id);
+    if (!run.ok()) return run.status();
+    // Reports and queries answer NOT_FOUND from here on.
+    (*run)->deleting = true;
+    AbandonOpenRoundsLocked(
+        **run, "the run was deleted",
+        absl::AbortedError(absl::StrCat(
+            "run ", run_id,
+            " was deleted (DeleteRun) while this round waited for "
+            "participants")),
+        &calls, &abandoned);
+    WakeWatchesLocked(**run, &ready);
+  }
+  for (Call& call : calls) call.first(std::move(call.second));
+  for (const std::function<void()>& on_ready : ready) {
+    if (on_ready) on_ready();
+  }
+  // Rounds of the run already finalized land before the delete, so none is
+  // stored after it. The store's first error is not this call's.
+  AwaitAppendsHandedOver();
+  store_->Flush().IgnoreError();
+  absl::Status deleted = store_->DeleteRun(std::string(run_id));
+  v1::DeleteRunResponse response;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = runs_.find(run_id);
+    Run& run = *it->second;
+    if (!deleted.ok()) {
+      run.deleting = false;
+      return deleted;
+    }
+    response.set_rounds(run.finished.size());
+    // Watches still open hold only the run's id and incarnation.
+    runs_.erase(it);
+  }
+  if (options_.log != nullptr) {
+    options_.log->Log(LogLevel::kInfo, "run_deleted",
+                      {{"run", std::string(run_id)},
+                       {"rounds", absl::StrCat(response.rounds())}});
+  }
+  return response;
 }
 
 AggregatorStats AggregatorImpl::Stats() const {
@@ -909,8 +1154,9 @@ AggregatorStats AggregatorImpl::Stats() const {
   const absl::Time now = clock_->Now();
   for (const auto& [id, run] : runs_) {
     stats.open_rounds += run->open.size();
-    if (!run->open.empty() ||
-        now - run->last_report < options_.active_window) {
+    if (!run->is_finished() &&
+        (!run->open.empty() ||
+         now - run->last_report < options_.active_window)) {
       ++stats.active_runs;
     }
   }
@@ -947,13 +1193,7 @@ absl::Status AggregatorImpl::Shutdown() {
   // Commits in flight still land (their rounds become finished, answered to
   // no one); retries after the restart read them back. Rounds still queued
   // here reach the store first.
-  {
-    absl::MutexLock lock(&append_mu_);
-    auto handed_over = [this]() ABSL_SHARED_LOCKS_REQUIRED(append_mu_) {
-      return appends_.empty() && !handing_over_;
-    };
-    append_mu_.Await(absl::Condition(&handed_over));
-  }
+  AwaitAppendsHandedOver();
   return store_->Flush();
 }
 

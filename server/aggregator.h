@@ -73,8 +73,9 @@ namespace gradnorm {
 namespace server {
 
 struct AggregatorOptions {
-  // Runs this coordinator accepts; RegisterRun of a new run beyond it fails
-  // with RESOURCE_EXHAUSTED. Runs loaded from the store always load.
+  // Unfinished runs this coordinator holds at once; RegisterRun of a new run
+  // beyond it fails with RESOURCE_EXHAUSTED (finish or delete runs to make
+  // room). Runs loaded from the store always load.
   uint32_t max_runs = 1000;
   // Rounds of one run waiting for participants at once; a report opening one
   // more fails with RESOURCE_EXHAUSTED.
@@ -93,16 +94,18 @@ struct AggregatorOptions {
   // A run is active while it has open rounds or had a report this recently
   // (AggregatorStats::active_runs).
   absl::Duration active_window = absl::Minutes(10);
-  // Where the aggregator logs a run registered (info) and a round that timed
-  // out (warning, with the missing participants). Optional; not owned.
+  // Where the aggregator logs a run registered, finished or deleted (info)
+  // and a round that timed out (warning, with the missing participants).
+  // Optional; not owned.
   EventLog* log = nullptr;
 };
 
 // Counts for gauges (no per-run detail).
 struct AggregatorStats {
   uint64_t runs = 0;
-  // Runs with open rounds or a report within AggregatorOptions::active_window
-  // (a run that finished training stops counting).
+  // Unfinished runs with open rounds or a report within
+  // AggregatorOptions::active_window (a run that stopped reporting, or was
+  // finished, does not count).
   uint64_t active_runs = 0;
   // Rounds waiting for participants or for their commit, over all runs.
   uint64_t open_rounds = 0;
@@ -116,12 +119,15 @@ struct AggregatorStats {
 // A cursor over a run's finalized rounds: first the rounds finalized before
 // Watch() with step >= from_step, in step order, then each round with step >=
 // from_step committed after Watch(), in commit order. Each round is returned
-// exactly once. Pull-based, so a slow consumer costs no memory:
+// exactly once. Once the run is finished and every one of its rounds was
+// returned, Next() returns OUT_OF_RANGE: the watch is over. Pull-based, so a
+// slow consumer costs no memory:
 //
 //   watch = aggregator->Watch("r", 0, [&] { reactor->WakeUp(); });
 //   while (true) {
 //     absl::StatusOr<std::optional<v1::RoundResult>> next = watch->Next();
-//     if (!next.ok()) break;                 // UNAVAILABLE: shutting down
+//     if (!next.ok()) break;                 // UNAVAILABLE: shutting down;
+//                                            // OUT_OF_RANGE: run finished
 //     if (!next->has_value()) break;         // nothing now: on_ready will fire
 //     Write(**next);
 //   }
@@ -134,8 +140,10 @@ class RoundWatch {
   virtual ~RoundWatch() = default;
 
   // The next round, std::nullopt when none is ready now (the watch's on_ready
-  // is then called once a round becomes ready), or UNAVAILABLE once the
-  // Aggregator is shutting down (on_ready is called then too).
+  // is then called once a round becomes ready), OUT_OF_RANGE once the run is
+  // finished and every round was returned, NOT_FOUND once the run is deleted,
+  // or UNAVAILABLE once the Aggregator is shutting down (on_ready is called
+  // for each of these too).
   virtual absl::StatusOr<std::optional<v1::RoundResult>> Next() = 0;
 };
 
@@ -159,8 +167,9 @@ class Aggregator {
   // The same run with a config equal after filling defaults: a no-op
   // (created = false). Errors: INVALID_ARGUMENT (bad run id or config; the
   // message names the field and its allowed range), FAILED_PRECONDITION (the
-  // run exists with another config; the message names each differing field
-  // with both values), RESOURCE_EXHAUSTED (max_runs reached), UNAVAILABLE
+  // run exists with another config, the message naming each differing field
+  // with both values; or it is finished), RESOURCE_EXHAUSTED (max_runs
+  // unfinished runs), UNAVAILABLE
   // (shutting down), or the store's error.
   virtual absl::StatusOr<v1::RegisterRunResponse> RegisterRun(
       const v1::RegisterRunRequest& request) = 0;
@@ -178,10 +187,12 @@ class Aggregator {
   // - ALREADY_EXISTS: this participant already reported another partial for
   //   this step (the message names both values).
   // - FAILED_PRECONDITION: the step was abandoned after its round timed out;
-  //   or the total is non-finite and the run's nonfinite_policy is ERROR (the
+  //   or the run is finished and the step has no round; or the total is
+  //   non-finite and the run's nonfinite_policy is ERROR (the
   //   round is still finalized and stored, and duplicates get this again).
-  // - ABORTED: the round timed out and is abandoned; the message lists the
-  //   missing participants.
+  // - ABORTED: the round timed out and is abandoned (the message lists the
+  //   missing participants), or the run was finished or deleted while the
+  //   round waited.
   // - DEADLINE_EXCEEDED: `deadline` passed (the report stays in the round:
   //   repeating it rejoins); the message lists the missing participants.
   // - RESOURCE_EXHAUSTED: the report would open a round beyond
@@ -190,6 +201,24 @@ class Aggregator {
   //   coordinator accepts no more reports; retry against a restarted one).
   virtual void Report(const v1::ReportRequest& request, absl::Time deadline,
                       ReportCallback done) = 0;
+
+  // Finishes a run: no new rounds from now on (see Report); its open rounds
+  // are abandoned (stored as such; their waiters get ABORTED) and the finish
+  // is stored before this returns. A finished run: a no-op, answered with
+  // abandoned_rounds 0. Errors: INVALID_ARGUMENT (bad run id), NOT_FOUND,
+  // UNAVAILABLE (shutting down), or the store's error (the run then stays
+  // unfinished; rounds abandoned stay abandoned).
+  virtual absl::StatusOr<v1::FinishRunResponse> FinishRun(
+      absl::string_view run_id) = 0;
+
+  // Deletes a run and its history: waiters of its open rounds get ABORTED,
+  // rounds being committed land first, then the store deletes the run, and
+  // only then is it gone from memory (reports meanwhile get NOT_FOUND);
+  // watches of the run return NOT_FOUND. Errors: INVALID_ARGUMENT,
+  // NOT_FOUND, UNAVAILABLE, or the store's error (the run then stays, whole
+  // but for the rounds whose waiters were told ABORTED).
+  virtual absl::StatusOr<v1::DeleteRunResponse> DeleteRun(
+      absl::string_view run_id) = 0;
 
   // Fails every round and waiter whose deadline (by the Clock) has passed, as
   // described above. Called by the internal thread, or by the owner when

@@ -628,8 +628,9 @@ TEST_F(AggregatorTest, OpenRoundsAndRunsAreBounded) {
       aggregator_->RegisterRun(MakeRun("t", 1));
   EXPECT_EQ(too_many.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(too_many.status().message(),
-            "this coordinator already has 2 runs, its limit (max_runs 2); run "
-            "t cannot be registered");
+            "this coordinator already has 2 unfinished runs, its limit "
+            "(max_runs 2); run t cannot be registered until a run is finished "
+            "or deleted");
   // Re-registering an existing run is still fine at the limit.
   EXPECT_TRUE(aggregator_->RegisterRun(MakeRun("s", 8)).ok());
   absl::StatusOr<v1::RegisterRunResponse> wide =
@@ -829,6 +830,165 @@ TEST_F(AggregatorTest, WatchReplaysThenFollowsLiveRounds) {
   aggregator_->Shutdown().IgnoreError();
   EXPECT_EQ(ready.load(), 2);
   EXPECT_EQ((*watch)->Next().status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(AggregatorTest, FinishedRunOpensNoRoundsButAnswersFinalizedSteps) {
+  InMemoryEventLog log;
+  AggregatorOptions options = NoThread();
+  options.log = &log;
+  Start(options);
+  Register(MakeRun("r", 2));
+  const v1::RoundResult first = Round("r", 1, {3, 4});
+  Outcome* waiting = Report("r", 2, 0, 1);  // participant 1 never comes
+  clock_.Advance(absl::Seconds(1));
+
+  absl::StatusOr<v1::FinishRunResponse> finished = aggregator_->FinishRun("r");
+  ASSERT_TRUE(finished.ok()) << finished.status();
+  EXPECT_TRUE(finished->run().finished());
+  EXPECT_EQ(finished->run().finished_unix_micros(),
+            absl::ToUnixMicros(clock_.Now()));
+  EXPECT_EQ(finished->run().rounds(), 1u);
+  EXPECT_EQ(finished->run().open_rounds(), 0u);
+  EXPECT_EQ(finished->abandoned_rounds(), 1u);
+  // The waiting report learns its round will never complete.
+  EXPECT_EQ(waiting->Get().status().code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(waiting->Get().status().message(), HasSubstr("was finished"));
+
+  // A late report of a finalized step still gets its result ...
+  absl::StatusOr<v1::RoundResult> late = Report("r", 1, 1, 4)->Get();
+  ASSERT_TRUE(late.ok()) << late.status();
+  EXPECT_TRUE(MessageDifferencer::Equals(*late, first));
+  // ... the abandoned one says so, and a new step is refused.
+  EXPECT_EQ(Report("r", 2, 1, 1)->Get().status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  absl::Status fresh = Report("r", 3, 0, 1)->Get().status();
+  EXPECT_EQ(fresh.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(fresh.message(),
+            "run r is finished (FinishRun) and opens no new rounds; step 3 was "
+            "never finalized");
+  // Registering it again is refused; finishing it again changes nothing.
+  EXPECT_EQ(aggregator_->RegisterRun(MakeRun("r", 2)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  clock_.Advance(absl::Seconds(1));
+  absl::StatusOr<v1::FinishRunResponse> again = aggregator_->FinishRun("r");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->run().finished_unix_micros(),
+            finished->run().finished_unix_micros());
+  EXPECT_EQ(again->abandoned_rounds(), 0u);
+  EXPECT_EQ(aggregator_->FinishRun("nope").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_THAT(log.lines(), testing::Contains(MatchesRegex(
+                               ".*event=run_finished run=r rounds=1 "
+                               "abandoned_rounds=1")));
+
+  // All of it survives a restart.
+  Start(options);
+  absl::StatusOr<v1::RunInfo> info = aggregator_->GetRun("r");
+  ASSERT_TRUE(info.ok());
+  EXPECT_TRUE(info->finished());
+  EXPECT_EQ(info->finished_unix_micros(), finished->run().finished_unix_micros());
+  EXPECT_EQ(Report("r", 3, 0, 1)->Get().status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(Report("r", 1, 0, 3)->Get().ok());
+}
+
+TEST_F(AggregatorTest, FinishedRunsNeitherCountTowardMaxRunsNorAsActive) {
+  AggregatorOptions options = NoThread();
+  options.max_runs = 1;
+  Start(options);
+  Register(MakeRun("first", 1));
+  ASSERT_TRUE(Report("first", 0, 0, 1)->Get().ok());
+  EXPECT_EQ(aggregator_->Stats().active_runs, 1u);
+  EXPECT_EQ(aggregator_->RegisterRun(MakeRun("second", 1)).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(aggregator_->FinishRun("first").ok());
+  EXPECT_EQ(aggregator_->Stats().active_runs, 0u);
+  Register(MakeRun("second", 1));
+  EXPECT_EQ(aggregator_->Stats().runs, 2u);
+  EXPECT_EQ(aggregator_->RegisterRun(MakeRun("third", 1)).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(AggregatorTest, WatchOfAFinishedRunEndsAfterItsLastRound) {
+  MemoryTelemetryStore manual(MemoryTelemetryStore::CommitMode::kManual);
+  auto created = Aggregator::Create(NoThread(), &manual, &clock_);
+  ASSERT_TRUE(created.ok());
+  std::unique_ptr<Aggregator> aggregator = *std::move(created);
+  ASSERT_TRUE(aggregator->RegisterRun(MakeRun("r", 1)).ok());
+  Outcome first, second;
+  aggregator->Report(MakeReport("r", 0, 0, 1), absl::InfiniteFuture(), first.Callback());
+  manual.CommitPending();
+  std::atomic<int> ready{0};
+  auto watch = aggregator->Watch("r", 0, [&] { ready++; });
+  ASSERT_TRUE(watch.ok());
+  // Step 1 is finalized but not committed when the run is finished.
+  aggregator->Report(MakeReport("r", 1, 0, 2), absl::InfiniteFuture(), second.Callback());
+  ASSERT_TRUE(aggregator->FinishRun("r").ok());
+  auto next = (*watch)->Next();
+  ASSERT_TRUE(next.ok() && next->has_value());
+  EXPECT_EQ((*next)->step(), 0u);
+  next = (*watch)->Next();
+  ASSERT_TRUE(next.ok());
+  EXPECT_FALSE(next->has_value());  // Step 1 may still come.
+  manual.CommitPending();
+  EXPECT_EQ(ready.load(), 1);
+  next = (*watch)->Next();
+  ASSERT_TRUE(next.ok() && next->has_value());
+  EXPECT_EQ((*next)->step(), 1u);
+  EXPECT_EQ((*watch)->Next().status().code(), absl::StatusCode::kOutOfRange);
+  // A watch started on a finished run replays and ends.
+  auto later = aggregator->Watch("r", 1, [] {});
+  ASSERT_TRUE(later.ok());
+  next = (*later)->Next();
+  ASSERT_TRUE(next.ok() && next->has_value());
+  EXPECT_EQ((*next)->step(), 1u);
+  EXPECT_EQ((*later)->Next().status().code(), absl::StatusCode::kOutOfRange);
+  watch->reset();
+  later->reset();
+}
+
+TEST_F(AggregatorTest, DeleteRunTakesItsHistoryAndFreesItsId) {
+  InMemoryEventLog log;
+  AggregatorOptions options = NoThread();
+  options.log = &log;
+  Start(options);
+  Register(MakeRun("gone", 2));
+  Register(MakeRun("kept", 1));
+  Round("gone", 1, {1, 1});
+  Round("gone", 2, {1, 1});
+  Round("kept", 1, {2});
+  Outcome* waiting = Report("gone", 3, 0, 1);
+  std::atomic<int> ready{0};
+  auto watch = aggregator_->Watch("gone", 10, [&] { ready++; });
+  ASSERT_TRUE(watch.ok());
+  ASSERT_TRUE((*watch)->Next().ok());  // Nothing yet: armed.
+
+  absl::StatusOr<v1::DeleteRunResponse> deleted = aggregator_->DeleteRun("gone");
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(deleted->rounds(), 2u);
+  EXPECT_EQ(waiting->Get().status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(ready.load(), 1);
+  EXPECT_EQ((*watch)->Next().status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(aggregator_->GetRun("gone").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Report("gone", 1, 0, 1)->Get().status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(aggregator_->DeleteRun("gone").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(aggregator_->ListRuns().runs_size(), 1);
+  EXPECT_THAT(log.lines(), testing::Contains(MatchesRegex(
+                               ".*event=run_deleted run=gone rounds=2")));
+
+  // The id is free: a new run with that id starts empty, and the old watch
+  // does not follow it.
+  Register(MakeRun("gone", 1));
+  Round("gone", 1, {5});
+  EXPECT_EQ((*watch)->Next().status().code(), absl::StatusCode::kNotFound);
+  watch->reset();
+  // Nothing of the old run comes back after a restart.
+  Start(options);
+  absl::StatusOr<v1::RunInfo> info = aggregator_->GetRun("gone");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->rounds(), 1u);
+  EXPECT_EQ(info->config().participants(), 1u);
+  EXPECT_EQ(aggregator_->GetRun("kept")->rounds(), 1u);
 }
 
 TEST_F(AggregatorTest, ConcurrentParticipantsAgree) {

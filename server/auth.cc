@@ -24,7 +24,15 @@ bool IsTokenChar(char c) {
 }  // namespace
 
 absl::string_view RoleName(Role role) {
-  return role == Role::kTrainer ? "trainer" : "viewer";
+  switch (role) {
+    case Role::kTrainer:
+      return "trainer";
+    case Role::kViewer:
+      return "viewer";
+    case Role::kAdmin:
+      return "admin";
+  }
+  return "unknown";
 }
 
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
@@ -73,9 +81,12 @@ absl::StatusOr<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::Parse(
       role = Role::kTrainer;
     } else if (fields[1] == "viewer") {
       role = Role::kViewer;
+    } else if (fields[1] == "admin") {
+      role = Role::kAdmin;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, "unknown role '", fields[1], "', expected trainer or viewer"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "unknown role '", fields[1],
+                       "', expected trainer, viewer or admin"));
     }
     for (const Entry& entry : entries) {
       if (entry.token == token) {
@@ -134,10 +145,16 @@ absl::Status TokenAuthenticator::Authorize(absl::string_view header,
                                            Permission permission) const {
   absl::StatusOr<Role> role = Authenticate(header);
   if (!role.ok()) return role.status();
+  if (*role == Role::kAdmin) return absl::OkStatus();
+  if (permission == Permission::kAdmin) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "role '", RoleName(*role), "' may not delete runs; that needs role 'admin'"));
+  }
   if (permission == Permission::kReport && *role != Role::kTrainer) {
     return absl::PermissionDeniedError(absl::StrCat(
         "role '", RoleName(*role),
-        "' may only query; registering runs and reporting need role 'trainer'"));
+        "' may only query; registering, reporting and finishing runs need role "
+        "'trainer'"));
   }
   return absl::OkStatus();
 }

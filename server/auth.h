@@ -4,14 +4,16 @@
 // Tokens come from a file, one per line:
 //
 //   # comment lines and blank lines are ignored
-//   <token> <role>          role: trainer | viewer
+//   <token> <role>          role: trainer | viewer | admin
 //   s3cr3t-trainer-token trainer
 //   d4shb0ard-token      viewer
 //
 // A token is 16 to 512 characters of [A-Za-z0-9._~+/=-] (the RFC 6750 bearer
 // alphabet); each token appears once. Callers send the metadata entry
-// `authorization: Bearer <token>`. A `trainer` may call every RPC; a `viewer`
-// only the queries (ListRuns, GetRun, GetHistory, GetSummary, WatchRun).
+// `authorization: Bearer <token>`. A `viewer` may call the queries (ListRuns,
+// GetRun, GetHistory, GetSummary, WatchRun); a `trainer` also RegisterRun,
+// Report, ReportStream and FinishRun; an `admin` every RPC, DeleteRun
+// included.
 //
 //   ASSIGN_OR_RETURN(auto auth, TokenAuthenticator::FromFile(path));
 //   absl::Status s = auth->Authorize(header_value, Permission::kReport);
@@ -33,12 +35,13 @@
 namespace gradnorm {
 namespace server {
 
-enum class Role { kTrainer, kViewer };
+enum class Role { kTrainer, kViewer, kAdmin };
 
-// What an RPC needs: kReport for RegisterRun and Report, kQuery for the rest.
-enum class Permission { kReport, kQuery };
+// What an RPC needs: kReport for RegisterRun, Report, ReportStream and
+// FinishRun, kAdmin for DeleteRun, kQuery for the rest.
+enum class Permission { kReport, kQuery, kAdmin };
 
-// "trainer" or "viewer".
+// "trainer", "viewer" or "admin".
 absl::string_view RoleName(Role role);
 
 // The metadata key that carries the bearer token (lower case, as gRPC requires).
@@ -48,7 +51,7 @@ class TokenAuthenticator {
  public:
   // Parses a tokens file's text. `source` names it in error messages.
   // INVALID_ARGUMENT naming the line (e.g. "tokens.txt:3: unknown role
-  // 'admin', expected trainer or viewer") for a malformed line, a bad token,
+  // 'root', expected trainer, viewer or admin") for a malformed line, a bad token,
   // an unknown role or a duplicate token; INVALID_ARGUMENT when no token is
   // defined at all (an empty file would lock everybody out silently).
   static absl::StatusOr<std::unique_ptr<TokenAuthenticator>> Parse(

@@ -48,8 +48,8 @@ TEST(TokenAuthenticatorTest, ViewerMayQueryButNotReport) {
       (*auth)->Authorize("Bearer viewer-token-0123456789", Permission::kReport);
   EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(denied.message(),
-            "role 'viewer' may only query; registering runs and reporting need "
-            "role 'trainer'");
+            "role 'viewer' may only query; registering, reporting and finishing "
+            "runs need role 'trainer'");
   EXPECT_TRUE((*auth)
                   ->Authorize("Bearer trainer-token-0123456789", Permission::kReport)
                   .ok());
@@ -57,11 +57,30 @@ TEST(TokenAuthenticatorTest, ViewerMayQueryButNotReport) {
             absl::StatusCode::kUnauthenticated);
 }
 
+TEST(TokenAuthenticatorTest, OnlyAdminMayDelete) {
+  auto auth = TokenAuthenticator::Parse(
+      "trainer-token-0123456789 trainer\nviewer-token-0123456789 viewer\n"
+      "admin-token-012345678901 admin\n",
+      "tokens.txt");
+  ASSERT_TRUE(auth.ok()) << auth.status();
+  for (Permission p : {Permission::kQuery, Permission::kReport, Permission::kAdmin}) {
+    EXPECT_TRUE((*auth)->Authorize("Bearer admin-token-012345678901", p).ok());
+  }
+  absl::Status denied =
+      (*auth)->Authorize("Bearer trainer-token-0123456789", Permission::kAdmin);
+  EXPECT_EQ(denied,
+            absl::PermissionDeniedError(
+                "role 'trainer' may not delete runs; that needs role 'admin'"));
+  EXPECT_EQ((*auth)->Authorize("Bearer viewer-token-0123456789", Permission::kAdmin).code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(RoleName(Role::kAdmin), "admin");
+}
+
 TEST(TokenAuthenticatorTest, BadLinesNameTheLine) {
-  EXPECT_EQ(TokenAuthenticator::Parse("# c\ntrainer-token-0123456789 admin\n", "t")
+  EXPECT_EQ(TokenAuthenticator::Parse("# c\ntrainer-token-0123456789 root\n", "t")
                 .status(),
             absl::InvalidArgumentError(
-                "t:2: unknown role 'admin', expected trainer or viewer"));
+                "t:2: unknown role 'root', expected trainer, viewer or admin"));
   EXPECT_EQ(TokenAuthenticator::Parse("trainer-token-0123456789\n", "t").status(),
             absl::InvalidArgumentError(
                 "t:1: expected '<token> <role>' (2 fields), got 1 fields"));

@@ -180,7 +180,10 @@ class WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       absl::StatusOr<std::optional<v1::RoundResult>> next = watch_->Next();
       if (!next.ok()) {
         finished_ = true;
-        finish = ToGrpcStatus(next.status());
+        // OUT_OF_RANGE: the run is finished and every round was written.
+        finish = next.status().code() == absl::StatusCode::kOutOfRange
+                     ? grpc::Status::OK
+                     : ToGrpcStatus(next.status());
       } else if (!next->has_value()) {
         return;  // on_ready calls Pump again once a round is ready.
       } else {
@@ -701,6 +704,26 @@ grpc::ServerUnaryReactor* CoordinatorService::GetSummary(
       "GetSummary", Permission::kQuery, context, request, response,
       [this](const v1::GetSummaryRequest& r) {
         return aggregator_->GetSummary(r);
+      });
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::FinishRun(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Unary<v1::FinishRunRequest, v1::FinishRunResponse>(
+      "FinishRun", Permission::kReport, context, request, response,
+      [this](const v1::FinishRunRequest& r) {
+        return aggregator_->FinishRun(r.run_id());
+      });
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::DeleteRun(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return Unary<v1::DeleteRunRequest, v1::DeleteRunResponse>(
+      "DeleteRun", Permission::kAdmin, context, request, response,
+      [this](const v1::DeleteRunRequest& r) {
+        return aggregator_->DeleteRun(r.run_id());
       });
 }
 

@@ -29,8 +29,12 @@
 // woken by the watch's on_ready; it ends with UNAVAILABLE when the Aggregator
 // shuts down and with CANCELLED when the caller goes away.
 //
-// Auth: with an authenticator, RegisterRun and Report need role trainer, the
-// queries trainer or viewer (auth.h); without one every call is allowed. The
+// WatchRun ends with OK once a finished run's last round was written, and
+// with NOT_FOUND when the run is deleted.
+//
+// Auth: with an authenticator, RegisterRun, Report, ReportStream and
+// FinishRun need role trainer, DeleteRun role admin, the queries any role
+// (auth.h); without one every call is allowed. The
 // grpc.health.v1 service is never behind tokens (probes carry none).
 //
 // RegisterRun runs on the gRPC callback thread and waits for the store's
@@ -68,7 +72,9 @@ using RawCoordinatorService = v1::Coordinator::WithRawCallbackMethod_RegisterRun
                     v1::Coordinator::WithRawCallbackMethod_GetHistory<
                         v1::Coordinator::WithRawCallbackMethod_GetSummary<
                             v1::Coordinator::WithRawCallbackMethod_WatchRun<
-                                v1::Coordinator::Service>>>>>>>>;
+                                v1::Coordinator::WithRawCallbackMethod_FinishRun<
+                                    v1::Coordinator::WithRawCallbackMethod_DeleteRun<
+                                        v1::Coordinator::Service>>>>>>>>>>;
 
 class CoordinatorService final : public RawCoordinatorService {
  public:
@@ -116,6 +122,12 @@ class CoordinatorService final : public RawCoordinatorService {
   grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchRun(
       grpc::CallbackServerContext* context,
       const grpc::ByteBuffer* request) override;
+  grpc::ServerUnaryReactor* FinishRun(grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* DeleteRun(grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
 
  private:
   // Authorizes, parses the request bytes (INVALID_ARGUMENT naming `rpc` when

@@ -165,7 +165,8 @@ TEST_F(CoordinatorServiceTest, UnparseableRequestsAreInvalidArgumentNamingTheRpc
   Start();
   const std::string garbage("\xff\xff", 2);
   for (const char* rpc : {"RegisterRun", "Report", "ReportStream", "ListRuns",
-                          "GetRun", "GetHistory", "GetSummary", "WatchRun"}) {
+                          "GetRun", "GetHistory", "GetSummary", "WatchRun",
+                          "FinishRun", "DeleteRun"}) {
     SCOPED_TRACE(rpc);
     testing::RawCallResult result =
         testing::RawCall(NewChannel(server_->address()),
@@ -424,7 +425,7 @@ TEST_F(CoordinatorServiceTest, AuthenticationAndRoles) {
 
 TEST_F(CoordinatorServiceTest, BadTokensFileStopsStartup) {
   const std::string tokens = TempPath("bad_tokens.txt");
-  std::ofstream(tokens) << kTrainerToken << " admin\n";
+  std::ofstream(tokens) << kTrainerToken << " root\n";
   CoordinatorServerOptions options;
   options.listen = "127.0.0.1:0";
   options.store = StoreKind::kMemory;
@@ -432,7 +433,7 @@ TEST_F(CoordinatorServiceTest, BadTokensFileStopsStartup) {
   auto server = CoordinatorServer::Create(options);
   EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(server.status().message()),
-              HasSubstr("bad_tokens.txt:1: unknown role 'admin'"));
+              HasSubstr("bad_tokens.txt:1: unknown role 'root'"));
 }
 
 // gRPC's default SO_REUSEPORT let a second coordinator start on a busy port
@@ -549,6 +550,49 @@ TEST_F(CoordinatorServiceTest, WatchRunReplaysThenStreamsThenEndsOnShutdown) {
   ASSERT_TRUE(server_->Shutdown().ok());
   EXPECT_FALSE(reader->Read(&round));
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(CoordinatorServiceTest, FinishRunEndsWatchesAndDeleteRunNeedsAdmin) {
+  constexpr char kAdminToken[] = "admin-token-abcdefghijklmnopq";
+  CoordinatorServerOptions options;
+  options.tokens_file = TempPath("lifecycle_tokens");
+  std::ofstream(options.tokens_file) << kTrainerToken << " trainer\n"
+                                     << kViewerToken << " viewer\n"
+                                     << kAdminToken << " admin\n";
+  Start(options);
+  auto trainer = Client(kTrainerToken);
+  auto viewer = Client(kViewerToken);
+  auto admin = Client(kAdminToken);
+  ASSERT_TRUE(trainer->RegisterRun("r", Config(1, 100.0)).ok());
+  ASSERT_TRUE(trainer->Report("r", 0, 0, 4.0).ok());
+
+  grpc::ClientContext context;
+  viewer->Prepare(&context, absl::Seconds(30));
+  v1::WatchRunRequest request;
+  request.set_run_id("r");
+  auto reader = viewer->stub()->WatchRun(&context, request);
+  v1::RoundResult round;
+  ASSERT_TRUE(reader->Read(&round));
+  EXPECT_EQ(round.step(), 0u);
+
+  EXPECT_EQ(viewer->FinishRun("r").error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  v1::FinishRunResponse finished;
+  ASSERT_TRUE(trainer->FinishRun("r", &finished).ok());
+  EXPECT_TRUE(finished.run().finished());
+  // The watch ends by itself, with OK, instead of waiting forever.
+  EXPECT_FALSE(reader->Read(&round));
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(trainer->Report("r", 1, 0, 1.0).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+
+  grpc::Status denied = trainer->DeleteRun("r");
+  EXPECT_EQ(denied.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(denied.error_message(), HasSubstr("needs role 'admin'"));
+  v1::DeleteRunResponse deleted;
+  ASSERT_TRUE(admin->DeleteRun("r", &deleted).ok());
+  EXPECT_EQ(deleted.rounds(), 1u);
+  EXPECT_EQ(viewer->GetRun("r").error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(admin->DeleteRun("r").error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 TEST_F(CoordinatorServiceTest, WatchRunOfUnknownRunIsNotFoundAndCancelEnds) {

@@ -195,6 +195,26 @@ class TestClient {
     return status;
   }
 
+  grpc::Status FinishRun(const std::string& run_id,
+                         v1::FinishRunResponse* response = nullptr) {
+    grpc::ClientContext context;
+    Prepare(&context);
+    v1::FinishRunRequest request;
+    request.set_run_id(run_id);
+    v1::FinishRunResponse ignored;
+    return stub_->FinishRun(&context, request, response ? response : &ignored);
+  }
+
+  grpc::Status DeleteRun(const std::string& run_id,
+                         v1::DeleteRunResponse* response = nullptr) {
+    grpc::ClientContext context;
+    Prepare(&context);
+    v1::DeleteRunRequest request;
+    request.set_run_id(run_id);
+    v1::DeleteRunResponse ignored;
+    return stub_->DeleteRun(&context, request, response ? response : &ignored);
+  }
+
   grpc::Status ListRuns(v1::ListRunsResponse* response) {
     grpc::ClientContext context;
     Prepare(&context);
