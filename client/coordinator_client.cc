@@ -219,6 +219,24 @@ absl::StatusOr<gradnorm::v1::GetSummaryResponse> CoordinatorClient::GetSummary(
       });
 }
 
+absl::StatusOr<gradnorm::v1::FinishRunResponse> CoordinatorClient::FinishRun(
+    const gradnorm::v1::FinishRunRequest& request, absl::Time deadline) {
+  return Query<gradnorm::v1::FinishRunResponse>(
+      "FinishRun", deadline,
+      [&](grpc::ClientContext* context, auto* response) {
+        return stub_->FinishRun(context, request, response);
+      });
+}
+
+absl::StatusOr<gradnorm::v1::DeleteRunResponse> CoordinatorClient::DeleteRun(
+    const gradnorm::v1::DeleteRunRequest& request, absl::Time deadline) {
+  return Query<gradnorm::v1::DeleteRunResponse>(
+      "DeleteRun", deadline,
+      [&](grpc::ClientContext* context, auto* response) {
+        return stub_->DeleteRun(context, request, response);
+      });
+}
+
 absl::StatusOr<gradnorm::v1::RoundResult> CoordinatorClient::Report(
     const gradnorm::v1::ReportRequest& request, absl::Time deadline) {
   if (options_.report_stream && !stream_unsupported_.load() &&

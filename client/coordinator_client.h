@@ -142,6 +142,14 @@ class CoordinatorClient {
   absl::StatusOr<gradnorm::v1::GetSummaryResponse> GetSummary(
       const gradnorm::v1::GetSummaryRequest& request, absl::Time deadline);
 
+  // The run's lifecycle (see coordinator.proto), retried on UNAVAILABLE like
+  // GetRun: finishing is idempotent; a delete whose answer was lost is
+  // answered NOT_FOUND on its retry.
+  absl::StatusOr<gradnorm::v1::FinishRunResponse> FinishRun(
+      const gradnorm::v1::FinishRunRequest& request, absl::Time deadline);
+  absl::StatusOr<gradnorm::v1::DeleteRunResponse> DeleteRun(
+      const gradnorm::v1::DeleteRunRequest& request, absl::Time deadline);
+
   // Reports one participant's partial and returns the round's result once all
   // participants reported. Errors are the coordinator's (see coordinator.proto)
   // or DEADLINE_EXCEEDED.

@@ -13,6 +13,10 @@
 //       --spike_sigma=S --spike_window=N --spike_warmup=N
 //       --nonfinite=skip|error --round_timeout_ms=T]
 //                                            register a run (every policy)
+//   gradnormctl [flags] finish RUN           the run is over: no new rounds,
+//                                            watches end (role trainer)
+//   gradnormctl [flags] delete RUN           delete the run and its history
+//                                            (role admin)
 //
 // --help lists the flags and exits 0; --version prints the version.
 // Output is an aligned table by default, the proto3 JSON mapping with --json
@@ -107,7 +111,8 @@ using ::gradnorm::v1::Coordinator;
 
 constexpr char kUsage[] =
     "usage: gradnormctl [flags] runs | run RUN | history RUN | summary RUN | "
-    "watch RUN | health | register RUN --participants=N\n(see --help for flags)";
+    "watch RUN | health | register RUN --participants=N | finish RUN | delete RUN\n"
+    "(see --help for flags)";
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
@@ -276,11 +281,14 @@ std::vector<std::string> RunRow(const gradnorm::v1::RunInfo& run) {
           absl::StrCat(run.rounds()),
           run.rounds() > 0 ? absl::StrCat(run.last_step()) : "-",
           absl::StrCat(run.open_rounds()),
+          run.finished() ? "finished" : "running",
           Time(run.created_unix_micros())};
 }
 
-const std::vector<std::string> kRunHeader = {
-    "RUN", "P", "MAX_NORM", "PARTICIPANTS", "POLICY", "ROUNDS", "LAST_STEP", "OPEN", "CREATED"};
+const std::vector<std::string> kRunHeader = {"RUN",    "P",         "MAX_NORM",
+                                             "PARTICIPANTS", "POLICY", "ROUNDS",
+                                             "LAST_STEP",    "OPEN",   "STATE",
+                                             "CREATED"};
 
 int Runs(Coordinator::Stub& stub, const std::string& token) {
   grpc::ClientContext context;
@@ -339,6 +347,8 @@ void PrintRun(const gradnorm::v1::RunInfo& run) {
   table.Add({"rounds", absl::StrCat(run.rounds())});
   table.Add({"last_step", run.rounds() > 0 ? absl::StrCat(run.last_step()) : "-"});
   table.Add({"open_rounds", absl::StrCat(run.open_rounds())});
+  table.Add({"state", run.finished() ? "finished" : "running"});
+  table.Add({"finished", run.finished() ? Time(run.finished_unix_micros()) : "-"});
   table.Print(std::cout);
 }
 
@@ -488,6 +498,8 @@ int Watch(const std::shared_ptr<grpc::Channel>& channel, const std::string& toke
   }
   grpc::Status status = reader->Finish();
   if (!status.ok()) return Fail(status, "WatchRun");
+  // The coordinator ends the stream by itself only for a finished run.
+  std::cerr << "gradnormctl: run " << run_id << " is finished\n";
   return 0;
 }
 
@@ -584,6 +596,45 @@ int Register(Coordinator::Stub& stub, const std::string& token,
   std::cout << (response.created() ? "registered run " : "run already registered: ")
             << run_id << "\n";
   PrintRun(response.run());
+  return 0;
+}
+
+int Finish(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  gradnorm::v1::FinishRunRequest request;
+  request.set_run_id(run_id);
+  gradnorm::v1::FinishRunResponse response;
+  grpc::Status status = stub.FinishRun(&context, request, &response);
+  if (!status.ok()) return Fail(status, "FinishRun");
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+    return 0;
+  }
+  std::cout << "finished run " << run_id;
+  if (response.abandoned_rounds() > 0) {
+    std::cout << " (" << response.abandoned_rounds()
+              << " rounds waiting for participants were abandoned)";
+  }
+  std::cout << "\n";
+  PrintRun(response.run());
+  return 0;
+}
+
+int Delete(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  gradnorm::v1::DeleteRunRequest request;
+  request.set_run_id(run_id);
+  gradnorm::v1::DeleteRunResponse response;
+  grpc::Status status = stub.DeleteRun(&context, request, &response);
+  if (!status.ok()) return Fail(status, "DeleteRun");
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+    return 0;
+  }
+  std::cout << "deleted run " << run_id << " and its " << response.rounds()
+            << " rounds\n";
   return 0;
 }
 
@@ -697,7 +748,8 @@ int main(int argc, char** argv) {
   const std::string command = args[1];
   const bool needs_run = command == "run" || command == "history" ||
                          command == "summary" || command == "watch" ||
-                         command == "register";
+                         command == "register" || command == "finish" ||
+                         command == "delete";
   const bool known = needs_run || command == "runs" || command == "health";
   if (!known || (needs_run && args.size() != 3) || (!needs_run && args.size() != 2)) {
     std::cerr << "gradnormctl: bad command line\n" << kUsage << "\n";
@@ -737,5 +789,7 @@ int main(int argc, char** argv) {
   if (command == "register") return Register(*stub, *token, run_id, *config);
   if (command == "history") return History(*stub, *token, run_id);
   if (command == "summary") return Summary(*stub, *token, run_id);
+  if (command == "finish") return Finish(*stub, *token, run_id);
+  if (command == "delete") return Delete(*stub, *token, run_id);
   return Watch(*channel, *token, run_id);
 }

@@ -50,7 +50,7 @@ ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle; turns on mutual TLS (client certificates required)");
 ABSL_FLAG(std::string, tokens_file, "",
           "Bearer tokens file, lines '<token> <trainer|viewer>'; empty: no auth");
-ABSL_FLAG(uint32_t, max_runs, 1000, "Runs this coordinator accepts");
+ABSL_FLAG(uint32_t, max_runs, 1000, "Unfinished runs this coordinator holds at once (finished runs do not count)");
 ABSL_FLAG(uint32_t, max_open_rounds_per_run, 64,
           "Rounds of one run waiting for participants at once");
 ABSL_FLAG(uint32_t, max_participants, 4096, "Largest participants per run");

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -122,8 +123,9 @@ TEST_F(GradnormctlTest, TablesJsonHealthAndErrors) {
   Output runs = Ctl("runs");
   EXPECT_EQ(runs.exit_code, 0) << runs.text;
   EXPECT_THAT(runs.text, MatchesRegex(
-                             "RUN +P +MAX_NORM +PARTICIPANTS +POLICY +ROUNDS +LAST_STEP +OPEN +CREATED\n"
-                             "ctl-run +2 +4 +1 +static +3 +2 +0 +[0-9T:Z-]+\n"));
+                             "RUN +P +MAX_NORM +PARTICIPANTS +POLICY +ROUNDS +LAST_STEP +OPEN +STATE "
+                             "+CREATED\n"
+                             "ctl-run +2 +4 +1 +static +3 +2 +0 +running +[0-9T:Z-]+\n"));
 
   Output json = Ctl("--json runs");
   EXPECT_EQ(json.exit_code, 0);
@@ -337,6 +339,46 @@ TEST_F(GradnormctlTest, WatchJsonUsesProtoFieldNames) {
                                        "[^\n]*\"effective_max_norm\":4,[^\n]*\\}\n"));
   EXPECT_THAT(watch.text, Not(HasSubstr("totalNorm")));
   EXPECT_THAT(watch.text, Not(HasSubstr("runId")));
+}
+
+// finish ends a run (and a watch of it, which exits 0), delete removes it.
+TEST_F(GradnormctlTest, FinishEndsWatchesAndDeleteRemovesTheRun) {
+  TestClient client(NewChannel(target_));
+  ASSERT_TRUE(client.RegisterRun("done-run", Config(2)).ok());
+  ASSERT_TRUE(client.RegisterRun("kept-run", Config(1)).ok());
+  std::thread both([&] { EXPECT_TRUE(client.Report("done-run", 0, 0, 9.0).ok()); });
+  TestClient other(NewChannel(target_));
+  ASSERT_TRUE(other.Report("done-run", 0, 1, 16.0).ok());
+  both.join();
+  FILE* watch = Start("watch done-run", "timeout 20");
+  absl::SleepFor(absl::Milliseconds(500));
+  auto lonely = other.StartReport("done-run", 1, 0, 1.0);
+
+  Output finish = Ctl("finish done-run");
+  EXPECT_EQ(finish.exit_code, 0) << finish.text;
+  EXPECT_THAT(finish.text,
+              HasSubstr("finished run done-run (1 rounds waiting for participants "
+                        "were abandoned)"));
+  EXPECT_THAT(finish.text, MatchesRegex("(.|\n)*state +finished\n(.|\n)*"));
+  ASSERT_TRUE(lonely->WaitFor(absl::Seconds(10)));
+  EXPECT_EQ(lonely->status.error_code(), grpc::StatusCode::ABORTED);
+
+  Output watched = Finish(watch);
+  EXPECT_EQ(watched.exit_code, 0) << watched.text;
+  EXPECT_THAT(watched.text, MatchesRegex("(.|\n)* +0 +5 +(.|\n)*"));
+  EXPECT_THAT(watched.text, HasSubstr("gradnormctl: run done-run is finished"));
+  Output runs = Ctl("runs");
+  EXPECT_THAT(runs.text, MatchesRegex("(.|\n)*STATE(.|\n)*done-run +2 +4 +2 +static +1 +0 +0 "
+                                      "+finished(.|\n)*kept-run(.|\n)* running(.|\n)*"));
+
+  Output deleted = Ctl("delete done-run");
+  EXPECT_EQ(deleted.exit_code, 0) << deleted.text;
+  EXPECT_EQ(deleted.text, "deleted run done-run and its 1 rounds\n");
+  Output gone = Ctl("run done-run");
+  EXPECT_EQ(gone.exit_code, 1);
+  EXPECT_THAT(gone.text, HasSubstr("NOT_FOUND"));
+  EXPECT_EQ(Ctl("delete").exit_code, 2);
+  EXPECT_EQ(Ctl("finish a b").exit_code, 2);
 }
 
 // watch started before its run exists waits for it, saying so, and then

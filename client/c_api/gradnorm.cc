@@ -182,9 +182,22 @@ absl::StatusOr<std::string> CallCoordinator(CoordinatorClient& client,
           return client.GetSummary(r, deadline);
         });
   }
+  if (method == "FinishRun") {
+    return Call<v1::FinishRunRequest, v1::FinishRunResponse>(
+        "FinishRun", request_json, [&](const v1::FinishRunRequest& r) {
+          return client.FinishRun(r, deadline);
+        });
+  }
+  if (method == "DeleteRun") {
+    return Call<v1::DeleteRunRequest, v1::DeleteRunResponse>(
+        "DeleteRun", request_json, [&](const v1::DeleteRunRequest& r) {
+          return client.DeleteRun(r, deadline);
+        });
+  }
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown method \"", method,
-      "\"; expected RegisterRun, GetRun, ListRuns, GetHistory or GetSummary"));
+      "\"; expected RegisterRun, GetRun, ListRuns, GetHistory, GetSummary, "
+      "FinishRun or DeleteRun"));
 }
 
 absl::StatusOr<CoordinatorClientOptions> ClientOptions(

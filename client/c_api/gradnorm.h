@@ -284,7 +284,7 @@ GN_API void gn_coordinator_client_destroy(gn_coordinator_client* client);
 /* One call of the coordinator's gradnorm.v1.Coordinator service, request and
  * response in the proto3 JSON mapping (proto field names, every field
  * present in the response). `method` is one of RegisterRun, GetRun,
- * ListRuns, GetHistory, GetSummary. Retried on UNAVAILABLE until the
+ * ListRuns, GetHistory, GetSummary, FinishRun, DeleteRun. Retried on UNAVAILABLE until the
  * deadline, `timeout_s` seconds from now (> 0). *response_json is set on
  * success; free it with gn_free. Errors: INVALID_ARGUMENT for an unknown
  * method, a request that does not parse as that method's request message, or

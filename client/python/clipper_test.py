@@ -429,6 +429,30 @@ def test_client_history_and_summary(coordinator):
     assert part["clipped_fraction"] == 0.5 and part["skipped_count"] == "0"
 
 
+def test_finish_and_delete_a_run(coordinator):
+    clipper = job(coordinator, "py-finished", RunConfig(participants=1,
+                                                        max_norm=1.0))
+    first = clipper.step(0, norm_of(0.5))
+    finished = clipper.finish()
+    assert finished["run"]["finished"] is True
+    assert finished["run"]["rounds"] == "1"
+    assert clipper.finish()["run"]["finished_unix_micros"] == \
+        finished["run"]["finished_unix_micros"]
+    # A late step that was finalized keeps its answer; a new one is refused.
+    assert clipper.step(0, norm_of(0.5))["total_norm"] == first["total_norm"]
+    with pytest.raises(gradnorm.Error) as info:
+        clipper.step(1, norm_of(0.5))
+    assert info.value.code == "FAILED_PRECONDITION"
+    assert "is finished" in info.value.message
+
+    client = CoordinatorClient(coordinator)
+    assert client.delete_run("py-finished") == 1
+    with pytest.raises(gradnorm.Error) as info:
+        client.get_run("py-finished")
+    assert info.value.code == "NOT_FOUND"
+    assert gn.Clipper(max_norm=1.0).finish() is None
+
+
 def test_unknown_run_is_not_found(coordinator):
     client = CoordinatorClient(coordinator)
     for call in (lambda: client.get_run("py-no-such-run"),

@@ -60,7 +60,8 @@ class CoordinatorClient:
     def call(self, method: str, request: dict,
              timeout_s: Optional[float] = None) -> dict:
         """One rpc by name (RegisterRun, GetRun, ListRuns, GetHistory,
-        GetSummary), request and answer in the proto3 JSON mapping."""
+        GetSummary, FinishRun, DeleteRun), request and answer in the proto3
+        JSON mapping."""
         response = ctypes.c_void_p()
         _lib.check(_lib.lib.gn_coordinator_client_call(
             self._handle, method.encode(), json.dumps(request).encode(),
@@ -96,6 +97,17 @@ class CoordinatorClient:
         return self.call("GetSummary", {
             "run_id": run_id, "from_step": from_step, "to_step": to_step,
             "top_slowest": top_slowest})
+
+    def finish_run(self, run_id: str) -> dict:
+        """Says the run is over (role trainer): it opens no new rounds, its
+        waiting rounds are abandoned, watches of it end. Idempotent.
+        {"run": RunInfo, "abandoned_rounds": int}."""
+        return self.call("FinishRun", {"run_id": run_id})
+
+    def delete_run(self, run_id: str) -> int:
+        """Deletes the run and its history (role admin); returns how many
+        finalized rounds went with it."""
+        return int(self.call("DeleteRun", {"run_id": run_id})["rounds"])
 
     def close(self):
         if self._handle:

@@ -684,6 +684,15 @@ class Clipper:
             "arrival_spread_seconds": result.arrival_spread_seconds,
         }
 
+    def finish(self) -> Optional[dict]:
+        """Tells the coordinator the run is over, after the last step: it
+        opens no new rounds and watches of it end. Only the job's leader
+        calls it (others return None); every job may, any number of times.
+        Without a coordinator: None."""
+        if self._client is None:
+            return None
+        return self._client.finish_run(self._run_id.decode())
+
     def close(self):
         """Destroys the C++ clipper (also at garbage collection)."""
         if self._handle:
