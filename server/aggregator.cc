@@ -120,7 +120,11 @@ class AggregatorImpl final : public Aggregator {
   absl::StatusOr<v1::FinishRunResponse> FinishRun(
       absl::string_view run_id) override;
   absl::StatusOr<v1::DeleteRunResponse> DeleteRun(
-      absl::string_view run_id) override;
+      absl::string_view run_id) override {
+    return DeleteRun(run_id, "request");
+  }
+  int ApplyRetention() override;
+  void StartRetentionThread();
   AggregatorStats Stats() const override;
   absl::Status Shutdown() override;
 
@@ -223,6 +227,9 @@ class AggregatorImpl final : public Aggregator {
   // lock is released, they make the watches look at the run again.
   void WakeWatchesLocked(Run& run, std::vector<std::function<void()>>* ready)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // DeleteRun, logged with `cause` ("request" or "retention").
+  absl::StatusOr<v1::DeleteRunResponse> DeleteRun(absl::string_view run_id,
+                                                  absl::string_view cause);
   // Waits until every finalized round was handed to the store.
   void AwaitAppendsHandedOver() ABSL_LOCKS_EXCLUDED(mu_, append_mu_);
   void ReportLocked(const v1::ReportRequest& request, absl::Time deadline,
@@ -291,6 +298,7 @@ class AggregatorImpl final : public Aggregator {
   bool handing_over_ ABSL_GUARDED_BY(append_mu_) = false;
 
   std::thread expiry_thread_;
+  std::thread retention_thread_;
 };
 
 WatchImpl::~WatchImpl() {
@@ -1097,7 +1105,7 @@ absl::StatusOr<v1::FinishRunResponse> AggregatorImpl::FinishRun(
 }
 
 absl::StatusOr<v1::DeleteRunResponse> AggregatorImpl::DeleteRun(
-    absl::string_view run_id) {
+    absl::string_view run_id, absl::string_view cause) {
   std::lock_guard<std::mutex> changing(register_mu_);
   std::vector<Call> calls;
   std::vector<AbandonedStep> abandoned;  // Deleted with the run.
@@ -1142,9 +1150,60 @@ absl::StatusOr<v1::DeleteRunResponse> AggregatorImpl::DeleteRun(
   if (options_.log != nullptr) {
     options_.log->Log(LogLevel::kInfo, "run_deleted",
                       {{"run", std::string(run_id)},
-                       {"rounds", absl::StrCat(response.rounds())}});
+                       {"rounds", absl::StrCat(response.rounds())},
+                       {"cause", std::string(cause)}});
   }
   return response;
+}
+
+int AggregatorImpl::ApplyRetention() {
+  if (options_.retain_finished_runs == absl::InfiniteDuration()) return 0;
+  std::vector<std::string> expired;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    const int64_t cutoff = absl::ToUnixMicros(
+        clock_->Now() - options_.retain_finished_runs);
+    for (const auto& [id, run] : runs_) {
+      if (run->is_finished() && !run->deleting &&
+          run->info.finished_unix_micros <= cutoff) {
+        expired.push_back(id);
+      }
+    }
+  }
+  int deleted = 0;
+  // One run at a time: each holds only its own rounds up.
+  for (const std::string& id : expired) {
+    absl::StatusOr<v1::DeleteRunResponse> result = DeleteRun(id, "retention");
+    if (result.ok()) {
+      ++deleted;
+    } else if (options_.log != nullptr &&
+               result.status().code() != absl::StatusCode::kUnavailable) {
+      options_.log->Log(LogLevel::kWarning, "retention_failed",
+                        {{"run", id}, {"error", result.status().ToString()}});
+    }
+  }
+  return deleted;
+}
+
+void AggregatorImpl::StartRetentionThread() {
+  if (options_.retain_finished_runs == absl::InfiniteDuration() ||
+      options_.retention_interval <= absl::ZeroDuration()) {
+    return;
+  }
+  retention_thread_ = std::thread([this] {
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        auto stopping = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+          return shutting_down_;
+        };
+        mu_.AwaitWithTimeout(absl::Condition(&stopping),
+                             options_.retention_interval);
+        if (shutting_down_) return;
+      }
+      ApplyRetention();
+    }
+  });
 }
 
 AggregatorStats AggregatorImpl::Stats() const {
@@ -1186,6 +1245,7 @@ absl::Status AggregatorImpl::Shutdown() {
     }
   }
   if (expiry_thread_.joinable()) expiry_thread_.join();
+  if (retention_thread_.joinable()) retention_thread_.join();
   for (Call& call : calls) call.first(std::move(call.second));
   for (const std::function<void()>& on_ready : ready) {
     if (on_ready) on_ready();
@@ -1212,9 +1272,15 @@ absl::StatusOr<std::unique_ptr<Aggregator>> Aggregator::Create(
         ", max_open_rounds_per_run ", options.max_open_rounds_per_run,
         ", max_participants ", options.max_participants));
   }
+  if (options.retain_finished_runs <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "retain_finished_runs must be > 0 (inf keeps every run); got ",
+        absl::FormatDuration(options.retain_finished_runs)));
+  }
   auto aggregator = std::make_unique<AggregatorImpl>(options, store, clock);
   if (absl::Status status = aggregator->Load(); !status.ok()) return status;
   aggregator->StartExpiryThread();
+  aggregator->StartRetentionThread();
   return std::unique_ptr<Aggregator>(std::move(aggregator));
 }
 

@@ -91,6 +91,14 @@ struct AggregatorOptions {
   std::function<void(const v1::RoundResult& result,
                      absl::Duration commit_latency)>
       on_round_committed;
+  // Retention: a finished run is deleted with its history (as DeleteRun)
+  // this long after it was finished; InfiniteDuration() keeps every run.
+  // Applied by ApplyRetention(), which an internal thread calls every
+  // retention_interval (real time) when retention is finite and the interval
+  // is not zero; otherwise the owner calls it. Deleting one run never holds
+  // up the rounds of others.
+  absl::Duration retain_finished_runs = absl::InfiniteDuration();
+  absl::Duration retention_interval = absl::Minutes(10);
   // A run is active while it has open rounds or had a report this recently
   // (AggregatorStats::active_runs).
   absl::Duration active_window = absl::Minutes(10);
@@ -219,6 +227,12 @@ class Aggregator {
   // but for the rounds whose waiters were told ABORTED).
   virtual absl::StatusOr<v1::DeleteRunResponse> DeleteRun(
       absl::string_view run_id) = 0;
+
+  // Deletes every run finished longer than retain_finished_runs ago (by the
+  // Clock), logging each (run_deleted with cause=retention). Returns how
+  // many it deleted; a run the store failed to delete stays and is retried
+  // next time (the log says so).
+  virtual int ApplyRetention() = 0;
 
   // Fails every round and waiter whose deadline (by the Clock) has passed, as
   // described above. Called by the internal thread, or by the owner when

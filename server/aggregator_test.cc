@@ -974,7 +974,7 @@ TEST_F(AggregatorTest, DeleteRunTakesItsHistoryAndFreesItsId) {
   EXPECT_EQ(aggregator_->DeleteRun("gone").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(aggregator_->ListRuns().runs_size(), 1);
   EXPECT_THAT(log.lines(), testing::Contains(MatchesRegex(
-                               ".*event=run_deleted run=gone rounds=2")));
+                               ".*event=run_deleted run=gone rounds=2 cause=request")));
 
   // The id is free: a new run with that id starts empty, and the old watch
   // does not follow it.
@@ -989,6 +989,52 @@ TEST_F(AggregatorTest, DeleteRunTakesItsHistoryAndFreesItsId) {
   EXPECT_EQ(info->rounds(), 1u);
   EXPECT_EQ(info->config().participants(), 1u);
   EXPECT_EQ(aggregator_->GetRun("kept")->rounds(), 1u);
+}
+
+TEST_F(AggregatorTest, RetentionDeletesRunsFinishedLongEnoughAgo) {
+  InMemoryEventLog log;
+  AggregatorOptions options = NoThread();
+  options.log = &log;
+  options.retain_finished_runs = absl::Hours(24);
+  options.retention_interval = absl::ZeroDuration();
+  Start(options);
+  Register(MakeRun("old", 1));
+  Register(MakeRun("recent", 1));
+  Register(MakeRun("running", 1));
+  for (const char* run : {"old", "recent", "running"}) Round(run, 0, {1});
+  ASSERT_TRUE(aggregator_->FinishRun("old").ok());
+  clock_.Advance(absl::Hours(20));
+  ASSERT_TRUE(aggregator_->FinishRun("recent").ok());
+  EXPECT_EQ(aggregator_->ApplyRetention(), 0);  // "old" is 20 h finished.
+  clock_.Advance(absl::Hours(4));
+  EXPECT_EQ(aggregator_->ApplyRetention(), 1);
+  EXPECT_EQ(aggregator_->GetRun("old").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(aggregator_->GetRun("recent").ok());
+  clock_.Advance(absl::Hours(100));
+  EXPECT_EQ(aggregator_->ApplyRetention(), 1);
+  // A run that is not finished is never deleted, however old.
+  EXPECT_TRUE(aggregator_->GetRun("running").ok());
+  EXPECT_THAT(log.lines(), testing::Contains(MatchesRegex(
+                               ".*event=run_deleted run=old rounds=1 cause=retention")));
+  Start(options);
+  EXPECT_EQ(aggregator_->ListRuns().runs_size(), 1);
+}
+
+TEST_F(AggregatorTest, RetentionThreadDeletesInTheBackground) {
+  AggregatorOptions options;
+  options.expiry_interval = absl::ZeroDuration();
+  options.retain_finished_runs = absl::Hours(1);
+  options.retention_interval = absl::Milliseconds(5);
+  Start(options);
+  Register(MakeRun("r", 1));
+  Round("r", 0, {1});
+  ASSERT_TRUE(aggregator_->FinishRun("r").ok());
+  clock_.Advance(absl::Hours(2));
+  for (absl::Time until = absl::Now() + absl::Seconds(10);
+       aggregator_->GetRun("r").ok() && absl::Now() < until;) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(aggregator_->GetRun("r").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(AggregatorTest, ConcurrentParticipantsAgree) {

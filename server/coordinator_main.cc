@@ -54,6 +54,9 @@ ABSL_FLAG(uint32_t, max_runs, 1000, "Unfinished runs this coordinator holds at o
 ABSL_FLAG(uint32_t, max_open_rounds_per_run, 64,
           "Rounds of one run waiting for participants at once");
 ABSL_FLAG(uint32_t, max_participants, 4096, "Largest participants per run");
+ABSL_FLAG(absl::Duration, retain_finished_runs, absl::InfiniteDuration(),
+          "Delete a finished run with its history this long after it was "
+          "finished, e.g. 720h (checked every 10 minutes); inf keeps every run");
 ABSL_FLAG(int32_t, max_message_bytes, 64 * 1024, "Largest request, bytes");
 ABSL_FLAG(double, shutdown_grace_seconds, 2,
           "On SIGTERM, seconds calls get to finish before being cancelled");
@@ -116,6 +119,8 @@ int main(int argc, char** argv) {
   options.tls.client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   options.tokens_file = absl::GetFlag(FLAGS_tokens_file);
   options.aggregator.max_runs = absl::GetFlag(FLAGS_max_runs);
+  options.aggregator.retain_finished_runs =
+      absl::GetFlag(FLAGS_retain_finished_runs);
   options.aggregator.max_open_rounds_per_run =
       absl::GetFlag(FLAGS_max_open_rounds_per_run);
   options.aggregator.max_participants = absl::GetFlag(FLAGS_max_participants);
