@@ -18,6 +18,19 @@ namespace {
 
 constexpr const char* kServiceName = HealthService::kCoordinatorService;
 
+// A store that cannot be read says which file and what to do about it.
+absl::Status DamagedStore(const CoordinatorServerOptions& options,
+                          const absl::Status& status) {
+  if (status.code() != absl::StatusCode::kDataLoss ||
+      options.store != StoreKind::kSqlite) {
+    return status;
+  }
+  return absl::DataLossError(absl::StrCat(
+      "the database ", options.db_path, " is damaged (", status.message(),
+      "); restore it from a backup, or move it aside to start with an empty "
+      "one"));
+}
+
 absl::StatusOr<std::unique_ptr<TelemetryStore>> OpenStore(
     const CoordinatorServerOptions& options) {
   if (options.store == StoreKind::kMemory) {
@@ -30,9 +43,10 @@ absl::StatusOr<std::unique_ptr<TelemetryStore>> OpenStore(
   SqliteStoreOptions store_options;
   store_options.path = options.db_path;
   store_options.synchronous_full = options.sqlite_synchronous_full;
-  ASSIGN_OR_RETURN(std::unique_ptr<SqliteTelemetryStore> store,
-                   SqliteTelemetryStore::Open(store_options));
-  return std::unique_ptr<TelemetryStore>(std::move(store));
+  absl::StatusOr<std::unique_ptr<SqliteTelemetryStore>> store =
+      SqliteTelemetryStore::Open(store_options);
+  if (!store.ok()) return DamagedStore(options, store.status());
+  return std::unique_ptr<TelemetryStore>(*std::move(store));
 }
 
 // "host:port" -> host; the host part may be a bracketed IPv6 address.
@@ -83,9 +97,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
         metrics->RecordRound(result.action());
         metrics->RecordStoreCommit(absl::ToDoubleSeconds(commit_latency));
       };
-  ASSIGN_OR_RETURN(server->aggregator_,
-                   Aggregator::Create(aggregator_options, server->store_.get(),
-                                      Clock::Real()));
+  absl::StatusOr<std::unique_ptr<Aggregator>> aggregator_or = Aggregator::Create(
+      aggregator_options, server->store_.get(), Clock::Real());
+  if (!aggregator_or.ok()) return DamagedStore(options, aggregator_or.status());
+  server->aggregator_ = *std::move(aggregator_or);
   // Read at each scrape; cleared in Shutdown, before the Aggregator goes.
   Aggregator* aggregator = server->aggregator_.get();
   metrics->SetActiveRunsSource([aggregator] {

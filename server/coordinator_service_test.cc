@@ -423,6 +423,69 @@ TEST_F(CoordinatorServiceTest, AuthenticationAndRoles) {
   EXPECT_THAT(text, HasSubstr("gradnorm_reports_total{code=\"UNAUTHENTICATED\"} 1"));
 }
 
+// A damaged database stops the start with DATA_LOSS naming the file and what
+// to do, whatever the damage: garbage, a truncated file, broken pages.
+TEST_F(CoordinatorServiceTest, DamagedDatabaseStopsStartupWithAClearError) {
+  const std::string good = TempPath("damaged_source.db");
+  std::remove(good.c_str());
+  {
+    CoordinatorServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.store = StoreKind::kSqlite;
+    options.db_path = good;
+    auto server = CoordinatorServer::Create(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    TestClient client(NewChannel((*server)->address()));
+    ASSERT_TRUE(client.RegisterRun("r", Config(1)).ok());
+    for (int step = 0; step < 200; ++step) {
+      ASSERT_TRUE(client.Report("r", step, 0, 1.0 + step).ok());
+    }
+    ASSERT_TRUE((*server)->Shutdown().ok());
+  }
+  std::string bytes;
+  {
+    std::ifstream in(good, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  ASSERT_GT(bytes.size(), 3 * 4096u);
+  std::string garbage(bytes.size(), '\0');
+  for (size_t i = 0; i < garbage.size(); ++i) garbage[i] = static_cast<char>(i * 131 + 7);
+  std::string broken_pages = bytes;
+  for (size_t page = 4096; page + 8 <= broken_pages.size(); page += 4096) {
+    broken_pages.replace(page, 8, "\xde\xad\xbe\xef\xde\xad\xbe\xef");
+  }
+  const std::pair<const char*, std::string> damages[] = {
+      {"garbage", garbage},
+      {"truncated", bytes.substr(0, bytes.size() / 2 + 100)},
+      {"broken_pages", broken_pages},
+  };
+  for (const auto& [name, content] : damages) {
+    SCOPED_TRACE(name);
+    const std::string path = TempPath(absl::StrCat("damaged_", name, ".db"));
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << content;
+    CoordinatorServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.store = StoreKind::kSqlite;
+    options.db_path = path;
+    auto server = CoordinatorServer::Create(options);
+    ASSERT_FALSE(server.ok());
+    EXPECT_EQ(server.status().code(), absl::StatusCode::kDataLoss) << server.status();
+    EXPECT_THAT(std::string(server.status().message()),
+                MatchesRegex(absl::StrCat("the database ", path,
+                                          " is damaged \\(.+\\); restore it from a "
+                                          "backup, or move it aside to start with an "
+                                          "empty one")));
+  }
+  // The undamaged file still opens, with its history.
+  CoordinatorServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.store = StoreKind::kSqlite;
+  options.db_path = good;
+  auto server = CoordinatorServer::Create(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ((*server)->aggregator()->GetRun("r")->rounds(), 200u);
+}
+
 TEST_F(CoordinatorServiceTest, BadTokensFileStopsStartup) {
   const std::string tokens = TempPath("bad_tokens.txt");
   std::ofstream(tokens) << kTrainerToken << " root\n";
