@@ -58,71 +58,66 @@ struct RawCallResult {
 // Calls `method` (e.g. "/gradnorm.v1.Coordinator/Report") with `requests` as
 // raw bytes, whatever the method's kind (a unary or server-streaming method
 // is one message each way on the wire), half-closes, and collects every
-// message the server writes until it finishes.
+// message the server writes until it finishes. Driven on the caller's thread
+// through a completion queue (a callback client costs a thread hop per
+// operation, which the fuzzer feels).
 inline RawCallResult RawCall(const std::shared_ptr<grpc::Channel>& channel,
                              const std::string& method,
                              std::vector<std::string> requests,
-                             const std::string& token = "") {
-  class Reactor final
-      : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
-   public:
-    explicit Reactor(std::vector<std::string> requests)
-        : requests_(std::move(requests)) {}
-
-    void Begin() {
-      StartRead(&in_);
-      WriteNext();
-      StartCall();
+                             const std::string& token = "",
+                             absl::Duration timeout = absl::Seconds(20)) {
+  RawCallResult result;
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  grpc::CompletionQueue queue;
+  auto await = [&queue]() {
+    void* tag = nullptr;
+    bool ok = false;
+    if (!queue.Next(&tag, &ok)) return false;
+    return ok;
+  };
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call =
+      stub.PrepareCall(&context, method, &queue);
+  call->StartCall(nullptr);
+  if (await()) {
+    bool writing = true;
+    for (const std::string& request : requests) {
+      grpc::Slice slice(request);
+      grpc::ByteBuffer out(&slice, 1);
+      call->Write(out, nullptr);
+      if (!await()) {
+        writing = false;  // The server finished the call already.
+        break;
+      }
     }
-    void OnWriteDone(bool ok) override {
-      if (ok) WriteNext();
+    if (writing) {
+      call->WritesDone(nullptr);
+      await();
     }
-    void OnReadDone(bool ok) override {
-      if (!ok) return;
+    grpc::ByteBuffer in;
+    while (true) {
+      call->Read(&in, nullptr);
+      if (!await()) break;
       std::vector<grpc::Slice> slices;
       std::string message;
-      if (in_.Dump(&slices).ok()) {
+      if (in.Dump(&slices).ok()) {
         for (const grpc::Slice& slice : slices) {
           message.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
         }
       }
       result.messages.push_back(std::move(message));
-      StartRead(&in_);
     }
-    void OnDone(const grpc::Status& status) override {
-      result.status = status;
-      done.Notify();
-    }
-
-    grpc::ClientContext context;
-    RawCallResult result;
-    absl::Notification done;
-
-   private:
-    void WriteNext() {
-      if (next_ == requests_.size()) {
-        StartWritesDone();
-        return;
-      }
-      grpc::Slice slice(requests_[next_++]);
-      out_ = grpc::ByteBuffer(&slice, 1);
-      StartWrite(&out_);
-    }
-
-    std::vector<std::string> requests_;
-    size_t next_ = 0;
-    grpc::ByteBuffer out_;
-    grpc::ByteBuffer in_;
-  };
-
-  grpc::GenericStub stub(channel);
-  Reactor reactor(std::move(requests));
-  if (!token.empty()) reactor.context.AddMetadata("authorization", "Bearer " + token);
-  reactor.context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
-  stub.PrepareBidiStreamingCall(&reactor.context, method, grpc::StubOptions(), &reactor);
-  reactor.Begin();
-  reactor.done.WaitForNotification();
-  return reactor.result;
+  }
+  call->Finish(&result.status, nullptr);
+  await();
+  queue.Shutdown();
+  void* tag;
+  bool ok;
+  while (queue.Next(&tag, &ok)) {
+  }
+  return result;
 }
 
 class TestClient {
