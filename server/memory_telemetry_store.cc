@@ -53,6 +53,35 @@ absl::Status MemoryTelemetryStore::DeleteRun(const std::string& run_id) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<StoreIndex> MemoryTelemetryStore::LoadIndex() {
+  absl::StatusOr<StoreContents> contents = Load();
+  if (!contents.ok()) return contents.status();
+  StoreIndex index;
+  index.runs = std::move(contents->runs);
+  index.abandoned = std::move(contents->abandoned);
+  for (const RoundRecord& record : contents->rounds) {  // In sequence order.
+    const v1::RoundResult& r = record.result;
+    index.rounds[r.run_id()].push_back(
+        IndexedRound{r.step(), record.sequence, r.total_norm(), r.action()});
+  }
+  return index;
+}
+
+absl::StatusOr<std::vector<RoundRecord>> MemoryTelemetryStore::ReadRounds(
+    const std::string& run_id, uint64_t from_step, uint64_t to_step,
+    size_t limit) {
+  absl::MutexLock lock(&mu_);
+  std::vector<RoundRecord> rounds;
+  if (from_step > to_step) return rounds;
+  for (auto it = rounds_.lower_bound({run_id, from_step});
+       it != rounds_.end() && it->first.first == run_id &&
+       it->first.second <= to_step && (limit == 0 || rounds.size() < limit);
+       ++it) {
+    rounds.push_back(it->second);
+  }
+  return rounds;
+}
+
 absl::Status MemoryTelemetryStore::Commit(RoundRecord record) {
   auto key = std::make_pair(record.result.run_id(), record.result.step());
   if (rounds_.count(key) > 0) {

@@ -44,6 +44,10 @@ class MemoryTelemetryStore final : public TelemetryStore {
   absl::Status FinishRun(const std::string& run_id,
                          int64_t finished_unix_micros) override;
   absl::Status DeleteRun(const std::string& run_id) override;
+  absl::StatusOr<StoreIndex> LoadIndex() override;
+  absl::StatusOr<std::vector<RoundRecord>> ReadRounds(
+      const std::string& run_id, uint64_t from_step, uint64_t to_step,
+      size_t limit) override;
   void AppendRound(RoundRecord record, CommitCallback done) override;
   absl::StatusOr<StoreContents> Load() override;
   absl::Status Flush() override;

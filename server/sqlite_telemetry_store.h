@@ -85,6 +85,10 @@ class SqliteTelemetryStore final : public TelemetryStore {
   absl::Status FinishRun(const std::string& run_id,
                          int64_t finished_unix_micros) override;
   absl::Status DeleteRun(const std::string& run_id) override;
+  absl::StatusOr<StoreIndex> LoadIndex() override;
+  absl::StatusOr<std::vector<RoundRecord>> ReadRounds(
+      const std::string& run_id, uint64_t from_step, uint64_t to_step,
+      size_t limit) override;
   void AppendRound(RoundRecord record, CommitCallback done) override;
   absl::StatusOr<StoreContents> Load() override;
   absl::Status Flush() override;
@@ -127,6 +131,10 @@ class SqliteTelemetryStore final : public TelemetryStore {
   absl::Status WriteRunChange(const RunChange& change)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
   absl::Status Exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
+  absl::StatusOr<std::vector<RunRecord>> LoadRunsLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
+  absl::StatusOr<std::vector<AbandonedStep>> LoadAbandonedLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
 
   const SqliteStoreOptions options_;
 

@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -89,6 +90,26 @@ struct StoreContents {
   std::vector<AbandonedStep> abandoned;
 };
 
+// What the Aggregator needs at start of a finalized round: its step (taken),
+// and what replays the run's policies. The rest stays in the store.
+struct IndexedRound {
+  uint64_t step = 0;
+  uint64_t sequence = 0;
+  double total_norm = 0.0;
+  v1::Action action = v1::ACTION_UNSPECIFIED;
+};
+
+// What the Aggregator loads at start: every run and abandoned step, and an
+// index of the rounds, not the rounds themselves (ReadRounds reads those).
+struct StoreIndex {
+  // Ordered by run_id.
+  std::vector<RunRecord> runs;
+  // Run id -> its rounds, ordered by sequence (finalization order).
+  std::map<std::string, std::vector<IndexedRound>> rounds;
+  // Ordered by (run_id, step).
+  std::vector<AbandonedStep> abandoned;
+};
+
 class TelemetryStore {
  public:
   // Called exactly once per AppendRound: OK once the record is durable, or the
@@ -128,6 +149,20 @@ class TelemetryStore {
   // Reads every stored run, round and abandoned step. Meant for start-up: call it before the
   // first AppendRound. Errors: the database's, translated.
   virtual absl::StatusOr<StoreContents> Load() = 0;
+
+  // The index of everything stored (see StoreIndex): what the Aggregator
+  // reads at start instead of Load, in time and memory proportional to the
+  // number of rounds but not to their size. Errors: the database's.
+  virtual absl::StatusOr<StoreIndex> LoadIndex() = 0;
+
+  // The committed rounds of `run_id` with steps in [from_step, to_step], in
+  // step order, at most `limit` of them (0: no limit); none when from_step >
+  // to_step. May be called concurrently with appends: it sees the rounds
+  // committed when it runs. Errors: DATA_LOSS (a round's record does not
+  // decode), the database's.
+  virtual absl::StatusOr<std::vector<RoundRecord>> ReadRounds(
+      const std::string& run_id, uint64_t from_step, uint64_t to_step,
+      size_t limit) = 0;
 
   // Returns once every record appended before the call has been committed (or
   // failed) and its callback has returned. Returns the first error an

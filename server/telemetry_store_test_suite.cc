@@ -178,6 +178,60 @@ TEST_P(TelemetryStoreTest, RoundsRoundTripInFinalizationOrder) {
   ExpectSameRound(contents->rounds[4], records[4]);
 }
 
+TEST_P(TelemetryStoreTest, IndexAndRangeReadsSeeWhatLoadSees) {
+  std::unique_ptr<TelemetryStore> store = Open(GetParam());
+  ASSERT_TRUE(store->PutRun(MakeRun("b", 3)).ok());
+  ASSERT_TRUE(store->PutRun(MakeRun("a", 3)).ok());
+  constexpr uint64_t kTop = 18446744073709551615ull;
+  std::vector<RoundRecord> records = {
+      MakeRoundRecord("b", 7, 1, 2.5, 3),
+      MakeRoundRecord("b", kTop, 2, kNaN, 3),
+      MakeRoundRecord("a", 9, 1, 0.5, 3),
+      MakeRoundRecord("b", 3, 3, kInf, 3),
+      MakeRoundRecord("b", uint64_t{1} << 63, 4, 1.5, 3),
+  };
+  for (const RoundRecord& r : records) {
+    ASSERT_TRUE(AppendAndWait(store.get(), r).ok());
+  }
+  ASSERT_TRUE(store->PutAbandonedStep({"b", 5, "participant 1 missing"}).ok());
+  absl::StatusOr<StoreIndex> index = store->LoadIndex();
+  ASSERT_TRUE(index.ok()) << index.status();
+  ASSERT_EQ(index->runs.size(), 2u);
+  ASSERT_EQ(index->abandoned.size(), 1u);
+  ASSERT_EQ(index->rounds.size(), 2u);
+  const std::vector<IndexedRound>& b = index->rounds.at("b");
+  ASSERT_EQ(b.size(), 4u);  // In sequence order.
+  EXPECT_EQ(b[0].step, 7u);
+  EXPECT_EQ(b[0].total_norm, 2.5);
+  EXPECT_EQ(b[1].step, kTop);
+  EXPECT_TRUE(std::isnan(b[1].total_norm));
+  EXPECT_EQ(b[2].step, 3u);
+  EXPECT_EQ(b[3].sequence, 4u);
+  EXPECT_EQ(b[3].action, records[4].result.action());
+
+  // Ranges in unsigned step order, across 2^63.
+  auto steps = [&](uint64_t from, uint64_t to, size_t limit) {
+    std::vector<uint64_t> out;
+    absl::StatusOr<std::vector<RoundRecord>> rounds = store->ReadRounds("b", from, to, limit);
+    EXPECT_TRUE(rounds.ok()) << rounds.status();
+    if (rounds.ok()) {
+      for (const RoundRecord& r : *rounds) out.push_back(r.result.step());
+    }
+    return out;
+  };
+  EXPECT_EQ(steps(0, kTop, 0), (std::vector<uint64_t>{3, 7, uint64_t{1} << 63, kTop}));
+  EXPECT_EQ(steps(4, kTop, 2), (std::vector<uint64_t>{7, uint64_t{1} << 63}));
+  EXPECT_EQ(steps(8, kTop - 1, 0), (std::vector<uint64_t>{uint64_t{1} << 63}));
+  EXPECT_EQ(steps(7, 7, 1), (std::vector<uint64_t>{7}));
+  EXPECT_TRUE(steps(8, 9, 0).empty());
+  EXPECT_TRUE(steps(9, 8, 0).empty());
+  absl::StatusOr<std::vector<RoundRecord>> one = store->ReadRounds("b", 7, 7, 1);
+  ASSERT_TRUE(one.ok());
+  ASSERT_EQ(one->size(), 1u);
+  ExpectSameRound((*one)[0], records[0]);
+  EXPECT_TRUE(store->ReadRounds("nobody", 0, kTop, 0)->empty());
+}
+
 TEST_P(TelemetryStoreTest, AbandonedStepsRoundTripInOrderOnce) {
   std::unique_ptr<TelemetryStore> store = Open(GetParam());
   ASSERT_TRUE(store->PutRun(MakeRun("b", 3)).ok());
