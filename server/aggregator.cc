@@ -84,6 +84,11 @@ class WatchImpl final : public RoundWatch {
   // registered again is another run.
   const uint64_t incarnation_;
   const uint64_t from_step_;
+  // The replay reads the store in chunks, without the aggregator's lock;
+  // Next() is never called concurrently with itself, so these need none.
+  static constexpr size_t kReplayChunk = 256;
+  std::deque<v1::RoundResult> replay_buffer_;
+  bool replay_read_all_ = false;
   // Guarded by the aggregator's mu_.
   bool replaying_ = true;
   uint64_t next_step_;
@@ -163,7 +168,15 @@ class AggregatorImpl final : public Aggregator {
     RunRecord info;
     RoundPolicy policy;
     uint64_t next_sequence = 1;
+    // Rounds finalized since start, and stored ones read back for a late
+    // duplicate report; the others stay in the store.
     std::map<uint64_t, FinishedRound> finished;
+    // Steps of the rounds stored before start, ascending.
+    std::vector<uint64_t> stored_steps;
+    // Finalized rounds in all, and the highest finalized step (valid when
+    // rounds > 0).
+    uint64_t rounds = 0;
+    uint64_t last_step = 0;
     std::map<uint64_t, OpenRound> open;
     // Step -> why it was abandoned.
     std::map<uint64_t, std::string> abandoned;
@@ -232,9 +245,22 @@ class AggregatorImpl final : public Aggregator {
                                                   absl::string_view cause);
   // Waits until every finalized round was handed to the store.
   void AwaitAppendsHandedOver() ABSL_LOCKS_EXCLUDED(mu_, append_mu_);
+  // Handles a report, or sets *fetch (and leaves `done` alone) when its step
+  // was stored before start and must be read back first (FetchRound).
   void ReportLocked(const v1::ReportRequest& request, absl::Time deadline,
-                    ReportCallback done, std::vector<Call>* calls,
-                    bool* finalized) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                    ReportCallback& done, std::vector<Call>* calls,
+                    bool* finalized, bool* fetch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reads a round stored before start into its run's `finished`.
+  absl::Status FetchRound(const std::string& run_id, uint64_t step)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // The run's committed rounds over [from_step, to_step] (to_step 0: the
+  // last), read from the store; `*participants` is the run's.
+  absl::StatusOr<std::vector<RoundRecord>> ReadRange(absl::string_view run_id,
+                                                     uint64_t from_step,
+                                                     uint64_t to_step,
+                                                     uint32_t* participants) const
+      ABSL_LOCKS_EXCLUDED(mu_);
   RoundRecord FinalizeLocked(Run& run, uint64_t step, OpenRound& round,
                              uint32_t last_participant)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -254,11 +280,6 @@ class AggregatorImpl final : public Aggregator {
   std::vector<uint32_t> MissingLocked(const Run& run,
                                       const OpenRound& round) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // The finished rounds of run `run_id` with steps in [from_step, to_step]
-  // (to_step 0: the last finished step), in step order; `*run` is the run.
-  absl::StatusOr<std::vector<const RoundRecord*>> RangeLocked(
-      absl::string_view run_id, uint64_t from_step, uint64_t to_step,
-      const Run** run) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   const AggregatorOptions options_;
   TelemetryStore* const store_;
@@ -308,6 +329,49 @@ WatchImpl::~WatchImpl() {
 }
 
 absl::StatusOr<std::optional<v1::RoundResult>> WatchImpl::Next() {
+  while (true) {
+    // The replay: the stored rounds, read a chunk at a time outside the lock.
+    if (replay_buffer_.empty() && !replay_read_all_) {
+      absl::StatusOr<std::vector<RoundRecord>> chunk =
+          aggregator_->store_->ReadRounds(run_id_, next_step_, UINT64_MAX,
+                                          kReplayChunk);
+      if (!chunk.ok()) return chunk.status();
+      if (chunk->size() < kReplayChunk || chunk->back().result.step() == UINT64_MAX) {
+        replay_read_all_ = true;
+      } else {
+        next_step_ = chunk->back().result.step() + 1;
+      }
+      for (RoundRecord& record : *chunk) {
+        replay_buffer_.push_back(std::move(record.result));
+      }
+    }
+    absl::MutexLock lock(&aggregator_->mu_);
+    if (aggregator_->shutting_down_) {
+      return absl::UnavailableError(kShuttingDown);
+    }
+    auto found = aggregator_->runs_.find(run_id_);
+    if (found == aggregator_->runs_.end() ||
+        found->second->incarnation != incarnation_ || found->second->deleting) {
+      return absl::NotFoundError(
+          absl::StrCat("run ", run_id_, " was deleted while it was watched"));
+    }
+    const auto& run = *found->second;
+    if (!replaying_) break;
+    if (replay_buffer_.empty()) {
+      if (replay_read_all_) replaying_ = false;
+      continue;
+    }
+    v1::RoundResult round = std::move(replay_buffer_.front());
+    replay_buffer_.pop_front();
+    // A round committed after Watch() (or whose commit is being reported
+    // right now) comes through the live log instead.
+    if (run.open.count(round.step()) > 0) continue;
+    if (auto it = run.finished.find(round.step());
+        it != run.finished.end() && it->second.live_index > snapshot_) {
+      continue;
+    }
+    return std::optional<v1::RoundResult>(std::move(round));
+  }
   absl::MutexLock lock(&aggregator_->mu_);
   if (aggregator_->shutting_down_) {
     return absl::UnavailableError(kShuttingDown);
@@ -319,19 +383,6 @@ absl::StatusOr<std::optional<v1::RoundResult>> WatchImpl::Next() {
         absl::StrCat("run ", run_id_, " was deleted while it was watched"));
   }
   const auto& run = *found->second;
-  if (replaying_) {
-    for (auto it = run.finished.lower_bound(next_step_);
-         it != run.finished.end(); ++it) {
-      if (it->second.live_index > snapshot_) continue;  // Comes live.
-      if (it->first == UINT64_MAX) {
-        replaying_ = false;
-      } else {
-        next_step_ = it->first + 1;
-      }
-      return std::optional<v1::RoundResult>(it->second.record.result);
-    }
-    replaying_ = false;
-  }
   while (live_pos_ < run.live_log.size()) {
     const uint64_t step = run.live_log[live_pos_++];
     if (step < from_step_) continue;
@@ -349,7 +400,7 @@ absl::StatusOr<std::optional<v1::RoundResult>> WatchImpl::Next() {
 }
 
 absl::Status AggregatorImpl::Load() {
-  absl::StatusOr<StoreContents> contents = store_->Load();
+  absl::StatusOr<StoreIndex> contents = store_->LoadIndex();
   if (!contents.ok()) return contents.status();
   absl::MutexLock lock(&mu_);
   for (RunRecord& record : contents->runs) {
@@ -357,27 +408,26 @@ absl::Status AggregatorImpl::Load() {
     runs_.emplace(std::move(id), std::make_unique<Run>(std::move(record),
                                                        next_incarnation_++));
   }
-  for (RoundRecord& record : contents->rounds) {
-    auto it = runs_.find(record.result.run_id());
+  // Only the index of the rounds: their records stay in the store until a
+  // query or a late duplicate report reads them.
+  for (const auto& [run_id, rounds] : contents->rounds) {
+    auto it = runs_.find(run_id);
     if (it == runs_.end()) {
       return absl::DataLossError(absl::StrCat(
-          "the store holds ", RoundName(record.result.run_id(),
-                                        record.result.step()),
+          "the store holds ", rounds.size(), " rounds of run ", run_id,
           " but no such run"));
     }
     Run& run = *it->second;
-    if (record.participants.size() != run.info.config.participants()) {
-      return absl::DataLossError(absl::StrCat(
-          "the store holds ", record.participants.size(),
-          " participant records for ",
-          RoundName(record.result.run_id(), record.result.step()),
-          "; expected ", run.info.config.participants()));
+    run.stored_steps.reserve(rounds.size());
+    for (const IndexedRound& round : rounds) {
+      // Replaying in finalization order rebuilds the policies' state exactly.
+      run.policy.Observe(round.total_norm, round.action);
+      run.next_sequence = std::max(run.next_sequence, round.sequence + 1);
+      run.stored_steps.push_back(round.step);
+      run.last_step = run.rounds == 0 ? round.step : std::max(run.last_step, round.step);
+      ++run.rounds;
     }
-    // Replaying in finalization order rebuilds the policies' state exactly.
-    run.policy.Observe(record.result.total_norm(), record.result.action());
-    run.next_sequence = std::max(run.next_sequence, record.sequence + 1);
-    const uint64_t step = record.result.step();
-    run.finished[step] = FinishedRound{std::move(record), 0};
+    std::sort(run.stored_steps.begin(), run.stored_steps.end());
   }
   for (AbandonedStep& step : contents->abandoned) {
     auto it = runs_.find(step.run_id);
@@ -499,8 +549,8 @@ v1::RunInfo AggregatorImpl::InfoLocked(const Run& run) const {
   info.set_run_id(run.info.run_id);
   *info.mutable_config() = run.info.config;
   info.set_created_unix_micros(run.info.created_unix_micros);
-  info.set_rounds(run.finished.size());
-  if (!run.finished.empty()) info.set_last_step(run.finished.rbegin()->first);
+  info.set_rounds(run.rounds);
+  if (run.rounds > 0) info.set_last_step(run.last_step);
   info.set_open_rounds(run.open.size());
   info.set_finished(run.is_finished());
   info.set_finished_unix_micros(run.info.finished_unix_micros);
@@ -615,18 +665,60 @@ void AggregatorImpl::Report(const v1::ReportRequest& request,
                             absl::Time deadline, ReportCallback done) {
   std::vector<Call> calls;
   bool finalized = false;
-  {
-    absl::MutexLock lock(&mu_);
-    ReportLocked(request, deadline, std::move(done), &calls, &finalized);
+  // At most one read from the store: the round read back stays in memory.
+  for (int attempt = 0;; ++attempt) {
+    bool fetch = false;
+    {
+      absl::MutexLock lock(&mu_);
+      ReportLocked(request, deadline, done, &calls, &finalized, &fetch);
+    }
+    if (!fetch) break;
+    absl::Status fetched =
+        attempt == 0
+            ? FetchRound(request.run_id(), request.step())
+            : absl::InternalError(absl::StrCat(
+                  RoundName(request.run_id(), request.step()),
+                  " was read from the store but is not in memory"));
+    if (!fetched.ok()) {
+      calls.emplace_back(std::move(done), std::move(fetched));
+      break;
+    }
   }
   if (finalized) HandAppendsToStore();
   for (Call& call : calls) call.first(std::move(call.second));
 }
 
+absl::Status AggregatorImpl::FetchRound(const std::string& run_id,
+                                        uint64_t step) {
+  absl::StatusOr<std::vector<RoundRecord>> read =
+      store_->ReadRounds(run_id, step, step, 1);
+  if (!read.ok()) return read.status();
+  absl::MutexLock lock(&mu_);
+  const Run* found = nullptr;
+  if (absl::Status status = CheckRunLocked(run_id, &found); !status.ok()) {
+    return status;
+  }
+  Run& run = *const_cast<Run*>(found);
+  if (read->empty()) {
+    return absl::DataLossError(absl::StrCat(
+        "the store's index holds ", RoundName(run_id, step),
+        " but the store has no such round"));
+  }
+  RoundRecord& record = read->front();
+  if (record.participants.size() != run.info.config.participants()) {
+    return absl::DataLossError(absl::StrCat(
+        "the store holds ", record.participants.size(),
+        " participant records for ", RoundName(run_id, step), "; expected ",
+        run.info.config.participants()));
+  }
+  run.finished.emplace(step, FinishedRound{std::move(record), 0});
+  return absl::OkStatus();
+}
+
 void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
-                                  absl::Time deadline, ReportCallback done,
-                                  std::vector<Call>* calls,
-                                  bool* finalized) {
+                                  absl::Time deadline, ReportCallback& done,
+                                  std::vector<Call>* calls, bool* finalized,
+                                  bool* fetch) {
   auto fail = [&](absl::Status status) {
     calls->emplace_back(std::move(done), std::move(status));
   };
@@ -675,6 +767,11 @@ void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
     const double stored = record.participants[participant].partial;
     if (!SamePartial(stored, partial)) return fail(conflict(stored));
     calls->emplace_back(std::move(done), OutcomeLocked(run, record));
+    return;
+  }
+  if (std::binary_search(run.stored_steps.begin(), run.stored_steps.end(),
+                         step)) {
+    *fetch = true;  // Finalized before start: read it back, then answer.
     return;
   }
   if (auto it = run.abandoned.find(step); it != run.abandoned.end()) {
@@ -829,6 +926,8 @@ void AggregatorImpl::OnCommitted(const std::string& run_id, uint64_t step,
       outcome = OutcomeLocked(run, round.record);
       committed = round.record.result;
       run.live_log.push_back(step);
+      run.last_step = run.rounds == 0 ? step : std::max(run.last_step, step);
+      ++run.rounds;
       run.finished[step] =
           FinishedRound{std::move(round.record), run.live_log.size()};
       for (WatchImpl* watch : run.watches) {
@@ -981,43 +1080,55 @@ absl::StatusOr<v1::RunInfo> AggregatorImpl::GetRun(
   return InfoLocked(*run);
 }
 
-absl::StatusOr<std::vector<const RoundRecord*>> AggregatorImpl::RangeLocked(
+absl::StatusOr<std::vector<RoundRecord>> AggregatorImpl::ReadRange(
     absl::string_view run_id, uint64_t from_step, uint64_t to_step,
-    const Run** run) const {
-  if (absl::Status status = CheckRunLocked(run_id, run); !status.ok()) {
-    return status;
+    uint32_t* participants) const {
+  StepRange range;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    const Run* run = nullptr;
+    if (absl::Status status = CheckRunLocked(run_id, &run); !status.ok()) {
+      return status;
+    }
+    const uint64_t last = run->rounds > 0 ? run->last_step : 0;
+    absl::StatusOr<StepRange> resolved =
+        ResolveStepRange(from_step, to_step, last);
+    if (!resolved.ok()) return resolved.status();
+    range = *resolved;
+    *participants = run->info.config.participants();
   }
-  const uint64_t last =
-      (*run)->finished.empty() ? 0 : (*run)->finished.rbegin()->first;
-  absl::StatusOr<StepRange> range = ResolveStepRange(from_step, to_step, last);
-  if (!range.ok()) return range.status();
-  std::vector<const RoundRecord*> rounds;
-  for (auto it = (*run)->finished.lower_bound(range->from);
-       it != (*run)->finished.end() && it->first <= range->to; ++it) {
-    rounds.push_back(&it->second.record);
-  }
-  return rounds;
+  // The store has every committed round; reading it takes no lock of ours,
+  // so rounds go on meanwhile.
+  return store_->ReadRounds(std::string(run_id), range.from, range.to, 0);
 }
+
+namespace {
+
+std::vector<const RoundRecord*> Pointers(const std::vector<RoundRecord>& rounds) {
+  std::vector<const RoundRecord*> pointers;
+  pointers.reserve(rounds.size());
+  for (const RoundRecord& round : rounds) pointers.push_back(&round);
+  return pointers;
+}
+
+}  // namespace
 
 absl::StatusOr<v1::GetHistoryResponse> AggregatorImpl::GetHistory(
     const v1::GetHistoryRequest& request) const {
-  absl::ReaderMutexLock lock(&mu_);
-  const Run* run = nullptr;
-  absl::StatusOr<std::vector<const RoundRecord*>> rounds = RangeLocked(
-      request.run_id(), request.from_step(), request.to_step(), &run);
+  uint32_t participants = 0;
+  absl::StatusOr<std::vector<RoundRecord>> rounds = ReadRange(
+      request.run_id(), request.from_step(), request.to_step(), &participants);
   if (!rounds.ok()) return rounds.status();
-  return BuildHistory(*rounds, request.max_points());
+  return BuildHistory(Pointers(*rounds), request.max_points());
 }
 
 absl::StatusOr<v1::GetSummaryResponse> AggregatorImpl::GetSummary(
     const v1::GetSummaryRequest& request) const {
-  absl::ReaderMutexLock lock(&mu_);
-  const Run* run = nullptr;
-  absl::StatusOr<std::vector<const RoundRecord*>> rounds = RangeLocked(
-      request.run_id(), request.from_step(), request.to_step(), &run);
+  uint32_t participants = 0;
+  absl::StatusOr<std::vector<RoundRecord>> rounds = ReadRange(
+      request.run_id(), request.from_step(), request.to_step(), &participants);
   if (!rounds.ok()) return rounds.status();
-  return BuildSummary(*rounds, run->info.config.participants(),
-                      request.top_slowest());
+  return BuildSummary(Pointers(*rounds), participants, request.top_slowest());
 }
 
 absl::StatusOr<std::unique_ptr<RoundWatch>> AggregatorImpl::Watch(
@@ -1143,7 +1254,7 @@ absl::StatusOr<v1::DeleteRunResponse> AggregatorImpl::DeleteRun(
       run.deleting = false;
       return deleted;
     }
-    response.set_rounds(run.finished.size());
+    response.set_rounds(run.rounds);
     // Watches still open hold only the run's id and incarnation.
     runs_.erase(it);
   }
@@ -1213,6 +1324,7 @@ AggregatorStats AggregatorImpl::Stats() const {
   const absl::Time now = clock_->Now();
   for (const auto& [id, run] : runs_) {
     stats.open_rounds += run->open.size();
+    stats.rounds_in_memory += run->finished.size();
     if (!run->is_finished() &&
         (!run->open.empty() ||
          now - run->last_report < options_.active_window)) {

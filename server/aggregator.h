@@ -35,14 +35,17 @@
 // (ABORTED) from one it may wait out by repeating its report
 // (DEADLINE_EXCEEDED).
 //
-// Restart. Create() loads every run and finished round from the store and
-// replays the policies over each run's history in finalization order, so
-// decisions after a restart are those the coordinator would have made without
-// it. Unfinished rounds are lost; clients retry (the same reports) and complete
-// them.
+// Restart. Create() loads every run and abandoned step and an index of the
+// stored rounds (step, sequence, total and action: TelemetryStore::LoadIndex),
+// not the rounds' records, and replays the policies over each run's history
+// in finalization order, so decisions after a restart are those the
+// coordinator would have made without it. A late report of a step stored
+// before the restart reads that round back from the store. Unfinished rounds
+// are lost; clients retry (the same reports) and complete them.
 //
-// Memory: every finished round (its result and per-participant partials and
-// arrival offsets) stays in memory; queries read it there.
+// Memory: the rounds finalized since start stay in memory (their records);
+// of older ones only the index. Queries (history, summary, a watch's
+// replay) read the store, outside the Aggregator's lock.
 //
 // Thread-safety: every method may be called from any thread concurrently.
 // Callbacks (Report's `done`, Watch's `on_ready`, the observer) are called
@@ -117,6 +120,10 @@ struct AggregatorStats {
   uint64_t active_runs = 0;
   // Rounds waiting for participants or for their commit, over all runs.
   uint64_t open_rounds = 0;
+  // Finalized rounds whose records are in memory: those finalized since
+  // start and those read back from the store for a late report. The others
+  // stay in the store (queries read them there).
+  uint64_t rounds_in_memory = 0;
   // Report callbacks not yet called.
   uint64_t waiters = 0;
   // Deadlines (of rounds and of waiters) kept for the expiry check, including

@@ -1043,6 +1043,78 @@ TEST_F(AggregatorTest, RetentionThreadDeletesInTheBackground) {
   EXPECT_EQ(aggregator_->GetRun("r").status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(AggregatorTest, RestartKeepsOnlyTheIndexAndReadsRoundsBackWhenAsked) {
+  Register(MakeRun("r", 2));
+  std::vector<v1::RoundResult> before;
+  for (uint64_t step = 0; step < 5; ++step) {
+    before.push_back(Round("r", step, {1.0 + step, 2.0}));
+  }
+  EXPECT_EQ(aggregator_->Stats().rounds_in_memory, 5u);
+  Start();
+  EXPECT_EQ(aggregator_->Stats().rounds_in_memory, 0u);
+  absl::StatusOr<v1::RunInfo> info = aggregator_->GetRun("r");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->rounds(), 5u);
+  EXPECT_EQ(info->last_step(), 4u);
+  // History and summary read the store.
+  v1::GetHistoryRequest history;
+  history.set_run_id("r");
+  absl::StatusOr<v1::GetHistoryResponse> buckets = aggregator_->GetHistory(history);
+  ASSERT_TRUE(buckets.ok());
+  ASSERT_EQ(buckets->buckets_size(), 5);
+  EXPECT_EQ(buckets->buckets(3).last_norm(), before[3].total_norm());
+  v1::GetSummaryRequest summary;
+  summary.set_run_id("r");
+  summary.set_from_step(1);
+  summary.set_to_step(3);
+  EXPECT_EQ(aggregator_->GetSummary(summary)->rounds(), 3u);
+  EXPECT_EQ(aggregator_->Stats().rounds_in_memory, 0u);
+  // A late duplicate reads its round back, once.
+  absl::StatusOr<v1::RoundResult> late = Report("r", 2, 1, 2.0)->Get();
+  ASSERT_TRUE(late.ok()) << late.status();
+  EXPECT_TRUE(MessageDifferencer::Equals(*late, before[2]));
+  EXPECT_EQ(aggregator_->Stats().rounds_in_memory, 1u);
+  EXPECT_TRUE(Report("r", 2, 0, 3.0)->Get().ok());
+  EXPECT_EQ(Report("r", 3, 0, 9.0)->Get().status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(aggregator_->Stats().rounds_in_memory, 2u);
+  // New rounds go on after the stored ones.
+  const v1::RoundResult next = Round("r", 5, {1, 1});
+  EXPECT_EQ(aggregator_->GetRun("r")->rounds(), 6u);
+  EXPECT_EQ(aggregator_->GetRun("r")->last_step(), 5u);
+  EXPECT_EQ(next.step(), 5u);
+}
+
+TEST_F(AggregatorTest, WatchReplaysStoredRoundsInChunksThenLiveOnesOnce) {
+  Register(MakeRun("r", 1));
+  constexpr uint64_t kStored = 600;  // More than two of the replay's chunks.
+  for (uint64_t step = 0; step < kStored; ++step) Round("r", step, {1});
+  Start();
+  Round("r", kStored, {1});  // Finalized since start, before the watch.
+  auto watch = aggregator_->Watch("r", 10, [] {});
+  ASSERT_TRUE(watch.ok());
+  std::vector<uint64_t> steps;
+  for (int i = 0; i < 300; ++i) {
+    auto next = (*watch)->Next();
+    ASSERT_TRUE(next.ok() && next->has_value());
+    steps.push_back((*next)->step());
+  }
+  // Rounds committed while the replay is under way come live, not twice.
+  Round("r", kStored + 1, {1});
+  Round("r", 5, {1});
+  while (true) {
+    auto next = (*watch)->Next();
+    ASSERT_TRUE(next.ok());
+    if (!next->has_value()) break;
+    steps.push_back((*next)->step());
+  }
+  std::vector<uint64_t> expected;
+  for (uint64_t step = 10; step <= kStored; ++step) expected.push_back(step);
+  expected.push_back(kStored + 1);
+  EXPECT_EQ(steps, expected);  // Step 5 is below from_step.
+  watch->reset();
+}
+
 TEST_F(AggregatorTest, ConcurrentParticipantsAgree) {
   constexpr uint32_t kParticipants = 8;
   constexpr uint64_t kSteps = 40;
