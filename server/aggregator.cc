@@ -331,12 +331,13 @@ WatchImpl::~WatchImpl() {
 absl::StatusOr<std::optional<v1::RoundResult>> WatchImpl::Next() {
   while (true) {
     // The replay: the stored rounds, read a chunk at a time outside the lock.
-    if (replay_buffer_.empty() && !replay_read_all_) {
+    if (replaying_ && replay_buffer_.empty() && !replay_read_all_) {
       absl::StatusOr<std::vector<RoundRecord>> chunk =
           aggregator_->store_->ReadRounds(run_id_, next_step_, UINT64_MAX,
                                           kReplayChunk);
       if (!chunk.ok()) return chunk.status();
-      if (chunk->size() < kReplayChunk || chunk->back().result.step() == UINT64_MAX) {
+      if (chunk->size() < kReplayChunk ||
+          chunk->back().result.step() == UINT64_MAX) {
         replay_read_all_ = true;
       } else {
         next_step_ = chunk->back().result.step() + 1;
@@ -356,47 +357,37 @@ absl::StatusOr<std::optional<v1::RoundResult>> WatchImpl::Next() {
           absl::StrCat("run ", run_id_, " was deleted while it was watched"));
     }
     const auto& run = *found->second;
-    if (!replaying_) break;
-    if (replay_buffer_.empty()) {
-      if (replay_read_all_) replaying_ = false;
-      continue;
+    if (replaying_) {
+      if (replay_buffer_.empty()) {
+        if (replay_read_all_) replaying_ = false;
+        continue;
+      }
+      v1::RoundResult round = std::move(replay_buffer_.front());
+      replay_buffer_.pop_front();
+      // A round committed after Watch() (or whose commit is being reported
+      // right now) comes through the live log instead.
+      if (run.open.count(round.step()) > 0) continue;
+      if (auto it = run.finished.find(round.step());
+          it != run.finished.end() && it->second.live_index > snapshot_) {
+        continue;
+      }
+      return std::optional<v1::RoundResult>(std::move(round));
     }
-    v1::RoundResult round = std::move(replay_buffer_.front());
-    replay_buffer_.pop_front();
-    // A round committed after Watch() (or whose commit is being reported
-    // right now) comes through the live log instead.
-    if (run.open.count(round.step()) > 0) continue;
-    if (auto it = run.finished.find(round.step());
-        it != run.finished.end() && it->second.live_index > snapshot_) {
-      continue;
+    while (live_pos_ < run.live_log.size()) {
+      const uint64_t step = run.live_log[live_pos_++];
+      if (step < from_step_) continue;
+      return std::optional<v1::RoundResult>(
+          run.finished.at(step).record.result);
     }
-    return std::optional<v1::RoundResult>(std::move(round));
+    // A finished run's open rounds are all being committed: once none is left,
+    // nothing more can come.
+    if (run.is_finished() && run.open.empty()) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "run ", run_id_, " is finished and every round was delivered"));
+    }
+    armed_ = true;
+    return std::optional<v1::RoundResult>();
   }
-  absl::MutexLock lock(&aggregator_->mu_);
-  if (aggregator_->shutting_down_) {
-    return absl::UnavailableError(kShuttingDown);
-  }
-  auto found = aggregator_->runs_.find(run_id_);
-  if (found == aggregator_->runs_.end() ||
-      found->second->incarnation != incarnation_ || found->second->deleting) {
-    return absl::NotFoundError(
-        absl::StrCat("run ", run_id_, " was deleted while it was watched"));
-  }
-  const auto& run = *found->second;
-  while (live_pos_ < run.live_log.size()) {
-    const uint64_t step = run.live_log[live_pos_++];
-    if (step < from_step_) continue;
-    return std::optional<v1::RoundResult>(
-        run.finished.at(step).record.result);
-  }
-  // A finished run's open rounds are all being committed: once none is left,
-  // nothing more can come.
-  if (run.is_finished() && run.open.empty()) {
-    return absl::OutOfRangeError(absl::StrCat(
-        "run ", run_id_, " is finished and every round was delivered"));
-  }
-  armed_ = true;
-  return std::optional<v1::RoundResult>();
 }
 
 absl::Status AggregatorImpl::Load() {
