@@ -150,7 +150,8 @@ TEST(CoordinatorProtoTest, ServiceHasEveryRpc) {
   }
   EXPECT_EQ(methods, (std::set<std::string>{"RegisterRun", "Report", "ReportStream",
                                             "ListRuns", "GetRun", "GetHistory",
-                                            "GetSummary", "WatchRun"}));
+                                            "GetSummary", "WatchRun", "FinishRun",
+                                            "DeleteRun"}));
   EXPECT_TRUE(descriptor->FindMethodByName("WatchRun")->server_streaming());
   EXPECT_TRUE(descriptor->FindMethodByName("ReportStream")->client_streaming());
   EXPECT_TRUE(descriptor->FindMethodByName("ReportStream")->server_streaming());
