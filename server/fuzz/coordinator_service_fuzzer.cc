@@ -4,9 +4,14 @@
 //
 // Input: the first byte picks the rpc (modulo their number), the rest is the
 // request's bytes. Two runs exist from the start ("solo", 1 participant, and
-// "pair", 2), so that valid reports reach rounds. Besides crashes and
+// "pair", 2), so that valid reports reach rounds. The coordinator keeps what
+// it is told (runs, finished runs, rounds) as a real one does until its
+// retention deletes it, so the fuzzer starts a fresh one every
+// kInputsPerCoordinator inputs: a long session would otherwise run out of
+// memory on history alone. Besides crashes and
 // sanitizer reports, a status code that coordinator.proto does not document
 // for a request (UNKNOWN, INTERNAL, UNIMPLEMENTED, DATA_LOSS) is a finding.
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -31,10 +36,16 @@ constexpr const char* kRpcs[] = {
     "RegisterRun", "Report",     "ReportStream", "ListRuns",  "GetRun",
     "GetHistory",  "GetSummary", "WatchRun",     "FinishRun", "DeleteRun"};
 constexpr size_t kNumRpcs = sizeof(kRpcs) / sizeof(kRpcs[0]);
+constexpr int kInputsPerCoordinator = 4096;
 
 // One coordinator for the whole fuzzing session, never destroyed (libFuzzer
 // exits without returning).
 struct Coordinator {
+  ~Coordinator() {
+    server->Shutdown(std::chrono::system_clock::now());
+    aggregator->Shutdown().IgnoreError();
+  }
+
   Coordinator() {
     AggregatorOptions options;
     // Bounded, so that a long session does not grow without end.
@@ -85,7 +96,12 @@ bool Documented(grpc::StatusCode code) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace gradnorm::server;
-  static Coordinator* coordinator = new Coordinator();
+  static std::unique_ptr<Coordinator> coordinator;
+  static int inputs = 0;
+  if (inputs++ % kInputsPerCoordinator == 0) {
+    coordinator.reset();
+    coordinator = std::make_unique<Coordinator>();
+  }
   if (size == 0) return 0;
   const char* rpc = kRpcs[data[0] % kNumRpcs];
   std::string request(reinterpret_cast<const char*>(data + 1), size - 1);
