@@ -149,6 +149,10 @@ class TestClient {
                       absl::Duration timeout = absl::Seconds(20)) {
     grpc::ClientContext context;
     Prepare(&context, timeout);
+    // Waits (within the deadline) for a channel that is reconnecting, e.g. to
+    // a restarted coordinator: with gRPC 1.51 a stream of fail-fast calls on
+    // such a channel kept failing for about 5 s after the server was back.
+    context.set_wait_for_ready(true);
     v1::ReportRequest request;
     request.set_run_id(run_id);
     request.set_step(step);
