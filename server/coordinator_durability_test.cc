@@ -167,6 +167,7 @@ TEST(CoordinatorDurabilityTest, SigkillLosesNoAcknowledgedRound) {
   for (int p = 0; p < kParticipants; ++p) {
     participants.emplace_back([&, p] {
       TestClient client(NewChannel(target));
+      client.set_wait_for_ready(true);
       for (int step = 0; step < kSteps; ++step) {
         v1::RoundResult result;
         const absl::Time give_up = absl::Now() + absl::Seconds(60);

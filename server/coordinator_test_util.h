@@ -149,10 +149,7 @@ class TestClient {
                       absl::Duration timeout = absl::Seconds(20)) {
     grpc::ClientContext context;
     Prepare(&context, timeout);
-    // Waits (within the deadline) for a channel that is reconnecting, e.g. to
-    // a restarted coordinator: with gRPC 1.51 a stream of fail-fast calls on
-    // such a channel kept failing for about 5 s after the server was back.
-    context.set_wait_for_ready(true);
+    context.set_wait_for_ready(wait_for_ready_);
     v1::ReportRequest request;
     request.set_run_id(run_id);
     request.set_step(step);
@@ -193,6 +190,12 @@ class TestClient {
     if (run != nullptr) *run = response.run();
     return status;
   }
+
+  // Report waits (within its deadline) for a channel that is connecting,
+  // e.g. to a restarted coordinator, instead of failing fast: with gRPC 1.51
+  // a stream of fail-fast calls on such a channel kept failing for about 5 s
+  // after the server was back.
+  void set_wait_for_ready(bool wait) { wait_for_ready_ = wait; }
 
   grpc::Status FinishRun(const std::string& run_id,
                          v1::FinishRunResponse* response = nullptr) {
@@ -253,6 +256,7 @@ class TestClient {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+  bool wait_for_ready_ = false;
   std::string token_;
 };
 
