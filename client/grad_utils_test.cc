@@ -64,7 +64,7 @@ absl::StatusOr<GradNormResult> SoloNorm(std::vector<GradTensor> grads,
   return GetGradNorm(grads, solo, solo, p);
 }
 
-// The seed's test vectors (DESIGN.md section 2).
+// The reference values of docs/numerics.md.
 TEST(GetGradNormTest, SeedVectors) {
   std::vector<float> a = {3, 4};
   std::vector<float> b = {1, 2};
@@ -102,7 +102,7 @@ TEST(GetGradNormTest, InvalidNormTypes) {
             "norm_type -1 is invalid: expected p > 0 or +inf");
 }
 
-// DESIGN.md: TP=2, W sharded as [1,2] | [2,4], b=[0,1] replicated -> sqrt(26).
+// docs/numerics.md: TP=2, W sharded as [1,2] | [2,4], b=[0,1] replicated -> sqrt(26).
 TEST(GetGradNormTest, TensorParallelReplicatedCountedOnce) {
   Mesh mesh(1, 2);
   std::vector<float> w0 = {1, 2}, w1 = {2, 4}, b0 = {0, 1}, b1 = {0, 1};

@@ -38,7 +38,7 @@ uint64_t Bits(double d) {
   return u;
 }
 
-// ---- DESIGN.md section 2 seed vectors.
+// ---- The reference values of docs/numerics.md.
 
 TEST(PartialNormSeedTest, TwoNorm) {
   std::vector<float> a = {3, 4}, b = {1, 2};

@@ -1,4 +1,4 @@
-// The coordinator's pure logic (DESIGN.md section 3): runs, rounds, agreement,
+// The coordinator's pure logic (docs/protocol.md): runs, rounds, agreement,
 // idempotency, timeouts, bounds, clip decisions and telemetry queries. It knows
 // nothing of gRPC: the service adapter parses a request, calls one method here
 // and maps the absl::Status it gets to a grpc::Status.

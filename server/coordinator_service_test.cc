@@ -1,6 +1,6 @@
 // The coordinator over real gRPC: an in-process CoordinatorServer on
 // 127.0.0.1:0 (memory store) and clients on their own channels. Every error
-// code of DESIGN.md section 3 is produced by a real bad request.
+// code of docs/protocol.md is produced by a real bad request.
 #include "server/coordinator_service.h"
 
 #include <atomic>

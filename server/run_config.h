@@ -1,5 +1,5 @@
-// Run ids and run configs: validation, defaults and comparison (DESIGN.md
-// section 3, proto/gradnorm/v1/coordinator.proto).
+// Run ids and run configs: validation, defaults and comparison
+// (docs/protocol.md, proto/gradnorm/v1/coordinator.proto).
 //
 //   absl::StatusOr<v1::RunConfig> config = NormalizeRunConfig(request.config(),
 //                                                            kMaxParticipants);

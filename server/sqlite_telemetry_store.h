@@ -57,7 +57,8 @@ struct SqliteStoreOptions {
   std::string path = "gradnorm.db";
   // PRAGMA synchronous=FULL (durable across power loss: one fsync per
   // transaction) or NORMAL (the default: durable across crashes and kills of
-  // the process, which is what DESIGN.md's durability promise is about).
+  // the process, which is what the protocol's durability promise is about:
+  // docs/protocol.md).
   bool synchronous_full = false;
   // How long a statement waits for a lock held by another connection.
   int busy_timeout_ms = 5000;

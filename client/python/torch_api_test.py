@@ -31,7 +31,7 @@ def assert_ulps(actual, expected, ulps=1):
     assert bool((diff <= ulps * spacing).all()), (actual, expected)
 
 
-# --- the seed's vectors (DESIGN.md section 2) ---------------------------------
+# --- the reference values of docs/numerics.md --------------------------------
 
 def test_seed_norms():
     grads = params([3, 4], [1, 2])

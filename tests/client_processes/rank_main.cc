@@ -110,7 +110,7 @@ int Run(Output& out) {
   // This rank's gradient views.
   std::vector<float> weight, bias;
   if (scenario == "tp_example") {
-    // DESIGN.md: W sharded over TP as [1,2] | [2,4], b = [0,1] replicated.
+    // docs/numerics.md: W sharded over TP as [1,2] | [2,4], b = [0,1] replicated.
     weight = tp_rank == 0 ? std::vector<float>{1, 2} : std::vector<float>{2, 4};
     bias = {0, 1};
   } else if (rank != absl::GetFlag(FLAGS_empty_rank)) {

@@ -156,7 +156,7 @@ bool StaticPolicy(const std::string& policy) {
   return policy == "static" || policy == "spike";
 }
 
-// DESIGN.md section 2: coef = max_norm / (total + 1e-6); gradients are scaled
+// docs/numerics.md: coef = max_norm / (total + 1e-6); gradients are scaled
 // when the total is finite and coef < 1. Recomputed here from the total and
 // effective max_norm the ranks received, so a coordinator that decides or
 // computes the coefficient wrongly fails the demo (the ranks only check that
