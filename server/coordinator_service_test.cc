@@ -423,17 +423,22 @@ TEST_F(CoordinatorServiceTest, AuthenticationAndRoles) {
   EXPECT_THAT(text, HasSubstr("gradnorm_reports_total{code=\"UNAUTHENTICATED\"} 1"));
 }
 
+// A coordinator on 127.0.0.1:0 with the SQLite database `path`.
+CoordinatorServerOptions SqliteServer(const std::string& path) {
+  CoordinatorServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.store = StoreKind::kSqlite;
+  options.db_path = path;
+  return options;
+}
+
 // A damaged database stops the start with DATA_LOSS naming the file and what
 // to do, whatever the damage: garbage, a truncated file, broken pages.
 TEST_F(CoordinatorServiceTest, DamagedDatabaseStopsStartupWithAClearError) {
   const std::string good = TempPath("damaged_source.db");
   std::remove(good.c_str());
   {
-    CoordinatorServerOptions options;
-    options.listen = "127.0.0.1:0";
-    options.store = StoreKind::kSqlite;
-    options.db_path = good;
-    auto server = CoordinatorServer::Create(options);
+    auto server = CoordinatorServer::Create(SqliteServer(good));
     ASSERT_TRUE(server.ok()) << server.status();
     TestClient client(NewChannel((*server)->address()));
     ASSERT_TRUE(client.RegisterRun("r", Config(1)).ok());
@@ -463,11 +468,7 @@ TEST_F(CoordinatorServiceTest, DamagedDatabaseStopsStartupWithAClearError) {
     SCOPED_TRACE(name);
     const std::string path = TempPath(absl::StrCat("damaged_", name, ".db"));
     std::ofstream(path, std::ios::binary | std::ios::trunc) << content;
-    CoordinatorServerOptions options;
-    options.listen = "127.0.0.1:0";
-    options.store = StoreKind::kSqlite;
-    options.db_path = path;
-    auto server = CoordinatorServer::Create(options);
+    auto server = CoordinatorServer::Create(SqliteServer(path));
     ASSERT_FALSE(server.ok());
     EXPECT_EQ(server.status().code(), absl::StatusCode::kDataLoss) << server.status();
     EXPECT_THAT(std::string(server.status().message()),
@@ -477,11 +478,7 @@ TEST_F(CoordinatorServiceTest, DamagedDatabaseStopsStartupWithAClearError) {
                                           "empty one")));
   }
   // The undamaged file still opens, with its history.
-  CoordinatorServerOptions options;
-  options.listen = "127.0.0.1:0";
-  options.store = StoreKind::kSqlite;
-  options.db_path = good;
-  auto server = CoordinatorServer::Create(options);
+  auto server = CoordinatorServer::Create(SqliteServer(good));
   ASSERT_TRUE(server.ok()) << server.status();
   EXPECT_EQ((*server)->aggregator()->GetRun("r")->rounds(), 200u);
 }
