@@ -25,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "server/coordinator_server.h"
 #include "server/event_log.h"
+#include "server/protobuf_log.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "host:port to serve gRPC on; port 0 picks a free port");
@@ -100,6 +101,9 @@ int main(int argc, char** argv) {
   if (!log_level.ok()) return Fail(log_level.status());
   gradnorm::server::StreamEventLog log(stderr, *log_level);
   options.log = &log;
+  // A client's request with a string that is not UTF-8 would otherwise make
+  // libprotobuf print an ERROR line each time.
+  gradnorm::server::RouteProtobufLogs(&log);
   options.listen = absl::GetFlag(FLAGS_listen);
   const std::string store = absl::GetFlag(FLAGS_store);
   if (store == "sqlite") {

@@ -381,6 +381,40 @@ TEST_F(GradnormctlTest, FinishEndsWatchesAndDeleteRemovesTheRun) {
   EXPECT_EQ(Ctl("finish a b").exit_code, 2);
 }
 
+// A request with a string that is not UTF-8 is refused, and the coordinator
+// logs it as one warning of its own log instead of libprotobuf's ERROR lines.
+TEST_F(GradnormctlTest, NonUtf8RequestsAreAWarningNotAnError) {
+  const std::string log_file = TempPath("utf8.log");
+  const std::string port_file = TempPath("utf8.port");
+  std::remove(port_file.c_str());
+  const std::string command =
+      absl::StrCat("timeout -s TERM 3 server/coordinator --listen=127.0.0.1:0 --store=memory ",
+                   "--port_file=", port_file, " > ", log_file, " 2>&1");
+  // coreutils' timeout ends it with SIGTERM and then exits 124.
+  std::thread coordinator([&] {
+    const int status = std::system(command.c_str());
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 124) << status;
+  });
+  int port = 0;
+  for (int i = 0; i < 500 && port == 0; ++i) {
+    std::ifstream(port_file) >> port;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_GT(port, 0);
+  for (int i = 0; i < 3; ++i) {
+    testing::RawCallResult result = testing::RawCall(
+        NewChannel(absl::StrCat("127.0.0.1:", port)), "/gradnorm.v1.Coordinator/GetRun",
+        {std::string("\x0a\x02\xff\xfe", 4)});
+    EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  coordinator.join();
+  std::ifstream in(log_file);
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_THAT(text, Not(HasSubstr("libprotobuf ERROR")));
+  EXPECT_THAT(text, MatchesRegex("(.|\n)*level=warning event=protobuf_message "
+                                 "message=\".*invalid UTF-8(.|\n)*"));
+}
+
 // watch started before its run exists waits for it, saying so, and then
 // streams its rounds.
 TEST_F(GradnormctlTest, WatchWaitsForARunNotYetRegistered) {
