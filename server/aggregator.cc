@@ -259,6 +259,7 @@ class AggregatorImpl final : public Aggregator {
   absl::StatusOr<std::vector<RoundRecord>> ReadRange(absl::string_view run_id,
                                                      uint64_t from_step,
                                                      uint64_t to_step,
+                                                     bool with_participants,
                                                      uint32_t* participants) const
       ABSL_LOCKS_EXCLUDED(mu_);
   RoundRecord FinalizeLocked(Run& run, uint64_t step, OpenRound& round,
@@ -334,7 +335,8 @@ absl::StatusOr<std::optional<v1::RoundResult>> WatchImpl::Next() {
     if (replaying_ && replay_buffer_.empty() && !replay_read_all_) {
       absl::StatusOr<std::vector<RoundRecord>> chunk =
           aggregator_->store_->ReadRounds(run_id_, next_step_, UINT64_MAX,
-                                          kReplayChunk);
+                                          kReplayChunk,
+                                          /*with_participants=*/false);
       if (!chunk.ok()) return chunk.status();
       if (chunk->size() < kReplayChunk ||
           chunk->back().result.step() == UINT64_MAX) {
@@ -682,7 +684,7 @@ void AggregatorImpl::Report(const v1::ReportRequest& request,
 absl::Status AggregatorImpl::FetchRound(const std::string& run_id,
                                         uint64_t step) {
   absl::StatusOr<std::vector<RoundRecord>> read =
-      store_->ReadRounds(run_id, step, step, 1);
+      store_->ReadRounds(run_id, step, step, 1, /*with_participants=*/true);
   if (!read.ok()) return read.status();
   absl::MutexLock lock(&mu_);
   const Run* found = nullptr;
@@ -1073,7 +1075,7 @@ absl::StatusOr<v1::RunInfo> AggregatorImpl::GetRun(
 
 absl::StatusOr<std::vector<RoundRecord>> AggregatorImpl::ReadRange(
     absl::string_view run_id, uint64_t from_step, uint64_t to_step,
-    uint32_t* participants) const {
+    bool with_participants, uint32_t* participants) const {
   StepRange range;
   {
     absl::ReaderMutexLock lock(&mu_);
@@ -1090,7 +1092,8 @@ absl::StatusOr<std::vector<RoundRecord>> AggregatorImpl::ReadRange(
   }
   // The store has every committed round; reading it takes no lock of ours,
   // so rounds go on meanwhile.
-  return store_->ReadRounds(std::string(run_id), range.from, range.to, 0);
+  return store_->ReadRounds(std::string(run_id), range.from, range.to, 0,
+                            with_participants);
 }
 
 namespace {
@@ -1107,8 +1110,10 @@ std::vector<const RoundRecord*> Pointers(const std::vector<RoundRecord>& rounds)
 absl::StatusOr<v1::GetHistoryResponse> AggregatorImpl::GetHistory(
     const v1::GetHistoryRequest& request) const {
   uint32_t participants = 0;
-  absl::StatusOr<std::vector<RoundRecord>> rounds = ReadRange(
-      request.run_id(), request.from_step(), request.to_step(), &participants);
+  // A history needs no participants: their BLOBs are not read.
+  absl::StatusOr<std::vector<RoundRecord>> rounds =
+      ReadRange(request.run_id(), request.from_step(), request.to_step(),
+                /*with_participants=*/false, &participants);
   if (!rounds.ok()) return rounds.status();
   return BuildHistory(Pointers(*rounds), request.max_points());
 }
@@ -1116,8 +1121,9 @@ absl::StatusOr<v1::GetHistoryResponse> AggregatorImpl::GetHistory(
 absl::StatusOr<v1::GetSummaryResponse> AggregatorImpl::GetSummary(
     const v1::GetSummaryRequest& request) const {
   uint32_t participants = 0;
-  absl::StatusOr<std::vector<RoundRecord>> rounds = ReadRange(
-      request.run_id(), request.from_step(), request.to_step(), &participants);
+  absl::StatusOr<std::vector<RoundRecord>> rounds =
+      ReadRange(request.run_id(), request.from_step(), request.to_step(),
+                /*with_participants=*/true, &participants);
   if (!rounds.ok()) return rounds.status();
   return BuildSummary(Pointers(*rounds), participants, request.top_slowest());
 }

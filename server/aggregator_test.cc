@@ -436,8 +436,9 @@ class HoldingStore final : public TelemetryStore {
   absl::StatusOr<StoreIndex> LoadIndex() override { return inner_.LoadIndex(); }
   absl::StatusOr<std::vector<RoundRecord>> ReadRounds(const std::string& run_id,
                                                       uint64_t from_step, uint64_t to_step,
-                                                      size_t limit) override {
-    return inner_.ReadRounds(run_id, from_step, to_step, limit);
+                                                      size_t limit,
+                                                      bool with_participants) override {
+    return inner_.ReadRounds(run_id, from_step, to_step, limit, with_participants);
   }
   absl::Status PutAbandonedStep(const AbandonedStep& step) override {
     return inner_.PutAbandonedStep(step);

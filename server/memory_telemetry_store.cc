@@ -69,7 +69,7 @@ absl::StatusOr<StoreIndex> MemoryTelemetryStore::LoadIndex() {
 
 absl::StatusOr<std::vector<RoundRecord>> MemoryTelemetryStore::ReadRounds(
     const std::string& run_id, uint64_t from_step, uint64_t to_step,
-    size_t limit) {
+    size_t limit, bool with_participants) {
   absl::MutexLock lock(&mu_);
   std::vector<RoundRecord> rounds;
   if (from_step > to_step) return rounds;
@@ -78,6 +78,7 @@ absl::StatusOr<std::vector<RoundRecord>> MemoryTelemetryStore::ReadRounds(
        it->first.second <= to_step && (limit == 0 || rounds.size() < limit);
        ++it) {
     rounds.push_back(it->second);
+    if (!with_participants) rounds.back().participants.clear();
   }
   return rounds;
 }

@@ -607,6 +607,11 @@ constexpr char kRoundColumns[] =
     "run_id, step, sequence, total_norm, clip_coef, action, reason, "
     "reason_detail, effective_max_norm, arrival_spread_seconds, "
     "slowest_participant, finalized_unix_micros, participants";
+// The same columns with an empty BLOB for the participants (not read).
+constexpr char kRoundColumnsWithoutParticipants[] =
+    "run_id, step, sequence, total_norm, clip_coef, action, reason, "
+    "reason_detail, effective_max_norm, arrival_spread_seconds, "
+    "slowest_participant, finalized_unix_micros, x''";
 
 // A row of kRoundColumns.
 absl::StatusOr<RoundRecord> RoundFromRow(sqlite3_stmt* q) {
@@ -749,16 +754,19 @@ absl::StatusOr<StoreIndex> SqliteTelemetryStore::LoadIndex() {
 
 absl::StatusOr<std::vector<RoundRecord>> SqliteTelemetryStore::ReadRounds(
     const std::string& run_id, uint64_t from_step, uint64_t to_step,
-    size_t limit) {
+    size_t limit, bool with_participants) {
   std::vector<RoundRecord> rounds;
   if (from_step > to_step) return rounds;
   absl::MutexLock lock(&db_mu_);
   ASSIGN_OR_RETURN(
       Statement s,
-      PrepareStatement(db_, absl::StrCat("SELECT ", kRoundColumns,
-                                         " FROM rounds WHERE run_id = ?1 AND "
-                                         "step BETWEEN ?2 AND ?3 ORDER BY step")
-                                .c_str()));
+      PrepareStatement(
+          db_, absl::StrCat("SELECT ",
+                            with_participants ? kRoundColumns
+                                              : kRoundColumnsWithoutParticipants,
+                            " FROM rounds WHERE run_id = ?1 AND "
+                            "step BETWEEN ?2 AND ?3 ORDER BY step")
+                   .c_str()));
   // Steps are stored as signed 64-bit integers, so [from, to] in unsigned
   // order is one or two signed ranges: first the steps below 2^63.
   constexpr uint64_t kHalf = uint64_t{1} << 63;

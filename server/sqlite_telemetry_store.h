@@ -89,7 +89,7 @@ class SqliteTelemetryStore final : public TelemetryStore {
   absl::StatusOr<StoreIndex> LoadIndex() override;
   absl::StatusOr<std::vector<RoundRecord>> ReadRounds(
       const std::string& run_id, uint64_t from_step, uint64_t to_step,
-      size_t limit) override;
+      size_t limit, bool with_participants) override;
   void AppendRound(RoundRecord record, CommitCallback done) override;
   absl::StatusOr<StoreContents> Load() override;
   absl::Status Flush() override;

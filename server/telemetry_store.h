@@ -157,12 +157,13 @@ class TelemetryStore {
 
   // The committed rounds of `run_id` with steps in [from_step, to_step], in
   // step order, at most `limit` of them (0: no limit); none when from_step >
-  // to_step. May be called concurrently with appends: it sees the rounds
-  // committed when it runs. Errors: DATA_LOSS (a round's record does not
-  // decode), the database's.
+  // to_step. Without `with_participants` the records' participants are left
+  // empty (not read: what a history or a watch needs). May be called
+  // concurrently with appends: it sees the rounds committed when it runs.
+  // Errors: DATA_LOSS (a round's record does not decode), the database's.
   virtual absl::StatusOr<std::vector<RoundRecord>> ReadRounds(
       const std::string& run_id, uint64_t from_step, uint64_t to_step,
-      size_t limit) = 0;
+      size_t limit, bool with_participants) = 0;
 
   // Returns once every record appended before the call has been committed (or
   // failed) and its callback has returned. Returns the first error an

@@ -212,7 +212,7 @@ TEST_P(TelemetryStoreTest, IndexAndRangeReadsSeeWhatLoadSees) {
   // Ranges in unsigned step order, across 2^63.
   auto steps = [&](uint64_t from, uint64_t to, size_t limit) {
     std::vector<uint64_t> out;
-    absl::StatusOr<std::vector<RoundRecord>> rounds = store->ReadRounds("b", from, to, limit);
+    absl::StatusOr<std::vector<RoundRecord>> rounds = store->ReadRounds("b", from, to, limit, true);
     EXPECT_TRUE(rounds.ok()) << rounds.status();
     if (rounds.ok()) {
       for (const RoundRecord& r : *rounds) out.push_back(r.result.step());
@@ -225,11 +225,19 @@ TEST_P(TelemetryStoreTest, IndexAndRangeReadsSeeWhatLoadSees) {
   EXPECT_EQ(steps(7, 7, 1), (std::vector<uint64_t>{7}));
   EXPECT_TRUE(steps(8, 9, 0).empty());
   EXPECT_TRUE(steps(9, 8, 0).empty());
-  absl::StatusOr<std::vector<RoundRecord>> one = store->ReadRounds("b", 7, 7, 1);
+  absl::StatusOr<std::vector<RoundRecord>> one = store->ReadRounds("b", 7, 7, 1, true);
   ASSERT_TRUE(one.ok());
   ASSERT_EQ(one->size(), 1u);
   ExpectSameRound((*one)[0], records[0]);
-  EXPECT_TRUE(store->ReadRounds("nobody", 0, kTop, 0)->empty());
+  EXPECT_TRUE(store->ReadRounds("nobody", 0, kTop, 0, true)->empty());
+  // Without participants: the same rounds, with none of their participants.
+  absl::StatusOr<std::vector<RoundRecord>> bare = store->ReadRounds("b", 0, kTop, 0, false);
+  ASSERT_TRUE(bare.ok()) << bare.status();
+  ASSERT_EQ(bare->size(), 4u);
+  for (const RoundRecord& r : *bare) EXPECT_TRUE(r.participants.empty());
+  RoundRecord without = records[0];
+  without.participants.clear();
+  ExpectSameRound((*bare)[1], without);
 }
 
 TEST_P(TelemetryStoreTest, AbandonedStepsRoundTripInOrderOnce) {
