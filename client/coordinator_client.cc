@@ -6,7 +6,7 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
-#include "client/grpc_status.h"
+#include "common/grpc_status.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 

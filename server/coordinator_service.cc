@@ -15,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "server/grpc_status.h"
+#include "common/grpc_status.h"
 #include "server/wire_message.h"
 
 namespace gradnorm {

@@ -1,28 +1,33 @@
-// Translates between absl::Status (what the coordinator's logic returns) and
-// grpc::Status (what crosses the wire), once, at the edge.
+// Translates between absl::Status (what gradnorm's code returns) and
+// grpc::Status (what crosses the wire), once, at the edges: the coordinator's
+// service answers with ToGrpcStatus, the client library returns
+// FromGrpcStatus of what a call got.
 //
-//   absl::Status status = aggregator->RegisterRun(...);
-//   return ToGrpcStatus(status);
+//   return ToGrpcStatus(aggregator->RegisterRun(request).status());
+//   if (!status.ok()) return FromGrpcStatus(status, "Report");
 //
 // The canonical codes of both libraries have the same numeric values; this
-// header is the only place that relies on it. Messages pass through unchanged.
+// header is the only place that relies on it. Messages pass through
+// unchanged, prefixed with the failing call when one is named.
 // Thread-safe: pure functions.
-#ifndef GRADNORM_SERVER_GRPC_STATUS_H_
-#define GRADNORM_SERVER_GRPC_STATUS_H_
+#ifndef GRADNORM_COMMON_GRPC_STATUS_H_
+#define GRADNORM_COMMON_GRPC_STATUS_H_
 
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/support/status.h"
 
 namespace gradnorm {
-namespace server {
 
 static_assert(static_cast<int>(absl::StatusCode::kInvalidArgument) ==
                   static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT) &&
               static_cast<int>(absl::StatusCode::kDeadlineExceeded) ==
                   static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED) &&
+              static_cast<int>(absl::StatusCode::kAlreadyExists) ==
+                  static_cast<int>(grpc::StatusCode::ALREADY_EXISTS) &&
               static_cast<int>(absl::StatusCode::kResourceExhausted) ==
                   static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED) &&
               static_cast<int>(absl::StatusCode::kUnavailable) ==
@@ -43,21 +48,22 @@ inline grpc::Status ToGrpcStatus(const absl::Status& status) {
                       std::string(status.message()));
 }
 
-// The absl::Status with the same code and message; `call` (e.g. "Report"),
-// when not empty, prefixes the message so the caller sees which RPC failed.
+// The absl::Status with the same code; the message is "<call>: <text>" (the
+// text alone when `call` is empty). Codes outside the canonical range become
+// UNKNOWN.
 inline absl::Status FromGrpcStatus(const grpc::Status& status,
                                    absl::string_view call = "") {
   if (status.ok()) return absl::OkStatus();
-  std::string message = status.error_message();
-  if (!call.empty()) message = std::string(call) + ": " + message;
+  std::string message = call.empty()
+                            ? status.error_message()
+                            : absl::StrCat(call, ": ", status.error_message());
   const int code = static_cast<int>(status.error_code());
-  if (code < 0 || code > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
+  if (code <= 0 || code > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
     return absl::UnknownError(message);
   }
   return absl::Status(static_cast<absl::StatusCode>(code), message);
 }
 
-}  // namespace server
 }  // namespace gradnorm
 
-#endif  // GRADNORM_SERVER_GRPC_STATUS_H_
+#endif  // GRADNORM_COMMON_GRPC_STATUS_H_
