@@ -190,6 +190,12 @@ class AggregatorImpl final : public Aggregator {
     bool deleting = false;
 
     bool is_finished() const { return info.finished_unix_micros != 0; }
+
+    // Counts one more finalized round, of `step`.
+    void CountRound(uint64_t step) {
+      last_step = rounds == 0 ? step : std::max(last_step, step);
+      ++rounds;
+    }
   };
 
   // Below this many, expiries_ is never compacted.
@@ -417,8 +423,7 @@ absl::Status AggregatorImpl::Load() {
       run.policy.Observe(round.total_norm, round.action);
       run.next_sequence = std::max(run.next_sequence, round.sequence + 1);
       run.stored_steps.push_back(round.step);
-      run.last_step = run.rounds == 0 ? round.step : std::max(run.last_step, round.step);
-      ++run.rounds;
+      run.CountRound(round.step);
     }
     std::sort(run.stored_steps.begin(), run.stored_steps.end());
   }
@@ -919,8 +924,7 @@ void AggregatorImpl::OnCommitted(const std::string& run_id, uint64_t step,
       outcome = OutcomeLocked(run, round.record);
       committed = round.record.result;
       run.live_log.push_back(step);
-      run.last_step = run.rounds == 0 ? step : std::max(run.last_step, step);
-      ++run.rounds;
+      run.CountRound(step);
       run.finished[step] =
           FinishedRound{std::move(round.record), run.live_log.size()};
       for (WatchImpl* watch : run.watches) {
