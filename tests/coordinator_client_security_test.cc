@@ -10,8 +10,8 @@
 #include "absl/time/clock.h"
 #include "client/coordinator_client.h"
 #include "gtest/gtest.h"
-#include "server/coordinator_server.h"
-#include "server/test_certificates.h"
+#include "server/rpc/coordinator_server.h"
+#include "server/rpc/test_certificates.h"
 
 namespace gradnorm {
 namespace {

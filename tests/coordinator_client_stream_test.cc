@@ -16,7 +16,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "server/coordinator_server.h"
+#include "server/rpc/coordinator_server.h"
 
 namespace gradnorm {
 namespace {

@@ -15,7 +15,7 @@
 #include "client/single_process_communicator.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/coordinator_server.h"
+#include "server/rpc/coordinator_server.h"
 
 namespace gradnorm {
 namespace {

@@ -21,12 +21,12 @@
 
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
-#include "server/aggregator.h"
-#include "server/clock.h"
-#include "server/coordinator_service.h"
-#include "server/coordinator_test_util.h"
-#include "server/memory_telemetry_store.h"
-#include "server/metrics.h"
+#include "server/core/aggregator.h"
+#include "server/core/clock.h"
+#include "server/rpc/coordinator_service.h"
+#include "server/rpc/coordinator_test_util.h"
+#include "server/store/memory_telemetry_store.h"
+#include "server/rpc/metrics.h"
 
 namespace gradnorm {
 namespace server {

@@ -8,7 +8,7 @@
 
 #include "absl/status/status.h"
 #include "gradnorm/v1/coordinator.pb.h"
-#include "server/run_config.h"
+#include "server/core/run_config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace gradnorm;

@@ -14,8 +14,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "gradnorm/v1/coordinator.pb.h"
-#include "server/participant_codec.h"
-#include "server/sqlite_telemetry_store.h"
+#include "server/store/participant_codec.h"
+#include "server/store/sqlite_telemetry_store.h"
 
 namespace gradnorm {
 namespace server {

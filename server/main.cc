@@ -1,0 +1,174 @@
+// The gradnorm coordinator: parses flags, starts a CoordinatorServer, and
+// shuts it down gracefully on SIGTERM or SIGINT (exit status 0 when the store
+// flushed cleanly).
+//
+//   coordinator --listen=0.0.0.0:50051 --db=/var/lib/gradnorm/gradnorm.db \
+//       --metrics_listen=0.0.0.0:9464 --tokens_file=/etc/gradnorm/tokens \
+//       --tls_cert=/etc/gradnorm/tls.crt --tls_key=/etc/gradnorm/tls.key
+//
+// Prints "listening on HOST:PORT" on stdout once serving (with --listen port 0
+// the port is the one chosen), and writes PORT to --port_file if set.
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "server/rpc/coordinator_server.h"
+#include "server/core/event_log.h"
+#include "server/rpc/protobuf_log.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "host:port to serve gRPC on; port 0 picks a free port");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, the chosen port is written to this file once serving");
+ABSL_FLAG(std::string, store, "sqlite", "Telemetry store: sqlite or memory");
+ABSL_FLAG(std::string, log_level, "info",
+          "Operational log on stderr (one logfmt line per event): info, "
+          "warning, error or off");
+ABSL_FLAG(std::string, db, "gradnorm.db", "SQLite database file (--store=sqlite)");
+ABSL_FLAG(bool, sqlite_synchronous_full, false,
+          "SQLite synchronous=FULL: acknowledged rounds also survive power loss "
+          "(one fsync per group commit). Default NORMAL: they survive a crash "
+          "or kill of the coordinator");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "host:port of the Prometheus /metrics endpoint; empty: off");
+ABSL_FLAG(std::string, health_listen, "",
+          "host:port of a plaintext port serving grpc.health.v1 only, for "
+          "probes that cannot speak the main port's (mutual) TLS; empty: off");
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain (TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle; turns on mutual TLS (client certificates required)");
+ABSL_FLAG(std::string, tokens_file, "",
+          "Bearer tokens file, lines '<token> <trainer|viewer>'; empty: no auth");
+ABSL_FLAG(uint32_t, max_runs, 1000, "Unfinished runs this coordinator holds at once (finished runs do not count)");
+ABSL_FLAG(uint32_t, max_open_rounds_per_run, 64,
+          "Rounds of one run waiting for participants at once");
+ABSL_FLAG(uint32_t, max_participants, 4096, "Largest participants per run");
+ABSL_FLAG(absl::Duration, retain_finished_runs, absl::InfiniteDuration(),
+          "Delete a finished run with its history this long after it was "
+          "finished, e.g. 720h (checked every 10 minutes); inf keeps every run");
+ABSL_FLAG(int32_t, max_message_bytes, 64 * 1024, "Largest request, bytes");
+ABSL_FLAG(double, shutdown_grace_seconds, 2,
+          "On SIGTERM, seconds calls get to finish before being cancelled");
+
+namespace {
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "coordinator: %s\n", status.ToString().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "gradnorm coordinator: combines the partial gradient norms of a run's "
+      "jobs, decides clipping, records telemetry. See --help.");
+  absl::FlagsUsageConfig usage;
+  usage.version_string = [] {
+    return std::string("gradnorm coordinator " GRADNORM_VERSION "\n");
+  };
+  absl::SetFlagsUsageConfig(usage);
+  absl::ParseCommandLine(argc, argv);
+  // Abseil's debug-build deadlock detection tracks every Mutex in a global
+  // graph; lock ordering is checked by the annotations and tests instead.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+
+  // Signals are taken synchronously by sigwait below; block them before any
+  // thread starts so that every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  using gradnorm::server::CoordinatorServerOptions;
+  using gradnorm::server::StoreKind;
+  CoordinatorServerOptions options;
+  absl::StatusOr<gradnorm::server::LogLevel> log_level =
+      gradnorm::server::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (!log_level.ok()) return Fail(log_level.status());
+  gradnorm::server::StreamEventLog log(stderr, *log_level);
+  options.log = &log;
+  // A client's request with a string that is not UTF-8 would otherwise make
+  // libprotobuf print an ERROR line each time.
+  gradnorm::server::RouteProtobufLogs(&log);
+  options.listen = absl::GetFlag(FLAGS_listen);
+  const std::string store = absl::GetFlag(FLAGS_store);
+  if (store == "sqlite") {
+    options.store = StoreKind::kSqlite;
+  } else if (store == "memory") {
+    options.store = StoreKind::kMemory;
+  } else {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--store=", store, ", expected sqlite or memory")));
+  }
+  options.db_path = absl::GetFlag(FLAGS_db);
+  options.sqlite_synchronous_full = absl::GetFlag(FLAGS_sqlite_synchronous_full);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.health_listen = absl::GetFlag(FLAGS_health_listen);
+  options.tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls.key = absl::GetFlag(FLAGS_tls_key);
+  options.tls.client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  options.tokens_file = absl::GetFlag(FLAGS_tokens_file);
+  options.aggregator.max_runs = absl::GetFlag(FLAGS_max_runs);
+  options.aggregator.retain_finished_runs =
+      absl::GetFlag(FLAGS_retain_finished_runs);
+  options.aggregator.max_open_rounds_per_run =
+      absl::GetFlag(FLAGS_max_open_rounds_per_run);
+  options.aggregator.max_participants = absl::GetFlag(FLAGS_max_participants);
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.shutdown_grace =
+      absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds));
+
+  auto server = gradnorm::server::CoordinatorServer::Create(options);
+  if (!server.ok()) return Fail(server.status());
+
+  const std::string port_file = absl::GetFlag(FLAGS_port_file);
+  if (!port_file.empty()) {
+    // Written whole, then renamed: a reader never sees a partial port.
+    const std::string tmp = port_file + ".tmp";
+    std::ofstream(tmp) << (*server)->port() << "\n";
+    if (std::rename(tmp.c_str(), port_file.c_str()) != 0) {
+      return Fail(absl::UnavailableError(
+          absl::StrCat("cannot write --port_file '", port_file, "'")));
+    }
+  }
+  log.Log(gradnorm::server::LogLevel::kInfo, "start",
+          {{"version", GRADNORM_VERSION},
+           {"listen", (*server)->address()},
+           {"store", store},
+           {"db", store == "sqlite" ? options.db_path : ""},
+           {"runs", absl::StrCat((*server)->aggregator()->Stats().runs)}});
+  std::printf("listening on %s\n", (*server)->address().c_str());
+  if ((*server)->metrics()->port() != 0) {
+    std::printf("metrics on port %d\n", (*server)->metrics()->port());
+  }
+  std::fflush(stdout);
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  std::printf("coordinator: signal %d, shutting down\n", signal_number);
+  std::fflush(stdout);
+  absl::Status status = (*server)->Shutdown();
+  server->reset();
+  log.Log(status.ok() ? gradnorm::server::LogLevel::kInfo
+                      : gradnorm::server::LogLevel::kError,
+          "shutdown",
+          {{"signal", absl::StrCat(signal_number)},
+           {"status", status.ok() ? "clean" : status.ToString()}});
+  if (!status.ok()) return Fail(status);
+  std::printf("coordinator: shut down cleanly\n");
+  return 0;
+}

@@ -1,0 +1,124 @@
+#include "server/rpc/metrics.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace gradnorm {
+namespace server {
+namespace {
+
+// A minimal HTTP/1.0 GET over a socket: what a Prometheus scrape does.
+std::string HttpGet(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\n\r\n");
+  (void)!write(fd, request.data(), request.size());
+  std::string response;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, n);
+  close(fd);
+  return response;
+}
+
+TEST(InMemoryMetricsTest, KeepsWhatWasRecorded) {
+  InMemoryMetrics metrics;
+  metrics.RecordReport(absl::StatusCode::kOk);
+  metrics.RecordReport(absl::StatusCode::kOk);
+  metrics.RecordReport(absl::StatusCode::kNotFound);
+  metrics.RecordRound(gradnorm::v1::ACTION_CLIP);
+  metrics.SetActiveRuns(3);
+  metrics.RecordRoundWait(0.25);
+  metrics.RecordStoreCommit(0.001);
+  EXPECT_EQ(metrics.reports(absl::StatusCode::kOk), 2);
+  EXPECT_EQ(metrics.reports(absl::StatusCode::kNotFound), 1);
+  EXPECT_EQ(metrics.reports(absl::StatusCode::kInternal), 0);
+  EXPECT_EQ(metrics.rounds(gradnorm::v1::ACTION_CLIP), 1);
+  EXPECT_EQ(metrics.rounds(gradnorm::v1::ACTION_SKIP), 0);
+  EXPECT_EQ(metrics.active_runs(), 3);
+  EXPECT_EQ(metrics.round_waits(), std::vector<double>{0.25});
+  EXPECT_EQ(metrics.store_commits(), std::vector<double>{0.001});
+}
+
+TEST(PrometheusMetricsTest, ScrapeShowsEverySeries) {
+  auto metrics = PrometheusMetrics::Create("127.0.0.1:0");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  ASSERT_GT((*metrics)->port(), 0);
+  (*metrics)->RecordReport(absl::StatusCode::kOk);
+  (*metrics)->RecordReport(absl::StatusCode::kAlreadyExists);
+  (*metrics)->RecordRound(gradnorm::v1::ACTION_SKIP);
+  (*metrics)->RecordRound(gradnorm::v1::ACTION_NONE);
+  (*metrics)->RecordRound(gradnorm::v1::ACTION_NONE);
+  (*metrics)->SetActiveRuns(7);
+  (*metrics)->RecordRoundWait(0.003);
+  (*metrics)->RecordStoreCommit(0.0002);
+
+  const std::string text = HttpGet((*metrics)->port(), "/metrics");
+  EXPECT_TRUE(absl::StartsWith(text, "HTTP/1.1 200")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "gradnorm_reports_total{code=\"OK\"} 1"))
+      << text;
+  EXPECT_TRUE(
+      absl::StrContains(text, "gradnorm_reports_total{code=\"ALREADY_EXISTS\"} 1"));
+  EXPECT_TRUE(absl::StrContains(text, "gradnorm_rounds_total{action=\"none\"} 2"));
+  EXPECT_TRUE(absl::StrContains(text, "gradnorm_rounds_total{action=\"skip\"} 1"));
+  EXPECT_TRUE(absl::StrContains(text, "gradnorm_rounds_total{action=\"clip\"} 0"));
+  EXPECT_TRUE(absl::StrContains(text, "gradnorm_active_runs 7"));
+  EXPECT_TRUE(absl::StrContains(text, "gradnorm_round_wait_seconds_count 1"));
+  EXPECT_TRUE(absl::StrContains(
+      text, "gradnorm_round_wait_seconds_bucket{le=\"0.005\"} 1"));
+  EXPECT_TRUE(absl::StrContains(
+      text, "gradnorm_round_wait_seconds_bucket{le=\"0.0025\"} 0"));
+  EXPECT_TRUE(absl::StrContains(text, "gradnorm_store_commit_seconds_count 1"));
+  EXPECT_EQ(HttpGet((*metrics)->port(), "/metrics").substr(0, 12), "HTTP/1.1 200");
+  EXPECT_TRUE(absl::StrContains((*metrics)->TextSnapshot(),
+                                "gradnorm_active_runs 7"));
+  // The standard process metrics and the build's version, on the same page.
+  EXPECT_TRUE(absl::StrContains(text, "\nprocess_cpu_seconds_total ")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "\nprocess_open_fds ")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "gradnorm_build_info{version=\""))
+      << text;
+}
+
+TEST(PrometheusMetricsTest, BusyPortIsUnavailable) {
+  auto first = PrometheusMetrics::Create("127.0.0.1:0");
+  ASSERT_TRUE(first.ok());
+  auto second = PrometheusMetrics::Create(
+      absl::StrCat("127.0.0.1:", (*first)->port()));
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(absl::StrContains(second.status().message(), "cannot serve metrics"));
+}
+
+TEST(PrometheusMetricsTest, EmptyListenServesNothing) {
+  auto metrics = PrometheusMetrics::Create("");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_EQ((*metrics)->port(), 0);
+  (*metrics)->SetActiveRuns(2);
+  EXPECT_TRUE(absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 2"));
+  // A source is read at each scrape, and clearing it goes back to the value.
+  int64_t live = 5;
+  (*metrics)->SetActiveRunsSource([&live] { return live; });
+  EXPECT_TRUE(absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 5"));
+  live = 6;
+  EXPECT_TRUE(absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 6"));
+  (*metrics)->SetActiveRunsSource(nullptr);
+  EXPECT_TRUE(absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 2"));
+}
+
+}  // namespace
+}  // namespace server
+}  // namespace gradnorm

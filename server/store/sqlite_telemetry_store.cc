@@ -1,0 +1,816 @@
+#include "server/store/sqlite_telemetry_store.h"
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
+#include "common/status_macros.h"
+#include "server/store/participant_codec.h"
+#include "server/store/sqlite_errors.h"
+
+namespace gradnorm {
+namespace server {
+namespace {
+
+constexpr int kSchemaVersion = 4;
+
+constexpr char kSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY,
+  config BLOB NOT NULL,
+  created_unix_micros INTEGER NOT NULL,
+  finished_unix_micros INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS rounds (
+  run_id TEXT NOT NULL REFERENCES runs(run_id),
+  step INTEGER NOT NULL,
+  sequence INTEGER NOT NULL,
+  total_norm REAL,
+  clip_coef REAL NOT NULL,
+  action INTEGER NOT NULL,
+  reason INTEGER NOT NULL,
+  reason_detail TEXT NOT NULL,
+  effective_max_norm REAL NOT NULL,
+  arrival_spread_seconds REAL NOT NULL,
+  slowest_participant INTEGER NOT NULL,
+  finalized_unix_micros INTEGER NOT NULL,
+  participants BLOB NOT NULL,
+  PRIMARY KEY (run_id, step)
+) WITHOUT ROWID;
+)sql";
+
+// Schema 3 added the abandoned steps (a schema 1 or 2 file gets the table).
+constexpr char kAbandonedSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS abandoned_steps (
+  run_id TEXT NOT NULL REFERENCES runs(run_id),
+  step INTEGER NOT NULL,
+  why TEXT NOT NULL,
+  PRIMARY KEY (run_id, step)
+) WITHOUT ROWID;
+)sql";
+
+// Schema 4 added when a run was finished (0: not finished).
+constexpr char kMigrateTo4[] = R"sql(
+ALTER TABLE runs ADD COLUMN finished_unix_micros INTEGER NOT NULL DEFAULT 0;
+)sql";
+
+// Schema 1 kept participants in a table of their own, one row each.
+constexpr char kMigrateFrom1[] = R"sql(
+ALTER TABLE rounds ADD COLUMN participants BLOB NOT NULL DEFAULT x'';
+)sql";
+
+struct StatementDeleter {
+  void operator()(sqlite3_stmt* statement) const {
+    sqlite3_finalize(statement);
+  }
+};
+using Statement = std::unique_ptr<sqlite3_stmt, StatementDeleter>;
+
+absl::StatusOr<Statement> PrepareStatement(sqlite3* db, const char* sql) {
+  sqlite3_stmt* statement = nullptr;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &statement, nullptr);
+  if (rc != SQLITE_OK) return SqliteError(rc, db, absl::StrCat("prepare ", sql));
+  return Statement(statement);
+}
+
+// SQLite turns NaN into NULL on its own; doing it explicitly documents it.
+void BindReal(sqlite3_stmt* s, int index, double value) {
+  if (std::isnan(value)) {
+    sqlite3_bind_null(s, index);
+  } else {
+    sqlite3_bind_double(s, index, value);
+  }
+}
+
+double ColumnReal(sqlite3_stmt* s, int index) {
+  if (sqlite3_column_type(s, index) == SQLITE_NULL) {
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  return sqlite3_column_double(s, index);
+}
+
+std::string ColumnText(sqlite3_stmt* s, int index) {
+  const unsigned char* text = sqlite3_column_text(s, index);
+  return text == nullptr
+             ? std::string()
+             : std::string(reinterpret_cast<const char*>(text),
+                           sqlite3_column_bytes(s, index));
+}
+
+// Runs `statement` to completion and resets it for the next use.
+absl::Status StepDone(sqlite3* db, sqlite3_stmt* statement,
+                      absl::string_view call) {
+  int rc = sqlite3_step(statement);
+  absl::Status status =
+      rc == SQLITE_DONE ? absl::OkStatus() : SqliteError(rc, db, call);
+  sqlite3_reset(statement);
+  sqlite3_clear_bindings(statement);
+  return status;
+}
+
+}  // namespace
+
+struct SqliteTelemetryStore::Op {
+  // Exactly one of run / round / abandoned / change.
+  std::optional<RunRecord> run;
+  std::optional<RoundRecord> round;
+  std::optional<AbandonedStep> abandoned;
+  std::optional<RunChange> change;
+  // For rounds.
+  CommitCallback done;
+  // For runs and abandoned steps: PutRun / PutAbandonedStep wait here.
+  absl::Notification* finished = nullptr;
+  absl::Status* result = nullptr;
+};
+
+struct SqliteTelemetryStore::Statements {
+  Statement insert_run;
+  Statement insert_round;
+  Statement insert_abandoned;
+  Statement finish_run;
+  Statement delete_abandoned;
+  Statement delete_rounds;
+  Statement delete_run;
+  Statement savepoint;
+  Statement release;
+  Statement rollback_to;
+  // Transaction control, prepared once: parsing them on every commit costs
+  // as much as the inserts.
+  Statement begin;
+  Statement commit;
+  Statement rollback;
+};
+
+SqliteTelemetryStore::SqliteTelemetryStore(const SqliteStoreOptions& options,
+                                           sqlite3* db)
+    : options_(options), db_(db) {}
+
+absl::StatusOr<std::unique_ptr<SqliteTelemetryStore>>
+SqliteTelemetryStore::Open(const SqliteStoreOptions& options) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(
+      options.path.c_str(), &db,
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+      nullptr);
+  if (rc != SQLITE_OK) {
+    absl::Status status =
+        SqliteError(rc, db, absl::StrCat("open ", options.path));
+    sqlite3_close(db);
+    return status;
+  }
+  sqlite3_extended_result_codes(db, 1);
+  std::unique_ptr<SqliteTelemetryStore> store(
+      new SqliteTelemetryStore(options, db));
+  {
+    absl::MutexLock lock(&store->db_mu_);
+    if (absl::Status status = store->Prepare(); !status.ok()) return status;
+  }
+  return store;
+}
+
+absl::Status SqliteTelemetryStore::Exec(const char* sql) {
+  char* error = nullptr;
+  int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &error);
+  sqlite3_free(error);
+  if (rc != SQLITE_OK) return SqliteError(rc, db_, sql);
+  return absl::OkStatus();
+}
+
+absl::Status SqliteTelemetryStore::CreateOrMigrateSchema() {
+  ASSIGN_OR_RETURN(Statement version, PrepareStatement(db_, "PRAGMA user_version"));
+  int rc = sqlite3_step(version.get());
+  if (rc != SQLITE_ROW) return SqliteError(rc, db_, "PRAGMA user_version");
+  const int found = sqlite3_column_int(version.get(), 0);
+  version.reset();
+  if (found > kSchemaVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        options_.path, " has schema version ", found,
+        ", newer than this coordinator's ", kSchemaVersion,
+        "; run a newer coordinator"));
+  }
+  if (found == kSchemaVersion) return absl::OkStatus();
+  if (found == 1) {
+    RETURN_IF_ERROR(MigrateFrom1());
+  } else if (found == 0) {
+    RETURN_IF_ERROR(Exec(kSchema));
+  }
+  if (found >= 1) RETURN_IF_ERROR(Exec(kMigrateTo4));
+  RETURN_IF_ERROR(Exec(kAbandonedSchema));
+  return Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
+}
+
+absl::Status SqliteTelemetryStore::MigrateFrom1() {
+  RETURN_IF_ERROR(Exec(kMigrateFrom1));
+  ASSIGN_OR_RETURN(
+      Statement select,
+      PrepareStatement(db_,
+                       "SELECT run_id, step, participant, partial, "
+                       "arrival_offset_seconds, num_elements FROM participants "
+                       "ORDER BY run_id, step, participant"));
+  ASSIGN_OR_RETURN(
+      Statement update,
+      PrepareStatement(db_, "UPDATE rounds SET participants = ?3 "
+                            "WHERE run_id = ?1 AND step = ?2"));
+  std::string run_id;
+  int64_t step = 0;
+  std::vector<ParticipantRecord> participants;
+  auto write = [&]() -> absl::Status {
+    if (participants.empty()) return absl::OkStatus();
+    const std::string blob = EncodeParticipants(participants);
+    sqlite3_bind_text(update.get(), 1, run_id.data(), run_id.size(), SQLITE_STATIC);
+    sqlite3_bind_int64(update.get(), 2, step);
+    sqlite3_bind_blob(update.get(), 3, blob.data(), blob.size(), SQLITE_STATIC);
+    RETURN_IF_ERROR(StepDone(db_, update.get(), "UPDATE rounds SET participants"));
+    participants.clear();
+    return absl::OkStatus();
+  };
+  sqlite3_stmt* q = select.get();
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    std::string row_run = ColumnText(q, 0);
+    const int64_t row_step = sqlite3_column_int64(q, 1);
+    if (row_run != run_id || row_step != step) {
+      RETURN_IF_ERROR(write());
+      run_id = std::move(row_run);
+      step = row_step;
+    }
+    const int64_t index = sqlite3_column_int64(q, 2);
+    if (index != static_cast<int64_t>(participants.size())) {
+      return absl::DataLossError(absl::StrCat(
+          "participant ", index, " of step ", step, " of run ", run_id,
+          " is stored without participant ", participants.size()));
+    }
+    ParticipantRecord p;
+    p.partial = ColumnReal(q, 3);
+    p.arrival_offset_seconds = sqlite3_column_double(q, 4);
+    p.num_elements = static_cast<uint64_t>(sqlite3_column_int64(q, 5));
+    participants.push_back(p);
+  }
+  if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM participants");
+  RETURN_IF_ERROR(write());
+  select.reset();
+  return Exec("DROP TABLE participants");
+}
+
+absl::Status SqliteTelemetryStore::Prepare() {
+  sqlite3_busy_timeout(db_, options_.busy_timeout_ms);
+  // One coordinator owns the file while it runs. EXCLUSIVE locking, set
+  // before WAL is entered, keeps the WAL index in this process's memory (no
+  // shared-memory file, no file locks per transaction: a third of a small
+  // commit) and makes a second coordinator on the same file fail here instead
+  // of finalizing rounds beside the first.
+  RETURN_IF_ERROR(Exec("PRAGMA locking_mode=EXCLUSIVE"));
+  // The first statement that reads the file takes the lock. journal_mode
+  // returns a row; sqlite3_exec discards it.
+  int rc = sqlite3_exec(db_, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
+  if ((rc & 0xff) == SQLITE_BUSY) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        options_.path, " is locked by another process (another coordinator on the "
+        "same database?); waited ", options_.busy_timeout_ms,
+        " ms. Expected a database no other process has open"));
+  }
+  if (rc != SQLITE_OK) return SqliteError(rc, db_, "PRAGMA journal_mode=WAL");
+  RETURN_IF_ERROR(Exec(options_.synchronous_full ? "PRAGMA synchronous=FULL"
+                                                 : "PRAGMA synchronous=NORMAL"));
+  RETURN_IF_ERROR(Exec("PRAGMA foreign_keys=ON"));
+
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status created = CreateOrMigrateSchema();
+  if (!created.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return created;
+  }
+  RETURN_IF_ERROR(Exec("COMMIT"));
+
+  statements_ = std::make_unique<Statements>();
+  struct {
+    Statement* slot;
+    const char* sql;
+  } const prepared[] = {
+      {&statements_->insert_run,
+       "INSERT INTO runs (run_id, config, created_unix_micros) "
+       "VALUES (?1, ?2, ?3)"},
+      {&statements_->insert_round,
+       "INSERT INTO rounds (run_id, step, sequence, total_norm, clip_coef, "
+       "action, reason, reason_detail, effective_max_norm, "
+       "arrival_spread_seconds, slowest_participant, finalized_unix_micros, "
+       "participants) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"},
+      {&statements_->insert_abandoned,
+       "INSERT OR IGNORE INTO abandoned_steps (run_id, step, why) "
+       "VALUES (?1, ?2, ?3)"},
+      {&statements_->finish_run,
+       "UPDATE runs SET finished_unix_micros = ?2 WHERE run_id = ?1"},
+      {&statements_->delete_abandoned,
+       "DELETE FROM abandoned_steps WHERE run_id = ?1"},
+      {&statements_->delete_rounds, "DELETE FROM rounds WHERE run_id = ?1"},
+      {&statements_->delete_run, "DELETE FROM runs WHERE run_id = ?1"},
+      {&statements_->savepoint, "SAVEPOINT run_change"},
+      {&statements_->release, "RELEASE run_change"},
+      {&statements_->rollback_to, "ROLLBACK TO run_change"},
+      {&statements_->begin, "BEGIN IMMEDIATE"},
+      {&statements_->commit, "COMMIT"},
+      {&statements_->rollback, "ROLLBACK"},
+  };
+  for (const auto& p : prepared) {
+    absl::StatusOr<Statement> statement = PrepareStatement(db_, p.sql);
+    if (!statement.ok()) return statement.status();
+    *p.slot = *std::move(statement);
+  }
+  return absl::OkStatus();
+}
+
+SqliteTelemetryStore::~SqliteTelemetryStore() {
+  std::thread writer;
+  {
+    // A committer may still be draining on another thread.
+    absl::MutexLock lock(&mu_);
+    auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      return !committing_ && queue_.empty();
+    };
+    mu_.Await(absl::Condition(&idle));
+    stopping_ = true;
+    writer = std::move(writer_);
+  }
+  if (writer.joinable()) writer.join();
+  absl::MutexLock lock(&db_mu_);
+  statements_.reset();
+  sqlite3_close(db_);
+}
+
+void SqliteTelemetryStore::Enqueue(Op op) {
+  {
+    absl::MutexLock lock(&mu_);
+    queue_.push_back(std::move(op));
+    ++enqueued_;
+    // A commit is running: its committer takes this record into the next
+    // transaction (group commit).
+    if (committing_) return;
+    committing_ = true;
+  }
+  // No commit is running: this thread commits, saving the hand-off to a
+  // writer thread and back that would otherwise dominate a round's latency.
+  CommitBatch();
+  absl::MutexLock lock(&mu_);
+  if (queue_.empty()) {
+    committing_ = false;
+    return;
+  }
+  // More came meanwhile: the writer thread commits it, so this caller (a gRPC
+  // handler, or PutRun waiting for its run) is not held as long as appends
+  // keep coming.
+  writer_wanted_ = true;
+  if (!writer_.joinable()) writer_ = std::thread([this] { WriterLoop(); });
+}
+
+void SqliteTelemetryStore::WriterLoop() {
+  mu_.Lock();
+  while (true) {
+    auto woken = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      return writer_wanted_ || stopping_;
+    };
+    mu_.Await(absl::Condition(&woken));
+    if (!writer_wanted_) break;  // Stopping, with nothing left.
+    writer_wanted_ = false;
+    while (!queue_.empty()) {
+      mu_.Unlock();
+      CommitBatch();
+      mu_.Lock();
+    }
+    committing_ = false;
+  }
+  mu_.Unlock();
+}
+
+absl::Status SqliteTelemetryStore::PutRun(const RunRecord& run) {
+  Op op;
+  op.run = run;
+  return EnqueueAndWait(std::move(op));
+}
+
+absl::Status SqliteTelemetryStore::PutAbandonedStep(const AbandonedStep& step) {
+  Op op;
+  op.abandoned = step;
+  return EnqueueAndWait(std::move(op));
+}
+
+absl::Status SqliteTelemetryStore::FinishRun(const std::string& run_id,
+                                             int64_t finished_unix_micros) {
+  Op op;
+  op.change = RunChange{run_id, finished_unix_micros};
+  return EnqueueAndWait(std::move(op));
+}
+
+absl::Status SqliteTelemetryStore::DeleteRun(const std::string& run_id) {
+  Op op;
+  op.change = RunChange{run_id, 0};
+  return EnqueueAndWait(std::move(op));
+}
+
+absl::Status SqliteTelemetryStore::EnqueueAndWait(Op op) {
+  absl::Notification finished;
+  absl::Status result;
+  op.finished = &finished;
+  op.result = &result;
+  Enqueue(std::move(op));
+  finished.WaitForNotification();
+  return result;
+}
+
+void SqliteTelemetryStore::AppendRound(RoundRecord record,
+                                       CommitCallback done) {
+  Op op;
+  op.round = std::move(record);
+  op.done = std::move(done);
+  Enqueue(std::move(op));
+}
+
+absl::Status SqliteTelemetryStore::Flush() {
+  absl::MutexLock lock(&mu_);
+  const uint64_t target = enqueued_;
+  auto done = [this, target]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return completed_ >= target;
+  };
+  mu_.Await(absl::Condition(&done));
+  return first_error_;
+}
+
+uint64_t SqliteTelemetryStore::transactions() const {
+  absl::MutexLock lock(&mu_);
+  return transactions_;
+}
+
+absl::Status SqliteTelemetryStore::WriteOp(const Op& op) {
+  // Bound values outlive the step (StepDone clears the bindings), so none is
+  // copied. Each record is one INSERT; a refused INSERT undoes only itself (ON
+  // CONFLICT ABORT), so one bad record leaves the others of its batch intact.
+  absl::Status status;
+  if (op.change.has_value()) return WriteRunChange(*op.change);
+  if (op.abandoned.has_value()) {
+    sqlite3_stmt* s = statements_->insert_abandoned.get();
+    const AbandonedStep& a = *op.abandoned;
+    sqlite3_bind_text(s, 1, a.run_id.data(), a.run_id.size(), SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, static_cast<int64_t>(a.step));
+    sqlite3_bind_text(s, 3, a.why.data(), a.why.size(), SQLITE_STATIC);
+    return StepDone(db_, s, "INSERT INTO abandoned_steps");
+  }
+  if (op.run.has_value()) {
+    sqlite3_stmt* s = statements_->insert_run.get();
+    const RunRecord& run = *op.run;
+    std::string config = run.config.SerializeAsString();
+    sqlite3_bind_text(s, 1, run.run_id.data(), run.run_id.size(),
+                      SQLITE_STATIC);
+    sqlite3_bind_blob(s, 2, config.data(), config.size(), SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, run.created_unix_micros);
+    status = StepDone(db_, s, "INSERT INTO runs");
+    if (status.code() == absl::StatusCode::kAlreadyExists) {
+      status = absl::AlreadyExistsError(
+          absl::StrCat("run ", run.run_id, " is already stored"));
+    }
+  } else {
+    const RoundRecord& record = *op.round;
+    const v1::RoundResult& r = record.result;
+    const int64_t step = static_cast<int64_t>(r.step());
+    sqlite3_stmt* s = statements_->insert_round.get();
+    sqlite3_bind_text(s, 1, r.run_id().data(), r.run_id().size(),
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, step);
+    sqlite3_bind_int64(s, 3, static_cast<int64_t>(record.sequence));
+    BindReal(s, 4, r.total_norm());
+    sqlite3_bind_double(s, 5, r.clip_coef());
+    sqlite3_bind_int(s, 6, r.action());
+    sqlite3_bind_int(s, 7, r.reason());
+    sqlite3_bind_text(s, 8, r.reason_detail().data(), r.reason_detail().size(),
+                      SQLITE_STATIC);
+    sqlite3_bind_double(s, 9, r.effective_max_norm());
+    sqlite3_bind_double(s, 10, r.arrival_spread_seconds());
+    sqlite3_bind_int64(s, 11, r.slowest_participant());
+    sqlite3_bind_int64(s, 12, r.finalized_unix_micros());
+    const std::string participants = EncodeParticipants(record.participants);
+    sqlite3_bind_blob(s, 13, participants.data(), participants.size(),
+                      SQLITE_STATIC);
+    status = StepDone(db_, s, "INSERT INTO rounds");
+    if (status.code() == absl::StatusCode::kAlreadyExists) {
+      status = absl::AlreadyExistsError(absl::StrCat(
+          "round for step ", r.step(), " of run ", r.run_id(),
+          " is already stored"));
+    }
+  }
+  return status;
+}
+
+absl::Status SqliteTelemetryStore::WriteRunChange(const RunChange& change) {
+  // A savepoint makes the change all or nothing within the batch's
+  // transaction: a delete that fails halfway leaves the run whole.
+  RETURN_IF_ERROR(
+      StepDone(db_, statements_->savepoint.get(), "SAVEPOINT run_change"));
+  auto run_statement = [&](sqlite3_stmt* s, absl::string_view call) {
+    sqlite3_bind_text(s, 1, change.run_id.data(), change.run_id.size(),
+                      SQLITE_STATIC);
+    if (change.finished_unix_micros > 0) {
+      sqlite3_bind_int64(s, 2, change.finished_unix_micros);
+    }
+    return StepDone(db_, s, call);
+  };
+  absl::Status status;
+  if (change.finished_unix_micros > 0) {
+    status = run_statement(statements_->finish_run.get(), "UPDATE runs");
+  } else {
+    status = run_statement(statements_->delete_abandoned.get(),
+                           "DELETE FROM abandoned_steps");
+    if (status.ok()) {
+      status = run_statement(statements_->delete_rounds.get(),
+                             "DELETE FROM rounds");
+    }
+    if (status.ok()) {
+      status = run_statement(statements_->delete_run.get(), "DELETE FROM runs");
+    }
+  }
+  if (status.ok() && sqlite3_changes(db_) == 0) {
+    status = absl::NotFoundError(
+        absl::StrCat("run ", change.run_id, " is not stored"));
+  }
+  if (!status.ok()) {
+    StepDone(db_, statements_->rollback_to.get(), "ROLLBACK TO run_change")
+        .IgnoreError();
+  }
+  absl::Status released =
+      StepDone(db_, statements_->release.get(), "RELEASE run_change");
+  return status.ok() ? released : status;
+}
+
+void SqliteTelemetryStore::CommitBatch() {
+  std::vector<Op> batch;
+  {
+    absl::MutexLock lock(&mu_);
+    if (queue_.empty()) return;
+    while (!queue_.empty() &&
+           batch.size() < static_cast<size_t>(options_.max_batch)) {
+      batch.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+  }
+  std::vector<absl::Status> statuses(batch.size());
+  bool committed = false;
+  {
+    absl::MutexLock lock(&db_mu_);
+    absl::Status begin =
+        StepDone(db_, statements_->begin.get(), "BEGIN IMMEDIATE");
+    if (!begin.ok()) {
+      for (absl::Status& s : statuses) s = begin;
+    } else {
+      for (size_t i = 0; i < batch.size(); ++i) {
+        statuses[i] = WriteOp(batch[i]);
+      }
+      // One fsync for the whole batch: this is the group commit.
+      absl::Status commit = StepDone(db_, statements_->commit.get(), "COMMIT");
+      if (!commit.ok()) {
+        StepDone(db_, statements_->rollback.get(), "ROLLBACK").IgnoreError();
+        for (absl::Status& s : statuses) {
+          if (s.ok()) s = commit;
+        }
+      } else {
+        committed = true;
+      }
+    }
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Op& op = batch[i];
+    if (op.finished != nullptr) {
+      *op.result = statuses[i];
+      op.finished->Notify();
+    } else if (op.done) {
+      op.done(statuses[i]);
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  if (committed) ++transactions_;
+  // Only appended rounds count: the callers of the other operations were
+  // answered with their own status.
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (batch[i].finished == nullptr && !statuses[i].ok() &&
+        first_error_.ok()) {
+      first_error_ = statuses[i];
+    }
+  }
+  completed_ += batch.size();
+}
+
+namespace {
+
+constexpr char kRoundColumns[] =
+    "run_id, step, sequence, total_norm, clip_coef, action, reason, "
+    "reason_detail, effective_max_norm, arrival_spread_seconds, "
+    "slowest_participant, finalized_unix_micros, participants";
+// The same columns with an empty BLOB for the participants (not read).
+constexpr char kRoundColumnsWithoutParticipants[] =
+    "run_id, step, sequence, total_norm, clip_coef, action, reason, "
+    "reason_detail, effective_max_norm, arrival_spread_seconds, "
+    "slowest_participant, finalized_unix_micros, x''";
+
+// A row of kRoundColumns.
+absl::StatusOr<RoundRecord> RoundFromRow(sqlite3_stmt* q) {
+  RoundRecord record;
+  v1::RoundResult& r = record.result;
+  r.set_run_id(ColumnText(q, 0));
+  r.set_step(static_cast<uint64_t>(sqlite3_column_int64(q, 1)));
+  record.sequence = static_cast<uint64_t>(sqlite3_column_int64(q, 2));
+  r.set_total_norm(ColumnReal(q, 3));
+  r.set_clip_coef(sqlite3_column_double(q, 4));
+  r.set_action(static_cast<v1::Action>(sqlite3_column_int(q, 5)));
+  r.set_reason(static_cast<v1::Reason>(sqlite3_column_int(q, 6)));
+  r.set_reason_detail(ColumnText(q, 7));
+  r.set_effective_max_norm(sqlite3_column_double(q, 8));
+  r.set_arrival_spread_seconds(sqlite3_column_double(q, 9));
+  r.set_slowest_participant(static_cast<uint32_t>(sqlite3_column_int64(q, 10)));
+  r.set_finalized_unix_micros(sqlite3_column_int64(q, 11));
+  absl::StatusOr<std::vector<ParticipantRecord>> participants =
+      DecodeParticipants(absl::string_view(
+          static_cast<const char*>(sqlite3_column_blob(q, 12)),
+          sqlite3_column_bytes(q, 12)));
+  if (!participants.ok()) {
+    return absl::DataLossError(absl::StrCat("step ", r.step(), " of run ",
+                                            r.run_id(), ": ",
+                                            participants.status().message()));
+  }
+  record.participants = *std::move(participants);
+  return record;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<RunRecord>> SqliteTelemetryStore::LoadRunsLocked() {
+  std::vector<RunRecord> runs;
+  ASSIGN_OR_RETURN(Statement s,
+                   PrepareStatement(db_,
+                                    "SELECT run_id, config, created_unix_micros, "
+                                    "finished_unix_micros FROM runs ORDER BY run_id"));
+  int rc;
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+    RunRecord run;
+    run.run_id = ColumnText(s.get(), 0);
+    const void* blob = sqlite3_column_blob(s.get(), 1);
+    const int size = sqlite3_column_bytes(s.get(), 1);
+    if (!run.config.ParseFromArray(blob, size)) {
+      return absl::DataLossError(absl::StrCat(
+          "the stored config of run ", run.run_id,
+          " is not a valid gradnorm.v1.RunConfig"));
+    }
+    run.created_unix_micros = sqlite3_column_int64(s.get(), 2);
+    run.finished_unix_micros = sqlite3_column_int64(s.get(), 3);
+    runs.push_back(std::move(run));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM runs");
+  return runs;
+}
+
+absl::StatusOr<std::vector<AbandonedStep>>
+SqliteTelemetryStore::LoadAbandonedLocked() {
+  std::vector<AbandonedStep> abandoned;
+  ASSIGN_OR_RETURN(
+      Statement s,
+      PrepareStatement(db_, "SELECT run_id, step, why FROM abandoned_steps "
+                            "ORDER BY run_id, step"));
+  int rc;
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+    abandoned.push_back(AbandonedStep{
+        ColumnText(s.get(), 0),
+        static_cast<uint64_t>(sqlite3_column_int64(s.get(), 1)),
+        ColumnText(s.get(), 2)});
+  }
+  if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM abandoned_steps");
+  // Steps are stored as signed 64-bit integers: put those >= 2^63 last.
+  std::stable_sort(abandoned.begin(), abandoned.end(),
+                   [](const AbandonedStep& a, const AbandonedStep& b) {
+                     return a.run_id != b.run_id ? a.run_id < b.run_id
+                                                 : a.step < b.step;
+                   });
+  return abandoned;
+}
+
+absl::StatusOr<StoreContents> SqliteTelemetryStore::Load() {
+  absl::MutexLock lock(&db_mu_);
+  StoreContents contents;
+  ASSIGN_OR_RETURN(contents.runs, LoadRunsLocked());
+  {
+    ASSIGN_OR_RETURN(
+        Statement s,
+        PrepareStatement(db_, absl::StrCat("SELECT ", kRoundColumns,
+                                           " FROM rounds ORDER BY run_id, sequence")
+                                  .c_str()));
+    int rc;
+    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+      ASSIGN_OR_RETURN(RoundRecord record, RoundFromRow(s.get()));
+      contents.rounds.push_back(std::move(record));
+    }
+    if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM rounds");
+  }
+  ASSIGN_OR_RETURN(contents.abandoned, LoadAbandonedLocked());
+  return contents;
+}
+
+absl::StatusOr<StoreIndex> SqliteTelemetryStore::LoadIndex() {
+  absl::MutexLock lock(&db_mu_);
+  StoreIndex index;
+  ASSIGN_OR_RETURN(index.runs, LoadRunsLocked());
+  {
+    // Four small columns in primary-key order: neither the participants
+    // BLOB nor the strings are read.
+    ASSIGN_OR_RETURN(Statement s,
+                     PrepareStatement(db_, "SELECT run_id, step, sequence, "
+                                           "total_norm, action FROM rounds"));
+    int rc;
+    std::string run_id;
+    std::vector<IndexedRound>* rounds = nullptr;
+    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+      const char* id = reinterpret_cast<const char*>(sqlite3_column_text(s.get(), 0));
+      const int id_size = sqlite3_column_bytes(s.get(), 0);
+      if (rounds == nullptr || absl::string_view(id, id_size) != run_id) {
+        run_id.assign(id, id_size);
+        rounds = &index.rounds[run_id];
+      }
+      rounds->push_back(IndexedRound{
+          static_cast<uint64_t>(sqlite3_column_int64(s.get(), 1)),
+          static_cast<uint64_t>(sqlite3_column_int64(s.get(), 2)),
+          ColumnReal(s.get(), 3),
+          static_cast<v1::Action>(sqlite3_column_int(s.get(), 4))});
+    }
+    if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM rounds");
+  }
+  for (auto& [id, rounds] : index.rounds) {
+    std::sort(rounds.begin(), rounds.end(),
+              [](const IndexedRound& a, const IndexedRound& b) {
+                return a.sequence < b.sequence;
+              });
+  }
+  ASSIGN_OR_RETURN(index.abandoned, LoadAbandonedLocked());
+  return index;
+}
+
+absl::StatusOr<std::vector<RoundRecord>> SqliteTelemetryStore::ReadRounds(
+    const std::string& run_id, uint64_t from_step, uint64_t to_step,
+    size_t limit, bool with_participants) {
+  std::vector<RoundRecord> rounds;
+  if (from_step > to_step) return rounds;
+  absl::MutexLock lock(&db_mu_);
+  ASSIGN_OR_RETURN(
+      Statement s,
+      PrepareStatement(
+          db_, absl::StrCat("SELECT ",
+                            with_participants ? kRoundColumns
+                                              : kRoundColumnsWithoutParticipants,
+                            " FROM rounds WHERE run_id = ?1 AND "
+                            "step BETWEEN ?2 AND ?3 ORDER BY step")
+                   .c_str()));
+  // Steps are stored as signed 64-bit integers, so [from, to] in unsigned
+  // order is one or two signed ranges: first the steps below 2^63.
+  constexpr uint64_t kHalf = uint64_t{1} << 63;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  if (from_step < kHalf) ranges.emplace_back(from_step, std::min(to_step, kHalf - 1));
+  if (to_step >= kHalf) ranges.emplace_back(std::max(from_step, kHalf), to_step);
+  for (const auto& [from, to] : ranges) {
+    sqlite3_bind_text(s.get(), 1, run_id.data(), run_id.size(), SQLITE_STATIC);
+    sqlite3_bind_int64(s.get(), 2, static_cast<int64_t>(from));
+    sqlite3_bind_int64(s.get(), 3, static_cast<int64_t>(to));
+    int rc = SQLITE_DONE;
+    while ((limit == 0 || rounds.size() < limit) &&
+           (rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+      absl::StatusOr<RoundRecord> record = RoundFromRow(s.get());
+      if (!record.ok()) {
+        sqlite3_reset(s.get());
+        return record.status();
+      }
+      rounds.push_back(*std::move(record));
+    }
+    const bool full = limit != 0 && rounds.size() >= limit;
+    sqlite3_reset(s.get());
+    sqlite3_clear_bindings(s.get());
+    if (!full && rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM rounds");
+    if (full) break;
+  }
+  return rounds;
+}
+
+absl::Status SqliteTelemetryStore::CheckIntegrity() {
+  absl::MutexLock lock(&db_mu_);
+  absl::StatusOr<Statement> s = PrepareStatement(db_, "PRAGMA integrity_check");
+  if (!s.ok()) return s.status();
+  std::vector<std::string> findings;
+  int rc;
+  while ((rc = sqlite3_step(s->get())) == SQLITE_ROW) {
+    findings.push_back(ColumnText(s->get(), 0));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(rc, db_, "PRAGMA integrity_check");
+  if (findings.size() == 1 && findings[0] == "ok") return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat(
+      "PRAGMA integrity_check of ", options_.path, ": ",
+      absl::StrJoin(findings, "; ")));
+}
+
+}  // namespace server
+}  // namespace gradnorm

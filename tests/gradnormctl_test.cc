@@ -1,0 +1,469 @@
+// gradnormctl against a real coordinator process: tables, --json, watch,
+// health, --timeout, usage errors. (The CLI lives in client/; this test needs
+// the server binary too.)
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/rpc/coordinator_test_util.h"
+
+namespace gradnorm {
+namespace server {
+namespace {
+
+using ::gradnorm::server::testing::NewChannel;
+using ::gradnorm::server::testing::PendingReport;
+using ::gradnorm::server::testing::TestClient;
+using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
+using ::testing::Not;
+
+// p = 2, max_norm 4, `participants` jobs.
+v1::RunConfig Config(uint32_t participants) {
+  v1::RunConfig config;
+  config.set_norm_type(2);
+  config.set_max_norm(4);
+  config.set_participants(participants);
+  return config;
+}
+
+std::string TempPath(const std::string& name) {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return absl::StrCat(dir != nullptr ? dir : "/tmp", "/", name);
+}
+
+struct Output {
+  int exit_code;
+  std::string text;  // stdout and stderr
+};
+
+class GradnormctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string port_file = TempPath("port");
+    std::remove(port_file.c_str());
+    pid_ = fork();
+    if (pid_ == 0) {
+      execl("server/coordinator", "server/coordinator", "--listen=127.0.0.1:0",
+            "--store=memory", ("--port_file=" + port_file).c_str(),
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    for (int i = 0; i < 500; ++i) {
+      std::ifstream in(port_file);
+      if (in >> port_) break;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    ASSERT_GT(port_, 0) << "the coordinator did not write --port_file";
+    target_ = absl::StrCat("127.0.0.1:", port_);
+  }
+
+  void TearDown() override {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      int status = 0;
+      waitpid(pid_, &status, 0);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+  }
+
+  // Runs gradnormctl against the coordinator and waits for it to exit.
+  Output Ctl(const std::string& args) { return Finish(Start(args)); }
+
+  // Starts gradnormctl with `args` after `prefix` (e.g. "timeout 3") and
+  // --target=`target` (default: the coordinator); Finish reads its output.
+  FILE* Start(const std::string& args, const std::string& prefix = "",
+              const std::string& target = "") {
+    const std::string command =
+        absl::StrCat(prefix, " client/gradnormctl --target=", target.empty() ? target_ : target,
+                     " ", args, " 2>&1");
+    return popen(command.c_str(), "r");
+  }
+
+  Output Finish(FILE* pipe) {
+    Output out;
+    if (pipe == nullptr) return {-1, "popen failed"};
+    char buffer[4096];
+    size_t n;
+    while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) out.text.append(buffer, n);
+    const int status = pclose(pipe);
+    out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return out;
+  }
+
+  pid_t pid_ = -1;
+  int port_ = 0;
+  std::string target_;
+};
+
+TEST_F(GradnormctlTest, TablesJsonHealthAndErrors) {
+  TestClient client(NewChannel(target_));
+  ASSERT_TRUE(client.RegisterRun("ctl-run", Config(1)).ok());
+  // Norms 3, 5 (clipped), 4.
+  for (int step = 0; step < 3; ++step) {
+    const double partial[] = {9.0, 25.0, 16.0};
+    ASSERT_TRUE(client.Report("ctl-run", step, 0, partial[step]).ok());
+  }
+
+  Output runs = Ctl("runs");
+  EXPECT_EQ(runs.exit_code, 0) << runs.text;
+  EXPECT_THAT(runs.text, MatchesRegex(
+                             "RUN +P +MAX_NORM +PARTICIPANTS +POLICY +ROUNDS +LAST_STEP +OPEN +STATE "
+                             "+CREATED\n"
+                             "ctl-run +2 +4 +1 +static +3 +2 +0 +running +[0-9T:Z-]+\n"));
+
+  Output json = Ctl("--json runs");
+  EXPECT_EQ(json.exit_code, 0);
+  EXPECT_THAT(json.text, HasSubstr("\"run_id\": \"ctl-run\""));
+
+  Output history = Ctl("history ctl-run");
+  EXPECT_EQ(history.exit_code, 0);
+  EXPECT_THAT(history.text,
+              HasSubstr("FIRST_STEP  LAST_STEP  ROUNDS  MIN  MEAN  MAX  LAST  CLIPPED  SKIPPED"));
+  EXPECT_THAT(history.text, MatchesRegex("(.|\n)*\n +1 +1 +1 +5 +5 +5 +5 +1 +0 +0\n(.|\n)*"));
+
+  Output summary = Ctl("summary ctl-run");
+  EXPECT_EQ(summary.exit_code, 0);
+  EXPECT_THAT(summary.text, MatchesRegex("(.|\n)*rounds +3\n(.|\n)*"));
+  // Rows name what they hold: the largest total norm seen (5), not the
+  // run's max_norm threshold (4, in `run`).
+  EXPECT_THAT(summary.text, MatchesRegex("(.|\n)*max_total_norm +5\n(.|\n)*"));
+  EXPECT_THAT(summary.text, MatchesRegex("(.|\n)*p50_total_norm +4\n(.|\n)*"));
+  EXPECT_THAT(summary.text, Not(HasSubstr("max_norm ")));
+  Output run = Ctl("run ctl-run");
+  EXPECT_THAT(run.text, MatchesRegex("(.|\n)*max_norm +4\n(.|\n)*"));
+
+  Output health = Ctl("health");
+  EXPECT_EQ(health.exit_code, 0);
+  EXPECT_EQ(health.text, "SERVING\n");
+
+  Output missing = Ctl("run nobody");
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.text, HasSubstr("GetRun failed: NOT_FOUND"));
+  EXPECT_THAT(missing.text, HasSubstr("nobody"));
+
+  Output usage = Ctl("history");
+  EXPECT_EQ(usage.exit_code, 2);
+
+  Output no_timeout = Ctl("--timeout=0 runs");
+  EXPECT_EQ(no_timeout.exit_code, 2);
+  EXPECT_THAT(no_timeout.text, HasSubstr("--timeout=0: expected a positive"));
+}
+
+// --help and --version exit 0, usage errors (unknown flag, bad value) exit
+// 2, and GRADNORM_TARGET / GRADNORM_TOKEN_FILE stand for the flags.
+TEST_F(GradnormctlTest, HelpVersionUsageErrorsAndEnvironment) {
+  Output help = Finish(popen("client/gradnormctl --help 2>&1", "r"));
+  EXPECT_EQ(help.exit_code, 0) << help.text;
+  EXPECT_THAT(help.text, HasSubstr("--participants ("));
+  EXPECT_THAT(help.text, HasSubstr("GRADNORM_TARGET"));
+  Output version = Finish(popen("client/gradnormctl --version 2>&1", "r"));
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_EQ(version.text, "gradnormctl " GRADNORM_VERSION "\n");
+  Output server = Finish(popen("server/coordinator --version 2>&1", "r"));
+  EXPECT_EQ(server.exit_code, 0);
+  EXPECT_EQ(server.text, "gradnorm coordinator " GRADNORM_VERSION "\n");
+
+  Output unknown = Ctl("--bogus runs");
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_THAT(unknown.text, HasSubstr("unknown flag --bogus"));
+  Output bad_value = Ctl("--top=abc summary r");
+  EXPECT_EQ(bad_value.exit_code, 2);
+  EXPECT_THAT(bad_value.text, HasSubstr("--top=abc"));
+
+  TestClient client(NewChannel(target_));
+  ASSERT_TRUE(client.RegisterRun("env-run", Config(1)).ok());
+  Output env = Finish(popen(
+      absl::StrCat("GRADNORM_TARGET=", target_,
+                   " client/gradnormctl runs 2>&1").c_str(), "r"));
+  EXPECT_EQ(env.exit_code, 0) << env.text;
+  EXPECT_THAT(env.text, HasSubstr("env-run"));
+  // The flag wins over the environment.
+  Output flag_wins = Finish(popen(
+      absl::StrCat("GRADNORM_TARGET=127.0.0.1:1 client/gradnormctl --target=",
+                   target_, " runs 2>&1").c_str(), "r"));
+  EXPECT_EQ(flag_wins.exit_code, 0) << flag_wins.text;
+  // GRADNORM_TOKEN_FILE is read like --token_file: a missing file is a
+  // usage error naming it.
+  Output token = Finish(popen(
+      absl::StrCat("GRADNORM_TOKEN_FILE=/nonexistent/token client/gradnormctl "
+                   "--target=", target_, " runs 2>&1").c_str(), "r"));
+  EXPECT_EQ(token.exit_code, 2);
+  EXPECT_THAT(token.text, HasSubstr("/nonexistent/token"));
+}
+
+// A clean start and shutdown, also with the health-only port, logs no
+// error-level line (gRPC's "E<date> ..." format).
+TEST_F(GradnormctlTest, CleanStartWithHealthPortLogsNoError) {
+  Output run = Finish(popen(
+      "timeout -s TERM 2 server/coordinator --listen=127.0.0.1:0 "
+      "--store=memory --health_listen=127.0.0.1:0 2>&1",
+      "r"));
+  EXPECT_THAT(run.text, HasSubstr("listening on"));
+  EXPECT_THAT(run.text, HasSubstr("shut down cleanly"));
+  EXPECT_THAT(run.text, Not(MatchesRegex("(.|\n)*E[0-9]{4} [0-9]{2}:(.|\n)*")))
+      << run.text;
+  // The operational log: one line at start and one at shutdown.
+  EXPECT_THAT(run.text, MatchesRegex("(.|\n)*level=info event=start version=" GRADNORM_VERSION
+                                     " listen=127.0.0.1:[0-9]+ store=memory db=\"\" "
+                                     "runs=0\n(.|\n)*"));
+  EXPECT_THAT(run.text, MatchesRegex("(.|\n)*level=info event=shutdown signal=15 "
+                                     "status=clean\n(.|\n)*"));
+  Output quiet = Finish(popen(
+      "timeout -s TERM 1 server/coordinator --listen=127.0.0.1:0 "
+      "--store=memory --log_level=error 2>&1",
+      "r"));
+  EXPECT_THAT(quiet.text, Not(HasSubstr("event=")));
+  Output bad = Finish(popen(
+      "server/coordinator --listen=127.0.0.1:0 --store=memory "
+      "--log_level=debug 2>&1",
+      "r"));
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.text, HasSubstr("log level 'debug' is unknown"));
+}
+
+// register takes every policy's settings; the stored config shows them, the
+// same settings again are a no-op, others FAILED_PRECONDITION, and settings
+// it does not understand are usage errors.
+TEST_F(GradnormctlTest, RegisterTakesEveryPolicySetting) {
+  Output zclip = Ctl(
+      "--json register zrun --participants=3 --norm_type=inf --max_norm=2.5 "
+      "--policy=zclip --zclip_alpha=0.9 --zclip_z=3 --warmup_steps=7 "
+      "--spike_sigma=5 --spike_window=64 --spike_warmup=8 --nonfinite=error "
+      "--round_timeout_ms=1500");
+  EXPECT_EQ(zclip.exit_code, 0) << zclip.text;
+  EXPECT_THAT(zclip.text, HasSubstr("\"created\": true"));
+  TestClient client(NewChannel(target_));
+  v1::RunInfo run;
+  ASSERT_TRUE(client.GetRun("zrun", &run).ok());
+  const v1::RunConfig& config = run.config();
+  EXPECT_EQ(config.participants(), 3u);
+  EXPECT_TRUE(std::isinf(config.norm_type()));
+  EXPECT_EQ(config.max_norm(), 2.5);
+  EXPECT_EQ(config.clip_policy().zclip().alpha(), 0.9);
+  EXPECT_EQ(config.clip_policy().zclip().z_threshold(), 3.0);
+  EXPECT_EQ(config.clip_policy().zclip().warmup_steps(), 7u);
+  EXPECT_TRUE(config.spike_rule().enabled());
+  EXPECT_EQ(config.spike_rule().sigma(), 5.0);
+  EXPECT_EQ(config.spike_rule().window(), 64u);
+  EXPECT_EQ(config.spike_rule().warmup_steps(), 8u);
+  EXPECT_EQ(config.nonfinite_policy(), v1::NON_FINITE_POLICY_ERROR);
+  EXPECT_EQ(config.round_timeout_ms(), 1500u);
+
+  Output autoclip = Ctl(
+      "register arun --participants=1 --max_norm=1 --policy=autoclip "
+      "--autoclip_percentile=25 --autoclip_history=50 --warmup_steps=4");
+  EXPECT_EQ(autoclip.exit_code, 0) << autoclip.text;
+  EXPECT_THAT(autoclip.text, HasSubstr("registered run arun"));
+  EXPECT_THAT(autoclip.text, MatchesRegex("(.|\n)*clip_policy +autoclip(.|\n)*"));
+  ASSERT_TRUE(client.GetRun("arun", &run).ok());
+  EXPECT_EQ(run.config().clip_policy().auto_clip().percentile(), 25.0);
+  EXPECT_EQ(run.config().clip_policy().auto_clip().history_length(), 50u);
+
+  Output again = Ctl(
+      "register arun --participants=1 --max_norm=1 --policy=autoclip "
+      "--autoclip_percentile=25 --autoclip_history=50 --warmup_steps=4");
+  EXPECT_EQ(again.exit_code, 0) << again.text;
+  EXPECT_THAT(again.text, HasSubstr("run already registered: arun"));
+  Output other = Ctl("register arun --participants=2");
+  EXPECT_EQ(other.exit_code, 1);
+  EXPECT_THAT(other.text, HasSubstr("RegisterRun failed: FAILED_PRECONDITION"));
+
+  Output bad_value = Ctl("register brun --participants=1 --policy=zclip --zclip_alpha=2");
+  EXPECT_EQ(bad_value.exit_code, 1);
+  EXPECT_THAT(bad_value.text, HasSubstr("INVALID_ARGUMENT"));
+  EXPECT_EQ(Ctl("register brun").exit_code, 2);
+  Output policy = Ctl("register brun --participants=1 --policy=adaptive");
+  EXPECT_EQ(policy.exit_code, 2);
+  EXPECT_THAT(policy.text, HasSubstr("--policy=adaptive: expected static, autoclip or zclip"));
+  EXPECT_EQ(Ctl("register brun --participants=1 --nonfinite=ignore").exit_code, 2);
+  EXPECT_EQ(Ctl("register brun --participants=1 --norm_type=two").exit_code, 2);
+}
+
+// --top=N lists N participants; 0 would be the server's default of 5, not
+// "none", so it is a usage error.
+TEST_F(GradnormctlTest, SummaryTopListsThatManyParticipantsAndRejectsZero) {
+  TestClient client(NewChannel(target_));
+  ASSERT_TRUE(client.RegisterRun("two-jobs", Config(2)).ok());
+  std::unique_ptr<PendingReport> first = client.StartReport("two-jobs", 0, 0, 1.0);
+  ASSERT_TRUE(client.Report("two-jobs", 0, 1, 3.0).ok());
+  ASSERT_TRUE(first->WaitFor(absl::Seconds(20)));
+  ASSERT_TRUE(first->status.ok()) << first->status.error_message();
+
+  const std::string header = "(.|\n)*\nPARTICIPANT +TIMES_SLOWEST +MEAN_LAG_S +MAX_LAG_S\n";
+  const std::string row = " +[01] +[01] +[0-9.e-]+ +[0-9.e-]+\n";
+  Output one = Ctl("summary two-jobs --top=1");
+  EXPECT_EQ(one.exit_code, 0) << one.text;
+  EXPECT_THAT(one.text, MatchesRegex(header + row));
+  Output two = Ctl("summary two-jobs --top=2");
+  EXPECT_EQ(two.exit_code, 0) << two.text;
+  EXPECT_THAT(two.text, MatchesRegex(header + row + row));
+
+  Output zero = Ctl("summary two-jobs --top=0");
+  EXPECT_EQ(zero.exit_code, 2);
+  EXPECT_EQ(zero.text,
+            "gradnormctl: --top=0: expected at least 1 (how many slowest participants the "
+            "summary lists)\n");
+}
+
+// watch --json prints one object per round per line, with the proto field
+// names every other --json command uses.
+TEST_F(GradnormctlTest, WatchJsonUsesProtoFieldNames) {
+  TestClient client(NewChannel(target_));
+  ASSERT_TRUE(client.RegisterRun("ctl-run", Config(1)).ok());
+  ASSERT_TRUE(client.Report("ctl-run", 0, 0, 9.0).ok());
+  ASSERT_TRUE(client.Report("ctl-run", 1, 0, 25.0).ok());
+
+  // watch runs until interrupted: coreutils' timeout ends it (exit 124) after
+  // the replay of the stored rounds.
+  Output watch = Finish(Start("--json watch ctl-run", "timeout 2"));
+  EXPECT_EQ(watch.exit_code, 124) << watch.text;
+  EXPECT_THAT(watch.text, MatchesRegex("\\{\"run_id\":\"ctl-run\",\"total_norm\":3,[^\n]*\\}\n"
+                                       "\\{\"run_id\":\"ctl-run\",\"step\":\"1\","
+                                       "\"total_norm\":5,[^\n]*\"action\":\"ACTION_CLIP\""
+                                       "[^\n]*\"effective_max_norm\":4,[^\n]*\\}\n"));
+  EXPECT_THAT(watch.text, Not(HasSubstr("totalNorm")));
+  EXPECT_THAT(watch.text, Not(HasSubstr("runId")));
+}
+
+// finish ends a run (and a watch of it, which exits 0), delete removes it.
+TEST_F(GradnormctlTest, FinishEndsWatchesAndDeleteRemovesTheRun) {
+  TestClient client(NewChannel(target_));
+  ASSERT_TRUE(client.RegisterRun("done-run", Config(2)).ok());
+  ASSERT_TRUE(client.RegisterRun("kept-run", Config(1)).ok());
+  std::thread both([&] { EXPECT_TRUE(client.Report("done-run", 0, 0, 9.0).ok()); });
+  TestClient other(NewChannel(target_));
+  ASSERT_TRUE(other.Report("done-run", 0, 1, 16.0).ok());
+  both.join();
+  FILE* watch = Start("watch done-run", "timeout 20");
+  absl::SleepFor(absl::Milliseconds(500));
+  auto lonely = other.StartReport("done-run", 1, 0, 1.0);
+
+  Output finish = Ctl("finish done-run");
+  EXPECT_EQ(finish.exit_code, 0) << finish.text;
+  EXPECT_THAT(finish.text,
+              HasSubstr("finished run done-run (1 rounds waiting for participants "
+                        "were abandoned)"));
+  EXPECT_THAT(finish.text, MatchesRegex("(.|\n)*state +finished\n(.|\n)*"));
+  ASSERT_TRUE(lonely->WaitFor(absl::Seconds(10)));
+  EXPECT_EQ(lonely->status.error_code(), grpc::StatusCode::ABORTED);
+
+  Output watched = Finish(watch);
+  EXPECT_EQ(watched.exit_code, 0) << watched.text;
+  EXPECT_THAT(watched.text, MatchesRegex("(.|\n)* +0 +5 +(.|\n)*"));
+  EXPECT_THAT(watched.text, HasSubstr("gradnormctl: run done-run is finished"));
+  Output runs = Ctl("runs");
+  EXPECT_THAT(runs.text, MatchesRegex("(.|\n)*STATE(.|\n)*done-run +2 +4 +2 +static +1 +0 +0 "
+                                      "+finished(.|\n)*kept-run(.|\n)* running(.|\n)*"));
+
+  Output deleted = Ctl("delete done-run");
+  EXPECT_EQ(deleted.exit_code, 0) << deleted.text;
+  EXPECT_EQ(deleted.text, "deleted run done-run and its 1 rounds\n");
+  Output gone = Ctl("run done-run");
+  EXPECT_EQ(gone.exit_code, 1);
+  EXPECT_THAT(gone.text, HasSubstr("NOT_FOUND"));
+  EXPECT_EQ(Ctl("delete").exit_code, 2);
+  EXPECT_EQ(Ctl("finish a b").exit_code, 2);
+}
+
+// A request with a string that is not UTF-8 is refused, and the coordinator
+// logs it as one warning of its own log instead of libprotobuf's ERROR lines.
+TEST_F(GradnormctlTest, NonUtf8RequestsAreAWarningNotAnError) {
+  const std::string log_file = TempPath("utf8.log");
+  const std::string port_file = TempPath("utf8.port");
+  std::remove(port_file.c_str());
+  const std::string command =
+      absl::StrCat("timeout -s TERM 3 server/coordinator --listen=127.0.0.1:0 --store=memory ",
+                   "--port_file=", port_file, " > ", log_file, " 2>&1");
+  // coreutils' timeout ends it with SIGTERM and then exits 124.
+  std::thread coordinator([&] {
+    const int status = std::system(command.c_str());
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 124) << status;
+  });
+  int port = 0;
+  for (int i = 0; i < 500 && port == 0; ++i) {
+    std::ifstream(port_file) >> port;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_GT(port, 0);
+  for (int i = 0; i < 3; ++i) {
+    testing::RawCallResult result = testing::RawCall(
+        NewChannel(absl::StrCat("127.0.0.1:", port)), "/gradnorm.v1.Coordinator/GetRun",
+        {std::string("\x0a\x02\xff\xfe", 4)});
+    EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  coordinator.join();
+  std::ifstream in(log_file);
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_THAT(text, Not(HasSubstr("libprotobuf ERROR")));
+  EXPECT_THAT(text, MatchesRegex("(.|\n)*level=warning event=protobuf_message "
+                                 "message=\".*invalid UTF-8(.|\n)*"));
+}
+
+// watch started before its run exists waits for it, saying so, and then
+// streams its rounds.
+TEST_F(GradnormctlTest, WatchWaitsForARunNotYetRegistered) {
+  FILE* watch = Start("--json watch later-run", "timeout 4");
+  absl::SleepFor(absl::Milliseconds(700));
+  TestClient client(NewChannel(target_));
+  ASSERT_TRUE(client.RegisterRun("later-run", Config(1)).ok());
+  ASSERT_TRUE(client.Report("later-run", 0, 0, 9.0).ok());
+  Output out = Finish(watch);
+  EXPECT_EQ(out.exit_code, 124) << out.text;
+  EXPECT_THAT(out.text,
+              HasSubstr("run later-run is not registered yet; waiting for it"));
+  EXPECT_THAT(out.text, HasSubstr("{\"run_id\":\"later-run\",\"total_norm\":3,"));
+}
+
+// --timeout bounds watch's connection, not the stream: a server that accepts
+// TCP but never answers fails within it (gRPC alone would wait its 20 s
+// connect timeout), and a connected watch keeps streaming past it.
+TEST_F(GradnormctlTest, WatchTimeoutBoundsConnectingOnly) {
+  const int silent = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(silent, 0);
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(bind(silent, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(silent, 4), 0);
+  ASSERT_EQ(getsockname(silent, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const std::string silent_target = absl::StrCat("127.0.0.1:", ntohs(address.sin_port));
+  const absl::Time start = absl::Now();
+  Output hung = Finish(Start("--timeout=0.5 watch ctl-run", "", silent_target));
+  const absl::Duration elapsed = absl::Now() - start;
+  close(silent);
+  EXPECT_EQ(hung.exit_code, 1) << hung.text;
+  EXPECT_THAT(hung.text, HasSubstr("WatchRun failed: DEADLINE_EXCEEDED: no connection to " +
+                                   silent_target + " within --timeout 0.5 s"));
+  EXPECT_LT(elapsed, absl::Seconds(5));
+
+  TestClient client(NewChannel(target_));
+  ASSERT_TRUE(client.RegisterRun("ctl-run", Config(1)).ok());
+  FILE* watch = Start("--timeout=0.5 watch ctl-run", "timeout 3");
+  absl::SleepFor(absl::Milliseconds(1500));
+  ASSERT_TRUE(client.Report("ctl-run", 7, 0, 4.0).ok());
+  Output live = Finish(watch);
+  EXPECT_EQ(live.exit_code, 124) << live.text;
+  EXPECT_THAT(live.text, MatchesRegex(" +STEP +TOTAL_NORM +CLIP_COEF +ACTION +REASON +SPREAD_S +SLOWEST\n"
+                                      " +7 +2 +1 +none +within_max_norm +0 +0\n"));
+}
+
+}  // namespace
+}  // namespace server
+}  // namespace gradnorm
