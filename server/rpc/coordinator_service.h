@@ -14,7 +14,7 @@
 //
 // Report answers from the Aggregator's callback (after the round's record is
 // committed). The caller's deadline is passed on, shortened by a margin
-// (kDeadlineMargin) so that the Aggregator's DEADLINE_EXCEEDED, which names
+// (call_deadline.h) so that the Aggregator's DEADLINE_EXCEEDED, which names
 // the missing participants, reaches the caller before its own deadline fires.
 // A cancelled call is answered with CANCELLED at once; its report stays in the
 // round (a retry of the same report rejoins it).
@@ -78,10 +78,6 @@ using RawCoordinatorService = v1::Coordinator::WithRawCallbackMethod_RegisterRun
 
 class CoordinatorService final : public RawCoordinatorService {
  public:
-  // The most a Report's deadline is shortened by (at most a fifth of the time
-  // the caller allowed is taken).
-  static constexpr absl::Duration kDeadlineMargin = absl::Milliseconds(200);
-
   // `auth` may be null (no authentication), `log` too (authentication
   // failures are then not logged; with one, at most one line a second, with
   // the count held back). None is owned.
@@ -152,11 +148,6 @@ class CoordinatorService final : public RawCoordinatorService {
   mutable LogLimiter auth_failures_{absl::Seconds(1)};
   const std::unique_ptr<StreamRegistry> streams_;
 };
-
-// The deadline handed to the Aggregator for a call whose gRPC deadline is
-// `deadline` at time `now`: absl::InfiniteFuture() for none, else `deadline`
-// less min(kDeadlineMargin, (deadline - now) / 5).
-absl::Time AggregatorDeadline(absl::Time deadline, absl::Time now);
 
 }  // namespace server
 }  // namespace gradnorm
