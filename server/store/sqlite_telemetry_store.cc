@@ -12,109 +12,11 @@
 #include "common/status_macros.h"
 #include "server/store/participant_codec.h"
 #include "server/store/sqlite_errors.h"
+#include "server/store/sqlite_schema.h"
+#include "server/store/sqlite_statement.h"
 
 namespace gradnorm {
 namespace server {
-namespace {
-
-constexpr int kSchemaVersion = 4;
-
-constexpr char kSchema[] = R"sql(
-CREATE TABLE IF NOT EXISTS runs (
-  run_id TEXT PRIMARY KEY,
-  config BLOB NOT NULL,
-  created_unix_micros INTEGER NOT NULL,
-  finished_unix_micros INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS rounds (
-  run_id TEXT NOT NULL REFERENCES runs(run_id),
-  step INTEGER NOT NULL,
-  sequence INTEGER NOT NULL,
-  total_norm REAL,
-  clip_coef REAL NOT NULL,
-  action INTEGER NOT NULL,
-  reason INTEGER NOT NULL,
-  reason_detail TEXT NOT NULL,
-  effective_max_norm REAL NOT NULL,
-  arrival_spread_seconds REAL NOT NULL,
-  slowest_participant INTEGER NOT NULL,
-  finalized_unix_micros INTEGER NOT NULL,
-  participants BLOB NOT NULL,
-  PRIMARY KEY (run_id, step)
-) WITHOUT ROWID;
-)sql";
-
-// Schema 3 added the abandoned steps (a schema 1 or 2 file gets the table).
-constexpr char kAbandonedSchema[] = R"sql(
-CREATE TABLE IF NOT EXISTS abandoned_steps (
-  run_id TEXT NOT NULL REFERENCES runs(run_id),
-  step INTEGER NOT NULL,
-  why TEXT NOT NULL,
-  PRIMARY KEY (run_id, step)
-) WITHOUT ROWID;
-)sql";
-
-// Schema 4 added when a run was finished (0: not finished).
-constexpr char kMigrateTo4[] = R"sql(
-ALTER TABLE runs ADD COLUMN finished_unix_micros INTEGER NOT NULL DEFAULT 0;
-)sql";
-
-// Schema 1 kept participants in a table of their own, one row each.
-constexpr char kMigrateFrom1[] = R"sql(
-ALTER TABLE rounds ADD COLUMN participants BLOB NOT NULL DEFAULT x'';
-)sql";
-
-struct StatementDeleter {
-  void operator()(sqlite3_stmt* statement) const {
-    sqlite3_finalize(statement);
-  }
-};
-using Statement = std::unique_ptr<sqlite3_stmt, StatementDeleter>;
-
-absl::StatusOr<Statement> PrepareStatement(sqlite3* db, const char* sql) {
-  sqlite3_stmt* statement = nullptr;
-  int rc = sqlite3_prepare_v2(db, sql, -1, &statement, nullptr);
-  if (rc != SQLITE_OK) return SqliteError(rc, db, absl::StrCat("prepare ", sql));
-  return Statement(statement);
-}
-
-// SQLite turns NaN into NULL on its own; doing it explicitly documents it.
-void BindReal(sqlite3_stmt* s, int index, double value) {
-  if (std::isnan(value)) {
-    sqlite3_bind_null(s, index);
-  } else {
-    sqlite3_bind_double(s, index, value);
-  }
-}
-
-double ColumnReal(sqlite3_stmt* s, int index) {
-  if (sqlite3_column_type(s, index) == SQLITE_NULL) {
-    return std::numeric_limits<double>::quiet_NaN();
-  }
-  return sqlite3_column_double(s, index);
-}
-
-std::string ColumnText(sqlite3_stmt* s, int index) {
-  const unsigned char* text = sqlite3_column_text(s, index);
-  return text == nullptr
-             ? std::string()
-             : std::string(reinterpret_cast<const char*>(text),
-                           sqlite3_column_bytes(s, index));
-}
-
-// Runs `statement` to completion and resets it for the next use.
-absl::Status StepDone(sqlite3* db, sqlite3_stmt* statement,
-                      absl::string_view call) {
-  int rc = sqlite3_step(statement);
-  absl::Status status =
-      rc == SQLITE_DONE ? absl::OkStatus() : SqliteError(rc, db, call);
-  sqlite3_reset(statement);
-  sqlite3_clear_bindings(statement);
-  return status;
-}
-
-}  // namespace
-
 struct SqliteTelemetryStore::Op {
   // Exactly one of run / round / abandoned / change.
   std::optional<RunRecord> run;
@@ -173,90 +75,6 @@ SqliteTelemetryStore::Open(const SqliteStoreOptions& options) {
   return store;
 }
 
-absl::Status SqliteTelemetryStore::Exec(const char* sql) {
-  char* error = nullptr;
-  int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &error);
-  sqlite3_free(error);
-  if (rc != SQLITE_OK) return SqliteError(rc, db_, sql);
-  return absl::OkStatus();
-}
-
-absl::Status SqliteTelemetryStore::CreateOrMigrateSchema() {
-  ASSIGN_OR_RETURN(Statement version, PrepareStatement(db_, "PRAGMA user_version"));
-  int rc = sqlite3_step(version.get());
-  if (rc != SQLITE_ROW) return SqliteError(rc, db_, "PRAGMA user_version");
-  const int found = sqlite3_column_int(version.get(), 0);
-  version.reset();
-  if (found > kSchemaVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        options_.path, " has schema version ", found,
-        ", newer than this coordinator's ", kSchemaVersion,
-        "; run a newer coordinator"));
-  }
-  if (found == kSchemaVersion) return absl::OkStatus();
-  if (found == 1) {
-    RETURN_IF_ERROR(MigrateFrom1());
-  } else if (found == 0) {
-    RETURN_IF_ERROR(Exec(kSchema));
-  }
-  if (found >= 1) RETURN_IF_ERROR(Exec(kMigrateTo4));
-  RETURN_IF_ERROR(Exec(kAbandonedSchema));
-  return Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str());
-}
-
-absl::Status SqliteTelemetryStore::MigrateFrom1() {
-  RETURN_IF_ERROR(Exec(kMigrateFrom1));
-  ASSIGN_OR_RETURN(
-      Statement select,
-      PrepareStatement(db_,
-                       "SELECT run_id, step, participant, partial, "
-                       "arrival_offset_seconds, num_elements FROM participants "
-                       "ORDER BY run_id, step, participant"));
-  ASSIGN_OR_RETURN(
-      Statement update,
-      PrepareStatement(db_, "UPDATE rounds SET participants = ?3 "
-                            "WHERE run_id = ?1 AND step = ?2"));
-  std::string run_id;
-  int64_t step = 0;
-  std::vector<ParticipantRecord> participants;
-  auto write = [&]() -> absl::Status {
-    if (participants.empty()) return absl::OkStatus();
-    const std::string blob = EncodeParticipants(participants);
-    sqlite3_bind_text(update.get(), 1, run_id.data(), run_id.size(), SQLITE_STATIC);
-    sqlite3_bind_int64(update.get(), 2, step);
-    sqlite3_bind_blob(update.get(), 3, blob.data(), blob.size(), SQLITE_STATIC);
-    RETURN_IF_ERROR(StepDone(db_, update.get(), "UPDATE rounds SET participants"));
-    participants.clear();
-    return absl::OkStatus();
-  };
-  sqlite3_stmt* q = select.get();
-  int rc;
-  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-    std::string row_run = ColumnText(q, 0);
-    const int64_t row_step = sqlite3_column_int64(q, 1);
-    if (row_run != run_id || row_step != step) {
-      RETURN_IF_ERROR(write());
-      run_id = std::move(row_run);
-      step = row_step;
-    }
-    const int64_t index = sqlite3_column_int64(q, 2);
-    if (index != static_cast<int64_t>(participants.size())) {
-      return absl::DataLossError(absl::StrCat(
-          "participant ", index, " of step ", step, " of run ", run_id,
-          " is stored without participant ", participants.size()));
-    }
-    ParticipantRecord p;
-    p.partial = ColumnReal(q, 3);
-    p.arrival_offset_seconds = sqlite3_column_double(q, 4);
-    p.num_elements = static_cast<uint64_t>(sqlite3_column_int64(q, 5));
-    participants.push_back(p);
-  }
-  if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM participants");
-  RETURN_IF_ERROR(write());
-  select.reset();
-  return Exec("DROP TABLE participants");
-}
-
 absl::Status SqliteTelemetryStore::Prepare() {
   sqlite3_busy_timeout(db_, options_.busy_timeout_ms);
   // One coordinator owns the file while it runs. EXCLUSIVE locking, set
@@ -264,7 +82,7 @@ absl::Status SqliteTelemetryStore::Prepare() {
   // shared-memory file, no file locks per transaction: a third of a small
   // commit) and makes a second coordinator on the same file fail here instead
   // of finalizing rounds beside the first.
-  RETURN_IF_ERROR(Exec("PRAGMA locking_mode=EXCLUSIVE"));
+  RETURN_IF_ERROR(ExecSql(db_, "PRAGMA locking_mode=EXCLUSIVE"));
   // The first statement that reads the file takes the lock. journal_mode
   // returns a row; sqlite3_exec discards it.
   int rc = sqlite3_exec(db_, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
@@ -275,17 +93,17 @@ absl::Status SqliteTelemetryStore::Prepare() {
         " ms. Expected a database no other process has open"));
   }
   if (rc != SQLITE_OK) return SqliteError(rc, db_, "PRAGMA journal_mode=WAL");
-  RETURN_IF_ERROR(Exec(options_.synchronous_full ? "PRAGMA synchronous=FULL"
+  RETURN_IF_ERROR(ExecSql(db_, options_.synchronous_full ? "PRAGMA synchronous=FULL"
                                                  : "PRAGMA synchronous=NORMAL"));
-  RETURN_IF_ERROR(Exec("PRAGMA foreign_keys=ON"));
+  RETURN_IF_ERROR(ExecSql(db_, "PRAGMA foreign_keys=ON"));
 
-  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-  absl::Status created = CreateOrMigrateSchema();
+  RETURN_IF_ERROR(ExecSql(db_, "BEGIN IMMEDIATE"));
+  absl::Status created = CreateOrMigrateSchema(db_, options_.path);
   if (!created.ok()) {
-    Exec("ROLLBACK").IgnoreError();
+    ExecSql(db_, "ROLLBACK").IgnoreError();
     return created;
   }
-  RETURN_IF_ERROR(Exec("COMMIT"));
+  RETURN_IF_ERROR(ExecSql(db_, "COMMIT"));
 
   statements_ = std::make_unique<Statements>();
   struct {
@@ -600,49 +418,6 @@ void SqliteTelemetryStore::CommitBatch() {
   }
   completed_ += batch.size();
 }
-
-namespace {
-
-constexpr char kRoundColumns[] =
-    "run_id, step, sequence, total_norm, clip_coef, action, reason, "
-    "reason_detail, effective_max_norm, arrival_spread_seconds, "
-    "slowest_participant, finalized_unix_micros, participants";
-// The same columns with an empty BLOB for the participants (not read).
-constexpr char kRoundColumnsWithoutParticipants[] =
-    "run_id, step, sequence, total_norm, clip_coef, action, reason, "
-    "reason_detail, effective_max_norm, arrival_spread_seconds, "
-    "slowest_participant, finalized_unix_micros, x''";
-
-// A row of kRoundColumns.
-absl::StatusOr<RoundRecord> RoundFromRow(sqlite3_stmt* q) {
-  RoundRecord record;
-  v1::RoundResult& r = record.result;
-  r.set_run_id(ColumnText(q, 0));
-  r.set_step(static_cast<uint64_t>(sqlite3_column_int64(q, 1)));
-  record.sequence = static_cast<uint64_t>(sqlite3_column_int64(q, 2));
-  r.set_total_norm(ColumnReal(q, 3));
-  r.set_clip_coef(sqlite3_column_double(q, 4));
-  r.set_action(static_cast<v1::Action>(sqlite3_column_int(q, 5)));
-  r.set_reason(static_cast<v1::Reason>(sqlite3_column_int(q, 6)));
-  r.set_reason_detail(ColumnText(q, 7));
-  r.set_effective_max_norm(sqlite3_column_double(q, 8));
-  r.set_arrival_spread_seconds(sqlite3_column_double(q, 9));
-  r.set_slowest_participant(static_cast<uint32_t>(sqlite3_column_int64(q, 10)));
-  r.set_finalized_unix_micros(sqlite3_column_int64(q, 11));
-  absl::StatusOr<std::vector<ParticipantRecord>> participants =
-      DecodeParticipants(absl::string_view(
-          static_cast<const char*>(sqlite3_column_blob(q, 12)),
-          sqlite3_column_bytes(q, 12)));
-  if (!participants.ok()) {
-    return absl::DataLossError(absl::StrCat("step ", r.step(), " of run ",
-                                            r.run_id(), ": ",
-                                            participants.status().message()));
-  }
-  record.participants = *std::move(participants);
-  return record;
-}
-
-}  // namespace
 
 absl::StatusOr<std::vector<RunRecord>> SqliteTelemetryStore::LoadRunsLocked() {
   std::vector<RunRecord> runs;

@@ -114,10 +114,6 @@ class SqliteTelemetryStore final : public TelemetryStore {
 
   SqliteTelemetryStore(const SqliteStoreOptions& options, sqlite3* db);
   absl::Status Prepare() ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
-  // Inside Prepare's transaction: creates the tables of a new file, migrates
-  // an older schema, refuses a newer one.
-  absl::Status CreateOrMigrateSchema() ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
-  absl::Status MigrateFrom1() ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
   void Enqueue(Op op);
   // Enqueues a run or abandoned step and waits for its commit.
   absl::Status EnqueueAndWait(Op op);
@@ -131,7 +127,6 @@ class SqliteTelemetryStore final : public TelemetryStore {
   // A finish or a delete, under a savepoint: all of it or none.
   absl::Status WriteRunChange(const RunChange& change)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
-  absl::Status Exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
   absl::StatusOr<std::vector<RunRecord>> LoadRunsLocked()
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(db_mu_);
   absl::StatusOr<std::vector<AbandonedStep>> LoadAbandonedLocked()
