@@ -77,23 +77,34 @@ grpc::ChannelArguments CoordinatorChannelArguments(
               Millis(options.initial_backoff));
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, Millis(options.initial_backoff));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, Millis(options.max_backoff));
-  if (!options.tls_server_name.empty()) {
-    args.SetSslTargetNameOverride(options.tls_server_name);
-  }
   return args;
 }
 
-absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Create(
+absl::StatusOr<std::shared_ptr<grpc::Channel>> NewCoordinatorChannel(
     const CoordinatorClientOptions& options) {
+  return NewCoordinatorChannel(options, CoordinatorChannelArguments(options));
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> NewCoordinatorChannel(
+    const CoordinatorClientOptions& options, grpc::ChannelArguments args) {
   if (options.target.empty()) {
     return absl::InvalidArgumentError(
         "coordinator target is empty: expected host:port");
   }
   if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
-      options.target, Credentials(options), CoordinatorChannelArguments(options));
+  if (!options.tls_server_name.empty()) {
+    args.SetSslTargetNameOverride(options.tls_server_name);
+  }
+  return grpc::CreateCustomChannel(options.target, Credentials(options), args);
+}
+
+absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Create(
+    const CoordinatorClientOptions& options) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      NewCoordinatorChannel(options);
+  if (!channel.ok()) return channel.status();
   return std::unique_ptr<CoordinatorClient>(new CoordinatorClient(
-      gradnorm::v1::Coordinator::NewStub(channel), options));
+      gradnorm::v1::Coordinator::NewStub(*channel), options));
 }
 
 absl::StatusOr<std::unique_ptr<CoordinatorClient>>

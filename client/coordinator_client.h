@@ -232,10 +232,19 @@ class CoordinatorClient {
 
 // The channel arguments Create uses: keepalive (time, timeout, permitted
 // without calls, unlimited pings without data), reconnect backoff bounded by
-// max_backoff so a restarted coordinator is found quickly, and the TLS name
-// override. Exposed so tests can check them against the server's settings.
+// max_backoff so a restarted coordinator is found quickly. Exposed so tests
+// can check them against the server's settings.
 grpc::ChannelArguments CoordinatorChannelArguments(
     const CoordinatorClientOptions& options);
+
+// The channel Create opens: options.target with options' security (TLS,
+// mutual TLS, server name override) and `args` (by default
+// CoordinatorChannelArguments), connecting lazily. For tools that make their
+// own calls (gradnormctl). INVALID_ARGUMENT as Create.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> NewCoordinatorChannel(
+    const CoordinatorClientOptions& options);
+absl::StatusOr<std::shared_ptr<grpc::Channel>> NewCoordinatorChannel(
+    const CoordinatorClientOptions& options, grpc::ChannelArguments args);
 
 }  // namespace gradnorm
 

@@ -90,7 +90,7 @@ class GradnormctlTest : public ::testing::Test {
   FILE* Start(const std::string& args, const std::string& prefix = "",
               const std::string& target = "") {
     const std::string command =
-        absl::StrCat(prefix, " client/gradnormctl --target=", target.empty() ? target_ : target,
+        absl::StrCat(prefix, " tools/gradnormctl/gradnormctl --target=", target.empty() ? target_ : target,
                      " ", args, " 2>&1");
     return popen(command.c_str(), "r");
   }
@@ -168,11 +168,11 @@ TEST_F(GradnormctlTest, TablesJsonHealthAndErrors) {
 // --help and --version exit 0, usage errors (unknown flag, bad value) exit
 // 2, and GRADNORM_TARGET / GRADNORM_TOKEN_FILE stand for the flags.
 TEST_F(GradnormctlTest, HelpVersionUsageErrorsAndEnvironment) {
-  Output help = Finish(popen("client/gradnormctl --help 2>&1", "r"));
+  Output help = Finish(popen("tools/gradnormctl/gradnormctl --help 2>&1", "r"));
   EXPECT_EQ(help.exit_code, 0) << help.text;
   EXPECT_THAT(help.text, HasSubstr("--participants ("));
   EXPECT_THAT(help.text, HasSubstr("GRADNORM_TARGET"));
-  Output version = Finish(popen("client/gradnormctl --version 2>&1", "r"));
+  Output version = Finish(popen("tools/gradnormctl/gradnormctl --version 2>&1", "r"));
   EXPECT_EQ(version.exit_code, 0);
   EXPECT_EQ(version.text, "gradnormctl " GRADNORM_VERSION "\n");
   Output server = Finish(popen("server/coordinator --version 2>&1", "r"));
@@ -190,18 +190,18 @@ TEST_F(GradnormctlTest, HelpVersionUsageErrorsAndEnvironment) {
   ASSERT_TRUE(client.RegisterRun("env-run", Config(1)).ok());
   Output env = Finish(popen(
       absl::StrCat("GRADNORM_TARGET=", target_,
-                   " client/gradnormctl runs 2>&1").c_str(), "r"));
+                   " tools/gradnormctl/gradnormctl runs 2>&1").c_str(), "r"));
   EXPECT_EQ(env.exit_code, 0) << env.text;
   EXPECT_THAT(env.text, HasSubstr("env-run"));
   // The flag wins over the environment.
   Output flag_wins = Finish(popen(
-      absl::StrCat("GRADNORM_TARGET=127.0.0.1:1 client/gradnormctl --target=",
+      absl::StrCat("GRADNORM_TARGET=127.0.0.1:1 tools/gradnormctl/gradnormctl --target=",
                    target_, " runs 2>&1").c_str(), "r"));
   EXPECT_EQ(flag_wins.exit_code, 0) << flag_wins.text;
   // GRADNORM_TOKEN_FILE is read like --token_file: a missing file is a
   // usage error naming it.
   Output token = Finish(popen(
-      absl::StrCat("GRADNORM_TOKEN_FILE=/nonexistent/token client/gradnormctl "
+      absl::StrCat("GRADNORM_TOKEN_FILE=/nonexistent/token tools/gradnormctl/gradnormctl "
                    "--target=", target_, " runs 2>&1").c_str(), "r"));
   EXPECT_EQ(token.exit_code, 2);
   EXPECT_THAT(token.text, HasSubstr("/nonexistent/token"));

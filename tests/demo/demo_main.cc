@@ -376,7 +376,7 @@ absl::Status Run() {
   if (bin.empty()) bin = BazelBinOfThisBinary();
   const std::string coordinator_bin = bin + "/server/coordinator";
   const std::string rank_bin = bin + "/tests/demo_rank";
-  const std::string ctl_bin = bin + "/client/gradnormctl";
+  const std::string ctl_bin = bin + "/tools/gradnormctl/gradnormctl";
 
   std::string dir = absl::GetFlag(FLAGS_data_dir);
   if (dir.empty()) {

@@ -1,0 +1,302 @@
+#include "tools/gradnormctl/commands.h"
+
+#include <cstdint>
+#include <iostream>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/client_context.h"
+#include "tools/gradnormctl/flags.h"
+#include "tools/gradnormctl/output.h"
+
+namespace gradnorm {
+namespace gradnormctl {
+namespace {
+
+absl::Time Deadline() { return absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_timeout)); }
+
+void Prepare(grpc::ClientContext* context, const std::string& token, bool deadline) {
+  if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
+  if (deadline) context->set_deadline(absl::ToChronoTime(Deadline()));
+}
+
+int Fail(const grpc::Status& status, const std::string& call) {
+  std::cerr << "gradnormctl: " << call << " failed: "
+            << absl::StatusCodeToString(
+                   static_cast<absl::StatusCode>(status.error_code()))
+            << ": " << status.error_message() << "\n";
+  return 1;
+}
+
+// Waits until `channel` is connected or has failed to connect (then the call
+// that follows fails at once with gRPC's own UNAVAILABLE and its reason);
+// DEADLINE_EXCEEDED when it is still connecting at the --timeout deadline.
+grpc::Status AwaitConnection(grpc::Channel& channel) {
+  const absl::Time deadline = Deadline();
+  grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
+  while (state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_TRANSIENT_FAILURE &&
+         state != GRPC_CHANNEL_SHUTDOWN) {
+    if (!channel.WaitForStateChange(state, absl::ToChronoTime(deadline))) {
+      return grpc::Status(
+          grpc::StatusCode::DEADLINE_EXCEEDED,
+          absl::StrCat("no connection to ", absl::GetFlag(FLAGS_target), " within --timeout ",
+                       absl::GetFlag(FLAGS_timeout),
+                       " s (still connecting); expected a reachable coordinator"));
+    }
+    state = channel.GetState(/*try_to_connect=*/true);
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
+int Runs(Coordinator::Stub& stub, const std::string& token) {
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  gradnorm::v1::ListRunsResponse response;
+  grpc::Status status = stub.ListRuns(&context, {}, &response);
+  if (!status.ok()) return Fail(status, "ListRuns");
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+    return 0;
+  }
+  Table table(kRunHeader);
+  for (const auto& run : response.runs()) table.Add(RunRow(run));
+  table.Print(std::cout);
+  return 0;
+}
+
+int Run(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  gradnorm::v1::GetRunRequest request;
+  request.set_run_id(run_id);
+  gradnorm::v1::GetRunResponse response;
+  grpc::Status status = stub.GetRun(&context, request, &response);
+  if (!status.ok()) return Fail(status, "GetRun");
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+    return 0;
+  }
+  PrintRun(response.run());
+  return 0;
+}
+
+int History(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  gradnorm::v1::GetHistoryRequest request;
+  request.set_run_id(run_id);
+  request.set_from_step(absl::GetFlag(FLAGS_from));
+  request.set_to_step(absl::GetFlag(FLAGS_to));
+  request.set_max_points(absl::GetFlag(FLAGS_points));
+  gradnorm::v1::GetHistoryResponse response;
+  grpc::Status status = stub.GetHistory(&context, request, &response);
+  if (!status.ok()) return Fail(status, "GetHistory");
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+    return 0;
+  }
+  Table table({"FIRST_STEP", "LAST_STEP", "ROUNDS", "MIN", "MEAN", "MAX", "LAST",
+               "CLIPPED", "SKIPPED", "MAX_SPREAD_S"});
+  for (const auto& b : response.buckets()) {
+    table.Add({absl::StrCat(b.first_step()), absl::StrCat(b.last_step()),
+               absl::StrCat(b.rounds()), Num(b.min_norm()), Num(b.mean_norm()),
+               Num(b.max_norm()), Num(b.last_norm()), absl::StrCat(b.clipped()),
+               absl::StrCat(b.skipped()), Num(b.max_arrival_spread_seconds())});
+  }
+  table.Print(std::cout);
+  return 0;
+}
+
+int Summary(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  gradnorm::v1::GetSummaryRequest request;
+  request.set_run_id(run_id);
+  request.set_from_step(absl::GetFlag(FLAGS_from));
+  request.set_to_step(absl::GetFlag(FLAGS_to));
+  request.set_top_slowest(absl::GetFlag(FLAGS_top));
+  gradnorm::v1::GetSummaryResponse response;
+  grpc::Status status = stub.GetSummary(&context, request, &response);
+  if (!status.ok()) return Fail(status, "GetSummary");
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+    return 0;
+  }
+  Table table({"STAT", "VALUE"});
+  table.Add({"rounds", absl::StrCat(response.rounds())});
+  table.Add({"p50_total_norm", Num(response.p50_norm())});
+  table.Add({"p90_total_norm", Num(response.p90_norm())});
+  table.Add({"p99_total_norm", Num(response.p99_norm())});
+  table.Add({"min_total_norm", Num(response.min_norm())});
+  table.Add({"mean_total_norm", Num(response.mean_norm())});
+  // The largest observed total norm, not the run's max_norm threshold.
+  table.Add({"max_total_norm", Num(response.max_norm())});
+  table.Add({"clipped_fraction", Num(response.clipped_fraction())});
+  table.Add({"skipped_count", absl::StrCat(response.skipped_count())});
+  std::vector<std::string> skipped;
+  for (uint64_t step : response.skipped_steps()) skipped.push_back(absl::StrCat(step));
+  table.Add({"skipped_steps", skipped.empty() ? "-" : absl::StrJoin(skipped, ",")});
+  table.Print(std::cout);
+  if (response.slowest_participants_size() > 0) {
+    std::cout << "\n";
+    Table lag({"PARTICIPANT", "TIMES_SLOWEST", "MEAN_LAG_S", "MAX_LAG_S"});
+    for (const auto& p : response.slowest_participants()) {
+      lag.Add({absl::StrCat(p.participant()), absl::StrCat(p.times_slowest()),
+               Num(p.mean_lag_seconds()), Num(p.max_lag_seconds())});
+    }
+    lag.Print(std::cout);
+  }
+  return 0;
+}
+
+int Watch(const std::shared_ptr<grpc::Channel>& channel, const std::string& token,
+          const std::string& run_id) {
+  // The stream has no deadline (it follows the run until interrupted), so
+  // --timeout bounds connecting instead of waiting out gRPC's own connect
+  // timeout and backoff.
+  grpc::Status connected = AwaitConnection(*channel);
+  if (!connected.ok()) return Fail(connected, "WatchRun");
+  auto stub = Coordinator::NewStub(channel);
+  // A run that is not registered yet (watch started before the trainers):
+  // wait for it, saying so once, rather than fail.
+  for (bool told = false;;) {
+    grpc::ClientContext lookup;
+    Prepare(&lookup, token, true);
+    gradnorm::v1::GetRunRequest get;
+    get.set_run_id(run_id);
+    gradnorm::v1::GetRunResponse run;
+    grpc::Status found = stub->GetRun(&lookup, get, &run);
+    if (found.ok()) break;
+    if (found.error_code() != grpc::StatusCode::NOT_FOUND) {
+      return Fail(found, "GetRun");
+    }
+    if (!told) {
+      std::cerr << "gradnormctl: run " << run_id
+                << " is not registered yet; waiting for it\n";
+      told = true;
+    }
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  grpc::ClientContext context;
+  Prepare(&context, token, false);
+  gradnorm::v1::WatchRunRequest request;
+  request.set_run_id(run_id);
+  request.set_from_step(absl::GetFlag(FLAGS_from));
+  auto reader = stub->WatchRun(&context, request);
+  const bool json = absl::GetFlag(FLAGS_json);
+  // Rows stream as rounds finalize, so widths are fixed rather than measured.
+  const char* kRowFormat = "%10s  %14s  %10s  %6s  %-15s  %10s  %7s\n";
+  if (!json) {
+    std::cout << absl::StrFormat(kRowFormat, "STEP", "TOTAL_NORM", "CLIP_COEF",
+                                 "ACTION", "REASON", "SPREAD_S", "SLOWEST");
+    std::cout.flush();
+  }
+  gradnorm::v1::RoundResult round;
+  while (reader->Read(&round)) {
+    if (json) {
+      PrintJson(round, /*multiline=*/false);
+    } else {
+      std::cout << absl::StrFormat(kRowFormat, absl::StrCat(round.step()),
+                                   Num(round.total_norm()), Num(round.clip_coef()),
+                                   ActionName(round.action()), ReasonName(round.reason()),
+                                   Num(round.arrival_spread_seconds()),
+                                   absl::StrCat(round.slowest_participant()));
+    }
+    std::cout.flush();
+  }
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) return Fail(status, "WatchRun");
+  // The coordinator ends the stream by itself only for a finished run.
+  std::cerr << "gradnormctl: run " << run_id << " is finished\n";
+  return 0;
+}
+
+int Health(const std::shared_ptr<grpc::Channel>& channel, const std::string& token) {
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(absl::GetFlag(FLAGS_service));
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) return Fail(status, "Health.Check");
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+  } else {
+    std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(
+                     response.status())
+              << "\n";
+  }
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
+}
+
+int Register(Coordinator::Stub& stub, const std::string& token,
+             const std::string& run_id, const gradnorm::v1::RunConfig& config) {
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  gradnorm::v1::RegisterRunRequest request;
+  request.set_run_id(run_id);
+  *request.mutable_config() = config;
+  gradnorm::v1::RegisterRunResponse response;
+  grpc::Status status = stub.RegisterRun(&context, request, &response);
+  if (!status.ok()) return Fail(status, "RegisterRun");
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+    return 0;
+  }
+  std::cout << (response.created() ? "registered run " : "run already registered: ")
+            << run_id << "\n";
+  PrintRun(response.run());
+  return 0;
+}
+
+int Finish(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  gradnorm::v1::FinishRunRequest request;
+  request.set_run_id(run_id);
+  gradnorm::v1::FinishRunResponse response;
+  grpc::Status status = stub.FinishRun(&context, request, &response);
+  if (!status.ok()) return Fail(status, "FinishRun");
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+    return 0;
+  }
+  std::cout << "finished run " << run_id;
+  if (response.abandoned_rounds() > 0) {
+    std::cout << " (" << response.abandoned_rounds()
+              << " rounds waiting for participants were abandoned)";
+  }
+  std::cout << "\n";
+  PrintRun(response.run());
+  return 0;
+}
+
+int Delete(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  gradnorm::v1::DeleteRunRequest request;
+  request.set_run_id(run_id);
+  gradnorm::v1::DeleteRunResponse response;
+  grpc::Status status = stub.DeleteRun(&context, request, &response);
+  if (!status.ok()) return Fail(status, "DeleteRun");
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(response);
+    return 0;
+  }
+  std::cout << "deleted run " << run_id << " and its " << response.rounds()
+            << " rounds\n";
+  return 0;
+}
+
+}  // namespace gradnormctl
+}  // namespace gradnorm
