@@ -3,6 +3,7 @@
 # the gradnorm package of the build tree (client/python/gradnorm, with
 # client/c_api/libgradnorm.so) importable.
 #   pytest_runner.sh client/python/torch_api_test.py [pytest args...]
+# (tests/python uses it too, for the suites that start a coordinator).
 set -euo pipefail
 root="${TEST_SRCDIR:?run me under bazel test}/${TEST_WORKSPACE:-gradnorm}"
 export PYTHONPATH="${root}/client/python"
@@ -21,4 +22,4 @@ if [[ -n "${asan}" ]]; then
   export ASAN_OPTIONS="detect_leaks=0:${ASAN_OPTIONS:-}"
 fi
 exec /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-    --rootdir="${root}/client/python" "${root}/$1" "${@:2}"
+    --rootdir="$(dirname "${root}/$1")" "${root}/$1" "${@:2}"

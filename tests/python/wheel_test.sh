@@ -54,8 +54,8 @@ echo "ldd: every library in the wheel resolves inside it or to glibc/libstdc++"
 
 run="${tmp}/run"
 mkdir -p "${run}"
-cp "${root}"/client/python/*_test.py "${root}"/client/python/conftest.py \
-   "${root}"/client/python/dtensor_stand_in.py "${run}/"
+cp "${root}"/client/python/*_test.py "${root}"/client/python/dtensor_stand_in.py \
+   "${root}"/tests/python/*_test.py "${root}"/tests/python/conftest.py "${run}/"
 cd "${run}"
 export GRADNORM_COORDINATOR="${root}/server/coordinator"
 exec "${tmp}/venv/bin/python" -m pytest -q -p no:cacheprovider "${run}"
