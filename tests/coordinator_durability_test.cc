@@ -4,12 +4,10 @@
 // After the last restart every acknowledged round must be in the SQLite store,
 // identical to what every participant received, every step must have
 // completed, and the database must pass PRAGMA integrity_check.
-#include <fcntl.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/socket.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -25,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/child_process.h"
 #include "gtest/gtest.h"
 #include "server/rpc/coordinator_test_util.h"
 #include "server/store/sqlite_telemetry_store.h"
@@ -68,22 +67,16 @@ double Partial(int participant, int step) {
 class Coordinator {
  public:
   Coordinator(std::string db, int port) : db_(std::move(db)), port_(port) {}
-  ~Coordinator() {
-    if (pid_ > 0) Kill();
-  }
 
   void Start() {
-    const std::string binary = "server/coordinator";
-    const std::string listen = absl::StrCat("--listen=127.0.0.1:", port_);
-    const std::string db = absl::StrCat("--db=", db_);
-    pid_ = fork();
-    if (pid_ == 0) {
-      int null_fd = open("/dev/null", O_WRONLY);
-      dup2(null_fd, STDOUT_FILENO);
-      execl(binary.c_str(), binary.c_str(), listen.c_str(), db.c_str(),
-            "--store=sqlite", static_cast<char*>(nullptr));
-      _exit(127);
-    }
+    ChildOptions options;
+    options.output_path = db_ + ".log";
+    absl::StatusOr<std::unique_ptr<ChildProcess>> started = ChildProcess::Start(
+        {"server/coordinator", absl::StrCat("--listen=127.0.0.1:", port_),
+         absl::StrCat("--db=", db_), "--store=sqlite"},
+        options);
+    ASSERT_TRUE(started.ok()) << started.status();
+    child_ = *std::move(started);
   }
 
   // True once a TCP connection to the port succeeds.
@@ -103,29 +96,22 @@ class Coordinator {
     return false;
   }
 
-  void Kill() {
-    kill(pid_, SIGKILL);
-    int status;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
+  void Kill() { child_->Kill(); }
 
   // SIGTERM once the coordinator listens (before its main blocks SIGTERM, the
   // default action would kill it, as it would any process); returns the exit
-  // status (-1 if it did not exit normally).
+  // code (-2 when it never listened).
   int Terminate() {
     if (!AwaitListening(absl::Now() + absl::Seconds(30))) return -2;
-    kill(pid_, SIGTERM);
-    int status;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    child_->Signal(SIGTERM);
+    absl::StatusOr<int> code = child_->Wait(absl::Now() + absl::Seconds(60));
+    return code.ok() ? *code : -1;
   }
 
  private:
   std::string db_;
   int port_;
-  pid_t pid_ = -1;
+  std::unique_ptr<ChildProcess> child_;
 };
 
 TEST(CoordinatorDurabilityTest, SigkillLosesNoAcknowledgedRound) {

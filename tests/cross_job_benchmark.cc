@@ -47,7 +47,7 @@
 #include "client/coordinator_client.h"
 #include "client/gloo_communicator.h"
 #include "common/status_macros.h"
-#include "tests/child_process.h"
+#include "common/child_process.h"
 #include "tests/local_coordinator.h"
 
 ABSL_FLAG(std::string, n, "2,8,32", "Comma-separated process counts.");
@@ -181,7 +181,7 @@ absl::StatusOr<PerStep> RunWorkers(const std::string& self, int size,
     ASSIGN_OR_RETURN(int code, worker->Wait(deadline));
     if (code != 0) {
       return absl::InternalError(absl::StrCat("worker exited ", code, ":\n",
-                                              LastLinesOf(worker->log_path(), 5)));
+                                              LastLinesOf(worker->output_path(), 5)));
     }
   }
   PerStep per_step;

@@ -1,11 +1,9 @@
 // gradnormctl against a real coordinator process: tables, --json, watch,
-// health, --timeout, usage errors. (The CLI lives in client/; this test needs
-// the server binary too.)
+// health, --timeout, usage errors.
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -17,7 +15,9 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/child_process.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/rpc/coordinator_test_util.h"
@@ -52,18 +52,55 @@ struct Output {
   std::string text;  // stdout and stderr
 };
 
+constexpr char kCtl[] = "tools/gradnormctl/gradnormctl";
+constexpr char kCoordinator[] = "server/coordinator";
+
+// A command's output, its exit code 124 when it had to be stopped (as
+// coreutils' timeout reports it).
+Output Stopped(ChildProcess& child, absl::Time deadline) {
+  absl::StatusOr<int> code = child.StopAt(deadline, SIGTERM);
+  return {code.ok() ? *code : 124, ReadWholeFile(child.output_path())};
+}
+
+// Runs argv to completion (60 s at most) with `environment` set.
+Output RunToEnd(const std::vector<std::string>& argv,
+           std::vector<std::string> environment = {}) {
+  ChildOptions options;
+  options.environment = std::move(environment);
+  absl::StatusOr<CommandOutput> out =
+      RunCommand(argv, options, absl::Now() + absl::Seconds(60));
+  if (!out.ok()) return {-1, out.status().ToString()};
+  return {out->exit_code, out->output};
+}
+
+// Runs argv for `duration` and then stops it with SIGTERM (as coreutils'
+// `timeout -s TERM`).
+Output RunFor(const std::vector<std::string>& argv, absl::Duration duration) {
+  static int runs = 0;
+  ChildOptions options;
+  options.output_path = TempPath(absl::StrCat("run_for.", runs++, ".out"));
+  absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(argv, options);
+  if (!child.ok()) return {-1, child.status().ToString()};
+  return Stopped(**child, absl::Now() + duration);
+}
+
+// A gradnormctl started in the background, stopped at a deadline.
+struct Background {
+  std::unique_ptr<ChildProcess> child;
+  absl::Time deadline;
+};
+
 class GradnormctlTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const std::string port_file = TempPath("port");
     std::remove(port_file.c_str());
-    pid_ = fork();
-    if (pid_ == 0) {
-      execl("server/coordinator", "server/coordinator", "--listen=127.0.0.1:0",
-            "--store=memory", ("--port_file=" + port_file).c_str(),
-            static_cast<char*>(nullptr));
-      _exit(127);
-    }
+    absl::StatusOr<std::unique_ptr<ChildProcess>> started = ChildProcess::Start(
+        {kCoordinator, "--listen=127.0.0.1:0", "--store=memory",
+         "--port_file=" + port_file},
+        ChildOptions());
+    ASSERT_TRUE(started.ok()) << started.status();
+    coordinator_ = *std::move(started);
     for (int i = 0; i < 500; ++i) {
       std::ifstream in(port_file);
       if (in >> port_) break;
@@ -74,40 +111,46 @@ class GradnormctlTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int status = 0;
-      waitpid(pid_, &status, 0);
-      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (coordinator_ == nullptr) return;
+    coordinator_->Signal(SIGTERM);
+    absl::StatusOr<int> code = coordinator_->Wait(absl::Now() + absl::Seconds(60));
+    EXPECT_TRUE(code.ok() && *code == 0) << code.status();
+  }
+
+  // gradnormctl's argv: --target=`target` (default: the coordinator), then
+  // `args` split at spaces.
+  std::vector<std::string> CtlArgv(const std::string& args,
+                                   const std::string& target = "") {
+    std::vector<std::string> argv = {
+        kCtl, "--target=" + (target.empty() ? target_ : target)};
+    for (absl::string_view arg : absl::StrSplit(args, ' ', absl::SkipEmpty())) {
+      argv.emplace_back(arg);
     }
+    return argv;
   }
 
   // Runs gradnormctl against the coordinator and waits for it to exit.
-  Output Ctl(const std::string& args) { return Finish(Start(args)); }
+  Output Ctl(const std::string& args) { return RunToEnd(CtlArgv(args)); }
 
-  // Starts gradnormctl with `args` after `prefix` (e.g. "timeout 3") and
-  // --target=`target` (default: the coordinator); Finish reads its output.
-  FILE* Start(const std::string& args, const std::string& prefix = "",
-              const std::string& target = "") {
-    const std::string command =
-        absl::StrCat(prefix, " tools/gradnormctl/gradnormctl --target=", target.empty() ? target_ : target,
-                     " ", args, " 2>&1");
-    return popen(command.c_str(), "r");
+  // Starts gradnormctl with `args`, to be stopped `stop_after` from now.
+  Background Start(const std::string& args, absl::Duration stop_after,
+                   const std::string& target = "") {
+    ChildOptions options;
+    options.output_path = TempPath(absl::StrCat("ctl.", started_++, ".out"));
+    absl::StatusOr<std::unique_ptr<ChildProcess>> child =
+        ChildProcess::Start(CtlArgv(args, target), options);
+    EXPECT_TRUE(child.ok()) << child.status();
+    return {child.ok() ? *std::move(child) : nullptr, absl::Now() + stop_after};
   }
 
-  Output Finish(FILE* pipe) {
-    Output out;
-    if (pipe == nullptr) return {-1, "popen failed"};
-    char buffer[4096];
-    size_t n;
-    while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) out.text.append(buffer, n);
-    const int status = pclose(pipe);
-    out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return out;
+  Output Finish(Background background) {
+    if (background.child == nullptr) return {-1, "not started"};
+    return Stopped(*background.child, background.deadline);
   }
 
-  pid_t pid_ = -1;
+  std::unique_ptr<ChildProcess> coordinator_;
   int port_ = 0;
+  int started_ = 0;
   std::string target_;
 };
 
@@ -168,14 +211,14 @@ TEST_F(GradnormctlTest, TablesJsonHealthAndErrors) {
 // --help and --version exit 0, usage errors (unknown flag, bad value) exit
 // 2, and GRADNORM_TARGET / GRADNORM_TOKEN_FILE stand for the flags.
 TEST_F(GradnormctlTest, HelpVersionUsageErrorsAndEnvironment) {
-  Output help = Finish(popen("tools/gradnormctl/gradnormctl --help 2>&1", "r"));
+  Output help = RunToEnd({kCtl, "--help"});
   EXPECT_EQ(help.exit_code, 0) << help.text;
   EXPECT_THAT(help.text, HasSubstr("--participants ("));
   EXPECT_THAT(help.text, HasSubstr("GRADNORM_TARGET"));
-  Output version = Finish(popen("tools/gradnormctl/gradnormctl --version 2>&1", "r"));
+  Output version = RunToEnd({kCtl, "--version"});
   EXPECT_EQ(version.exit_code, 0);
   EXPECT_EQ(version.text, "gradnormctl " GRADNORM_VERSION "\n");
-  Output server = Finish(popen("server/coordinator --version 2>&1", "r"));
+  Output server = RunToEnd({kCoordinator, "--version"});
   EXPECT_EQ(server.exit_code, 0);
   EXPECT_EQ(server.text, "gradnorm coordinator " GRADNORM_VERSION "\n");
 
@@ -188,21 +231,15 @@ TEST_F(GradnormctlTest, HelpVersionUsageErrorsAndEnvironment) {
 
   TestClient client(NewChannel(target_));
   ASSERT_TRUE(client.RegisterRun("env-run", Config(1)).ok());
-  Output env = Finish(popen(
-      absl::StrCat("GRADNORM_TARGET=", target_,
-                   " tools/gradnormctl/gradnormctl runs 2>&1").c_str(), "r"));
+  Output env = RunToEnd({kCtl, "runs"}, {"GRADNORM_TARGET=" + target_});
   EXPECT_EQ(env.exit_code, 0) << env.text;
   EXPECT_THAT(env.text, HasSubstr("env-run"));
   // The flag wins over the environment.
-  Output flag_wins = Finish(popen(
-      absl::StrCat("GRADNORM_TARGET=127.0.0.1:1 tools/gradnormctl/gradnormctl --target=",
-                   target_, " runs 2>&1").c_str(), "r"));
+  Output flag_wins = RunToEnd(CtlArgv("runs"), {"GRADNORM_TARGET=127.0.0.1:1"});
   EXPECT_EQ(flag_wins.exit_code, 0) << flag_wins.text;
   // GRADNORM_TOKEN_FILE is read like --token_file: a missing file is a
   // usage error naming it.
-  Output token = Finish(popen(
-      absl::StrCat("GRADNORM_TOKEN_FILE=/nonexistent/token tools/gradnormctl/gradnormctl "
-                   "--target=", target_, " runs 2>&1").c_str(), "r"));
+  Output token = RunToEnd(CtlArgv("runs"), {"GRADNORM_TOKEN_FILE=/nonexistent/token"});
   EXPECT_EQ(token.exit_code, 2);
   EXPECT_THAT(token.text, HasSubstr("/nonexistent/token"));
 }
@@ -210,10 +247,9 @@ TEST_F(GradnormctlTest, HelpVersionUsageErrorsAndEnvironment) {
 // A clean start and shutdown, also with the health-only port, logs no
 // error-level line (gRPC's "E<date> ..." format).
 TEST_F(GradnormctlTest, CleanStartWithHealthPortLogsNoError) {
-  Output run = Finish(popen(
-      "timeout -s TERM 2 server/coordinator --listen=127.0.0.1:0 "
-      "--store=memory --health_listen=127.0.0.1:0 2>&1",
-      "r"));
+  Output run = RunFor({kCoordinator, "--listen=127.0.0.1:0", "--store=memory",
+                       "--health_listen=127.0.0.1:0"},
+                      absl::Seconds(2));
   EXPECT_THAT(run.text, HasSubstr("listening on"));
   EXPECT_THAT(run.text, HasSubstr("shut down cleanly"));
   EXPECT_THAT(run.text, Not(MatchesRegex("(.|\n)*E[0-9]{4} [0-9]{2}:(.|\n)*")))
@@ -224,15 +260,12 @@ TEST_F(GradnormctlTest, CleanStartWithHealthPortLogsNoError) {
                                      "runs=0\n(.|\n)*"));
   EXPECT_THAT(run.text, MatchesRegex("(.|\n)*level=info event=shutdown signal=15 "
                                      "status=clean\n(.|\n)*"));
-  Output quiet = Finish(popen(
-      "timeout -s TERM 1 server/coordinator --listen=127.0.0.1:0 "
-      "--store=memory --log_level=error 2>&1",
-      "r"));
+  Output quiet = RunFor({kCoordinator, "--listen=127.0.0.1:0", "--store=memory",
+                         "--log_level=error"},
+                        absl::Seconds(1));
   EXPECT_THAT(quiet.text, Not(HasSubstr("event=")));
-  Output bad = Finish(popen(
-      "server/coordinator --listen=127.0.0.1:0 --store=memory "
-      "--log_level=debug 2>&1",
-      "r"));
+  Output bad = RunToEnd({kCoordinator, "--listen=127.0.0.1:0", "--store=memory",
+                    "--log_level=debug"});
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_THAT(bad.text, HasSubstr("log level 'debug' is unknown"));
 }
@@ -331,7 +364,7 @@ TEST_F(GradnormctlTest, WatchJsonUsesProtoFieldNames) {
 
   // watch runs until interrupted: coreutils' timeout ends it (exit 124) after
   // the replay of the stored rounds.
-  Output watch = Finish(Start("--json watch ctl-run", "timeout 2"));
+  Output watch = Finish(Start("--json watch ctl-run", absl::Seconds(2)));
   EXPECT_EQ(watch.exit_code, 124) << watch.text;
   EXPECT_THAT(watch.text, MatchesRegex("\\{\"run_id\":\"ctl-run\",\"total_norm\":3,[^\n]*\\}\n"
                                        "\\{\"run_id\":\"ctl-run\",\"step\":\"1\","
@@ -350,7 +383,7 @@ TEST_F(GradnormctlTest, FinishEndsWatchesAndDeleteRemovesTheRun) {
   TestClient other(NewChannel(target_));
   ASSERT_TRUE(other.Report("done-run", 0, 1, 16.0).ok());
   both.join();
-  FILE* watch = Start("watch done-run", "timeout 20");
+  Background watch = Start("watch done-run", absl::Seconds(20));
   absl::SleepFor(absl::Milliseconds(500));
   auto lonely = other.StartReport("done-run", 1, 0, 1.0);
 
@@ -363,7 +396,7 @@ TEST_F(GradnormctlTest, FinishEndsWatchesAndDeleteRemovesTheRun) {
   ASSERT_TRUE(lonely->WaitFor(absl::Seconds(10)));
   EXPECT_EQ(lonely->status.error_code(), grpc::StatusCode::ABORTED);
 
-  Output watched = Finish(watch);
+  Output watched = Finish(std::move(watch));
   EXPECT_EQ(watched.exit_code, 0) << watched.text;
   EXPECT_THAT(watched.text, MatchesRegex("(.|\n)* +0 +5 +(.|\n)*"));
   EXPECT_THAT(watched.text, HasSubstr("gradnormctl: run done-run is finished"));
@@ -387,14 +420,13 @@ TEST_F(GradnormctlTest, NonUtf8RequestsAreAWarningNotAnError) {
   const std::string log_file = TempPath("utf8.log");
   const std::string port_file = TempPath("utf8.port");
   std::remove(port_file.c_str());
-  const std::string command =
-      absl::StrCat("timeout -s TERM 3 server/coordinator --listen=127.0.0.1:0 --store=memory ",
-                   "--port_file=", port_file, " > ", log_file, " 2>&1");
-  // coreutils' timeout ends it with SIGTERM and then exits 124.
-  std::thread coordinator([&] {
-    const int status = std::system(command.c_str());
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 124) << status;
-  });
+  ChildOptions options;
+  options.output_path = log_file;
+  absl::StatusOr<std::unique_ptr<ChildProcess>> coordinator = ChildProcess::Start(
+      {kCoordinator, "--listen=127.0.0.1:0", "--store=memory", "--port_file=" + port_file},
+      options);
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  const absl::Time stop_at = absl::Now() + absl::Seconds(3);
   int port = 0;
   for (int i = 0; i < 500 && port == 0; ++i) {
     std::ifstream(port_file) >> port;
@@ -407,9 +439,9 @@ TEST_F(GradnormctlTest, NonUtf8RequestsAreAWarningNotAnError) {
         {std::string("\x0a\x02\xff\xfe", 4)});
     EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   }
-  coordinator.join();
-  std::ifstream in(log_file);
-  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  const Output stopped = Stopped(**coordinator, stop_at);
+  EXPECT_EQ(stopped.exit_code, 124);
+  const std::string& text = stopped.text;
   EXPECT_THAT(text, Not(HasSubstr("libprotobuf ERROR")));
   EXPECT_THAT(text, MatchesRegex("(.|\n)*level=warning event=protobuf_message "
                                  "message=\".*invalid UTF-8(.|\n)*"));
@@ -418,12 +450,12 @@ TEST_F(GradnormctlTest, NonUtf8RequestsAreAWarningNotAnError) {
 // watch started before its run exists waits for it, saying so, and then
 // streams its rounds.
 TEST_F(GradnormctlTest, WatchWaitsForARunNotYetRegistered) {
-  FILE* watch = Start("--json watch later-run", "timeout 4");
+  Background watch = Start("--json watch later-run", absl::Seconds(4));
   absl::SleepFor(absl::Milliseconds(700));
   TestClient client(NewChannel(target_));
   ASSERT_TRUE(client.RegisterRun("later-run", Config(1)).ok());
   ASSERT_TRUE(client.Report("later-run", 0, 0, 9.0).ok());
-  Output out = Finish(watch);
+  Output out = Finish(std::move(watch));
   EXPECT_EQ(out.exit_code, 124) << out.text;
   EXPECT_THAT(out.text,
               HasSubstr("run later-run is not registered yet; waiting for it"));
@@ -445,7 +477,7 @@ TEST_F(GradnormctlTest, WatchTimeoutBoundsConnectingOnly) {
   ASSERT_EQ(getsockname(silent, reinterpret_cast<sockaddr*>(&address), &length), 0);
   const std::string silent_target = absl::StrCat("127.0.0.1:", ntohs(address.sin_port));
   const absl::Time start = absl::Now();
-  Output hung = Finish(Start("--timeout=0.5 watch ctl-run", "", silent_target));
+  Output hung = Finish(Start("--timeout=0.5 watch ctl-run", absl::Seconds(60), silent_target));
   const absl::Duration elapsed = absl::Now() - start;
   close(silent);
   EXPECT_EQ(hung.exit_code, 1) << hung.text;
@@ -455,10 +487,10 @@ TEST_F(GradnormctlTest, WatchTimeoutBoundsConnectingOnly) {
 
   TestClient client(NewChannel(target_));
   ASSERT_TRUE(client.RegisterRun("ctl-run", Config(1)).ok());
-  FILE* watch = Start("--timeout=0.5 watch ctl-run", "timeout 3");
+  Background watch = Start("--timeout=0.5 watch ctl-run", absl::Seconds(3));
   absl::SleepFor(absl::Milliseconds(1500));
   ASSERT_TRUE(client.Report("ctl-run", 7, 0, 4.0).ok());
-  Output live = Finish(watch);
+  Output live = Finish(std::move(watch));
   EXPECT_EQ(live.exit_code, 124) << live.text;
   EXPECT_THAT(live.text, MatchesRegex(" +STEP +TOTAL_NORM +CLIP_COEF +ACTION +REASON +SPREAD_S +SLOWEST\n"
                                       " +7 +2 +1 +none +within_max_norm +0 +0\n"));

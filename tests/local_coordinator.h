@@ -18,7 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "tests/child_process.h"
+#include "common/child_process.h"
 
 namespace gradnorm {
 

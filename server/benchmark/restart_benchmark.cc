@@ -13,7 +13,6 @@
 //   bazel build //server:coordinator //server/benchmark:restart_benchmark
 //   bazel-bin/server/benchmark/restart_benchmark --rounds=1000000
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -29,6 +28,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/child_process.h"
 #include "server/rpc/coordinator_test_util.h"
 #include "server/store/sqlite_telemetry_store.h"
 
@@ -113,13 +113,15 @@ int Trial(int trial, const std::string& binary, const std::string& db,
   const std::string port_file = db + ".port";
   std::remove(port_file.c_str());
   const absl::Time start = absl::Now();
-  const pid_t pid = fork();
-  if (pid == 0) {
-    execl(binary.c_str(), binary.c_str(), "--listen=127.0.0.1:0", "--log_level=warning",
-          ("--db=" + db).c_str(), ("--port_file=" + port_file).c_str(),
-          static_cast<char*>(nullptr));
-    _exit(127);
+  absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(
+      {binary, "--listen=127.0.0.1:0", "--log_level=warning", "--db=" + db,
+       "--port_file=" + port_file},
+      ChildOptions());
+  if (!child.ok()) {
+    std::cerr << child.status() << "\n";
+    return 1;
   }
+  const pid_t pid = (*child)->pid();
   int port = 0;
   while (absl::Now() - start < absl::Minutes(5)) {
     std::ifstream in(port_file);
@@ -158,9 +160,8 @@ int Trial(int trial, const std::string& binary, const std::string& db,
   grpc::Status queried = client.GetHistory(request, &history);
   const absl::Duration history_time = absl::Now() - t;
   const long rss = ResidentKiB(pid);
-  kill(pid, SIGTERM);
-  int status = 0;
-  waitpid(pid, &status, 0);
+  (*child)->Signal(SIGTERM);
+  (*child)->Wait(absl::Now() + absl::Minutes(1)).IgnoreError();
   if (!late.ok() || !queried.ok()) {
     std::cerr << "late duplicate: " << late.error_message()
               << "; history: " << queried.error_message() << "\n";

@@ -5,16 +5,27 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/child_process.h"
 
 namespace gradnorm {
 namespace server {
 namespace {
 
+// Runs `command` (words separated by spaces) in `dir`.
 absl::Status Run(const std::string& dir, const std::string& command) {
-  const std::string full =
-      absl::StrCat("cd '", dir, "' && (", command, ") >/dev/null 2>&1");
-  if (std::system(full.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("openssl step failed: ", command));
+  ChildOptions options;
+  options.working_directory = dir;
+  options.output_path = absl::StrCat(dir, "/openssl.log");
+  std::vector<std::string> argv = absl::StrSplit(command, ' ', absl::SkipEmpty());
+  argv[0] = "/usr/bin/" + argv[0];
+  absl::StatusOr<CommandOutput> out =
+      RunCommand(argv, options, absl::Now() + absl::Minutes(1));
+  if (!out.ok() || out->exit_code != 0) {
+    return absl::InternalError(absl::StrCat(
+        "openssl step failed: ", command, ": ",
+        out.ok() ? out->output : out.status().ToString()));
   }
   return absl::OkStatus();
 }
@@ -34,8 +45,11 @@ absl::Status MakeCert(const std::string& dir, const std::string& ca,
       Run(dir, absl::StrCat("openssl req ", kNewEcKey, " -keyout ", name,
                             ".key -out ", name, ".csr -subj /CN=", name));
   if (status.ok()) {
-    status = Run(dir, absl::StrCat("printf 'subjectAltName=", san, "' > ", name,
-                                   ".ext"));
+    std::ofstream ext(absl::StrCat(dir, "/", name, ".ext"));
+    ext << "subjectAltName=" << san;
+    if (!ext.flush()) {
+      status = absl::InternalError(absl::StrCat("cannot write ", dir, "/", name, ".ext"));
+    }
   }
   if (status.ok()) {
     status = Run(dir, absl::StrCat("openssl x509 -req -in ", name, ".csr -CA ",

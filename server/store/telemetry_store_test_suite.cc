@@ -1,5 +1,6 @@
 #include "server/store/telemetry_store_test_suite.h"
 
+#include <filesystem>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -71,8 +72,9 @@ namespace {
 std::string FreshDir(const std::string& test_name) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   std::string dir = absl::StrCat(tmp ? tmp : "/tmp", "/", test_name);
-  std::string command = absl::StrCat("rm -rf '", dir, "' && mkdir -p '", dir, "'");
-  EXPECT_EQ(std::system(command.c_str()), 0);
+  std::error_code error;
+  std::filesystem::remove_all(dir, error);
+  EXPECT_TRUE(std::filesystem::create_directories(dir, error)) << dir << ": " << error.message();
   return dir;
 }
 

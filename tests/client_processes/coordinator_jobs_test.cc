@@ -17,7 +17,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "tests/client_processes/subprocess.h"
+#include "common/child_process.h"
+#include "tests/client_processes/rank_support.h"
 #include "tests/client_processes/test_gradient.h"
 
 namespace gradnorm {
@@ -46,10 +47,10 @@ bool Accepts(int port) {
 
 // Starts the coordinator on 127.0.0.1:port with a SQLite store at `db` and
 // waits until it accepts connections.
-absl::StatusOr<Subprocess> StartCoordinator(int port, const std::string& db) {
-  absl::StatusOr<Subprocess> p = Subprocess::Start(
+absl::StatusOr<std::unique_ptr<ChildProcess>> StartCoordinator(int port, const std::string& db) {
+  absl::StatusOr<std::unique_ptr<ChildProcess>> p = ChildProcess::Start(
       {g_coordinator, absl::StrCat("--listen=127.0.0.1:", port), "--store=sqlite",
-       absl::StrCat("--db=", db)});
+       absl::StrCat("--db=", db)}, ChildOptions());
   if (!p.ok()) return p;
   const absl::Time deadline = absl::Now() + absl::Seconds(15);
   while (!Accepts(port)) {
@@ -79,7 +80,7 @@ std::string Describe(const RankOutcome& o) {
 // The ranks of one job (DP = dp), running one clipper step against the run.
 struct Job {
   std::string dir;
-  std::vector<Subprocess> ranks;
+  std::vector<std::unique_ptr<ChildProcess>> ranks;
 };
 
 Job StartJob(int job, int jobs, int dp, int port, const std::string& run_id,
@@ -87,13 +88,13 @@ Job StartJob(int job, int jobs, int dp, int port, const std::string& run_id,
   Job j;
   j.dir = FreshDir(absl::StrCat("job", job));
   for (int r = 0; r < dp; ++r) {
-    absl::StatusOr<Subprocess> p = Subprocess::Start(
+    absl::StatusOr<std::unique_ptr<ChildProcess>> p = ChildProcess::Start(
         {g_rank_main, absl::StrCat("--store=", j.dir), absl::StrCat("--rank=", r),
          absl::StrCat("--dp=", dp), "--tp=1", absl::StrCat("--job=", job),
          absl::StrCat("--jobs=", jobs), "--scenario=step",
          absl::StrCat("--coordinator=127.0.0.1:", port),
          absl::StrCat("--run_id=", run_id), absl::StrCat("--max_norm=", max_norm),
-         absl::StrCat("--out=", j.dir, "/out.", r)});
+         absl::StrCat("--out=", j.dir, "/out.", r)}, ChildOptions());
     EXPECT_TRUE(p.ok()) << p.status();
     if (p.ok()) j.ranks.push_back(std::move(p).value());
   }
@@ -103,7 +104,7 @@ Job StartJob(int job, int jobs, int dp, int port, const std::string& run_id,
 std::vector<RankOutcome> Finish(Job& job, absl::Time deadline) {
   std::vector<RankOutcome> outcomes(job.ranks.size());
   for (size_t r = 0; r < job.ranks.size(); ++r) {
-    absl::StatusOr<int> code = job.ranks[r].Wait(deadline);
+    absl::StatusOr<int> code = job.ranks[r]->Wait(deadline);
     EXPECT_TRUE(code.ok()) << "rank " << r << ": " << code.status();
     outcomes[r].exit_code = code.ok() ? *code : -1;
     auto kv = ReadKeyValues(absl::StrCat(job.dir, "/out.", r));
@@ -117,7 +118,7 @@ std::vector<RankOutcome> Finish(Job& job, absl::Time deadline) {
 TEST(CoordinatorJobsTest, TwoJobsGetTheNormOverBothAndClipByIt) {
   absl::StatusOr<int> port = PickFreePort();
   ASSERT_TRUE(port.ok()) << port.status();
-  absl::StatusOr<Subprocess> coordinator =
+  absl::StatusOr<std::unique_ptr<ChildProcess>> coordinator =
       StartCoordinator(*port, FreshDir("db") + "/gradnorm.db");
   ASSERT_TRUE(coordinator.ok()) << coordinator.status();
 
@@ -159,14 +160,14 @@ TEST(CoordinatorJobsTest, ClientRetriesThroughACoordinatorRestart) {
   absl::StatusOr<int> port = PickFreePort();
   ASSERT_TRUE(port.ok()) << port.status();
   const std::string db = FreshDir("db") + "/gradnorm.db";
-  absl::StatusOr<Subprocess> coordinator = StartCoordinator(*port, db);
+  absl::StatusOr<std::unique_ptr<ChildProcess>> coordinator = StartCoordinator(*port, db);
   ASSERT_TRUE(coordinator.ok()) << coordinator.status();
 
   Job job0 = StartJob(0, 2, /*dp=*/1, *port, "restart", 100.0);
   absl::SleepFor(absl::Milliseconds(1500));  // job 0 is waiting for job 1
-  coordinator->Kill();
+  (*coordinator)->Kill();
   absl::SleepFor(absl::Milliseconds(300));
-  absl::StatusOr<Subprocess> restarted = StartCoordinator(*port, db);
+  absl::StatusOr<std::unique_ptr<ChildProcess>> restarted = StartCoordinator(*port, db);
   ASSERT_TRUE(restarted.ok()) << restarted.status();
   Job job1 = StartJob(1, 2, /*dp=*/1, *port, "restart", 100.0);
 

@@ -12,7 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "tests/client_processes/subprocess.h"
+#include "common/child_process.h"
+#include "tests/client_processes/rank_support.h"
 #include "tests/client_processes/test_gradient.h"
 
 namespace gradnorm {
@@ -38,14 +39,14 @@ std::vector<RankOutcome> RunJob(int dp, int tp, const std::vector<std::string>& 
   std::string dir = ::testing::TempDir() + "/ranks_XXXXXX";
   EXPECT_NE(mkdtemp(&dir[0]), nullptr);
   const int n = dp * tp;
-  std::vector<Subprocess> procs;
+  std::vector<std::unique_ptr<ChildProcess>> procs;
   for (int r = 0; r < n; ++r) {
     std::vector<std::string> argv = {
         g_rank_main, absl::StrCat("--store=", dir), absl::StrCat("--rank=", r),
         absl::StrCat("--dp=", dp), absl::StrCat("--tp=", tp),
         absl::StrCat("--out=", dir, "/out.", r)};
     argv.insert(argv.end(), flags.begin(), flags.end());
-    absl::StatusOr<Subprocess> p = Subprocess::Start(argv);
+    absl::StatusOr<std::unique_ptr<ChildProcess>> p = ChildProcess::Start(argv, ChildOptions());
     EXPECT_TRUE(p.ok()) << p.status();
     if (p.ok()) procs.push_back(std::move(p).value());
   }
@@ -53,14 +54,14 @@ std::vector<RankOutcome> RunJob(int dp, int tp, const std::vector<std::string>& 
   std::vector<RankOutcome> outcomes(n);
   for (int r = 0; r < static_cast<int>(procs.size()); ++r) {
     if (r == hung_rank) continue;
-    absl::StatusOr<int> code = procs[r].Wait(deadline);
+    absl::StatusOr<int> code = procs[r]->Wait(deadline);
     EXPECT_TRUE(code.ok()) << "rank " << r << ": " << code.status();
     outcomes[r].exit_code = code.ok() ? *code : -1;
     auto kv = ReadKeyValues(absl::StrCat(dir, "/out.", r));
     if (kv.ok()) outcomes[r].out.insert(kv->begin(), kv->end());
   }
   if (hung_rank >= 0 && hung_rank < static_cast<int>(procs.size())) {
-    procs[hung_rank].Kill();
+    procs[hung_rank]->Kill();
   }
   return outcomes;
 }

@@ -51,7 +51,7 @@
 #include "common/status_macros.h"
 #include "gradnorm/v1/coordinator.grpc.pb.h"
 #include "grpcpp/create_channel.h"
-#include "tests/child_process.h"
+#include "common/child_process.h"
 #include "tests/local_coordinator.h"
 #include "tests/demo/synthetic_model.h"
 
@@ -450,7 +450,7 @@ absl::Status Run() {
     if (!code.ok() || *code != 0) {
       ranks_status.Update(absl::InternalError(absl::StrCat(
           "rank ", i, (code.ok() ? absl::StrCat(" exited ", *code) : code.status().ToString()),
-          ":\n", LastLinesOf(children[i]->log_path(), 5))));
+          ":\n", LastLinesOf(children[i]->output_path(), 5))));
     }
   }
   RETURN_IF_ERROR(ranks_status);
