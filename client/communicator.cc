@@ -1,6 +1,6 @@
 #include "client/communicator.h"
 
-#include <cmath>
+#include "common/norm_math.h"
 
 namespace gradnorm {
 
@@ -15,12 +15,7 @@ absl::string_view ReduceOpName(ReduceOp op) {
 }
 
 double CombineValues(ReduceOp op, double a, double b) {
-  if (op == ReduceOp::kSum) return a + b;
-  // std::fmax returns the non-NaN operand; a max that loses NaN would let a
-  // NaN gradient through as a finite norm.
-  if (std::isnan(a)) return a;
-  if (std::isnan(b)) return b;
-  return a < b ? b : a;
+  return op == ReduceOp::kSum ? a + b : NanMax(a, b);
 }
 
 }  // namespace gradnorm

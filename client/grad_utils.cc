@@ -57,14 +57,6 @@ LocalPartial ComputeLocal(absl::Span<const GradTensor> grads, Communicator& tp,
 
 }  // namespace
 
-absl::Status ValidateNormType(double norm_type) {
-  if (std::isnan(norm_type) || norm_type <= 0.0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "norm_type ", norm_type, " is invalid: expected p > 0 or +inf"));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status ValidateMaxNorm(double max_norm) {
   if (std::isnan(max_norm) || max_norm < 0.0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -79,7 +71,7 @@ absl::StatusOr<GradNormResult> GetGradNorm(absl::Span<const GradTensor> grads,
                                            const GradNormOptions& options) {
   const LocalPartial local = ComputeLocal(grads, tp, norm_type, options);
   const double failed = local.status.ok() ? 0.0 : 1.0;
-  const bool inf_norm = std::isinf(norm_type) && norm_type > 0;
+  const bool inf_norm = IsInfNorm(norm_type);
 
   // A rank that failed locally still joins every reduction (contributing 0 and
   // a failure count), so its peers learn of it instead of waiting for it.
@@ -101,9 +93,7 @@ absl::StatusOr<GradNormResult> GetGradNorm(absl::Span<const GradTensor> grads,
     RETURN_IF_ERROR(
         ReduceOverGroups(dp_cp, tp, absl::MakeSpan(sums), ReduceOp::kSum));
     result.partial = sums[0];
-    result.total_norm = norm_type == 1.0   ? sums[0]
-                        : norm_type == 2.0 ? std::sqrt(sums[0])
-                                           : std::pow(sums[0], 1.0 / norm_type);
+    result.total_norm = NormFromPartial(norm_type, sums[0]);
     result.num_elements = static_cast<uint64_t>(sums[1]);
     failures = sums[2];
   }
@@ -120,10 +110,6 @@ absl::StatusOr<GradNormResult> GetGradNorm(absl::Span<const GradTensor> grads,
         " (non-finite gradients) and error_if_nonfinite is set"));
   }
   return result;
-}
-
-double ClipCoefficient(double max_norm, double total_norm) {
-  return max_norm / (total_norm + kClipEpsilon);
 }
 
 absl::StatusOr<ClipResult> ClipGradByTotalNorm(

@@ -22,6 +22,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/norm_math.h"  // ClipCoefficient, kClipEpsilon
+#include "common/norm_type.h"  // ValidateNormType
 #include "client/communicator.h"
 #include "kernels/grad_tensor.h"
 #include "kernels/partial_norm.h"
@@ -88,10 +90,6 @@ struct ClipResult {
   bool nonfinite = false;
 };
 
-// coef = max_norm / (total_norm + 1e-6), the seed's rule.
-inline constexpr double kClipEpsilon = 1e-6;
-double ClipCoefficient(double max_norm, double total_norm);
-
 // Scales every gradient in place by max_norm / (total_norm + 1e-6) when
 // total_norm is finite and that coefficient is < 1 (in each tensor's own
 // dtype: bf16/fp16 gradients really are scaled); otherwise writes nothing.
@@ -102,10 +100,6 @@ double ClipCoefficient(double max_norm, double total_norm);
 absl::StatusOr<ClipResult> ClipGradByTotalNorm(
     absl::Span<const GradTensor> grads, double max_norm, double total_norm,
     const ClipOptions& options = {});
-
-// INVALID_ARGUMENT unless norm_type > 0 (+Inf allowed): the check GetGradNorm
-// and the clipper share.
-absl::Status ValidateNormType(double norm_type);
 
 // INVALID_ARGUMENT unless max_norm >= 0 (+Inf allowed: never clip).
 absl::Status ValidateMaxNorm(double max_norm);

@@ -99,7 +99,7 @@ TEST(GetGradNormTest, InvalidNormTypes) {
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << p;
   }
   EXPECT_EQ(SoloNorm({}, -1.0).status().message(),
-            "norm_type -1 is invalid: expected p > 0 or +inf");
+            "norm_type -1 is invalid: expected p > 0 (a finite value or +inf)");
 }
 
 // docs/numerics.md: TP=2, W sharded as [1,2] | [2,4], b=[0,1] replicated -> sqrt(26).

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/norm_type.h"
 #include "common/status_macros.h"
 #include "kernels/internal/partial_norm_cpu.h"
 
@@ -13,14 +14,6 @@
 
 namespace gradnorm {
 namespace {
-
-absl::Status ValidateP(double p) {
-  if (!(p > 0.0)) {  // also rejects NaN
-    return absl::InvalidArgumentError(absl::StrCat(
-        "norm type p is ", p, "; expected p > 0 (a finite value or +inf)"));
-  }
-  return absl::OkStatus();
-}
 
 absl::Status ValidateNormOptions(const PartialNormOptions& options) {
   if (options.num_threads < 0) {
@@ -67,7 +60,7 @@ absl::Status NoCuda(absl::Span<const GradTensor> tensors) {
 absl::StatusOr<PartialNorm> ComputePartialNorm(
     absl::Span<const GradTensor> tensors, double p,
     const PartialNormOptions& options) {
-  RETURN_IF_ERROR(ValidateP(p));
+  RETURN_IF_ERROR(ValidateNormType(p));
   RETURN_IF_ERROR(ValidateNormOptions(options));
   RETURN_IF_ERROR(ValidateTensors(tensors));
   if (OnCuda(tensors)) {
@@ -96,7 +89,7 @@ absl::StatusOr<PartialNorm> ComputePartialNorm(
 absl::Status ComputePartialNormOnDevice(absl::Span<const GradTensor> tensors,
                                         double p, double* device_result,
                                         const PartialNormOptions& options) {
-  RETURN_IF_ERROR(ValidateP(p));
+  RETURN_IF_ERROR(ValidateNormType(p));
   RETURN_IF_ERROR(ValidateNormOptions(options));
   RETURN_IF_ERROR(ValidateTensors(tensors));
   if (device_result == nullptr) {

@@ -539,7 +539,7 @@ TEST(BadInputTest, BadPIsInvalidArgument) {
   }
   absl::StatusOr<PartialNorm> r = ComputePartialNorm({}, -2.0);
   EXPECT_EQ(r.status().message(),
-            "norm type p is -2; expected p > 0 (a finite value or +inf)");
+            "norm_type -2 is invalid: expected p > 0 (a finite value or +inf)");
 }
 
 TEST(BadInputTest, BadTensorsAreInvalidArgumentAndNothingIsWritten) {

@@ -80,7 +80,7 @@ static void test_errors(void) {
   CHECK(gn_get_grad_norm(&t, NULL, NULL, -1.0, 0, NULL, &norm) ==
         GN_INVALID_ARGUMENT);
   CHECK(strcmp(gn_last_error(),
-               "norm_type -1 is invalid: expected p > 0 or +inf") == 0);
+               "norm_type -1 is invalid: expected p > 0 (a finite value or +inf)") == 0);
   /* A success clears the message. */
   CHECK(gn_get_grad_norm(&t, NULL, NULL, 2.0, 0, NULL, &norm) == GN_OK);
   CHECK(strcmp(gn_last_error(), "") == 0);

@@ -128,8 +128,8 @@ def test_rejects_read_only_array_for_scale():
 @pytest.mark.parametrize("p", [0.0, -1.0, math.nan])
 def test_rejects_bad_norm_type(p):
     with pytest.raises(gradnorm.InvalidArgumentError,
-                       match=r"^INVALID_ARGUMENT: norm type p is "
-                       r"(0|-1|nan); expected p > 0"):
+                       match=r"^INVALID_ARGUMENT: norm_type (0|-1|nan) is "
+                       r"invalid: expected p > 0"):
         gradnorm.partial_norm([f32(1)], p)
 
 

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "common/norm_math.h"
 #include "kernels/internal/half.h"
 #include "kernels/internal/partial_norm_cuda_kernels.h"
 
@@ -52,11 +53,6 @@ __device__ __forceinline__ double ToDouble(typename Storage<kDType>::T x) {
   } else {
     return static_cast<double>(ToFloat<kDType>(x));
   }
-}
-
-// NaN wins over everything, +Inf over every finite value.
-__device__ __forceinline__ double NanMax(double acc, double x) {
-  return (isnan(x) || x > acc) ? x : acc;
 }
 
 template <CudaNormKind kKind>

@@ -11,6 +11,7 @@
 #include <limits>
 #include <vector>
 
+#include "common/norm_math.h"
 #include "absl/functional/function_ref.h"
 
 #include "kernels/internal/half.h"
@@ -815,12 +816,6 @@ struct Scratch {
   std::vector<TaskSpan> tasks;
   std::vector<double> chunk_value;
 };
-
-double NanMax(double a, double b) {
-  if (std::isnan(a)) return a;
-  if (std::isnan(b)) return b;
-  return std::max(a, b);
-}
 
 // Re-scan of a chunk whose sum came out non-finite: were there NaN/Inf inputs,
 // or did large finite inputs overflow the accumulator (fp64 gradients, large p,

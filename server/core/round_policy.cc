@@ -5,27 +5,19 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/norm_math.h"
 #include "server/core/number_format.h"
 
 namespace gradnorm {
 namespace server {
 
 double CombinePartials(double norm_type, const std::vector<double>& partials) {
-  bool any_nan = false;
-  for (double partial : partials) any_nan |= std::isnan(partial);
-  // Explicit, because std::max and comparisons drop NaN (the classic lost-NaN
-  // bug of inf-norm reductions).
-  if (any_nan) return std::numeric_limits<double>::quiet_NaN();
-  if (std::isinf(norm_type)) {
-    double max = 0;
-    for (double partial : partials) max = partial > max ? partial : max;
-    return max;
+  const bool inf_norm = IsInfNorm(norm_type);
+  double combined = 0;
+  for (double partial : partials) {
+    combined = inf_norm ? NanMax(combined, partial) : combined + partial;
   }
-  double sum = 0;
-  for (double partial : partials) sum += partial;
-  if (norm_type == 2.0) return std::sqrt(sum);
-  if (norm_type == 1.0) return sum;
-  return std::pow(sum, 1.0 / norm_type);
+  return NormFromPartial(norm_type, combined);
 }
 
 RoundPolicy::RoundPolicy(const v1::RunConfig& config)
@@ -52,7 +44,7 @@ RoundDecision RoundPolicy::Decide(double total) const {
         " of the last ", w->size, " steps: step skipped");
     return d;
   }
-  const double coef = d.effective_max_norm / (total + 1e-6);
+  const double coef = ClipCoefficient(d.effective_max_norm, total);
   if (coef < 1.0) {
     d.action = v1::ACTION_CLIP;
     d.reason = v1::REASON_ABOVE_MAX_NORM;

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
+#include "common/norm_math.h"
 #include "server/core/number_format.h"
 
 namespace gradnorm {
@@ -202,7 +203,7 @@ absl::StatusOr<v1::RunConfig> NormalizeRunConfig(const v1::RunConfig& config,
                                                  uint32_t max_participants) {
   v1::RunConfig out = config;
   double p = out.norm_type() == 0 ? kDefaultNormType : out.norm_type();
-  if (!(p > 0)) {
+  if (!IsValidNormType(p)) {
     return OutOfRange("norm_type", p,
                       "p > 0, or +Infinity for the inf-norm (0 means the "
                       "default 2)");
