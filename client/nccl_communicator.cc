@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "client/internal/nan_flags.h"
 #include "client/nccl_errors.h"
+#include "kernels/cuda_status.h"
 #include "common/status_macros.h"
 
 namespace gradnorm {
@@ -63,9 +64,9 @@ NcclCommunicator::CreateFromUniqueId(const ncclUniqueId& id, int rank, int size,
   if (options.timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("timeout must be > 0");
   }
-  RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device), "cudaSetDevice"));
+  RETURN_IF_ERROR(CudaErrorToStatus(cudaSetDevice(device), "cudaSetDevice"));
   cudaStream_t stream = nullptr;
-  RETURN_IF_ERROR(CudaStatus(
+  RETURN_IF_ERROR(CudaErrorToStatus(
       cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
       "cudaStreamCreateWithFlags"));
   // Non-blocking, so a peer that never joins cannot block us past the timeout.
@@ -120,7 +121,7 @@ absl::Status NcclCommunicator::Begin() const {
     return absl::FailedPreconditionError(absl::StrCat(
         "NCCL communicator unusable after an earlier error: ", broken_.message()));
   }
-  return CudaStatus(cudaSetDevice(device_), "cudaSetDevice");
+  return CudaErrorToStatus(cudaSetDevice(device_), "cudaSetDevice");
 }
 
 absl::Status NcclCommunicator::CheckRoot(int root) const {
@@ -149,7 +150,7 @@ absl::Status NcclCommunicator::Wait(absl::string_view call) {
     const cudaError_t query = cudaStreamQuery(stream_);
     if (query == cudaSuccess && async == ncclSuccess) return absl::OkStatus();
     if (query != cudaSuccess && query != cudaErrorNotReady) {
-      return Remember(CudaStatus(query, absl::StrCat("waiting for ", call)));
+      return Remember(CudaErrorToStatus(query, absl::StrCat("waiting for ", call)));
     }
     if (absl::Now() >= deadline) {
       ncclCommAbort(comm_);
@@ -166,11 +167,11 @@ absl::Status NcclCommunicator::Wait(absl::string_view call) {
 absl::StatusOr<void*> NcclCommunicator::Scratch(int which, size_t bytes) {
   if (scratch_bytes_[which] < bytes) {
     if (scratch_[which] != nullptr) {
-      RETURN_IF_ERROR(CudaStatus(cudaFree(scratch_[which]), "cudaFree"));
+      RETURN_IF_ERROR(CudaErrorToStatus(cudaFree(scratch_[which]), "cudaFree"));
       scratch_[which] = nullptr;
       scratch_bytes_[which] = 0;
     }
-    RETURN_IF_ERROR(CudaStatus(cudaMalloc(&scratch_[which], bytes), "cudaMalloc"));
+    RETURN_IF_ERROR(CudaErrorToStatus(cudaMalloc(&scratch_[which], bytes), "cudaMalloc"));
     scratch_bytes_[which] = bytes;
   }
   return scratch_[which];
@@ -191,21 +192,21 @@ absl::Status NcclCommunicator::AllReduceOnDevice(double* values, size_t count,
   }
   ASSIGN_OR_RETURN(void* work_bytes, Scratch(kWork, 2 * count * sizeof(double)));
   double* work = static_cast<double*>(work_bytes);
-  RETURN_IF_ERROR(Remember(CudaStatus(
+  RETURN_IF_ERROR(Remember(CudaErrorToStatus(
       cudaMemcpyAsync(work, values, count * sizeof(double),
                       cudaMemcpyDeviceToDevice, stream_),
       "cudaMemcpyAsync")));
-  RETURN_IF_ERROR(Remember(CudaStatus(
+  RETURN_IF_ERROR(Remember(CudaErrorToStatus(
       client_internal::LaunchMarkNaN(values, work + count, count, stream_),
       "MarkNaN kernel launch")));
   RETURN_IF_ERROR(Remember(NcclStatus(
       ncclAllReduce(work, work, 2 * count, ncclFloat64, ncclMax, comm_, stream_),
       "ncclAllReduce(max)")));
-  RETURN_IF_ERROR(Remember(CudaStatus(
+  RETURN_IF_ERROR(Remember(CudaErrorToStatus(
       cudaMemcpyAsync(values, work, count * sizeof(double),
                       cudaMemcpyDeviceToDevice, stream_),
       "cudaMemcpyAsync")));
-  RETURN_IF_ERROR(Remember(CudaStatus(
+  RETURN_IF_ERROR(Remember(CudaErrorToStatus(
       client_internal::LaunchApplyNaN(values, work + count, count, stream_),
       "ApplyNaN kernel launch")));
   return Wait("ncclAllReduce(max)");
@@ -227,12 +228,12 @@ absl::Status NcclCommunicator::ThroughDevice(
     const std::function<absl::Status(double* device_values)>& collective) {
   const size_t bytes = values.size() * sizeof(double);
   ASSIGN_OR_RETURN(void* staging, Scratch(kStaging, bytes));
-  RETURN_IF_ERROR(Remember(CudaStatus(
+  RETURN_IF_ERROR(Remember(CudaErrorToStatus(
       cudaMemcpyAsync(staging, values.data(), bytes, cudaMemcpyHostToDevice,
                       stream_),
       "cudaMemcpyAsync")));
   RETURN_IF_ERROR(collective(static_cast<double*>(staging)));
-  RETURN_IF_ERROR(Remember(CudaStatus(
+  RETURN_IF_ERROR(Remember(CudaErrorToStatus(
       cudaMemcpyAsync(values.data(), staging, bytes, cudaMemcpyDeviceToHost,
                       stream_),
       "cudaMemcpyAsync")));
@@ -265,13 +266,13 @@ absl::Status NcclCommunicator::BroadcastBytes(std::string* bytes, int root) {
   if (rank_ != root) bytes->assign(n, '\0');
   if (n == 0) return absl::OkStatus();
   ASSIGN_OR_RETURN(void* staging, Scratch(kStaging, n));
-  RETURN_IF_ERROR(Remember(CudaStatus(
+  RETURN_IF_ERROR(Remember(CudaErrorToStatus(
       cudaMemcpyAsync(staging, bytes->data(), n, cudaMemcpyHostToDevice, stream_),
       "cudaMemcpyAsync")));
   RETURN_IF_ERROR(Remember(NcclStatus(
       ncclBroadcast(staging, staging, n, ncclChar, root, comm_, stream_),
       "ncclBroadcast(bytes)")));
-  RETURN_IF_ERROR(Remember(CudaStatus(
+  RETURN_IF_ERROR(Remember(CudaErrorToStatus(
       cudaMemcpyAsync(&(*bytes)[0], staging, n, cudaMemcpyDeviceToHost, stream_),
       "cudaMemcpyAsync")));
   return Wait("ncclBroadcast(bytes)");

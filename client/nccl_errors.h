@@ -1,20 +1,18 @@
-// NCCL and the CUDA runtime report failures as result codes; gradnorm reports
-// them as absl::Status. This header is the one place the client translates
-// ncclResult_t and cudaError_t.
+// NCCL reports failures as result codes; gradnorm reports them as
+// absl::Status. This header is the one place an ncclResult_t is translated
+// (a cudaError_t is translated by kernels/cuda_status.h).
 //
 //   RETURN_IF_ERROR(NcclStatus(ncclAllReduce(...), "ncclAllReduce"));
-//   RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(...), "cudaMemcpyAsync"));
 //
 // Codes: ncclInvalidArgument / ncclInvalidUsage are INVALID_ARGUMENT,
 // ncclRemoteError (a peer failed) and ncclSystemError (network, sockets) are
-// UNAVAILABLE, the rest INTERNAL; every CUDA error is INTERNAL. The message
-// names the call and carries the library's error string.
+// UNAVAILABLE, the rest INTERNAL. The message names the call and carries
+// NCCL's error string.
 //
 // Thread-safety: pure functions.
 #ifndef GRADNORM_CLIENT_NCCL_ERRORS_H_
 #define GRADNORM_CLIENT_NCCL_ERRORS_H_
 
-#include <cuda_runtime_api.h>
 #include <nccl.h>
 
 #include "absl/status/status.h"
@@ -37,13 +35,6 @@ inline absl::Status NcclStatus(ncclResult_t result, absl::string_view call) {
     default:
       return absl::InternalError(message);
   }
-}
-
-inline absl::Status CudaStatus(cudaError_t error, absl::string_view call) {
-  if (error == cudaSuccess) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(call, " failed: ",
-                                          cudaGetErrorName(error), ": ",
-                                          cudaGetErrorString(error)));
 }
 
 }  // namespace gradnorm

@@ -42,7 +42,7 @@
 #include "common/status_macros.h"
 #include "kernels/grad_tensor.h"
 #include "kernels/internal/cuda_event_timer.h"
-#include "kernels/internal/cuda_status.h"
+#include "kernels/cuda_status.h"
 #include "kernels/internal/device_bandwidth_probe.h"
 #include "kernels/internal/gpt2_workload.h"
 #include "kernels/internal/half.h"

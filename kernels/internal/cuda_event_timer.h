@@ -20,7 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "kernels/internal/cuda_status.h"
+#include "kernels/cuda_status.h"
 
 namespace gradnorm {
 namespace kernels_internal {

@@ -5,7 +5,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "kernels/internal/cuda_status.h"
+#include "kernels/cuda_status.h"
 #include "kernels/internal/device_bandwidth_probe_kernels.h"
 
 namespace gradnorm {

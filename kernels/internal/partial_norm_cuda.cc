@@ -10,7 +10,7 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
-#include "kernels/internal/cuda_status.h"
+#include "kernels/cuda_status.h"
 #include "kernels/internal/partial_norm_cuda_kernels.h"
 
 namespace gradnorm {

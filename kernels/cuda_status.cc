@@ -1,9 +1,8 @@
-#include "kernels/internal/cuda_status.h"
+#include "kernels/cuda_status.h"
 
 #include "absl/strings/str_cat.h"
 
 namespace gradnorm {
-namespace kernels_internal {
 
 absl::Status CudaErrorToStatus(cudaError_t error, absl::string_view call) {
   if (error == cudaSuccess) return absl::OkStatus();
@@ -27,5 +26,4 @@ absl::Status CudaErrorToStatus(cudaError_t error, absl::string_view call) {
   }
 }
 
-}  // namespace kernels_internal
 }  // namespace gradnorm

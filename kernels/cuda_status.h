@@ -1,5 +1,6 @@
-// The one place a cudaError_t becomes an absl::Status. The message names the
-// failing call and CUDA's own name and text for the error.
+// The one place a cudaError_t becomes an absl::Status, for the kernels and the
+// client's NCCL communicator alike. The message names the failing call and
+// CUDA's own name and text for the error.
 //
 //   RETURN_IF_CUDA_ERROR(cudaMallocAsync(&ptr, bytes, stream));
 //   // -> INTERNAL "cudaMallocAsync(&ptr, bytes, stream) failed:
@@ -10,8 +11,8 @@
 // which no kernel image was built); RESOURCE_EXHAUSTED for out of device
 // memory; INTERNAL for everything else.
 // Thread-safety: stateless.
-#ifndef GRADNORM_KERNELS_INTERNAL_CUDA_STATUS_H_
-#define GRADNORM_KERNELS_INTERNAL_CUDA_STATUS_H_
+#ifndef GRADNORM_KERNELS_CUDA_STATUS_H_
+#define GRADNORM_KERNELS_CUDA_STATUS_H_
 
 #include <cuda_runtime_api.h>
 
@@ -19,11 +20,9 @@
 #include "absl/strings/string_view.h"
 
 namespace gradnorm {
-namespace kernels_internal {
 
 absl::Status CudaErrorToStatus(cudaError_t error, absl::string_view call);
 
-}  // namespace kernels_internal
 }  // namespace gradnorm
 
 // Evaluates a CUDA runtime call; returns its translated error from the
@@ -36,9 +35,9 @@ absl::Status CudaErrorToStatus(cudaError_t error, absl::string_view call);
     const cudaError_t gradnorm_cuda_error_ = (call);                       \
     if (gradnorm_cuda_error_ != cudaSuccess) {                             \
       (void)cudaGetLastError();                                            \
-      return ::gradnorm::kernels_internal::CudaErrorToStatus(              \
+      return ::gradnorm::CudaErrorToStatus(              \
           gradnorm_cuda_error_, #call);                                    \
     }                                                                      \
   } while (false)
 
-#endif  // GRADNORM_KERNELS_INTERNAL_CUDA_STATUS_H_
+#endif  // GRADNORM_KERNELS_CUDA_STATUS_H_

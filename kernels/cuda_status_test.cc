@@ -1,11 +1,10 @@
 // CudaErrorToStatus is pure host code: these run on any machine with the CUDA
 // toolkit, with or without a GPU.
-#include "kernels/internal/cuda_status.h"
+#include "kernels/cuda_status.h"
 
 #include "gtest/gtest.h"
 
 namespace gradnorm {
-namespace kernels_internal {
 namespace {
 
 TEST(CudaStatusTest, SuccessIsOk) {
@@ -47,5 +46,4 @@ TEST(CudaStatusTest, KernelFaultsAreInternal) {
 }
 
 }  // namespace
-}  // namespace kernels_internal
 }  // namespace gradnorm
