@@ -35,15 +35,7 @@ absl::string_view DTypeName(DType dtype) {
 }
 
 absl::StatusOr<size_t> DTypeSize(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32:
-      return 4;
-    case DType::kBFloat16:
-    case DType::kFloat16:
-      return 2;
-    case DType::kFloat64:
-      return 8;
-  }
+  if (const size_t size = ElementSize(dtype); size > 0) return size;
   return absl::InvalidArgumentError(
       absl::StrCat("unknown dtype ", static_cast<int32_t>(dtype),
                    "; expected fp32 (0), bf16 (1), fp16 (2) or fp64 (3)"));

@@ -30,7 +30,16 @@ enum class DType : int32_t {
 // "fp32", "bf16", "fp16", "fp64"; "unknown" for a value outside the enum.
 absl::string_view DTypeName(DType dtype);
 
-// Bytes per element; INVALID_ARGUMENT for a value outside the enum.
+// Bytes per element; 0 for a value outside the enum (callers that have not
+// validated the dtype use DTypeSize).
+constexpr size_t ElementSize(DType dtype) {
+  return dtype == DType::kFloat64   ? 8
+         : dtype == DType::kFloat32 ? 4
+         : dtype == DType::kBFloat16 || dtype == DType::kFloat16 ? 2
+                                                                 : 0;
+}
+
+// ElementSize, or INVALID_ARGUMENT for a value outside the enum.
 absl::StatusOr<size_t> DTypeSize(DType dtype);
 
 // Where a tensor's memory lives: host memory, or the memory of CUDA device `index`.

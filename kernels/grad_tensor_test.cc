@@ -19,6 +19,8 @@ TEST(DTypeTest, NamesAndSizes) {
   EXPECT_EQ(*DTypeSize(DType::kBFloat16), 2u);
   EXPECT_EQ(*DTypeSize(DType::kFloat16), 2u);
   EXPECT_EQ(*DTypeSize(DType::kFloat64), 8u);
+  static_assert(ElementSize(DType::kBFloat16) == 2, "a constant expression");
+  EXPECT_EQ(ElementSize(static_cast<DType>(9)), 0u);
   const absl::StatusOr<size_t> bad = DTypeSize(static_cast<DType>(9));
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(bad.status().message(),

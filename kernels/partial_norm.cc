@@ -29,14 +29,6 @@ absl::Status ValidateNormOptions(const PartialNormOptions& options) {
   return absl::OkStatus();
 }
 
-PartialNorm ToPartialNorm(kernels_internal::NormResult result) {
-  PartialNorm out;
-  out.value = result.value;
-  out.nonfinite = result.nonfinite;
-  out.per_tensor = std::move(result.per_tensor);
-  return out;
-}
-
 bool OnCuda(absl::Span<const GradTensor> tensors) {
   return !tensors.empty() && tensors[0].device.kind == Device::Kind::kCuda;
 }
@@ -68,10 +60,7 @@ absl::StatusOr<PartialNorm> ComputePartialNorm(
     kernels_internal::CudaNormOptions cuda_options;
     cuda_options.stream = options.cuda_stream;
     cuda_options.per_tensor = options.per_tensor;
-    absl::StatusOr<kernels_internal::NormResult> result =
-        kernels_internal::ComputePartialNormCuda(tensors, p, cuda_options);
-    if (!result.ok()) return result.status();
-    return ToPartialNorm(*std::move(result));
+    return kernels_internal::ComputePartialNormCuda(tensors, p, cuda_options);
 #else
     return NoCuda(tensors);
 #endif
@@ -82,8 +71,8 @@ absl::StatusOr<PartialNorm> ComputePartialNorm(
   cpu_options.per_tensor = options.per_tensor;
   cpu_options.fp32_accumulation = options.fp32_accumulation;
   cpu_options.parallel_for = &options.parallel_for;
-  return ToPartialNorm(
-      kernels_internal::ComputePartialNormCpu(tensors, p, cpu_options));
+  return 
+      kernels_internal::ComputePartialNormCpu(tensors, p, cpu_options);
 }
 
 absl::Status ComputePartialNormOnDevice(absl::Span<const GradTensor> tensors,

@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "kernels/grad_tensor.h"
+#include "kernels/partial_norm_result.h"
 
 namespace gradnorm {
 
@@ -65,16 +66,6 @@ struct PartialNormOptions {
   // tensors; CUDA always accumulates in fp64). Exists only to benchmark what
   // fp64 costs; results may overflow. Never the default.
   bool fp32_accumulation = false;
-};
-
-struct PartialNorm {
-  // sum |g|^p (p finite) or max |g| (p = inf); 0 for no elements. NaN when any
-  // element is NaN (NaN wins over Inf), +Inf when any element is +-Inf.
-  double value = 0.0;
-  // True when any element was NaN or +-Inf.
-  bool nonfinite = false;
-  // Per-tensor partials in input order, when PartialNormOptions::per_tensor.
-  std::vector<double> per_tensor;
 };
 
 // The partial norm of `tensors` (all on one device). INVALID_ARGUMENT for a bad

@@ -22,7 +22,7 @@
 
 #include "absl/types/span.h"
 #include "kernels/grad_tensor.h"
-#include "kernels/internal/norm_result.h"
+#include "kernels/partial_norm_result.h"
 
 namespace gradnorm {
 namespace kernels_internal {
@@ -44,7 +44,7 @@ struct CpuNormOptions {
   bool fp32_accumulation = false;  // for 32- and 16-bit inputs, p = 1 or 2
 };
 
-NormResult ComputePartialNormCpu(absl::Span<const GradTensor> tensors, double p,
+PartialNorm ComputePartialNormCpu(absl::Span<const GradTensor> tensors, double p,
                                  const CpuNormOptions& options);
 
 // num_threads 0: one per hardware thread. `parallel_for` as in CpuNormOptions.

@@ -62,7 +62,7 @@ TEST_P(PerTarget, RandomInputsMatchReference) {
         const GradTensor view = t.view();
         for (double p : {0.5, 1.0, 2.0, 3.0, kInf}) {
           const double want = static_cast<double>(CachedReference(view, p));
-          const NormResult r = ComputePartialNormCpu({&view, 1}, p, {});
+          const PartialNorm r = ComputePartialNormCpu({&view, 1}, p, {});
           SCOPED_TRACE(::testing::Message()
                        << DTypeName(dtype) << " n=" << n << " offset=" << offset
                        << " p=" << p);
@@ -91,7 +91,7 @@ TEST_P(PerTarget, NonFiniteInEveryPosition) {
         for (bool f32 : {false, true}) {
           CpuNormOptions opts;
           opts.fp32_accumulation = f32;
-          const NormResult r = ComputePartialNormCpu({&view, 1}, p, opts);
+          const PartialNorm r = ComputePartialNormCpu({&view, 1}, p, opts);
           EXPECT_TRUE(r.nonfinite) << DTypeName(dtype) << " pos " << pos;
           EXPECT_TRUE(std::isnan(r.value)) << DTypeName(dtype) << " pos " << pos;
         }

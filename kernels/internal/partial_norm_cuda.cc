@@ -224,10 +224,10 @@ class WorkspaceGuard {
 
 }  // namespace
 
-absl::StatusOr<NormResult> ComputePartialNormCuda(
+absl::StatusOr<PartialNorm> ComputePartialNormCuda(
     absl::Span<const GradTensor> tensors, double p,
     const CudaNormOptions& options) {
-  NormResult out;
+  PartialNorm out;
   if (tensors.empty()) return out;
   absl::StatusOr<DeviceScope> scope =
       DeviceScope::Enter(tensors[0].device.index);

@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "kernels/grad_tensor.h"
-#include "kernels/internal/norm_result.h"
+#include "kernels/partial_norm_result.h"
 
 namespace gradnorm {
 namespace kernels_internal {
@@ -32,7 +32,7 @@ struct CudaNormOptions {
 };
 
 // Enqueues the partial norm and waits for it (a stream synchronize).
-absl::StatusOr<NormResult> ComputePartialNormCuda(
+absl::StatusOr<PartialNorm> ComputePartialNormCuda(
     absl::Span<const GradTensor> tensors, double p,
     const CudaNormOptions& options);
 

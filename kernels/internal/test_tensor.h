@@ -77,11 +77,7 @@ class TestTensor {
     return std::vector<unsigned char>(p, p + numel_ * ElementSize());
   }
 
-  size_t ElementSize() const {
-    return dtype_ == DType::kFloat64   ? 8
-           : dtype_ == DType::kFloat32 ? 4
-                                       : 2;
-  }
+  size_t ElementSize() const { return ::gradnorm::ElementSize(dtype_); }
 
  private:
   DType dtype_;
