@@ -1,4 +1,4 @@
-#include "kernels/internal/device_bandwidth_probe.h"
+#include "kernels/benchmark/device_bandwidth_probe.h"
 
 #include <utility>
 
@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kernels/cuda_status.h"
-#include "kernels/internal/device_bandwidth_probe_kernels.h"
+#include "kernels/benchmark/device_bandwidth_probe_kernels.h"
 
 namespace gradnorm {
 namespace kernels_internal {

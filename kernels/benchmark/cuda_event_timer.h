@@ -10,8 +10,8 @@
 //
 // Errors: as CudaErrorToStatus, or the first error `enqueue` returns.
 // Thread-safety: one thread at a time per timer.
-#ifndef GRADNORM_KERNELS_INTERNAL_CUDA_EVENT_TIMER_H_
-#define GRADNORM_KERNELS_INTERNAL_CUDA_EVENT_TIMER_H_
+#ifndef GRADNORM_KERNELS_BENCHMARK_CUDA_EVENT_TIMER_H_
+#define GRADNORM_KERNELS_BENCHMARK_CUDA_EVENT_TIMER_H_
 
 #include <cuda_runtime_api.h>
 
@@ -70,4 +70,4 @@ class CudaEventTimer {
 }  // namespace kernels_internal
 }  // namespace gradnorm
 
-#endif  // GRADNORM_KERNELS_INTERNAL_CUDA_EVENT_TIMER_H_
+#endif  // GRADNORM_KERNELS_BENCHMARK_CUDA_EVENT_TIMER_H_

@@ -1,4 +1,4 @@
-#include "kernels/internal/device_bandwidth_probe_kernels.h"
+#include "kernels/benchmark/device_bandwidth_probe_kernels.h"
 
 #include <cuda_runtime.h>
 

@@ -1,8 +1,8 @@
 // Throughput of ComputePartialNorm and ScaleInPlace on realistic gradient sets,
 // as a ratio to the machine's memory bandwidth measured in the same process
-// (kernels/internal/bandwidth_probe.h) over the same number of bytes.
+// (kernels/benchmark/bandwidth_probe.h) over the same number of bytes.
 //
-//   bazel run -c opt //kernels:partial_norm_benchmark
+//   bazel run -c opt //kernels/benchmark:partial_norm_benchmark
 //
 // Workloads:
 //   gpt2_124m  the 148 parameter tensors of GPT-2 small (124,439,808 elements),
@@ -29,8 +29,8 @@
 
 #include "benchmark/benchmark.h"
 #include "kernels/grad_tensor.h"
-#include "kernels/internal/bandwidth_probe.h"
-#include "kernels/internal/gpt2_workload.h"
+#include "kernels/benchmark/bandwidth_probe.h"
+#include "kernels/benchmark/gpt2_workload.h"
 #include "kernels/internal/half.h"
 #include "kernels/partial_norm.h"
 

@@ -1,4 +1,4 @@
-#include "kernels/internal/gpt2_workload.h"
+#include "kernels/benchmark/gpt2_workload.h"
 
 namespace gradnorm {
 namespace kernels_internal {

@@ -6,8 +6,8 @@
 //   for (int64_t i = 0; i < n; ++i) data[i] = values.Next();
 //
 // Thread-safety: GradientLikeValues is not thread-safe; Gpt2SmallSizes is.
-#ifndef GRADNORM_KERNELS_INTERNAL_GPT2_WORKLOAD_H_
-#define GRADNORM_KERNELS_INTERNAL_GPT2_WORKLOAD_H_
+#ifndef GRADNORM_KERNELS_BENCHMARK_GPT2_WORKLOAD_H_
+#define GRADNORM_KERNELS_BENCHMARK_GPT2_WORKLOAD_H_
 
 #include <cstdint>
 #include <vector>
@@ -39,4 +39,4 @@ class GradientLikeValues {
 }  // namespace kernels_internal
 }  // namespace gradnorm
 
-#endif  // GRADNORM_KERNELS_INTERNAL_GPT2_WORKLOAD_H_
+#endif  // GRADNORM_KERNELS_BENCHMARK_GPT2_WORKLOAD_H_

@@ -11,8 +11,8 @@
 // Errors: as CudaErrorToStatus (FAILED_PRECONDITION where no device can run
 // it, RESOURCE_EXHAUSTED for out of memory, INTERNAL otherwise).
 // Thread-safety: one thread at a time per probe.
-#ifndef GRADNORM_KERNELS_INTERNAL_DEVICE_BANDWIDTH_PROBE_H_
-#define GRADNORM_KERNELS_INTERNAL_DEVICE_BANDWIDTH_PROBE_H_
+#ifndef GRADNORM_KERNELS_BENCHMARK_DEVICE_BANDWIDTH_PROBE_H_
+#define GRADNORM_KERNELS_BENCHMARK_DEVICE_BANDWIDTH_PROBE_H_
 
 #include <cuda_runtime_api.h>
 
@@ -20,7 +20,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "kernels/internal/cuda_event_timer.h"
+#include "kernels/benchmark/cuda_event_timer.h"
 
 namespace gradnorm {
 namespace kernels_internal {
@@ -62,4 +62,4 @@ absl::StatusOr<double> DevicePeakBytesPerSecond(int device);
 }  // namespace kernels_internal
 }  // namespace gradnorm
 
-#endif  // GRADNORM_KERNELS_INTERNAL_DEVICE_BANDWIDTH_PROBE_H_
+#endif  // GRADNORM_KERNELS_BENCHMARK_DEVICE_BANDWIDTH_PROBE_H_

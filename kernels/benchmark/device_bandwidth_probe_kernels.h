@@ -1,8 +1,8 @@
 // The __global__ passes of the device bandwidth probe
 // (device_bandwidth_probe.h): a plain read and an in-place add over a buffer of
 // 16-byte words, as fast as the GPU's memory allows.
-#ifndef GRADNORM_KERNELS_INTERNAL_DEVICE_BANDWIDTH_PROBE_KERNELS_H_
-#define GRADNORM_KERNELS_INTERNAL_DEVICE_BANDWIDTH_PROBE_KERNELS_H_
+#ifndef GRADNORM_KERNELS_BENCHMARK_DEVICE_BANDWIDTH_PROBE_KERNELS_H_
+#define GRADNORM_KERNELS_BENCHMARK_DEVICE_BANDWIDTH_PROBE_KERNELS_H_
 
 #include <cuda_runtime_api.h>
 
@@ -29,4 +29,4 @@ cudaError_t LaunchReadWriteProbe(void* data, size_t words, int blocks,
 }  // namespace kernels_internal
 }  // namespace gradnorm
 
-#endif  // GRADNORM_KERNELS_INTERNAL_DEVICE_BANDWIDTH_PROBE_KERNELS_H_
+#endif  // GRADNORM_KERNELS_BENCHMARK_DEVICE_BANDWIDTH_PROBE_KERNELS_H_

@@ -8,8 +8,8 @@
 //   double seconds = probe.ReadOnce(threads);  // one pass, for interleaving
 //
 // Thread-safety: one probe per thread; it owns its buffer.
-#ifndef GRADNORM_KERNELS_INTERNAL_BANDWIDTH_PROBE_H_
-#define GRADNORM_KERNELS_INTERNAL_BANDWIDTH_PROBE_H_
+#ifndef GRADNORM_KERNELS_BENCHMARK_BANDWIDTH_PROBE_H_
+#define GRADNORM_KERNELS_BENCHMARK_BANDWIDTH_PROBE_H_
 
 #include <cstddef>
 #include <memory>
@@ -51,4 +51,4 @@ class BandwidthProbe {
 }  // namespace kernels_internal
 }  // namespace gradnorm
 
-#endif  // GRADNORM_KERNELS_INTERNAL_BANDWIDTH_PROBE_H_
+#endif  // GRADNORM_KERNELS_BENCHMARK_BANDWIDTH_PROBE_H_

@@ -1,4 +1,4 @@
-#include "kernels/internal/bandwidth_probe.h"
+#include "kernels/benchmark/bandwidth_probe.h"
 
 #include <algorithm>
 #include <chrono>
@@ -8,7 +8,7 @@
 #include "kernels/internal/thread_pool.h"
 
 #undef HWY_TARGET_INCLUDE
-#define HWY_TARGET_INCLUDE "kernels/internal/bandwidth_probe.cc"
+#define HWY_TARGET_INCLUDE "kernels/benchmark/bandwidth_probe.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 

@@ -1,9 +1,9 @@
 // Throughput of the CUDA kernels on GPT-2 small's gradients in device memory,
 // as a ratio to the GPU's memory bandwidth measured in the same process
-// (kernels/internal/device_bandwidth_probe.h) over the same number of bytes,
+// (kernels/benchmark/device_bandwidth_probe.h) over the same number of bytes,
 // and to the device's nominal peak.
 //
-//   bazel run //kernels:partial_norm_cuda_benchmark    # needs an NVIDIA GPU, sm_80+
+//   bazel run //kernels/benchmark:partial_norm_cuda_benchmark    # needs an NVIDIA GPU, sm_80+
 //
 // Without a usable GPU it says why and exits 0.
 //
@@ -41,10 +41,10 @@
 #include "benchmark/benchmark.h"
 #include "common/status_macros.h"
 #include "kernels/grad_tensor.h"
-#include "kernels/internal/cuda_event_timer.h"
+#include "kernels/benchmark/cuda_event_timer.h"
 #include "kernels/cuda_status.h"
-#include "kernels/internal/device_bandwidth_probe.h"
-#include "kernels/internal/gpt2_workload.h"
+#include "kernels/benchmark/device_bandwidth_probe.h"
+#include "kernels/benchmark/gpt2_workload.h"
 #include "kernels/internal/half.h"
 #include "kernels/partial_norm.h"
 
