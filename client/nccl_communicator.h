@@ -9,13 +9,11 @@
 //   ASSIGN_OR_RETURN(std::unique_ptr<NcclCommunicator> tp,
 //                    NcclCommunicator::CreateFromUniqueId(id, tp_rank, tp_size,
 //                                                         /*device=*/local_rank));
-//   double* partial_on_device = ...;  // e.g. from ComputePartialNormOnDevice
-//   RETURN_IF_ERROR(tp->AllReduceOnDevice(partial_on_device, 1, ReduceOp::kSum));
+//   RETURN_IF_ERROR(tp->AllReduce(absl::MakeSpan(partials), ReduceOp::kSum));
 //
-// The *OnDevice calls reduce values that are already in device memory (no
-// host round trip); the Communicator calls stage host values through a small
-// device buffer. kMax keeps NaN (NCCL's own max may drop it): a NaN flag per
-// value is max-reduced along with the values.
+// The calls stage host values through a small device buffer. kMax keeps NaN
+// (NCCL's own max may drop it): a NaN flag per value is max-reduced along with
+// the values.
 //
 // Every call waits for its collective to finish, polling the stream and
 // ncclCommGetAsyncError; when the collective has not finished within
@@ -73,15 +71,15 @@ class NcclCommunicator final : public Communicator {
   absl::Status BroadcastBytes(std::string* bytes, int root) override;
   absl::Status Barrier() override;
 
-  // `count` fp64 values in device memory, reduced in place.
-  absl::Status AllReduceOnDevice(double* values, size_t count, ReduceOp op);
-  // `count` fp64 values in device memory, the root's copied to every rank.
-  absl::Status BroadcastOnDevice(double* values, size_t count, int root);
-
   cudaStream_t stream() const { return stream_; }
   int device() const { return device_; }
 
  private:
+  // `count` fp64 values in device memory, reduced in place (kMax keeps NaN).
+  absl::Status AllReduceOnDevice(double* values, size_t count, ReduceOp op);
+  // `count` fp64 values in device memory, the root's copied to every rank.
+  absl::Status BroadcastOnDevice(double* values, size_t count, int root);
+
   NcclCommunicator(ncclComm_t comm, cudaStream_t stream, bool owns_comm,
                    bool owns_stream, int rank, int size, int device,
                    absl::Duration timeout);

@@ -1,5 +1,7 @@
 #include "kernels/partial_norm.h"
 
+#include "kernels/internal/partial_norm_on_device.h"
+
 #include <cmath>
 #include <utility>
 

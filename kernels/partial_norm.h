@@ -83,16 +83,6 @@ absl::StatusOr<PartialNorm> ComputePartialNorm(
     absl::Span<const GradTensor> tensors, double p,
     const PartialNormOptions& options = {});
 
-// For CUDA tensors: enqueues the partial on options.cuda_stream and leaves it in
-// device memory at `device_result` (one fp64 value, e.g. for NCCL to reduce with
-// no host round trip). Returns without synchronizing. With no tensors (a rank
-// without gradients) it enqueues a write of 0. A non-finite input shows as a
-// NaN/Inf value. Errors as above, plus INVALID_ARGUMENT for host tensors or a
-// null device_result.
-absl::Status ComputePartialNormOnDevice(absl::Span<const GradTensor> tensors,
-                                        double p, double* device_result,
-                                        const PartialNormOptions& options = {});
-
 struct ScaleOptions {
   int num_threads = 0;
   // As PartialNormOptions::parallel_for.

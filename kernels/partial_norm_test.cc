@@ -1,4 +1,5 @@
 #include "kernels/partial_norm.h"
+#include "kernels/internal/partial_norm_on_device.h"
 
 #include <cmath>
 #include <cstdint>

@@ -47,6 +47,7 @@
 #include "kernels/benchmark/gpt2_workload.h"
 #include "kernels/internal/half.h"
 #include "kernels/partial_norm.h"
+#include "kernels/internal/partial_norm_on_device.h"
 
 namespace gradnorm {
 namespace {

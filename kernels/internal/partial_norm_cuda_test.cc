@@ -17,6 +17,7 @@
 #include "kernels/internal/reference_norm.h"
 #include "kernels/internal/test_tensor.h"
 #include "kernels/partial_norm.h"
+#include "kernels/internal/partial_norm_on_device.h"
 
 namespace gradnorm {
 namespace {
