@@ -22,7 +22,7 @@ import contextlib
 
 import torch
 
-import gradnorm.torch as gn
+from gradnorm import _torch_dtensor as gn_dtensor
 
 
 class _Placement:
@@ -114,10 +114,10 @@ class DTensor(torch.Tensor):
 def registered():
     """Makes gradnorm.torch treat the stand-in classes as DTensor and
     Replicate, as it does torch's own where they exist."""
-    saved = gn._DTENSOR_TYPES, gn._REPLICATE_TYPES
-    gn._DTENSOR_TYPES = saved[0] + (DTensor,)
-    gn._REPLICATE_TYPES = saved[1] + (Replicate,)
+    saved = gn_dtensor._DTENSOR_TYPES, gn_dtensor._REPLICATE_TYPES
+    gn_dtensor._DTENSOR_TYPES = saved[0] + (DTensor,)
+    gn_dtensor._REPLICATE_TYPES = saved[1] + (Replicate,)
     try:
         yield
     finally:
-        gn._DTENSOR_TYPES, gn._REPLICATE_TYPES = saved
+        gn_dtensor._DTENSOR_TYPES, gn_dtensor._REPLICATE_TYPES = saved

@@ -13,6 +13,7 @@ import torch
 
 import gradnorm
 import gradnorm.torch as gn
+from gradnorm import _torch_grads, _torch_groups
 
 
 def params(*grads, dtype=torch.float32):
@@ -459,7 +460,7 @@ def test_many_parameters_of_every_kind_in_one_call():
     assert all(a is b for a, b in zip(views.objects, grads))
     assert views.data.tolist() == [g.data_ptr() for g in grads]
     assert views.numel.tolist() == [g.numel() for g in grads]
-    assert views.dtype.tolist() == [gn._DTYPE_CODES[g.dtype] for g in grads]
+    assert views.dtype.tolist() == [_torch_grads._DTYPE_CODES[g.dtype] for g in grads]
     for same in (parameters, tuple(parameters), iter(parameters)):
         assert gn.get_grad_norm(same, None, None) == pytest.approx(
             reference, rel=1e-12)
@@ -520,12 +521,12 @@ def test_communicator_of_a_group_is_replaced_after_a_failed_callback(
         def barrier(self):
             pass
 
-    monkeypatch.setattr(gn, "_TorchGroup", lambda group: Impl())
-    monkeypatch.setattr(gn, "_COMMUNICATORS", {})
+    monkeypatch.setattr(_torch_groups, "_TorchGroup", lambda group: Impl())
+    monkeypatch.setattr(_torch_groups, "_COMMUNICATORS", {})
     group = object()
-    first = gn._communicator(group)
-    assert gn._communicator(group) is first
+    first = _torch_groups._communicator(group)
+    assert _torch_groups._communicator(group) is first
     first.failed = True
-    second = gn._communicator(group)
+    second = _torch_groups._communicator(group)
     assert second is not first and not second.failed
-    assert gn._communicator(group) is second
+    assert _torch_groups._communicator(group) is second

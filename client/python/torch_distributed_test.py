@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 
 import gradnorm
 import gradnorm.torch as gn
+from gradnorm import _torch_dtensor
 from dtensor_stand_in import DTensor, DeviceMesh, Replicate, Shard
 import dtensor_stand_in
 
@@ -89,7 +90,7 @@ def reference(tensors, p):
 def local_grad(parameter):
     """The tensor gradnorm reads and scales for a parameter's gradient."""
     grad = parameter.grad
-    return grad.to_local() if gn._is_dtensor(grad) else grad
+    return grad.to_local() if _torch_dtensor._is_dtensor(grad) else grad
 
 
 def worker(rank, store_path, failures, checks):

@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 import gradnorm
 import gradnorm.torch as gn
+from gradnorm import _torch_dtensor
 from gradnorm._tensors import COUNTED_ELSEWHERE, SHARDED
 from dtensor_stand_in import DTensor, DeviceMesh, Partial, Replicate, Shard
 import dtensor_stand_in
@@ -65,7 +66,7 @@ def seed_params(tp, tp_coordinate):
 
 def test_stand_in_is_a_dtensor_gradient():
     p = seed_params(None, 0)[0]
-    assert gn._is_dtensor(p.grad)
+    assert _torch_dtensor._is_dtensor(p.grad)
     # The views point at the local shard, never at the wrapper.
     views = gn._grads([p], None, None, for_norm=False).views
     assert views.objects[0] is p.grad.to_local()
