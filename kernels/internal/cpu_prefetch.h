@@ -16,10 +16,10 @@ namespace kernels_internal {
 
 // Software prefetch of a stream, kStreamPrefetchBytes ahead of the line being
 // read, into L2. The hardware prefetcher alone keeps too few lines in flight
-// for the fp64 loops (they issue loads more slowly than a plain sum does):
-// they streamed at about 0.7 of the bandwidth probe, and at about 0.9 with
-// this. Nothing past `end` (the end of the tensor) is prefetched, so small
-// tensors do not pull in their neighbours' memory.
+// for the fp64 loops, which issue loads more slowly than a plain sum does
+// (//kernels/benchmark:partial_norm_benchmark shows the difference). Nothing
+// past `end` (the end of the tensor) is prefetched, so small tensors do not
+// pull in their neighbours' memory.
 constexpr int64_t kStreamPrefetchBytes = int64_t{6} << 10;
 
 inline void PrefetchAhead(const void* at, size_t bytes, const void* end) {
@@ -37,7 +37,7 @@ inline void PrefetchAhead(const void* at, size_t bytes, const void* end) {
 // therefore prefetch, into L2, every line of the small blocks within
 // kPrefetchWindowBytes after the one being worked on, which keeps several
 // blocks' lines in flight. (Into L2: prefetches into L1 are limited by its
-// few miss buffers, and measured slower than none.) Blocks larger than
+// few miss buffers, and are slower than none.) Blocks larger than
 // kPrefetchMaxBytes are streamed by the hardware prefetcher and only end the
 // window.
 constexpr int64_t kPrefetchWindowBytes = int64_t{16} << 10;

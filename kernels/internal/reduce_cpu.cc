@@ -181,8 +181,7 @@ HWY_INLINE void AccumulateBlock(DA da, const T* HWY_RESTRICT p,
 // bf16 and fp32 widened into fp64: one widening and one fp64 FMA per 2 or 4
 // bytes, two to four times a plain sum's arithmetic per byte. Eight
 // accumulators keep the FMA chains short and enough loads in flight to run at
-// memory speed (fp32 with four: about 0.9 of the bandwidth probe; eight: about
-// 0.95).
+// memory speed (four leave fp32 measurably short of it).
 template <class Op, typename T>
 HWY_INLINE double SumWideningChunk(const T* HWY_RESTRICT p, int64_t n,
                                    const void* end) {
@@ -291,7 +290,8 @@ template <typename T>
 double MaxAbsChunk(const T* p, int64_t n, const void* end);
 
 // fp32 and fp64: Max in the float domain, NaN tracked in a separate mask (an
-// x86 max drops NaN). On Zen 4 this streams faster than the integer form.
+// x86 max drops NaN); on recent x86 cores it streams faster than the
+// integer form.
 template <typename T>
 HWY_NOINLINE double MaxAbsFloatChunk(const T* HWY_RESTRICT p, int64_t n,
                                      const void* end) {

@@ -46,8 +46,8 @@ class ReportReactor final : public grpc::ServerUnaryReactor {
 
   // Lets gRPC run OnDone (and OnCancel) where the call completes instead of
   // handing them to its executor thread: that hand-off woke a thread for every
-  // Report after its answer was sent, which cost throughput (0.77-0.82 of the
-  // echo service's with it, 0.84-0.91 without) though not latency. Both
+  // Report after its answer was sent, which cost throughput (see
+  // //server/benchmark:coordinator_benchmark) though not latency. Both
   // reactions are short and never block: OnDone deletes the reactor; OnCancel
   // finishes it under Outcome's lock, which nothing holds while calling into
   // gRPC.
