@@ -1,11 +1,11 @@
 // Collectives over a group of ranks: the I/O seam between GetGradNorm /
 // GradNormClipper and the transport (NCCL, Gloo, in-memory, single process).
 //
-// Only what gradient-norm aggregation needs: an all-reduce of a few fp64 values,
-// a broadcast of fp64 values or a small byte string from a root, and a barrier.
-// Every rank of the group must make the same sequence of calls (as with any
-// collective library). A failed call leaves the communicator unusable: later
-// calls fail with FAILED_PRECONDITION naming the first error.
+// Only what gradient-norm aggregation needs: an all-reduce of a few fp64
+// values, a broadcast of fp64 values or a small byte string from a root, and a
+// barrier. Every rank of the group must make the same sequence of calls (as
+// with any collective library). A failed call leaves the communicator unusable:
+// later calls fail with FAILED_PRECONDITION naming the first error.
 //
 //   std::unique_ptr<Communicator> comm = ...;  // e.g. GlooCommunicator::Create
 //   double partial[2] = {local_sum, local_count};
@@ -17,9 +17,9 @@
 // rule even where the transport's native max drops NaN.
 //
 // Errors: DEADLINE_EXCEEDED when peers did not join within the communicator's
-// timeout, UNAVAILABLE when a peer's connection broke (it died), INVALID_ARGUMENT
-// for bad arguments (root out of range), FAILED_PRECONDITION after an earlier
-// error, INTERNAL for transport errors.
+// timeout, UNAVAILABLE when a peer's connection broke (it died),
+// INVALID_ARGUMENT for bad arguments (root out of range), FAILED_PRECONDITION
+// after an earlier error, INTERNAL for transport errors.
 //
 // Thread-safety: one thread at a time per Communicator object (collectives are
 // ordered); different objects are independent.
@@ -58,7 +58,8 @@ class Communicator {
   // element-wise reduction over the group.
   virtual absl::Status AllReduce(absl::Span<double> values, ReduceOp op) = 0;
 
-  // Copies `values` (the same length on every rank) of rank `root` to every rank.
+  // Copies `values` (the same length on every rank) of rank `root` to every
+  // rank.
   virtual absl::Status Broadcast(absl::Span<double> values, int root) = 0;
 
   // Replaces `*bytes` on every rank by the root's `*bytes` (any length; the

@@ -75,7 +75,8 @@ grpc::ChannelArguments CoordinatorChannelArguments(
   // restarts in seconds must be found again within the retry schedule.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
               Millis(options.initial_backoff));
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, Millis(options.initial_backoff));
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+              Millis(options.initial_backoff));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, Millis(options.max_backoff));
   return args;
 }
@@ -138,7 +139,8 @@ absl::StatusOr<absl::Duration> CoordinatorClient::RetryWait(
   // Seeded only on a first retry: the common path makes one call.
   if (!rng->has_value()) rng->emplace();
   const absl::Duration wait =
-      *backoff * absl::Uniform(**rng, 1.0 - options_.jitter, 1.0 + options_.jitter);
+      *backoff *
+      absl::Uniform(**rng, 1.0 - options_.jitter, 1.0 + options_.jitter);
   const absl::Time now = absl::Now();
   if (now + wait >= deadline) {
     // Given up at the deadline, not before it: a caller that waits in slices
@@ -149,7 +151,8 @@ absl::StatusOr<absl::Duration> CoordinatorClient::RetryWait(
         attempt, " attempts); last error: ", last.message()));
   }
   ++retries_;
-  *backoff = std::min(*backoff * options_.backoff_multiplier, options_.max_backoff);
+  *backoff =
+      std::min(*backoff * options_.backoff_multiplier, options_.max_backoff);
   return wait;
 }
 
@@ -174,9 +177,10 @@ absl::Status CoordinatorClient::CallWithRetries(
   }
 }
 
-absl::StatusOr<gradnorm::v1::RegisterRunResponse> CoordinatorClient::RegisterRun(
-    const std::string& run_id, const gradnorm::v1::RunConfig& config,
-    absl::Time deadline) {
+absl::StatusOr<gradnorm::v1::RegisterRunResponse>
+CoordinatorClient::RegisterRun(const std::string& run_id,
+                               const gradnorm::v1::RunConfig& config,
+                               absl::Time deadline) {
   gradnorm::v1::RegisterRunRequest request;
   request.set_run_id(run_id);
   *request.mutable_config() = config;
@@ -233,8 +237,7 @@ absl::StatusOr<gradnorm::v1::GetSummaryResponse> CoordinatorClient::GetSummary(
 absl::StatusOr<gradnorm::v1::FinishRunResponse> CoordinatorClient::FinishRun(
     const gradnorm::v1::FinishRunRequest& request, absl::Time deadline) {
   return Query<gradnorm::v1::FinishRunResponse>(
-      "FinishRun", deadline,
-      [&](grpc::ClientContext* context, auto* response) {
+      "FinishRun", deadline, [&](grpc::ClientContext* context, auto* response) {
         return stub_->FinishRun(context, request, response);
       });
 }
@@ -242,8 +245,7 @@ absl::StatusOr<gradnorm::v1::FinishRunResponse> CoordinatorClient::FinishRun(
 absl::StatusOr<gradnorm::v1::DeleteRunResponse> CoordinatorClient::DeleteRun(
     const gradnorm::v1::DeleteRunRequest& request, absl::Time deadline) {
   return Query<gradnorm::v1::DeleteRunResponse>(
-      "DeleteRun", deadline,
-      [&](grpc::ClientContext* context, auto* response) {
+      "DeleteRun", deadline, [&](grpc::ClientContext* context, auto* response) {
         return stub_->DeleteRun(context, request, response);
       });
 }
@@ -313,8 +315,8 @@ CoordinatorClient::StreamAttempt CoordinatorClient::TryOnStream(
   if (stream_ == nullptr) {
     auto opened = std::make_unique<Stream>();
     if (!options_.bearer_token.empty()) {
-      opened->context.AddMetadata("authorization",
-                                  absl::StrCat("Bearer ", options_.bearer_token));
+      opened->context.AddMetadata(
+          "authorization", absl::StrCat("Bearer ", options_.bearer_token));
     }
     opened->stream = stub_->ReportStream(&opened->context);
     // Only a test double without streams returns none.
@@ -341,9 +343,9 @@ CoordinatorClient::StreamAttempt CoordinatorClient::TryOnStream(
                        response.error().message()),
           "Report");
     } else {
-      *result = absl::InternalError(absl::StrCat(
-          "Report: the coordinator answered step ", step,
-          " with neither a result nor an error"));
+      *result = absl::InternalError(
+          absl::StrCat("Report: the coordinator answered step ", step,
+                       " with neither a result nor an error"));
     }
     if (timed_out) {
       // The watchdog cancelled the stream: it cannot carry another report.
@@ -358,9 +360,9 @@ CoordinatorClient::StreamAttempt CoordinatorClient::TryOnStream(
   const grpc::Status status = stream_->stream->Finish();
   stream_.reset();
   if (timed_out) {
-    *result = absl::DeadlineExceededError(absl::StrCat(
-        "Report: no answer for step ", step,
-        " before the deadline; the report stays in its round"));
+    *result = absl::DeadlineExceededError(
+        absl::StrCat("Report: no answer for step ", step,
+                     " before the deadline; the report stays in its round"));
     return StreamAttempt::kAnswered;
   }
   if (answered) {
@@ -376,7 +378,8 @@ CoordinatorClient::StreamAttempt CoordinatorClient::TryOnStream(
   if (result->ok()) {
     // The coordinator closed the stream without answering.
     *result = absl::UnavailableError(absl::StrCat(
-        "Report: the coordinator closed the stream before answering step ", step));
+        "Report: the coordinator closed the stream before answering step ",
+        step));
   }
   return result->status().code() == absl::StatusCode::kUnavailable
              ? StreamAttempt::kRetry

@@ -163,8 +163,9 @@ class CoordinatorClient {
   uint64_t streams_opened() const { return streams_opened_.load(); }
 
  private:
-  CoordinatorClient(std::unique_ptr<gradnorm::v1::Coordinator::StubInterface> stub,
-                    const CoordinatorClientOptions& options);
+  CoordinatorClient(
+      std::unique_ptr<gradnorm::v1::Coordinator::StubInterface> stub,
+      const CoordinatorClientOptions& options);
 
   // Runs `call` with a fresh context until it succeeds, fails with another
   // code than UNAVAILABLE, or the deadline would pass during the next wait.

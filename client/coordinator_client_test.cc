@@ -71,9 +71,9 @@ TEST(CoordinatorClientTest, ReportSendsTokenAndDeadlineAndReturnsResult) {
             peer.GetSendInitialMetadata();
         EXPECT_EQ(metadata.count("authorization"), 1u);
         EXPECT_EQ(metadata.find("authorization")->second, "Bearer s3cret");
-        EXPECT_LE(absl::AbsDuration(absl::FromChrono(context->deadline()) -
-                                    deadline),
-                  absl::Milliseconds(1));
+        EXPECT_LE(
+            absl::AbsDuration(absl::FromChrono(context->deadline()) - deadline),
+            absl::Milliseconds(1));
         EXPECT_EQ(request.run_id(), "run7");
         EXPECT_EQ(request.participant(), 1u);
         EXPECT_EQ(request.partial(), 30.0);
@@ -91,9 +91,12 @@ TEST(CoordinatorClientTest, ReportSendsTokenAndDeadlineAndReturnsResult) {
 TEST(CoordinatorClientTest, RetriesUnavailableUntilTheResultComes) {
   auto stub = std::make_unique<MockCoordinatorStub>();
   EXPECT_CALL(*stub, Report(_, _, _))
-      .WillOnce(Return(grpc::Status(grpc::StatusCode::UNAVAILABLE, "restarting")))
-      .WillOnce(Return(grpc::Status(grpc::StatusCode::UNAVAILABLE, "restarting")))
-      .WillOnce(DoAll(SetArgPointee<2>(Response(7.0)), Return(grpc::Status::OK)));
+      .WillOnce(
+          Return(grpc::Status(grpc::StatusCode::UNAVAILABLE, "restarting")))
+      .WillOnce(
+          Return(grpc::Status(grpc::StatusCode::UNAVAILABLE, "restarting")))
+      .WillOnce(
+          DoAll(SetArgPointee<2>(Response(7.0)), Return(grpc::Status::OK)));
   auto client = ClientWith(std::move(stub));
   absl::StatusOr<v1::RoundResult> result =
       client->Report(Request(), absl::Now() + absl::Seconds(30));
@@ -118,8 +121,8 @@ TEST(CoordinatorClientTest, OtherErrorsAreNotRetried) {
 TEST(CoordinatorClientTest, GivesUpAtTheDeadline) {
   auto stub = std::make_unique<MockCoordinatorStub>();
   EXPECT_CALL(*stub, Report(_, _, _))
-      .WillRepeatedly(
-          Return(grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused")));
+      .WillRepeatedly(Return(
+          grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection refused")));
   auto client = ClientWith(std::move(stub));
   const absl::Time start = absl::Now();
   absl::StatusOr<v1::RoundResult> result =
@@ -145,13 +148,15 @@ TEST(CoordinatorClientTest, GetRunReturnsTheStoredRunAndRetriesUnavailable) {
   response.mutable_run()->set_run_id("run7");
   response.mutable_run()->mutable_config()->set_norm_type(2);
   EXPECT_CALL(*stub, GetRun(_, _, _))
-      .WillOnce(Return(grpc::Status(grpc::StatusCode::UNAVAILABLE, "restarting")))
-      .WillOnce(Invoke([&](grpc::ClientContext*, const v1::GetRunRequest& request,
-                           v1::GetRunResponse* out) {
-        EXPECT_EQ(request.run_id(), "run7");
-        *out = response;
-        return grpc::Status::OK;
-      }))
+      .WillOnce(
+          Return(grpc::Status(grpc::StatusCode::UNAVAILABLE, "restarting")))
+      .WillOnce(
+          Invoke([&](grpc::ClientContext*, const v1::GetRunRequest& request,
+                     v1::GetRunResponse* out) {
+            EXPECT_EQ(request.run_id(), "run7");
+            *out = response;
+            return grpc::Status::OK;
+          }))
       .WillOnce(Return(grpc::Status(grpc::StatusCode::NOT_FOUND,
                                     "run run8 is not registered")));
   auto client = ClientWith(std::move(stub));

@@ -71,9 +71,9 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
         absl::StrCat("rendezvous directory ", options.store_path,
                      " does not exist: expected a directory all ranks share"));
   }
-  const std::string name = absl::StrCat("gloo group '", options.group_name,
-                                        "' (rank ", options.rank, " of ",
-                                        options.size, ")");
+  const std::string name =
+      absl::StrCat("gloo group '", options.group_name, "' (rank ", options.rank,
+                   " of ", options.size, ")");
   std::shared_ptr<gloo::Context> context;
   if (options.size > 1) {
     std::shared_ptr<gloo::rendezvous::Context> rendezvous;
@@ -92,9 +92,8 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
     if (!status.ok()) return status;
     context = std::move(rendezvous);
   }
-  return std::unique_ptr<GlooCommunicator>(
-      new GlooCommunicator(std::move(context), name, options.rank, options.size,
-                           options.timeout));
+  return std::unique_ptr<GlooCommunicator>(new GlooCommunicator(
+      std::move(context), name, options.rank, options.size, options.timeout));
 }
 
 GlooCommunicator::GlooCommunicator(std::shared_ptr<gloo::Context> context,
@@ -110,9 +109,8 @@ GlooCommunicator::~GlooCommunicator() = default;
 
 absl::Status GlooCommunicator::CheckUsable() const {
   if (!broken_.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(name_, " unusable after an earlier error: ",
-                     broken_.message()));
+    return absl::FailedPreconditionError(absl::StrCat(
+        name_, " unusable after an earlier error: ", broken_.message()));
   }
   return absl::OkStatus();
 }

@@ -55,8 +55,10 @@ TEST(GlooCommunicatorTest, ReducesAndBroadcastsAcrossThreeRanks) {
                          : std::numeric_limits<double>::infinity()};
       bcast[r] = {10.0 * r, 1.0};
       bytes[r] = r == 2 ? std::string("result\0bytes", 12) : "ignored";
-      absl::Status s = (*comm)->AllReduce(absl::MakeSpan(sums[r]), ReduceOp::kSum);
-      if (s.ok()) s = (*comm)->AllReduce(absl::MakeSpan(maxes[r]), ReduceOp::kMax);
+      absl::Status s =
+          (*comm)->AllReduce(absl::MakeSpan(sums[r]), ReduceOp::kSum);
+      if (s.ok())
+        s = (*comm)->AllReduce(absl::MakeSpan(maxes[r]), ReduceOp::kMax);
       if (s.ok()) s = (*comm)->Broadcast(absl::MakeSpan(bcast[r]), 1);
       if (s.ok()) s = (*comm)->BroadcastBytes(&bytes[r], 2);
       if (s.ok()) s = (*comm)->Barrier();
@@ -91,8 +93,8 @@ TEST(GlooCommunicatorTest, MissingPeerFailsRendezvousWithinTimeout) {
   ASSERT_FALSE(comm.ok());
   EXPECT_EQ(comm.status().code(), absl::StatusCode::kDeadlineExceeded)
       << comm.status();
-  EXPECT_TRUE(absl::StrContains(comm.status().message(),
-                                "rendezvous of gloo group 'test' (rank 0 of 2)"))
+  EXPECT_TRUE(absl::StrContains(
+      comm.status().message(), "rendezvous of gloo group 'test' (rank 0 of 2)"))
       << comm.status();
   EXPECT_LT(took, absl::Seconds(10));
 }

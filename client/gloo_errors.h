@@ -5,10 +5,10 @@
 //     gloo::allreduce(options);
 //   });
 //
-// Codes: a Gloo timeout ("Timed out ...", "Wait timeout ...") is DEADLINE_EXCEEDED, another I/O
-// error (a peer closed its connection: it died) is UNAVAILABLE, an invalid
-// operation is INVALID_ARGUMENT, anything else INTERNAL. The message names the
-// failing call and carries Gloo's own text.
+// Codes: a Gloo timeout ("Timed out ...", "Wait timeout ...") is
+// DEADLINE_EXCEEDED, another I/O error (a peer closed its connection: it died)
+// is UNAVAILABLE, an invalid operation is INVALID_ARGUMENT, anything else
+// INTERNAL. The message names the failing call and carries Gloo's own text.
 //
 // Thread-safety: pure function.
 #ifndef GRADNORM_CLIENT_GLOO_ERRORS_H_
@@ -38,7 +38,8 @@ absl::Status CallGloo(absl::string_view call, Fn&& fn) {
     }
     return absl::UnavailableError(message);
   } catch (const ::gloo::InvalidOperationException& e) {
-    return absl::InvalidArgumentError(absl::StrCat(call, " failed: ", e.what()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(call, " failed: ", e.what()));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat(call, " failed: ", e.what()));
   } catch (...) {

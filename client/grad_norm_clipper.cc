@@ -46,16 +46,16 @@ absl::StatusOr<Outcome> DecodeOutcome(const std::string& bytes) {
   uint32_t length;
   const size_t header = sizeof(code) + sizeof(length);
   if (bytes.size() < header) {
-    return absl::InternalError(absl::StrCat(
-        "malformed outcome from the job leader: ", bytes.size(),
-        " bytes; expected at least ", header));
+    return absl::InternalError(
+        absl::StrCat("malformed outcome from the job leader: ", bytes.size(),
+                     " bytes; expected at least ", header));
   }
   std::memcpy(&code, bytes.data(), sizeof(code));
   std::memcpy(&length, bytes.data() + sizeof(code), sizeof(length));
   if (bytes.size() - header < length) {
-    return absl::InternalError(absl::StrCat(
-        "malformed outcome from the job leader: a ", length,
-        "-byte message in ", bytes.size() - header, " bytes"));
+    return absl::InternalError(
+        absl::StrCat("malformed outcome from the job leader: a ", length,
+                     "-byte message in ", bytes.size() - header, " bytes"));
   }
   constexpr int32_t kLastCode =
       static_cast<int32_t>(absl::StatusCode::kUnauthenticated);
@@ -124,17 +124,19 @@ absl::StatusOr<std::string> ShareLeaderCall(
     // Also an error goes to every rank: they would otherwise wait for an
     // answer until their communicator timed out.
     std::string bytes =
-        result.ok() ? EncodeOutcome(0, "", *result)
-                    : EncodeOutcome(static_cast<int32_t>(result.status().code()),
-                                    result.status().message(), "");
+        result.ok()
+            ? EncodeOutcome(0, "", *result)
+            : EncodeOutcome(static_cast<int32_t>(result.status().code()),
+                            result.status().message(), "");
     RETURN_IF_ERROR(job.BroadcastBytes(&bytes, kLeader));
     return result;
   }
 }
 
 // Argument checks of every rank.
-absl::Status ValidateArguments(const GradNormClipperOptions& options,
-                               const std::optional<CoordinatorBinding>& binding) {
+absl::Status ValidateArguments(
+    const GradNormClipperOptions& options,
+    const std::optional<CoordinatorBinding>& binding) {
   RETURN_IF_ERROR(ValidateNormType(options.norm_type));
   RETURN_IF_ERROR(ValidateMaxNorm(options.max_norm));
   if (!binding.has_value()) return absl::OkStatus();
@@ -169,9 +171,9 @@ absl::Status CheckRun(const CoordinatorBinding& binding, double norm_type,
   if (binding.config.has_value()) {
     gradnorm::v1::RunConfig config = *binding.config;
     if (config.norm_type() != 0 && config.norm_type() != norm_type) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "run config norm_type ", config.norm_type(),
-          " differs from the clipper's norm_type ", norm_type));
+      return absl::InvalidArgumentError(
+          absl::StrCat("run config norm_type ", config.norm_type(),
+                       " differs from the clipper's norm_type ", norm_type));
     }
     config.set_norm_type(norm_type);
     ASSIGN_OR_RETURN(
@@ -224,13 +226,14 @@ absl::StatusOr<std::unique_ptr<GradNormClipper>> GradNormClipper::Create(
     // config: a rank that returned before it would leave the others waiting
     // in a broadcast nobody joins. The leader's errors travel in it.
     RETURN_IF_ERROR(
-        ShareLeaderCall(*job, *coordinator,
-                        [&](absl::Time deadline) -> absl::StatusOr<std::string> {
-                          RETURN_IF_ERROR(valid);
-                          RETURN_IF_ERROR(CheckRun(*coordinator,
-                                                   options.norm_type, deadline));
-                          return std::string();
-                        })
+        ShareLeaderCall(
+            *job, *coordinator,
+            [&](absl::Time deadline) -> absl::StatusOr<std::string> {
+              RETURN_IF_ERROR(valid);
+              RETURN_IF_ERROR(
+                  CheckRun(*coordinator, options.norm_type, deadline));
+              return std::string();
+            })
             .status());
   }
   RETURN_IF_ERROR(valid);
@@ -328,9 +331,9 @@ absl::StatusOr<StepResult> GradNormClipper::StepWith(
   GradNormOptions norm_options;
   norm_options.partial = partial;
   norm_options.input_error = input_error;
-  ASSIGN_OR_RETURN(GradNormResult norm,
-                   GetGradNorm(grads, *dp_cp_, *tp_, options_.norm_type,
-                               norm_options));
+  ASSIGN_OR_RETURN(
+      GradNormResult norm,
+      GetGradNorm(grads, *dp_cp_, *tp_, options_.norm_type, norm_options));
   StepResult result;
   if (!coordinator_.has_value()) {
     ASSIGN_OR_RETURN(result, DecideLocally(norm.total_norm));
@@ -338,9 +341,8 @@ absl::StatusOr<StepResult> GradNormClipper::StepWith(
     ASSIGN_OR_RETURN(gradnorm::v1::RoundResult round,
                      ReportAndShare(step, norm.partial, norm.num_elements));
     result.total_norm = round.total_norm();
-    result.clip_coef = round.action() == gradnorm::v1::ACTION_CLIP
-                           ? round.clip_coef()
-                           : 1.0;
+    result.clip_coef =
+        round.action() == gradnorm::v1::ACTION_CLIP ? round.clip_coef() : 1.0;
     result.action = round.action();
     result.reason = round.reason();
     result.reason_detail = round.reason_detail();

@@ -22,8 +22,8 @@
 //   coordinator.client = std::move(client);      // needed on the job leader
 //   coordinator.run_id = "llama-70b-run7";
 //   coordinator.participant = job_index;         // in [0, jobs)
-//   coordinator.config = run_config;             // optional, leader's: register
-//   ASSIGN_OR_RETURN(std::unique_ptr<GradNormClipper> clipper,
+//   coordinator.config = run_config;             // optional, leader's:
+//   register ASSIGN_OR_RETURN(std::unique_ptr<GradNormClipper> clipper,
 //                    GradNormClipper::Create(dp_cp.get(), tp.get(), job.get(),
 //                                            options, coordinator));
 //   // Every step, on every rank, after backward():

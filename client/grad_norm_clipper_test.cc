@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "absl/time/clock.h"
-
 #include "client/in_memory_communicator.h"
 #include "client/single_process_communicator.h"
 #include "gmock/gmock.h"
@@ -24,8 +23,8 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 using ::gradnorm::v1::MockCoordinatorStub;
 using ::testing::_;
 using ::testing::AnyNumber;
-using ::testing::Invoke;
 using ::testing::HasSubstr;
+using ::testing::Invoke;
 using ::testing::Return;
 
 std::vector<GradTensor> Views(std::vector<float>& a, std::vector<float>& b) {
@@ -102,15 +101,13 @@ TEST(GradNormClipperTest, NonFiniteSkipsOrFails) {
 TEST(GradNormClipperTest, RejectsBadArguments) {
   SingleProcessCommunicator solo;
   GradNormClipperOptions options;
-  EXPECT_EQ(GradNormClipper::Create(nullptr, &solo, &solo, options)
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      GradNormClipper::Create(nullptr, &solo, &solo, options).status().code(),
+      absl::StatusCode::kInvalidArgument);
   options.norm_type = 0;
-  EXPECT_EQ(GradNormClipper::Create(&solo, &solo, &solo, options)
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      GradNormClipper::Create(&solo, &solo, &solo, options).status().code(),
+      absl::StatusCode::kInvalidArgument);
   options.norm_type = 2;
   CoordinatorBinding binding;
   binding.run_id = "run7";
@@ -269,12 +266,13 @@ TEST_F(TwoRankJobTest, LeadersCoordinatorErrorReachesEveryRank) {
 
 TEST_F(TwoRankJobTest, RegistrationFailureFailsCreateOnEveryRank) {
   EXPECT_CALL(*stub_, RegisterRun(_, _, _))
-      .WillOnce(Invoke([](grpc::ClientContext*, const v1::RegisterRunRequest& req,
-                          v1::RegisterRunResponse*) {
-        EXPECT_EQ(req.config().norm_type(), 2.0);
-        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                            "run 'run7' exists with max_norm 1, not 2");
-      }));
+      .WillOnce(
+          Invoke([](grpc::ClientContext*, const v1::RegisterRunRequest& req,
+                    v1::RegisterRunResponse*) {
+            EXPECT_EQ(req.config().norm_type(), 2.0);
+            return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                "run 'run7' exists with max_norm 1, not 2");
+          }));
   EXPECT_CALL(*stub_, Report(_, _, _)).Times(0);
   v1::RunConfig config;
   config.set_max_norm(2);
@@ -282,7 +280,8 @@ TEST_F(TwoRankJobTest, RegistrationFailureFailsCreateOnEveryRank) {
   std::vector<std::vector<float>> grads = {{3, 4}, {1, 2}};
   auto results = RunStep(grads, config);
   for (int r = 0; r < 2; ++r) {
-    EXPECT_EQ(results[r].status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(results[r].status().code(),
+              absl::StatusCode::kFailedPrecondition);
     EXPECT_EQ(results[r].status().message(),
               "RegisterRun: run 'run7' exists with max_norm 1, not 2");
   }
@@ -293,12 +292,13 @@ TEST_F(TwoRankJobTest, RegistrationFailureFailsCreateOnEveryRank) {
 // waiting in a broadcast nobody joined).
 TEST_F(TwoRankJobTest, ConfigOnTheLeaderOnlyRegistersAndSteps) {
   EXPECT_CALL(*stub_, RegisterRun(_, _, _))
-      .WillOnce(Invoke([](grpc::ClientContext*, const v1::RegisterRunRequest& req,
-                          v1::RegisterRunResponse* resp) {
-        EXPECT_EQ(req.config().norm_type(), 2.0);
-        *resp->mutable_run()->mutable_config() = req.config();
-        return grpc::Status::OK;
-      }));
+      .WillOnce(
+          Invoke([](grpc::ClientContext*, const v1::RegisterRunRequest& req,
+                    v1::RegisterRunResponse* resp) {
+            EXPECT_EQ(req.config().norm_type(), 2.0);
+            *resp->mutable_run()->mutable_config() = req.config();
+            return grpc::Status::OK;
+          }));
   EXPECT_CALL(*stub_, GetRun(_, _, _)).Times(0);
   EXPECT_CALL(*stub_, Report(_, _, _))
       .WillOnce(Invoke([](grpc::ClientContext*, const v1::ReportRequest& req,
@@ -351,18 +351,20 @@ TEST_F(TwoRankJobTest, RunWithAnotherNormTypeFailsCreateOnEveryRank) {
 TEST_F(TwoRankJobTest, RegisteredRunWithAnotherNormTypeFailsCreate) {
   // The coordinator answers with the run as stored, whatever was sent.
   EXPECT_CALL(*stub_, RegisterRun(_, _, _))
-      .WillOnce(Invoke([](grpc::ClientContext*, const v1::RegisterRunRequest& req,
-                          v1::RegisterRunResponse* resp) {
-        *resp->mutable_run()->mutable_config() = req.config();
-        resp->mutable_run()->mutable_config()->set_norm_type(1);
-        return grpc::Status::OK;
-      }));
+      .WillOnce(
+          Invoke([](grpc::ClientContext*, const v1::RegisterRunRequest& req,
+                    v1::RegisterRunResponse* resp) {
+            *resp->mutable_run()->mutable_config() = req.config();
+            resp->mutable_run()->mutable_config()->set_norm_type(1);
+            return grpc::Status::OK;
+          }));
   v1::RunConfig config;
   config.set_participants(2);
   std::vector<std::vector<float>> grads = {{3, 4}, {1, 2}};
   auto results = RunStep(grads, config);
   for (int r = 0; r < 2; ++r) {
-    EXPECT_EQ(results[r].status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(results[r].status().code(),
+              absl::StatusCode::kFailedPrecondition);
     EXPECT_THAT(std::string(results[r].status().message()),
                 HasSubstr("run run7 has norm_type 1 but the clipper's "
                           "norm_type is 2"));

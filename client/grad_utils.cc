@@ -99,15 +99,16 @@ absl::StatusOr<GradNormResult> GetGradNorm(absl::Span<const GradTensor> grads,
   }
   if (!local.status.ok()) return local.status;
   if (failures > 0) {
-    return absl::AbortedError(absl::StrCat(
-        failures, " rank(s) of the dp_cp x tp group failed to compute their "
-                  "partial norm (see their logs); no result"));
+    return absl::AbortedError(
+        absl::StrCat(failures,
+                     " rank(s) of the dp_cp x tp group failed to compute their "
+                     "partial norm (see their logs); no result"));
   }
   result.nonfinite = !std::isfinite(result.total_norm);
   if (result.nonfinite && options.error_if_nonfinite) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the total gradient norm is ", result.total_norm,
-        " (non-finite gradients) and error_if_nonfinite is set"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the total gradient norm is ", result.total_norm,
+                     " (non-finite gradients) and error_if_nonfinite is set"));
   }
   return result;
 }

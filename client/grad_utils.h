@@ -10,7 +10,8 @@
 //   ASSIGN_OR_RETURN(GradNormResult norm,
 //                    GetGradNorm(grads, *dp_cp, *tp, /*norm_type=*/2.0));
 //   ASSIGN_OR_RETURN(ClipResult clip,
-//                    ClipGradByTotalNorm(grads, /*max_norm=*/1.0, norm.total_norm));
+//                    ClipGradByTotalNorm(grads, /*max_norm=*/1.0,
+//                    norm.total_norm));
 //
 // Thread-safety: the functions are reentrant; a communicator is used by one
 // call at a time, and concurrent calls must not clip the same memory.
@@ -22,9 +23,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "client/communicator.h"
 #include "common/norm_math.h"  // ClipCoefficient, kClipEpsilon
 #include "common/norm_type.h"  // ValidateNormType
-#include "client/communicator.h"
 #include "kernels/grad_tensor.h"
 #include "kernels/partial_norm.h"
 
@@ -67,7 +68,8 @@ struct GradNormResult {
 // rank that has it; every view is checked, also a replicated one this rank
 // does not count); ABORTED on the other ranks when some rank failed locally;
 // FAILED_PRECONDITION for a non-finite total with error_if_nonfinite; the
-// communicator's error when a reduction failed (DEADLINE_EXCEEDED, UNAVAILABLE).
+// communicator's error when a reduction failed (DEADLINE_EXCEEDED,
+// UNAVAILABLE).
 absl::StatusOr<GradNormResult> GetGradNorm(absl::Span<const GradTensor> grads,
                                            Communicator& dp_cp,
                                            Communicator& tp, double norm_type,

@@ -102,7 +102,8 @@ TEST(GetGradNormTest, InvalidNormTypes) {
             "norm_type -1 is invalid: expected p > 0 (a finite value or +inf)");
 }
 
-// docs/numerics.md: TP=2, W sharded as [1,2] | [2,4], b=[0,1] replicated -> sqrt(26).
+// docs/numerics.md: TP=2, W sharded as [1,2] | [2,4], b=[0,1] replicated ->
+// sqrt(26).
 TEST(GetGradNormTest, TensorParallelReplicatedCountedOnce) {
   Mesh mesh(1, 2);
   std::vector<float> w0 = {1, 2}, w1 = {2, 4}, b0 = {0, 1}, b1 = {0, 1};
@@ -152,8 +153,8 @@ TEST(GetGradNormTest, DataAndTensorParallelShardsGiveTheFullNorm) {
 TEST(GetGradNormTest, RankWithoutGradientsJoinsAndContributesZero) {
   Mesh mesh(2, 1);
   std::vector<float> w = {3, 4};
-  std::vector<std::vector<GradTensor>> grads = {
-      {}, {GradTensor::Cpu(w.data(), 2)}};
+  std::vector<std::vector<GradTensor>> grads = {{},
+                                                {GradTensor::Cpu(w.data(), 2)}};
   auto results = NormOnMesh(mesh, grads, 2.0);
   for (int r = 0; r < 2; ++r) {
     ASSERT_TRUE(results[r].ok()) << results[r].status();
@@ -245,8 +246,8 @@ TEST(GetGradNormTest, InputErrorOnOneRankFailsEveryRankWithoutHanging) {
         options.input_error =
             absl::InvalidArgumentError("parameter 7's gradient is not dense");
       }
-      results[r] = GetGradNorm(grads[r], mesh.dp_comm(r), mesh.tp_comm(r),
-                               2.0, options);
+      results[r] =
+          GetGradNorm(grads[r], mesh.dp_comm(r), mesh.tp_comm(r), 2.0, options);
     });
   }
   for (std::thread& t : threads) t.join();
@@ -347,10 +348,9 @@ TEST(ClipGradByTotalNormTest, NonFiniteTotalLeavesGradientsUntouched) {
     EXPECT_EQ(a, (std::vector<float>{3, 4}));
     ClipOptions strict;
     strict.error_if_nonfinite = true;
-    EXPECT_EQ(ClipGradByTotalNorm(Views(a, b), 1.0, total, strict)
-                  .status()
-                  .code(),
-              absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(
+        ClipGradByTotalNorm(Views(a, b), 1.0, total, strict).status().code(),
+        absl::StatusCode::kFailedPrecondition);
     EXPECT_EQ(a, (std::vector<float>{3, 4}));
   }
 }

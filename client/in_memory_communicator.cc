@@ -86,7 +86,8 @@ class InMemoryCommunicator final : public Communicator {
 
   absl::Status AllReduce(absl::Span<double> values, ReduceOp op) override {
     if (op != ReduceOp::kSum && op != ReduceOp::kMax) {
-      return absl::InvalidArgumentError("unknown reduce op: expected sum or max");
+      return absl::InvalidArgumentError(
+          "unknown reduce op: expected sum or max");
     }
     absl::StatusOr<std::vector<Contribution>> parts =
         Run({absl::StrCat("all-reduce ", ReduceOpName(op), " of ",
@@ -108,9 +109,10 @@ class InMemoryCommunicator final : public Communicator {
 
   absl::Status Broadcast(absl::Span<double> values, int root) override {
     if (absl::Status s = CheckRoot(root); !s.ok()) return s;
-    absl::StatusOr<std::vector<Contribution>> parts = Run(
-        {absl::StrCat("broadcast of ", values.size(), " values from rank ", root),
-         rank_ == root ? ToBytes(values) : std::string()});
+    absl::StatusOr<std::vector<Contribution>> parts =
+        Run({absl::StrCat("broadcast of ", values.size(), " values from rank ",
+                          root),
+             rank_ == root ? ToBytes(values) : std::string()});
     if (!parts.ok()) return parts.status();
     if (!values.empty()) {
       std::memcpy(values.data(), (*parts)[root].data.data(),
@@ -135,8 +137,8 @@ class InMemoryCommunicator final : public Communicator {
   absl::Status CheckRoot(int root) const {
     if (root < 0 || root >= size()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("broadcast root ", root, " is out of range: expected [0, ",
-                       size(), ")"));
+          absl::StrCat("broadcast root ", root,
+                       " is out of range: expected [0, ", size(), ")"));
     }
     return absl::OkStatus();
   }

@@ -8,8 +8,8 @@
 //   std::thread peer([&] { double v = 1; comms[1]->AllReduce(
 //                              absl::MakeSpan(&v, 1), ReduceOp::kSum); });
 //   double v = 2;
-//   RETURN_IF_ERROR(comms[0]->AllReduce(absl::MakeSpan(&v, 1), ReduceOp::kSum));
-//   peer.join();  // v == 3 on both ranks
+//   RETURN_IF_ERROR(comms[0]->AllReduce(absl::MakeSpan(&v, 1),
+//   ReduceOp::kSum)); peer.join();  // v == 3 on both ranks
 //
 // Reductions combine values in rank order, so results are bitwise identical
 // from run to run. A collective that not every rank joins within `timeout`

@@ -8,8 +8,8 @@
 #include "absl/time/clock.h"
 #include "client/internal/nan_flags.h"
 #include "client/nccl_errors.h"
-#include "kernels/cuda_status.h"
 #include "common/status_macros.h"
+#include "kernels/cuda_status.h"
 
 namespace gradnorm {
 namespace {
@@ -38,15 +38,18 @@ absl::Status WaitUntilReady(ncclComm_t comm, absl::Time deadline,
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Wrap(
-    ncclComm_t comm, cudaStream_t stream, const NcclCommunicatorOptions& options) {
+    ncclComm_t comm, cudaStream_t stream,
+    const NcclCommunicatorOptions& options) {
   if (comm == nullptr) return absl::InvalidArgumentError("ncclComm_t is null");
   if (options.timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("timeout must be > 0");
   }
   int rank = 0, size = 0, device = 0;
-  RETURN_IF_ERROR(NcclStatus(ncclCommUserRank(comm, &rank), "ncclCommUserRank"));
+  RETURN_IF_ERROR(
+      NcclStatus(ncclCommUserRank(comm, &rank), "ncclCommUserRank"));
   RETURN_IF_ERROR(NcclStatus(ncclCommCount(comm, &size), "ncclCommCount"));
-  RETURN_IF_ERROR(NcclStatus(ncclCommCuDevice(comm, &device), "ncclCommCuDevice"));
+  RETURN_IF_ERROR(
+      NcclStatus(ncclCommCuDevice(comm, &device), "ncclCommCuDevice"));
   return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(
       comm, stream, /*owns_comm=*/false, /*owns_stream=*/false, rank, size,
       device, options.timeout));
@@ -73,9 +76,9 @@ NcclCommunicator::CreateFromUniqueId(const ncclUniqueId& id, int rank, int size,
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
   ncclComm_t comm = nullptr;
-  absl::Status status = NcclStatus(
-      ncclCommInitRankConfig(&comm, size, id, rank, &config),
-      "ncclCommInitRankConfig");
+  absl::Status status =
+      NcclStatus(ncclCommInitRankConfig(&comm, size, id, rank, &config),
+                 "ncclCommInitRankConfig");
   if (status.ok()) {
     status = WaitUntilReady(comm, absl::Now() + options.timeout,
                             "ncclCommInitRankConfig");
@@ -86,8 +89,8 @@ NcclCommunicator::CreateFromUniqueId(const ncclUniqueId& id, int rank, int size,
     return status;
   }
   return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(
-      comm, stream, /*owns_comm=*/true, /*owns_stream=*/true, rank, size, device,
-      options.timeout));
+      comm, stream, /*owns_comm=*/true, /*owns_stream=*/true, rank, size,
+      device, options.timeout));
 }
 
 NcclCommunicator::NcclCommunicator(ncclComm_t comm, cudaStream_t stream,
@@ -118,8 +121,9 @@ absl::Status NcclCommunicator::Remember(absl::Status status) {
 
 absl::Status NcclCommunicator::Begin() const {
   if (!broken_.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "NCCL communicator unusable after an earlier error: ", broken_.message()));
+    return absl::FailedPreconditionError(
+        absl::StrCat("NCCL communicator unusable after an earlier error: ",
+                     broken_.message()));
   }
   return CudaErrorToStatus(cudaSetDevice(device_), "cudaSetDevice");
 }
@@ -137,8 +141,8 @@ absl::Status NcclCommunicator::Wait(absl::string_view call) {
   const absl::Time deadline = absl::Now() + timeout_;
   while (true) {
     ncclResult_t async = ncclSuccess;
-    absl::Status status =
-        NcclStatus(ncclCommGetAsyncError(comm_, &async), "ncclCommGetAsyncError");
+    absl::Status status = NcclStatus(ncclCommGetAsyncError(comm_, &async),
+                                     "ncclCommGetAsyncError");
     if (status.ok() && async != ncclSuccess && async != ncclInProgress) {
       status = NcclStatus(async, absl::StrCat(call, " (asynchronous error)"));
     }
@@ -150,7 +154,8 @@ absl::Status NcclCommunicator::Wait(absl::string_view call) {
     const cudaError_t query = cudaStreamQuery(stream_);
     if (query == cudaSuccess && async == ncclSuccess) return absl::OkStatus();
     if (query != cudaSuccess && query != cudaErrorNotReady) {
-      return Remember(CudaErrorToStatus(query, absl::StrCat("waiting for ", call)));
+      return Remember(
+          CudaErrorToStatus(query, absl::StrCat("waiting for ", call)));
     }
     if (absl::Now() >= deadline) {
       ncclCommAbort(comm_);
@@ -171,7 +176,8 @@ absl::StatusOr<void*> NcclCommunicator::Scratch(int which, size_t bytes) {
       scratch_[which] = nullptr;
       scratch_bytes_[which] = 0;
     }
-    RETURN_IF_ERROR(CudaErrorToStatus(cudaMalloc(&scratch_[which], bytes), "cudaMalloc"));
+    RETURN_IF_ERROR(
+        CudaErrorToStatus(cudaMalloc(&scratch_[which], bytes), "cudaMalloc"));
     scratch_bytes_[which] = bytes;
   }
   return scratch_[which];
@@ -185,27 +191,30 @@ absl::Status NcclCommunicator::AllReduceOnDevice(double* values, size_t count,
   RETURN_IF_ERROR(Begin());
   if (count == 0) return absl::OkStatus();
   if (op == ReduceOp::kSum) {
-    RETURN_IF_ERROR(Remember(NcclStatus(
-        ncclAllReduce(values, values, count, ncclFloat64, ncclSum, comm_, stream_),
-        "ncclAllReduce(sum)")));
+    RETURN_IF_ERROR(
+        Remember(NcclStatus(ncclAllReduce(values, values, count, ncclFloat64,
+                                          ncclSum, comm_, stream_),
+                            "ncclAllReduce(sum)")));
     return Wait("ncclAllReduce(sum)");
   }
-  ASSIGN_OR_RETURN(void* work_bytes, Scratch(kWork, 2 * count * sizeof(double)));
+  ASSIGN_OR_RETURN(void* work_bytes,
+                   Scratch(kWork, 2 * count * sizeof(double)));
   double* work = static_cast<double*>(work_bytes);
-  RETURN_IF_ERROR(Remember(CudaErrorToStatus(
-      cudaMemcpyAsync(work, values, count * sizeof(double),
-                      cudaMemcpyDeviceToDevice, stream_),
-      "cudaMemcpyAsync")));
+  RETURN_IF_ERROR(Remember(
+      CudaErrorToStatus(cudaMemcpyAsync(work, values, count * sizeof(double),
+                                        cudaMemcpyDeviceToDevice, stream_),
+                        "cudaMemcpyAsync")));
   RETURN_IF_ERROR(Remember(CudaErrorToStatus(
       client_internal::LaunchMarkNaN(values, work + count, count, stream_),
       "MarkNaN kernel launch")));
-  RETURN_IF_ERROR(Remember(NcclStatus(
-      ncclAllReduce(work, work, 2 * count, ncclFloat64, ncclMax, comm_, stream_),
-      "ncclAllReduce(max)")));
-  RETURN_IF_ERROR(Remember(CudaErrorToStatus(
-      cudaMemcpyAsync(values, work, count * sizeof(double),
-                      cudaMemcpyDeviceToDevice, stream_),
-      "cudaMemcpyAsync")));
+  RETURN_IF_ERROR(
+      Remember(NcclStatus(ncclAllReduce(work, work, 2 * count, ncclFloat64,
+                                        ncclMax, comm_, stream_),
+                          "ncclAllReduce(max)")));
+  RETURN_IF_ERROR(Remember(
+      CudaErrorToStatus(cudaMemcpyAsync(values, work, count * sizeof(double),
+                                        cudaMemcpyDeviceToDevice, stream_),
+                        "cudaMemcpyAsync")));
   RETURN_IF_ERROR(Remember(CudaErrorToStatus(
       client_internal::LaunchApplyNaN(values, work + count, count, stream_),
       "ApplyNaN kernel launch")));
@@ -228,19 +237,20 @@ absl::Status NcclCommunicator::ThroughDevice(
     const std::function<absl::Status(double* device_values)>& collective) {
   const size_t bytes = values.size() * sizeof(double);
   ASSIGN_OR_RETURN(void* staging, Scratch(kStaging, bytes));
-  RETURN_IF_ERROR(Remember(CudaErrorToStatus(
-      cudaMemcpyAsync(staging, values.data(), bytes, cudaMemcpyHostToDevice,
-                      stream_),
-      "cudaMemcpyAsync")));
+  RETURN_IF_ERROR(Remember(
+      CudaErrorToStatus(cudaMemcpyAsync(staging, values.data(), bytes,
+                                        cudaMemcpyHostToDevice, stream_),
+                        "cudaMemcpyAsync")));
   RETURN_IF_ERROR(collective(static_cast<double*>(staging)));
-  RETURN_IF_ERROR(Remember(CudaErrorToStatus(
-      cudaMemcpyAsync(values.data(), staging, bytes, cudaMemcpyDeviceToHost,
-                      stream_),
-      "cudaMemcpyAsync")));
+  RETURN_IF_ERROR(Remember(
+      CudaErrorToStatus(cudaMemcpyAsync(values.data(), staging, bytes,
+                                        cudaMemcpyDeviceToHost, stream_),
+                        "cudaMemcpyAsync")));
   return Wait("cudaMemcpyAsync");
 }
 
-absl::Status NcclCommunicator::AllReduce(absl::Span<double> values, ReduceOp op) {
+absl::Status NcclCommunicator::AllReduce(absl::Span<double> values,
+                                         ReduceOp op) {
   RETURN_IF_ERROR(Begin());
   if (values.empty()) return absl::OkStatus();
   return ThroughDevice(values, [&](double* device_values) {
@@ -266,15 +276,17 @@ absl::Status NcclCommunicator::BroadcastBytes(std::string* bytes, int root) {
   if (rank_ != root) bytes->assign(n, '\0');
   if (n == 0) return absl::OkStatus();
   ASSIGN_OR_RETURN(void* staging, Scratch(kStaging, n));
-  RETURN_IF_ERROR(Remember(CudaErrorToStatus(
-      cudaMemcpyAsync(staging, bytes->data(), n, cudaMemcpyHostToDevice, stream_),
-      "cudaMemcpyAsync")));
+  RETURN_IF_ERROR(Remember(
+      CudaErrorToStatus(cudaMemcpyAsync(staging, bytes->data(), n,
+                                        cudaMemcpyHostToDevice, stream_),
+                        "cudaMemcpyAsync")));
   RETURN_IF_ERROR(Remember(NcclStatus(
       ncclBroadcast(staging, staging, n, ncclChar, root, comm_, stream_),
       "ncclBroadcast(bytes)")));
-  RETURN_IF_ERROR(Remember(CudaErrorToStatus(
-      cudaMemcpyAsync(&(*bytes)[0], staging, n, cudaMemcpyDeviceToHost, stream_),
-      "cudaMemcpyAsync")));
+  RETURN_IF_ERROR(Remember(
+      CudaErrorToStatus(cudaMemcpyAsync(&(*bytes)[0], staging, n,
+                                        cudaMemcpyDeviceToHost, stream_),
+                        "cudaMemcpyAsync")));
   return Wait("ncclBroadcast(bytes)");
 }
 

@@ -56,8 +56,9 @@ TEST_F(NcclCommunicatorTest, HostSumMaxAndBroadcast) {
     EXPECT_EQ(sums[0], gpus_ * (gpus_ + 1) / 2.0);
     EXPECT_EQ(sums[1], 0.5 * gpus_);
     double maxes[2] = {static_cast<double>(r),
-                       r == gpus_ - 1 ? std::numeric_limits<double>::quiet_NaN()
-                                      : std::numeric_limits<double>::infinity()};
+                       r == gpus_ - 1
+                           ? std::numeric_limits<double>::quiet_NaN()
+                           : std::numeric_limits<double>::infinity()};
     ASSERT_TRUE(comm.AllReduce(absl::MakeSpan(maxes), ReduceOp::kMax).ok());
     EXPECT_EQ(maxes[0], gpus_ - 1.0);
     EXPECT_TRUE(std::isnan(maxes[1])) << "rank " << r << ": " << maxes[1];

@@ -22,7 +22,8 @@
 namespace gradnorm {
 
 inline absl::Status NcclStatus(ncclResult_t result, absl::string_view call) {
-  if (result == ncclSuccess || result == ncclInProgress) return absl::OkStatus();
+  if (result == ncclSuccess || result == ncclInProgress)
+    return absl::OkStatus();
   const std::string message =
       absl::StrCat(call, " failed: ", ncclGetErrorString(result));
   switch (result) {

@@ -7,8 +7,9 @@ namespace {
 
 absl::Status CheckRoot(int root) {
   if (root != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "broadcast root ", root, " is out of range: expected 0 in a group of 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("broadcast root ", root,
+                     " is out of range: expected 0 in a group of 1"));
   }
   return absl::OkStatus();
 }

@@ -24,7 +24,8 @@ namespace gradnorm {
 namespace {
 
 // The parent's environment with `extra` ("NAME=value") set over it.
-std::vector<std::string> ChildEnvironment(const std::vector<std::string>& extra) {
+std::vector<std::string> ChildEnvironment(
+    const std::vector<std::string>& extra) {
   std::map<std::string, std::string> variables;
   for (char** entry = environ; *entry != nullptr; ++entry) {
     const std::string text = *entry;
@@ -40,7 +41,8 @@ std::vector<std::string> ChildEnvironment(const std::vector<std::string>& extra)
 
 std::vector<char*> Pointers(const std::vector<std::string>& strings) {
   std::vector<char*> out;
-  for (const std::string& s : strings) out.push_back(const_cast<char*>(s.c_str()));
+  for (const std::string& s : strings)
+    out.push_back(const_cast<char*>(s.c_str()));
   out.push_back(nullptr);
   return out;
 }
@@ -63,7 +65,8 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Start(
 
 absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Start(
     const std::vector<std::string>& argv, const ChildOptions& options) {
-  if (argv.empty()) return absl::InvalidArgumentError("expected a non-empty argv");
+  if (argv.empty())
+    return absl::InvalidArgumentError("expected a non-empty argv");
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   if (!options.output_path.empty()) {
@@ -170,8 +173,10 @@ std::string LastLinesOf(const std::string& path, int n) {
   std::vector<std::string> lines = absl::StrSplit(ReadWholeFile(path), '\n');
   while (!lines.empty() && lines.back().empty()) lines.pop_back();
   std::string out;
-  const size_t first = lines.size() > static_cast<size_t>(n) ? lines.size() - n : 0;
-  for (size_t i = first; i < lines.size(); ++i) absl::StrAppend(&out, "    ", lines[i], "\n");
+  const size_t first =
+      lines.size() > static_cast<size_t>(n) ? lines.size() - n : 0;
+  for (size_t i = first; i < lines.size(); ++i)
+    absl::StrAppend(&out, "    ", lines[i], "\n");
   return out;
 }
 

@@ -3,12 +3,15 @@
 // and extra environment variables, waited for with a deadline.
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<ChildProcess> child,
-//                    ChildProcess::Start({"/path/bin", "--flag=1"}, "/tmp/bin.log"));
-//   ASSIGN_OR_RETURN(int exit_code, child->Wait(absl::Now() + absl::Seconds(30)));
+//                    ChildProcess::Start({"/path/bin", "--flag=1"},
+//                    "/tmp/bin.log"));
+//   ASSIGN_OR_RETURN(int exit_code, child->Wait(absl::Now() +
+//   absl::Seconds(30)));
 //
 //   // A command's output and exit code, as a shell's $(...) gives them:
 //   ASSIGN_OR_RETURN(CommandOutput out, RunCommand({"bin", "--help"}, options,
-//                                                  absl::Now() + absl::Seconds(30)));
+//                                                  absl::Now() +
+//                                                  absl::Seconds(30)));
 //
 // A child still running when its object is destroyed is killed (SIGKILL), so
 // an early error return never leaves processes behind.
@@ -75,7 +78,9 @@ class ChildProcess {
 
  private:
   ChildProcess(pid_t pid, std::string name, std::string output_path)
-      : pid_(pid), name_(std::move(name)), output_path_(std::move(output_path)) {}
+      : pid_(pid),
+        name_(std::move(name)),
+        output_path_(std::move(output_path)) {}
 
   // The exit code once the child has exited (reaping it); -1 while it runs.
   int Reap(bool block);

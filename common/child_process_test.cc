@@ -18,7 +18,8 @@ std::string TempPath(const std::string& name) {
 
 TEST(ChildProcessTest, CapturesOutputAndExitCode) {
   const std::string log = TempPath("echo.log");
-  auto child = ChildProcess::Start({"/bin/sh", "-c", "echo out; echo err >&2; exit 3"}, log);
+  auto child = ChildProcess::Start(
+      {"/bin/sh", "-c", "echo out; echo err >&2; exit 3"}, log);
   ASSERT_TRUE(child.ok()) << child.status();
   absl::StatusOr<int> code = (*child)->Wait(absl::Now() + absl::Seconds(10));
   ASSERT_TRUE(code.ok()) << code.status();
@@ -46,7 +47,8 @@ TEST(ChildProcessTest, ReportsTheSignalThatEndedIt) {
 }
 
 TEST(ChildProcessTest, MissingBinaryIsAnError) {
-  auto child = ChildProcess::Start({"/nonexistent/binary"}, TempPath("missing.log"));
+  auto child =
+      ChildProcess::Start({"/nonexistent/binary"}, TempPath("missing.log"));
   // posix_spawn may fail up front, or the child exits 127 after exec fails.
   if (child.ok()) {
     absl::StatusOr<int> code = (*child)->Wait(absl::Now() + absl::Seconds(10));
@@ -61,11 +63,13 @@ TEST(ChildProcessTest, SetsEnvironmentVariablesOverTheParents) {
   setenv("GRADNORM_CHILD_TEST_KEPT", "kept", 1);
   setenv("GRADNORM_CHILD_TEST_OVER", "parent", 1);
   ChildOptions options;
-  options.environment = {"GRADNORM_CHILD_TEST_OVER=child", "GRADNORM_CHILD_TEST_NEW=new"};
-  absl::StatusOr<CommandOutput> out = RunCommand(
-      {"/bin/sh", "-c",
-       "echo $GRADNORM_CHILD_TEST_KEPT $GRADNORM_CHILD_TEST_OVER $GRADNORM_CHILD_TEST_NEW"},
-      options, absl::Now() + absl::Seconds(10));
+  options.environment = {"GRADNORM_CHILD_TEST_OVER=child",
+                         "GRADNORM_CHILD_TEST_NEW=new"};
+  absl::StatusOr<CommandOutput> out =
+      RunCommand({"/bin/sh", "-c",
+                  "echo $GRADNORM_CHILD_TEST_KEPT $GRADNORM_CHILD_TEST_OVER "
+                  "$GRADNORM_CHILD_TEST_NEW"},
+                 options, absl::Now() + absl::Seconds(10));
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(out->exit_code, 0);
   EXPECT_EQ(out->output, "kept child new\n");
@@ -91,21 +95,25 @@ TEST(ChildProcessTest, RunCommandReturnsTheExitCodeAndBothStreams) {
 
 TEST(ChildProcessTest, StopAtSignalsAChildStillRunningAndWaitsForIt) {
   const std::string log = TempPath("stop.log");
-  auto child = ChildProcess::Start(
-      {"/bin/sh", "-c", "trap 'echo stopped; exit 0' TERM; echo started; "
-                        "while true; do sleep 0.05; done"},
-      log);
+  auto child =
+      ChildProcess::Start({"/bin/sh", "-c",
+                           "trap 'echo stopped; exit 0' TERM; echo started; "
+                           "while true; do sleep 0.05; done"},
+                          log);
   ASSERT_TRUE(child.ok()) << child.status();
-  absl::StatusOr<int> code = (*child)->StopAt(absl::Now() + absl::Milliseconds(500), SIGTERM);
+  absl::StatusOr<int> code =
+      (*child)->StopAt(absl::Now() + absl::Milliseconds(500), SIGTERM);
   EXPECT_EQ(code.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_NE(code.status().message().find("exited with 0"), std::string::npos)
       << code.status();
   EXPECT_EQ(ReadWholeFile(log), "started\nstopped\n");
   EXPECT_FALSE((*child)->Running());
 
-  auto quick = ChildProcess::Start({"/bin/sh", "-c", "exit 5"}, TempPath("quick.log"));
+  auto quick =
+      ChildProcess::Start({"/bin/sh", "-c", "exit 5"}, TempPath("quick.log"));
   ASSERT_TRUE(quick.ok());
-  absl::StatusOr<int> quick_code = (*quick)->StopAt(absl::Now() + absl::Seconds(10), SIGTERM);
+  absl::StatusOr<int> quick_code =
+      (*quick)->StopAt(absl::Now() + absl::Seconds(10), SIGTERM);
   ASSERT_TRUE(quick_code.ok()) << quick_code.status();
   EXPECT_EQ(*quick_code, 5);
 }

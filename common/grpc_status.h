@@ -23,17 +23,17 @@
 namespace gradnorm {
 
 static_assert(static_cast<int>(absl::StatusCode::kInvalidArgument) ==
-                  static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT) &&
-              static_cast<int>(absl::StatusCode::kDeadlineExceeded) ==
-                  static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED) &&
-              static_cast<int>(absl::StatusCode::kAlreadyExists) ==
-                  static_cast<int>(grpc::StatusCode::ALREADY_EXISTS) &&
-              static_cast<int>(absl::StatusCode::kResourceExhausted) ==
-                  static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED) &&
-              static_cast<int>(absl::StatusCode::kUnavailable) ==
-                  static_cast<int>(grpc::StatusCode::UNAVAILABLE) &&
-              static_cast<int>(absl::StatusCode::kUnauthenticated) ==
-                  static_cast<int>(grpc::StatusCode::UNAUTHENTICATED),
+                      static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT) &&
+                  static_cast<int>(absl::StatusCode::kDeadlineExceeded) ==
+                      static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED) &&
+                  static_cast<int>(absl::StatusCode::kAlreadyExists) ==
+                      static_cast<int>(grpc::StatusCode::ALREADY_EXISTS) &&
+                  static_cast<int>(absl::StatusCode::kResourceExhausted) ==
+                      static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED) &&
+                  static_cast<int>(absl::StatusCode::kUnavailable) ==
+                      static_cast<int>(grpc::StatusCode::UNAVAILABLE) &&
+                  static_cast<int>(absl::StatusCode::kUnauthenticated) ==
+                      static_cast<int>(grpc::StatusCode::UNAUTHENTICATED),
               "absl and gRPC canonical status codes must share values");
 
 // The grpc::Status with the same code and message. absl codes outside gRPC's
@@ -42,7 +42,8 @@ inline grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   const int code = static_cast<int>(status.code());
   if (code < 0 || code > static_cast<int>(grpc::StatusCode::UNAUTHENTICATED)) {
-    return grpc::Status(grpc::StatusCode::UNKNOWN, std::string(status.message()));
+    return grpc::Status(grpc::StatusCode::UNKNOWN,
+                        std::string(status.message()));
   }
   return grpc::Status(static_cast<grpc::StatusCode>(code),
                       std::string(status.message()));
@@ -58,7 +59,8 @@ inline absl::Status FromGrpcStatus(const grpc::Status& status,
                             ? status.error_message()
                             : absl::StrCat(call, ": ", status.error_message());
   const int code = static_cast<int>(status.error_code());
-  if (code <= 0 || code > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
+  if (code <= 0 ||
+      code > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
     return absl::UnknownError(message);
   }
   return absl::Status(static_cast<absl::StatusCode>(code), message);

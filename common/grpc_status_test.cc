@@ -32,12 +32,15 @@ TEST(GrpcStatusTest, NamedCodesLineUp) {
 }
 
 TEST(GrpcStatusTest, FromGrpcPrefixesTheCallAndMapsUnknownCodes) {
-  EXPECT_EQ(FromGrpcStatus(grpc::Status(grpc::StatusCode::NOT_FOUND, "run 'x' is unknown"),
-                           "Report"),
+  EXPECT_EQ(FromGrpcStatus(
+                grpc::Status(grpc::StatusCode::NOT_FOUND, "run 'x' is unknown"),
+                "Report"),
             absl::NotFoundError("Report: run 'x' is unknown"));
-  EXPECT_EQ(FromGrpcStatus(grpc::Status(grpc::StatusCode::UNAVAILABLE, "down")).message(),
+  EXPECT_EQ(FromGrpcStatus(grpc::Status(grpc::StatusCode::UNAVAILABLE, "down"))
+                .message(),
             "down");
-  EXPECT_EQ(FromGrpcStatus(grpc::Status(static_cast<grpc::StatusCode>(42), "m")).code(),
+  EXPECT_EQ(FromGrpcStatus(grpc::Status(static_cast<grpc::StatusCode>(42), "m"))
+                .code(),
             absl::StatusCode::kUnknown);
 }
 

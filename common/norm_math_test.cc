@@ -54,9 +54,11 @@ TEST(NormMathTest, NormTypesArePositiveFiniteOrInfinite) {
   EXPECT_TRUE(ValidateNormType(1.0).ok());
   absl::Status bad = ValidateNormType(-2.0);
   EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(bad.message(), "norm_type -2 is invalid: expected p > 0 (a finite value or +inf)");
-  EXPECT_EQ(ValidateNormType(kNaN).message(),
-            "norm_type nan is invalid: expected p > 0 (a finite value or +inf)");
+  EXPECT_EQ(bad.message(),
+            "norm_type -2 is invalid: expected p > 0 (a finite value or +inf)");
+  EXPECT_EQ(
+      ValidateNormType(kNaN).message(),
+      "norm_type nan is invalid: expected p > 0 (a finite value or +inf)");
 }
 
 }  // namespace

@@ -7,8 +7,9 @@ namespace gradnorm {
 
 absl::Status ValidateNormType(double p) {
   if (!IsValidNormType(p)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "norm_type ", p, " is invalid: expected p > 0 (a finite value or +inf)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("norm_type ", p,
+                     " is invalid: expected p > 0 (a finite value or +inf)"));
   }
   return absl::OkStatus();
 }

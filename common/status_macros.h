@@ -16,12 +16,12 @@
 #include "absl/status/statusor.h"
 
 // Returns the status of `expr` from the enclosing function if it is not OK.
-#define RETURN_IF_ERROR(expr)                                       \
-  do {                                                              \
-    ::absl::Status gradnorm_status_macro_status_ = (expr);          \
-    if (!gradnorm_status_macro_status_.ok()) {                      \
-      return gradnorm_status_macro_status_;                         \
-    }                                                               \
+#define RETURN_IF_ERROR(expr)                              \
+  do {                                                     \
+    ::absl::Status gradnorm_status_macro_status_ = (expr); \
+    if (!gradnorm_status_macro_status_.ok()) {             \
+      return gradnorm_status_macro_status_;                \
+    }                                                      \
   } while (false)
 
 #define GRADNORM_STATUS_MACROS_CONCAT_INNER_(x, y) x##y
@@ -35,10 +35,10 @@
   }                                                           \
   lhs = *std::move(statusor)
 
-// Evaluates `rexpr` (an absl::StatusOr<T>); on error returns its status from the
-// enclosing function, otherwise assigns or declares `lhs` with the value.
-#define ASSIGN_OR_RETURN(lhs, rexpr)                                        \
-  GRADNORM_ASSIGN_OR_RETURN_IMPL_(                                          \
+// Evaluates `rexpr` (an absl::StatusOr<T>); on error returns its status from
+// the enclosing function, otherwise assigns or declares `lhs` with the value.
+#define ASSIGN_OR_RETURN(lhs, rexpr)                                     \
+  GRADNORM_ASSIGN_OR_RETURN_IMPL_(                                       \
       GRADNORM_STATUS_MACROS_CONCAT_(gradnorm_statusor_, __LINE__), lhs, \
       rexpr)
 

@@ -30,14 +30,13 @@ absl::Status CudaErrorToStatus(cudaError_t error, absl::string_view call);
 // also cleared from the thread's last-error state (cudaGetLastError), so no
 // later check (gradnorm's or the caller's) reports it again; a sticky error
 // (a faulted context) stays, as it must.
-#define RETURN_IF_CUDA_ERROR(call)                                         \
-  do {                                                                     \
-    const cudaError_t gradnorm_cuda_error_ = (call);                       \
-    if (gradnorm_cuda_error_ != cudaSuccess) {                             \
-      (void)cudaGetLastError();                                            \
-      return ::gradnorm::CudaErrorToStatus(              \
-          gradnorm_cuda_error_, #call);                                    \
-    }                                                                      \
+#define RETURN_IF_CUDA_ERROR(call)                                       \
+  do {                                                                   \
+    const cudaError_t gradnorm_cuda_error_ = (call);                     \
+    if (gradnorm_cuda_error_ != cudaSuccess) {                           \
+      (void)cudaGetLastError();                                          \
+      return ::gradnorm::CudaErrorToStatus(gradnorm_cuda_error_, #call); \
+    }                                                                    \
   } while (false)
 
 #endif  // GRADNORM_KERNELS_CUDA_STATUS_H_

@@ -73,17 +73,19 @@ absl::Status ValidateTensors(absl::Span<const GradTensor> tensors) {
     if (t.device.kind == Device::Kind::kCuda && t.numel > 0) {
       const size_t size = *DTypeSize(t.dtype);
       if (reinterpret_cast<uintptr_t>(t.data) % size != 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tensors[", i, "]: CUDA data pointer ",
-            absl::Hex(reinterpret_cast<uintptr_t>(t.data)),
-            " is not aligned to its ", size, "-byte elements; expected an "
-            "element-aligned pointer"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensors[", i, "]: CUDA data pointer ",
+                         absl::Hex(reinterpret_cast<uintptr_t>(t.data)),
+                         " is not aligned to its ", size,
+                         "-byte elements; expected an "
+                         "element-aligned pointer"));
       }
     }
     if (t.device != tensors[0].device) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensors[", i, "] is on ", DeviceName(t.device), " but tensors[0] is on ",
-          DeviceName(tensors[0].device), "; expected all tensors on one device"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensors[", i, "] is on ", DeviceName(t.device),
+                       " but tensors[0] is on ", DeviceName(tensors[0].device),
+                       "; expected all tensors on one device"));
     }
   }
   return absl::OkStatus();

@@ -19,7 +19,8 @@
 
 namespace gradnorm {
 
-// Element types of gradients. bf16 and fp16 are stored as uint16_t bit patterns.
+// Element types of gradients. bf16 and fp16 are stored as uint16_t bit
+// patterns.
 enum class DType : int32_t {
   kFloat32 = 0,
   kBFloat16 = 1,
@@ -33,8 +34,8 @@ absl::string_view DTypeName(DType dtype);
 // Bytes per element; 0 for a value outside the enum (callers that have not
 // validated the dtype use DTypeSize).
 constexpr size_t ElementSize(DType dtype) {
-  return dtype == DType::kFloat64   ? 8
-         : dtype == DType::kFloat32 ? 4
+  return dtype == DType::kFloat64                                ? 8
+         : dtype == DType::kFloat32                              ? 4
          : dtype == DType::kBFloat16 || dtype == DType::kFloat16 ? 2
                                                                  : 0;
 }
@@ -42,7 +43,8 @@ constexpr size_t ElementSize(DType dtype) {
 // ElementSize, or INVALID_ARGUMENT for a value outside the enum.
 absl::StatusOr<size_t> DTypeSize(DType dtype);
 
-// Where a tensor's memory lives: host memory, or the memory of CUDA device `index`.
+// Where a tensor's memory lives: host memory, or the memory of CUDA device
+// `index`.
 struct Device {
   enum class Kind : int32_t { kCpu = 0, kCuda = 1 };
   Kind kind = Kind::kCpu;

@@ -23,8 +23,9 @@ TEST(DTypeTest, NamesAndSizes) {
   EXPECT_EQ(ElementSize(static_cast<DType>(9)), 0u);
   const absl::StatusOr<size_t> bad = DTypeSize(static_cast<DType>(9));
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(bad.status().message(),
-            "unknown dtype 9; expected fp32 (0), bf16 (1), fp16 (2) or fp64 (3)");
+  EXPECT_EQ(
+      bad.status().message(),
+      "unknown dtype 9; expected fp32 (0), bf16 (1), fp16 (2) or fp64 (3)");
 }
 
 TEST(ValidateTensorsTest, AcceptsGoodViews) {

@@ -1,7 +1,5 @@
 #include "kernels/partial_norm.h"
 
-#include "kernels/internal/partial_norm_on_device.h"
-
 #include <cmath>
 #include <utility>
 
@@ -9,6 +7,7 @@
 #include "common/norm_type.h"
 #include "common/status_macros.h"
 #include "kernels/internal/partial_norm_cpu.h"
+#include "kernels/internal/partial_norm_on_device.h"
 
 #if defined(GRADNORM_WITH_CUDA)
 #include "kernels/internal/partial_norm_cuda.h"
@@ -73,8 +72,7 @@ absl::StatusOr<PartialNorm> ComputePartialNorm(
   cpu_options.per_tensor = options.per_tensor;
   cpu_options.fp32_accumulation = options.fp32_accumulation;
   cpu_options.parallel_for = &options.parallel_for;
-  return 
-      kernels_internal::ComputePartialNormCpu(tensors, p, cpu_options);
+  return kernels_internal::ComputePartialNormCpu(tensors, p, cpu_options);
 }
 
 absl::Status ComputePartialNormOnDevice(absl::Span<const GradTensor> tensors,
@@ -85,12 +83,14 @@ absl::Status ComputePartialNormOnDevice(absl::Span<const GradTensor> tensors,
   RETURN_IF_ERROR(ValidateTensors(tensors));
   if (device_result == nullptr) {
     return absl::InvalidArgumentError(
-        "device_result is null; expected a pointer to one double in CUDA device "
+        "device_result is null; expected a pointer to one double in CUDA "
+        "device "
         "memory");
   }
   if (!tensors.empty() && !OnCuda(tensors)) {
     return absl::InvalidArgumentError(
-        "ComputePartialNormOnDevice got CPU tensors; expected CUDA tensors (use "
+        "ComputePartialNormOnDevice got CPU tensors; expected CUDA tensors "
+        "(use "
         "ComputePartialNorm for host memory)");
   }
 #if defined(GRADNORM_WITH_CUDA)

@@ -49,18 +49,21 @@ using ParallelFor =
     std::function<void(int64_t n, const std::function<void(int64_t)>& fn)>;
 
 struct PartialNormOptions {
-  // CPU worker threads; 0 means one per hardware thread. Does not change the result.
-  // With parallel_for set, it only sizes the work items (about eight per thread).
+  // CPU worker threads; 0 means one per hardware thread. Does not change the
+  // result. With parallel_for set, it only sizes the work items (about eight
+  // per thread).
   int num_threads = 0;
   // CPU: runs the work items when set (and the input is large enough to split);
-  // empty means gradnorm's own persistent thread pool. Does not change the result.
+  // empty means gradnorm's own persistent thread pool. Does not change the
+  // result.
   ParallelFor parallel_for;
-  // Elements per work chunk. Chunks are combined in a fixed order, so the result
-  // depends on this value but never on num_threads; 0 means the default.
+  // Elements per work chunk. Chunks are combined in a fixed order, so the
+  // result depends on this value but never on num_threads; 0 means the default.
   int64_t chunk_elements = 0;
   // Also return each tensor's own partial in PartialNorm::per_tensor.
   bool per_tensor = false;
-  // For CUDA tensors: the cudaStream_t to run on (nullptr = the default stream).
+  // For CUDA tensors: the cudaStream_t to run on (nullptr = the default
+  // stream).
   void* cuda_stream = nullptr;
   // Accumulate in fp32 instead of fp64 (CPU, p = 1 or 2, 32- and 16-bit
   // tensors; CUDA always accumulates in fp64). Exists only to benchmark what
@@ -72,8 +75,8 @@ struct PartialNormOptions {
 // tensor (see ValidateTensors), p <= 0 or NaN, or negative num_threads /
 // chunk_elements; FAILED_PRECONDITION for CUDA tensors in a build without CUDA
 // or on a machine where CUDA cannot run (no device, old driver);
-// RESOURCE_EXHAUSTED when the device workspace cannot be allocated; INTERNAL for
-// any other CUDA error. CUDA error messages name the failing call.
+// RESOURCE_EXHAUSTED when the device workspace cannot be allocated; INTERNAL
+// for any other CUDA error. CUDA error messages name the failing call.
 //
 // Host tensors: computed by the calling thread and a persistent worker pool, or
 // by options.parallel_for when set.

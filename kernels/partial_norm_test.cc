@@ -1,15 +1,16 @@
 #include "kernels/partial_norm.h"
-#include "kernels/internal/partial_norm_on_device.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <atomic>
 #include <cstring>
 #include <functional>
 #include <limits>
 #include <random>
 #include <thread>
 #include <vector>
+
+#include "kernels/internal/partial_norm_on_device.h"
 
 #if defined(GRADNORM_WITH_CUDA)
 #include <cuda_runtime_api.h>
@@ -206,8 +207,8 @@ TEST(PartialNormTest, NanBeatsInfAcrossTensorsAndChunks) {
         PartialNormOptions opts;
         opts.chunk_elements = chunk;
         opts.per_tensor = true;
-        absl::StatusOr<PartialNorm> r = ComputePartialNorm(
-            {inf_first.view(), nan_later.view()}, p, opts);
+        absl::StatusOr<PartialNorm> r =
+            ComputePartialNorm({inf_first.view(), nan_later.view()}, p, opts);
         ASSERT_TRUE(r.ok());
         EXPECT_TRUE(std::isnan(r->value)) << DTypeName(dtype) << " p=" << p;
         EXPECT_EQ(r->per_tensor[0], kInf);
@@ -257,7 +258,8 @@ TEST(PartialNormTest, ManyMixedTensorsMatchReferencePerTensor) {
         ASSERT_NEAR(r->per_tensor[i], ref, 1e-13 * ref) << i << " p=" << p;
       }
     }
-    const double ref = static_cast<double>(ReferencePartialNorm(views, p).value);
+    const double ref =
+        static_cast<double>(ReferencePartialNorm(views, p).value);
     EXPECT_NEAR(r->value, ref, 1e-13 * ref) << "p=" << p;
   }
 }
@@ -273,8 +275,8 @@ TEST(PartialNormTest, BitwiseIdenticalForAnyThreadCount) {
   std::vector<GradTensor> views;
   for (TestTensor& t : storage) views.push_back(t.view());
   for (double p : {0.5, 1.0, 2.0, 3.0, kInf}) {
-    for (int64_t chunk : {int64_t{0}, int64_t{1000}, int64_t{4096},
-                          int64_t{100003}}) {
+    for (int64_t chunk :
+         {int64_t{0}, int64_t{1000}, int64_t{4096}, int64_t{100003}}) {
       PartialNormOptions opts;
       opts.chunk_elements = chunk;
       opts.per_tensor = true;
@@ -294,7 +296,8 @@ TEST(PartialNormTest, BitwiseIdenticalForAnyThreadCount) {
         }
       }
       // Another chunk size may round differently, but only in the last bits.
-      const double ref = static_cast<double>(ReferencePartialNorm(views, p).value);
+      const double ref =
+          static_cast<double>(ReferencePartialNorm(views, p).value);
       EXPECT_NEAR(one->value, ref, 1e-13 * ref);
     }
   }
@@ -409,8 +412,7 @@ TEST(PartialNormTest, CallersExecutorIsNotCalledForSmallInputs) {
   opts.parallel_for = executor.Get();
   absl::StatusOr<PartialNorm> r = ComputePartialNorm({t.view()}, 2.0, opts);
   ASSERT_TRUE(r.ok());
-  EXPECT_EQ(Bits(r->value),
-            Bits(ComputePartialNorm({t.view()}, 2.0)->value));
+  EXPECT_EQ(Bits(r->value), Bits(ComputePartialNorm({t.view()}, 2.0)->value));
   EXPECT_EQ(executor.calls.load(), 0);  // one thread's work runs inline
 }
 
@@ -619,7 +621,8 @@ TEST(BadInputTest, DeviceResultNeedsCudaTensors) {
 TEST(BadInputTest, CudaTensorsWithoutADeviceAreFailedPrecondition) {
   int count = 0;
   if (cudaGetDeviceCount(&count) == cudaSuccess && count > 0) {
-    GTEST_SKIP() << "a CUDA device is present: partial_norm_cuda_test covers it";
+    GTEST_SKIP()
+        << "a CUDA device is present: partial_norm_cuda_test covers it";
   }
   std::vector<float> a(3);
   GradTensor gpu{a.data(), 3, DType::kFloat32, Device::Cuda(0), false};

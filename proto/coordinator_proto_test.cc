@@ -42,7 +42,8 @@ int FillAllFields(Message* message, int depth) {
         case FieldDescriptor::CPPTYPE_INT64:
           field->is_repeated()
               ? reflection->AddInt64(message, field, -(int64_t{1} << 40) - seed)
-              : reflection->SetInt64(message, field, -(int64_t{1} << 40) - seed);
+              : reflection->SetInt64(message, field,
+                                     -(int64_t{1} << 40) - seed);
           break;
         case FieldDescriptor::CPPTYPE_UINT32:
           field->is_repeated() ? reflection->AddUInt32(message, field, seed)
@@ -50,16 +51,20 @@ int FillAllFields(Message* message, int depth) {
           break;
         case FieldDescriptor::CPPTYPE_UINT64:
           field->is_repeated()
-              ? reflection->AddUInt64(message, field, (uint64_t{1} << 40) + seed)
-              : reflection->SetUInt64(message, field, (uint64_t{1} << 40) + seed);
+              ? reflection->AddUInt64(message, field,
+                                      (uint64_t{1} << 40) + seed)
+              : reflection->SetUInt64(message, field,
+                                      (uint64_t{1} << 40) + seed);
           break;
         case FieldDescriptor::CPPTYPE_DOUBLE:
-          field->is_repeated() ? reflection->AddDouble(message, field, seed + 0.25)
-                               : reflection->SetDouble(message, field, seed + 0.25);
+          field->is_repeated()
+              ? reflection->AddDouble(message, field, seed + 0.25)
+              : reflection->SetDouble(message, field, seed + 0.25);
           break;
         case FieldDescriptor::CPPTYPE_FLOAT:
-          field->is_repeated() ? reflection->AddFloat(message, field, seed + 0.5f)
-                               : reflection->SetFloat(message, field, seed + 0.5f);
+          field->is_repeated()
+              ? reflection->AddFloat(message, field, seed + 0.5f)
+              : reflection->SetFloat(message, field, seed + 0.5f);
           break;
         case FieldDescriptor::CPPTYPE_BOOL:
           field->is_repeated() ? reflection->AddBool(message, field, true)
@@ -67,8 +72,10 @@ int FillAllFields(Message* message, int depth) {
           break;
         case FieldDescriptor::CPPTYPE_STRING:
           field->is_repeated()
-              ? reflection->AddString(message, field, "value-" + std::to_string(seed))
-              : reflection->SetString(message, field, "value-" + std::to_string(seed));
+              ? reflection->AddString(message, field,
+                                      "value-" + std::to_string(seed))
+              : reflection->SetString(message, field,
+                                      "value-" + std::to_string(seed));
           break;
         case FieldDescriptor::CPPTYPE_ENUM: {
           const auto* enum_type = field->enum_type();
@@ -148,10 +155,10 @@ TEST(CoordinatorProtoTest, ServiceHasEveryRpc) {
   for (int i = 0; i < descriptor->method_count(); ++i) {
     methods.insert(descriptor->method(i)->name());
   }
-  EXPECT_EQ(methods, (std::set<std::string>{"RegisterRun", "Report", "ReportStream",
-                                            "ListRuns", "GetRun", "GetHistory",
-                                            "GetSummary", "WatchRun", "FinishRun",
-                                            "DeleteRun"}));
+  EXPECT_EQ(methods, (std::set<std::string>{
+                         "RegisterRun", "Report", "ReportStream", "ListRuns",
+                         "GetRun", "GetHistory", "GetSummary", "WatchRun",
+                         "FinishRun", "DeleteRun"}));
   EXPECT_TRUE(descriptor->FindMethodByName("WatchRun")->server_streaming());
   EXPECT_TRUE(descriptor->FindMethodByName("ReportStream")->client_streaming());
   EXPECT_TRUE(descriptor->FindMethodByName("ReportStream")->server_streaming());
@@ -166,9 +173,9 @@ TEST(CoordinatorProtoTest, ServiceHasEveryRpc) {
   EXPECT_NE(&Stub::GetHistory, nullptr);
   EXPECT_NE(&Stub::GetSummary, nullptr);
   EXPECT_NE(&Stub::WatchRun, nullptr);
-  static_assert(std::is_base_of<grpc::Service,
-                                 v1::Coordinator::CallbackService>::value,
-                "the callback service is a grpc::Service");
+  static_assert(
+      std::is_base_of<grpc::Service, v1::Coordinator::CallbackService>::value,
+      "the callback service is a grpc::Service");
 }
 
 TEST(CoordinatorProtoTest, GeneratedMockStubAnswersReport) {

@@ -23,8 +23,8 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "server/rpc/coordinator_server.h"
 #include "server/core/event_log.h"
+#include "server/rpc/coordinator_server.h"
 #include "server/rpc/protobuf_log.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
@@ -35,11 +35,13 @@ ABSL_FLAG(std::string, store, "sqlite", "Telemetry store: sqlite or memory");
 ABSL_FLAG(std::string, log_level, "info",
           "Operational log on stderr (one logfmt line per event): info, "
           "warning, error or off");
-ABSL_FLAG(std::string, db, "gradnorm.db", "SQLite database file (--store=sqlite)");
-ABSL_FLAG(bool, sqlite_synchronous_full, false,
-          "SQLite synchronous=FULL: acknowledged rounds also survive power loss "
-          "(one fsync per group commit). Default NORMAL: they survive a crash "
-          "or kill of the coordinator");
+ABSL_FLAG(std::string, db, "gradnorm.db",
+          "SQLite database file (--store=sqlite)");
+ABSL_FLAG(
+    bool, sqlite_synchronous_full, false,
+    "SQLite synchronous=FULL: acknowledged rounds also survive power loss "
+    "(one fsync per group commit). Default NORMAL: they survive a crash "
+    "or kill of the coordinator");
 ABSL_FLAG(std::string, metrics_listen, "",
           "host:port of the Prometheus /metrics endpoint; empty: off");
 ABSL_FLAG(std::string, health_listen, "",
@@ -49,15 +51,19 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain (TLS)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle; turns on mutual TLS (client certificates required)");
-ABSL_FLAG(std::string, tokens_file, "",
-          "Bearer tokens file, lines '<token> <trainer|viewer>'; empty: no auth");
-ABSL_FLAG(uint32_t, max_runs, 1000, "Unfinished runs this coordinator holds at once (finished runs do not count)");
+ABSL_FLAG(
+    std::string, tokens_file, "",
+    "Bearer tokens file, lines '<token> <trainer|viewer>'; empty: no auth");
+ABSL_FLAG(uint32_t, max_runs, 1000,
+          "Unfinished runs this coordinator holds at once (finished runs do "
+          "not count)");
 ABSL_FLAG(uint32_t, max_open_rounds_per_run, 64,
           "Rounds of one run waiting for participants at once");
 ABSL_FLAG(uint32_t, max_participants, 4096, "Largest participants per run");
-ABSL_FLAG(absl::Duration, retain_finished_runs, absl::InfiniteDuration(),
-          "Delete a finished run with its history this long after it was "
-          "finished, e.g. 720h (checked every 10 minutes); inf keeps every run");
+ABSL_FLAG(
+    absl::Duration, retain_finished_runs, absl::InfiniteDuration(),
+    "Delete a finished run with its history this long after it was "
+    "finished, e.g. 720h (checked every 10 minutes); inf keeps every run");
 ABSL_FLAG(int32_t, max_message_bytes, 64 * 1024, "Largest request, bytes");
 ABSL_FLAG(double, shutdown_grace_seconds, 2,
           "On SIGTERM, seconds calls get to finish before being cancelled");
@@ -115,7 +121,8 @@ int main(int argc, char** argv) {
         absl::StrCat("--store=", store, ", expected sqlite or memory")));
   }
   options.db_path = absl::GetFlag(FLAGS_db);
-  options.sqlite_synchronous_full = absl::GetFlag(FLAGS_sqlite_synchronous_full);
+  options.sqlite_synchronous_full =
+      absl::GetFlag(FLAGS_sqlite_synchronous_full);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.health_listen = absl::GetFlag(FLAGS_health_listen);
   options.tls.cert = absl::GetFlag(FLAGS_tls_cert);

@@ -40,10 +40,9 @@ class CoordinatorClientSecurityTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     certificates_ = server::MakeTestCertificates(Dir());
-    std::ofstream(Dir() + "/tokens.txt")
-        << "# role per token\n"
-        << kTrainerToken << " trainer\n"
-        << kViewerToken << " viewer\n";
+    std::ofstream(Dir() + "/tokens.txt") << "# role per token\n"
+                                         << kTrainerToken << " trainer\n"
+                                         << kViewerToken << " viewer\n";
   }
 
   void Start(bool mutual) {
@@ -106,13 +105,16 @@ TEST_F(CoordinatorClientSecurityTest, TokensAreCheckedOverTls) {
   Start(/*mutual=*/false);
   auto none = RegisterAndReport(
       Options(CoordinatorClientOptions::Security::kTls, ""), "no-token");
-  EXPECT_EQ(none.status().code(), absl::StatusCode::kUnauthenticated) << none.status();
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kUnauthenticated)
+      << none.status();
   auto wrong = RegisterAndReport(
       Options(CoordinatorClientOptions::Security::kTls, "not-a-known-token-42"),
       "wrong-token");
-  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kUnauthenticated) << wrong.status();
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kUnauthenticated)
+      << wrong.status();
   auto viewer = RegisterAndReport(
-      Options(CoordinatorClientOptions::Security::kTls, kViewerToken), "viewer");
+      Options(CoordinatorClientOptions::Security::kTls, kViewerToken),
+      "viewer");
   EXPECT_EQ(viewer.status().code(), absl::StatusCode::kPermissionDenied)
       << viewer.status();
 }
@@ -121,7 +123,8 @@ TEST_F(CoordinatorClientSecurityTest, PlaintextClientCannotReachATlsServer) {
   Start(/*mutual=*/false);
   // The handshake never completes: UNAVAILABLE, retried until the deadline.
   auto result = RegisterAndReport(
-      Options(CoordinatorClientOptions::Security::kInsecure, kTrainerToken), "plain");
+      Options(CoordinatorClientOptions::Security::kInsecure, kTrainerToken),
+      "plain");
   EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded)
       << result.status();
 }

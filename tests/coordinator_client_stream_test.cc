@@ -31,8 +31,8 @@ v1::RunConfig Config(uint32_t participants) {
   return config;
 }
 
-v1::ReportRequest Report(const std::string& run_id, uint64_t step, uint32_t participant,
-                         double partial) {
+v1::ReportRequest Report(const std::string& run_id, uint64_t step,
+                         uint32_t participant, double partial) {
   v1::ReportRequest request;
   request.set_run_id(run_id);
   request.set_step(step);
@@ -52,11 +52,12 @@ std::unique_ptr<CoordinatorClient> NewClient(const std::string& target) {
   return client.ok() ? *std::move(client) : nullptr;
 }
 
-std::unique_ptr<server::CoordinatorServer> StartCoordinator(const std::string& listen,
-                                                           const std::string& db = "") {
+std::unique_ptr<server::CoordinatorServer> StartCoordinator(
+    const std::string& listen, const std::string& db = "") {
   server::CoordinatorServerOptions options;
   options.listen = listen;
-  options.store = db.empty() ? server::StoreKind::kMemory : server::StoreKind::kSqlite;
+  options.store =
+      db.empty() ? server::StoreKind::kMemory : server::StoreKind::kSqlite;
   options.db_path = db;
   auto server = server::CoordinatorServer::Create(options);
   EXPECT_TRUE(server.ok()) << server.status();
@@ -68,11 +69,13 @@ TEST(CoordinatorClientStreamTest, ReportsRideOneStreamPerClient) {
   ASSERT_NE(coordinator, nullptr);
   auto c0 = NewClient(coordinator->address());
   auto c1 = NewClient(coordinator->address());
-  ASSERT_TRUE(c0->RegisterRun("r", Config(2), absl::Now() + absl::Seconds(10)).ok());
+  ASSERT_TRUE(
+      c0->RegisterRun("r", Config(2), absl::Now() + absl::Seconds(10)).ok());
   for (uint64_t step = 0; step < 5; ++step) {
     absl::StatusOr<v1::RoundResult> r1;
     std::thread other([&] {
-      r1 = c1->Report(Report("r", step, 1, 16.0), absl::Now() + absl::Seconds(10));
+      r1 = c1->Report(Report("r", step, 1, 16.0),
+                      absl::Now() + absl::Seconds(10));
     });
     absl::StatusOr<v1::RoundResult> r0 =
         c0->Report(Report("r", step, 0, 9.0), absl::Now() + absl::Seconds(10));
@@ -100,16 +103,20 @@ TEST(CoordinatorClientStreamTest, ReportsRideOneStreamPerClient) {
   EXPECT_EQ(c0->retries(), 0u);
 }
 
-TEST(CoordinatorClientStreamTest, ConcurrentReportsOfOneClientDoNotWaitForEachOther) {
+TEST(CoordinatorClientStreamTest,
+     ConcurrentReportsOfOneClientDoNotWaitForEachOther) {
   auto coordinator = StartCoordinator("127.0.0.1:0");
   ASSERT_NE(coordinator, nullptr);
   // One client is both participants: the second report must not queue
   // behind the first, which waits for it.
   auto client = NewClient(coordinator->address());
-  ASSERT_TRUE(client->RegisterRun("r", Config(2), absl::Now() + absl::Seconds(10)).ok());
+  ASSERT_TRUE(
+      client->RegisterRun("r", Config(2), absl::Now() + absl::Seconds(10))
+          .ok());
   absl::StatusOr<v1::RoundResult> first;
   std::thread waiter([&] {
-    first = client->Report(Report("r", 0, 0, 9.0), absl::Now() + absl::Seconds(20));
+    first =
+        client->Report(Report("r", 0, 0, 9.0), absl::Now() + absl::Seconds(20));
   });
   absl::SleepFor(absl::Milliseconds(100));
   absl::StatusOr<v1::RoundResult> second =
@@ -124,10 +131,11 @@ TEST(CoordinatorClientStreamTest, ConcurrentReportsOfOneClientDoNotWaitForEachOt
 // A coordinator that takes reports on its stream and never answers them.
 class SilentService final : public v1::Coordinator::CallbackService {
  public:
-  grpc::ServerBidiReactor<v1::ReportStreamRequest, v1::ReportStreamResponse>* ReportStream(
-      grpc::CallbackServerContext* /*context*/) override {
+  grpc::ServerBidiReactor<v1::ReportStreamRequest, v1::ReportStreamResponse>*
+  ReportStream(grpc::CallbackServerContext* /*context*/) override {
     class Reactor final
-        : public grpc::ServerBidiReactor<v1::ReportStreamRequest, v1::ReportStreamResponse> {
+        : public grpc::ServerBidiReactor<v1::ReportStreamRequest,
+                                         v1::ReportStreamResponse> {
      public:
       Reactor() { StartRead(&request_); }
       void OnReadDone(bool ok) override {
@@ -147,10 +155,12 @@ class SilentService final : public v1::Coordinator::CallbackService {
   }
 };
 
-std::unique_ptr<grpc::Server> StartServer(grpc::Service* service, std::string* address) {
+std::unique_ptr<grpc::Server> StartServer(grpc::Service* service,
+                                          std::string* address) {
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
   builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   *address = absl::StrCat("127.0.0.1:", port);
@@ -168,7 +178,8 @@ TEST(CoordinatorClientStreamTest, HungCoordinatorIsCutOffAtTheDeadline) {
         client->Report(Report("r", 7, 0, 1.0), start + absl::Milliseconds(300));
     const absl::Duration took = absl::Now() - start;
     EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded);
-    EXPECT_THAT(result.status().message(), HasSubstr("no answer for step 7 before the deadline"));
+    EXPECT_THAT(result.status().message(),
+                HasSubstr("no answer for step 7 before the deadline"));
     EXPECT_GE(took, absl::Milliseconds(290));
     EXPECT_LT(took, absl::Seconds(10));
     // The cancelled stream is dropped; the next report opens another.
@@ -191,14 +202,15 @@ class ReportOnlyService final : public v1::Coordinator::CallbackService {
   }
 };
 
-TEST(CoordinatorClientStreamTest, CoordinatorWithoutReportStreamGetsReportCalls) {
+TEST(CoordinatorClientStreamTest,
+     CoordinatorWithoutReportStreamGetsReportCalls) {
   ReportOnlyService old;
   std::string address;
   std::unique_ptr<grpc::Server> server = StartServer(&old, &address);
   auto client = NewClient(address);
   for (uint64_t step = 0; step < 2; ++step) {
-    absl::StatusOr<v1::RoundResult> result =
-        client->Report(Report("r", step, 0, 4.0), absl::Now() + absl::Seconds(10));
+    absl::StatusOr<v1::RoundResult> result = client->Report(
+        Report("r", step, 0, 4.0), absl::Now() + absl::Seconds(10));
     ASSERT_TRUE(result.ok()) << result.status();
     EXPECT_EQ(result->step(), step);
   }
@@ -209,14 +221,16 @@ TEST(CoordinatorClientStreamTest, CoordinatorWithoutReportStreamGetsReportCalls)
 
 TEST(CoordinatorClientStreamTest, RestartedCoordinatorIsFoundOnANewStream) {
   const char* tmp = std::getenv("TEST_TMPDIR");
-  const std::string db = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/restart.db");
+  const std::string db =
+      absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/restart.db");
   std::remove(db.c_str());
   auto coordinator = StartCoordinator("127.0.0.1:0", db);
   ASSERT_NE(coordinator, nullptr);
   const std::string address = coordinator->address();
   auto c0 = NewClient(address);
   auto c1 = NewClient(address);
-  ASSERT_TRUE(c0->RegisterRun("r", Config(2), absl::Now() + absl::Seconds(10)).ok());
+  ASSERT_TRUE(
+      c0->RegisterRun("r", Config(2), absl::Now() + absl::Seconds(10)).ok());
   // Participant 0 waits in step 0 when the coordinator goes down.
   absl::StatusOr<v1::RoundResult> r0;
   absl::Notification reported;
@@ -224,7 +238,8 @@ TEST(CoordinatorClientStreamTest, RestartedCoordinatorIsFoundOnANewStream) {
     r0 = c0->Report(Report("r", 0, 0, 9.0), absl::Now() + absl::Seconds(30));
     reported.Notify();
   });
-  for (int i = 0; i < 1000 && coordinator->aggregator()->Stats().waiters < 1; ++i) {
+  for (int i = 0; i < 1000 && coordinator->aggregator()->Stats().waiters < 1;
+       ++i) {
     absl::SleepFor(absl::Milliseconds(5));
   }
   ASSERT_TRUE(coordinator->Shutdown().ok());

@@ -4,11 +4,11 @@
 // After the last restart every acknowledged round must be in the SQLite store,
 // identical to what every participant received, every step must have
 // completed, and the database must pass PRAGMA integrity_check.
+#include <netinet/in.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/socket.h>
 #include <sys/types.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -61,7 +61,8 @@ int FreePort() {
 
 // The job's partial for a step: deterministic, so a retry repeats it exactly.
 double Partial(int participant, int step) {
-  return 0.25 * (participant + 1) + 0.001 * step + (step % 17 == 0 ? 40.0 : 0.0);
+  return 0.25 * (participant + 1) + 0.001 * step +
+         (step % 17 == 0 ? 40.0 : 0.0);
 }
 
 class Coordinator {
@@ -158,8 +159,8 @@ TEST(CoordinatorDurabilityTest, SigkillLosesNoAcknowledgedRound) {
         v1::RoundResult result;
         const absl::Time give_up = absl::Now() + absl::Seconds(60);
         while (true) {
-          grpc::Status status =
-              client.Report(kRun, step, p, Partial(p, step), &result, absl::Seconds(2));
+          grpc::Status status = client.Report(kRun, step, p, Partial(p, step),
+                                              &result, absl::Seconds(2));
           if (status.ok()) break;
           // A trainer retries what a restart explains: the server gone
           // (UNAVAILABLE), a call cut off (CANCELLED, DEADLINE_EXCEEDED),
@@ -171,7 +172,8 @@ TEST(CoordinatorDurabilityTest, SigkillLosesNoAcknowledgedRound) {
                       code == grpc::StatusCode::UNKNOWN)
               << "participant " << p << " step " << step << ": " << code << " "
               << status.error_message();
-          ASSERT_LT(absl::Now(), give_up) << "step " << step << " never completed";
+          ASSERT_LT(absl::Now(), give_up)
+              << "step " << step << " never completed";
           ++retries;
           absl::SleepFor(absl::Milliseconds(20));
         }
@@ -205,7 +207,8 @@ TEST(CoordinatorDurabilityTest, SigkillLosesNoAcknowledgedRound) {
   }
   for (auto& t : participants) t.join();
   EXPECT_EQ(coordinator.Terminate(), 0)
-      << "SIGTERM must exit 0 after flushing (-2: the last restart never listened)";
+      << "SIGTERM must exit 0 after flushing (-2: the last restart never "
+         "listened)";
   EXPECT_GE(kills, 3) << "the coordinator was not killed often enough to test";
   std::printf("killed the coordinator %d times; %d reports retried\n", kills,
               retries.load());
@@ -213,7 +216,8 @@ TEST(CoordinatorDurabilityTest, SigkillLosesNoAcknowledgedRound) {
   // Every participant got the same result for every step.
   for (int step = 0; step < kSteps; ++step) {
     for (int p = 1; p < kParticipants; ++p) {
-      ASSERT_EQ(acknowledged[step][p], acknowledged[step][0]) << "step " << step;
+      ASSERT_EQ(acknowledged[step][p], acknowledged[step][0])
+          << "step " << step;
     }
   }
 
@@ -232,7 +236,8 @@ TEST(CoordinatorDurabilityTest, SigkillLosesNoAcknowledgedRound) {
   for (int step = 0; step < kSteps; ++step) {
     ASSERT_EQ(stored.count(step), 1u) << "step " << step;
     const RoundRecord& round = *stored[step];
-    EXPECT_EQ(round.result.SerializeAsString(), acknowledged[step][0]) << "step " << step;
+    EXPECT_EQ(round.result.SerializeAsString(), acknowledged[step][0])
+        << "step " << step;
     ASSERT_EQ(round.participants.size(), static_cast<size_t>(kParticipants));
     double sum = 0;
     for (int p = 0; p < kParticipants; ++p) {
@@ -244,12 +249,16 @@ TEST(CoordinatorDurabilityTest, SigkillLosesNoAcknowledgedRound) {
   store->reset();
 
   sqlite3* handle = nullptr;
-  ASSERT_EQ(sqlite3_open_v2(db.c_str(), &handle, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-  sqlite3_stmt* stmt = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(handle, "PRAGMA integrity_check", -1, &stmt, nullptr),
+  ASSERT_EQ(sqlite3_open_v2(db.c_str(), &handle, SQLITE_OPEN_READONLY, nullptr),
             SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(
+      sqlite3_prepare_v2(handle, "PRAGMA integrity_check", -1, &stmt, nullptr),
+      SQLITE_OK);
   ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
-  EXPECT_EQ(std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0))), "ok");
+  EXPECT_EQ(
+      std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0))),
+      "ok");
   sqlite3_finalize(stmt);
   sqlite3_close(handle);
 }

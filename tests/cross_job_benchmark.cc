@@ -27,8 +27,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,19 +46,23 @@
 #include "absl/time/time.h"
 #include "client/coordinator_client.h"
 #include "client/gloo_communicator.h"
-#include "common/status_macros.h"
 #include "common/child_process.h"
+#include "common/status_macros.h"
 #include "tests/local_coordinator.h"
 
 ABSL_FLAG(std::string, n, "2,8,32", "Comma-separated process counts.");
 ABSL_FLAG(int, steps, 200, "Timed steps of each kind per repetition.");
 ABSL_FLAG(int, block, 20, "Steps of one kind before switching to the other.");
 ABSL_FLAG(int, warmup, 20, "Untimed steps before the timed ones.");
-ABSL_FLAG(int, repetitions, 3, "Repetitions; the median per-step time is reported.");
-ABSL_FLAG(std::string, json_out, "", "Also write the JSON report to this file.");
+ABSL_FLAG(int, repetitions, 3,
+          "Repetitions; the median per-step time is reported.");
+ABSL_FLAG(std::string, json_out, "",
+          "Also write the JSON report to this file.");
 ABSL_FLAG(std::string, coordinator_store, "sqlite",
-          "The coordinator's telemetry store: sqlite (durable, the default) or memory.");
-ABSL_FLAG(std::string, work_dir, "", "Scratch directory (default: a fresh one).");
+          "The coordinator's telemetry store: sqlite (durable, the default) or "
+          "memory.");
+ABSL_FLAG(std::string, work_dir, "",
+          "Scratch directory (default: a fresh one).");
 // Worker flags.
 ABSL_FLAG(bool, worker, false, "Run as one worker process.");
 ABSL_FLAG(int, rank, 0, "Worker: rank / participant.");
@@ -67,7 +71,8 @@ ABSL_FLAG(std::string, store, "", "Worker: Gloo rendezvous directory.");
 ABSL_FLAG(std::string, target, "", "Worker: coordinator host:port.");
 ABSL_FLAG(std::string, run_id, "", "Worker: run id.");
 ABSL_FLAG(uint64_t, first_step, 0, "Worker: first step number.");
-ABSL_FLAG(std::string, result, "", "Worker: file for rank 0's seconds per step of each kind.");
+ABSL_FLAG(std::string, result, "",
+          "Worker: file for rank 0's seconds per step of each kind.");
 
 namespace gradnorm {
 namespace {
@@ -81,8 +86,10 @@ absl::Status WriteResult(const PerStep& per_step) {
   const std::string path = absl::GetFlag(FLAGS_result);
   if (absl::GetFlag(FLAGS_rank) != 0 || path.empty()) return absl::OkStatus();
   FILE* f = std::fopen(path.c_str(), "w");
-  if (f == nullptr) return absl::InternalError(absl::StrCat("cannot write ", path));
-  std::fprintf(f, "%.9g %.9g\n", per_step.gloo_seconds, per_step.coordinator_seconds);
+  if (f == nullptr)
+    return absl::InternalError(absl::StrCat("cannot write ", path));
+  std::fprintf(f, "%.9g %.9g\n", per_step.gloo_seconds,
+               per_step.coordinator_seconds);
   std::fclose(f);
   return absl::OkStatus();
 }
@@ -108,8 +115,8 @@ absl::Status Worker() {
     double value[1] = {1.0 + rank};
     RETURN_IF_ERROR(comm->AllReduce(absl::MakeSpan(value), ReduceOp::kSum));
     if (value[0] != n * (n + 1) / 2) {
-      return absl::InternalError(absl::StrCat("all-reduce gave ", value[0], ", expected ",
-                                              n * (n + 1) / 2));
+      return absl::InternalError(absl::StrCat("all-reduce gave ", value[0],
+                                              ", expected ", n * (n + 1) / 2));
     }
     return absl::OkStatus();
   };
@@ -124,9 +131,9 @@ absl::Status Worker() {
                      client->Report(request, absl::Now() + absl::Seconds(60)));
     // The sum of squares' root: sqrt(sum (1 + r)) over ranks r.
     if (std::abs(result.total_norm() - std::sqrt(n * (n + 1) / 2)) > 1e-9) {
-      return absl::InternalError(absl::StrCat("round ", request.step(), " gave total ",
-                                              result.total_norm(), ", expected ",
-                                              std::sqrt(n * (n + 1) / 2)));
+      return absl::InternalError(absl::StrCat(
+          "round ", request.step(), " gave total ", result.total_norm(),
+          ", expected ", std::sqrt(n * (n + 1) / 2)));
     }
     return absl::OkStatus();
   };
@@ -166,28 +173,35 @@ absl::StatusOr<PerStep> RunWorkers(const std::string& self, int size,
   std::vector<std::unique_ptr<ChildProcess>> workers;
   for (int rank = 0; rank < size; ++rank) {
     std::vector<std::string> argv = {
-        self, "--worker", absl::StrCat("--rank=", rank), absl::StrCat("--size=", size),
+        self,
+        "--worker",
+        absl::StrCat("--rank=", rank),
+        absl::StrCat("--size=", size),
         absl::StrCat("--steps=", absl::GetFlag(FLAGS_steps)),
         absl::StrCat("--block=", absl::GetFlag(FLAGS_block)),
-        absl::StrCat("--warmup=", absl::GetFlag(FLAGS_warmup)), "--result=" + result};
+        absl::StrCat("--warmup=", absl::GetFlag(FLAGS_warmup)),
+        "--result=" + result};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    ASSIGN_OR_RETURN(std::unique_ptr<ChildProcess> worker,
-                     ChildProcess::Start(argv, absl::StrCat(dir, "/worker-", size, "-",
-                                                            rank, ".log")));
+    ASSIGN_OR_RETURN(
+        std::unique_ptr<ChildProcess> worker,
+        ChildProcess::Start(
+            argv, absl::StrCat(dir, "/worker-", size, "-", rank, ".log")));
     workers.push_back(std::move(worker));
   }
   const absl::Time deadline = absl::Now() + absl::Minutes(5);
   for (auto& worker : workers) {
     ASSIGN_OR_RETURN(int code, worker->Wait(deadline));
     if (code != 0) {
-      return absl::InternalError(absl::StrCat("worker exited ", code, ":\n",
-                                              LastLinesOf(worker->output_path(), 5)));
+      return absl::InternalError(
+          absl::StrCat("worker exited ", code, ":\n",
+                       LastLinesOf(worker->output_path(), 5)));
     }
   }
   PerStep per_step;
-  const std::vector<std::string> fields =
-      absl::StrSplit(ReadWholeFile(result), absl::ByAnyChar(" \n"), absl::SkipEmpty());
-  if (fields.size() != 2 || !absl::SimpleAtod(fields[0], &per_step.gloo_seconds) ||
+  const std::vector<std::string> fields = absl::StrSplit(
+      ReadWholeFile(result), absl::ByAnyChar(" \n"), absl::SkipEmpty());
+  if (fields.size() != 2 ||
+      !absl::SimpleAtod(fields[0], &per_step.gloo_seconds) ||
       !absl::SimpleAtod(fields[1], &per_step.coordinator_seconds)) {
     return absl::DataLossError(
         absl::StrCat("no result in ", result, ": expected two numbers"));
@@ -205,7 +219,8 @@ absl::Status Drive(const std::string& self) {
   for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_n), ',')) {
     int n = 0;
     if (!absl::SimpleAtoi(part, &n) || n < 2) {
-      return absl::InvalidArgumentError(absl::StrCat("--n: '", part, "' is not an integer >= 2"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--n: '", part, "' is not an integer >= 2"));
     }
     sizes.push_back(n);
   }
@@ -215,11 +230,10 @@ absl::Status Drive(const std::string& self) {
   }
 
   // One coordinator for every N, as a deployment would have.
-  ASSIGN_OR_RETURN(
-      LocalCoordinator local,
-      StartLocalCoordinator(
-          BazelBinOfThisBinary() + "/server/coordinator", dir,
-          {"--store=" + absl::GetFlag(FLAGS_coordinator_store)}));
+  ASSIGN_OR_RETURN(LocalCoordinator local,
+                   StartLocalCoordinator(
+                       BazelBinOfThisBinary() + "/server/coordinator", dir,
+                       {"--store=" + absl::GetFlag(FLAGS_coordinator_store)}));
   std::unique_ptr<ChildProcess>& coordinator = local.process;
   const std::string& target = local.target;
   CoordinatorClientOptions client_options;
@@ -234,7 +248,8 @@ absl::Status Drive(const std::string& self) {
   };
   std::vector<Row> rows;
   const int reps = std::max(1, absl::GetFlag(FLAGS_repetitions));
-  const uint64_t steps_per_rep = absl::GetFlag(FLAGS_steps) + absl::GetFlag(FLAGS_warmup);
+  const uint64_t steps_per_rep =
+      absl::GetFlag(FLAGS_steps) + absl::GetFlag(FLAGS_warmup);
   for (int n : sizes) {
     const std::string run_id = absl::StrCat("crossjob-", n, "-", getpid());
     v1::RunConfig config;
@@ -242,17 +257,20 @@ absl::Status Drive(const std::string& self) {
     config.set_max_norm(1.0);
     config.set_participants(n);
     config.set_round_timeout_ms(60000);
-    RETURN_IF_ERROR(client->RegisterRun(run_id, config, absl::Now() + absl::Seconds(10)).status());
+    RETURN_IF_ERROR(
+        client->RegisterRun(run_id, config, absl::Now() + absl::Seconds(10))
+            .status());
     std::vector<double> gloo, coord;
     for (int rep = 0; rep < reps; ++rep) {
       const std::string store = absl::StrCat(dir, "/gloo-", n, "-", rep);
       mkdir(store.c_str(), 0755);
-      ASSIGN_OR_RETURN(PerStep per_step,
-                       RunWorkers(self, n,
-                                  {"--store=" + store, "--target=" + target,
-                                   "--run_id=" + run_id,
-                                   absl::StrCat("--first_step=", rep * steps_per_rep)},
-                                  dir));
+      ASSIGN_OR_RETURN(
+          PerStep per_step,
+          RunWorkers(
+              self, n,
+              {"--store=" + store, "--target=" + target, "--run_id=" + run_id,
+               absl::StrCat("--first_step=", rep * steps_per_rep)},
+              dir));
       gloo.push_back(per_step.gloo_seconds);
       coord.push_back(per_step.coordinator_seconds);
     }
@@ -261,26 +279,30 @@ absl::Status Drive(const std::string& self) {
   coordinator->Signal(SIGTERM);
   (void)coordinator->Wait(absl::Now() + absl::Seconds(20));
 
-  std::printf("%6s  %18s  %22s  %16s\n", "N", "gloo allreduce/step", "coordinator round/step",
-              "ratio (b)/(a)");
+  std::printf("%6s  %18s  %22s  %16s\n", "N", "gloo allreduce/step",
+              "coordinator round/step", "ratio (b)/(a)");
   std::vector<std::string> json_rows;
   for (const Row& r : rows) {
     std::printf("%6d  %15.1f us  %19.1f us  %16.3f\n", r.n, r.gloo_s * 1e6,
                 r.coordinator_s * 1e6, r.coordinator_s / r.gloo_s);
-    json_rows.push_back(absl::StrFormat(
-        "{\"n\": %d, \"gloo_allreduce_us\": %.3f, \"coordinator_round_us\": %.3f, "
-        "\"ratio\": %.4f}",
-        r.n, r.gloo_s * 1e6, r.coordinator_s * 1e6, r.coordinator_s / r.gloo_s));
+    json_rows.push_back(
+        absl::StrFormat("{\"n\": %d, \"gloo_allreduce_us\": %.3f, "
+                        "\"coordinator_round_us\": %.3f, "
+                        "\"ratio\": %.4f}",
+                        r.n, r.gloo_s * 1e6, r.coordinator_s * 1e6,
+                        r.coordinator_s / r.gloo_s));
   }
   const std::string json = absl::StrCat(
       "{\"benchmark\": \"cross_job\", \"steps\": ", absl::GetFlag(FLAGS_steps),
-      ", \"repetitions\": ", reps, ", \"store\": \"", absl::GetFlag(FLAGS_coordinator_store), "\", \"results\": [",
+      ", \"repetitions\": ", reps, ", \"store\": \"",
+      absl::GetFlag(FLAGS_coordinator_store), "\", \"results\": [",
       absl::StrJoin(json_rows, ", "), "]}");
   std::printf("%s\n", json.c_str());
   const std::string json_out = absl::GetFlag(FLAGS_json_out);
   if (!json_out.empty()) {
     FILE* f = std::fopen(json_out.c_str(), "w");
-    if (f == nullptr) return absl::InternalError(absl::StrCat("cannot write ", json_out));
+    if (f == nullptr)
+      return absl::InternalError(absl::StrCat("cannot write ", json_out));
     std::fprintf(f, "%s\n", json.c_str());
     std::fclose(f);
   }
@@ -302,7 +324,8 @@ int main(int argc, char** argv) {
   const absl::Status status =
       absl::GetFlag(FLAGS_worker) ? gradnorm::Worker() : gradnorm::Drive(self);
   if (!status.ok()) {
-    std::fprintf(stderr, "cross_job_benchmark: %s\n", status.ToString().c_str());
+    std::fprintf(stderr, "cross_job_benchmark: %s\n",
+                 status.ToString().c_str());
     return 1;
   }
   return 0;

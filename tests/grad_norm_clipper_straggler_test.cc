@@ -122,7 +122,8 @@ class StragglerJobTest : public ::testing::Test {
 // Job 1 is 3 s late, three times job 0's communicator timeout: job 0's ranks
 // used to fail their broadcast with DEADLINE_EXCEEDED after 1 s, breaking the
 // communicator, although the round completed.
-TEST_F(StragglerJobTest, RanksWaitOutAStragglerLongerThanTheirCommunicatorTimeout) {
+TEST_F(StragglerJobTest,
+       RanksWaitOutAStragglerLongerThanTheirCommunicatorTimeout) {
   CreateClippers(/*report_timeout=*/absl::Seconds(30));
   const absl::Time start = absl::Now();
   auto results = RunStep(0, absl::Seconds(3));
@@ -172,7 +173,8 @@ TEST_F(StragglerJobTest, AJobThatNeverReportsFailsEveryRankAliveAtTheTimeout) {
 // (30 s): that is final, so every rank of job 0 gets the coordinator's ABORTED
 // at once rather than the leader repeating its report until report_timeout.
 TEST_F(StragglerJobTest, ARoundThatTimesOutFailsEveryRankAtOnce) {
-  CreateClippers(/*report_timeout=*/absl::Seconds(30), /*round_timeout_ms=*/1500);
+  CreateClippers(/*report_timeout=*/absl::Seconds(30),
+                 /*round_timeout_ms=*/1500);
   const absl::Time start = absl::Now();
   auto results = RunStep(0, std::nullopt);
   EXPECT_LT(absl::Now() - start, absl::Seconds(10));

@@ -64,7 +64,7 @@ Output Stopped(ChildProcess& child, absl::Time deadline) {
 
 // Runs argv to completion (60 s at most) with `environment` set.
 Output RunToEnd(const std::vector<std::string>& argv,
-           std::vector<std::string> environment = {}) {
+                std::vector<std::string> environment = {}) {
   ChildOptions options;
   options.environment = std::move(environment);
   absl::StatusOr<CommandOutput> out =
@@ -79,7 +79,8 @@ Output RunFor(const std::vector<std::string>& argv, absl::Duration duration) {
   static int runs = 0;
   ChildOptions options;
   options.output_path = TempPath(absl::StrCat("run_for.", runs++, ".out"));
-  absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(argv, options);
+  absl::StatusOr<std::unique_ptr<ChildProcess>> child =
+      ChildProcess::Start(argv, options);
   if (!child.ok()) return {-1, child.status().ToString()};
   return Stopped(**child, absl::Now() + duration);
 }
@@ -95,10 +96,10 @@ class GradnormctlTest : public ::testing::Test {
   void SetUp() override {
     const std::string port_file = TempPath("port");
     std::remove(port_file.c_str());
-    absl::StatusOr<std::unique_ptr<ChildProcess>> started = ChildProcess::Start(
-        {kCoordinator, "--listen=127.0.0.1:0", "--store=memory",
-         "--port_file=" + port_file},
-        ChildOptions());
+    absl::StatusOr<std::unique_ptr<ChildProcess>> started =
+        ChildProcess::Start({kCoordinator, "--listen=127.0.0.1:0",
+                             "--store=memory", "--port_file=" + port_file},
+                            ChildOptions());
     ASSERT_TRUE(started.ok()) << started.status();
     coordinator_ = *std::move(started);
     for (int i = 0; i < 500; ++i) {
@@ -113,7 +114,8 @@ class GradnormctlTest : public ::testing::Test {
   void TearDown() override {
     if (coordinator_ == nullptr) return;
     coordinator_->Signal(SIGTERM);
-    absl::StatusOr<int> code = coordinator_->Wait(absl::Now() + absl::Seconds(60));
+    absl::StatusOr<int> code =
+        coordinator_->Wait(absl::Now() + absl::Seconds(60));
     EXPECT_TRUE(code.ok() && *code == 0) << code.status();
   }
 
@@ -165,10 +167,12 @@ TEST_F(GradnormctlTest, TablesJsonHealthAndErrors) {
 
   Output runs = Ctl("runs");
   EXPECT_EQ(runs.exit_code, 0) << runs.text;
-  EXPECT_THAT(runs.text, MatchesRegex(
-                             "RUN +P +MAX_NORM +PARTICIPANTS +POLICY +ROUNDS +LAST_STEP +OPEN +STATE "
-                             "+CREATED\n"
-                             "ctl-run +2 +4 +1 +static +3 +2 +0 +running +[0-9T:Z-]+\n"));
+  EXPECT_THAT(
+      runs.text,
+      MatchesRegex("RUN +P +MAX_NORM +PARTICIPANTS +POLICY +ROUNDS +LAST_STEP "
+                   "+OPEN +STATE "
+                   "+CREATED\n"
+                   "ctl-run +2 +4 +1 +static +3 +2 +0 +running +[0-9T:Z-]+\n"));
 
   Output json = Ctl("--json runs");
   EXPECT_EQ(json.exit_code, 0);
@@ -176,9 +180,10 @@ TEST_F(GradnormctlTest, TablesJsonHealthAndErrors) {
 
   Output history = Ctl("history ctl-run");
   EXPECT_EQ(history.exit_code, 0);
+  EXPECT_THAT(history.text, HasSubstr("FIRST_STEP  LAST_STEP  ROUNDS  MIN  "
+                                      "MEAN  MAX  LAST  CLIPPED  SKIPPED"));
   EXPECT_THAT(history.text,
-              HasSubstr("FIRST_STEP  LAST_STEP  ROUNDS  MIN  MEAN  MAX  LAST  CLIPPED  SKIPPED"));
-  EXPECT_THAT(history.text, MatchesRegex("(.|\n)*\n +1 +1 +1 +5 +5 +5 +5 +1 +0 +0\n(.|\n)*"));
+              MatchesRegex("(.|\n)*\n +1 +1 +1 +5 +5 +5 +5 +1 +0 +0\n(.|\n)*"));
 
   Output summary = Ctl("summary ctl-run");
   EXPECT_EQ(summary.exit_code, 0);
@@ -239,7 +244,8 @@ TEST_F(GradnormctlTest, HelpVersionUsageErrorsAndEnvironment) {
   EXPECT_EQ(flag_wins.exit_code, 0) << flag_wins.text;
   // GRADNORM_TOKEN_FILE is read like --token_file: a missing file is a
   // usage error naming it.
-  Output token = RunToEnd(CtlArgv("runs"), {"GRADNORM_TOKEN_FILE=/nonexistent/token"});
+  Output token =
+      RunToEnd(CtlArgv("runs"), {"GRADNORM_TOKEN_FILE=/nonexistent/token"});
   EXPECT_EQ(token.exit_code, 2);
   EXPECT_THAT(token.text, HasSubstr("/nonexistent/token"));
 }
@@ -255,17 +261,20 @@ TEST_F(GradnormctlTest, CleanStartWithHealthPortLogsNoError) {
   EXPECT_THAT(run.text, Not(MatchesRegex("(.|\n)*E[0-9]{4} [0-9]{2}:(.|\n)*")))
       << run.text;
   // The operational log: one line at start and one at shutdown.
-  EXPECT_THAT(run.text, MatchesRegex("(.|\n)*level=info event=start version=" GRADNORM_VERSION
-                                     " listen=127.0.0.1:[0-9]+ store=memory db=\"\" "
-                                     "runs=0\n(.|\n)*"));
-  EXPECT_THAT(run.text, MatchesRegex("(.|\n)*level=info event=shutdown signal=15 "
-                                     "status=clean\n(.|\n)*"));
+  EXPECT_THAT(
+      run.text,
+      MatchesRegex("(.|\n)*level=info event=start version=" GRADNORM_VERSION
+                   " listen=127.0.0.1:[0-9]+ store=memory db=\"\" "
+                   "runs=0\n(.|\n)*"));
+  EXPECT_THAT(run.text,
+              MatchesRegex("(.|\n)*level=info event=shutdown signal=15 "
+                           "status=clean\n(.|\n)*"));
   Output quiet = RunFor({kCoordinator, "--listen=127.0.0.1:0", "--store=memory",
                          "--log_level=error"},
                         absl::Seconds(1));
   EXPECT_THAT(quiet.text, Not(HasSubstr("event=")));
   Output bad = RunToEnd({kCoordinator, "--listen=127.0.0.1:0", "--store=memory",
-                    "--log_level=debug"});
+                         "--log_level=debug"});
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_THAT(bad.text, HasSubstr("log level 'debug' is unknown"));
 }
@@ -298,33 +307,38 @@ TEST_F(GradnormctlTest, RegisterTakesEveryPolicySetting) {
   EXPECT_EQ(config.nonfinite_policy(), v1::NON_FINITE_POLICY_ERROR);
   EXPECT_EQ(config.round_timeout_ms(), 1500u);
 
-  Output autoclip = Ctl(
-      "register arun --participants=1 --max_norm=1 --policy=autoclip "
-      "--autoclip_percentile=25 --autoclip_history=50 --warmup_steps=4");
+  Output autoclip =
+      Ctl("register arun --participants=1 --max_norm=1 --policy=autoclip "
+          "--autoclip_percentile=25 --autoclip_history=50 --warmup_steps=4");
   EXPECT_EQ(autoclip.exit_code, 0) << autoclip.text;
   EXPECT_THAT(autoclip.text, HasSubstr("registered run arun"));
-  EXPECT_THAT(autoclip.text, MatchesRegex("(.|\n)*clip_policy +autoclip(.|\n)*"));
+  EXPECT_THAT(autoclip.text,
+              MatchesRegex("(.|\n)*clip_policy +autoclip(.|\n)*"));
   ASSERT_TRUE(client.GetRun("arun", &run).ok());
   EXPECT_EQ(run.config().clip_policy().auto_clip().percentile(), 25.0);
   EXPECT_EQ(run.config().clip_policy().auto_clip().history_length(), 50u);
 
-  Output again = Ctl(
-      "register arun --participants=1 --max_norm=1 --policy=autoclip "
-      "--autoclip_percentile=25 --autoclip_history=50 --warmup_steps=4");
+  Output again =
+      Ctl("register arun --participants=1 --max_norm=1 --policy=autoclip "
+          "--autoclip_percentile=25 --autoclip_history=50 --warmup_steps=4");
   EXPECT_EQ(again.exit_code, 0) << again.text;
   EXPECT_THAT(again.text, HasSubstr("run already registered: arun"));
   Output other = Ctl("register arun --participants=2");
   EXPECT_EQ(other.exit_code, 1);
   EXPECT_THAT(other.text, HasSubstr("RegisterRun failed: FAILED_PRECONDITION"));
 
-  Output bad_value = Ctl("register brun --participants=1 --policy=zclip --zclip_alpha=2");
+  Output bad_value =
+      Ctl("register brun --participants=1 --policy=zclip --zclip_alpha=2");
   EXPECT_EQ(bad_value.exit_code, 1);
   EXPECT_THAT(bad_value.text, HasSubstr("INVALID_ARGUMENT"));
   EXPECT_EQ(Ctl("register brun").exit_code, 2);
   Output policy = Ctl("register brun --participants=1 --policy=adaptive");
   EXPECT_EQ(policy.exit_code, 2);
-  EXPECT_THAT(policy.text, HasSubstr("--policy=adaptive: expected static, autoclip or zclip"));
-  EXPECT_EQ(Ctl("register brun --participants=1 --nonfinite=ignore").exit_code, 2);
+  EXPECT_THAT(
+      policy.text,
+      HasSubstr("--policy=adaptive: expected static, autoclip or zclip"));
+  EXPECT_EQ(Ctl("register brun --participants=1 --nonfinite=ignore").exit_code,
+            2);
   EXPECT_EQ(Ctl("register brun --participants=1 --norm_type=two").exit_code, 2);
 }
 
@@ -333,12 +347,14 @@ TEST_F(GradnormctlTest, RegisterTakesEveryPolicySetting) {
 TEST_F(GradnormctlTest, SummaryTopListsThatManyParticipantsAndRejectsZero) {
   TestClient client(NewChannel(target_));
   ASSERT_TRUE(client.RegisterRun("two-jobs", Config(2)).ok());
-  std::unique_ptr<PendingReport> first = client.StartReport("two-jobs", 0, 0, 1.0);
+  std::unique_ptr<PendingReport> first =
+      client.StartReport("two-jobs", 0, 0, 1.0);
   ASSERT_TRUE(client.Report("two-jobs", 0, 1, 3.0).ok());
   ASSERT_TRUE(first->WaitFor(absl::Seconds(20)));
   ASSERT_TRUE(first->status.ok()) << first->status.error_message();
 
-  const std::string header = "(.|\n)*\nPARTICIPANT +TIMES_SLOWEST +MEAN_LAG_S +MAX_LAG_S\n";
+  const std::string header =
+      "(.|\n)*\nPARTICIPANT +TIMES_SLOWEST +MEAN_LAG_S +MAX_LAG_S\n";
   const std::string row = " +[01] +[01] +[0-9.e-]+ +[0-9.e-]+\n";
   Output one = Ctl("summary two-jobs --top=1");
   EXPECT_EQ(one.exit_code, 0) << one.text;
@@ -350,7 +366,8 @@ TEST_F(GradnormctlTest, SummaryTopListsThatManyParticipantsAndRejectsZero) {
   Output zero = Ctl("summary two-jobs --top=0");
   EXPECT_EQ(zero.exit_code, 2);
   EXPECT_EQ(zero.text,
-            "gradnormctl: --top=0: expected at least 1 (how many slowest participants the "
+            "gradnormctl: --top=0: expected at least 1 (how many slowest "
+            "participants the "
             "summary lists)\n");
 }
 
@@ -366,10 +383,12 @@ TEST_F(GradnormctlTest, WatchJsonUsesProtoFieldNames) {
   // the replay of the stored rounds.
   Output watch = Finish(Start("--json watch ctl-run", absl::Seconds(2)));
   EXPECT_EQ(watch.exit_code, 124) << watch.text;
-  EXPECT_THAT(watch.text, MatchesRegex("\\{\"run_id\":\"ctl-run\",\"total_norm\":3,[^\n]*\\}\n"
-                                       "\\{\"run_id\":\"ctl-run\",\"step\":\"1\","
-                                       "\"total_norm\":5,[^\n]*\"action\":\"ACTION_CLIP\""
-                                       "[^\n]*\"effective_max_norm\":4,[^\n]*\\}\n"));
+  EXPECT_THAT(
+      watch.text,
+      MatchesRegex("\\{\"run_id\":\"ctl-run\",\"total_norm\":3,[^\n]*\\}\n"
+                   "\\{\"run_id\":\"ctl-run\",\"step\":\"1\","
+                   "\"total_norm\":5,[^\n]*\"action\":\"ACTION_CLIP\""
+                   "[^\n]*\"effective_max_norm\":4,[^\n]*\\}\n"));
   EXPECT_THAT(watch.text, Not(HasSubstr("totalNorm")));
   EXPECT_THAT(watch.text, Not(HasSubstr("runId")));
 }
@@ -379,7 +398,8 @@ TEST_F(GradnormctlTest, FinishEndsWatchesAndDeleteRemovesTheRun) {
   TestClient client(NewChannel(target_));
   ASSERT_TRUE(client.RegisterRun("done-run", Config(2)).ok());
   ASSERT_TRUE(client.RegisterRun("kept-run", Config(1)).ok());
-  std::thread both([&] { EXPECT_TRUE(client.Report("done-run", 0, 0, 9.0).ok()); });
+  std::thread both(
+      [&] { EXPECT_TRUE(client.Report("done-run", 0, 0, 9.0).ok()); });
   TestClient other(NewChannel(target_));
   ASSERT_TRUE(other.Report("done-run", 0, 1, 16.0).ok());
   both.join();
@@ -389,9 +409,10 @@ TEST_F(GradnormctlTest, FinishEndsWatchesAndDeleteRemovesTheRun) {
 
   Output finish = Ctl("finish done-run");
   EXPECT_EQ(finish.exit_code, 0) << finish.text;
-  EXPECT_THAT(finish.text,
-              HasSubstr("finished run done-run (1 rounds waiting for participants "
-                        "were abandoned)"));
+  EXPECT_THAT(
+      finish.text,
+      HasSubstr("finished run done-run (1 rounds waiting for participants "
+                "were abandoned)"));
   EXPECT_THAT(finish.text, MatchesRegex("(.|\n)*state +finished\n(.|\n)*"));
   ASSERT_TRUE(lonely->WaitFor(absl::Seconds(10)));
   EXPECT_EQ(lonely->status.error_code(), grpc::StatusCode::ABORTED);
@@ -401,8 +422,10 @@ TEST_F(GradnormctlTest, FinishEndsWatchesAndDeleteRemovesTheRun) {
   EXPECT_THAT(watched.text, MatchesRegex("(.|\n)* +0 +5 +(.|\n)*"));
   EXPECT_THAT(watched.text, HasSubstr("gradnormctl: run done-run is finished"));
   Output runs = Ctl("runs");
-  EXPECT_THAT(runs.text, MatchesRegex("(.|\n)*STATE(.|\n)*done-run +2 +4 +2 +static +1 +0 +0 "
-                                      "+finished(.|\n)*kept-run(.|\n)* running(.|\n)*"));
+  EXPECT_THAT(
+      runs.text,
+      MatchesRegex("(.|\n)*STATE(.|\n)*done-run +2 +4 +2 +static +1 +0 +0 "
+                   "+finished(.|\n)*kept-run(.|\n)* running(.|\n)*"));
 
   Output deleted = Ctl("delete done-run");
   EXPECT_EQ(deleted.exit_code, 0) << deleted.text;
@@ -422,9 +445,10 @@ TEST_F(GradnormctlTest, NonUtf8RequestsAreAWarningNotAnError) {
   std::remove(port_file.c_str());
   ChildOptions options;
   options.output_path = log_file;
-  absl::StatusOr<std::unique_ptr<ChildProcess>> coordinator = ChildProcess::Start(
-      {kCoordinator, "--listen=127.0.0.1:0", "--store=memory", "--port_file=" + port_file},
-      options);
+  absl::StatusOr<std::unique_ptr<ChildProcess>> coordinator =
+      ChildProcess::Start({kCoordinator, "--listen=127.0.0.1:0",
+                           "--store=memory", "--port_file=" + port_file},
+                          options);
   ASSERT_TRUE(coordinator.ok()) << coordinator.status();
   const absl::Time stop_at = absl::Now() + absl::Seconds(3);
   int port = 0;
@@ -434,9 +458,10 @@ TEST_F(GradnormctlTest, NonUtf8RequestsAreAWarningNotAnError) {
   }
   ASSERT_GT(port, 0);
   for (int i = 0; i < 3; ++i) {
-    testing::RawCallResult result = testing::RawCall(
-        NewChannel(absl::StrCat("127.0.0.1:", port)), "/gradnorm.v1.Coordinator/GetRun",
-        {std::string("\x0a\x02\xff\xfe", 4)});
+    testing::RawCallResult result =
+        testing::RawCall(NewChannel(absl::StrCat("127.0.0.1:", port)),
+                         "/gradnorm.v1.Coordinator/GetRun",
+                         {std::string("\x0a\x02\xff\xfe", 4)});
     EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   }
   const Output stopped = Stopped(**coordinator, stop_at);
@@ -459,7 +484,8 @@ TEST_F(GradnormctlTest, WatchWaitsForARunNotYetRegistered) {
   EXPECT_EQ(out.exit_code, 124) << out.text;
   EXPECT_THAT(out.text,
               HasSubstr("run later-run is not registered yet; waiting for it"));
-  EXPECT_THAT(out.text, HasSubstr("{\"run_id\":\"later-run\",\"total_norm\":3,"));
+  EXPECT_THAT(out.text,
+              HasSubstr("{\"run_id\":\"later-run\",\"total_norm\":3,"));
 }
 
 // --timeout bounds watch's connection, not the stream: a server that accepts
@@ -472,17 +498,23 @@ TEST_F(GradnormctlTest, WatchTimeoutBoundsConnectingOnly) {
   address.sin_family = AF_INET;
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t length = sizeof(address);
-  ASSERT_EQ(bind(silent, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(
+      bind(silent, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
   ASSERT_EQ(listen(silent, 4), 0);
-  ASSERT_EQ(getsockname(silent, reinterpret_cast<sockaddr*>(&address), &length), 0);
-  const std::string silent_target = absl::StrCat("127.0.0.1:", ntohs(address.sin_port));
+  ASSERT_EQ(getsockname(silent, reinterpret_cast<sockaddr*>(&address), &length),
+            0);
+  const std::string silent_target =
+      absl::StrCat("127.0.0.1:", ntohs(address.sin_port));
   const absl::Time start = absl::Now();
-  Output hung = Finish(Start("--timeout=0.5 watch ctl-run", absl::Seconds(60), silent_target));
+  Output hung = Finish(
+      Start("--timeout=0.5 watch ctl-run", absl::Seconds(60), silent_target));
   const absl::Duration elapsed = absl::Now() - start;
   close(silent);
   EXPECT_EQ(hung.exit_code, 1) << hung.text;
-  EXPECT_THAT(hung.text, HasSubstr("WatchRun failed: DEADLINE_EXCEEDED: no connection to " +
-                                   silent_target + " within --timeout 0.5 s"));
+  EXPECT_THAT(
+      hung.text,
+      HasSubstr("WatchRun failed: DEADLINE_EXCEEDED: no connection to " +
+                silent_target + " within --timeout 0.5 s"));
   EXPECT_LT(elapsed, absl::Seconds(5));
 
   TestClient client(NewChannel(target_));
@@ -492,8 +524,11 @@ TEST_F(GradnormctlTest, WatchTimeoutBoundsConnectingOnly) {
   ASSERT_TRUE(client.Report("ctl-run", 7, 0, 4.0).ok());
   Output live = Finish(std::move(watch));
   EXPECT_EQ(live.exit_code, 124) << live.text;
-  EXPECT_THAT(live.text, MatchesRegex(" +STEP +TOTAL_NORM +CLIP_COEF +ACTION +REASON +SPREAD_S +SLOWEST\n"
-                                      " +7 +2 +1 +none +within_max_norm +0 +0\n"));
+  EXPECT_THAT(
+      live.text,
+      MatchesRegex(
+          " +STEP +TOTAL_NORM +CLIP_COEF +ACTION +REASON +SPREAD_S +SLOWEST\n"
+          " +7 +2 +1 +none +within_max_norm +0 +0\n"));
 }
 
 }  // namespace

@@ -27,7 +27,8 @@ std::string BazelBinOfThisBinary() {
 absl::StatusOr<std::string> MakeScratchDir(absl::string_view prefix) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   if (tmp == nullptr) tmp = std::getenv("TMPDIR");
-  std::string pattern = absl::StrCat(tmp ? tmp : "/tmp", "/", prefix, "-XXXXXX");
+  std::string pattern =
+      absl::StrCat(tmp ? tmp : "/tmp", "/", prefix, "-XXXXXX");
   if (mkdtemp(pattern.data()) == nullptr) {
     return absl::InternalError(
         absl::StrCat("mkdtemp ", pattern, ": ", std::strerror(errno)));
@@ -51,7 +52,8 @@ absl::StatusOr<LocalCoordinator> StartLocalCoordinator(
   // The coordinator writes the port file atomically once it serves.
   for (const absl::Time until = absl::Now() + absl::Seconds(20);
        absl::Now() < until; absl::SleepFor(absl::Milliseconds(20))) {
-    const std::string port(absl::StripAsciiWhitespace(ReadWholeFile(port_file)));
+    const std::string port(
+        absl::StripAsciiWhitespace(ReadWholeFile(port_file)));
     if (!port.empty()) {
       return LocalCoordinator{*std::move(process), "127.0.0.1:" + port};
     }

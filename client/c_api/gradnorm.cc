@@ -158,7 +158,8 @@ absl::StatusOr<std::string> CallCoordinator(CoordinatorClient& client,
     return Call<v1::GetRunRequest, v1::GetRunResponse>(
         "GetRun", request_json,
         [&](const v1::GetRunRequest& r) -> absl::StatusOr<v1::GetRunResponse> {
-          ASSIGN_OR_RETURN(v1::RunInfo run, client.GetRun(r.run_id(), deadline));
+          ASSIGN_OR_RETURN(v1::RunInfo run,
+                           client.GetRun(r.run_id(), deadline));
           v1::GetRunResponse response;
           *response.mutable_run() = std::move(run);
           return response;
@@ -215,10 +216,10 @@ absl::StatusOr<CoordinatorClientOptions> ClientOptions(
       out.security = CoordinatorClientOptions::Security::kMutualTls;
       break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "security ", in.security,
-          " is unknown; expected GN_INSECURE (0), GN_TLS (1) or "
-          "GN_MUTUAL_TLS (2)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("security ", in.security,
+                       " is unknown; expected GN_INSECURE (0), GN_TLS (1) or "
+                       "GN_MUTUAL_TLS (2)"));
   }
   out.root_certs_pem = Str(in.root_certs_pem);
   out.client_cert_pem = Str(in.client_cert_pem);
@@ -239,8 +240,7 @@ CoordinatorBinding Binding(const gn_coordinator_binding& in, bool leader) {
   const std::string config = Str(in.run_config_json);
   if (leader && !config.empty()) {
     gradnorm::v1::RunConfig parsed;
-    out.config_error =
-        ParseJson(config.c_str(), &parsed, "run_config_json");
+    out.config_error = ParseJson(config.c_str(), &parsed, "run_config_json");
     out.config = std::move(parsed);
   }
   // 0 takes the default; a negative value reaches Create's own check.
@@ -275,12 +275,10 @@ absl::Status CreateClipper(gn_communicator* dp_cp, gn_communicator* tp,
   clipper_options.scale.num_threads = options->num_threads;
   clipper_options.partial.parallel_for = CurrentExecutor();
   clipper_options.scale.parallel_for = clipper_options.partial.parallel_for;
-  ASSIGN_OR_RETURN(
-      clipper->impl,
-      GradNormClipper::Create(&Or(dp_cp, clipper->own_dp_cp),
-                              &Or(tp, clipper->own_tp), &job_comm,
-                              clipper_options,
-                              std::move(binding)));
+  ASSIGN_OR_RETURN(clipper->impl,
+                   GradNormClipper::Create(
+                       &Or(dp_cp, clipper->own_dp_cp), &Or(tp, clipper->own_tp),
+                       &job_comm, clipper_options, std::move(binding)));
   *out = clipper.release();
   return absl::OkStatus();
 }
@@ -291,9 +289,9 @@ absl::Status ClipperStep(gn_clipper* clipper, uint64_t step,
   RETURN_IF_ERROR(NotNull(clipper, "clipper"));
   RETURN_IF_ERROR(NotNull(out, "out"));
   ASSIGN_OR_RETURN(TensorViews views, ReadTensors(tensors));
-  ASSIGN_OR_RETURN(StepResult result,
-                   clipper->impl->Step(step, views.grads, cuda_stream,
-                                       views.input_error));
+  ASSIGN_OR_RETURN(
+      StepResult result,
+      clipper->impl->Step(step, views.grads, cuda_stream, views.input_error));
   clipper->reason_detail = std::move(result.reason_detail);
   out->total_norm = result.total_norm;
   out->clip_coef = result.clip_coef;
@@ -352,7 +350,8 @@ gn_code gn_partial_norm(const gn_tensors* tensors, double p,
   if (!views.ok()) return Return(views.status());
   if (!views->input_error.ok()) return Return(views->input_error);
   absl::StatusOr<gradnorm::PartialNorm> partial = gradnorm::ComputePartialNorm(
-      views->grads, p, gradnorm::c_api_internal::Exec<gradnorm::PartialNormOptions>(options));
+      views->grads, p,
+      gradnorm::c_api_internal::Exec<gradnorm::PartialNormOptions>(options));
   if (!partial.ok()) return Return(partial.status());
   *value = partial->value;
   *nonfinite = partial->nonfinite ? 1 : 0;
@@ -365,7 +364,8 @@ gn_code gn_scale(const gn_tensors* tensors, double coef,
   if (!views.ok()) return Return(views.status());
   if (!views->input_error.ok()) return Return(views->input_error);
   return Return(gradnorm::ScaleInPlace(
-      views->grads, coef, gradnorm::c_api_internal::Exec<gradnorm::ScaleOptions>(options)));
+      views->grads, coef,
+      gradnorm::c_api_internal::Exec<gradnorm::ScaleOptions>(options)));
 }
 
 gn_code gn_use_openmp(const char* library) {
@@ -412,7 +412,8 @@ gn_code gn_get_grad_norm(const gn_tensors* tensors, gn_communicator* dp_cp,
   if (!views.ok()) return Return(views.status());
   gradnorm::GradNormOptions norm_options;
   norm_options.error_if_nonfinite = error_if_nonfinite != 0;
-  norm_options.partial = gradnorm::c_api_internal::Exec<gradnorm::PartialNormOptions>(options);
+  norm_options.partial =
+      gradnorm::c_api_internal::Exec<gradnorm::PartialNormOptions>(options);
   norm_options.input_error = views->input_error;
   gradnorm::SingleProcessCommunicator own_dp_cp, own_tp;
   absl::StatusOr<gradnorm::GradNormResult> result = gradnorm::GetGradNorm(
@@ -437,7 +438,8 @@ gn_code gn_clip_grad_by_total_norm(const gn_tensors* tensors, double max_norm,
   if (!views->input_error.ok()) return Return(views->input_error);
   gradnorm::ClipOptions clip_options;
   clip_options.error_if_nonfinite = error_if_nonfinite != 0;
-  clip_options.scale = gradnorm::c_api_internal::Exec<gradnorm::ScaleOptions>(options);
+  clip_options.scale =
+      gradnorm::c_api_internal::Exec<gradnorm::ScaleOptions>(options);
   absl::StatusOr<gradnorm::ClipResult> result = gradnorm::ClipGradByTotalNorm(
       views->grads, max_norm, total_norm, clip_options);
   if (!result.ok()) return Return(result.status());
@@ -466,9 +468,8 @@ void gn_coordinator_client_destroy(gn_coordinator_client* client) {
 }
 
 gn_code gn_coordinator_client_call(gn_coordinator_client* client,
-                                   const char* method,
-                                   const char* request_json, double timeout_s,
-                                   char** response_json) {
+                                   const char* method, const char* request_json,
+                                   double timeout_s, char** response_json) {
   if (client == nullptr || method == nullptr || response_json == nullptr) {
     return Return(NotNull(nullptr, "client, method or response_json"));
   }
@@ -484,8 +485,8 @@ gn_code gn_coordinator_client_call(gn_coordinator_client* client,
   if (!response.ok()) return Return(response.status());
   *response_json = gradnorm::c_api_internal::CopyString(*response);
   if (*response_json == nullptr) {
-    return Return(absl::ResourceExhaustedError(
-        "cannot allocate the response string"));
+    return Return(
+        absl::ResourceExhaustedError("cannot allocate the response string"));
   }
   return Return(absl::OkStatus());
 }

@@ -205,9 +205,10 @@ typedef struct gn_communicator_callbacks {
 
 typedef struct gn_communicator gn_communicator;
 
-/* INVALID_ARGUMENT for a missing callback, size < 1 or rank outside [0, size). */
-GN_API gn_code gn_communicator_create(const gn_communicator_callbacks* callbacks,
-                                      gn_communicator** out);
+/* INVALID_ARGUMENT for a missing callback, size < 1 or rank outside [0, size).
+ */
+GN_API gn_code gn_communicator_create(
+    const gn_communicator_callbacks* callbacks, gn_communicator** out);
 GN_API void gn_communicator_destroy(gn_communicator* communicator);
 /* For a callback about to return an error code: the message that goes with
  * it (copied; this thread only). */
@@ -230,9 +231,9 @@ typedef struct gn_grad_norm_result {
  * bad ones. Errors: INVALID_ARGUMENT for a bad norm_type or tensor (on the
  * rank that has it), ABORTED on the other ranks then, FAILED_PRECONDITION for
  * a non-finite total with error_if_nonfinite, the communicators' errors. */
-GN_API gn_code gn_get_grad_norm(const gn_tensors* tensors, gn_communicator* dp_cp,
-                                gn_communicator* tp, double norm_type,
-                                int32_t error_if_nonfinite,
+GN_API gn_code gn_get_grad_norm(const gn_tensors* tensors,
+                                gn_communicator* dp_cp, gn_communicator* tp,
+                                double norm_type, int32_t error_if_nonfinite,
                                 const gn_exec_options* options,
                                 gn_grad_norm_result* out);
 
@@ -284,12 +285,13 @@ GN_API void gn_coordinator_client_destroy(gn_coordinator_client* client);
 /* One call of the coordinator's gradnorm.v1.Coordinator service, request and
  * response in the proto3 JSON mapping (proto field names, every field
  * present in the response). `method` is one of RegisterRun, GetRun,
- * ListRuns, GetHistory, GetSummary, FinishRun, DeleteRun. Retried on UNAVAILABLE until the
- * deadline, `timeout_s` seconds from now (> 0). *response_json is set on
- * success; free it with gn_free. Errors: INVALID_ARGUMENT for an unknown
- * method, a request that does not parse as that method's request message, or
- * timeout_s <= 0; otherwise the coordinator's code and message (see
- * proto/gradnorm/v1/coordinator.proto) or DEADLINE_EXCEEDED. */
+ * ListRuns, GetHistory, GetSummary, FinishRun, DeleteRun. Retried on
+ * UNAVAILABLE until the deadline, `timeout_s` seconds from now (> 0).
+ * *response_json is set on success; free it with gn_free. Errors:
+ * INVALID_ARGUMENT for an unknown method, a request that does not parse as that
+ * method's request message, or timeout_s <= 0; otherwise the coordinator's code
+ * and message (see proto/gradnorm/v1/coordinator.proto) or DEADLINE_EXCEEDED.
+ */
 GN_API gn_code gn_coordinator_client_call(gn_coordinator_client* client,
                                           const char* method,
                                           const char* request_json,
@@ -344,7 +346,8 @@ GN_API gn_code gn_clipper_create(gn_communicator* dp_cp, gn_communicator* tp,
                                  gn_clipper** out);
 GN_API void gn_clipper_destroy(gn_clipper* clipper);
 
-/* gn_step_result.action (gradnorm.v1.Action) and .reason (gradnorm.v1.Reason). */
+/* gn_step_result.action (gradnorm.v1.Action) and .reason (gradnorm.v1.Reason).
+ */
 enum { GN_ACTION_NONE = 1, GN_ACTION_CLIP = 2, GN_ACTION_SKIP = 3 };
 enum {
   GN_REASON_WITHIN_MAX_NORM = 1,

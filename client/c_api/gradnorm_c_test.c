@@ -1,20 +1,20 @@
 /* The C ABI from C: compiled by a C compiler against gradnorm.h alone and
  * linked with libgradnorm.so. The seed vectors, errors and the version. */
-#include "client/c_api/gradnorm.h"
-
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "client/c_api/gradnorm.h"
+
 static int failures = 0;
 
-#define CHECK(cond)                                                  \
-  do {                                                               \
-    if (!(cond)) {                                                   \
-      fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", \
-              __FILE__, __LINE__, #cond, gn_last_error());           \
-      failures++;                                                    \
-    }                                                                \
+#define CHECK(cond)                                                           \
+  do {                                                                        \
+    if (!(cond)) {                                                            \
+      fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__, \
+              __LINE__, #cond, gn_last_error());                              \
+      failures++;                                                             \
+    }                                                                         \
   } while (0)
 
 static gn_tensors two_fp32(float* a, float* b) {
@@ -79,8 +79,11 @@ static void test_errors(void) {
   gn_grad_norm_result norm;
   CHECK(gn_get_grad_norm(&t, NULL, NULL, -1.0, 0, NULL, &norm) ==
         GN_INVALID_ARGUMENT);
-  CHECK(strcmp(gn_last_error(),
-               "norm_type -1 is invalid: expected p > 0 (a finite value or +inf)") == 0);
+  CHECK(
+      strcmp(
+          gn_last_error(),
+          "norm_type -1 is invalid: expected p > 0 (a finite value or +inf)") ==
+      0);
   /* A success clears the message. */
   CHECK(gn_get_grad_norm(&t, NULL, NULL, 2.0, 0, NULL, &norm) == GN_OK);
   CHECK(strcmp(gn_last_error(), "") == 0);

@@ -47,7 +47,8 @@ gn_code BroadcastBytes(void* user, uint8_t* bytes, size_t n, int32_t root) {
 }
 
 gn_code Barrier(void* user) {
-  return static_cast<gn_code>(static_cast<Communicator*>(user)->Barrier().code());
+  return static_cast<gn_code>(
+      static_cast<Communicator*>(user)->Barrier().code());
 }
 
 gn_communicator* Wrap(Communicator* comm) {
@@ -110,8 +111,8 @@ TEST(CApiTest, GetGradNormOverCallbackGroupsCountsEachElementOnce) {
       gn_communicator* dp_comm = Wrap(dp_groups[tp][dp].get());
       gn_communicator* tp_comm = Wrap(tp_groups[dp][tp].get());
       Grads g;
-      g.Add({1.0f + r, 2.0f});                               // W shard
-      g.Add({0.5f, 1.5f}, GN_TP_REPLICATED);                 // bias of dp
+      g.Add({1.0f + r, 2.0f});                                     // W shard
+      g.Add({0.5f, 1.5f}, GN_TP_REPLICATED);                       // bias of dp
       g.Add({3.0f}, dp == 0 ? GN_SHARDED : GN_COUNTED_ELSEWHERE);  // DP replica
       codes[r] = gn_get_grad_norm(g.View(), dp_comm, tp_comm, 2.0, 0, nullptr,
                                   &results[r]);
@@ -142,7 +143,8 @@ TEST(CApiTest, BadInputOnOneRankFailsEveryRankWithoutHanging) {
       Grads g;
       g.Add({3.0f, 4.0f});
       gn_tensors t = *g.View();
-      if (r == 1) t.error = "parameter 2's gradient has strides (1, 4); expected dense";
+      if (r == 1)
+        t.error = "parameter 2's gradient has strides (1, 4); expected dense";
       gn_grad_norm_result result;
       codes[r] = gn_get_grad_norm(&t, dp, nullptr, 2.0, 0, nullptr, &result);
       messages[r] = gn_last_error();
@@ -151,7 +153,8 @@ TEST(CApiTest, BadInputOnOneRankFailsEveryRankWithoutHanging) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(codes[1], GN_INVALID_ARGUMENT);
-  EXPECT_EQ(messages[1], "parameter 2's gradient has strides (1, 4); expected dense");
+  EXPECT_EQ(messages[1],
+            "parameter 2's gradient has strides (1, 4); expected dense");
   EXPECT_EQ(codes[0], GN_ABORTED);
   EXPECT_THAT(messages[0], HasSubstr("1 rank(s)"));
 }
@@ -161,9 +164,9 @@ TEST(CApiTest, ClipperWithoutCoordinatorDecidesLocallyAndClips) {
   options.norm_type = 2.0;
   options.max_norm = 1.0;
   gn_clipper* clipper = nullptr;
-  ASSERT_EQ(gn_clipper_create(nullptr, nullptr, nullptr, &options, nullptr,
-                              &clipper),
-            GN_OK)
+  ASSERT_EQ(
+      gn_clipper_create(nullptr, nullptr, nullptr, &options, nullptr, &clipper),
+      GN_OK)
       << gn_last_error();
   Grads g;
   g.Add({3.0f, 4.0f});
@@ -261,11 +264,13 @@ TEST(CApiTest, CoordinatorCallChecksMethodRequestAndTimeout) {
                                        &response),
             GN_INVALID_ARGUMENT);
   EXPECT_THAT(gn_last_error(), HasSubstr("GetRun's request does not parse"));
-  EXPECT_EQ(gn_coordinator_client_call(client, "ListRuns", "{}", 0.0, &response),
-            GN_INVALID_ARGUMENT);
+  EXPECT_EQ(
+      gn_coordinator_client_call(client, "ListRuns", "{}", 0.0, &response),
+      GN_INVALID_ARGUMENT);
   // Nobody listens on port 1: UNAVAILABLE retried until the deadline.
-  EXPECT_EQ(gn_coordinator_client_call(client, "ListRuns", "{}", 0.3, &response),
-            GN_DEADLINE_EXCEEDED);
+  EXPECT_EQ(
+      gn_coordinator_client_call(client, "ListRuns", "{}", 0.3, &response),
+      GN_DEADLINE_EXCEEDED);
   EXPECT_EQ(response, nullptr);
   gn_coordinator_client_destroy(client);
 }

@@ -6,9 +6,9 @@
 #ifndef GRADNORM_CLIENT_INTERNAL_NAN_FLAGS_H_
 #define GRADNORM_CLIENT_INTERNAL_NAN_FLAGS_H_
 
-#include <cstddef>
-
 #include <cuda_runtime_api.h>
+
+#include <cstddef>
 
 namespace gradnorm {
 namespace client_internal {

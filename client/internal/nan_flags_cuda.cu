@@ -6,14 +6,17 @@ namespace {
 
 constexpr int kThreads = 128;
 
-__global__ void MarkNaNKernel(const double* values, double* flags, size_t count) {
+__global__ void MarkNaNKernel(const double* values, double* flags,
+                              size_t count) {
   const size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
   if (i < count) flags[i] = isnan(values[i]) ? 1.0 : 0.0;
 }
 
-__global__ void ApplyNaNKernel(double* values, const double* flags, size_t count) {
+__global__ void ApplyNaNKernel(double* values, const double* flags,
+                               size_t count) {
   const size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (i < count && flags[i] > 0.0) values[i] = __longlong_as_double(0x7ff8000000000000ULL);
+  if (i < count && flags[i] > 0.0)
+    values[i] = __longlong_as_double(0x7ff8000000000000ULL);
 }
 
 unsigned int Blocks(size_t count) {

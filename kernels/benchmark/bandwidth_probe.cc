@@ -102,8 +102,8 @@ double BandwidthProbe::ReadOnce(int threads) {
   const double seconds = BestSeconds(1, [&] {
     ThreadPool::Default().ParallelFor(pieces, parallelism, [&](int64_t i) {
       const int64_t begin = i * kPieceFloats;
-      const int64_t n =
-          std::min<int64_t>(kPieceFloats, static_cast<int64_t>(floats_) - begin);
+      const int64_t n = std::min<int64_t>(
+          kPieceFloats, static_cast<int64_t>(floats_) - begin);
       partial[i] = HWY_DYNAMIC_DISPATCH(SumFloats)(data_.get() + begin, n);
     });
   });
@@ -123,8 +123,8 @@ double BandwidthProbe::ReadWriteOnce(int threads) {
   return BestSeconds(1, [&] {
     ThreadPool::Default().ParallelFor(pieces, parallelism, [&](int64_t i) {
       const int64_t begin = i * kPieceFloats;
-      const int64_t n =
-          std::min<int64_t>(kPieceFloats, static_cast<int64_t>(floats_) - begin);
+      const int64_t n = std::min<int64_t>(
+          kPieceFloats, static_cast<int64_t>(floats_) - begin);
       HWY_DYNAMIC_DISPATCH(AddInPlace)(data_.get() + begin, n, x);
     });
   });

@@ -5,8 +5,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "kernels/cuda_status.h"
 #include "kernels/benchmark/device_bandwidth_probe_kernels.h"
+#include "kernels/cuda_status.h"
 
 namespace gradnorm {
 namespace kernels_internal {
@@ -22,8 +22,8 @@ DeviceBandwidthProbe::Create(int device, size_t bytes, cudaStream_t stream) {
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   probe->blocks_ = sms * kProbeBlocksPerSm;
   RETURN_IF_CUDA_ERROR(cudaMalloc(&probe->buffer_, probe->words_ * 16));
-  RETURN_IF_CUDA_ERROR(cudaMemsetAsync(probe->buffer_, 0, probe->words_ * 16,
-                                       stream));
+  RETURN_IF_CUDA_ERROR(
+      cudaMemsetAsync(probe->buffer_, 0, probe->words_ * 16, stream));
   void* block_sums = nullptr;
   RETURN_IF_CUDA_ERROR(cudaMalloc(&block_sums, sizeof(float) * probe->blocks_));
   probe->block_sums_ = static_cast<float*>(block_sums);

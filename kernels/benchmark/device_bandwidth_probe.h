@@ -5,7 +5,8 @@
 // the fastest of many passes. Also the device's nominal peak bandwidth.
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<DeviceBandwidthProbe> probe,
-//                    DeviceBandwidthProbe::Create(/*device=*/0, bytes, stream));
+//                    DeviceBandwidthProbe::Create(/*device=*/0, bytes,
+//                    stream));
 //   ASSIGN_OR_RETURN(double seconds, probe->ReadSeconds(/*passes=*/5));
 //
 // Errors: as CudaErrorToStatus (FAILED_PRECONDITION where no device can run

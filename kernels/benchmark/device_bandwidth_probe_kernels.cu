@@ -1,7 +1,6 @@
-#include "kernels/benchmark/device_bandwidth_probe_kernels.h"
-
 #include <cuda_runtime.h>
 
+#include "kernels/benchmark/device_bandwidth_probe_kernels.h"
 #include "kernels/internal/cuda_launch.cuh"
 
 namespace gradnorm {
@@ -53,8 +52,8 @@ __global__ void __launch_bounds__(kProbeThreadsPerBlock, kProbeBlocksPerSm)
     for (int u = 0; u < kUnroll; ++u) v[u] = data[i + u * stride];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      data[i + u * stride] =
-          make_float4(v[u].x + 1.0f, v[u].y + 1.0f, v[u].z + 1.0f, v[u].w + 1.0f);
+      data[i + u * stride] = make_float4(v[u].x + 1.0f, v[u].y + 1.0f,
+                                         v[u].z + 1.0f, v[u].w + 1.0f);
     }
   }
   for (; i < words; i += stride) {

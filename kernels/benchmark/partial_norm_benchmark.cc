@@ -14,7 +14,8 @@
 // for reads, an in-place add for clip), so both see the same machine load.
 // Counters: bytes_per_second (gradient bytes / mean wall time per call),
 // limit_bytes_per_second (the probe's fastest pass), ratio_to_limit (fastest
-// call vs fastest probe pass) and mean_ratio_to_limit (mean vs mean). "fp32acc" variants accumulate in fp32, to show what fp64 costs.
+// call vs fastest probe pass) and mean_ratio_to_limit (mean vs mean). "fp32acc"
+// variants accumulate in fp32, to show what fp64 costs.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -28,9 +29,9 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
-#include "kernels/grad_tensor.h"
 #include "kernels/benchmark/bandwidth_probe.h"
 #include "kernels/benchmark/gpt2_workload.h"
+#include "kernels/grad_tensor.h"
 #include "kernels/internal/half.h"
 #include "kernels/partial_norm.h"
 
@@ -79,13 +80,14 @@ class Workload {
 enum class Shape { kGpt2, k10kx1k };
 
 const Workload& GetWorkload(Shape shape, DType dtype) {
-  static auto* cache = new std::map<std::pair<Shape, DType>,
-                                    std::unique_ptr<Workload>>();
+  static auto* cache =
+      new std::map<std::pair<Shape, DType>, std::unique_ptr<Workload>>();
   auto& slot = (*cache)[{shape, dtype}];
   if (slot == nullptr) {
-    slot = std::make_unique<Workload>(
-        shape == Shape::kGpt2 ? kernels_internal::Gpt2SmallSizes() : std::vector<int64_t>(10000, 1000),
-        dtype);
+    slot = std::make_unique<Workload>(shape == Shape::kGpt2
+                                          ? kernels_internal::Gpt2SmallSizes()
+                                          : std::vector<int64_t>(10000, 1000),
+                                      dtype);
   }
   return *slot;
 }
@@ -146,7 +148,8 @@ class Interleaved {
 void BM_PartialNorm(benchmark::State& state, Shape shape, DType dtype, double p,
                     bool fp32_accumulation) {
   const Workload& w = GetWorkload(shape, dtype);
-  if (shape == Shape::kGpt2 && w.elements() != kernels_internal::kGpt2SmallElements) {
+  if (shape == Shape::kGpt2 &&
+      w.elements() != kernels_internal::kGpt2SmallElements) {
     state.SkipWithError("GPT-2 small should have 124,439,808 elements");
     return;
   }
@@ -174,9 +177,8 @@ void BM_Clip(benchmark::State& state, DType dtype) {
   int64_t i = 0;
   for (auto _ : state) {
     absl::Status s;
-    timer.Time([&] {
-      s = ScaleInPlace(w.tensors(), (i++ % 2 == 0) ? 0.5 : 2.0);
-    });
+    timer.Time(
+        [&] { s = ScaleInPlace(w.tensors(), (i++ % 2 == 0) ? 0.5 : 2.0); });
     if (!s.ok()) {
       state.SkipWithError(std::string(s.message()).c_str());
       return;
@@ -192,32 +194,42 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_fp32_p2, Shape::kGpt2,
                   DType::kFloat32, 2.0, false)
-    ->UseRealTime()->Unit(benchmark::kMillisecond);
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_fp32_pinf, Shape::kGpt2,
                   DType::kFloat32, kInf, false)
-    ->UseRealTime()->Unit(benchmark::kMillisecond);
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_fp32_p2_fp32acc, Shape::kGpt2,
                   DType::kFloat32, 2.0, true)
-    ->UseRealTime()->Unit(benchmark::kMillisecond);
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_bf16_p2, Shape::kGpt2,
                   DType::kBFloat16, 2.0, false)
-    ->UseRealTime()->Unit(benchmark::kMillisecond);
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_bf16_pinf, Shape::kGpt2,
                   DType::kBFloat16, kInf, false)
-    ->UseRealTime()->Unit(benchmark::kMillisecond);
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_bf16_p2_fp32acc, Shape::kGpt2,
                   DType::kBFloat16, 2.0, true)
-    ->UseRealTime()->Unit(benchmark::kMillisecond);
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PartialNorm, 10k_x_1k_fp32_p2, Shape::k10kx1k,
                   DType::kFloat32, 2.0, false)
-    ->UseRealTime()->Unit(benchmark::kMicrosecond);
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_PartialNorm, 10k_x_1k_fp32_p2_fp32acc, Shape::k10kx1k,
                   DType::kFloat32, 2.0, true)
-    ->UseRealTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(BM_Clip, gpt2_124m_fp32_x0.5, DType::kFloat32)
-    ->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Clip, gpt2_124m_bf16_x0.5, DType::kBFloat16)
-    ->UseRealTime()->Unit(benchmark::kMillisecond);
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_Clip, gpt2_124m_fp32_x0 .5, DType::kFloat32)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Clip, gpt2_124m_bf16_x0 .5, DType::kBFloat16)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace gradnorm

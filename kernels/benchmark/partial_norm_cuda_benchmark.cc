@@ -3,7 +3,8 @@
 // (kernels/benchmark/device_bandwidth_probe.h) over the same number of bytes,
 // and to the device's nominal peak.
 //
-//   bazel run //kernels/benchmark:partial_norm_cuda_benchmark    # needs an NVIDIA GPU, sm_80+
+//   bazel run //kernels/benchmark:partial_norm_cuda_benchmark    # needs an
+//   NVIDIA GPU, sm_80+
 //
 // Without a usable GPU it says why and exits 0.
 //
@@ -40,14 +41,14 @@
 #include "absl/strings/str_cat.h"
 #include "benchmark/benchmark.h"
 #include "common/status_macros.h"
-#include "kernels/grad_tensor.h"
 #include "kernels/benchmark/cuda_event_timer.h"
-#include "kernels/cuda_status.h"
 #include "kernels/benchmark/device_bandwidth_probe.h"
 #include "kernels/benchmark/gpt2_workload.h"
+#include "kernels/cuda_status.h"
+#include "kernels/grad_tensor.h"
 #include "kernels/internal/half.h"
-#include "kernels/partial_norm.h"
 #include "kernels/internal/partial_norm_on_device.h"
+#include "kernels/partial_norm.h"
 
 namespace gradnorm {
 namespace {
@@ -132,8 +133,8 @@ absl::StatusOr<const DeviceWorkload*> GetWorkload(DType dtype) {
 // after each timing.
 class Interleaved {
  public:
-  static absl::StatusOr<std::unique_ptr<Interleaved>> Create(
-      size_t bytes, bool read_write) {
+  static absl::StatusOr<std::unique_ptr<Interleaved>> Create(size_t bytes,
+                                                             bool read_write) {
     std::unique_ptr<Interleaved> t(new Interleaved());
     t->read_write_ = read_write;
     RETURN_IF_CUDA_ERROR(cudaSetDevice(kDevice));
@@ -263,19 +264,27 @@ void BM_Cuda(benchmark::State& state, DType dtype, double p, Mode mode) {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-#define GRADNORM_CUDA_BENCHMARK(name, dtype, p, mode)         \
-  BENCHMARK_CAPTURE(BM_Cuda, name, dtype, p, mode)            \
-      ->UseManualTime()                                       \
+#define GRADNORM_CUDA_BENCHMARK(name, dtype, p, mode) \
+  BENCHMARK_CAPTURE(BM_Cuda, name, dtype, p, mode)    \
+      ->UseManualTime()                               \
       ->Unit(benchmark::kMicrosecond)
 
-GRADNORM_CUDA_BENCHMARK(gpt2_124m_fp32_p2, DType::kFloat32, 2.0, Mode::kPartial);
-GRADNORM_CUDA_BENCHMARK(gpt2_124m_fp32_pinf, DType::kFloat32, kInf, Mode::kPartial);
-GRADNORM_CUDA_BENCHMARK(gpt2_124m_bf16_p2, DType::kBFloat16, 2.0, Mode::kPartial);
-GRADNORM_CUDA_BENCHMARK(gpt2_124m_bf16_pinf, DType::kBFloat16, kInf, Mode::kPartial);
-GRADNORM_CUDA_BENCHMARK(gpt2_124m_fp32_p2_on_device, DType::kFloat32, 2.0, Mode::kOnDevice);
-GRADNORM_CUDA_BENCHMARK(gpt2_124m_bf16_p2_on_device, DType::kBFloat16, 2.0, Mode::kOnDevice);
-GRADNORM_CUDA_BENCHMARK(gpt2_124m_fp32_x0.5, DType::kFloat32, 0.0, Mode::kClip);
-GRADNORM_CUDA_BENCHMARK(gpt2_124m_bf16_x0.5, DType::kBFloat16, 0.0, Mode::kClip);
+GRADNORM_CUDA_BENCHMARK(gpt2_124m_fp32_p2, DType::kFloat32, 2.0,
+                        Mode::kPartial);
+GRADNORM_CUDA_BENCHMARK(gpt2_124m_fp32_pinf, DType::kFloat32, kInf,
+                        Mode::kPartial);
+GRADNORM_CUDA_BENCHMARK(gpt2_124m_bf16_p2, DType::kBFloat16, 2.0,
+                        Mode::kPartial);
+GRADNORM_CUDA_BENCHMARK(gpt2_124m_bf16_pinf, DType::kBFloat16, kInf,
+                        Mode::kPartial);
+GRADNORM_CUDA_BENCHMARK(gpt2_124m_fp32_p2_on_device, DType::kFloat32, 2.0,
+                        Mode::kOnDevice);
+GRADNORM_CUDA_BENCHMARK(gpt2_124m_bf16_p2_on_device, DType::kBFloat16, 2.0,
+                        Mode::kOnDevice);
+GRADNORM_CUDA_BENCHMARK(gpt2_124m_fp32_x0 .5, DType::kFloat32, 0.0,
+                        Mode::kClip);
+GRADNORM_CUDA_BENCHMARK(gpt2_124m_bf16_x0 .5, DType::kBFloat16, 0.0,
+                        Mode::kClip);
 
 // Why the GPU cannot run the benchmarks, or OK.
 absl::Status CheckDevice() {
@@ -288,9 +297,9 @@ absl::Status CheckDevice() {
   RETURN_IF_CUDA_ERROR(cudaDeviceGetAttribute(
       &major, cudaDevAttrComputeCapabilityMajor, kDevice));
   if (major < 8) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cuda:0 has compute capability ", major,
-        ".x; the kernels are built for sm_80 and newer"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cuda:0 has compute capability ", major,
+                     ".x; the kernels are built for sm_80 and newer"));
   }
   return absl::OkStatus();
 }

@@ -59,8 +59,8 @@ inline void PrefetchLines(const void* data, int64_t bytes) {
 template <class Cursor, class Work>
 inline void WithPrefetch(Cursor blocks, size_t count, const Work& work) {
   Cursor ahead = blocks;
-  size_t next = 0;         // the first block not yet taken into the window
-  int64_t in_window = 0;   // bytes of blocks k+1 .. next-1
+  size_t next = 0;        // the first block not yet taken into the window
+  int64_t in_window = 0;  // bytes of blocks k+1 .. next-1
   for (size_t k = 0; k < count; ++k) {
     blocks.Settle();
     if (next > k) {

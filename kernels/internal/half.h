@@ -1,6 +1,6 @@
 // Scalar conversions between fp32 and the 16-bit gradient formats (bf16, fp16),
-// shared by the SIMD tails, the CUDA kernels, the reference and the tests so all
-// of them round the same way.
+// shared by the SIMD tails, the CUDA kernels, the reference and the tests so
+// all of them round the same way.
 //
 //   uint16_t h = gradnorm::half_internal::FloatToHalfBits(1.5f);   // 0x3e00
 //   float f = gradnorm::half_internal::HalfBitsToFloat(h);          // 1.5f

@@ -21,7 +21,7 @@ TEST(HalfTest, KnownValues) {
   EXPECT_EQ(FloatToHalfBits(65520.0f), 0x7c00);   // tie rounds to even: Inf
   EXPECT_EQ(FloatToHalfBits(1e10f), 0x7c00);
   EXPECT_EQ(FloatToHalfBits(-INFINITY), 0xfc00);
-  EXPECT_EQ(FloatToHalfBits(5.9604644775390625e-8f), 0x0001);  // 2^-24
+  EXPECT_EQ(FloatToHalfBits(5.9604644775390625e-8f), 0x0001);   // 2^-24
   EXPECT_EQ(FloatToHalfBits(2.98023223876953125e-8f), 0x0000);  // tie to 0
   EXPECT_EQ(FloatToHalfBits(-0.0f), 0x8000);
   EXPECT_TRUE(IsNanHalf(FloatToHalfBits(NAN)));

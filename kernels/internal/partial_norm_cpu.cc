@@ -99,8 +99,8 @@ NormKind KindFor(double p) {
 
 }  // namespace
 
-PartialNorm ComputePartialNormCpu(absl::Span<const GradTensor> tensors, double p,
-                                 const CpuNormOptions& options) {
+PartialNorm ComputePartialNormCpu(absl::Span<const GradTensor> tensors,
+                                  double p, const CpuNormOptions& options) {
   // Capped so chunk offsets cannot overflow; no tensor is that large.
   const int64_t chunk_elements =
       options.chunk_elements > 0
@@ -142,12 +142,11 @@ PartialNorm ComputePartialNormCpu(absl::Span<const GradTensor> tensors, double p
   first_chunk[tensors.size()] = slot;
   chunk_value.resize(slot);
 
-  RunTasks(
-      static_cast<int64_t>(tasks.size()), parallelism, options.parallel_for,
-      [&](int64_t task) {
-        ReduceTask(tensors.data(), tasks[task], chunk_elements, spec,
-                   chunk_value.data());
-      });
+  RunTasks(static_cast<int64_t>(tasks.size()), parallelism,
+           options.parallel_for, [&](int64_t task) {
+             ReduceTask(tensors.data(), tasks[task], chunk_elements, spec,
+                        chunk_value.data());
+           });
 
   // Fixed combine order: chunks of a tensor in order, then tensors in order.
   PartialNorm result;
@@ -180,9 +179,8 @@ void ScaleInPlaceCpu(absl::Span<const GradTensor> tensors, double coef,
     char* base = static_cast<char*>(g.data);
     const size_t size = ElementSize(g.dtype);
     for (int64_t off = 0; off < g.numel; off += kScaleElements) {
-      pieces.push_back(ScalePiece{base + off * size,
-                                  std::min(kScaleElements, g.numel - off),
-                                  g.dtype});
+      pieces.push_back(ScalePiece{
+          base + off * size, std::min(kScaleElements, g.numel - off), g.dtype});
     }
     total_elements += g.numel;
   }
@@ -208,8 +206,8 @@ void ScaleInPlaceCpu(absl::Span<const GradTensor> tensors, double coef,
           }
           case DType::kFloat16: {
             uint16_t* x = static_cast<uint16_t*>(piece.data) + i;
-            *x = half_internal::FloatToHalfBits(static_cast<float>(
-                half_internal::HalfBitsToFloat(*x) * coef));
+            *x = half_internal::FloatToHalfBits(
+                static_cast<float>(half_internal::HalfBitsToFloat(*x) * coef));
             break;
           }
         }

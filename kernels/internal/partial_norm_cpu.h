@@ -1,13 +1,13 @@
 // The CPU implementation behind ComputePartialNorm / ScaleInPlace for host
-// tensors: Google Highway SIMD with runtime dispatch (AVX-512, AVX2, SSE4 or the
-// portable scalar fallback, whichever the CPU supports best), fp64 accumulation,
-// worker threads over fixed-size chunks.
+// tensors: Google Highway SIMD with runtime dispatch (AVX-512, AVX2, SSE4 or
+// the portable scalar fallback, whichever the CPU supports best), fp64
+// accumulation, worker threads over fixed-size chunks.
 //
 // Determinism: every tensor is cut into chunks of `chunk_elements` elements at
-// fixed offsets; each chunk is reduced on its own (by whichever thread), and the
-// chunk results are combined sequentially in tensor order. The result therefore
-// depends on the data, p, chunk_elements and the SIMD target, never on the
-// number of threads or how chunks were scheduled.
+// fixed offsets; each chunk is reduced on its own (by whichever thread), and
+// the chunk results are combined sequentially in tensor order. The result
+// therefore depends on the data, p, chunk_elements and the SIMD target, never
+// on the number of threads or how chunks were scheduled.
 //
 // Callers validate first: tensors pass ValidateTensors and are on the CPU, p is
 // > 0 (or +inf), num_threads >= 0, chunk_elements >= 0, coef finite and >= 0.
@@ -36,16 +36,16 @@ using CpuParallelFor =
     std::function<void(int64_t n, const std::function<void(int64_t)>& fn)>;
 
 struct CpuNormOptions {
-  int num_threads = 0;             // 0: one per hardware thread
+  int num_threads = 0;  // 0: one per hardware thread
   // Runs the tasks when non-null and non-empty; else the default ThreadPool.
   const CpuParallelFor* parallel_for = nullptr;
-  int64_t chunk_elements = 0;      // 0: kDefaultChunkElements
+  int64_t chunk_elements = 0;  // 0: kDefaultChunkElements
   bool per_tensor = false;
   bool fp32_accumulation = false;  // for 32- and 16-bit inputs, p = 1 or 2
 };
 
-PartialNorm ComputePartialNormCpu(absl::Span<const GradTensor> tensors, double p,
-                                 const CpuNormOptions& options);
+PartialNorm ComputePartialNormCpu(absl::Span<const GradTensor> tensors,
+                                  double p, const CpuNormOptions& options);
 
 // num_threads 0: one per hardware thread. `parallel_for` as in CpuNormOptions.
 void ScaleInPlaceCpu(absl::Span<const GradTensor> tensors, double coef,

@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <limits>
 #include <map>
-#include <tuple>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -32,9 +32,9 @@ std::string TargetName(const ::testing::TestParamInfo<int64_t>& info) {
   return hwy::TargetName(info.param);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllTargets, PerTarget,
-                         ::testing::ValuesIn(hwy::SupportedAndGeneratedTargets()),
-                         TargetName);
+INSTANTIATE_TEST_SUITE_P(
+    AllTargets, PerTarget,
+    ::testing::ValuesIn(hwy::SupportedAndGeneratedTargets()), TargetName);
 
 // The reference is slow (powl per element) and the same for every target and
 // offset; compute it once per (dtype, length, p).
@@ -51,8 +51,8 @@ long double CachedReference(const GradTensor& view, double p) {
 }
 
 TEST_P(PerTarget, RandomInputsMatchReference) {
-  const std::vector<int64_t> lengths = {0,     1,     15,    16,    17,
-                                        4095,  65535, 65536, 65537, 1000000};
+  const std::vector<int64_t> lengths = {0,    1,     15,    16,    17,
+                                        4095, 65535, 65536, 65537, 1000000};
   for (DType dtype : AllDTypes()) {
     for (int64_t n : lengths) {
       const std::vector<double> values =
@@ -93,7 +93,8 @@ TEST_P(PerTarget, NonFiniteInEveryPosition) {
           opts.fp32_accumulation = f32;
           const PartialNorm r = ComputePartialNormCpu({&view, 1}, p, opts);
           EXPECT_TRUE(r.nonfinite) << DTypeName(dtype) << " pos " << pos;
-          EXPECT_TRUE(std::isnan(r.value)) << DTypeName(dtype) << " pos " << pos;
+          EXPECT_TRUE(std::isnan(r.value))
+              << DTypeName(dtype) << " pos " << pos;
         }
       }
     }
@@ -130,9 +131,9 @@ TEST_P(PerTarget, SixteenBitSumsAreExactWhereFp64IsExact) {
       for (int64_t offset : {0, 1}) {
         TestTensor t(c.dtype, values, offset);
         const GradTensor view = t.view();
-        SCOPED_TRACE(::testing::Message() << DTypeName(c.dtype) << " n=" << n
-                                          << " scale=" << c.scale
-                                          << " offset=" << offset);
+        SCOPED_TRACE(::testing::Message()
+                     << DTypeName(c.dtype) << " n=" << n << " scale=" << c.scale
+                     << " offset=" << offset);
         EXPECT_EQ(ComputePartialNormCpu({&view, 1}, 2.0, {}).value,
                   sum_m2 * c.scale * c.scale);
         EXPECT_EQ(ComputePartialNormCpu({&view, 1}, 1.0, {}).value,
@@ -149,7 +150,8 @@ TEST_P(PerTarget, ScaleMatchesScalarRoundingForEvery16BitValue) {
         std::vector<double> unused(0x10000);
         TestTensor t(dtype, unused, offset);
         uint16_t* bits = static_cast<uint16_t*>(t.data());
-        for (uint32_t h = 0; h < 0x10000; ++h) bits[h] = static_cast<uint16_t>(h);
+        for (uint32_t h = 0; h < 0x10000; ++h)
+          bits[h] = static_cast<uint16_t>(h);
         const GradTensor view = t.view();
         ScaleInPlaceCpu({&view, 1}, coef, 1);
         const float c = static_cast<float>(coef);
@@ -163,8 +165,8 @@ TEST_P(PerTarget, ScaleMatchesScalarRoundingForEvery16BitValue) {
             want = half_internal::FloatToHalfBits(
                 half_internal::HalfBitsToFloat(in) * c);
           }
-          ASSERT_EQ(bits[h], want) << DTypeName(dtype) << " in=" << h
-                                   << " coef=" << coef;
+          ASSERT_EQ(bits[h], want)
+              << DTypeName(dtype) << " in=" << h << " coef=" << coef;
         }
       }
     }

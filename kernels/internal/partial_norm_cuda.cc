@@ -40,7 +40,8 @@ class DeviceScope {
   }
 
  private:
-  DeviceScope(int previous, int device) : previous_(previous), device_(device) {}
+  DeviceScope(int previous, int device)
+      : previous_(previous), device_(device) {}
   int previous_;
   int device_;
 };
@@ -59,9 +60,9 @@ absl::StatusOr<CudaDType> ToCudaDType(DType dtype) {
     case DType::kFloat64:
       return kCudaFloat64;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown dtype ", static_cast<int32_t>(dtype),
-          "; expected fp32 (0), bf16 (1), fp16 (2) or fp64 (3)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown dtype ", static_cast<int32_t>(dtype),
+                       "; expected fp32 (0), bf16 (1), fp16 (2) or fp64 (3)"));
   }
 }
 
@@ -121,7 +122,8 @@ absl::Status ForEachLaunch(
         args.dtype[num_tensors] = dtypes[i];
         ++num_tensors;
       }
-      args.block_tensor[args.num_blocks] = static_cast<uint8_t>(num_tensors - 1);
+      args.block_tensor[args.num_blocks] =
+          static_cast<uint8_t>(num_tensors - 1);
       args.block_chunk[args.num_blocks] = static_cast<int32_t>(c);
       ++args.num_blocks;
       if (args.num_blocks == kMaxBlocksPerLaunch) {
@@ -207,7 +209,8 @@ absl::Status EnqueuePartialNorm(absl::Span<const GradTensor> tensors, double p,
 // Frees the workspace on every path (stream-ordered, after the kernels).
 class WorkspaceGuard {
  public:
-  WorkspaceGuard(Workspace* ws, cudaStream_t stream) : ws_(ws), stream_(stream) {}
+  WorkspaceGuard(Workspace* ws, cudaStream_t stream)
+      : ws_(ws), stream_(stream) {}
   ~WorkspaceGuard() {
     if (ws_->base != nullptr &&
         cudaFreeAsync(ws_->base, stream_) != cudaSuccess) {
@@ -241,14 +244,13 @@ absl::StatusOr<PartialNorm> ComputePartialNormCuda(
     int32_t flag = 0;
     RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(&out.value, ws.result, sizeof(double),
                                          cudaMemcpyDeviceToHost, stream));
-    RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(&flag, ws.result_flag,
-                                         sizeof(int32_t),
+    RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(&flag, ws.result_flag, sizeof(int32_t),
                                          cudaMemcpyDeviceToHost, stream));
     if (options.per_tensor) {
       out.per_tensor.resize(tensors.size());
-      RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(
-          out.per_tensor.data(), ws.per_tensor, sizeof(double) * tensors.size(),
-          cudaMemcpyDeviceToHost, stream));
+      RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(out.per_tensor.data(), ws.per_tensor,
+                                           sizeof(double) * tensors.size(),
+                                           cudaMemcpyDeviceToHost, stream));
     }
     RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream));
     out.nonfinite = flag != 0;
@@ -256,9 +258,9 @@ absl::StatusOr<PartialNorm> ComputePartialNormCuda(
   return out;
 }
 
-absl::Status ComputePartialNormOnDeviceCuda(absl::Span<const GradTensor> tensors,
-                                            double p, double* device_result,
-                                            const CudaNormOptions& options) {
+absl::Status ComputePartialNormOnDeviceCuda(
+    absl::Span<const GradTensor> tensors, double p, double* device_result,
+    const CudaNormOptions& options) {
   cudaStream_t stream = static_cast<cudaStream_t>(options.stream);
   if (tensors.empty()) {
     RETURN_IF_CUDA_ERROR(
@@ -284,10 +286,12 @@ absl::Status ScaleInPlaceCuda(absl::Span<const GradTensor> tensors, double coef,
   // coefficient does not fit a float.
   const bool fp64_product = coef > std::numeric_limits<float>::max();
   const float coef32 = fp64_product ? 0.0f : static_cast<float>(coef);
-  return ForEachLaunch(tensors, [&](const TensorListArgs& args) -> absl::Status {
-    RETURN_IF_CUDA_ERROR(LaunchScale(args, coef32, coef, fp64_product, stream));
-    return absl::OkStatus();
-  });
+  return ForEachLaunch(
+      tensors, [&](const TensorListArgs& args) -> absl::Status {
+        RETURN_IF_CUDA_ERROR(
+            LaunchScale(args, coef32, coef, fp64_product, stream));
+        return absl::OkStatus();
+      });
 }
 
 }  // namespace kernels_internal

@@ -38,9 +38,9 @@ absl::StatusOr<PartialNorm> ComputePartialNormCuda(
 
 // Enqueues the partial norm into *device_result (device memory) and returns
 // without synchronizing. With no tensors it enqueues a write of 0.
-absl::Status ComputePartialNormOnDeviceCuda(absl::Span<const GradTensor> tensors,
-                                            double p, double* device_result,
-                                            const CudaNormOptions& options);
+absl::Status ComputePartialNormOnDeviceCuda(
+    absl::Span<const GradTensor> tensors, double p, double* device_result,
+    const CudaNormOptions& options);
 
 // Enqueues x *= coef in place for every tensor; returns without synchronizing.
 absl::Status ScaleInPlaceCuda(absl::Span<const GradTensor> tensors, double coef,

@@ -1,7 +1,5 @@
 // __global__ kernels and their launchers. Layout and determinism rules: see
 // partial_norm_cuda_kernels.h.
-#include "kernels/internal/partial_norm_cuda_kernels.h"
-
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -10,6 +8,7 @@
 #include "kernels/internal/cuda_device.cuh"
 #include "kernels/internal/cuda_launch.cuh"
 #include "kernels/internal/half.h"
+#include "kernels/internal/partial_norm_cuda_kernels.h"
 
 namespace gradnorm {
 namespace kernels_internal {
@@ -30,8 +29,8 @@ constexpr int kUnroll = 4;
 // one 16-byte load (aligned) or element by element (unaligned base, or the
 // chunk's ragged end). So the sum's rounding never depends on the address.
 template <int8_t kDType, CudaNormKind kKind>
-__device__ void ReduceChunk(const void* base, int64_t n, double p,
-                            double* out, int32_t* flag) {
+__device__ void ReduceChunk(const void* base, int64_t n, double p, double* out,
+                            int32_t* flag) {
   using T = typename Storage<kDType>::T;
   constexpr int kV = kVec<T>;
   const T* data = static_cast<const T*>(base);
@@ -121,7 +120,8 @@ __global__ void __launch_bounds__(kCudaThreadsPerBlock)
   switch (args.dtype[t]) {
     case kCudaFloat32:
       ReduceChunkKind<kCudaFloat32>(
-          kind, static_cast<const float*>(args.data[t]) + start, n, p, out, flag);
+          kind, static_cast<const float*>(args.data[t]) + start, n, p, out,
+          flag);
       break;
     case kCudaFloat64:
       ReduceChunkKind<kCudaFloat64>(
@@ -238,12 +238,14 @@ __device__ void ScaleChunk(void* base, int64_t n, float coef32, double coef64,
   for (; v < n; v += stride) {
     if (aligned && v + kV <= n) {
       alignas(16) T items[kV];
-      *reinterpret_cast<uint4*>(items) = *reinterpret_cast<const uint4*>(data + v);
+      *reinterpret_cast<uint4*>(items) =
+          *reinterpret_cast<const uint4*>(data + v);
 #pragma unroll
       for (int j = 0; j < kV; ++j) {
         items[j] = ScaleOne<kDType>(items[j], coef32, coef64, fp64);
       }
-      *reinterpret_cast<uint4*>(data + v) = *reinterpret_cast<const uint4*>(items);
+      *reinterpret_cast<uint4*>(data + v) =
+          *reinterpret_cast<const uint4*>(items);
     } else {
       for (int j = 0; j < kV && v + j < n; ++j) {
         data[v + j] = ScaleOne<kDType>(data[v + j], coef32, coef64, fp64);
@@ -272,8 +274,8 @@ __global__ void __launch_bounds__(kCudaThreadsPerBlock)
                                coef64, fp64);
       break;
     case kCudaBFloat16:
-      ScaleChunk<kCudaBFloat16>(static_cast<uint16_t*>(base) + start, n,
-                                coef32, coef64, fp64);
+      ScaleChunk<kCudaBFloat16>(static_cast<uint16_t*>(base) + start, n, coef32,
+                                coef64, fp64);
       break;
     case kCudaFloat16:
       ScaleChunk<kCudaFloat16>(static_cast<uint16_t*>(base) + start, n, coef32,
@@ -303,9 +305,8 @@ cudaError_t LaunchFinalize(const double* chunk_values,
                 result_flag);
 }
 
-cudaError_t LaunchScale(const TensorListArgs& args, float coef32,
-                        double coef64, bool use_fp64_product,
-                        cudaStream_t stream) {
+cudaError_t LaunchScale(const TensorListArgs& args, float coef32, double coef64,
+                        bool use_fp64_product, cudaStream_t stream) {
   if (args.num_blocks == 0) return cudaSuccess;
   return Launch(ScaleKernel, args.num_blocks, kCudaThreadsPerBlock, stream,
                 args, coef32, coef64, use_fp64_product);

@@ -76,9 +76,8 @@ cudaError_t LaunchFinalize(const double* chunk_values,
 // In place: x *= coef for every element of every block's chunk; the product
 // in fp32 with coef32 (fp32/bf16/fp16, rounded to nearest even) or in fp64
 // (fp64 tensors, and all tensors when use_fp64_product).
-cudaError_t LaunchScale(const TensorListArgs& args, float coef32,
-                        double coef64, bool use_fp64_product,
-                        cudaStream_t stream);
+cudaError_t LaunchScale(const TensorListArgs& args, float coef32, double coef64,
+                        bool use_fp64_product, cudaStream_t stream);
 
 }  // namespace kernels_internal
 }  // namespace gradnorm

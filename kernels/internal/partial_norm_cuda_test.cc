@@ -14,10 +14,10 @@
 #include "gtest/gtest.h"
 #include "kernels/grad_tensor.h"
 #include "kernels/internal/partial_norm_cuda_kernels.h"
+#include "kernels/internal/partial_norm_on_device.h"
 #include "kernels/internal/reference_norm.h"
 #include "kernels/internal/test_tensor.h"
 #include "kernels/partial_norm.h"
-#include "kernels/internal/partial_norm_on_device.h"
 
 namespace gradnorm {
 namespace {
@@ -167,8 +167,9 @@ TEST_F(CudaTest, MatchesCpuAndReference) {
           ASSERT_TRUE(cpu.ok());
           const double ref =
               static_cast<double>(ReferencePartialNorm({&hv, 1}, p).value);
-          SCOPED_TRACE(::testing::Message() << DTypeName(dtype) << " n=" << n
-                                            << " offset=" << offset << " p=" << p);
+          SCOPED_TRACE(::testing::Message()
+                       << DTypeName(dtype) << " n=" << n << " offset=" << offset
+                       << " p=" << p);
           EXPECT_FALSE(gpu->nonfinite);
           if (std::isinf(p)) {
             EXPECT_EQ(gpu->value, cpu->value);
@@ -209,7 +210,8 @@ TEST_F(CudaTest, ManyTensorsSplitAcrossLaunchesAreDeterministic) {
                   1e-12 * cpu->per_tensor[i]);
     }
     for (int repeat = 0; repeat < 3; ++repeat) {
-      absl::StatusOr<PartialNorm> again = ComputePartialNorm(gpu_views, p, opts);
+      absl::StatusOr<PartialNorm> again =
+          ComputePartialNorm(gpu_views, p, opts);
       ASSERT_TRUE(again.ok());
       EXPECT_EQ(Bits(again->value), Bits(first->value));
     }
@@ -389,7 +391,7 @@ TEST_F(CudaTest, NonFiniteDetailsMatchTheCpu) {
   std::vector<double> nan_and_inf(5000, 1.0);
   nan_and_inf[0] = kInf;  // Inf then NaN in one thread's elements,
   nan_and_inf[1] = NAN;
-  nan_and_inf[4] = NAN;   // NaN then Inf in the next thread's,
+  nan_and_inf[4] = NAN;  // NaN then Inf in the next thread's,
   nan_and_inf[5] = kInf;
   nan_and_inf[4999] = -kInf;  // and an Inf in the tail.
   const std::vector<Case> cases = {
@@ -411,9 +413,8 @@ TEST_F(CudaTest, NonFiniteDetailsMatchTheCpu) {
     absl::StatusOr<PartialNorm> cpu = ComputePartialNorm({hv}, c.p);
     ASSERT_TRUE(gpu.ok()) << gpu.status();
     ASSERT_TRUE(cpu.ok());
-    SCOPED_TRACE(::testing::Message()
-                 << DTypeName(c.dtype) << " n=" << c.values.size()
-                 << " p=" << c.p);
+    SCOPED_TRACE(::testing::Message() << DTypeName(c.dtype) << " n="
+                                      << c.values.size() << " p=" << c.p);
     EXPECT_EQ(gpu->nonfinite, cpu->nonfinite);
     EXPECT_EQ(std::isnan(gpu->value), std::isnan(cpu->value));
     if (!std::isnan(cpu->value)) {

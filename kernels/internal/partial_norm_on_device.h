@@ -13,11 +13,11 @@
 
 namespace gradnorm {
 
-// For CUDA tensors: enqueues the partial on options.cuda_stream and leaves it in
-// device memory at `device_result` (one fp64 value, e.g. for NCCL to reduce with
-// no host round trip). Returns without synchronizing. With no tensors (a rank
-// without gradients) it enqueues a write of 0. A non-finite input shows as a
-// NaN/Inf value. Errors as above, plus INVALID_ARGUMENT for host tensors or a
+// For CUDA tensors: enqueues the partial on options.cuda_stream and leaves it
+// in device memory at `device_result` (one fp64 value, e.g. for NCCL to reduce
+// with no host round trip). Returns without synchronizing. With no tensors (a
+// rank without gradients) it enqueues a write of 0. A non-finite input shows as
+// a NaN/Inf value. Errors as above, plus INVALID_ARGUMENT for host tensors or a
 // null device_result.
 absl::Status ComputePartialNormOnDevice(absl::Span<const GradTensor> tensors,
                                         double p, double* device_result,

@@ -1,8 +1,6 @@
 // The reduction kernels: |x|, x*x, |x|^p or max |x| of a chunk, for each
 // dtype, widened and accumulated with SIMD. Highway compiles the per-target
 // section once per SIMD target (foreach_target.h re-includes this file).
-#include "kernels/internal/cpu_tasks.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -12,6 +10,7 @@
 #include <vector>
 
 #include "kernels/internal/cpu_prefetch.h"
+#include "kernels/internal/cpu_tasks.h"
 #include "kernels/internal/half.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -119,8 +118,8 @@ HWY_INLINE size_t BlockElements(DA da) {
 }
 
 template <class Op, class DA, typename T>
-HWY_INLINE void AccumulateBlock(DA da, const T* HWY_RESTRICT p,
-                                hn::Vec<DA>& a0, hn::Vec<DA>& a1) {
+HWY_INLINE void AccumulateBlock(DA da, const T* HWY_RESTRICT p, hn::Vec<DA>& a0,
+                                hn::Vec<DA>& a1) {
   using A = hn::TFromD<DA>;
   if constexpr (std::is_same_v<T, A>) {
     a0 = Op::Step(hn::LoadU(da, p), a0);
@@ -144,12 +143,12 @@ HWY_INLINE void AccumulateBlock(DA da, const T* HWY_RESTRICT p,
     const uint32_t* HWY_RESTRICT q = reinterpret_cast<const uint32_t*>(p);
     const auto u0 = hn::LoadU(du32, q);
     const auto u1 = hn::LoadU(du32, q + hn::Lanes(da));
-    a0 = Op::Step(hn::PromoteTo(da, hn::BitCast(df, hn::ShiftLeft<16>(u0))),
-                  a0);
+    a0 =
+        Op::Step(hn::PromoteTo(da, hn::BitCast(df, hn::ShiftLeft<16>(u0))), a0);
     a1 = Op::Step(hn::PromoteTo(da, hn::BitCast(df, hn::And(u0, high_mask))),
                   a1);
-    a0 = Op::Step(hn::PromoteTo(da, hn::BitCast(df, hn::ShiftLeft<16>(u1))),
-                  a0);
+    a0 =
+        Op::Step(hn::PromoteTo(da, hn::BitCast(df, hn::ShiftLeft<16>(u1))), a0);
     a1 = Op::Step(hn::PromoteTo(da, hn::BitCast(df, hn::And(u1, high_mask))),
                   a1);
   } else {  // fp16 into fp32 or fp64, bf16 into fp32
@@ -211,8 +210,7 @@ template <typename Acc, class Op, typename T>
 HWY_NOINLINE double SumChunk(const T* HWY_RESTRICT p, int64_t n,
                              const void* end) {
   if constexpr ((std::is_same_v<T, hwy::bfloat16_t> ||
-                 std::is_same_v<T, float>) &&
-                std::is_same_v<Acc, double>) {
+                 std::is_same_v<T, float>)&&std::is_same_v<Acc, double>) {
     return SumWideningChunk<Op>(p, n, end);
   }
   const hn::ScalableTag<Acc> d;
@@ -333,14 +331,12 @@ double MaxAbsChunk(const double* p, int64_t n, const void* end) {
   return MaxAbsFloatChunk(p, n, end);
 }
 template <>
-double MaxAbsChunk(const hwy::bfloat16_t* p, int64_t n,
-                   const void* end) {
+double MaxAbsChunk(const hwy::bfloat16_t* p, int64_t n, const void* end) {
   return half_internal::BFloat16BitsToFloat(
       static_cast<uint16_t>(MaxAbsBitsChunk<int16_t>(p, n, end)));
 }
 template <>
-double MaxAbsChunk(const hwy::float16_t* p, int64_t n,
-                   const void* end) {
+double MaxAbsChunk(const hwy::float16_t* p, int64_t n, const void* end) {
   return half_internal::HalfBitsToFloat(
       static_cast<uint16_t>(MaxAbsBitsChunk<int16_t>(p, n, end)));
 }
@@ -438,7 +434,8 @@ struct ChunkCursor {
 };
 
 void ReduceTaskForTarget(const GradTensor* tensors, const TaskSpan& task,
-                int64_t chunk_elements, const ReduceSpec& spec, double* out) {
+                         int64_t chunk_elements, const ReduceSpec& spec,
+                         double* out) {
   WithPrefetch(ChunkCursor{tensors, chunk_elements, task.tensor, task.chunk},
                task.count, [&](size_t k, const ChunkCursor& chunk) {
                  out[task.first_slot + k] =
@@ -463,7 +460,8 @@ void ReduceTask(const GradTensor* tensors, const TaskSpan& task,
                 int64_t chunk_elements, const ReduceSpec& spec, double* out) {
   // Looked up per call, not cached: the first lookup yields a stub that
   // detects the CPU on every call.
-  HWY_DYNAMIC_DISPATCH(ReduceTaskForTarget)(tensors, task, chunk_elements, spec, out);
+  HWY_DYNAMIC_DISPATCH(ReduceTaskForTarget)
+  (tensors, task, chunk_elements, spec, out);
 }
 
 }  // namespace kernels_internal

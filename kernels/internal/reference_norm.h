@@ -3,7 +3,8 @@
 // precision on x86-64), |x|^p by powl. Slow; test-only.
 //
 //   ReferenceNorm ref = ReferencePartialNorm(tensors, 2.0);
-//   EXPECT_NEAR(partial.value, static_cast<double>(ref.value), 1e-12 * ref.value);
+//   EXPECT_NEAR(partial.value, static_cast<double>(ref.value), 1e-12 *
+//   ref.value);
 //
 // Thread-safety: pure functions over caller-owned memory.
 #ifndef GRADNORM_KERNELS_INTERNAL_REFERENCE_NORM_H_

@@ -1,8 +1,6 @@
 // The clipping kernels: a piece of a tensor scaled in place, in its own dtype
 // (bf16 and fp16 rounded to nearest even). Highway compiles the per-target
 // section once per SIMD target (foreach_target.h re-includes this file).
-#include "kernels/internal/cpu_tasks.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -12,6 +10,7 @@
 #include <vector>
 
 #include "kernels/internal/cpu_prefetch.h"
+#include "kernels/internal/cpu_tasks.h"
 #include "kernels/internal/half.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -57,8 +56,7 @@ HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> RoundToBFloat16High(
   const hn::RebindToSigned<DF> di;
   const auto u = hn::BitCast(du, f);
   const auto abs_bits = hn::BitCast(di, hn::And(u, hn::Set(du, 0x7fffffffu)));
-  const auto is_nan =
-      hn::RebindMask(du, abs_bits > hn::Set(di, 0x7f800000));
+  const auto is_nan = hn::RebindMask(du, abs_bits > hn::Set(di, 0x7f800000));
   const auto lsb = hn::And(hn::ShiftRight<16>(u), hn::Set(du, 1u));
   const auto rounded = hn::Add(u, hn::Add(hn::Set(du, 0x7fffu), lsb));
   const auto quiet = hn::Or(u, hn::Set(du, 0x00400000u));
@@ -68,7 +66,7 @@ HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> RoundToBFloat16High(
 // fp32 -> bf16 bits (in the low half of u32 lanes).
 template <class DF>
 HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> RoundToBFloat16(DF df,
-                                                            hn::Vec<DF> f) {
+                                                             hn::Vec<DF> f) {
   return hn::ShiftRight<16>(RoundToBFloat16High(df, f));
 }
 
@@ -93,8 +91,7 @@ HWY_INLINE hn::Vec<DU> ScaleBFloat16Pairs(DU du, hn::Vec<DU> u,
 // fp32 -> fp16 bits, round to nearest even; lane for lane what
 // half_internal::FloatToHalfBits does.
 template <class DF>
-HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> RoundToHalf(DF df,
-                                                        hn::Vec<DF> f) {
+HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> RoundToHalf(DF df, hn::Vec<DF> f) {
   const hn::RebindToUnsigned<DF> du;
   const hn::RebindToSigned<DF> di;
   const auto bits = hn::BitCast(du, f);
@@ -106,14 +103,14 @@ HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> RoundToHalf(DF df,
   const auto small = hn::RebindMask(du, ui < hn::Set(di, 0x38800000));
   const auto big_val =
       hn::IfThenElse(nan, hn::Set(du, 0x7e00u), hn::Set(du, 0x7c00u));
-  const auto small_val = hn::Sub(
-      hn::BitCast(du, hn::Add(hn::BitCast(df, u), hn::Set(df, 0.5f))),
-      hn::Set(du, 0x3f000000u));
+  const auto small_val =
+      hn::Sub(hn::BitCast(du, hn::Add(hn::BitCast(df, u), hn::Set(df, 0.5f))),
+              hn::Set(du, 0x3f000000u));
   const auto mant_odd = hn::And(hn::ShiftRight<13>(u), hn::Set(du, 1u));
   const auto normal_val = hn::ShiftRight<13>(
       hn::Add(u, hn::Add(hn::Set(du, 0xc8000fffu), mant_odd)));
-  const auto out =
-      hn::IfThenElse(big, big_val, hn::IfThenElse(small, small_val, normal_val));
+  const auto out = hn::IfThenElse(big, big_val,
+                                  hn::IfThenElse(small, small_val, normal_val));
   return hn::Or(out, hn::ShiftRight<16>(sign));
 }
 
@@ -197,8 +194,7 @@ struct PieceCursor {
   void Next() { --i; }
   const void* data() const { return pieces[i].data; }
   int64_t bytes() const {
-    return pieces[i].numel *
-           static_cast<int64_t>(ElementSize(pieces[i].dtype));
+    return pieces[i].numel * static_cast<int64_t>(ElementSize(pieces[i].dtype));
   }
 };
 
@@ -206,7 +202,7 @@ struct PieceCursor {
 // ahead as ReduceTask does (a read prefetch: prefetches for writing go to L1,
 // whose miss buffers limit them).
 void ScaleTaskForTarget(const ScalePiece* pieces, size_t begin, size_t end,
-               double coef) {
+                        double coef) {
   if (begin == end) return;
   WithPrefetch(PieceCursor{pieces, end - 1}, end - begin,
                [coef](size_t, const PieceCursor& cursor) {
@@ -227,7 +223,8 @@ namespace kernels_internal {
 
 HWY_EXPORT(ScaleTaskForTarget);
 
-void ScaleTask(const ScalePiece* pieces, size_t begin, size_t end, double coef) {
+void ScaleTask(const ScalePiece* pieces, size_t begin, size_t end,
+               double coef) {
   // Looked up per call, not cached: the first lookup yields a stub that
   // detects the CPU on every call.
   HWY_DYNAMIC_DISPATCH(ScaleTaskForTarget)(pieces, begin, end, coef);

@@ -7,8 +7,8 @@
 #ifndef GRADNORM_KERNELS_INTERNAL_TEST_TENSOR_H_
 #define GRADNORM_KERNELS_INTERNAL_TEST_TENSOR_H_
 
-#include <cstdint>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <random>
 #include <vector>

@@ -65,8 +65,8 @@ void ThreadPool::ParallelFor(int64_t num_tasks, int parallelism,
                              absl::FunctionRef<void(int64_t)> fn) {
   if (num_tasks <= 0) return;
   parallelism = std::clamp(parallelism, 1, kMaxParallelism);
-  const int helpers = static_cast<int>(
-      std::min<int64_t>(parallelism - 1, num_tasks - 1));
+  const int helpers =
+      static_cast<int>(std::min<int64_t>(parallelism - 1, num_tasks - 1));
   if (helpers == 0) {
     for (int64_t task = 0; task < num_tasks; ++task) fn(task);
     return;

@@ -69,7 +69,7 @@ class ThreadPool {
   // ThreadSanitizer, which then cannot see absl::Mutex's ordering
   // (bazel test --config=tsan).
   std::mutex mu_;
-  std::condition_variable work_ready_;  // tickets_ non-empty or stopping_
+  std::condition_variable work_ready_;   // tickets_ non-empty or stopping_
   std::condition_variable helper_done_;  // some Job::helpers_running dropped
   // One entry per helper a job asked for; a worker that pops it joins the job.
   std::deque<Job*> tickets_ ABSL_GUARDED_BY(mu_);

@@ -7,7 +7,8 @@
 //   hn::Vec<decltype(df)> f = WidenBFloat16(df, bits);
 
 // Per-target include guard (Highway's convention).
-#if defined(GRADNORM_KERNELS_INTERNAL_WIDEN16_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#if defined(GRADNORM_KERNELS_INTERNAL_WIDEN16_INL_H_) == \
+    defined(HWY_TARGET_TOGGLE)
 #ifdef GRADNORM_KERNELS_INTERNAL_WIDEN16_INL_H_
 #undef GRADNORM_KERNELS_INTERNAL_WIDEN16_INL_H_
 #else
@@ -28,8 +29,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 // Highway 1.0.3 emulates it on older targets but turns Inf and NaN into finite
 // values there, so those targets use this exact integer version.
 template <class DF>
-HWY_INLINE hn::Vec<DF> WidenHalf(DF df,
-                                 hn::Vec<hn::Rebind<uint16_t, DF>> h) {
+HWY_INLINE hn::Vec<DF> WidenHalf(DF df, hn::Vec<hn::Rebind<uint16_t, DF>> h) {
 #if HWY_TARGET <= HWY_AVX2
   const hn::Rebind<hwy::float16_t, DF> df16;
   return hn::PromoteTo(df, hn::BitCast(df16, h));
@@ -42,10 +42,11 @@ HWY_INLINE hn::Vec<DF> WidenHalf(DF df,
   const auto mant = hn::And(bits, hn::Set(du, 0x3ffu));
   const auto normal = hn::Or(hn::ShiftLeft<23>(hn::Add(exp, hn::Set(du, 112u))),
                              hn::ShiftLeft<13>(mant));
-  const auto inf_nan = hn::Or(hn::Set(du, 0x7f800000u), hn::ShiftLeft<13>(mant));
-  const auto subnormal = hn::BitCast(
-      du, hn::Mul(hn::ConvertTo(df, hn::BitCast(di, mant)),
-                  hn::Set(df, 5.9604644775390625e-8f)));
+  const auto inf_nan =
+      hn::Or(hn::Set(du, 0x7f800000u), hn::ShiftLeft<13>(mant));
+  const auto subnormal =
+      hn::BitCast(du, hn::Mul(hn::ConvertTo(df, hn::BitCast(di, mant)),
+                              hn::Set(df, 5.9604644775390625e-8f)));
   const auto magnitude = hn::IfThenElse(
       exp == hn::Zero(du), subnormal,
       hn::IfThenElse(exp == hn::Set(du, 0x1fu), inf_nan, normal));

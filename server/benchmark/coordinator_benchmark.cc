@@ -19,7 +19,8 @@
 // BM_CoordinatorThroughput: 32 clients (4 runs x 8 participants), each keeping
 // kWindow reports in flight, SQLite store with its durability on (a report is
 // answered only after its round committed), alternating with the same burst
-// against echo. x_echo = coordinator reports/s / echo reports/s (target >= 0.7).
+// against echo. x_echo = coordinator reports/s / echo reports/s (target >=
+// 0.7).
 #include <stdlib.h>
 
 #include <atomic>
@@ -34,8 +35,8 @@
 #include "absl/time/clock.h"
 #include "benchmark/benchmark.h"
 #include "grpcpp/grpcpp.h"
-#include "server/rpc/coordinator_server.h"
 #include "server/benchmark/echo_service.h"
+#include "server/rpc/coordinator_server.h"
 
 namespace gradnorm {
 namespace server {
@@ -56,7 +57,8 @@ std::shared_ptr<grpc::Channel> NewChannel(const std::string& target) {
   grpc::ChannelArguments args;
   // A subchannel (TCP connection) of its own, as separate jobs would have.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(),
+                                   args);
 }
 
 class Fixture {
@@ -71,7 +73,8 @@ class Fixture {
   }
   std::vector<std::unique_ptr<v1::Coordinator::Stub>>& CoordinatorStubs(
       int n, Backend backend = kSqliteNormal) {
-    return Stubs(&coordinator_stubs_[backend], coordinators_[backend]->address(), n);
+    return Stubs(&coordinator_stubs_[backend],
+                 coordinators_[backend]->address(), n);
   }
 
   void RegisterRun(const std::string& run_id, int participants,
@@ -83,10 +86,11 @@ class Fixture {
     request.mutable_config()->set_participants(participants);
     v1::RegisterRunResponse response;
     grpc::ClientContext context;
-    grpc::Status status =
-        CoordinatorStubs(1, backend)[0]->RegisterRun(&context, request, &response);
+    grpc::Status status = CoordinatorStubs(1, backend)[0]->RegisterRun(
+        &context, request, &response);
     if (!status.ok()) {
-      std::fprintf(stderr, "RegisterRun failed: %s\n", status.error_message().c_str());
+      std::fprintf(stderr, "RegisterRun failed: %s\n",
+                   status.error_message().c_str());
       std::abort();
     }
   }
@@ -104,7 +108,8 @@ class Fixture {
     const char* dir = mkdtemp(dir_template);
     grpc::ServerBuilder builder;
     int echo_port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &echo_port);
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &echo_port);
     builder.RegisterService(&echo_);
     echo_server_ = builder.BuildAndStart();
     echo_address_ = absl::StrCat("127.0.0.1:", echo_port);
@@ -112,7 +117,8 @@ class Fixture {
     CoordinatorServerOptions options;
     options.listen = "127.0.0.1:0";
     for (Backend backend : {kSqliteFull, kSqliteNormal, kMemory}) {
-      options.store = backend == kMemory ? StoreKind::kMemory : StoreKind::kSqlite;
+      options.store =
+          backend == kMemory ? StoreKind::kMemory : StoreKind::kSqlite;
       options.db_path = absl::StrCat(dir, "/benchmark_", backend, ".db");
       options.sqlite_synchronous_full = backend == kSqliteFull;
       auto coordinator = CoordinatorServer::Create(options);
@@ -139,7 +145,8 @@ class Fixture {
   std::string echo_address_;
   std::unique_ptr<CoordinatorServer> coordinators_[kBackends];
   std::vector<std::unique_ptr<v1::Coordinator::Stub>> echo_stubs_;
-  std::vector<std::unique_ptr<v1::Coordinator::Stub>> coordinator_stubs_[kBackends];
+  std::vector<std::unique_ptr<v1::Coordinator::Stub>>
+      coordinator_stubs_[kBackends];
   std::map<std::string, uint64_t> next_step_;
 };
 
@@ -150,8 +157,9 @@ struct Call {
   v1::ReportResponse response;
 };
 
-void StartReport(v1::Coordinator::Stub* stub, const std::string& run_id, uint64_t step,
-                 uint32_t participant, std::function<void(grpc::Status)> done) {
+void StartReport(v1::Coordinator::Stub* stub, const std::string& run_id,
+                 uint64_t step, uint32_t participant,
+                 std::function<void(grpc::Status)> done) {
   auto* call = new Call();
   call->request.set_run_id(run_id);
   call->request.set_step(step);
@@ -183,7 +191,8 @@ void Round(std::vector<std::unique_ptr<v1::Coordinator::Stub>>& stubs, int n,
 // One participant's open ReportStream (as CoordinatorClient keeps one):
 // Send writes one report and runs `done` once it is answered and written.
 class StreamParticipant final
-    : public grpc::ClientBidiReactor<v1::ReportStreamRequest, v1::ReportStreamResponse> {
+    : public grpc::ClientBidiReactor<v1::ReportStreamRequest,
+                                     v1::ReportStreamResponse> {
  public:
   explicit StreamParticipant(v1::Coordinator::Stub* stub) {
     stub->async()->ReportStream(&context_, this);
@@ -232,11 +241,12 @@ class StreamParticipant final
 };
 
 // N concurrent reports of one step, one per open stream.
-void StreamRound(std::vector<std::unique_ptr<StreamParticipant>>& streams, int n,
-                 const std::string& run_id, uint64_t step) {
+void StreamRound(std::vector<std::unique_ptr<StreamParticipant>>& streams,
+                 int n, const std::string& run_id, uint64_t step) {
   absl::BlockingCounter answered(n);
   for (int p = 0; p < n; ++p) {
-    streams[p]->Send(run_id, step, p, [&answered] { answered.DecrementCount(); });
+    streams[p]->Send(run_id, step, p,
+                     [&answered] { answered.DecrementCount(); });
   }
   answered.Wait();
 }
@@ -247,23 +257,31 @@ using RoundFn = std::function<void(uint64_t step)>;
 // Alternates one echo round and one coordinator round per iteration, so
 // both see the same machine (this VM's speed drifts by tens of percent over
 // seconds); counters: the coordinator's mean round, the echo's, and x_echo.
-void MeasureRounds(benchmark::State& state, int n, Backend backend, bool streams) {
+void MeasureRounds(benchmark::State& state, int n, Backend backend,
+                   bool streams) {
   Fixture& fixture = Fixture::Get();
   const std::string echo_run = absl::StrCat("echo-n", n);
-  const std::string run_id = absl::StrCat("round-n", n, "-", static_cast<int>(backend),
-                                          streams ? "-stream" : "");
+  const std::string run_id = absl::StrCat(
+      "round-n", n, "-", static_cast<int>(backend), streams ? "-stream" : "");
   fixture.RegisterRun(run_id, n, backend);
   auto& echo_stubs = fixture.EchoStubs(n);
   auto& stubs = fixture.CoordinatorStubs(n, backend);
-  std::vector<std::unique_ptr<StreamParticipant>> echo_streams, coordinator_streams;
+  std::vector<std::unique_ptr<StreamParticipant>> echo_streams,
+      coordinator_streams;
   RoundFn echo_round, round;
   if (streams) {
     for (int p = 0; p < n; ++p) {
-      echo_streams.push_back(std::make_unique<StreamParticipant>(echo_stubs[p].get()));
-      coordinator_streams.push_back(std::make_unique<StreamParticipant>(stubs[p].get()));
+      echo_streams.push_back(
+          std::make_unique<StreamParticipant>(echo_stubs[p].get()));
+      coordinator_streams.push_back(
+          std::make_unique<StreamParticipant>(stubs[p].get()));
     }
-    echo_round = [&](uint64_t step) { StreamRound(echo_streams, n, echo_run, step); };
-    round = [&](uint64_t step) { StreamRound(coordinator_streams, n, run_id, step); };
+    echo_round = [&](uint64_t step) {
+      StreamRound(echo_streams, n, echo_run, step);
+    };
+    round = [&](uint64_t step) {
+      StreamRound(coordinator_streams, n, run_id, step);
+    };
   } else {
     echo_round = [&](uint64_t step) { Round(echo_stubs, n, echo_run, step); };
     round = [&](uint64_t step) { Round(stubs, n, run_id, step); };
@@ -310,7 +328,8 @@ absl::Duration ThroughputBurst(bool echo) {
   Fixture& fixture = Fixture::Get();
   constexpr int kClients = kThroughputRuns * kThroughputParticipants;
   constexpr int kPerClient = kReportsPerClientPerIteration;
-  auto& stubs = echo ? fixture.EchoStubs(kClients) : fixture.CoordinatorStubs(kClients);
+  auto& stubs =
+      echo ? fixture.EchoStubs(kClients) : fixture.CoordinatorStubs(kClients);
   struct Client {
     v1::Coordinator::Stub* stub;
     std::string run_id;

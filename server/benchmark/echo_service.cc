@@ -48,9 +48,9 @@ class EchoStreamReactor final
 
 }  // namespace
 
-grpc::ServerUnaryReactor* EchoService::Report(grpc::CallbackServerContext* context,
-                                              const v1::ReportRequest* request,
-                                              v1::ReportResponse* response) {
+grpc::ServerUnaryReactor* EchoService::Report(
+    grpc::CallbackServerContext* context, const v1::ReportRequest* request,
+    v1::ReportResponse* response) {
   Echo(*request, response->mutable_result());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

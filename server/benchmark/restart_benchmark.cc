@@ -51,8 +51,10 @@ double Partial(uint32_t participant, uint64_t step) {
   return 0.25 * (participant + 1) + 1e-6 * static_cast<double>(step % 1000);
 }
 
-int WriteHistory(const std::string& path, uint64_t rounds, uint32_t participants) {
-  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((path + suffix).c_str());
+int WriteHistory(const std::string& path, uint64_t rounds,
+                 uint32_t participants) {
+  for (const char* suffix : {"", "-wal", "-shm"})
+    std::remove((path + suffix).c_str());
   SqliteStoreOptions options;
   options.path = path;
   auto store = SqliteTelemetryStore::Open(options);
@@ -81,7 +83,8 @@ int WriteHistory(const std::string& path, uint64_t rounds, uint32_t participants
     double sum = 0;
     record.participants.resize(participants);
     for (uint32_t p = 0; p < participants; ++p) {
-      record.participants[p] = ParticipantRecord{Partial(p, step), 0.001 * p, 1000};
+      record.participants[p] =
+          ParticipantRecord{Partial(p, step), 0.001 * p, 1000};
       sum += Partial(p, step);
     }
     r.set_total_norm(std::sqrt(sum));
@@ -138,11 +141,13 @@ int Trial(int trial, const std::string& binary, const std::string& db,
   const uint64_t step = rounds + trial;
   std::vector<std::unique_ptr<testing::PendingReport>> reports;
   for (uint32_t p = 0; p < participants; ++p) {
-    reports.push_back(client.StartReport("big", step, p, Partial(p, step), absl::Seconds(120)));
+    reports.push_back(client.StartReport("big", step, p, Partial(p, step),
+                                         absl::Seconds(120)));
   }
   for (auto& report : reports) {
     if (!report->WaitFor(absl::Seconds(120)) || !report->status.ok()) {
-      std::cerr << "the first round failed: " << report->status.error_message() << "\n";
+      std::cerr << "the first round failed: " << report->status.error_message()
+                << "\n";
       return 1;
     }
   }
@@ -194,16 +199,20 @@ int main(int argc, char** argv) {
     return 2;
   }
   const absl::Time start = absl::Now();
-  if (int rc = gradnorm::server::WriteHistory(db, rounds, participants); rc != 0) return rc;
-  std::printf("wrote %llu rounds in %.1f s\n", static_cast<unsigned long long>(rounds),
+  if (int rc = gradnorm::server::WriteHistory(db, rounds, participants);
+      rc != 0)
+    return rc;
+  std::printf("wrote %llu rounds in %.1f s\n",
+              static_cast<unsigned long long>(rounds),
               absl::ToDoubleSeconds(absl::Now() - start));
   for (int trial = 1; trial <= absl::GetFlag(FLAGS_trials); ++trial) {
-    if (int rc = gradnorm::server::Trial(trial, absl::GetFlag(FLAGS_coordinator), db,
-                                         rounds, participants);
+    if (int rc = gradnorm::server::Trial(
+            trial, absl::GetFlag(FLAGS_coordinator), db, rounds, participants);
         rc != 0) {
       return rc;
     }
   }
-  for (const char* suffix : {"", "-wal", "-shm", ".port"}) std::remove((db + suffix).c_str());
+  for (const char* suffix : {"", "-wal", "-shm", ".port"})
+    std::remove((db + suffix).c_str());
   return 0;
 }

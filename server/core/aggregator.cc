@@ -53,9 +53,8 @@ void AggregatorImpl::StartExpiryThread() {
         // caller's own gRPC deadline may already have cut the call.
         const absl::Duration wait = expiries_.PlanWait(
             clock_->Now(), options_.expiry_interval,
-            [this](const Expiry& e) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-              return LiveExpiryLocked(e);
-            });
+            [this](const Expiry& e)
+                ABSL_NO_THREAD_SAFETY_ANALYSIS { return LiveExpiryLocked(e); });
         auto woken = [this]() ABSL_SHARED_LOCKS_REQUIRED(state_.mu) {
           return state_.shutting_down || expiries_.wake_now();
         };
@@ -80,9 +79,8 @@ bool AggregatorImpl::LiveExpiryLocked(const Expiry& expiry) const {
   if (round_it == run->open.end()) return false;
   if (expiry.waiter_id == 0) return true;
   const std::vector<Waiter>& waiters = round_it->second.waiters;
-  return std::any_of(waiters.begin(), waiters.end(), [&](const Waiter& w) {
-    return w.id == expiry.waiter_id;
-  });
+  return std::any_of(waiters.begin(), waiters.end(),
+                     [&](const Waiter& w) { return w.id == expiry.waiter_id; });
 }
 
 void AggregatorImpl::PushExpiryLocked(Expiry expiry) {
@@ -105,11 +103,10 @@ void AggregatorImpl::Report(const v1::ReportRequest& request,
     }
     if (!fetch) break;
     absl::Status fetched =
-        attempt == 0
-            ? FetchRound(request.run_id(), request.step())
-            : absl::InternalError(absl::StrCat(
-                  RoundName(request.run_id(), request.step()),
-                  " was read from the store but is not in memory"));
+        attempt == 0 ? FetchRound(request.run_id(), request.step())
+                     : absl::InternalError(absl::StrCat(
+                           RoundName(request.run_id(), request.step()),
+                           " was read from the store but is not in memory"));
     if (!fetched.ok()) {
       calls.emplace_back(std::move(done), std::move(fetched));
       break;
@@ -128,16 +125,16 @@ absl::Status AggregatorImpl::FetchRound(const std::string& run_id,
   absl::StatusOr<Run*> run = state_.runs.Find(run_id);
   if (!run.ok()) return run.status();
   if (read->empty()) {
-    return absl::DataLossError(absl::StrCat(
-        "the store's index holds ", RoundName(run_id, step),
-        " but the store has no such round"));
+    return absl::DataLossError(
+        absl::StrCat("the store's index holds ", RoundName(run_id, step),
+                     " but the store has no such round"));
   }
   RoundRecord& record = read->front();
   if (record.participants.size() != (*run)->info.config.participants()) {
-    return absl::DataLossError(absl::StrCat(
-        "the store holds ", record.participants.size(),
-        " participant records for ", RoundName(run_id, step), "; expected ",
-        (*run)->info.config.participants()));
+    return absl::DataLossError(
+        absl::StrCat("the store holds ", record.participants.size(),
+                     " participant records for ", RoundName(run_id, step),
+                     "; expected ", (*run)->info.config.participants()));
   }
   (*run)->finished.emplace(step, FinishedRound{std::move(record), 0});
   return absl::OkStatus();
@@ -167,10 +164,10 @@ void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
   const uint32_t participant = request.participant();
   const double partial = request.partial();
   if (participant >= n) {
-    return fail(absl::InvalidArgumentError(absl::StrCat(
-        "participant ", participant, " is out of range for run ",
-        run.info.run_id, "; expected 0 to ", n - 1, " (the run has ", n,
-        " participants)")));
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("participant ", participant, " is out of range for run ",
+                     run.info.run_id, "; expected 0 to ", n - 1,
+                     " (the run has ", n, " participants)")));
   }
   if (partial < 0) {
     return fail(absl::InvalidArgumentError(absl::StrCat(
@@ -208,9 +205,11 @@ void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
   auto open_it = run.open.find(step);
   if (open_it == run.open.end()) {
     if (run.is_finished()) {
-      return fail(absl::FailedPreconditionError(absl::StrCat(
-          "run ", run.info.run_id, " is finished (FinishRun) and opens no new "
-          "rounds; step ", step, " was never finalized")));
+      return fail(absl::FailedPreconditionError(
+          absl::StrCat("run ", run.info.run_id,
+                       " is finished (FinishRun) and opens no new "
+                       "rounds; step ",
+                       step, " was never finalized")));
     }
     if (run.open.size() >= options_.max_open_rounds_per_run) {
       return fail(absl::ResourceExhaustedError(absl::StrCat(
@@ -228,7 +227,8 @@ void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
     round.arrivals.assign(n, now);
     round.num_elements.assign(n, 0);
     open_it = run.open.emplace(step, std::move(round)).first;
-    PushExpiryLocked(Expiry{open_it->second.deadline, run.info.run_id, step, 0});
+    PushExpiryLocked(
+        Expiry{open_it->second.deadline, run.info.run_id, step, 0});
   }
   OpenRound& round = open_it->second;
   if (round.reported[participant]) {
@@ -287,8 +287,8 @@ RoundRecord AggregatorImpl::FinalizeLocked(Run& run, uint64_t step,
     // A clock stepped back must not produce negative offsets.
     const double offset = std::max(
         0.0, absl::ToDoubleSeconds(round.arrivals[i] - round.first_report));
-    record.participants[i] = ParticipantRecord{round.partials[i], offset,
-                                               round.num_elements[i]};
+    record.participants[i] =
+        ParticipantRecord{round.partials[i], offset, round.num_elements[i]};
     spread = std::max(spread, offset);
   }
   r.set_arrival_spread_seconds(spread);
@@ -344,8 +344,8 @@ void AggregatorImpl::OnCommitted(const std::string& run_id, uint64_t step,
 
 void AggregatorImpl::AbandonRoundLocked(
     Run& run, std::map<uint64_t, OpenRound>::iterator it,
-    const std::string& why, const absl::Status& error,
-    std::vector<Call>* calls, std::vector<AbandonedStep>* abandoned) {
+    const std::string& why, const absl::Status& error, std::vector<Call>* calls,
+    std::vector<AbandonedStep>* abandoned) {
   const uint64_t step = it->first;
   OpenRound& round = it->second;
   run.abandoned[step] = why;

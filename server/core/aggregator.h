@@ -250,7 +250,8 @@ class Aggregator {
   virtual v1::ListRunsResponse ListRuns() const = 0;
 
   // One run. Errors: INVALID_ARGUMENT (bad run id), NOT_FOUND.
-  virtual absl::StatusOr<v1::RunInfo> GetRun(absl::string_view run_id) const = 0;
+  virtual absl::StatusOr<v1::RunInfo> GetRun(
+      absl::string_view run_id) const = 0;
 
   // The run's finalized rounds over [from_step, to_step] downsampled into at
   // most max_points buckets (history.h). Errors: INVALID_ARGUMENT (bad run id,

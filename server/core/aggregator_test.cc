@@ -159,7 +159,8 @@ TEST_F(AggregatorTest, EveryParticipantGetsTheSameResult) {
   EXPECT_EQ(r0->reason(), v1::REASON_ABOVE_MAX_NORM);
   EXPECT_EQ(r0->clip_coef(), 1 / (std::sqrt(30.0) + 1e-6));
   EXPECT_EQ(r0->effective_max_norm(), 1);
-  EXPECT_EQ(r0->reason_detail(), "norm 5.477225575051661 > max_norm 1 (static)");
+  EXPECT_EQ(r0->reason_detail(),
+            "norm 5.477225575051661 > max_norm 1 (static)");
   EXPECT_EQ(r0->arrival_spread_seconds(), 1.75);
   EXPECT_EQ(r0->slowest_participant(), 3u);
   EXPECT_EQ(r0->finalized_unix_micros(),
@@ -410,9 +411,10 @@ TEST_F(AggregatorTest, LogsRunsRegisteredAndRoundsTimedOut) {
   EXPECT_EQ(a->Get().status().code(), absl::StatusCode::kAborted);
   std::vector<std::string> lines = log.lines();
   ASSERT_EQ(lines.size(), 2u);
-  EXPECT_THAT(lines[0], MatchesRegex(".* level=info event=run_registered run=r "
-                                     "participants=3 norm_type=2 max_norm=[^ ]+ "
-                                     "clip_policy=static spike_rule=off"));
+  EXPECT_THAT(lines[0],
+              MatchesRegex(".* level=info event=run_registered run=r "
+                           "participants=3 norm_type=2 max_norm=[^ ]+ "
+                           "clip_policy=static spike_rule=off"));
   EXPECT_THAT(lines[1],
               HasSubstr("level=warning event=round_timed_out run=r step=4 "
                         "why=\"its round timed out after 1000 ms waiting for "
@@ -423,9 +425,12 @@ TEST_F(AggregatorTest, LogsRunsRegisteredAndRoundsTimedOut) {
 // before committing it until Release(), and records the order of commits.
 class HoldingStore final : public TelemetryStore {
  public:
-  explicit HoldingStore(uint64_t hold_sequence) : hold_sequence_(hold_sequence) {}
+  explicit HoldingStore(uint64_t hold_sequence)
+      : hold_sequence_(hold_sequence) {}
 
-  absl::Status PutRun(const RunRecord& run) override { return inner_.PutRun(run); }
+  absl::Status PutRun(const RunRecord& run) override {
+    return inner_.PutRun(run);
+  }
   absl::Status FinishRun(const std::string& run_id,
                          int64_t finished_unix_micros) override {
     return inner_.FinishRun(run_id, finished_unix_micros);
@@ -434,11 +439,11 @@ class HoldingStore final : public TelemetryStore {
     return inner_.DeleteRun(run_id);
   }
   absl::StatusOr<StoreIndex> LoadIndex() override { return inner_.LoadIndex(); }
-  absl::StatusOr<std::vector<RoundRecord>> ReadRounds(const std::string& run_id,
-                                                      uint64_t from_step, uint64_t to_step,
-                                                      size_t limit,
-                                                      bool with_participants) override {
-    return inner_.ReadRounds(run_id, from_step, to_step, limit, with_participants);
+  absl::StatusOr<std::vector<RoundRecord>> ReadRounds(
+      const std::string& run_id, uint64_t from_step, uint64_t to_step,
+      size_t limit, bool with_participants) override {
+    return inner_.ReadRounds(run_id, from_step, to_step, limit,
+                             with_participants);
   }
   absl::Status PutAbandonedStep(const AbandonedStep& step) override {
     return inner_.PutAbandonedStep(step);
@@ -510,13 +515,13 @@ TEST_F(AggregatorTest, ACallbackMayReportTheNextStep) {
   Register(MakeRun("c", 1, 100.0));
   Outcome next;
   Outcome first;
-  aggregator_->Report(
-      MakeReport("c", 0, 0, 9), absl::InfiniteFuture(),
-      [&](absl::StatusOr<v1::RoundResult> result) {
-        first.Callback()(result);
-        aggregator_->Report(MakeReport("c", 1, 0, 16), absl::InfiniteFuture(),
-                            next.Callback());
-      });
+  aggregator_->Report(MakeReport("c", 0, 0, 9), absl::InfiniteFuture(),
+                      [&](absl::StatusOr<v1::RoundResult> result) {
+                        first.Callback()(result);
+                        aggregator_->Report(MakeReport("c", 1, 0, 16),
+                                            absl::InfiniteFuture(),
+                                            next.Callback());
+                      });
   ASSERT_TRUE(first.Get().ok());
   EXPECT_EQ(first.Get()->total_norm(), 3);
   absl::StatusOr<v1::RoundResult> second = next.Wait();
@@ -546,9 +551,11 @@ TEST_F(AggregatorTest, DeadlinesOfAnsweredReportsDoNotAccumulate) {
   clock_.Advance(absl::Minutes(31));
   aggregator_->ExpireRounds();
   ASSERT_TRUE(waiting->done());
-  EXPECT_EQ(waiting->Get().status().code(), absl::StatusCode::kDeadlineExceeded);
-  EXPECT_THAT(waiting->Get().status().message(),
-              HasSubstr("the deadline passed waiting for step 1000000 of run r"));
+  EXPECT_EQ(waiting->Get().status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(
+      waiting->Get().status().message(),
+      HasSubstr("the deadline passed waiting for step 1000000 of run r"));
 }
 
 TEST_F(AggregatorTest, MissingListIsCompact) {
@@ -660,13 +667,15 @@ TEST_F(AggregatorTest, RegisterIsIdempotentAndNamesConfigDifferences) {
   clock_.Advance(absl::Seconds(5));
   v1::RegisterRunRequest same = MakeRun("r", 2);
   same.mutable_config()->set_norm_type(2.0);  // Explicit default: same.
-  absl::StatusOr<v1::RegisterRunResponse> again = aggregator_->RegisterRun(same);
+  absl::StatusOr<v1::RegisterRunResponse> again =
+      aggregator_->RegisterRun(same);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_FALSE(again->created());
   EXPECT_TRUE(MessageDifferencer::Equals(again->run(), first->run()));
 
   v1::RegisterRunRequest other = MakeRun("r", 3, 2.5);
-  absl::StatusOr<v1::RegisterRunResponse> diff = aggregator_->RegisterRun(other);
+  absl::StatusOr<v1::RegisterRunResponse> diff =
+      aggregator_->RegisterRun(other);
   EXPECT_EQ(diff.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(diff.status().message(),
             "run r is already registered with a different config (stored -> "
@@ -716,12 +725,14 @@ TEST_F(AggregatorTest, AdaptivePolicyStateSurvivesRestart) {
   const std::vector<uint64_t> order = {3, 0, 1, 6, 2, 4, 5};
   const std::vector<double> squares = {4, 4.84, 5.0625, 5.76, 2500, 4, 6.25};
   std::vector<std::vector<double>> partials(7);
-  for (size_t i = 0; i < order.size(); ++i) partials[order[i]] = {squares[i], 0};
+  for (size_t i = 0; i < order.size(); ++i)
+    partials[order[i]] = {squares[i], 0};
 
   // Control: no restart.
   std::vector<v1::RoundResult> control;
   Register(run);
-  for (uint64_t step : order) control.push_back(Round("z", step, partials[step]));
+  for (uint64_t step : order)
+    control.push_back(Round("z", step, partials[step]));
 
   // Same rounds with a restart after every round.
   MemoryTelemetryStore store;
@@ -893,7 +904,8 @@ TEST_F(AggregatorTest, FinishedRunOpensNoRoundsButAnswersFinalizedSteps) {
   absl::StatusOr<v1::RunInfo> info = aggregator_->GetRun("r");
   ASSERT_TRUE(info.ok());
   EXPECT_TRUE(info->finished());
-  EXPECT_EQ(info->finished_unix_micros(), finished->run().finished_unix_micros());
+  EXPECT_EQ(info->finished_unix_micros(),
+            finished->run().finished_unix_micros());
   EXPECT_EQ(Report("r", 3, 0, 1)->Get().status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(Report("r", 1, 0, 3)->Get().ok());
@@ -923,13 +935,15 @@ TEST_F(AggregatorTest, WatchOfAFinishedRunEndsAfterItsLastRound) {
   std::unique_ptr<Aggregator> aggregator = *std::move(created);
   ASSERT_TRUE(aggregator->RegisterRun(MakeRun("r", 1)).ok());
   Outcome first, second;
-  aggregator->Report(MakeReport("r", 0, 0, 1), absl::InfiniteFuture(), first.Callback());
+  aggregator->Report(MakeReport("r", 0, 0, 1), absl::InfiniteFuture(),
+                     first.Callback());
   manual.CommitPending();
   std::atomic<int> ready{0};
   auto watch = aggregator->Watch("r", 0, [&] { ready++; });
   ASSERT_TRUE(watch.ok());
   // Step 1 is finalized but not committed when the run is finished.
-  aggregator->Report(MakeReport("r", 1, 0, 2), absl::InfiniteFuture(), second.Callback());
+  aggregator->Report(MakeReport("r", 1, 0, 2), absl::InfiniteFuture(),
+                     second.Callback());
   ASSERT_TRUE(aggregator->FinishRun("r").ok());
   auto next = (*watch)->Next();
   ASSERT_TRUE(next.ok() && next->has_value());
@@ -970,18 +984,23 @@ TEST_F(AggregatorTest, DeleteRunTakesItsHistoryAndFreesItsId) {
   ASSERT_TRUE(watch.ok());
   ASSERT_TRUE((*watch)->Next().ok());  // Nothing yet: armed.
 
-  absl::StatusOr<v1::DeleteRunResponse> deleted = aggregator_->DeleteRun("gone");
+  absl::StatusOr<v1::DeleteRunResponse> deleted =
+      aggregator_->DeleteRun("gone");
   ASSERT_TRUE(deleted.ok()) << deleted.status();
   EXPECT_EQ(deleted->rounds(), 2u);
   EXPECT_EQ(waiting->Get().status().code(), absl::StatusCode::kAborted);
   EXPECT_EQ(ready.load(), 1);
   EXPECT_EQ((*watch)->Next().status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(aggregator_->GetRun("gone").status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(Report("gone", 1, 0, 1)->Get().status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(aggregator_->DeleteRun("gone").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(aggregator_->GetRun("gone").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(Report("gone", 1, 0, 1)->Get().status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(aggregator_->DeleteRun("gone").status().code(),
+            absl::StatusCode::kNotFound);
   EXPECT_EQ(aggregator_->ListRuns().runs_size(), 1);
-  EXPECT_THAT(log.lines(), testing::Contains(MatchesRegex(
-                               ".*event=run_deleted run=gone rounds=2 cause=request")));
+  EXPECT_THAT(log.lines(),
+              testing::Contains(MatchesRegex(
+                  ".*event=run_deleted run=gone rounds=2 cause=request")));
 
   // The id is free: a new run with that id starts empty, and the old watch
   // does not follow it.
@@ -1015,14 +1034,16 @@ TEST_F(AggregatorTest, RetentionDeletesRunsFinishedLongEnoughAgo) {
   EXPECT_EQ(aggregator_->ApplyRetention(), 0);  // "old" is 20 h finished.
   clock_.Advance(absl::Hours(4));
   EXPECT_EQ(aggregator_->ApplyRetention(), 1);
-  EXPECT_EQ(aggregator_->GetRun("old").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(aggregator_->GetRun("old").status().code(),
+            absl::StatusCode::kNotFound);
   EXPECT_TRUE(aggregator_->GetRun("recent").ok());
   clock_.Advance(absl::Hours(100));
   EXPECT_EQ(aggregator_->ApplyRetention(), 1);
   // A run that is not finished is never deleted, however old.
   EXPECT_TRUE(aggregator_->GetRun("running").ok());
-  EXPECT_THAT(log.lines(), testing::Contains(MatchesRegex(
-                               ".*event=run_deleted run=old rounds=1 cause=retention")));
+  EXPECT_THAT(log.lines(),
+              testing::Contains(MatchesRegex(
+                  ".*event=run_deleted run=old rounds=1 cause=retention")));
   Start(options);
   EXPECT_EQ(aggregator_->ListRuns().runs_size(), 1);
 }
@@ -1041,7 +1062,8 @@ TEST_F(AggregatorTest, RetentionThreadDeletesInTheBackground) {
        aggregator_->GetRun("r").ok() && absl::Now() < until;) {
     absl::SleepFor(absl::Milliseconds(5));
   }
-  EXPECT_EQ(aggregator_->GetRun("r").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(aggregator_->GetRun("r").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST_F(AggregatorTest, RestartKeepsOnlyTheIndexAndReadsRoundsBackWhenAsked) {
@@ -1060,7 +1082,8 @@ TEST_F(AggregatorTest, RestartKeepsOnlyTheIndexAndReadsRoundsBackWhenAsked) {
   // History and summary read the store.
   v1::GetHistoryRequest history;
   history.set_run_id("r");
-  absl::StatusOr<v1::GetHistoryResponse> buckets = aggregator_->GetHistory(history);
+  absl::StatusOr<v1::GetHistoryResponse> buckets =
+      aggregator_->GetHistory(history);
   ASSERT_TRUE(buckets.ok());
   ASSERT_EQ(buckets->buckets_size(), 5);
   EXPECT_EQ(buckets->buckets(3).last_norm(), before[3].total_norm());
@@ -1127,7 +1150,8 @@ TEST_F(AggregatorTest, ConcurrentParticipantsAgree) {
     threads.emplace_back([&, p] {
       for (uint64_t step = 0; step < kSteps; ++step) {
         aggregator_->Report(MakeReport("r", step, p, 0.125 * (p + step)),
-                            absl::InfiniteFuture(), outcomes[step][p].Callback());
+                            absl::InfiniteFuture(),
+                            outcomes[step][p].Callback());
       }
     });
   }

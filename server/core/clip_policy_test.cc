@@ -43,8 +43,7 @@ v1::RunConfig AutoClipConfig(double percentile, uint32_t history,
 
 TEST(AutoClipPolicyTest, HandComputedSequence) {
   // Median (nearest rank) of the last 4 finite totals after 3 of warm-up.
-  std::unique_ptr<ClipPolicy> policy =
-      MakeClipPolicy(AutoClipConfig(50, 4, 3));
+  std::unique_ptr<ClipPolicy> policy = MakeClipPolicy(AutoClipConfig(50, 4, 3));
   EXPECT_EQ(policy->name(), "autoclip");
   EXPECT_EQ(policy->EffectiveMaxNorm(), 100);
   policy->Observe(1);

@@ -23,7 +23,8 @@ class Clock {
   virtual ~Clock() = default;
 
   // The current time. Never decreases for the real clock's callers that only
-  // compare durations over seconds; the fake returns exactly what it was set to.
+  // compare durations over seconds; the fake returns exactly what it was set
+  // to.
   virtual absl::Time Now() const = 0;
 
   // The process-wide real clock (absl::Now()). Never null, never destroyed.

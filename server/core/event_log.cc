@@ -23,8 +23,8 @@ const char* LevelName(LogLevel level) {
 }
 
 void AppendValue(std::string* line, absl::string_view value) {
-  const bool quote =
-      value.empty() || value.find_first_of(" \"=\\\t\n") != absl::string_view::npos;
+  const bool quote = value.empty() || value.find_first_of(" \"=\\\t\n") !=
+                                          absl::string_view::npos;
   if (!quote) {
     absl::StrAppend(line, value);
     return;
@@ -49,14 +49,16 @@ absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view name) {
   if (lower == "warning") return LogLevel::kWarning;
   if (lower == "error") return LogLevel::kError;
   if (lower == "off") return LogLevel::kOff;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "log level '", name, "' is unknown; expected info, warning, error or off"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("log level '", name,
+                   "' is unknown; expected info, warning, error or off"));
 }
 
-std::string FormatEvent(absl::Time time, LogLevel level, absl::string_view event,
-                        const LogFields& fields) {
+std::string FormatEvent(absl::Time time, LogLevel level,
+                        absl::string_view event, const LogFields& fields) {
   std::string line = absl::StrCat(
-      "ts=", absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", time, absl::UTCTimeZone()),
+      "ts=",
+      absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", time, absl::UTCTimeZone()),
       " level=", LevelName(level), " event=");
   AppendValue(&line, event);
   for (const auto& [key, value] : fields) {

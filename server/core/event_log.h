@@ -3,7 +3,8 @@
 // start and shutdown), as logfmt key=value pairs, so that a log collector can
 // parse it:
 //
-//   ts=2026-12-04T20:15:00.123456Z level=info event=run_registered run=r7 participants=2
+//   ts=2026-12-04T20:15:00.123456Z level=info event=run_registered run=r7
+//   participants=2
 //
 // EventLog is the seam: StreamEventLog writes lines to a stream (stderr in
 // the coordinator), InMemoryEventLog keeps them for tests. LogLimiter keeps
@@ -39,8 +40,8 @@ using LogFields = std::vector<std::pair<std::string, std::string>>;
 
 // One line (without the newline): ts, level, event, then `fields` in order.
 // Values with spaces, quotes or '=' are quoted, with \" and \\ escaped.
-std::string FormatEvent(absl::Time time, LogLevel level, absl::string_view event,
-                        const LogFields& fields);
+std::string FormatEvent(absl::Time time, LogLevel level,
+                        absl::string_view event, const LogFields& fields);
 
 class EventLog {
  public:

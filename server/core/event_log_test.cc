@@ -56,7 +56,8 @@ TEST(EventLogTest, InMemoryLogKeepsLines) {
   InMemoryEventLog log;
   log.Log(LogLevel::kInfo, "start", {{"version", "1"}});
   ASSERT_EQ(log.lines().size(), 1u);
-  EXPECT_THAT(log.lines()[0], MatchesRegex(".* level=info event=start version=1"));
+  EXPECT_THAT(log.lines()[0],
+              MatchesRegex(".* level=info event=start version=1"));
 }
 
 TEST(LogLimiterTest, OneEventPerIntervalWithTheCountHeldBack) {

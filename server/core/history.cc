@@ -22,8 +22,7 @@ double NearestRank(const std::vector<double>& sorted, double q) {
 
 }  // namespace
 
-absl::StatusOr<StepRange> ResolveStepRange(uint64_t from_step,
-                                           uint64_t to_step,
+absl::StatusOr<StepRange> ResolveStepRange(uint64_t from_step, uint64_t to_step,
                                            uint64_t last_step) {
   if (to_step != 0 && from_step > to_step) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -38,8 +37,7 @@ v1::GetHistoryResponse BuildHistory(
   v1::GetHistoryResponse response;
   const size_t n = rounds.size();
   if (n == 0) return response;
-  const size_t buckets =
-      max_points == 0 ? n : std::min<size_t>(n, max_points);
+  const size_t buckets = max_points == 0 ? n : std::min<size_t>(n, max_points);
   const size_t base = n / buckets;
   const size_t larger = n % buckets;  // The first `larger` get one more.
   size_t begin = 0;
@@ -122,9 +120,8 @@ v1::GetSummaryResponse BuildSummary(
   s.set_min_norm(finite.empty() ? kNaN : finite.front());
   s.set_max_norm(finite.empty() ? kNaN : finite.back());
   s.set_mean_norm(finite.empty() ? kNaN : sum / finite.size());
-  s.set_clipped_fraction(rounds.empty() ? 0.0
-                                        : static_cast<double>(clipped) /
-                                              rounds.size());
+  s.set_clipped_fraction(
+      rounds.empty() ? 0.0 : static_cast<double>(clipped) / rounds.size());
   if (rounds.empty()) return s;
 
   std::vector<uint32_t> order(participants);
@@ -132,9 +129,8 @@ v1::GetSummaryResponse BuildSummary(
   auto mean = [&](uint32_t i) {
     return lags[i].count == 0 ? 0.0 : lags[i].sum / lags[i].count;
   };
-  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-    return mean(a) > mean(b);
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](uint32_t a, uint32_t b) { return mean(a) > mean(b); });
   const uint32_t top = top_slowest == 0 ? kDefaultTopSlowest : top_slowest;
   for (uint32_t k = 0; k < std::min(top, participants); ++k) {
     const uint32_t i = order[k];

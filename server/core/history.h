@@ -30,8 +30,7 @@ struct StepRange {
 // The range a request names: to_step 0 means the run's last finalized step
 // (`last_step`; pass 0 when the run has no rounds). INVALID_ARGUMENT when
 // to_step != 0 and from_step > to_step.
-absl::StatusOr<StepRange> ResolveStepRange(uint64_t from_step,
-                                           uint64_t to_step,
+absl::StatusOr<StepRange> ResolveStepRange(uint64_t from_step, uint64_t to_step,
                                            uint64_t last_step);
 
 // Splits `rounds` (step order) into at most `max_points` buckets of
@@ -40,8 +39,8 @@ absl::StatusOr<StepRange> ResolveStepRange(uint64_t from_step,
 // finite totals (NaN when none is finite), the last round's total, CLIP and
 // SKIP counts and the largest arrival spread. `downsampled` is true when a
 // bucket holds more than one round.
-v1::GetHistoryResponse BuildHistory(const std::vector<const RoundRecord*>& rounds,
-                                    uint32_t max_points);
+v1::GetHistoryResponse BuildHistory(
+    const std::vector<const RoundRecord*>& rounds, uint32_t max_points);
 
 // Summary of `rounds` (step order): nearest-rank p50/p90/p99 (the
 // ceil(q/100 * n)-th smallest), min, max and mean over the finite totals (NaN
@@ -50,9 +49,9 @@ v1::GetHistoryResponse BuildHistory(const std::vector<const RoundRecord*>& round
 // 5) with the largest mean arrival offset (ties: lower id first), each with
 // how often it arrived last and its largest offset. `participants` is the
 // run's participant count.
-v1::GetSummaryResponse BuildSummary(const std::vector<const RoundRecord*>& rounds,
-                                    uint32_t participants,
-                                    uint32_t top_slowest);
+v1::GetSummaryResponse BuildSummary(
+    const std::vector<const RoundRecord*>& rounds, uint32_t participants,
+    uint32_t top_slowest);
 
 // Summaries list at most this many skipped steps.
 inline constexpr int kMaxListedSkippedSteps = 1000;

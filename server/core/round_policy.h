@@ -7,11 +7,12 @@
 //   RoundDecision decision = policy.Decide(total);
 //   policy.Observe(total, decision.action);  // once the round is finalized
 //
-// Decision order: a non-finite total is SKIP / NONFINITE; a spike (spike_rule.h;
-// only once the window has spread, std > 0: a window of equal totals cannot
-// tell a spike from noise) is SKIP / SPIKE; otherwise coef = effective_max_norm / (total + 1e-6) and the
-// action is CLIP / ABOVE_MAX_NORM iff coef < 1, else NONE / WITHIN_MAX_NORM.
-// clip_coef is 1 whenever the action is not CLIP.
+// Decision order: a non-finite total is SKIP / NONFINITE; a spike
+// (spike_rule.h; only once the window has spread, std > 0: a window of equal
+// totals cannot tell a spike from noise) is SKIP / SPIKE; otherwise coef =
+// effective_max_norm / (total + 1e-6) and the action is CLIP / ABOVE_MAX_NORM
+// iff coef < 1, else NONE / WITHIN_MAX_NORM. clip_coef is 1 whenever the action
+// is not CLIP.
 //
 // Thread-safety: none; the owner (one run) serializes calls.
 #ifndef GRADNORM_SERVER_CORE_ROUND_POLICY_H_

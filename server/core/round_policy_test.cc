@@ -134,9 +134,9 @@ TEST(RoundPolicyTest, ALastingRiseIsAcceptedAfterAFewSkips) {
     actions.push_back(d.action);
     policy.Observe(1.5, d.action);
   }
-  EXPECT_THAT(actions, ::testing::ElementsAre(v1::ACTION_SKIP, v1::ACTION_SKIP,
-                                              v1::ACTION_SKIP, v1::ACTION_NONE,
-                                              v1::ACTION_NONE, v1::ACTION_NONE));
+  EXPECT_THAT(actions, ::testing::ElementsAre(
+                           v1::ACTION_SKIP, v1::ACTION_SKIP, v1::ACTION_SKIP,
+                           v1::ACTION_NONE, v1::ACTION_NONE, v1::ACTION_NONE));
 }
 
 // Equal totals have no spread: any larger total would be infinitely many

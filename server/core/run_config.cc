@@ -4,9 +4,9 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/norm_math.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
-#include "common/norm_math.h"
 #include "server/core/number_format.h"
 
 namespace gradnorm {
@@ -25,9 +25,9 @@ bool IsRunIdChar(char c) {
 
 absl::Status OutOfRange(absl::string_view field, double value,
                         absl::string_view expected) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      "run config field ", field, " is ", FormatNumber(value), "; expected ",
-      expected));
+  return absl::InvalidArgumentError(absl::StrCat("run config field ", field,
+                                                 " is ", FormatNumber(value),
+                                                 "; expected ", expected));
 }
 
 absl::Status NormalizeAutoClip(v1::AutoClip* auto_clip) {
@@ -55,12 +55,13 @@ absl::Status NormalizeAutoClip(v1::AutoClip* auto_clip) {
 absl::Status NormalizeZClip(v1::ZClip* zclip) {
   double alpha = zclip->alpha() == 0 ? kDefaultZClipAlpha : zclip->alpha();
   if (!(alpha > 0 && alpha < 1)) {
-    return OutOfRange("clip_policy.zclip.alpha", alpha,
-                      "a smoothing factor in (0, 1) (0 means the default 0.97)");
+    return OutOfRange(
+        "clip_policy.zclip.alpha", alpha,
+        "a smoothing factor in (0, 1) (0 means the default 0.97)");
   }
   zclip->set_alpha(alpha);
   double z = zclip->z_threshold() == 0 ? kDefaultZClipZThreshold
-                                        : zclip->z_threshold();
+                                       : zclip->z_threshold();
   if (!(z > 0 && std::isfinite(z))) {
     return OutOfRange("clip_policy.zclip.z_threshold", z,
                       "a finite value > 0 (0 means the default 2.5)");
@@ -133,7 +134,8 @@ void DiffMessages(const Message& stored, const Message& requested,
     const FieldDescriptor* field = descriptor->field(i);
     const OneofDescriptor* oneof = field->real_containing_oneof();
     if (oneof != nullptr) {
-      const FieldDescriptor* a = reflection->GetOneofFieldDescriptor(stored, oneof);
+      const FieldDescriptor* a =
+          reflection->GetOneofFieldDescriptor(stored, oneof);
       const FieldDescriptor* b =
           reflection->GetOneofFieldDescriptor(requested, oneof);
       if (a != b) {
@@ -153,11 +155,9 @@ void DiffMessages(const Message& stored, const Message& requested,
       // length is still reported.
       if (reflection->FieldSize(stored, field) !=
           reflection->FieldSize(requested, field)) {
-        out->push_back(absl::StrCat(path, ": ",
-                                    reflection->FieldSize(stored, field),
-                                    " elements -> ",
-                                    reflection->FieldSize(requested, field),
-                                    " elements"));
+        out->push_back(absl::StrCat(
+            path, ": ", reflection->FieldSize(stored, field), " elements -> ",
+            reflection->FieldSize(requested, field), " elements"));
       }
       continue;
     }
@@ -188,12 +188,13 @@ absl::Status ValidateRunId(absl::string_view run_id) {
   for (size_t i = 0; i < run_id.size(); ++i) {
     if (!IsRunIdChar(run_id[i])) {
       unsigned char c = static_cast<unsigned char>(run_id[i]);
-      std::string shown = (c >= 0x20 && c < 0x7f)
-                              ? absl::StrCat("'", std::string(1, c), "'")
-                              : absl::StrCat("byte 0x", absl::Hex(c, absl::kZeroPad2));
-      return absl::InvalidArgumentError(absl::StrCat(
-          "run_id has ", shown, " at position ", i,
-          "; expected only characters of [A-Za-z0-9._-]"));
+      std::string shown =
+          (c >= 0x20 && c < 0x7f)
+              ? absl::StrCat("'", std::string(1, c), "'")
+              : absl::StrCat("byte 0x", absl::Hex(c, absl::kZeroPad2));
+      return absl::InvalidArgumentError(
+          absl::StrCat("run_id has ", shown, " at position ", i,
+                       "; expected only characters of [A-Za-z0-9._-]"));
     }
   }
   return absl::OkStatus();
@@ -221,10 +222,10 @@ absl::StatusOr<v1::RunConfig> NormalizeRunConfig(const v1::RunConfig& config,
   // A valid count beyond what this server allows: its limit, like the
   // limits on runs and open rounds.
   if (out.participants() > max_participants) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "run config field participants is ", out.participants(),
-        "; this coordinator allows at most ", max_participants,
-        " (--max_participants)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("run config field participants is ", out.participants(),
+                     "; this coordinator allows at most ", max_participants,
+                     " (--max_participants)"));
   }
   switch (out.clip_policy().policy_case()) {
     case v1::ClipPolicy::POLICY_NOT_SET:
@@ -269,7 +270,8 @@ absl::StatusOr<v1::RunConfig> NormalizeRunConfig(const v1::RunConfig& config,
           "; expected NON_FINITE_POLICY_SKIP (1) or NON_FINITE_POLICY_ERROR "
           "(2)"));
   }
-  if (out.round_timeout_ms() == 0) out.set_round_timeout_ms(kDefaultRoundTimeoutMs);
+  if (out.round_timeout_ms() == 0)
+    out.set_round_timeout_ms(kDefaultRoundTimeoutMs);
   if (out.round_timeout_ms() > kMaxRoundTimeoutMs) {
     return absl::InvalidArgumentError(absl::StrCat(
         "run config field round_timeout_ms is ", out.round_timeout_ms(),

@@ -108,30 +108,37 @@ void ExpectInvalid(const v1::RunConfig& config, const std::string& message) {
 TEST(NormalizeRunConfigTest, RejectsOutOfRangeFields) {
   v1::RunConfig c = Minimal();
   c.set_norm_type(-1);
-  ExpectInvalid(c, "run config field norm_type is -1; expected p > 0, or "
-                   "+Infinity for the inf-norm (0 means the default 2)");
+  ExpectInvalid(c,
+                "run config field norm_type is -1; expected p > 0, or "
+                "+Infinity for the inf-norm (0 means the default 2)");
   c.set_norm_type(kNaN);
-  ExpectInvalid(c, "run config field norm_type is nan; expected p > 0, or "
-                   "+Infinity for the inf-norm (0 means the default 2)");
+  ExpectInvalid(c,
+                "run config field norm_type is nan; expected p > 0, or "
+                "+Infinity for the inf-norm (0 means the default 2)");
   c.set_norm_type(-kInf);
-  ExpectInvalid(c, "run config field norm_type is -inf; expected p > 0, or "
-                   "+Infinity for the inf-norm (0 means the default 2)");
+  ExpectInvalid(c,
+                "run config field norm_type is -inf; expected p > 0, or "
+                "+Infinity for the inf-norm (0 means the default 2)");
 
   c = Minimal();
   c.set_max_norm(-0.5);
-  ExpectInvalid(c, "run config field max_norm is -0.5; expected a finite "
-                   "value >= 0");
+  ExpectInvalid(c,
+                "run config field max_norm is -0.5; expected a finite "
+                "value >= 0");
   c.set_max_norm(kNaN);
-  ExpectInvalid(c, "run config field max_norm is nan; expected a finite "
-                   "value >= 0");
+  ExpectInvalid(c,
+                "run config field max_norm is nan; expected a finite "
+                "value >= 0");
   c.set_max_norm(kInf);
-  ExpectInvalid(c, "run config field max_norm is inf; expected a finite "
-                   "value >= 0");
+  ExpectInvalid(c,
+                "run config field max_norm is inf; expected a finite "
+                "value >= 0");
 
   c = Minimal();
   c.set_participants(0);
-  ExpectInvalid(c, "run config field participants is 0; expected between 1 "
-                   "and 100");
+  ExpectInvalid(c,
+                "run config field participants is 0; expected between 1 "
+                "and 100");
   // More than the server allows is its limit, not a bad value.
   c.set_participants(101);
   absl::StatusOr<v1::RunConfig> over = NormalizeRunConfig(c, 100);
@@ -142,48 +149,57 @@ TEST(NormalizeRunConfigTest, RejectsOutOfRangeFields) {
 
   c = Minimal();
   c.mutable_clip_policy()->mutable_auto_clip()->set_percentile(100.5);
-  ExpectInvalid(c, "run config field clip_policy.auto_clip.percentile is "
-                   "100.5; expected a percentile in (0, 100] (0 means the "
-                   "default 10)");
+  ExpectInvalid(c,
+                "run config field clip_policy.auto_clip.percentile is "
+                "100.5; expected a percentile in (0, 100] (0 means the "
+                "default 10)");
   c.mutable_clip_policy()->mutable_auto_clip()->set_percentile(50);
   c.mutable_clip_policy()->mutable_auto_clip()->set_history_length(1000001);
-  ExpectInvalid(c, "run config field clip_policy.auto_clip.history_length is "
-                   "1000001; expected at most 1000000");
+  ExpectInvalid(c,
+                "run config field clip_policy.auto_clip.history_length is "
+                "1000001; expected at most 1000000");
 
   c = Minimal();
   c.mutable_clip_policy()->mutable_zclip()->set_alpha(1.0);
-  ExpectInvalid(c, "run config field clip_policy.zclip.alpha is 1; expected "
-                   "a smoothing factor in (0, 1) (0 means the default 0.97)");
+  ExpectInvalid(c,
+                "run config field clip_policy.zclip.alpha is 1; expected "
+                "a smoothing factor in (0, 1) (0 means the default 0.97)");
   c.mutable_clip_policy()->mutable_zclip()->set_alpha(0.5);
   c.mutable_clip_policy()->mutable_zclip()->set_z_threshold(-2);
-  ExpectInvalid(c, "run config field clip_policy.zclip.z_threshold is -2; "
-                   "expected a finite value > 0 (0 means the default 2.5)");
+  ExpectInvalid(c,
+                "run config field clip_policy.zclip.z_threshold is -2; "
+                "expected a finite value > 0 (0 means the default 2.5)");
 
   c = Minimal();
   c.mutable_spike_rule()->set_sigma(kInf);
-  ExpectInvalid(c, "run config field spike_rule.sigma is inf; expected a "
-                   "finite value > 0 (0 means the default 6)");
+  ExpectInvalid(c,
+                "run config field spike_rule.sigma is inf; expected a "
+                "finite value > 0 (0 means the default 6)");
   c = Minimal();
   c.mutable_spike_rule()->set_window(8);
   c.mutable_spike_rule()->set_warmup_steps(9);
-  ExpectInvalid(c, "run config field spike_rule.warmup_steps is 9; expected "
-                   "at most spike_rule.window (8) since the window never "
-                   "holds more totals");
+  ExpectInvalid(c,
+                "run config field spike_rule.warmup_steps is 9; expected "
+                "at most spike_rule.window (8) since the window never "
+                "holds more totals");
   c = Minimal();
   c.mutable_spike_rule()->set_window(4);  // Default warm-up 16 > 4.
-  ExpectInvalid(c, "run config field spike_rule.warmup_steps is 16; expected "
-                   "at most spike_rule.window (4) since the window never "
-                   "holds more totals");
+  ExpectInvalid(c,
+                "run config field spike_rule.warmup_steps is 16; expected "
+                "at most spike_rule.window (4) since the window never "
+                "holds more totals");
 
   c = Minimal();
   c.set_nonfinite_policy(static_cast<v1::NonFinitePolicy>(7));
-  ExpectInvalid(c, "run config field nonfinite_policy is 7; expected "
-                   "NON_FINITE_POLICY_SKIP (1) or NON_FINITE_POLICY_ERROR (2)");
+  ExpectInvalid(c,
+                "run config field nonfinite_policy is 7; expected "
+                "NON_FINITE_POLICY_SKIP (1) or NON_FINITE_POLICY_ERROR (2)");
 
   c = Minimal();
   c.set_round_timeout_ms(kMaxRoundTimeoutMs + 1);
-  ExpectInvalid(c, "run config field round_timeout_ms is 86400001; expected "
-                   "at most 86400000 (one day)");
+  ExpectInvalid(c,
+                "run config field round_timeout_ms is 86400001; expected "
+                "at most 86400000 (one day)");
 
   // Unset (0) max_norm with an adaptive policy would zero the gradients of its
   // warm-up steps; with the static policy 0 stays allowed (torch's meaning).
@@ -195,9 +211,10 @@ TEST(NormalizeRunConfigTest, RejectsOutOfRangeFields) {
     } else {
       c.mutable_clip_policy()->mutable_auto_clip();
     }
-    ExpectInvalid(c, "run config field max_norm is 0; expected > 0 with an "
-                     "adaptive clip policy (AutoClip, ZClip): it is the "
-                     "threshold of the policy's warm-up steps");
+    ExpectInvalid(c,
+                  "run config field max_norm is 0; expected > 0 with an "
+                  "adaptive clip policy (AutoClip, ZClip): it is the "
+                  "threshold of the policy's warm-up steps");
   }
   c = Minimal();
   c.set_max_norm(0);

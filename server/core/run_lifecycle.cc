@@ -182,10 +182,10 @@ absl::StatusOr<v1::DeleteRunResponse> AggregatorImpl::DeleteRun(
     (*run)->deleting = true;
     AbandonOpenRoundsLocked(
         **run, "the run was deleted",
-        absl::AbortedError(absl::StrCat(
-            "run ", run_id,
-            " was deleted (DeleteRun) while this round waited for "
-            "participants")),
+        absl::AbortedError(
+            absl::StrCat("run ", run_id,
+                         " was deleted (DeleteRun) while this round waited for "
+                         "participants")),
         &calls, &abandoned);
     WakeWatches(**run, std::nullopt, &ready);
   }

@@ -14,7 +14,8 @@ namespace server {
 namespace aggregator_internal {
 namespace {
 
-std::vector<const RoundRecord*> Pointers(const std::vector<RoundRecord>& rounds) {
+std::vector<const RoundRecord*> Pointers(
+    const std::vector<RoundRecord>& rounds) {
   std::vector<const RoundRecord*> pointers;
   pointers.reserve(rounds.size());
   for (const RoundRecord& round : rounds) pointers.push_back(&round);

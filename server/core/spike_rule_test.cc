@@ -30,7 +30,7 @@ TEST(SpikeRuleTest, HandComputedWindow) {
   SpikeRule rule(Rule(true, 2, 4, 3));
   rule.Observe(1);
   rule.Observe(2);
-  EXPECT_FALSE(rule.Current().has_value());  // Warming up: 2 < 3.
+  EXPECT_FALSE(rule.Current().has_value());                // Warming up: 2 < 3.
   rule.Observe(std::numeric_limits<double>::quiet_NaN());  // Ignored.
   rule.Observe(3);
   std::optional<SpikeRule::Window> w = rule.Current();

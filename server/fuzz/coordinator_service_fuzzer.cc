@@ -25,8 +25,8 @@
 #include "server/core/clock.h"
 #include "server/rpc/coordinator_service.h"
 #include "server/rpc/coordinator_test_util.h"
-#include "server/store/memory_telemetry_store.h"
 #include "server/rpc/metrics.h"
+#include "server/store/memory_telemetry_store.h"
 
 namespace gradnorm {
 namespace server {
@@ -60,7 +60,8 @@ struct Coordinator {
     builder.RegisterService(service.get());
     server = builder.BuildAndStart();
     channel = server->InProcessChannel(grpc::ChannelArguments());
-    for (auto [id, n] : {std::pair<const char*, uint32_t>{"solo", 1}, {"pair", 2}}) {
+    for (auto [id, n] :
+         {std::pair<const char*, uint32_t>{"solo", 1}, {"pair", 2}}) {
       v1::RegisterRunRequest run;
       run.set_run_id(id);
       run.mutable_config()->set_participants(n);

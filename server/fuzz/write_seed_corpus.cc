@@ -23,7 +23,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-void Write(const fs::path& dir, const std::string& name, const std::string& bytes) {
+void Write(const fs::path& dir, const std::string& name,
+           const std::string& bytes) {
   fs::create_directories(dir);
   std::ofstream(dir / name, std::ios::binary) << bytes;
 }
@@ -37,7 +38,8 @@ std::vector<v1::RunConfig> Configs() {
   configs[1].set_nonfinite_policy(v1::NON_FINITE_POLICY_ERROR);
   configs[2].set_participants(3);
   configs[2].mutable_clip_policy()->mutable_auto_clip()->set_percentile(90);
-  configs[2].mutable_clip_policy()->mutable_auto_clip()->set_history_length(100);
+  configs[2].mutable_clip_policy()->mutable_auto_clip()->set_history_length(
+      100);
   configs[3].set_participants(4);
   configs[3].mutable_clip_policy()->mutable_zclip()->set_alpha(0.97);
   configs[3].mutable_clip_policy()->mutable_zclip()->set_z_threshold(2.5);
@@ -153,11 +155,13 @@ int WriteStoreCorpus(const fs::path& dir) {
       record.participants.assign(4, ParticipantRecord{0.5, 0.01, 10});
       (*store)->AppendRound(record, [](absl::Status) {});
     }
-    if (!(*store)->PutAbandonedStep({"r", 5, "participant 2 missing"}).ok()) return 1;
+    if (!(*store)->PutAbandonedStep({"r", 5, "participant 2 missing"}).ok())
+      return 1;
     if (!(*store)->FinishRun("done", 1700000000000001).ok()) return 1;
     if (!(*store)->Flush().ok()) return 1;
   }
-  for (const char* suffix : {"-wal", "-shm"}) fs::remove(path.string() + suffix);
+  for (const char* suffix : {"-wal", "-shm"})
+    fs::remove(path.string() + suffix);
   return 0;
 }
 

@@ -60,15 +60,15 @@ absl::StatusOr<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::Parse(
     std::vector<absl::string_view> fields =
         absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     if (fields.size() != 2) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, "expected '<token> <role>' (2 fields), got ", fields.size(),
-          " fields"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "expected '<token> <role>' (2 fields), got ",
+                       fields.size(), " fields"));
     }
     const absl::string_view token = fields[0];
     if (token.size() < kMinTokenLength || token.size() > kMaxTokenLength) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, "token has ", token.size(), " characters, expected ",
-                       kMinTokenLength, " to ", kMaxTokenLength));
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "token has ", token.size(), " characters, expected ",
+          kMinTokenLength, " to ", kMaxTokenLength));
     }
     for (char c : token) {
       if (!IsTokenChar(c)) {
@@ -90,15 +90,16 @@ absl::StatusOr<std::unique_ptr<TokenAuthenticator>> TokenAuthenticator::Parse(
     }
     for (const Entry& entry : entries) {
       if (entry.token == token) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, "duplicate token (each token may appear once)"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, "duplicate token (each token may appear once)"));
       }
     }
     entries.push_back(Entry{std::string(token), role});
   }
   if (entries.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        source, ": no tokens defined, expected at least one '<token> <role>' line"));
+        source,
+        ": no tokens defined, expected at least one '<token> <role>' line"));
   }
   return std::unique_ptr<TokenAuthenticator>(
       new TokenAuthenticator(std::move(entries)));
@@ -125,7 +126,8 @@ absl::StatusOr<Role> TokenAuthenticator::Authenticate(
   constexpr absl::string_view kBearer = "Bearer ";
   if (!absl::StartsWithIgnoreCase(header, kBearer)) {
     return absl::UnauthenticatedError(
-        "'authorization' metadata is not a bearer token, expected 'Bearer <token>'");
+        "'authorization' metadata is not a bearer token, expected 'Bearer "
+        "<token>'");
   }
   const absl::string_view token =
       absl::StripAsciiWhitespace(header.substr(kBearer.size()));
@@ -147,8 +149,9 @@ absl::Status TokenAuthenticator::Authorize(absl::string_view header,
   if (!role.ok()) return role.status();
   if (*role == Role::kAdmin) return absl::OkStatus();
   if (permission == Permission::kAdmin) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "role '", RoleName(*role), "' may not delete runs; that needs role 'admin'"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("role '", RoleName(*role),
+                     "' may not delete runs; that needs role 'admin'"));
   }
   if (permission == Permission::kReport && *role != Role::kTrainer) {
     return absl::PermissionDeniedError(absl::StrCat(

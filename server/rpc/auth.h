@@ -44,16 +44,17 @@ enum class Permission { kReport, kQuery, kAdmin };
 // "trainer", "viewer" or "admin".
 absl::string_view RoleName(Role role);
 
-// The metadata key that carries the bearer token (lower case, as gRPC requires).
+// The metadata key that carries the bearer token (lower case, as gRPC
+// requires).
 inline constexpr absl::string_view kAuthorizationMetadataKey = "authorization";
 
 class TokenAuthenticator {
  public:
   // Parses a tokens file's text. `source` names it in error messages.
   // INVALID_ARGUMENT naming the line (e.g. "tokens.txt:3: unknown role
-  // 'root', expected trainer, viewer or admin") for a malformed line, a bad token,
-  // an unknown role or a duplicate token; INVALID_ARGUMENT when no token is
-  // defined at all (an empty file would lock everybody out silently).
+  // 'root', expected trainer, viewer or admin") for a malformed line, a bad
+  // token, an unknown role or a duplicate token; INVALID_ARGUMENT when no token
+  // is defined at all (an empty file would lock everybody out silently).
   static absl::StatusOr<std::unique_ptr<TokenAuthenticator>> Parse(
       absl::string_view text, absl::string_view source);
 

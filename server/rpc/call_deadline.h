@@ -9,8 +9,8 @@
 #define GRADNORM_SERVER_RPC_CALL_DEADLINE_H_
 
 #include "absl/time/time.h"
-#include "grpcpp/support/callback_common.h"
 #include "grpcpp/server_context.h"
+#include "grpcpp/support/callback_common.h"
 
 namespace gradnorm {
 namespace server {

@@ -34,7 +34,8 @@ absl::Status DamagedStore(const CoordinatorServerOptions& options,
 absl::StatusOr<std::unique_ptr<TelemetryStore>> OpenStore(
     const CoordinatorServerOptions& options) {
   if (options.store == StoreKind::kMemory) {
-    return std::unique_ptr<TelemetryStore>(std::make_unique<MemoryTelemetryStore>());
+    return std::unique_ptr<TelemetryStore>(
+        std::make_unique<MemoryTelemetryStore>());
   }
   if (options.db_path.empty()) {
     return absl::InvalidArgumentError(
@@ -97,8 +98,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
         metrics->RecordRound(result.action());
         metrics->RecordStoreCommit(absl::ToDoubleSeconds(commit_latency));
       };
-  absl::StatusOr<std::unique_ptr<Aggregator>> aggregator_or = Aggregator::Create(
-      aggregator_options, server->store_.get(), Clock::Real());
+  absl::StatusOr<std::unique_ptr<Aggregator>> aggregator_or =
+      Aggregator::Create(aggregator_options, server->store_.get(),
+                         Clock::Real());
   if (!aggregator_or.ok()) return DamagedStore(options, aggregator_or.status());
   server->aggregator_ = *std::move(aggregator_or);
   // Read at each scrape; cleared in Shutdown, before the Aggregator goes.
@@ -122,8 +124,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   // Keepalive matching the client library: pings every >= 10 s are welcome,
   // with or without calls in flight (a trainer idles between steps).
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-                             10 * 1000);
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10 * 1000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);
@@ -155,9 +157,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
     health_builder.RegisterService(server->health_service_.get());
     server->health_server_ = health_builder.BuildAndStart();
     if (server->health_server_ == nullptr || server->health_port_ == 0) {
-      return absl::UnavailableError(absl::StrCat(
-          "cannot serve health on '", options.health_listen,
-          "' (address in use, or not a local address?)"));
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve health on '", options.health_listen,
+                       "' (address in use, or not a local address?)"));
     }
   }
   server->SetServing(true);
@@ -168,7 +170,8 @@ CoordinatorServer::~CoordinatorServer() { (void)Shutdown(); }
 
 void CoordinatorServer::SetServing(bool serving) {
   if (server_ != nullptr) {
-    grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+    grpc::HealthCheckServiceInterface* health =
+        server_->GetHealthCheckService();
     if (health != nullptr) {
       health->SetServingStatus(kServiceName, serving);
       health->SetServingStatus(serving);
@@ -195,10 +198,12 @@ absl::Status CoordinatorServer::Shutdown() {
   // Idle ReportStreams would hold the server's shutdown for its whole grace.
   if (service_ != nullptr) service_->ShutdownStreams();
   if (server_ != nullptr) {
-    server_->Shutdown(absl::ToChronoTime(absl::Now() + options_.shutdown_grace));
+    server_->Shutdown(
+        absl::ToChronoTime(absl::Now() + options_.shutdown_grace));
   }
   // Last: probes see NOT_SERVING until the main server is gone.
-  if (health_server_ != nullptr) health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
+  if (health_server_ != nullptr)
+    health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
   if (metrics_ != nullptr) {
     metrics_->SetActiveRuns(
         aggregator_ != nullptr

@@ -9,17 +9,18 @@
 //   ASSIGN_OR_RETURN(auto server, CoordinatorServer::Create(options));
 //   Connect(server->address());
 //   ...
-//   RETURN_IF_ERROR(server->Shutdown());   // graceful; also done by the destructor
+//   RETURN_IF_ERROR(server->Shutdown());   // graceful; also done by the
+//   destructor
 //
 // Serving: gradnorm.v1.Coordinator (coordinator_service.h) and grpc.health.v1
 // (SERVING for "" and "gradnorm.v1.Coordinator" while up). With health_listen,
 // grpc.health.v1 alone, with the same statuses, is also served in plaintext on
 // a port of its own: probes that cannot speak (mutual) TLS, as the kubelet's
-// gRPC probe cannot, check it there, and nothing else is reachable through it. Requests larger than
-// max_message_bytes fail with RESOURCE_EXHAUSTED before reaching a handler.
-// Keepalive: clients may ping every 10 s, also without calls in flight; the
-// server pings idle connections every 60 s and drops them after 20 s without
-// an answer.
+// gRPC probe cannot, check it there, and nothing else is reachable through it.
+// Requests larger than max_message_bytes fail with RESOURCE_EXHAUSTED before
+// reaching a handler. Keepalive: clients may ping every 10 s, also without
+// calls in flight; the server pings idle connections every 60 s and drops them
+// after 20 s without an answer.
 //
 // Shutdown (SIGTERM in the binary): health NOT_SERVING, Aggregator::Shutdown
 // (every waiting Report and WatchRun gets UNAVAILABLE, the store commits what
@@ -44,8 +45,8 @@
 #include "server/rpc/coordinator_service.h"
 #include "server/rpc/health_service.h"
 #include "server/rpc/metrics.h"
-#include "server/store/telemetry_store.h"
 #include "server/rpc/tls.h"
+#include "server/store/telemetry_store.h"
 
 namespace gradnorm {
 namespace server {

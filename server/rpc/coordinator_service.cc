@@ -36,7 +36,8 @@ absl::Status CoordinatorService::Authorize(grpc::CallbackServerContext* context,
   const auto& metadata = context->client_metadata();
   auto it = metadata.find(std::string(kAuthorizationMetadataKey));
   absl::string_view header;
-  if (it != metadata.end()) header = absl::string_view(it->second.data(), it->second.size());
+  if (it != metadata.end())
+    header = absl::string_view(it->second.data(), it->second.size());
   absl::Status status = auth_->Authorize(header, permission);
   uint64_t suppressed = 0;
   if (!status.ok() && log_ != nullptr &&

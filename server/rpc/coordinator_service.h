@@ -8,9 +8,8 @@
 // authorization; on a ReportStream such a request ends the stream with that
 // error.
 //
-//   CoordinatorService service(aggregator.get(), authenticator.get(), &metrics);
-//   grpc::ServerBuilder builder;
-//   builder.RegisterService(&service);
+//   CoordinatorService service(aggregator.get(), authenticator.get(),
+//   &metrics); grpc::ServerBuilder builder; builder.RegisterService(&service);
 //
 // Report answers from the Aggregator's callback (after the round's record is
 // committed). The caller's deadline is passed on, shortened by a margin
@@ -50,11 +49,11 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "grpcpp/support/byte_buffer.h"
 #include "gradnorm/v1/coordinator.grpc.pb.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "server/core/aggregator.h"
-#include "server/rpc/auth.h"
 #include "server/core/event_log.h"
+#include "server/rpc/auth.h"
 #include "server/rpc/metrics.h"
 
 namespace gradnorm {
@@ -64,17 +63,21 @@ class StreamRegistry;
 
 // Every rpc of gradnorm.v1.Coordinator, registered with its request and
 // response as bytes.
-using RawCoordinatorService = v1::Coordinator::WithRawCallbackMethod_RegisterRun<
-    v1::Coordinator::WithRawCallbackMethod_Report<
-        v1::Coordinator::WithRawCallbackMethod_ReportStream<
-            v1::Coordinator::WithRawCallbackMethod_ListRuns<
-                v1::Coordinator::WithRawCallbackMethod_GetRun<
-                    v1::Coordinator::WithRawCallbackMethod_GetHistory<
-                        v1::Coordinator::WithRawCallbackMethod_GetSummary<
-                            v1::Coordinator::WithRawCallbackMethod_WatchRun<
-                                v1::Coordinator::WithRawCallbackMethod_FinishRun<
-                                    v1::Coordinator::WithRawCallbackMethod_DeleteRun<
-                                        v1::Coordinator::Service>>>>>>>>>>;
+using RawCoordinatorService =
+    v1::Coordinator::WithRawCallbackMethod_RegisterRun<
+        v1::Coordinator::WithRawCallbackMethod_Report<
+            v1::Coordinator::WithRawCallbackMethod_ReportStream<
+                v1::Coordinator::WithRawCallbackMethod_ListRuns<
+                    v1::Coordinator::WithRawCallbackMethod_GetRun<
+                        v1::Coordinator::WithRawCallbackMethod_GetHistory<
+                            v1::Coordinator::WithRawCallbackMethod_GetSummary<
+                                v1::Coordinator::WithRawCallbackMethod_WatchRun<
+                                    v1::Coordinator::
+                                        WithRawCallbackMethod_FinishRun<
+                                            v1::Coordinator::
+                                                WithRawCallbackMethod_DeleteRun<
+                                                    v1::Coordinator::
+                                                        Service>>>>>>>>>>;
 
 class CoordinatorService final : public RawCoordinatorService {
  public:

@@ -18,9 +18,9 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/core/event_log.h"
 #include "server/rpc/coordinator_server.h"
 #include "server/rpc/coordinator_test_util.h"
-#include "server/core/event_log.h"
 
 namespace gradnorm {
 namespace server {
@@ -66,7 +66,8 @@ class CoordinatorServiceTest : public ::testing::Test {
   // StartReport is then in its round, so the next report arrives after it.
   void AwaitOpenRounds(uint64_t n) {
     for (absl::Time until = absl::Now() + absl::Seconds(10);
-         server_->aggregator()->Stats().open_rounds < n && absl::Now() < until;) {
+         server_->aggregator()->Stats().open_rounds < n &&
+         absl::Now() < until;) {
       absl::SleepFor(absl::Milliseconds(1));
     }
     ASSERT_EQ(server_->aggregator()->Stats().open_rounds, n);
@@ -135,7 +136,8 @@ TEST_F(CoordinatorServiceTest, InvalidArgument) {
   grpc::Status status = c->RegisterRun("bad/id", Config(1));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(status.error_message(),
-            "run_id has '/' at position 3; expected only characters of [A-Za-z0-9._-]");
+            "run_id has '/' at position 3; expected only characters of "
+            "[A-Za-z0-9._-]");
   status = c->RegisterRun("r", Config(0));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("participants"));
@@ -161,27 +163,31 @@ TEST_F(CoordinatorServiceTest, InvalidArgument) {
 
 // Bytes that are no message of the rpc's request type: 0xff 0xff is a tag
 // with field number 0 and an unfinished varint.
-TEST_F(CoordinatorServiceTest, UnparseableRequestsAreInvalidArgumentNamingTheRpc) {
+TEST_F(CoordinatorServiceTest,
+       UnparseableRequestsAreInvalidArgumentNamingTheRpc) {
   Start();
   const std::string garbage("\xff\xff", 2);
-  for (const char* rpc : {"RegisterRun", "Report", "ReportStream", "ListRuns",
-                          "GetRun", "GetHistory", "GetSummary", "WatchRun",
-                          "FinishRun", "DeleteRun"}) {
+  for (const char* rpc :
+       {"RegisterRun", "Report", "ReportStream", "ListRuns", "GetRun",
+        "GetHistory", "GetSummary", "WatchRun", "FinishRun", "DeleteRun"}) {
     SCOPED_TRACE(rpc);
-    testing::RawCallResult result =
-        testing::RawCall(NewChannel(server_->address()),
-                         absl::StrCat("/gradnorm.v1.Coordinator/", rpc), {garbage});
+    testing::RawCallResult result = testing::RawCall(
+        NewChannel(server_->address()),
+        absl::StrCat("/gradnorm.v1.Coordinator/", rpc), {garbage});
     EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-    EXPECT_THAT(result.status.error_message(),
-                HasSubstr(absl::StrCat(rpc, ": the request (2 bytes) does not parse as "
-                                       "gradnorm.v1.")));
+    EXPECT_THAT(
+        result.status.error_message(),
+        HasSubstr(absl::StrCat(rpc,
+                               ": the request (2 bytes) does not parse as "
+                               "gradnorm.v1.")));
     EXPECT_TRUE(result.messages.empty());
   }
   // Nothing was registered or opened by them.
   EXPECT_EQ(server_->aggregator()->Stats().runs, 0u);
 }
 
-TEST_F(CoordinatorServiceTest, UnparseableRequestEndsAReportStreamWithItsError) {
+TEST_F(CoordinatorServiceTest,
+       UnparseableRequestEndsAReportStreamWithItsError) {
   Start();
   ASSERT_TRUE(Client()->RegisterRun("r", Config(1)).ok());
   v1::ReportStreamRequest good;
@@ -190,7 +196,8 @@ TEST_F(CoordinatorServiceTest, UnparseableRequestEndsAReportStreamWithItsError) 
   good.mutable_report()->set_partial(4.0);
   testing::RawCallResult result = testing::RawCall(
       NewChannel(server_->address()), "/gradnorm.v1.Coordinator/ReportStream",
-      {good.SerializeAsString(), std::string("\xff\xff", 2), good.SerializeAsString()});
+      {good.SerializeAsString(), std::string("\xff\xff", 2),
+       good.SerializeAsString()});
   // The good report is answered; the bad one ends the stream with the reason
   // instead of passing for a half-close; the one after it is never read.
   ASSERT_EQ(result.messages.size(), 1u);
@@ -228,10 +235,12 @@ TEST_F(CoordinatorServiceTest, NotFound) {
   v1::GetSummaryRequest summary;
   summary.set_run_id("nobody");
   v1::GetSummaryResponse ignored;
-  EXPECT_EQ(c->GetSummary(summary, &ignored).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(c->GetSummary(summary, &ignored).error_code(),
+            grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(CoordinatorServiceTest, FailedPreconditionOnConfigMismatchAndAbandonedStep) {
+TEST_F(CoordinatorServiceTest,
+       FailedPreconditionOnConfigMismatchAndAbandonedStep) {
   Start();
   auto c = Client();
   ASSERT_TRUE(c->RegisterRun("r", Config(2, 1.0, 200)).ok());
@@ -316,7 +325,8 @@ TEST_F(CoordinatorServiceTest, ShortDeadlinesStillNameTheMissingParticipants) {
   }
 }
 
-TEST_F(CoordinatorServiceTest, ResourceExhaustedOnRunsOpenRoundsAndMessageSize) {
+TEST_F(CoordinatorServiceTest,
+       ResourceExhaustedOnRunsOpenRoundsAndMessageSize) {
   CoordinatorServerOptions options;
   options.aggregator.max_runs = 1;
   options.aggregator.max_open_rounds_per_run = 2;
@@ -329,7 +339,8 @@ TEST_F(CoordinatorServiceTest, ResourceExhaustedOnRunsOpenRoundsAndMessageSize) 
 
   auto a = c->StartReport("r", 0, 0, 1.0);
   auto b = c->StartReport("r", 1, 0, 1.0);
-  for (int i = 0; i < 500 && server_->aggregator()->Stats().open_rounds < 2; ++i) {
+  for (int i = 0; i < 500 && server_->aggregator()->Stats().open_rounds < 2;
+       ++i) {
     absl::SleepFor(absl::Milliseconds(10));
   }
   ASSERT_EQ(server_->aggregator()->Stats().open_rounds, 2u);
@@ -404,7 +415,8 @@ TEST_F(CoordinatorServiceTest, AuthenticationAndRoles) {
   ASSERT_TRUE(trainer->RegisterRun("r", Config(1)).ok());
   status = viewer->Report("r", 0, 0, 1.0);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(status.error_message(), HasSubstr("role 'viewer' may only query"));
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("role 'viewer' may only query"));
   EXPECT_EQ(viewer->RegisterRun("r2", Config(1)).error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(Client()->Report("r", 0, 0, 1.0).error_code(),
@@ -413,14 +425,17 @@ TEST_F(CoordinatorServiceTest, AuthenticationAndRoles) {
   v1::RunInfo run;
   ASSERT_TRUE(viewer->GetRun("r", &run).ok());
   EXPECT_EQ(run.rounds(), 1u);
-  EXPECT_EQ(Client()->GetRun("r").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(Client()->GetRun("r").error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
   // Health needs no token (probes carry none).
   EXPECT_EQ(Client()->Health(), "SERVING");
   EXPECT_EQ(Client()->Health("gradnorm.v1.Coordinator"), "SERVING");
 
   const std::string text = server_->metrics()->TextSnapshot();
-  EXPECT_THAT(text, HasSubstr("gradnorm_reports_total{code=\"PERMISSION_DENIED\"} 1"));
-  EXPECT_THAT(text, HasSubstr("gradnorm_reports_total{code=\"UNAUTHENTICATED\"} 1"));
+  EXPECT_THAT(
+      text, HasSubstr("gradnorm_reports_total{code=\"PERMISSION_DENIED\"} 1"));
+  EXPECT_THAT(text,
+              HasSubstr("gradnorm_reports_total{code=\"UNAUTHENTICATED\"} 1"));
 }
 
 // A coordinator on 127.0.0.1:0 with the SQLite database `path`.
@@ -454,7 +469,8 @@ TEST_F(CoordinatorServiceTest, DamagedDatabaseStopsStartupWithAClearError) {
   }
   ASSERT_GT(bytes.size(), 3 * 4096u);
   std::string garbage(bytes.size(), '\0');
-  for (size_t i = 0; i < garbage.size(); ++i) garbage[i] = static_cast<char>(i * 131 + 7);
+  for (size_t i = 0; i < garbage.size(); ++i)
+    garbage[i] = static_cast<char>(i * 131 + 7);
   std::string broken_pages = bytes;
   for (size_t page = 4096; page + 8 <= broken_pages.size(); page += 4096) {
     broken_pages.replace(page, 8, "\xde\xad\xbe\xef\xde\xad\xbe\xef");
@@ -470,12 +486,14 @@ TEST_F(CoordinatorServiceTest, DamagedDatabaseStopsStartupWithAClearError) {
     std::ofstream(path, std::ios::binary | std::ios::trunc) << content;
     auto server = CoordinatorServer::Create(SqliteServer(path));
     ASSERT_FALSE(server.ok());
-    EXPECT_EQ(server.status().code(), absl::StatusCode::kDataLoss) << server.status();
-    EXPECT_THAT(std::string(server.status().message()),
-                MatchesRegex(absl::StrCat("the database ", path,
-                                          " is damaged \\(.+\\); restore it from a "
-                                          "backup, or move it aside to start with an "
-                                          "empty one")));
+    EXPECT_EQ(server.status().code(), absl::StatusCode::kDataLoss)
+        << server.status();
+    EXPECT_THAT(
+        std::string(server.status().message()),
+        MatchesRegex(absl::StrCat("the database ", path,
+                                  " is damaged \\(.+\\); restore it from a "
+                                  "backup, or move it aside to start with an "
+                                  "empty one")));
   }
   // The undamaged file still opens, with its history.
   auto server = CoordinatorServer::Create(SqliteServer(good));
@@ -504,8 +522,8 @@ TEST_F(CoordinatorServiceTest, SecondServerOnABusyPortFailsToStart) {
   options.listen = server_->address();
   options.store = StoreKind::kMemory;
   auto second = CoordinatorServer::Create(options);
-  ASSERT_FALSE(second.ok()) << "a second coordinator serves "
-                            << server_->address();
+  ASSERT_FALSE(second.ok())
+      << "a second coordinator serves " << server_->address();
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(second.status().message()),
               HasSubstr(absl::StrCat("cannot serve on '", server_->address(),
@@ -531,7 +549,8 @@ TEST_F(CoordinatorServiceTest, ThousandParticipantsInOneRun) {
   std::vector<std::unique_ptr<PendingReport>> reports;
   for (int p = 0; p < kParticipants; ++p) {
     // Partials 1, 2, ..., 1000: S = 500500.
-    reports.push_back(clients[p % kChannels]->StartReport("big", 0, p, p + 1.0));
+    reports.push_back(
+        clients[p % kChannels]->StartReport("big", 0, p, p + 1.0));
   }
   for (auto& report : reports) {
     ASSERT_TRUE(report->WaitFor(absl::Seconds(30)));
@@ -543,7 +562,8 @@ TEST_F(CoordinatorServiceTest, ThousandParticipantsInOneRun) {
   EXPECT_EQ(reports[0]->response.result().action(), v1::ACTION_NONE);
 }
 
-TEST_F(CoordinatorServiceTest, GracefulShutdownAnswersHundredWaitersUnavailable) {
+TEST_F(CoordinatorServiceTest,
+       GracefulShutdownAnswersHundredWaitersUnavailable) {
   Start();
   auto c = Client();
   ASSERT_TRUE(c->RegisterRun("r", Config(101)).ok());
@@ -554,7 +574,8 @@ TEST_F(CoordinatorServiceTest, GracefulShutdownAnswersHundredWaitersUnavailable)
     waiters.push_back(clients.back()->StartReport("r", 0, p, 1.0));
   }
   // Wait until all 100 are in the round (none answered yet).
-  for (int i = 0; i < 500 && server_->aggregator()->Stats().waiters < 100; ++i) {
+  for (int i = 0; i < 500 && server_->aggregator()->Stats().waiters < 100;
+       ++i) {
     absl::SleepFor(absl::Milliseconds(10));
   }
   ASSERT_EQ(server_->aggregator()->Stats().waiters, 100u);
@@ -635,7 +656,8 @@ TEST_F(CoordinatorServiceTest, FinishRunEndsWatchesAndDeleteRunNeedsAdmin) {
   ASSERT_TRUE(reader->Read(&round));
   EXPECT_EQ(round.step(), 0u);
 
-  EXPECT_EQ(viewer->FinishRun("r").error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(viewer->FinishRun("r").error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
   v1::FinishRunResponse finished;
   ASSERT_TRUE(trainer->FinishRun("r", &finished).ok());
   EXPECT_TRUE(finished.run().finished());
@@ -715,13 +737,15 @@ TEST_F(CoordinatorServiceTest, WatchersCancelledWhileRoundsStreamEndCleanly) {
         v1::RoundResult round;
         // Cancel after a few rounds, at a moment that varies with the
         // watcher and the iteration.
-        for (int read = 0; read < 1 + (w + i) % 4 && reader->Read(&round); ++read) {
+        for (int read = 0; read < 1 + (w + i) % 4 && reader->Read(&round);
+             ++read) {
         }
         context.TryCancel();
         while (reader->Read(&round)) {
         }
         const grpc::Status status = reader->Finish();
-        EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
+        EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED)
+            << status.error_message();
       }
     });
   }
@@ -736,14 +760,16 @@ TEST_F(CoordinatorServiceTest, WatchersCancelledWhileRoundsStreamEndCleanly) {
 // One ReportStream: Send writes a report and reads its answer.
 class ReportStreamClient {
  public:
-  explicit ReportStreamClient(TestClient* client, absl::Duration timeout = absl::Seconds(30)) {
+  explicit ReportStreamClient(TestClient* client,
+                              absl::Duration timeout = absl::Seconds(30)) {
     client->Prepare(&context_, timeout);
     stream_ = client->stub()->ReportStream(&context_);
   }
 
   // False when the stream ended instead of answering.
-  bool Send(const std::string& run_id, uint64_t step, uint32_t participant, double partial,
-            v1::ReportStreamResponse* response, uint64_t timeout_ms = 0) {
+  bool Send(const std::string& run_id, uint64_t step, uint32_t participant,
+            double partial, v1::ReportStreamResponse* response,
+            uint64_t timeout_ms = 0) {
     v1::ReportStreamRequest request;
     request.mutable_report()->set_run_id(run_id);
     request.mutable_report()->set_step(step);
@@ -755,13 +781,15 @@ class ReportStreamClient {
 
   grpc::Status Finish() { return stream_->Finish(); }
   grpc::ClientContext& context() { return context_; }
-  grpc::ClientReaderWriter<v1::ReportStreamRequest, v1::ReportStreamResponse>& stream() {
+  grpc::ClientReaderWriter<v1::ReportStreamRequest, v1::ReportStreamResponse>&
+  stream() {
     return *stream_;
   }
 
  private:
   grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::ReportStreamRequest, v1::ReportStreamResponse>>
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ReportStreamRequest,
+                                           v1::ReportStreamResponse>>
       stream_;
 };
 
@@ -774,7 +802,8 @@ TEST_F(CoordinatorServiceTest, ReportStreamAnswersEachReportLikeReport) {
   ReportStreamClient s1(c1.get());
   for (uint64_t step = 0; step < 3; ++step) {
     v1::ReportStreamResponse a0, a1;
-    std::thread other([&] { ASSERT_TRUE(s1.Send("r", step, 1, 16.0 * step * step, &a1)); });
+    std::thread other(
+        [&] { ASSERT_TRUE(s1.Send("r", step, 1, 16.0 * step * step, &a1)); });
     ASSERT_TRUE(s0.Send("r", step, 0, 9.0 * step * step, &a0));
     other.join();
     EXPECT_EQ(a0.step(), step);
@@ -786,16 +815,19 @@ TEST_F(CoordinatorServiceTest, ReportStreamAnswersEachReportLikeReport) {
   v1::ReportStreamResponse bad;
   ASSERT_TRUE(s0.Send("r", 3, 7, 1.0, &bad));
   ASSERT_TRUE(bad.has_error());
-  EXPECT_EQ(bad.error().code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_EQ(bad.error().code(),
+            static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
   EXPECT_THAT(bad.error().message(), HasSubstr("participant 7"));
   v1::ReportStreamResponse conflict;
   ASSERT_TRUE(s0.Send("r", 1, 0, 123.0, &conflict));
   EXPECT_THAT(conflict.error().message(), HasSubstr("123"));
-  EXPECT_EQ(conflict.error().code(), static_cast<int>(grpc::StatusCode::ALREADY_EXISTS));
+  EXPECT_EQ(conflict.error().code(),
+            static_cast<int>(grpc::StatusCode::ALREADY_EXISTS));
   // A report the round times out on names who is missing.
   v1::ReportStreamResponse late;
   ASSERT_TRUE(s0.Send("r", 4, 0, 1.0, &late, /*timeout_ms=*/300));
-  EXPECT_EQ(late.error().code(), static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED));
+  EXPECT_EQ(late.error().code(),
+            static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED));
   EXPECT_THAT(late.error().message(), HasSubstr("missing"));
   // Idempotent: the same report again gets the same result.
   v1::ReportStreamResponse again;
@@ -821,7 +853,8 @@ TEST_F(CoordinatorServiceTest, ReportStreamHugeTimeoutIsNoPastDeadline) {
     const uint64_t step = timeout_ms & 1;
     v1::ReportStreamResponse a0;
     bool answered = false;
-    std::thread waiter([&] { answered = s0.Send("r", step, 0, 9.0, &a0, timeout_ms); });
+    std::thread waiter(
+        [&] { answered = s0.Send("r", step, 0, 9.0, &a0, timeout_ms); });
     AwaitOpenRounds(1);
     v1::RoundResult result;
     ASSERT_TRUE(c1->Report("r", step, 1, 16.0, &result).ok());
@@ -834,14 +867,16 @@ TEST_F(CoordinatorServiceTest, ReportStreamHugeTimeoutIsNoPastDeadline) {
 
 TEST_F(CoordinatorServiceTest, ReportStreamNeedsTheTrainerRole) {
   const std::string tokens = TempPath("stream_tokens.txt");
-  std::ofstream(tokens) << kTrainerToken << " trainer\n" << kViewerToken << " viewer\n";
+  std::ofstream(tokens) << kTrainerToken << " trainer\n"
+                        << kViewerToken << " viewer\n";
   CoordinatorServerOptions options;
   options.tokens_file = tokens;
   Start(options);
   auto trainer = Client(kTrainerToken);
   ASSERT_TRUE(trainer->RegisterRun("r", Config(1)).ok());
   for (const auto& [token, code] :
-       {std::pair<std::string, grpc::StatusCode>{"", grpc::StatusCode::UNAUTHENTICATED},
+       {std::pair<std::string, grpc::StatusCode>{
+            "", grpc::StatusCode::UNAUTHENTICATED},
         {kViewerToken, grpc::StatusCode::PERMISSION_DENIED}}) {
     auto client = Client(token);
     ReportStreamClient stream(client.get());
@@ -855,7 +890,8 @@ TEST_F(CoordinatorServiceTest, ReportStreamNeedsTheTrainerRole) {
   EXPECT_EQ(response.result().total_norm(), 2.0);
 }
 
-TEST_F(CoordinatorServiceTest, ReportStreamCancelledWhileWaitingKeepsTheReport) {
+TEST_F(CoordinatorServiceTest,
+       ReportStreamCancelledWhileWaitingKeepsTheReport) {
   Start();
   auto c0 = Client();
   auto c1 = Client();

@@ -24,7 +24,8 @@ namespace testing {
 // as separate jobs would have.
 inline std::shared_ptr<grpc::Channel> NewChannel(
     const std::string& target,
-    std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials(),
+    std::shared_ptr<grpc::ChannelCredentials> creds =
+        grpc::InsecureChannelCredentials(),
     const std::string& server_name_override = "") {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
@@ -34,7 +35,8 @@ inline std::shared_ptr<grpc::Channel> NewChannel(
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 20);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
-  if (!server_name_override.empty()) args.SetSslTargetNameOverride(server_name_override);
+  if (!server_name_override.empty())
+    args.SetSslTargetNameOverride(server_name_override);
   return grpc::CreateCustomChannel(target, creds, args);
 }
 
@@ -46,7 +48,9 @@ struct PendingReport {
   grpc::Status status;
   absl::Notification done;
 
-  bool WaitFor(absl::Duration timeout) { return done.WaitForNotificationWithTimeout(timeout); }
+  bool WaitFor(absl::Duration timeout) {
+    return done.WaitForNotificationWithTimeout(timeout);
+  }
 };
 
 // What a RawCall got back: the messages the server wrote, then its status.
@@ -104,7 +108,8 @@ inline RawCallResult RawCall(const std::shared_ptr<grpc::Channel>& channel,
       std::string message;
       if (in.Dump(&slices).ok()) {
         for (const grpc::Slice& slice : slices) {
-          message.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+          message.append(reinterpret_cast<const char*>(slice.begin()),
+                         slice.size());
         }
       }
       result.messages.push_back(std::move(message));
@@ -122,18 +127,22 @@ inline RawCallResult RawCall(const std::shared_ptr<grpc::Channel>& channel,
 
 class TestClient {
  public:
-  explicit TestClient(std::shared_ptr<grpc::Channel> channel, std::string token = "")
+  explicit TestClient(std::shared_ptr<grpc::Channel> channel,
+                      std::string token = "")
       : channel_(std::move(channel)),
         stub_(v1::Coordinator::NewStub(channel_)),
         health_(grpc::health::v1::Health::NewStub(channel_)),
         token_(std::move(token)) {}
 
-  void Prepare(grpc::ClientContext* context, absl::Duration timeout = absl::Seconds(20)) {
-    if (!token_.empty()) context->AddMetadata("authorization", "Bearer " + token_);
+  void Prepare(grpc::ClientContext* context,
+               absl::Duration timeout = absl::Seconds(20)) {
+    if (!token_.empty())
+      context->AddMetadata("authorization", "Bearer " + token_);
     context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   }
 
-  grpc::Status RegisterRun(const std::string& run_id, const v1::RunConfig& config,
+  grpc::Status RegisterRun(const std::string& run_id,
+                           const v1::RunConfig& config,
                            v1::RegisterRunResponse* response = nullptr) {
     grpc::ClientContext context;
     Prepare(&context);
@@ -141,11 +150,13 @@ class TestClient {
     request.set_run_id(run_id);
     *request.mutable_config() = config;
     v1::RegisterRunResponse ignored;
-    return stub_->RegisterRun(&context, request, response ? response : &ignored);
+    return stub_->RegisterRun(&context, request,
+                              response ? response : &ignored);
   }
 
-  grpc::Status Report(const std::string& run_id, uint64_t step, uint32_t participant,
-                      double partial, v1::RoundResult* result = nullptr,
+  grpc::Status Report(const std::string& run_id, uint64_t step,
+                      uint32_t participant, double partial,
+                      v1::RoundResult* result = nullptr,
                       absl::Duration timeout = absl::Seconds(20)) {
     grpc::ClientContext context;
     Prepare(&context, timeout);
@@ -162,9 +173,9 @@ class TestClient {
   }
 
   // Starts a Report and returns at once.
-  std::unique_ptr<PendingReport> StartReport(const std::string& run_id, uint64_t step,
-                                             uint32_t participant, double partial,
-                                             absl::Duration timeout = absl::Seconds(20)) {
+  std::unique_ptr<PendingReport> StartReport(
+      const std::string& run_id, uint64_t step, uint32_t participant,
+      double partial, absl::Duration timeout = absl::Seconds(20)) {
     auto pending = std::make_unique<PendingReport>();
     Prepare(&pending->context, timeout);
     pending->request.set_run_id(run_id);
@@ -247,7 +258,8 @@ class TestClient {
     grpc::health::v1::HealthCheckResponse response;
     grpc::Status status = health_->Check(&context, request, &response);
     if (!status.ok()) return "ERROR " + std::to_string(status.error_code());
-    return grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
+    return grpc::health::v1::HealthCheckResponse::ServingStatus_Name(
+        response.status());
   }
 
   v1::Coordinator::Stub* stub() { return stub_.get(); }

@@ -14,15 +14,16 @@ grpc::ServerUnaryReactor* HealthService::Check(
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const std::string& service = request->service();
   if (!service.empty() && service != kCoordinatorService) {
-    reactor->Finish(grpc::Status(
-        grpc::StatusCode::NOT_FOUND,
-        absl::StrCat("unknown service '", service, "'; expected '' (the server) or '",
-                     kCoordinatorService, "'")));
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::NOT_FOUND,
+                     absl::StrCat("unknown service '", service,
+                                  "'; expected '' (the server) or '",
+                                  kCoordinatorService, "'")));
     return reactor;
   }
-  response->set_status(serving_.load()
-                           ? grpc::health::v1::HealthCheckResponse::SERVING
-                           : grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  response->set_status(
+      serving_.load() ? grpc::health::v1::HealthCheckResponse::SERVING
+                      : grpc::health::v1::HealthCheckResponse::NOT_SERVING);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -10,8 +10,8 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
-#include "server/rpc/process_metrics.h"
 #include "prometheus/text_serializer.h"
+#include "server/rpc/process_metrics.h"
 
 namespace gradnorm {
 namespace server {
@@ -80,8 +80,7 @@ class ActiveRunsGauge : public prometheus::Collectable {
     {
       // Held while the source runs, so SetSource(nullptr) waits for it.
       absl::MutexLock lock(&mu_);
-      metric.gauge.value =
-          static_cast<double>(source_ ? source_() : value_);
+      metric.gauge.value = static_cast<double>(source_ ? source_() : value_);
     }
     family.metric.push_back(metric);
     return {family};
@@ -98,13 +97,14 @@ PrometheusMetrics::PrometheusMetrics()
       process_(std::make_shared<ProcessCollector>()),
       active_runs_(std::make_shared<ActiveRunsGauge>()) {
   // Round waits span a sub-millisecond local round to the default 60 s timeout.
-  round_wait_ = &prometheus::BuildHistogram()
-                     .Name("gradnorm_round_wait_seconds")
-                     .Help("Time from a Report's arrival to its answer, seconds")
-                     .Register(*registry_)
-                     .Add({}, prometheus::Histogram::BucketBoundaries{
-                                  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                  0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60});
+  round_wait_ =
+      &prometheus::BuildHistogram()
+           .Name("gradnorm_round_wait_seconds")
+           .Help("Time from a Report's arrival to its answer, seconds")
+           .Register(*registry_)
+           .Add({}, prometheus::Histogram::BucketBoundaries{
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 0.5, 1, 2.5, 5, 10, 30, 60});
   reports_ = &prometheus::BuildCounter()
                   .Name("gradnorm_reports_total")
                   .Help("Report calls by result code")
@@ -136,9 +136,9 @@ absl::StatusOr<std::unique_ptr<PrometheusMetrics>> PrometheusMetrics::Create(
   try {
     metrics->exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);
   } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot serve metrics on '", listen, "': ", e.what(),
-        " (expected a free host:port, e.g. 0.0.0.0:9464)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on '", listen, "': ", e.what(),
+                     " (expected a free host:port, e.g. 0.0.0.0:9464)"));
   }
   metrics->exposer_->RegisterCollectable(metrics->registry_);
   metrics->exposer_->RegisterCollectable(metrics->process_);
@@ -183,10 +183,9 @@ void PrometheusMetrics::RecordStoreCommit(double seconds) {
 
 std::string PrometheusMetrics::TextSnapshot() const {
   std::vector<prometheus::MetricFamily> families = registry_->Collect();
-  for (const auto* extra : {static_cast<const prometheus::Collectable*>(
-                                 process_.get()),
-                             static_cast<const prometheus::Collectable*>(
-                                 active_runs_.get())}) {
+  for (const auto* extra :
+       {static_cast<const prometheus::Collectable*>(process_.get()),
+        static_cast<const prometheus::Collectable*>(active_runs_.get())}) {
     for (prometheus::MetricFamily& family : extra->Collect()) {
       families.push_back(std::move(family));
     }

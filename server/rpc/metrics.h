@@ -10,8 +10,9 @@
 //                                          arrival to answer (waiting for the
 //                                          other participants included)
 //   gradnorm_reports_total{code="OK"|...}  counter: Report calls by result code
-//   gradnorm_rounds_total{action="none"|"clip"|"skip"}  counter: finalized rounds
-//   gradnorm_active_runs                   gauge: runs with open rounds or
+//   gradnorm_rounds_total{action="none"|"clip"|"skip"}  counter: finalized
+//   rounds gradnorm_active_runs                   gauge: runs with open rounds
+//   or
 //                                          recent reports
 //   gradnorm_store_commit_seconds          histogram: telemetry commit latency
 //   gradnorm_build_info{version}           gauge: always 1

@@ -72,11 +72,14 @@ TEST(PrometheusMetricsTest, ScrapeShowsEverySeries) {
   EXPECT_TRUE(absl::StartsWith(text, "HTTP/1.1 200")) << text;
   EXPECT_TRUE(absl::StrContains(text, "gradnorm_reports_total{code=\"OK\"} 1"))
       << text;
+  EXPECT_TRUE(absl::StrContains(
+      text, "gradnorm_reports_total{code=\"ALREADY_EXISTS\"} 1"));
   EXPECT_TRUE(
-      absl::StrContains(text, "gradnorm_reports_total{code=\"ALREADY_EXISTS\"} 1"));
-  EXPECT_TRUE(absl::StrContains(text, "gradnorm_rounds_total{action=\"none\"} 2"));
-  EXPECT_TRUE(absl::StrContains(text, "gradnorm_rounds_total{action=\"skip\"} 1"));
-  EXPECT_TRUE(absl::StrContains(text, "gradnorm_rounds_total{action=\"clip\"} 0"));
+      absl::StrContains(text, "gradnorm_rounds_total{action=\"none\"} 2"));
+  EXPECT_TRUE(
+      absl::StrContains(text, "gradnorm_rounds_total{action=\"skip\"} 1"));
+  EXPECT_TRUE(
+      absl::StrContains(text, "gradnorm_rounds_total{action=\"clip\"} 0"));
   EXPECT_TRUE(absl::StrContains(text, "gradnorm_active_runs 7"));
   EXPECT_TRUE(absl::StrContains(text, "gradnorm_round_wait_seconds_count 1"));
   EXPECT_TRUE(absl::StrContains(
@@ -84,9 +87,10 @@ TEST(PrometheusMetricsTest, ScrapeShowsEverySeries) {
   EXPECT_TRUE(absl::StrContains(
       text, "gradnorm_round_wait_seconds_bucket{le=\"0.0025\"} 0"));
   EXPECT_TRUE(absl::StrContains(text, "gradnorm_store_commit_seconds_count 1"));
-  EXPECT_EQ(HttpGet((*metrics)->port(), "/metrics").substr(0, 12), "HTTP/1.1 200");
-  EXPECT_TRUE(absl::StrContains((*metrics)->TextSnapshot(),
-                                "gradnorm_active_runs 7"));
+  EXPECT_EQ(HttpGet((*metrics)->port(), "/metrics").substr(0, 12),
+            "HTTP/1.1 200");
+  EXPECT_TRUE(
+      absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 7"));
   // The standard process metrics and the build's version, on the same page.
   EXPECT_TRUE(absl::StrContains(text, "\nprocess_cpu_seconds_total ")) << text;
   EXPECT_TRUE(absl::StrContains(text, "\nprocess_open_fds ")) << text;
@@ -97,10 +101,11 @@ TEST(PrometheusMetricsTest, ScrapeShowsEverySeries) {
 TEST(PrometheusMetricsTest, BusyPortIsUnavailable) {
   auto first = PrometheusMetrics::Create("127.0.0.1:0");
   ASSERT_TRUE(first.ok());
-  auto second = PrometheusMetrics::Create(
-      absl::StrCat("127.0.0.1:", (*first)->port()));
+  auto second =
+      PrometheusMetrics::Create(absl::StrCat("127.0.0.1:", (*first)->port()));
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_TRUE(absl::StrContains(second.status().message(), "cannot serve metrics"));
+  EXPECT_TRUE(
+      absl::StrContains(second.status().message(), "cannot serve metrics"));
 }
 
 TEST(PrometheusMetricsTest, EmptyListenServesNothing) {
@@ -108,15 +113,19 @@ TEST(PrometheusMetricsTest, EmptyListenServesNothing) {
   ASSERT_TRUE(metrics.ok());
   EXPECT_EQ((*metrics)->port(), 0);
   (*metrics)->SetActiveRuns(2);
-  EXPECT_TRUE(absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 2"));
+  EXPECT_TRUE(
+      absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 2"));
   // A source is read at each scrape, and clearing it goes back to the value.
   int64_t live = 5;
   (*metrics)->SetActiveRunsSource([&live] { return live; });
-  EXPECT_TRUE(absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 5"));
+  EXPECT_TRUE(
+      absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 5"));
   live = 6;
-  EXPECT_TRUE(absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 6"));
+  EXPECT_TRUE(
+      absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 6"));
   (*metrics)->SetActiveRunsSource(nullptr);
-  EXPECT_TRUE(absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 2"));
+  EXPECT_TRUE(
+      absl::StrContains((*metrics)->TextSnapshot(), "gradnorm_active_runs 2"));
 }
 
 }  // namespace

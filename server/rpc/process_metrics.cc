@@ -32,7 +32,8 @@ absl::StatusOr<double> BootTime() {
   if (!stat.ok()) return stat.status();
   for (absl::string_view line : absl::StrSplit(*stat, '\n')) {
     double btime;
-    if (absl::ConsumePrefix(&line, "btime ") && absl::SimpleAtod(line, &btime)) {
+    if (absl::ConsumePrefix(&line, "btime ") &&
+        absl::SimpleAtod(line, &btime)) {
       return btime;
     }
   }
@@ -107,9 +108,9 @@ absl::StatusOr<ProcessStats> ReadProcessStats() {
 std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
   using prometheus::MetricType;
   std::vector<prometheus::MetricFamily> out;
-  prometheus::MetricFamily build = Family(
-      "gradnorm_build_info", "The coordinator's version (always 1)",
-      MetricType::Gauge, 1);
+  prometheus::MetricFamily build =
+      Family("gradnorm_build_info", "The coordinator's version (always 1)",
+             MetricType::Gauge, 1);
   build.metric[0].label.push_back({"version", GRADNORM_VERSION});
   out.push_back(build);
   absl::StatusOr<ProcessStats> stats = ReadProcessStats();

@@ -19,12 +19,12 @@ namespace gradnorm {
 namespace server {
 
 struct ProcessStats {
-  double cpu_seconds = 0;          // user + system CPU time
-  double resident_bytes = 0;       // resident set size
-  double virtual_bytes = 0;        // virtual memory size
-  double open_fds = 0;             // entries of /proc/self/fd
-  double max_fds = 0;              // the soft RLIMIT_NOFILE
-  double start_time_seconds = 0;   // since the Unix epoch
+  double cpu_seconds = 0;         // user + system CPU time
+  double resident_bytes = 0;      // resident set size
+  double virtual_bytes = 0;       // virtual memory size
+  double open_fds = 0;            // entries of /proc/self/fd
+  double max_fds = 0;             // the soft RLIMIT_NOFILE
+  double start_time_seconds = 0;  // since the Unix epoch
 };
 
 // This process's statistics. INTERNAL when /proc/self cannot be read or

@@ -47,11 +47,12 @@ TEST(ProcessMetricsTest, CollectorExposesTheStandardNamesAndBuildInfo) {
         "process_virtual_memory_bytes ", "process_open_fds ",
         "process_max_fds ", "process_start_time_seconds "}) {
     EXPECT_NE(text.find(std::string("\n") + name), std::string::npos)
-        << name << " missing from\n" << text;
+        << name << " missing from\n"
+        << text;
   }
-  EXPECT_NE(text.find("gradnorm_build_info{version=\"" GRADNORM_VERSION
-                      "\"} 1"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find("gradnorm_build_info{version=\"" GRADNORM_VERSION "\"} 1"),
+      std::string::npos)
       << text;
 }
 

@@ -25,7 +25,7 @@ void Handle(google::protobuf::LogLevel level, const char* filename, int line,
   uint64_t suppressed = 0;
   if (!Limiter().Allow(absl::Now(), &suppressed)) return;
   log->Log(level == google::protobuf::LOGLEVEL_FATAL ? LogLevel::kError
-                                                      : LogLevel::kWarning,
+                                                     : LogLevel::kWarning,
            "protobuf_message",
            {{"message", message},
             {"source", absl::StrCat(filename, ":", line)},

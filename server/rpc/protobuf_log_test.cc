@@ -24,8 +24,9 @@ TEST(ProtobufLogTest, ParseWarningsBecomeOneRateLimitedLine) {
   RouteProtobufLogs(nullptr);
   ASSERT_EQ(log.lines().size(), 1u);
   EXPECT_THAT(log.lines()[0],
-              MatchesRegex(".* level=warning event=protobuf_message message=\".*run_id.*"
-                           "invalid UTF-8.*\" source=.* suppressed=0"));
+              MatchesRegex(
+                  ".* level=warning event=protobuf_message message=\".*run_id.*"
+                  "invalid UTF-8.*\" source=.* suppressed=0"));
   // Unrouted, nothing more reaches the log.
   EXPECT_FALSE(request.ParseFromString(BadUtf8Request()));
   EXPECT_EQ(log.lines().size(), 1u);

@@ -100,17 +100,16 @@ class ReportStreamReactor final
     }
     step_ = request_.report().step();
     started_ = now;
-    aggregator_->Report(
-        request_.report(), AggregatorDeadline(deadline, now),
-        [this](absl::StatusOr<v1::RoundResult> result) {
-          OnOutcome(std::move(result));
-        });
+    aggregator_->Report(request_.report(), AggregatorDeadline(deadline, now),
+                        [this](absl::StatusOr<v1::RoundResult> result) {
+                          OnOutcome(std::move(result));
+                        });
   }
 
   void OnWriteDone(bool ok) override {
     if (!ok) {
-      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED,
-                              "the client went away"));
+      FinishOnce(
+          grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
       return;
     }
     bool shutting_down;

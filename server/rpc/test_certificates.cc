@@ -18,14 +18,15 @@ absl::Status Run(const std::string& dir, const std::string& command) {
   ChildOptions options;
   options.working_directory = dir;
   options.output_path = absl::StrCat(dir, "/openssl.log");
-  std::vector<std::string> argv = absl::StrSplit(command, ' ', absl::SkipEmpty());
+  std::vector<std::string> argv =
+      absl::StrSplit(command, ' ', absl::SkipEmpty());
   argv[0] = "/usr/bin/" + argv[0];
   absl::StatusOr<CommandOutput> out =
       RunCommand(argv, options, absl::Now() + absl::Minutes(1));
   if (!out.ok() || out->exit_code != 0) {
-    return absl::InternalError(absl::StrCat(
-        "openssl step failed: ", command, ": ",
-        out.ok() ? out->output : out.status().ToString()));
+    return absl::InternalError(
+        absl::StrCat("openssl step failed: ", command, ": ",
+                     out.ok() ? out->output : out.status().ToString()));
   }
   return absl::OkStatus();
 }
@@ -34,8 +35,9 @@ constexpr char kNewEcKey[] =
     "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
 
 absl::Status MakeCa(const std::string& dir, const std::string& ca) {
-  return Run(dir, absl::StrCat("openssl req -x509 ", kNewEcKey, " -keyout ", ca,
-                               ".key -out ", ca, ".crt -days 2 -subj /CN=", ca));
+  return Run(dir,
+             absl::StrCat("openssl req -x509 ", kNewEcKey, " -keyout ", ca,
+                          ".key -out ", ca, ".crt -days 2 -subj /CN=", ca));
 }
 
 // A certificate `name` signed by `ca`, with subjectAltName `san`.
@@ -48,7 +50,8 @@ absl::Status MakeCert(const std::string& dir, const std::string& ca,
     std::ofstream ext(absl::StrCat(dir, "/", name, ".ext"));
     ext << "subjectAltName=" << san;
     if (!ext.flush()) {
-      status = absl::InternalError(absl::StrCat("cannot write ", dir, "/", name, ".ext"));
+      status = absl::InternalError(
+          absl::StrCat("cannot write ", dir, "/", name, ".ext"));
     }
   }
   if (status.ok()) {

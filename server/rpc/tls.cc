@@ -22,8 +22,9 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& path,
   buffer << in.rdbuf();
   std::string text = buffer.str();
   if (!absl::StrContains(text, "-----BEGIN ")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, " file '", path, "' holds no PEM block, expected '-----BEGIN ...'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " file '", path,
+                     "' holds no PEM block, expected '-----BEGIN ...'"));
   }
   return text;
 }
@@ -36,7 +37,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
         "TLS needs both --tls_cert and --tls_key (--tls_client_ca additionally "
         "turns on mutual TLS)");
   }
-  ASSIGN_OR_RETURN(std::string cert, ReadPemFile(files.cert, "TLS certificate"));
+  ASSIGN_OR_RETURN(std::string cert,
+                   ReadPemFile(files.cert, "TLS certificate"));
   ASSIGN_OR_RETURN(std::string key, ReadPemFile(files.key, "TLS private key"));
   grpc::SslServerCredentialsOptions options(
       GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);

@@ -8,8 +8,9 @@
 // With no files at all the server listens in plaintext (local development).
 // With cert and key it serves TLS. With client_ca as well it requires every
 // client to present a certificate that chains to that CA, and refuses the
-// handshake otherwise (GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY).
-// Thread-safe: pure function.
+// handshake otherwise
+// (GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY). Thread-safe:
+// pure function.
 #ifndef GRADNORM_SERVER_RPC_TLS_H_
 #define GRADNORM_SERVER_RPC_TLS_H_
 
@@ -27,7 +28,9 @@ struct TlsFiles {
   std::string key;        // PEM private key of `cert`.
   std::string client_ca;  // PEM CA bundle; non-empty turns on mutual TLS.
 
-  bool enabled() const { return !cert.empty() || !key.empty() || !client_ca.empty(); }
+  bool enabled() const {
+    return !cert.empty() || !key.empty() || !client_ca.empty();
+  }
 };
 
 // INVALID_ARGUMENT when only one of cert and key is given, or client_ca

@@ -28,7 +28,9 @@ std::string Dir() {
   return dir != nullptr ? dir : "/tmp";
 }
 
-std::string Path(const std::string& name) { return absl::StrCat(Dir(), "/", name); }
+std::string Path(const std::string& name) {
+  return absl::StrCat(Dir(), "/", name);
+}
 
 std::string Read(const std::string& name) {
   return ReadPem(Path(name)).value_or("");
@@ -36,14 +38,14 @@ std::string Read(const std::string& name) {
 
 class TlsTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    ok_ = MakeTestCertificates(Dir()).ok();
+  static void SetUpTestSuite() { ok_ = MakeTestCertificates(Dir()).ok(); }
+
+  void SetUp() override {
+    ASSERT_TRUE(ok_) << "openssl failed to make test certificates";
   }
 
-  void SetUp() override { ASSERT_TRUE(ok_) << "openssl failed to make test certificates"; }
-
-  std::unique_ptr<CoordinatorServer> Start(bool mutual,
-                                           const std::string& health_listen = "") {
+  std::unique_ptr<CoordinatorServer> Start(
+      bool mutual, const std::string& health_listen = "") {
     CoordinatorServerOptions options;
     options.listen = "127.0.0.1:0";
     options.health_listen = health_listen;
@@ -91,7 +93,8 @@ TEST_F(TlsTest, TlsServesVerifiedClientsAndRefusesPlaintext) {
   EXPECT_EQ(result.total_norm(), 3.0);
 
   TestClient plaintext(NewChannel(server->address()));
-  grpc::Status status = plaintext.Report("r", 0, 0, 9.0, nullptr, absl::Seconds(3));
+  grpc::Status status =
+      plaintext.Report("r", 0, 0, 9.0, nullptr, absl::Seconds(3));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
 }
 
@@ -103,11 +106,13 @@ TEST_F(TlsTest, MutualTlsRequiresAClientCertificateFromTheCa) {
   ASSERT_TRUE(trusted->Report("r", 0, 0, 4.0).ok());
 
   auto anonymous = Client(server->address(), "");
-  EXPECT_EQ(anonymous->Report("r", 0, 0, 4.0, nullptr, absl::Seconds(3)).error_code(),
-            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(
+      anonymous->Report("r", 0, 0, 4.0, nullptr, absl::Seconds(3)).error_code(),
+      grpc::StatusCode::UNAVAILABLE);
   auto foreign = Client(server->address(), "foreign-client");
-  EXPECT_EQ(foreign->Report("r", 0, 0, 4.0, nullptr, absl::Seconds(3)).error_code(),
-            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(
+      foreign->Report("r", 0, 0, 4.0, nullptr, absl::Seconds(3)).error_code(),
+      grpc::StatusCode::UNAVAILABLE);
   // The refused handshakes left the server healthy.
   EXPECT_EQ(trusted->Health(), "SERVING");
 }
@@ -120,14 +125,17 @@ TEST_F(TlsTest, PlaintextHealthPortServesHealthOnly) {
   auto server = Start(/*mutual=*/true, "127.0.0.1:0");
   ASSERT_NE(server, nullptr);
   ASSERT_GT(server->health_port(), 0);
-  TestClient probe(NewChannel(absl::StrCat("127.0.0.1:", server->health_port())));
+  TestClient probe(
+      NewChannel(absl::StrCat("127.0.0.1:", server->health_port())));
   EXPECT_EQ(probe.Health(), "SERVING");
   EXPECT_EQ(probe.Health("gradnorm.v1.Coordinator"), "SERVING");
   grpc::Status status = probe.RegisterRun("r", Config());
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED) << status.error_message();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED)
+      << status.error_message();
   // The main port still refuses plaintext.
   TestClient plaintext(NewChannel(server->address()));
-  EXPECT_EQ(plaintext.Health(), absl::StrCat("ERROR ", grpc::StatusCode::UNAVAILABLE));
+  EXPECT_EQ(plaintext.Health(),
+            absl::StrCat("ERROR ", grpc::StatusCode::UNAVAILABLE));
   ASSERT_TRUE(server->Shutdown().ok());
   EXPECT_NE(probe.Health(), "SERVING");
 }
@@ -138,8 +146,10 @@ TEST(CoordinatorServerTest, BadHealthListenAddressIsInvalid) {
   options.store = StoreKind::kMemory;
   options.health_listen = "no-port";
   auto server = CoordinatorServer::Create(options);
-  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument) << server.status();
-  EXPECT_THAT(std::string(server.status().message()), ::testing::HasSubstr("no-port"));
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument)
+      << server.status();
+  EXPECT_THAT(std::string(server.status().message()),
+              ::testing::HasSubstr("no-port"));
 }
 
 TEST(MakeServerCredentialsTest, RejectsIncompleteOrUnreadableFiles) {

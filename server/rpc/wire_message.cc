@@ -12,10 +12,10 @@ namespace {
 
 absl::Status NotParsed(absl::string_view rpc, size_t size,
                        const google::protobuf::Message& request) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      rpc, ": the request (", size, " bytes) does not parse as ",
-      request.GetDescriptor()->full_name(),
-      "; send a serialized message of that type"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(rpc, ": the request (", size, " bytes) does not parse as ",
+                   request.GetDescriptor()->full_name(),
+                   "; send a serialized message of that type"));
 }
 
 }  // namespace

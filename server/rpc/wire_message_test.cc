@@ -44,8 +44,9 @@ TEST(WireMessageTest, BadBytesNameTheRpcTheSizeAndTheType) {
   v1::ReportRequest report;
   report.set_run_id("a-run-id");
   const std::string bytes = report.SerializeAsString();
-  EXPECT_EQ(ParseRequest("Report", bytes.substr(0, bytes.size() - 2), &report).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      ParseRequest("Report", bytes.substr(0, bytes.size() - 2), &report).code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST(WireMessageTest, EmptyBytesAreTheEmptyMessage) {

@@ -86,9 +86,9 @@ absl::StatusOr<std::vector<RoundRecord>> MemoryTelemetryStore::ReadRounds(
 absl::Status MemoryTelemetryStore::Commit(RoundRecord record) {
   auto key = std::make_pair(record.result.run_id(), record.result.step());
   if (rounds_.count(key) > 0) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("round for step ", key.second, " of run ", key.first,
-                     " is already stored"));
+    return absl::AlreadyExistsError(absl::StrCat("round for step ", key.second,
+                                                 " of run ", key.first,
+                                                 " is already stored"));
   }
   rounds_.emplace(std::move(key), std::move(record));
   return absl::OkStatus();

@@ -36,7 +36,8 @@ double DoubleOf(uint64_t bits) {
 
 }  // namespace
 
-std::string EncodeParticipants(absl::Span<const ParticipantRecord> participants) {
+std::string EncodeParticipants(
+    absl::Span<const ParticipantRecord> participants) {
   std::string blob(participants.size() * kParticipantBlobBytes, '\0');
   char* out = blob.data();
   for (const ParticipantRecord& p : participants) {
@@ -51,18 +52,22 @@ std::string EncodeParticipants(absl::Span<const ParticipantRecord> participants)
 absl::StatusOr<std::vector<ParticipantRecord>> DecodeParticipants(
     absl::string_view blob) {
   if (blob.size() % kParticipantBlobBytes != 0) {
-    return absl::DataLossError(absl::StrCat(
-        "a participants blob of ", blob.size(), " bytes; expected a multiple of ",
-        kParticipantBlobBytes, " (partial, arrival offset, elements)"));
+    return absl::DataLossError(
+        absl::StrCat("a participants blob of ", blob.size(),
+                     " bytes; expected a multiple of ", kParticipantBlobBytes,
+                     " (partial, arrival offset, elements)"));
   }
-  std::vector<ParticipantRecord> participants(blob.size() / kParticipantBlobBytes);
+  std::vector<ParticipantRecord> participants(blob.size() /
+                                              kParticipantBlobBytes);
   const char* in = blob.data();
-  for (size_t i = 0; i < participants.size(); ++i, in += kParticipantBlobBytes) {
+  for (size_t i = 0; i < participants.size();
+       ++i, in += kParticipantBlobBytes) {
     ParticipantRecord& p = participants[i];
     p.partial = DoubleOf(Load64(in));
     p.arrival_offset_seconds = DoubleOf(Load64(in + 8));
     p.num_elements = Load64(in + 16);
-    if (!(p.arrival_offset_seconds >= 0) || std::isinf(p.arrival_offset_seconds)) {
+    if (!(p.arrival_offset_seconds >= 0) ||
+        std::isinf(p.arrival_offset_seconds)) {
       return absl::DataLossError(absl::StrCat(
           "participant ", i, " has arrival offset ", p.arrival_offset_seconds,
           " s in its stored blob; expected a finite value >= 0"));

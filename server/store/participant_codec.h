@@ -28,7 +28,8 @@ namespace server {
 // Bytes per participant in the blob.
 inline constexpr size_t kParticipantBlobBytes = 24;
 
-std::string EncodeParticipants(absl::Span<const ParticipantRecord> participants);
+std::string EncodeParticipants(
+    absl::Span<const ParticipantRecord> participants);
 
 // DATA_LOSS when the blob's size is not a multiple of kParticipantBlobBytes or
 // an arrival offset is negative or not finite (no encoder writes those).

@@ -38,7 +38,9 @@ TEST(ParticipantCodecTest, RoundTripsEveryValueBitForBit) {
   ASSERT_EQ(out->size(), in.size());
   for (size_t i = 0; i < in.size(); ++i) {
     EXPECT_EQ(Bits((*out)[i].partial), Bits(in[i].partial)) << i;
-    EXPECT_EQ(Bits((*out)[i].arrival_offset_seconds), Bits(in[i].arrival_offset_seconds)) << i;
+    EXPECT_EQ(Bits((*out)[i].arrival_offset_seconds),
+              Bits(in[i].arrival_offset_seconds))
+        << i;
     EXPECT_EQ((*out)[i].num_elements, in[i].num_elements) << i;
   }
 }
@@ -46,10 +48,11 @@ TEST(ParticipantCodecTest, RoundTripsEveryValueBitForBit) {
 TEST(ParticipantCodecTest, LayoutIsLittleEndianTriples) {
   const std::string blob = EncodeParticipants({{1.0, 0.5, 0x0102030405060708}});
   // 1.0 = 0x3FF0000000000000, 0.5 = 0x3FE0000000000000.
-  const std::string expected("\0\0\0\0\0\0\xF0\x3F"
-                             "\0\0\0\0\0\0\xE0\x3F"
-                             "\x08\x07\x06\x05\x04\x03\x02\x01",
-                             24);
+  const std::string expected(
+      "\0\0\0\0\0\0\xF0\x3F"
+      "\0\0\0\0\0\0\xE0\x3F"
+      "\x08\x07\x06\x05\x04\x03\x02\x01",
+      24);
   EXPECT_EQ(blob, expected);
 }
 
@@ -64,16 +67,20 @@ TEST(ParticipantCodecTest, TruncatedBlobIsDataLoss) {
   blob.pop_back();
   absl::StatusOr<std::vector<ParticipantRecord>> out = DecodeParticipants(blob);
   EXPECT_EQ(out.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(out.status().message(), HasSubstr("47 bytes; expected a multiple of 24"));
+  EXPECT_THAT(out.status().message(),
+              HasSubstr("47 bytes; expected a multiple of 24"));
 }
 
 TEST(ParticipantCodecTest, ImpossibleArrivalOffsetIsDataLoss) {
   for (double offset : {-1.0, std::numeric_limits<double>::quiet_NaN(),
                         std::numeric_limits<double>::infinity()}) {
-    const std::string blob = EncodeParticipants({{1.0, 0.0, 1}, {2.0, offset, 2}});
-    absl::StatusOr<std::vector<ParticipantRecord>> out = DecodeParticipants(blob);
+    const std::string blob =
+        EncodeParticipants({{1.0, 0.0, 1}, {2.0, offset, 2}});
+    absl::StatusOr<std::vector<ParticipantRecord>> out =
+        DecodeParticipants(blob);
     EXPECT_EQ(out.status().code(), absl::StatusCode::kDataLoss) << offset;
-    EXPECT_THAT(out.status().message(), HasSubstr("participant 1 has arrival offset"));
+    EXPECT_THAT(out.status().message(),
+                HasSubstr("participant 1 has arrival offset"));
   }
 }
 

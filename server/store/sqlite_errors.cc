@@ -41,9 +41,8 @@ absl::StatusCode CodeFor(int rc) {
 }  // namespace
 
 absl::Status SqliteError(int rc, sqlite3* db, absl::string_view call) {
-  std::string message =
-      absl::StrCat(call, " failed: ", sqlite3_errstr(rc), " (SQLite code ",
-                   rc, ")");
+  std::string message = absl::StrCat(call, " failed: ", sqlite3_errstr(rc),
+                                     " (SQLite code ", rc, ")");
   // errmsg describes the connection's latest failure, which is this one when
   // the caller translates right after the call.
   if (db != nullptr && sqlite3_errcode(db) != SQLITE_OK) {

@@ -68,20 +68,22 @@ absl::Status MigrateFrom1(sqlite3* db) {
                        "SELECT run_id, step, participant, partial, "
                        "arrival_offset_seconds, num_elements FROM participants "
                        "ORDER BY run_id, step, participant"));
-  ASSIGN_OR_RETURN(
-      Statement update,
-      PrepareStatement(db, "UPDATE rounds SET participants = ?3 "
-                            "WHERE run_id = ?1 AND step = ?2"));
+  ASSIGN_OR_RETURN(Statement update,
+                   PrepareStatement(db,
+                                    "UPDATE rounds SET participants = ?3 "
+                                    "WHERE run_id = ?1 AND step = ?2"));
   std::string run_id;
   int64_t step = 0;
   std::vector<ParticipantRecord> participants;
   auto write = [&]() -> absl::Status {
     if (participants.empty()) return absl::OkStatus();
     const std::string blob = EncodeParticipants(participants);
-    sqlite3_bind_text(update.get(), 1, run_id.data(), run_id.size(), SQLITE_STATIC);
+    sqlite3_bind_text(update.get(), 1, run_id.data(), run_id.size(),
+                      SQLITE_STATIC);
     sqlite3_bind_int64(update.get(), 2, step);
     sqlite3_bind_blob(update.get(), 3, blob.data(), blob.size(), SQLITE_STATIC);
-    RETURN_IF_ERROR(StepDone(db, update.get(), "UPDATE rounds SET participants"));
+    RETURN_IF_ERROR(
+        StepDone(db, update.get(), "UPDATE rounds SET participants"));
     participants.clear();
     return absl::OkStatus();
   };
@@ -116,16 +118,16 @@ absl::Status MigrateFrom1(sqlite3* db) {
 }  // namespace
 
 absl::Status CreateOrMigrateSchema(sqlite3* db, absl::string_view path) {
-  ASSIGN_OR_RETURN(Statement version, PrepareStatement(db, "PRAGMA user_version"));
+  ASSIGN_OR_RETURN(Statement version,
+                   PrepareStatement(db, "PRAGMA user_version"));
   int rc = sqlite3_step(version.get());
   if (rc != SQLITE_ROW) return SqliteError(rc, db, "PRAGMA user_version");
   const int found = sqlite3_column_int(version.get(), 0);
   version.reset();
   if (found > kSqliteSchemaVersion) {
     return absl::FailedPreconditionError(absl::StrCat(
-        path, " has schema version ", found,
-        ", newer than this coordinator's ", kSqliteSchemaVersion,
-        "; run a newer coordinator"));
+        path, " has schema version ", found, ", newer than this coordinator's ",
+        kSqliteSchemaVersion, "; run a newer coordinator"));
   }
   if (found == kSqliteSchemaVersion) return absl::OkStatus();
   if (found == 1) {
@@ -135,7 +137,8 @@ absl::Status CreateOrMigrateSchema(sqlite3* db, absl::string_view path) {
   }
   if (found >= 1) RETURN_IF_ERROR(ExecSql(db, kMigrateTo4));
   RETURN_IF_ERROR(ExecSql(db, kAbandonedSchema));
-  return ExecSql(db, absl::StrCat("PRAGMA user_version=", kSqliteSchemaVersion).c_str());
+  return ExecSql(
+      db, absl::StrCat("PRAGMA user_version=", kSqliteSchemaVersion).c_str());
 }
 
 const char kRoundColumns[] =

@@ -12,7 +12,8 @@ namespace server {
 absl::StatusOr<Statement> PrepareStatement(sqlite3* db, const char* sql) {
   sqlite3_stmt* statement = nullptr;
   int rc = sqlite3_prepare_v2(db, sql, -1, &statement, nullptr);
-  if (rc != SQLITE_OK) return SqliteError(rc, db, absl::StrCat("prepare ", sql));
+  if (rc != SQLITE_OK)
+    return SqliteError(rc, db, absl::StrCat("prepare ", sql));
   return Statement(statement);
 }
 
@@ -33,10 +34,9 @@ double ColumnReal(sqlite3_stmt* s, int index) {
 
 std::string ColumnText(sqlite3_stmt* s, int index) {
   const unsigned char* text = sqlite3_column_text(s, index);
-  return text == nullptr
-             ? std::string()
-             : std::string(reinterpret_cast<const char*>(text),
-                           sqlite3_column_bytes(s, index));
+  return text == nullptr ? std::string()
+                         : std::string(reinterpret_cast<const char*>(text),
+                                       sqlite3_column_bytes(s, index));
 }
 
 absl::Status StepDone(sqlite3* db, sqlite3_stmt* statement,

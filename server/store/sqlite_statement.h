@@ -3,7 +3,8 @@
 // by sqlite_errors.h.
 //
 //   ASSIGN_OR_RETURN(Statement select, PrepareStatement(db, "SELECT ..."));
-//   while (sqlite3_step(select.get()) == SQLITE_ROW) ColumnReal(select.get(), 0);
+//   while (sqlite3_step(select.get()) == SQLITE_ROW) ColumnReal(select.get(),
+//   0);
 //
 // Thread-safety: as the connection they are given.
 #ifndef GRADNORM_SERVER_STORE_SQLITE_STATEMENT_H_

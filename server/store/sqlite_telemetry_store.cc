@@ -15,8 +15,11 @@
 #include "server/store/sqlite_schema.h"
 #include "server/store/sqlite_statement.h"
 
+// The SQLite store's writes: opening the file, the writer and its group
+// commits. Its reads are in sqlite_store_reads.cc.
 namespace gradnorm {
 namespace server {
+
 struct SqliteTelemetryStore::Op {
   // Exactly one of run / round / abandoned / change.
   std::optional<RunRecord> run;
@@ -85,16 +88,20 @@ absl::Status SqliteTelemetryStore::Prepare() {
   RETURN_IF_ERROR(ExecSql(db_, "PRAGMA locking_mode=EXCLUSIVE"));
   // The first statement that reads the file takes the lock. journal_mode
   // returns a row; sqlite3_exec discards it.
-  int rc = sqlite3_exec(db_, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
+  int rc =
+      sqlite3_exec(db_, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
   if ((rc & 0xff) == SQLITE_BUSY) {
     return absl::FailedPreconditionError(absl::StrCat(
-        options_.path, " is locked by another process (another coordinator on the "
-        "same database?); waited ", options_.busy_timeout_ms,
+        options_.path,
+        " is locked by another process (another coordinator on the "
+        "same database?); waited ",
+        options_.busy_timeout_ms,
         " ms. Expected a database no other process has open"));
   }
   if (rc != SQLITE_OK) return SqliteError(rc, db_, "PRAGMA journal_mode=WAL");
-  RETURN_IF_ERROR(ExecSql(db_, options_.synchronous_full ? "PRAGMA synchronous=FULL"
-                                                 : "PRAGMA synchronous=NORMAL"));
+  RETURN_IF_ERROR(ExecSql(db_, options_.synchronous_full
+                                   ? "PRAGMA synchronous=FULL"
+                                   : "PRAGMA synchronous=NORMAL"));
   RETURN_IF_ERROR(ExecSql(db_, "PRAGMA foreign_keys=ON"));
 
   RETURN_IF_ERROR(ExecSql(db_, "BEGIN IMMEDIATE"));
@@ -314,9 +321,9 @@ absl::Status SqliteTelemetryStore::WriteOp(const Op& op) {
                       SQLITE_STATIC);
     status = StepDone(db_, s, "INSERT INTO rounds");
     if (status.code() == absl::StatusCode::kAlreadyExists) {
-      status = absl::AlreadyExistsError(absl::StrCat(
-          "round for step ", r.step(), " of run ", r.run_id(),
-          " is already stored"));
+      status = absl::AlreadyExistsError(
+          absl::StrCat("round for step ", r.step(), " of run ", r.run_id(),
+                       " is already stored"));
     }
   }
   return status;
@@ -342,8 +349,8 @@ absl::Status SqliteTelemetryStore::WriteRunChange(const RunChange& change) {
     status = run_statement(statements_->delete_abandoned.get(),
                            "DELETE FROM abandoned_steps");
     if (status.ok()) {
-      status = run_statement(statements_->delete_rounds.get(),
-                             "DELETE FROM rounds");
+      status =
+          run_statement(statements_->delete_rounds.get(), "DELETE FROM rounds");
     }
     if (status.ok()) {
       status = run_statement(statements_->delete_run.get(), "DELETE FROM runs");
@@ -417,174 +424,6 @@ void SqliteTelemetryStore::CommitBatch() {
     }
   }
   completed_ += batch.size();
-}
-
-absl::StatusOr<std::vector<RunRecord>> SqliteTelemetryStore::LoadRunsLocked() {
-  std::vector<RunRecord> runs;
-  ASSIGN_OR_RETURN(Statement s,
-                   PrepareStatement(db_,
-                                    "SELECT run_id, config, created_unix_micros, "
-                                    "finished_unix_micros FROM runs ORDER BY run_id"));
-  int rc;
-  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
-    RunRecord run;
-    run.run_id = ColumnText(s.get(), 0);
-    const void* blob = sqlite3_column_blob(s.get(), 1);
-    const int size = sqlite3_column_bytes(s.get(), 1);
-    if (!run.config.ParseFromArray(blob, size)) {
-      return absl::DataLossError(absl::StrCat(
-          "the stored config of run ", run.run_id,
-          " is not a valid gradnorm.v1.RunConfig"));
-    }
-    run.created_unix_micros = sqlite3_column_int64(s.get(), 2);
-    run.finished_unix_micros = sqlite3_column_int64(s.get(), 3);
-    runs.push_back(std::move(run));
-  }
-  if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM runs");
-  return runs;
-}
-
-absl::StatusOr<std::vector<AbandonedStep>>
-SqliteTelemetryStore::LoadAbandonedLocked() {
-  std::vector<AbandonedStep> abandoned;
-  ASSIGN_OR_RETURN(
-      Statement s,
-      PrepareStatement(db_, "SELECT run_id, step, why FROM abandoned_steps "
-                            "ORDER BY run_id, step"));
-  int rc;
-  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
-    abandoned.push_back(AbandonedStep{
-        ColumnText(s.get(), 0),
-        static_cast<uint64_t>(sqlite3_column_int64(s.get(), 1)),
-        ColumnText(s.get(), 2)});
-  }
-  if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM abandoned_steps");
-  // Steps are stored as signed 64-bit integers: put those >= 2^63 last.
-  std::stable_sort(abandoned.begin(), abandoned.end(),
-                   [](const AbandonedStep& a, const AbandonedStep& b) {
-                     return a.run_id != b.run_id ? a.run_id < b.run_id
-                                                 : a.step < b.step;
-                   });
-  return abandoned;
-}
-
-absl::StatusOr<StoreContents> SqliteTelemetryStore::Load() {
-  absl::MutexLock lock(&db_mu_);
-  StoreContents contents;
-  ASSIGN_OR_RETURN(contents.runs, LoadRunsLocked());
-  {
-    ASSIGN_OR_RETURN(
-        Statement s,
-        PrepareStatement(db_, absl::StrCat("SELECT ", kRoundColumns,
-                                           " FROM rounds ORDER BY run_id, sequence")
-                                  .c_str()));
-    int rc;
-    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
-      ASSIGN_OR_RETURN(RoundRecord record, RoundFromRow(s.get()));
-      contents.rounds.push_back(std::move(record));
-    }
-    if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM rounds");
-  }
-  ASSIGN_OR_RETURN(contents.abandoned, LoadAbandonedLocked());
-  return contents;
-}
-
-absl::StatusOr<StoreIndex> SqliteTelemetryStore::LoadIndex() {
-  absl::MutexLock lock(&db_mu_);
-  StoreIndex index;
-  ASSIGN_OR_RETURN(index.runs, LoadRunsLocked());
-  {
-    // Four small columns in primary-key order: neither the participants
-    // BLOB nor the strings are read.
-    ASSIGN_OR_RETURN(Statement s,
-                     PrepareStatement(db_, "SELECT run_id, step, sequence, "
-                                           "total_norm, action FROM rounds"));
-    int rc;
-    std::string run_id;
-    std::vector<IndexedRound>* rounds = nullptr;
-    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
-      const char* id = reinterpret_cast<const char*>(sqlite3_column_text(s.get(), 0));
-      const int id_size = sqlite3_column_bytes(s.get(), 0);
-      if (rounds == nullptr || absl::string_view(id, id_size) != run_id) {
-        run_id.assign(id, id_size);
-        rounds = &index.rounds[run_id];
-      }
-      rounds->push_back(IndexedRound{
-          static_cast<uint64_t>(sqlite3_column_int64(s.get(), 1)),
-          static_cast<uint64_t>(sqlite3_column_int64(s.get(), 2)),
-          ColumnReal(s.get(), 3),
-          static_cast<v1::Action>(sqlite3_column_int(s.get(), 4))});
-    }
-    if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM rounds");
-  }
-  for (auto& [id, rounds] : index.rounds) {
-    std::sort(rounds.begin(), rounds.end(),
-              [](const IndexedRound& a, const IndexedRound& b) {
-                return a.sequence < b.sequence;
-              });
-  }
-  ASSIGN_OR_RETURN(index.abandoned, LoadAbandonedLocked());
-  return index;
-}
-
-absl::StatusOr<std::vector<RoundRecord>> SqliteTelemetryStore::ReadRounds(
-    const std::string& run_id, uint64_t from_step, uint64_t to_step,
-    size_t limit, bool with_participants) {
-  std::vector<RoundRecord> rounds;
-  if (from_step > to_step) return rounds;
-  absl::MutexLock lock(&db_mu_);
-  ASSIGN_OR_RETURN(
-      Statement s,
-      PrepareStatement(
-          db_, absl::StrCat("SELECT ",
-                            with_participants ? kRoundColumns
-                                              : kRoundColumnsWithoutParticipants,
-                            " FROM rounds WHERE run_id = ?1 AND "
-                            "step BETWEEN ?2 AND ?3 ORDER BY step")
-                   .c_str()));
-  // Steps are stored as signed 64-bit integers, so [from, to] in unsigned
-  // order is one or two signed ranges: first the steps below 2^63.
-  constexpr uint64_t kHalf = uint64_t{1} << 63;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  if (from_step < kHalf) ranges.emplace_back(from_step, std::min(to_step, kHalf - 1));
-  if (to_step >= kHalf) ranges.emplace_back(std::max(from_step, kHalf), to_step);
-  for (const auto& [from, to] : ranges) {
-    sqlite3_bind_text(s.get(), 1, run_id.data(), run_id.size(), SQLITE_STATIC);
-    sqlite3_bind_int64(s.get(), 2, static_cast<int64_t>(from));
-    sqlite3_bind_int64(s.get(), 3, static_cast<int64_t>(to));
-    int rc = SQLITE_DONE;
-    while ((limit == 0 || rounds.size() < limit) &&
-           (rc = sqlite3_step(s.get())) == SQLITE_ROW) {
-      absl::StatusOr<RoundRecord> record = RoundFromRow(s.get());
-      if (!record.ok()) {
-        sqlite3_reset(s.get());
-        return record.status();
-      }
-      rounds.push_back(*std::move(record));
-    }
-    const bool full = limit != 0 && rounds.size() >= limit;
-    sqlite3_reset(s.get());
-    sqlite3_clear_bindings(s.get());
-    if (!full && rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM rounds");
-    if (full) break;
-  }
-  return rounds;
-}
-
-absl::Status SqliteTelemetryStore::CheckIntegrity() {
-  absl::MutexLock lock(&db_mu_);
-  absl::StatusOr<Statement> s = PrepareStatement(db_, "PRAGMA integrity_check");
-  if (!s.ok()) return s.status();
-  std::vector<std::string> findings;
-  int rc;
-  while ((rc = sqlite3_step(s->get())) == SQLITE_ROW) {
-    findings.push_back(ColumnText(s->get(), 0));
-  }
-  if (rc != SQLITE_DONE) return SqliteError(rc, db_, "PRAGMA integrity_check");
-  if (findings.size() == 1 && findings[0] == "ok") return absl::OkStatus();
-  return absl::DataLossError(absl::StrCat(
-      "PRAGMA integrity_check of ", options_.path, ": ",
-      absl::StrJoin(findings, "; ")));
 }
 
 }  // namespace server

@@ -70,8 +70,9 @@ class SqliteTelemetryStore final : public TelemetryStore {
  public:
   // Opens or creates the database. Errors:
   // FAILED_PRECONDITION (cannot open the path; a schema newer than this
-  // build; another process holds the file, after busy_timeout_ms), DATA_LOSS (not a database, corrupt), PERMISSION_DENIED
-  // (read-only), or another translated SQLite error.
+  // build; another process holds the file, after busy_timeout_ms), DATA_LOSS
+  // (not a database, corrupt), PERMISSION_DENIED (read-only), or another
+  // translated SQLite error.
   static absl::StatusOr<std::unique_ptr<SqliteTelemetryStore>> Open(
       const SqliteStoreOptions& options);
 
@@ -134,7 +135,8 @@ class SqliteTelemetryStore final : public TelemetryStore {
 
   const SqliteStoreOptions options_;
 
-  // Guards the connection: the committer's transactions and Load/CheckIntegrity.
+  // Guards the connection: the committer's transactions and
+  // Load/CheckIntegrity.
   absl::Mutex db_mu_;
   sqlite3* const db_ ABSL_PT_GUARDED_BY(db_mu_);
   std::unique_ptr<Statements> statements_ ABSL_GUARDED_BY(db_mu_);
@@ -151,7 +153,6 @@ class SqliteTelemetryStore final : public TelemetryStore {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread writer_ ABSL_GUARDED_BY(mu_);
   absl::Status first_error_ ABSL_GUARDED_BY(mu_);
-
 };
 
 }  // namespace server

@@ -80,11 +80,15 @@ TEST(SqliteTelemetryStoreTest, ReopenedFileHoldsEverythingAndIsIntact) {
     auto store = SqliteTelemetryStore::Open(options);
     ASSERT_TRUE(store.ok()) << store.status();
     ASSERT_TRUE((*store)->PutRun(MakeRun("r", 3)).ok());
-    ASSERT_TRUE(AppendAndWait(store->get(), MakeRoundRecord("r", 4, 1, 2, 3)).ok());
-    ASSERT_TRUE(AppendAndWait(store->get(), MakeRoundRecord("r", 2, 2, kNaN, 3)).ok());
-    ASSERT_TRUE((*store)->PutAbandonedStep({"r", 6, "participant 1 missing"}).ok());
+    ASSERT_TRUE(
+        AppendAndWait(store->get(), MakeRoundRecord("r", 4, 1, 2, 3)).ok());
+    ASSERT_TRUE(
+        AppendAndWait(store->get(), MakeRoundRecord("r", 2, 2, kNaN, 3)).ok());
+    ASSERT_TRUE(
+        (*store)->PutAbandonedStep({"r", 6, "participant 1 missing"}).ok());
     // Queued but never waited for: the destructor still commits it.
-    (*store)->AppendRound(MakeRoundRecord("r", 9, 3, 0.5, 3), [](absl::Status) {});
+    (*store)->AppendRound(MakeRoundRecord("r", 9, 3, 0.5, 3),
+                          [](absl::Status) {});
   }
   std::unique_ptr<SqliteTelemetryStore> store = OpenOrDie(path);
   ASSERT_NE(store, nullptr);
@@ -121,7 +125,8 @@ TEST(SqliteTelemetryStoreTest, GroupCommitBatchesAppendsMadeDuringACommit) {
       others_appended.WaitForNotificationWithTimeout(absl::Seconds(30));
     });
   });
-  ASSERT_TRUE(first_committing.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  ASSERT_TRUE(
+      first_committing.WaitForNotificationWithTimeout(absl::Seconds(30)));
   for (int i = 1; i < kRecords; ++i) {
     // Returns at once: the running committer takes the record.
     store->AppendRound(MakeRoundRecord("r", i, i + 1, 1.5, 2),
@@ -178,7 +183,8 @@ TEST(SqliteTelemetryStoreTest, RoundOfUnknownRunIsRefused) {
   EXPECT_THAT(status.message(), HasSubstr("FOREIGN KEY constraint failed"));
   // One refused record does not take the batch's others with it.
   ASSERT_TRUE(store->PutRun(MakeRun("r", 1)).ok());
-  EXPECT_TRUE(AppendAndWait(store.get(), MakeRoundRecord("r", 1, 1, 1, 1)).ok());
+  EXPECT_TRUE(
+      AppendAndWait(store.get(), MakeRoundRecord("r", 1, 1, 1, 1)).ok());
 }
 
 TEST(SqliteTelemetryStoreTest, OpenErrorsAreTranslated) {
@@ -213,7 +219,8 @@ TEST(SqliteTelemetryStoreTest, SecondStoreOnTheSameFileIsRefused) {
                         "the same database?); waited 50 ms"));
   // The first store is untouched and keeps working.
   ASSERT_TRUE(first->PutRun(MakeRun("r", 1)).ok());
-  EXPECT_TRUE(AppendAndWait(first.get(), MakeRoundRecord("r", 1, 1, 1, 1)).ok());
+  EXPECT_TRUE(
+      AppendAndWait(first.get(), MakeRoundRecord("r", 1, 1, 1, 1)).ok());
   first.reset();
   EXPECT_NE(OpenOrDie(path), nullptr);
 }
@@ -235,7 +242,8 @@ void ExecOnFile(const std::string& path, const std::string& sql) {
 std::string OldSchemaWithRun(int version) {
   const std::string config = MakeRun("old", 2).config.SerializeAsString();
   std::string config_hex;
-  for (unsigned char c : config) absl::StrAppend(&config_hex, absl::Hex(c, absl::kZeroPad2));
+  for (unsigned char c : config)
+    absl::StrAppend(&config_hex, absl::Hex(c, absl::kZeroPad2));
   return absl::StrCat(R"sql(
     PRAGMA journal_mode=WAL;
     CREATE TABLE runs (run_id TEXT PRIMARY KEY, config BLOB NOT NULL,
@@ -246,9 +254,10 @@ std::string OldSchemaWithRun(int version) {
       reason_detail TEXT NOT NULL, effective_max_norm REAL NOT NULL,
       arrival_spread_seconds REAL NOT NULL, slowest_participant INTEGER NOT NULL,
       finalized_unix_micros INTEGER NOT NULL,)sql",
-      version >= 2 ? " participants BLOB NOT NULL," : "", R"sql(
+                      version >= 2 ? " participants BLOB NOT NULL," : "", R"sql(
       PRIMARY KEY (run_id, step)) WITHOUT ROWID;
-    INSERT INTO runs VALUES ('old', x')sql", config_hex, R"sql(', 7);
+    INSERT INTO runs VALUES ('old', x')sql",
+                      config_hex, R"sql(', 7);
   )sql");
 }
 
@@ -292,7 +301,8 @@ TEST(SqliteTelemetryStoreTest, SchemaOneFileIsMigrated) {
   EXPECT_TRUE(std::isnan(second.participants[0].partial));
   EXPECT_EQ(second.participants[1].partial, 4.0);
   // New rounds go in beside the migrated ones, and survive a reopen.
-  EXPECT_TRUE(AppendAndWait(store.get(), MakeRoundRecord("old", 7, 3, 2.0, 2)).ok());
+  EXPECT_TRUE(
+      AppendAndWait(store.get(), MakeRoundRecord("old", 7, 3, 2.0, 2)).ok());
   store.reset();
   store = OpenOrDie(path);
   contents = store->Load();
@@ -332,7 +342,9 @@ TEST(AggregatorOnSqliteTest, RestartKeepsAcknowledgedRounds) {
   run.set_run_id("job");
   run.mutable_config()->set_participants(2);
   run.mutable_config()->set_max_norm(1);
-  run.mutable_config()->mutable_clip_policy()->mutable_auto_clip()
+  run.mutable_config()
+      ->mutable_clip_policy()
+      ->mutable_auto_clip()
       ->set_warmup_steps(2);
 
   // Reports and returns a function that waits for the outcome.

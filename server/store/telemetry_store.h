@@ -15,9 +15,10 @@
 // Thread-safety: every method may be called from any thread concurrently.
 // Commit callbacks run on the committing thread (SQLite: the appender that
 // found the store idle, which may be another appender's) or, for the in-memory
-// twin in immediate mode, inside AppendRound itself; callers must therefore not hold a lock in AppendRound that the
-// callback takes. Callbacks of one store never run concurrently with each other
-// and run in the order the records were appended.
+// twin in immediate mode, inside AppendRound itself; callers must therefore not
+// hold a lock in AppendRound that the callback takes. Callbacks of one store
+// never run concurrently with each other and run in the order the records were
+// appended.
 #ifndef GRADNORM_SERVER_STORE_TELEMETRY_STORE_H_
 #define GRADNORM_SERVER_STORE_TELEMETRY_STORE_H_
 
@@ -146,8 +147,8 @@ class TelemetryStore {
   // Errors: NOT_FOUND (no such run), the database's, translated.
   virtual absl::Status DeleteRun(const std::string& run_id) = 0;
 
-  // Reads every stored run, round and abandoned step. Meant for start-up: call it before the
-  // first AppendRound. Errors: the database's, translated.
+  // Reads every stored run, round and abandoned step. Meant for start-up: call
+  // it before the first AppendRound. Errors: the database's, translated.
   virtual absl::StatusOr<StoreContents> Load() = 0;
 
   // The index of everything stored (see StoreIndex): what the Aggregator

@@ -1,9 +1,9 @@
 #include "server/store/telemetry_store_test_suite.h"
 
-#include <filesystem>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <limits>
 #include <thread>
 #include <vector>
@@ -23,8 +23,7 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 RoundRecord MakeRoundRecord(const std::string& run_id, uint64_t step,
-                            uint64_t sequence, double total,
-                            int participants) {
+                            uint64_t sequence, double total, int participants) {
   RoundRecord r;
   r.sequence = sequence;
   v1::RoundResult& res = r.result;
@@ -74,7 +73,8 @@ std::string FreshDir(const std::string& test_name) {
   std::string dir = absl::StrCat(tmp ? tmp : "/tmp", "/", test_name);
   std::error_code error;
   std::filesystem::remove_all(dir, error);
-  EXPECT_TRUE(std::filesystem::create_directories(dir, error)) << dir << ": " << error.message();
+  EXPECT_TRUE(std::filesystem::create_directories(dir, error))
+      << dir << ": " << error.message();
   return dir;
 }
 
@@ -99,7 +99,6 @@ RunRecord MakeRun(const std::string& id, uint32_t participants) {
   run.created_unix_micros = 1700000000123456;
   return run;
 }
-
 
 void ExpectSameDouble(double a, double b) {
   if (std::isnan(a)) {
@@ -214,26 +213,30 @@ TEST_P(TelemetryStoreTest, IndexAndRangeReadsSeeWhatLoadSees) {
   // Ranges in unsigned step order, across 2^63.
   auto steps = [&](uint64_t from, uint64_t to, size_t limit) {
     std::vector<uint64_t> out;
-    absl::StatusOr<std::vector<RoundRecord>> rounds = store->ReadRounds("b", from, to, limit, true);
+    absl::StatusOr<std::vector<RoundRecord>> rounds =
+        store->ReadRounds("b", from, to, limit, true);
     EXPECT_TRUE(rounds.ok()) << rounds.status();
     if (rounds.ok()) {
       for (const RoundRecord& r : *rounds) out.push_back(r.result.step());
     }
     return out;
   };
-  EXPECT_EQ(steps(0, kTop, 0), (std::vector<uint64_t>{3, 7, uint64_t{1} << 63, kTop}));
+  EXPECT_EQ(steps(0, kTop, 0),
+            (std::vector<uint64_t>{3, 7, uint64_t{1} << 63, kTop}));
   EXPECT_EQ(steps(4, kTop, 2), (std::vector<uint64_t>{7, uint64_t{1} << 63}));
   EXPECT_EQ(steps(8, kTop - 1, 0), (std::vector<uint64_t>{uint64_t{1} << 63}));
   EXPECT_EQ(steps(7, 7, 1), (std::vector<uint64_t>{7}));
   EXPECT_TRUE(steps(8, 9, 0).empty());
   EXPECT_TRUE(steps(9, 8, 0).empty());
-  absl::StatusOr<std::vector<RoundRecord>> one = store->ReadRounds("b", 7, 7, 1, true);
+  absl::StatusOr<std::vector<RoundRecord>> one =
+      store->ReadRounds("b", 7, 7, 1, true);
   ASSERT_TRUE(one.ok());
   ASSERT_EQ(one->size(), 1u);
   ExpectSameRound((*one)[0], records[0]);
   EXPECT_TRUE(store->ReadRounds("nobody", 0, kTop, 0, true)->empty());
   // Without participants: the same rounds, with none of their participants.
-  absl::StatusOr<std::vector<RoundRecord>> bare = store->ReadRounds("b", 0, kTop, 0, false);
+  absl::StatusOr<std::vector<RoundRecord>> bare =
+      store->ReadRounds("b", 0, kTop, 0, false);
   ASSERT_TRUE(bare.ok()) << bare.status();
   ASSERT_EQ(bare->size(), 4u);
   for (const RoundRecord& r : *bare) EXPECT_TRUE(r.participants.empty());
@@ -246,7 +249,8 @@ TEST_P(TelemetryStoreTest, AbandonedStepsRoundTripInOrderOnce) {
   std::unique_ptr<TelemetryStore> store = Open(GetParam());
   ASSERT_TRUE(store->PutRun(MakeRun("b", 3)).ok());
   ASSERT_TRUE(store->PutRun(MakeRun("a", 3)).ok());
-  ASSERT_TRUE(store->PutAbandonedStep({"b", 9, "participants 1, 2 missing"}).ok());
+  ASSERT_TRUE(
+      store->PutAbandonedStep({"b", 9, "participants 1, 2 missing"}).ok());
   ASSERT_TRUE(store->PutAbandonedStep({"a", 4, "participant 0 missing"}).ok());
   ASSERT_TRUE(store->PutAbandonedStep({"b", 2, "participant 2 missing"}).ok());
   // The same step again is a no-op (its first reason stays).
@@ -284,10 +288,14 @@ TEST_P(TelemetryStoreTest, DeleteRunTakesItsRoundsAndAbandonedStepsOnly) {
   std::unique_ptr<TelemetryStore> store = Open(GetParam());
   ASSERT_TRUE(store->PutRun(MakeRun("gone", 2)).ok());
   ASSERT_TRUE(store->PutRun(MakeRun("kept", 2)).ok());
-  ASSERT_TRUE(AppendAndWait(store.get(), MakeRoundRecord("gone", 1, 1, 2, 2)).ok());
-  ASSERT_TRUE(AppendAndWait(store.get(), MakeRoundRecord("kept", 1, 1, 3, 2)).ok());
-  ASSERT_TRUE(store->PutAbandonedStep({"gone", 2, "participant 1 missing"}).ok());
-  ASSERT_TRUE(store->PutAbandonedStep({"kept", 2, "participant 0 missing"}).ok());
+  ASSERT_TRUE(
+      AppendAndWait(store.get(), MakeRoundRecord("gone", 1, 1, 2, 2)).ok());
+  ASSERT_TRUE(
+      AppendAndWait(store.get(), MakeRoundRecord("kept", 1, 1, 3, 2)).ok());
+  ASSERT_TRUE(
+      store->PutAbandonedStep({"gone", 2, "participant 1 missing"}).ok());
+  ASSERT_TRUE(
+      store->PutAbandonedStep({"kept", 2, "participant 0 missing"}).ok());
   ASSERT_TRUE(store->DeleteRun("gone").ok());
   EXPECT_EQ(store->DeleteRun("gone").code(), absl::StatusCode::kNotFound);
   absl::StatusOr<StoreContents> contents = store->Load();
@@ -300,15 +308,18 @@ TEST_P(TelemetryStoreTest, DeleteRunTakesItsRoundsAndAbandonedStepsOnly) {
   EXPECT_EQ(contents->abandoned[0].run_id, "kept");
   // The id is free again, with no trace of the old run.
   ASSERT_TRUE(store->PutRun(MakeRun("gone", 2)).ok());
-  ASSERT_TRUE(AppendAndWait(store.get(), MakeRoundRecord("gone", 1, 1, 5, 2)).ok());
+  ASSERT_TRUE(
+      AppendAndWait(store.get(), MakeRoundRecord("gone", 1, 1, 5, 2)).ok());
   EXPECT_TRUE(store->Flush().ok());
 }
 
 TEST_P(TelemetryStoreTest, DuplicateRoundIsRefused) {
   std::unique_ptr<TelemetryStore> store = Open(GetParam());
   ASSERT_TRUE(store->PutRun(MakeRun("r", 2)).ok());
-  ASSERT_TRUE(AppendAndWait(store.get(), MakeRoundRecord("r", 1, 1, 2, 2)).ok());
-  absl::Status dup = AppendAndWait(store.get(), MakeRoundRecord("r", 1, 2, 3, 2));
+  ASSERT_TRUE(
+      AppendAndWait(store.get(), MakeRoundRecord("r", 1, 1, 2, 2)).ok());
+  absl::Status dup =
+      AppendAndWait(store.get(), MakeRoundRecord("r", 1, 2, 3, 2));
   EXPECT_EQ(dup.code(), absl::StatusCode::kAlreadyExists) << dup;
   EXPECT_EQ(store->Flush().code(), absl::StatusCode::kAlreadyExists);
   absl::StatusOr<StoreContents> contents = store->Load();

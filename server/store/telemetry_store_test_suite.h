@@ -29,8 +29,7 @@ class TelemetryStoreTest
 
 // A round record with every field set (partials of `participants` jobs).
 RoundRecord MakeRoundRecord(const std::string& run_id, uint64_t step,
-                            uint64_t sequence, double total,
-                            int participants);
+                            uint64_t sequence, double total, int participants);
 
 // Appends `record` and waits for its commit callback; returns its status.
 absl::Status AppendAndWait(TelemetryStore* store, RoundRecord record);

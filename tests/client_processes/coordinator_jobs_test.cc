@@ -16,8 +16,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "gtest/gtest.h"
 #include "common/child_process.h"
+#include "gtest/gtest.h"
 #include "tests/client_processes/rank_support.h"
 #include "tests/client_processes/test_gradient.h"
 
@@ -40,17 +40,20 @@ bool Accepts(int port) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  const bool ok =
+      connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
   close(fd);
   return ok;
 }
 
 // Starts the coordinator on 127.0.0.1:port with a SQLite store at `db` and
 // waits until it accepts connections.
-absl::StatusOr<std::unique_ptr<ChildProcess>> StartCoordinator(int port, const std::string& db) {
+absl::StatusOr<std::unique_ptr<ChildProcess>> StartCoordinator(
+    int port, const std::string& db) {
   absl::StatusOr<std::unique_ptr<ChildProcess>> p = ChildProcess::Start(
-      {g_coordinator, absl::StrCat("--listen=127.0.0.1:", port), "--store=sqlite",
-       absl::StrCat("--db=", db)}, ChildOptions());
+      {g_coordinator, absl::StrCat("--listen=127.0.0.1:", port),
+       "--store=sqlite", absl::StrCat("--db=", db)},
+      ChildOptions());
   if (!p.ok()) return p;
   const absl::Time deadline = absl::Now() + absl::Seconds(15);
   while (!Accepts(port)) {
@@ -67,7 +70,8 @@ struct RankOutcome {
   std::map<std::string, std::string> out;
   double Double(const std::string& key) const {
     auto it = out.find(key);
-    return it == out.end() ? std::nan("") : std::strtod(it->second.c_str(), nullptr);
+    return it == out.end() ? std::nan("")
+                           : std::strtod(it->second.c_str(), nullptr);
   }
 };
 
@@ -89,12 +93,14 @@ Job StartJob(int job, int jobs, int dp, int port, const std::string& run_id,
   j.dir = FreshDir(absl::StrCat("job", job));
   for (int r = 0; r < dp; ++r) {
     absl::StatusOr<std::unique_ptr<ChildProcess>> p = ChildProcess::Start(
-        {g_rank_main, absl::StrCat("--store=", j.dir), absl::StrCat("--rank=", r),
-         absl::StrCat("--dp=", dp), "--tp=1", absl::StrCat("--job=", job),
-         absl::StrCat("--jobs=", jobs), "--scenario=step",
-         absl::StrCat("--coordinator=127.0.0.1:", port),
-         absl::StrCat("--run_id=", run_id), absl::StrCat("--max_norm=", max_norm),
-         absl::StrCat("--out=", j.dir, "/out.", r)}, ChildOptions());
+        {g_rank_main, absl::StrCat("--store=", j.dir),
+         absl::StrCat("--rank=", r), absl::StrCat("--dp=", dp), "--tp=1",
+         absl::StrCat("--job=", job), absl::StrCat("--jobs=", jobs),
+         "--scenario=step", absl::StrCat("--coordinator=127.0.0.1:", port),
+         absl::StrCat("--run_id=", run_id),
+         absl::StrCat("--max_norm=", max_norm),
+         absl::StrCat("--out=", j.dir, "/out.", r)},
+        ChildOptions());
     EXPECT_TRUE(p.ok()) << p.status();
     if (p.ok()) j.ranks.push_back(std::move(p).value());
   }
@@ -136,7 +142,8 @@ TEST(CoordinatorJobsTest, TwoJobsGetTheNormOverBothAndClipByIt) {
     std::vector<RankOutcome> ranks = Finish(jobs[j], deadline);
     for (int r = 0; r < 2; ++r) {
       const RankOutcome& o = ranks[r];
-      ASSERT_EQ(o.exit_code, 0) << "job " << j << " rank " << r << ": " << Describe(o);
+      ASSERT_EQ(o.exit_code, 0)
+          << "job " << j << " rank " << r << ": " << Describe(o);
       EXPECT_EQ(o.out.at("action"), "ACTION_CLIP");
       EXPECT_NEAR(o.Double("total"), total, 1e-12 * total);
       EXPECT_NEAR(o.Double("coef"), coef, 1e-12);
@@ -160,14 +167,16 @@ TEST(CoordinatorJobsTest, ClientRetriesThroughACoordinatorRestart) {
   absl::StatusOr<int> port = PickFreePort();
   ASSERT_TRUE(port.ok()) << port.status();
   const std::string db = FreshDir("db") + "/gradnorm.db";
-  absl::StatusOr<std::unique_ptr<ChildProcess>> coordinator = StartCoordinator(*port, db);
+  absl::StatusOr<std::unique_ptr<ChildProcess>> coordinator =
+      StartCoordinator(*port, db);
   ASSERT_TRUE(coordinator.ok()) << coordinator.status();
 
   Job job0 = StartJob(0, 2, /*dp=*/1, *port, "restart", 100.0);
   absl::SleepFor(absl::Milliseconds(1500));  // job 0 is waiting for job 1
   (*coordinator)->Kill();
   absl::SleepFor(absl::Milliseconds(300));
-  absl::StatusOr<std::unique_ptr<ChildProcess>> restarted = StartCoordinator(*port, db);
+  absl::StatusOr<std::unique_ptr<ChildProcess>> restarted =
+      StartCoordinator(*port, db);
   ASSERT_TRUE(restarted.ok()) << restarted.status();
   Job job1 = StartJob(1, 2, /*dp=*/1, *port, "restart", 100.0);
 

@@ -11,8 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "gtest/gtest.h"
 #include "common/child_process.h"
+#include "gtest/gtest.h"
 #include "tests/client_processes/rank_support.h"
 #include "tests/client_processes/test_gradient.h"
 
@@ -27,13 +27,15 @@ struct RankOutcome {
   std::map<std::string, std::string> out;
   double Double(const std::string& key) const {
     auto it = out.find(key);
-    return it == out.end() ? std::nan("") : std::strtod(it->second.c_str(), nullptr);
+    return it == out.end() ? std::nan("")
+                           : std::strtod(it->second.c_str(), nullptr);
   }
 };
 
 // Starts dp * tp ranks of one job with `flags` and waits (bounded) for all
 // but `hung_rank`, which is killed once the others are done.
-std::vector<RankOutcome> RunJob(int dp, int tp, const std::vector<std::string>& flags,
+std::vector<RankOutcome> RunJob(int dp, int tp,
+                                const std::vector<std::string>& flags,
                                 absl::Duration limit = absl::Seconds(40),
                                 int hung_rank = -1) {
   std::string dir = ::testing::TempDir() + "/ranks_XXXXXX";
@@ -41,12 +43,15 @@ std::vector<RankOutcome> RunJob(int dp, int tp, const std::vector<std::string>& 
   const int n = dp * tp;
   std::vector<std::unique_ptr<ChildProcess>> procs;
   for (int r = 0; r < n; ++r) {
-    std::vector<std::string> argv = {
-        g_rank_main, absl::StrCat("--store=", dir), absl::StrCat("--rank=", r),
-        absl::StrCat("--dp=", dp), absl::StrCat("--tp=", tp),
-        absl::StrCat("--out=", dir, "/out.", r)};
+    std::vector<std::string> argv = {g_rank_main,
+                                     absl::StrCat("--store=", dir),
+                                     absl::StrCat("--rank=", r),
+                                     absl::StrCat("--dp=", dp),
+                                     absl::StrCat("--tp=", tp),
+                                     absl::StrCat("--out=", dir, "/out.", r)};
     argv.insert(argv.end(), flags.begin(), flags.end());
-    absl::StatusOr<std::unique_ptr<ChildProcess>> p = ChildProcess::Start(argv, ChildOptions());
+    absl::StatusOr<std::unique_ptr<ChildProcess>> p =
+        ChildProcess::Start(argv, ChildOptions());
     EXPECT_TRUE(p.ok()) << p.status();
     if (p.ok()) procs.push_back(std::move(p).value());
   }
@@ -190,8 +195,10 @@ TEST(GlooRanksTest, HungRankMakesSurvivorsFailAtTheTimeout) {
         << Describe(ranks[r]);
   }
   // The ranks next to the hung one time out themselves.
-  EXPECT_EQ(ranks[1].out["error_code"], "DEADLINE_EXCEEDED") << Describe(ranks[1]);
-  EXPECT_EQ(ranks[2].out["error_code"], "DEADLINE_EXCEEDED") << Describe(ranks[2]);
+  EXPECT_EQ(ranks[1].out["error_code"], "DEADLINE_EXCEEDED")
+      << Describe(ranks[1]);
+  EXPECT_EQ(ranks[2].out["error_code"], "DEADLINE_EXCEEDED")
+      << Describe(ranks[2]);
 }
 
 }  // namespace

@@ -36,7 +36,8 @@ ABSL_FLAG(std::string, out, "", "Result file");
 ABSL_FLAG(int, nan_rank, -1, "Job rank whose first weight value is NaN");
 ABSL_FLAG(int, empty_rank, -1, "Job rank that holds no gradients");
 ABSL_FLAG(int, die_rank, -1, "Job rank that kills itself after the rendezvous");
-ABSL_FLAG(int, stop_rank, -1, "Job rank that stops itself (hangs) after the rendezvous");
+ABSL_FLAG(int, stop_rank, -1,
+          "Job rank that stops itself (hangs) after the rendezvous");
 ABSL_FLAG(std::string, coordinator, "", "host:port of a coordinator");
 ABSL_FLAG(std::string, run_id, "run", "Run id at the coordinator");
 ABSL_FLAG(double, max_norm, 1.0, "Clip threshold");
@@ -47,7 +48,8 @@ namespace {
 
 class Output {
  public:
-  explicit Output(const std::string& path) : file_(std::fopen(path.c_str(), "w")) {}
+  explicit Output(const std::string& path)
+      : file_(std::fopen(path.c_str(), "w")) {}
   ~Output() {
     if (file_ != nullptr) std::fclose(file_);
   }
@@ -94,7 +96,8 @@ int Run(Output& out) {
   // their rendezvous at different moments) fails the setup: time it too.
   const absl::Time setup_start = absl::Now();
   auto setup_failed = [&](const absl::Status& status) {
-    out.PutDouble("elapsed_s", absl::ToDoubleSeconds(absl::Now() - setup_start));
+    out.PutDouble("elapsed_s",
+                  absl::ToDoubleSeconds(absl::Now() - setup_start));
     return out.Fail(status);
   };
   auto dp_comm = Group(absl::StrCat("dp_cp.tp", tp_rank), dp_rank, dp);
@@ -110,7 +113,8 @@ int Run(Output& out) {
   // This rank's gradient views.
   std::vector<float> weight, bias;
   if (scenario == "tp_example") {
-    // docs/numerics.md: W sharded over TP as [1,2] | [2,4], b = [0,1] replicated.
+    // docs/numerics.md: W sharded over TP as [1,2] | [2,4], b = [0,1]
+    // replicated.
     weight = tp_rank == 0 ? std::vector<float>{1, 2} : std::vector<float>{2, 4};
     bias = {0, 1};
   } else if (rank != absl::GetFlag(FLAGS_empty_rank)) {
@@ -121,7 +125,8 @@ int Run(Output& out) {
     weight[0] = std::numeric_limits<float>::quiet_NaN();
   }
   std::vector<GradTensor> grads;
-  if (!weight.empty()) grads.push_back(GradTensor::Cpu(weight.data(), weight.size()));
+  if (!weight.empty())
+    grads.push_back(GradTensor::Cpu(weight.data(), weight.size()));
   if (!bias.empty()) {
     GradTensor b = GradTensor::Cpu(bias.data(), bias.size());
     b.tp_replicated = true;
@@ -130,10 +135,13 @@ int Run(Output& out) {
 
   if (scenario == "norms" || scenario == "tp_example") {
     const std::vector<std::pair<std::string, double>> norms = {
-        {"1", 1.0}, {"2", 2.0}, {"3", 3.0},
+        {"1", 1.0},
+        {"2", 2.0},
+        {"3", 3.0},
         {"inf", std::numeric_limits<double>::infinity()}};
     for (const auto& [name, p] : norms) {
-      absl::StatusOr<GradNormResult> norm = GetGradNorm(grads, **dp_comm, **tp_comm, p);
+      absl::StatusOr<GradNormResult> norm =
+          GetGradNorm(grads, **dp_comm, **tp_comm, p);
       if (!norm.ok()) return out.Fail(norm.status());
       out.PutDouble(absl::StrCat("norm_", name), norm->total_norm);
     }
@@ -172,8 +180,9 @@ int Run(Output& out) {
     binding->config = config;
   }
   const absl::Time start = absl::Now();
-  absl::StatusOr<std::unique_ptr<GradNormClipper>> clipper = GradNormClipper::Create(
-      dp_comm->get(), tp_comm->get(), job_comm->get(), options, binding);
+  absl::StatusOr<std::unique_ptr<GradNormClipper>> clipper =
+      GradNormClipper::Create(dp_comm->get(), tp_comm->get(), job_comm->get(),
+                              options, binding);
   if (!clipper.ok()) return out.Fail(clipper.status());
   absl::StatusOr<StepResult> result = (*clipper)->Step(0, grads);
   out.PutDouble("elapsed_s", absl::ToDoubleSeconds(absl::Now() - start));
@@ -200,7 +209,8 @@ int main(int argc, char** argv) {
   gradnorm::Output out(absl::GetFlag(FLAGS_out));
   if (absl::GetFlag(FLAGS_out).empty() || !out.ok() ||
       absl::GetFlag(FLAGS_store).empty()) {
-    std::fprintf(stderr, "rank_main: --out (writable) and --store are required\n");
+    std::fprintf(stderr,
+                 "rank_main: --out (writable) and --store are required\n");
     return 2;
   }
   return gradnorm::Run(out);

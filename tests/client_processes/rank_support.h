@@ -16,7 +16,6 @@
 namespace gradnorm {
 namespace testing {
 
-
 // A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0).
 absl::StatusOr<int> PickFreePort();
 

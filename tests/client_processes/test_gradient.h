@@ -27,7 +27,8 @@ inline float BiasValue(int i) { return 0.5f * static_cast<float>(i + 1); }
 inline std::vector<float> WeightShard(int shard, int shards) {
   const int n = kWeightSize / shards;
   std::vector<float> out;
-  for (int i = shard * n; i < (shard + 1) * n; ++i) out.push_back(WeightValue(i));
+  for (int i = shard * n; i < (shard + 1) * n; ++i)
+    out.push_back(WeightValue(i));
   return out;
 }
 
@@ -35,7 +36,8 @@ inline std::vector<float> WeightShard(int shard, int shards) {
 inline std::vector<float> BiasShard(int dp_rank, int dp_size) {
   const int n = kBiasSize / dp_size;
   std::vector<float> out;
-  for (int i = dp_rank * n; i < (dp_rank + 1) * n; ++i) out.push_back(BiasValue(i));
+  for (int i = dp_rank * n; i < (dp_rank + 1) * n; ++i)
+    out.push_back(BiasValue(i));
   return out;
 }
 

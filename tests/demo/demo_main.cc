@@ -48,24 +48,26 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/coordinator_client.h"
+#include "common/child_process.h"
 #include "common/status_macros.h"
 #include "gradnorm/v1/coordinator.grpc.pb.h"
 #include "grpcpp/create_channel.h"
-#include "common/child_process.h"
-#include "tests/local_coordinator.h"
 #include "tests/demo/synthetic_model.h"
+#include "tests/local_coordinator.h"
 
 ABSL_FLAG(int, jobs, 2, "Jobs (coordinator participants) in the run.");
 ABSL_FLAG(int, ranks, 2, "Ranks per job (DP x TP).");
 ABSL_FLAG(int, tp, 1, "Tensor-parallel size within a job (divides --ranks).");
 ABSL_FLAG(int, steps, 60, "Training steps.");
-ABSL_FLAG(std::string, policy, "spike",
-          "Clip policy: static, spike (static + spike skipping), zclip, autoclip.");
+ABSL_FLAG(
+    std::string, policy, "spike",
+    "Clip policy: static, spike (static + spike skipping), zclip, autoclip.");
 ABSL_FLAG(double, max_norm, 40.0, "The run's max_norm.");
 ABSL_FLAG(int, layers, 4, "Transformer blocks of the synthetic model.");
 ABSL_FLAG(int, hidden, 256, "Hidden size of the synthetic model.");
 ABSL_FLAG(int, vocab, 2048, "Vocabulary size of the synthetic model.");
-ABSL_FLAG(int, spike_step, 40, "Step with a planted gradient spike (-1: none).");
+ABSL_FLAG(int, spike_step, 40,
+          "Step with a planted gradient spike (-1: none).");
 ABSL_FLAG(int, nan_step, 25, "Step with a planted NaN gradient (-1: none).");
 ABSL_FLAG(uint64_t, seed, 2026, "Gradient generator seed.");
 ABSL_FLAG(std::string, data_dir, "",
@@ -133,7 +135,8 @@ absl::StatusOr<RankSteps> ParseRankOutput(const std::string& path) {
     std::vector<std::string> f = absl::StrSplit(line, '\t');
     if (f.empty() || f[0] != "STEP") continue;
     if (f.size() != 10) {
-      return absl::DataLossError(absl::StrCat(path, ": malformed line '", line, "'"));
+      return absl::DataLossError(
+          absl::StrCat(path, ": malformed line '", line, "'"));
     }
     RankStep s;
     s.total = std::strtod(f[2].c_str(), nullptr);
@@ -165,16 +168,20 @@ bool StaticPolicy(const std::string& policy) {
 void CheckDecision(int step, const RankStep& r, const std::string& policy,
                    double max_norm, std::vector<std::string>* problems) {
   if (StaticPolicy(policy) && r.effective_max_norm != max_norm) {
-    problems->push_back(absl::StrFormat(
-        "step %d: effective max_norm %.17g, expected the run's %.17g under policy %s", step,
-        r.effective_max_norm, max_norm, policy));
+    problems->push_back(
+        absl::StrFormat("step %d: effective max_norm %.17g, expected the run's "
+                        "%.17g under policy %s",
+                        step, r.effective_max_norm, max_norm, policy));
   }
   if (r.action == "ACTION_SKIP") {
-    const bool nonfinite = !std::isfinite(r.total) && r.reason == "REASON_NONFINITE";
-    const bool spike = std::isfinite(r.total) && r.reason == "REASON_SPIKE" && policy == "spike";
+    const bool nonfinite =
+        !std::isfinite(r.total) && r.reason == "REASON_NONFINITE";
+    const bool spike = std::isfinite(r.total) && r.reason == "REASON_SPIKE" &&
+                       policy == "spike";
     if (!nonfinite && !spike) {
       problems->push_back(absl::StrFormat(
-          "step %d: SKIP %s with total %.17g under policy %s; expected a skip only for a "
+          "step %d: SKIP %s with total %.17g under policy %s; expected a skip "
+          "only for a "
           "non-finite total (NONFINITE) or a spike under policy spike (SPIKE)",
           step, r.reason, r.total, policy));
     }
@@ -182,30 +189,37 @@ void CheckDecision(int step, const RankStep& r, const std::string& policy,
   }
   if (!std::isfinite(r.total)) {
     problems->push_back(absl::StrFormat(
-        "step %d: %s with total %.17g, expected ACTION_SKIP REASON_NONFINITE", step, r.action,
-        r.total));
+        "step %d: %s with total %.17g, expected ACTION_SKIP REASON_NONFINITE",
+        step, r.action, r.total));
     return;
   }
   const double coef = r.effective_max_norm / (r.total + 1e-6);
   const bool clip = coef < 1.0;
   const std::string action = clip ? "ACTION_CLIP" : "ACTION_NONE";
-  const std::string reason = clip ? "REASON_ABOVE_MAX_NORM" : "REASON_WITHIN_MAX_NORM";
+  const std::string reason =
+      clip ? "REASON_ABOVE_MAX_NORM" : "REASON_WITHIN_MAX_NORM";
   if (r.action != action || r.reason != reason) {
-    problems->push_back(absl::StrFormat(
-        "step %d: %s %s, expected %s %s: total %.17g, effective max_norm %.17g, "
-        "max_norm / (total + 1e-6) = %.17g",
-        step, r.action, r.reason, action, reason, r.total, r.effective_max_norm, coef));
-  } else if (clip ? !(std::fabs(r.coef - coef) <= 1e-12 * coef) : r.coef != 1.0) {
-    problems->push_back(absl::StrFormat(
-        "step %d: %s with clip coef %.17g, expected %.17g (effective max_norm %.17g / "
-        "(total %.17g + 1e-6))",
-        step, r.action, r.coef, clip ? coef : 1.0, r.effective_max_norm, r.total));
+    problems->push_back(
+        absl::StrFormat("step %d: %s %s, expected %s %s: total %.17g, "
+                        "effective max_norm %.17g, "
+                        "max_norm / (total + 1e-6) = %.17g",
+                        step, r.action, r.reason, action, reason, r.total,
+                        r.effective_max_norm, coef));
+  } else if (clip ? !(std::fabs(r.coef - coef) <= 1e-12 * coef)
+                  : r.coef != 1.0) {
+    problems->push_back(
+        absl::StrFormat("step %d: %s with clip coef %.17g, expected %.17g "
+                        "(effective max_norm %.17g / "
+                        "(total %.17g + 1e-6))",
+                        step, r.action, r.coef, clip ? coef : 1.0,
+                        r.effective_max_norm, r.total));
   }
 }
 
 // Every step's stored round, one bucket per step, against what the ranks saw.
 void CheckStoredHistory(v1::Coordinator::Stub& stub, const std::string& run_id,
-                        const RankSteps& seen, std::vector<std::string>* problems) {
+                        const RankSteps& seen,
+                        std::vector<std::string>* problems) {
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
   v1::GetHistoryRequest request;
@@ -217,18 +231,20 @@ void CheckStoredHistory(v1::Coordinator::Stub& stub, const std::string& run_id,
     problems->push_back(absl::StrCat("GetHistory: ", status.error_message()));
     return;
   }
-  if (history.buckets_size() != static_cast<int>(seen.size()) || history.downsampled()) {
-    problems->push_back(absl::StrCat("stored history has ", history.buckets_size(),
-                                     " buckets",
-                                     history.downsampled() ? " (downsampled)" : "",
-                                     ", expected one per step: ", seen.size()));
+  if (history.buckets_size() != static_cast<int>(seen.size()) ||
+      history.downsampled()) {
+    problems->push_back(
+        absl::StrCat("stored history has ", history.buckets_size(), " buckets",
+                     history.downsampled() ? " (downsampled)" : "",
+                     ", expected one per step: ", seen.size()));
     return;
   }
   for (const v1::HistoryBucket& b : history.buckets()) {
     const auto it = seen.find(static_cast<int>(b.first_step()));
     if (b.first_step() != b.last_step() || it == seen.end()) {
-      problems->push_back(absl::StrCat("stored history has a bucket of steps ", b.first_step(),
-                                       "..", b.last_step(), ", expected one step the ranks ran"));
+      problems->push_back(absl::StrCat("stored history has a bucket of steps ",
+                                       b.first_step(), "..", b.last_step(),
+                                       ", expected one step the ranks ran"));
       continue;
     }
     const RankStep& r = it->second;
@@ -237,11 +253,14 @@ void CheckStoredHistory(v1::Coordinator::Stub& stub, const std::string& run_id,
     // min/max/mean are over finite totals: NaN for the non-finite step.
     const double finite = std::isfinite(r.total) ? r.total : std::nan("");
     if (b.rounds() != 1 || !SameDouble(b.last_norm(), r.total) ||
-        !SameDouble(b.min_norm(), finite) || !SameDouble(b.max_norm(), finite) ||
-        !SameDouble(b.mean_norm(), finite) || b.clipped() != static_cast<uint32_t>(clipped) ||
+        !SameDouble(b.min_norm(), finite) ||
+        !SameDouble(b.max_norm(), finite) ||
+        !SameDouble(b.mean_norm(), finite) ||
+        b.clipped() != static_cast<uint32_t>(clipped) ||
         b.skipped() != static_cast<uint32_t>(skipped)) {
       problems->push_back(absl::StrFormat(
-          "stored step %d: %d round(s), total %.17g (min %.17g max %.17g mean %.17g), "
+          "stored step %d: %d round(s), total %.17g (min %.17g max %.17g mean "
+          "%.17g), "
           "clipped %d, skipped %d; the ranks saw total %.17g, %s",
           b.first_step(), b.rounds(), b.last_norm(), b.min_norm(), b.max_norm(),
           b.mean_norm(), b.clipped(), b.skipped(), r.total, r.action));
@@ -257,8 +276,9 @@ double NearestRank(const std::vector<double>& sorted, double q) {
 }
 
 // The run's summary against statistics computed here from the ranks' results.
-void CheckStoredSummary(v1::Coordinator::Stub& stub, const std::string& run_id, int jobs,
-                        const RankSteps& seen, std::vector<std::string>* problems) {
+void CheckStoredSummary(v1::Coordinator::Stub& stub, const std::string& run_id,
+                        int jobs, const RankSteps& seen,
+                        std::vector<std::string>* problems) {
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
   v1::GetSummaryRequest request;
@@ -286,23 +306,25 @@ void CheckStoredSummary(v1::Coordinator::Stub& stub, const std::string& run_id, 
   }
   std::sort(finite.begin(), finite.end());
   if (summary.rounds() != seen.size()) {
-    problems->push_back(
-        absl::StrCat("summary has ", summary.rounds(), " rounds, expected ", seen.size()));
+    problems->push_back(absl::StrCat("summary has ", summary.rounds(),
+                                     " rounds, expected ", seen.size()));
   }
   if (summary.skipped_count() != skipped_steps.size()) {
     problems->push_back(absl::StrCat("summary has ", summary.skipped_count(),
-                                     " skipped rounds, the ranks saw ", skipped_steps.size()));
+                                     " skipped rounds, the ranks saw ",
+                                     skipped_steps.size()));
   }
   const std::vector<uint64_t> listed(summary.skipped_steps().begin(),
                                      summary.skipped_steps().end());
   if (listed != skipped_steps) {
-    problems->push_back(absl::StrCat("summary lists skipped steps [", absl::StrJoin(listed, ","),
-                                     "], the ranks skipped [",
-                                     absl::StrJoin(skipped_steps, ","), "]"));
+    problems->push_back(absl::StrCat(
+        "summary lists skipped steps [", absl::StrJoin(listed, ","),
+        "], the ranks skipped [", absl::StrJoin(skipped_steps, ","), "]"));
   }
   const double fraction = static_cast<double>(clipped) / seen.size();
   if (std::fabs(summary.clipped_fraction() - fraction) > 1e-12) {
-    problems->push_back(absl::StrCat("summary clipped fraction ", summary.clipped_fraction(),
+    problems->push_back(absl::StrCat("summary clipped fraction ",
+                                     summary.clipped_fraction(),
                                      ", the ranks saw ", fraction));
   }
   const double mean = finite.empty() ? std::nan("") : sum / finite.size();
@@ -311,47 +333,57 @@ void CheckStoredSummary(v1::Coordinator::Stub& stub, const std::string& run_id, 
     double stored;
     double expected;
   } stats[] = {
-      {"min_norm", summary.min_norm(), finite.empty() ? std::nan("") : finite.front()},
-      {"max_norm", summary.max_norm(), finite.empty() ? std::nan("") : finite.back()},
+      {"min_norm", summary.min_norm(),
+       finite.empty() ? std::nan("") : finite.front()},
+      {"max_norm", summary.max_norm(),
+       finite.empty() ? std::nan("") : finite.back()},
       {"p50_norm", summary.p50_norm(), NearestRank(finite, 50)},
       {"p90_norm", summary.p90_norm(), NearestRank(finite, 90)},
       {"p99_norm", summary.p99_norm(), NearestRank(finite, 99)},
   };
   for (const auto& stat : stats) {
     if (!SameDouble(stat.stored, stat.expected)) {
-      problems->push_back(absl::StrFormat("summary %s %.17g, from the ranks' totals %.17g",
-                                          stat.name, stat.stored, stat.expected));
+      problems->push_back(
+          absl::StrFormat("summary %s %.17g, from the ranks' totals %.17g",
+                          stat.name, stat.stored, stat.expected));
     }
   }
   if (!(std::fabs(summary.mean_norm() - mean) <= 1e-12 * std::fabs(mean)) &&
       !SameDouble(summary.mean_norm(), mean)) {
-    problems->push_back(absl::StrFormat("summary mean_norm %.17g, from the ranks' totals %.17g",
-                                        summary.mean_norm(), mean));
+    problems->push_back(
+        absl::StrFormat("summary mean_norm %.17g, from the ranks' totals %.17g",
+                        summary.mean_norm(), mean));
   }
   if (summary.slowest_participants_size() != jobs) {
-    problems->push_back(absl::StrCat("summary lists ", summary.slowest_participants_size(),
-                                     " participants' lags, expected all ", jobs));
+    problems->push_back(
+        absl::StrCat("summary lists ", summary.slowest_participants_size(),
+                     " participants' lags, expected all ", jobs));
   }
   for (const v1::ParticipantLag& lag : summary.slowest_participants()) {
     if (lag.participant() >= static_cast<uint32_t>(jobs) ||
         lag.times_slowest() != times_slowest[lag.participant()]) {
-      problems->push_back(absl::StrCat(
-          "summary: participant ", lag.participant(), " slowest ", lag.times_slowest(),
-          " times, the ranks saw ",
-          lag.participant() < static_cast<uint32_t>(jobs) ? times_slowest[lag.participant()] : 0));
+      problems->push_back(
+          absl::StrCat("summary: participant ", lag.participant(), " slowest ",
+                       lag.times_slowest(), " times, the ranks saw ",
+                       lag.participant() < static_cast<uint32_t>(jobs)
+                           ? times_slowest[lag.participant()]
+                           : 0));
     }
   }
 }
 
-absl::Status RunCtl(const std::string& ctl, const std::vector<std::string>& args,
+absl::Status RunCtl(const std::string& ctl,
+                    const std::vector<std::string>& args,
                     const std::string& log) {
   std::vector<std::string> argv = {ctl};
   argv.insert(argv.end(), args.begin(), args.end());
-  ASSIGN_OR_RETURN(std::unique_ptr<ChildProcess> child, ChildProcess::Start(argv, log));
+  ASSIGN_OR_RETURN(std::unique_ptr<ChildProcess> child,
+                   ChildProcess::Start(argv, log));
   ASSIGN_OR_RETURN(int code, child->Wait(absl::Now() + absl::Seconds(30)));
   std::fputs(ReadWholeFile(log).c_str(), stdout);
   if (code != 0) {
-    return absl::InternalError(absl::StrCat("gradnormctl ", args[0], " exited ", code));
+    return absl::InternalError(
+        absl::StrCat("gradnormctl ", args[0], " exited ", code));
   }
   return absl::OkStatus();
 }
@@ -363,10 +395,11 @@ absl::Status Run() {
   const int steps = absl::GetFlag(FLAGS_steps);
   const std::string policy = absl::GetFlag(FLAGS_policy);
   if (jobs < 1 || ranks < 1 || tp < 1 || ranks % tp != 0 || steps < 1) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "expected jobs >= 1, ranks >= 1, tp >= 1 dividing ranks, steps >= 1; got "
-        "jobs %d ranks %d tp %d steps %d",
-        jobs, ranks, tp, steps));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("expected jobs >= 1, ranks >= 1, tp >= 1 dividing "
+                        "ranks, steps >= 1; got "
+                        "jobs %d ranks %d tp %d steps %d",
+                        jobs, ranks, tp, steps));
   }
   const int dp = ranks / tp;
   ASSIGN_OR_RETURN(v1::RunConfig config,
@@ -382,22 +415,28 @@ absl::Status Run() {
   if (dir.empty()) {
     ASSIGN_OR_RETURN(dir, MakeScratchDir("gradnorm-demo"));
   }
-  std::printf("gradnorm demo: %d jobs x %d ranks (DP %d x TP %d), %d steps, policy %s, "
-              "max_norm %g\ndata directory: %s\n",
-              jobs, ranks, dp, tp, steps, policy.c_str(), config.max_norm(), dir.c_str());
+  std::printf(
+      "gradnorm demo: %d jobs x %d ranks (DP %d x TP %d), %d steps, policy %s, "
+      "max_norm %g\ndata directory: %s\n",
+      jobs, ranks, dp, tp, steps, policy.c_str(), config.max_norm(),
+      dir.c_str());
 
   // The coordinator, on a port it picks.
-  ASSIGN_OR_RETURN(LocalCoordinator local, StartLocalCoordinator(coordinator_bin, dir, {}));
+  ASSIGN_OR_RETURN(LocalCoordinator local,
+                   StartLocalCoordinator(coordinator_bin, dir, {}));
   std::unique_ptr<ChildProcess>& coordinator = local.process;
   const std::string& target = local.target;
-  std::printf("coordinator: %s (SQLite %s/gradnorm.db)\n\n", target.c_str(), dir.c_str());
+  std::printf("coordinator: %s (SQLite %s/gradnorm.db)\n\n", target.c_str(),
+              dir.c_str());
 
   const std::string run_id = absl::StrCat("demo-", policy, "-", getpid());
   CoordinatorClientOptions client_options;
   client_options.target = target;
   ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client,
                    CoordinatorClient::Create(client_options));
-  RETURN_IF_ERROR(client->RegisterRun(run_id, config, absl::Now() + absl::Seconds(10)).status());
+  RETURN_IF_ERROR(
+      client->RegisterRun(run_id, config, absl::Now() + absl::Seconds(10))
+          .status());
 
   // The trainer ranks.
   std::vector<std::unique_ptr<ChildProcess>> children;
@@ -407,15 +446,16 @@ absl::Status Run() {
     mkdir(rendezvous.c_str(), 0755);
     for (int d = 0; d < dp; ++d) {
       for (int t = 0; t < tp; ++t) {
-        const std::string name = absl::StrCat(dir, "/job", job, "-dp", d, "-tp", t);
+        const std::string name =
+            absl::StrCat(dir, "/job", job, "-dp", d, "-tp", t);
         outputs.push_back(name + ".steps");
         ASSIGN_OR_RETURN(
             std::unique_ptr<ChildProcess> child,
             ChildProcess::Start(
-                {rank_bin, absl::StrCat("--job=", job), absl::StrCat("--jobs=", jobs),
-                 absl::StrCat("--dp_rank=", d), absl::StrCat("--dp=", dp),
-                 absl::StrCat("--tp_rank=", t), absl::StrCat("--tp=", tp),
-                 absl::StrCat("--steps=", steps),
+                {rank_bin, absl::StrCat("--job=", job),
+                 absl::StrCat("--jobs=", jobs), absl::StrCat("--dp_rank=", d),
+                 absl::StrCat("--dp=", dp), absl::StrCat("--tp_rank=", t),
+                 absl::StrCat("--tp=", tp), absl::StrCat("--steps=", steps),
                  absl::StrCat("--layers=", absl::GetFlag(FLAGS_layers)),
                  absl::StrCat("--hidden=", absl::GetFlag(FLAGS_hidden)),
                  absl::StrCat("--vocab=", absl::GetFlag(FLAGS_vocab)),
@@ -423,7 +463,8 @@ absl::Status Run() {
                  absl::StrCat("--spike_step=", absl::GetFlag(FLAGS_spike_step)),
                  absl::StrCat("--nan_step=", absl::GetFlag(FLAGS_nan_step)),
                  "--coordinator=" + target, "--run_id=" + run_id,
-                 "--rendezvous_dir=" + rendezvous, "--output=" + name + ".steps"},
+                 "--rendezvous_dir=" + rendezvous,
+                 "--output=" + name + ".steps"},
                 name + ".log"));
         children.push_back(std::move(child));
       }
@@ -440,17 +481,21 @@ absl::Status Run() {
       absl::GetFlag(FLAGS_vocab), jobs, absl::GetFlag(FLAGS_seed), plan);
   std::vector<double> reference(steps);
   for (int step = 0; step < steps; ++step) {
-    reference[step] = static_cast<double>(std::sqrt(model.FullPartial(step, 2.0)));
+    reference[step] =
+        static_cast<double>(std::sqrt(model.FullPartial(step, 2.0)));
   }
 
-  const absl::Time deadline = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
+  const absl::Time deadline =
+      absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
   absl::Status ranks_status;
   for (size_t i = 0; i < children.size(); ++i) {
     absl::StatusOr<int> code = children[i]->Wait(deadline);
     if (!code.ok() || *code != 0) {
-      ranks_status.Update(absl::InternalError(absl::StrCat(
-          "rank ", i, (code.ok() ? absl::StrCat(" exited ", *code) : code.status().ToString()),
-          ":\n", LastLinesOf(children[i]->output_path(), 5))));
+      ranks_status.Update(absl::InternalError(
+          absl::StrCat("rank ", i,
+                       (code.ok() ? absl::StrCat(" exited ", *code)
+                                  : code.status().ToString()),
+                       ":\n", LastLinesOf(children[i]->output_path(), 5))));
     }
   }
   RETURN_IF_ERROR(ranks_status);
@@ -460,44 +505,52 @@ absl::Status Run() {
   for (const std::string& output : outputs) {
     ASSIGN_OR_RETURN(RankSteps s, ParseRankOutput(output));
     if (static_cast<int>(s.size()) != steps) {
-      return absl::DataLossError(absl::StrCat(output, ": ", s.size(), " steps, expected ", steps));
+      return absl::DataLossError(
+          absl::StrCat(output, ": ", s.size(), " steps, expected ", steps));
     }
     seen.push_back(std::move(s));
   }
   std::vector<std::string> problems;
   std::vector<std::string> decision_problems;
-  std::printf("%5s  %14s  %10s  %-11s  %-22s  %s\n", "step", "total norm", "clip coef",
-              "action", "reason", "slowest job (spread)");
+  std::printf("%5s  %14s  %10s  %-11s  %-22s  %s\n", "step", "total norm",
+              "clip coef", "action", "reason", "slowest job (spread)");
   int skipped = 0;
   int clipped = 0;
   for (int step = 0; step < steps; ++step) {
     const RankStep& r = seen[0].at(step);
     for (size_t i = 1; i < seen.size(); ++i) {
       const RankStep& o = seen[i].at(step);
-      if (!SameDouble(o.total, r.total) || o.coef != r.coef || o.action != r.action ||
-          o.reason != r.reason || o.effective_max_norm != r.effective_max_norm) {
-        problems.push_back(absl::StrFormat("step %d: rank %d saw %.17g/%s, rank 0 saw %.17g/%s",
-                                           step, i, o.total, o.action, r.total, r.action));
+      if (!SameDouble(o.total, r.total) || o.coef != r.coef ||
+          o.action != r.action || o.reason != r.reason ||
+          o.effective_max_norm != r.effective_max_norm) {
+        problems.push_back(absl::StrFormat(
+            "step %d: rank %d saw %.17g/%s, rank 0 saw %.17g/%s", step, i,
+            o.total, o.action, r.total, r.action));
       }
     }
     const double ref = reference[step];
-    const bool agrees = std::isnan(ref) ? std::isnan(r.total)
-                                        : std::fabs(r.total - ref) <= 1e-10 * ref;
+    const bool agrees = std::isnan(ref)
+                            ? std::isnan(r.total)
+                            : std::fabs(r.total - ref) <= 1e-10 * ref;
     if (!agrees) {
       problems.push_back(absl::StrFormat(
-          "step %d: total %.17g, but the full gradient's fp64 norm is %.17g", step, r.total, ref));
+          "step %d: total %.17g, but the full gradient's fp64 norm is %.17g",
+          step, r.total, ref));
     }
     CheckDecision(step, r, policy, config.max_norm(), &decision_problems);
     if (step == plan.nan_step &&
         !(r.action == "ACTION_SKIP" && r.reason == "REASON_NONFINITE")) {
-      problems.push_back(absl::StrFormat("NaN step %d: %s %s, expected ACTION_SKIP REASON_NONFINITE",
-                                         step, r.action, r.reason));
+      problems.push_back(absl::StrFormat(
+          "NaN step %d: %s %s, expected ACTION_SKIP REASON_NONFINITE", step,
+          r.action, r.reason));
     }
     if (step == plan.spike_step) {
-      const std::string expected = policy == "spike" ? "ACTION_SKIP" : "ACTION_CLIP";
+      const std::string expected =
+          policy == "spike" ? "ACTION_SKIP" : "ACTION_CLIP";
       if (r.action != expected) {
-        problems.push_back(absl::StrFormat("spike step %d: %s, expected %s under policy %s",
-                                           step, r.action, expected, policy));
+        problems.push_back(
+            absl::StrFormat("spike step %d: %s, expected %s under policy %s",
+                            step, r.action, expected, policy));
       }
     }
     skipped += r.action == "ACTION_SKIP";
@@ -505,17 +558,22 @@ absl::Status Run() {
     std::string mark;
     if (step == plan.spike_step) mark = "   <- planted spike";
     if (step == plan.nan_step) mark = "   <- planted NaN";
-    std::printf("%5d  %14.6f  %10.6f  %-11s  %-22s  job %d (%.1f ms)%s\n", step, r.total,
-                r.coef, r.action.substr(7).c_str(), r.reason.substr(7).c_str(), r.slowest,
-                r.spread * 1e3, mark.c_str());
+    std::printf("%5d  %14.6f  %10.6f  %-11s  %-22s  job %d (%.1f ms)%s\n", step,
+                r.total, r.coef, r.action.substr(7).c_str(),
+                r.reason.substr(7).c_str(), r.slowest, r.spread * 1e3,
+                mark.c_str());
   }
-  std::printf("\n%d steps: %d clipped, %d skipped; every total matches the full-gradient "
-              "fp64 norm: %s\n",
-              steps, clipped, skipped, problems.empty() ? "yes" : "NO");
-  std::printf("every CLIP/NONE decision and coefficient matches effective max_norm / "
-              "(total + 1e-6): %s\n\n",
-              decision_problems.empty() ? "yes" : "NO");
-  problems.insert(problems.end(), decision_problems.begin(), decision_problems.end());
+  std::printf(
+      "\n%d steps: %d clipped, %d skipped; every total matches the "
+      "full-gradient "
+      "fp64 norm: %s\n",
+      steps, clipped, skipped, problems.empty() ? "yes" : "NO");
+  std::printf(
+      "every CLIP/NONE decision and coefficient matches effective max_norm / "
+      "(total + 1e-6): %s\n\n",
+      decision_problems.empty() ? "yes" : "NO");
+  problems.insert(problems.end(), decision_problems.begin(),
+                  decision_problems.end());
 
   // What the coordinator stored, as a dashboard would read it.
   std::unique_ptr<v1::Coordinator::Stub> stub = v1::Coordinator::NewStub(
@@ -526,34 +584,42 @@ absl::Status Run() {
   const std::string ctl_target = "--target=" + target;
   std::printf("$ gradnormctl history %s --points=%d\n", run_id.c_str(),
               absl::GetFlag(FLAGS_history_points));
-  absl::Status ctl = RunCtl(ctl_bin,
-                            {"history", run_id,
-                             absl::StrCat("--points=", absl::GetFlag(FLAGS_history_points)),
-                             ctl_target},
-                            dir + "/history.txt");
+  absl::Status ctl =
+      RunCtl(ctl_bin,
+             {"history", run_id,
+              absl::StrCat("--points=", absl::GetFlag(FLAGS_history_points)),
+              ctl_target},
+             dir + "/history.txt");
   if (!ctl.ok()) problems.push_back(std::string(ctl.message()));
   std::printf("\n$ gradnormctl summary %s\n", run_id.c_str());
   ctl = RunCtl(ctl_bin, {"summary", run_id, ctl_target}, dir + "/summary.txt");
   if (!ctl.ok()) problems.push_back(std::string(ctl.message()));
-  std::printf("\nstored history (%d rounds) and summary agree with the ranks: %s\n", steps,
-              stored_problems.empty() ? "yes" : "NO");
-  problems.insert(problems.end(), stored_problems.begin(), stored_problems.end());
+  std::printf(
+      "\nstored history (%d rounds) and summary agree with the ranks: %s\n",
+      steps, stored_problems.empty() ? "yes" : "NO");
+  problems.insert(problems.end(), stored_problems.begin(),
+                  stored_problems.end());
 
   // A clean stop: SIGTERM, exit 0.
   coordinator->Signal(SIGTERM);
-  ASSIGN_OR_RETURN(int coordinator_code, coordinator->Wait(absl::Now() + absl::Seconds(20)));
+  ASSIGN_OR_RETURN(int coordinator_code,
+                   coordinator->Wait(absl::Now() + absl::Seconds(20)));
   if (coordinator_code != 0) {
-    problems.push_back(absl::StrCat("coordinator exited ", coordinator_code, " after SIGTERM:\n",
+    problems.push_back(absl::StrCat("coordinator exited ", coordinator_code,
+                                    " after SIGTERM:\n",
                                     LastLinesOf(dir + "/coordinator.log", 5)));
   }
 
   if (!problems.empty()) {
     std::string all;
     for (const std::string& p : problems) absl::StrAppend(&all, "  ", p, "\n");
-    return absl::InternalError(absl::StrCat(problems.size(), " check(s) failed:\n", all));
+    return absl::InternalError(
+        absl::StrCat(problems.size(), " check(s) failed:\n", all));
   }
-  std::printf("\ndemo OK: coordinator stopped cleanly; telemetry kept in %s/gradnorm.db\n",
-              dir.c_str());
+  std::printf(
+      "\ndemo OK: coordinator stopped cleanly; telemetry kept in "
+      "%s/gradnorm.db\n",
+      dir.c_str());
   return absl::OkStatus();
 }
 

@@ -6,7 +6,8 @@
 // gradient bit unchanged, and a CLIP step scales every gradient by exactly the
 // returned coefficient (to the precision of the gradient's dtype). For each
 // step it prints one tab-separated line on stdout (or --output):
-//   STEP <step> <total_norm> <clip_coef> <action> <reason> <job_partial> <slowest> <spread_s>
+//   STEP <step> <total_norm> <clip_coef> <action> <reason> <job_partial>
+//   <slowest> <spread_s>
 //        <effective_max_norm>
 // and exits non-zero, with the reason on stderr, at the first failure.
 #include <cerrno>
@@ -42,14 +43,18 @@ ABSL_FLAG(int, layers, 4, "Transformer blocks of the synthetic model.");
 ABSL_FLAG(int, hidden, 256, "Hidden size of the synthetic model.");
 ABSL_FLAG(int, vocab, 2048, "Vocabulary size of the synthetic model.");
 ABSL_FLAG(uint64_t, seed, 2026, "Gradient generator seed.");
-ABSL_FLAG(int, spike_step, 40, "Step with a planted gradient spike (-1: none).");
+ABSL_FLAG(int, spike_step, 40,
+          "Step with a planted gradient spike (-1: none).");
 ABSL_FLAG(int, nan_step, 25, "Step with a planted NaN gradient (-1: none).");
 ABSL_FLAG(double, norm_type, 2.0, "p of the p-norm (inf for the max norm).");
 ABSL_FLAG(std::string, coordinator, "", "Coordinator address host:port.");
 ABSL_FLAG(std::string, run_id, "demo", "The run's id at the coordinator.");
-ABSL_FLAG(std::string, rendezvous_dir, "", "Directory shared by the job's ranks for Gloo rendezvous.");
-ABSL_FLAG(int, timeout_s, 60, "Bound on every collective and coordinator round, seconds.");
-ABSL_FLAG(std::string, output, "", "File for the STEP lines (default: stdout).");
+ABSL_FLAG(std::string, rendezvous_dir, "",
+          "Directory shared by the job's ranks for Gloo rendezvous.");
+ABSL_FLAG(int, timeout_s, 60,
+          "Bound on every collective and coordinator round, seconds.");
+ABSL_FLAG(std::string, output, "",
+          "File for the STEP lines (default: stdout).");
 
 namespace gradnorm {
 namespace demo {
@@ -71,7 +76,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeGroup(const std::string& name,
 
 // The largest difference a CLIP may leave between the scaled value and
 // original * coef: half an ulp of the storage dtype, plus the fp32 product's.
-bool ClippedCorrectly(double original, double scaled, double coef, DType dtype) {
+bool ClippedCorrectly(double original, double scaled, double coef,
+                      DType dtype) {
   const double expected = original * coef;
   const double relative = dtype == DType::kBFloat16 ? 0x1.0p-8 : 0x1.0p-23;
   return std::fabs(scaled - expected) <= relative * std::fabs(expected) + 1e-38;
@@ -147,9 +153,9 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(
       std::unique_ptr<Communicator> tp_group,
       MakeGroup(absl::StrCat(prefix, ".tp.dp", dp_rank), tp_rank, tp));
-  ASSIGN_OR_RETURN(std::unique_ptr<Communicator> job_group,
-                   MakeGroup(absl::StrCat(prefix, ".all"),
-                             dp_rank * tp + tp_rank, dp * tp));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<Communicator> job_group,
+      MakeGroup(absl::StrCat(prefix, ".all"), dp_rank * tp + tp_rank, dp * tp));
 
   CoordinatorClientOptions client_options;
   client_options.target = absl::GetFlag(FLAGS_coordinator);
@@ -176,7 +182,8 @@ absl::Status Run() {
                                               "': ", std::strerror(errno)));
     }
   }
-  std::vector<Shard> shards = model.ShardsOf({job, jobs, dp_rank, dp, tp_rank, tp});
+  std::vector<Shard> shards =
+      model.ShardsOf({job, jobs, dp_rank, dp, tp_rank, tp});
   for (int step = 0; step < absl::GetFlag(FLAGS_steps); ++step) {
     std::vector<GradTensor> views;
     for (Shard& shard : shards) {
@@ -186,16 +193,18 @@ absl::Status Run() {
     const std::vector<Shard> before = shards;
     absl::StatusOr<StepResult> result = clipper->Step(step, views);
     if (!result.ok()) {
-      return absl::Status(result.status().code(),
-                          absl::StrCat("step ", step, ": ", result.status().message()));
+      return absl::Status(
+          result.status().code(),
+          absl::StrCat("step ", step, ": ", result.status().message()));
     }
     RETURN_IF_ERROR(CheckGradients(before, shards, *result));
-    std::fprintf(out, "STEP\t%d\t%.17g\t%.17g\t%s\t%s\t%.17g\t%u\t%.6f\t%.17g\n", step,
-                result->total_norm, result->clip_coef,
-                v1::Action_Name(result->action).c_str(),
-                v1::Reason_Name(result->reason).c_str(), result->job_partial,
-                result->slowest_participant, result->arrival_spread_seconds,
-                result->effective_max_norm);
+    std::fprintf(out,
+                 "STEP\t%d\t%.17g\t%.17g\t%s\t%s\t%.17g\t%u\t%.6f\t%.17g\n",
+                 step, result->total_norm, result->clip_coef,
+                 v1::Action_Name(result->action).c_str(),
+                 v1::Reason_Name(result->reason).c_str(), result->job_partial,
+                 result->slowest_participant, result->arrival_spread_seconds,
+                 result->effective_max_norm);
     std::fflush(out);
   }
   return absl::OkStatus();

@@ -53,24 +53,29 @@ SyntheticModel SyntheticModel::Gpt(int layers, int hidden, int vocab, int jobs,
   std::vector<ParamSpec> params;
   auto add = [&](std::string name, int64_t rows, int64_t cols, DType dtype,
                  bool replicated, int job) {
-    params.push_back(ParamSpec{std::move(name), rows, cols, dtype, replicated, job});
+    params.push_back(
+        ParamSpec{std::move(name), rows, cols, dtype, replicated, job});
   };
   add("wte", vocab, hidden, DType::kFloat32, false, 0);
   add("wpe", 256, hidden, DType::kFloat32, false, 0);
   for (int layer = 0; layer < layers; ++layer) {
-    const int job = static_cast<int>(static_cast<int64_t>(layer) * jobs / layers);
+    const int job =
+        static_cast<int>(static_cast<int64_t>(layer) * jobs / layers);
     const std::string h = "h." + std::to_string(layer) + ".";
     add(h + "ln_1.weight", 1, hidden, DType::kFloat32, true, job);
     add(h + "ln_1.bias", 1, hidden, DType::kFloat32, true, job);
-    add(h + "attn.c_attn.weight", hidden, 3 * hidden, DType::kBFloat16, false, job);
+    add(h + "attn.c_attn.weight", hidden, 3 * hidden, DType::kBFloat16, false,
+        job);
     add(h + "attn.c_attn.bias", 1, 3 * hidden, DType::kFloat32, true, job);
     add(h + "attn.c_proj.weight", hidden, hidden, DType::kBFloat16, false, job);
     add(h + "attn.c_proj.bias", 1, hidden, DType::kFloat32, true, job);
     add(h + "ln_2.weight", 1, hidden, DType::kFloat32, true, job);
     add(h + "ln_2.bias", 1, hidden, DType::kFloat32, true, job);
-    add(h + "mlp.c_fc.weight", hidden, 4 * hidden, DType::kBFloat16, false, job);
+    add(h + "mlp.c_fc.weight", hidden, 4 * hidden, DType::kBFloat16, false,
+        job);
     add(h + "mlp.c_fc.bias", 1, 4 * hidden, DType::kFloat32, true, job);
-    add(h + "mlp.c_proj.weight", 4 * hidden, hidden, DType::kBFloat16, false, job);
+    add(h + "mlp.c_proj.weight", 4 * hidden, hidden, DType::kBFloat16, false,
+        job);
     add(h + "mlp.c_proj.bias", 1, hidden, DType::kFloat32, true, job);
   }
   add("ln_f.weight", 1, hidden, DType::kFloat32, true, jobs - 1);
@@ -124,10 +129,10 @@ double SyntheticModel::Value(int step, int param, int64_t index) const {
   if (step == plan_.nan_step && param == kNanParam && index == kNanIndex) {
     return std::numeric_limits<double>::quiet_NaN();
   }
-  const uint64_t key = SplitMix64(
-      seed_ ^ SplitMix64((static_cast<uint64_t>(step) << 40) ^
-                         (static_cast<uint64_t>(param) << 32) ^
-                         static_cast<uint64_t>(index)));
+  const uint64_t key =
+      SplitMix64(seed_ ^ SplitMix64((static_cast<uint64_t>(step) << 40) ^
+                                    (static_cast<uint64_t>(param) << 32) ^
+                                    static_cast<uint64_t>(index)));
   // Uniform in [-1, 1) with 53 random bits.
   const double u = static_cast<double>(key >> 11) * 0x1.0p-52 - 1.0;
   // A slowly drifting scale, different per parameter.
@@ -157,7 +162,8 @@ long double SyntheticModel::FullPartial(int step, double p) const {
   bool nan = false;
   for (int param = 0; param < static_cast<int>(params_.size()); ++param) {
     for (int64_t i = 0; i < params_[param].numel(); ++i) {
-      const long double a = std::fabs(static_cast<long double>(Value(step, param, i)));
+      const long double a =
+          std::fabs(static_cast<long double>(Value(step, param, i)));
       if (std::isnan(a)) {
         nan = true;
       } else if (std::isinf(p)) {

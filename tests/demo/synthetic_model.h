@@ -86,7 +86,8 @@ class SyntheticModel {
   int64_t total_elements() const;
 
   // The shards a rank holds: for each parameter of its job, the TP slice
-  // (replicated tensors: the whole tensor) split into DP_size contiguous pieces.
+  // (replicated tensors: the whole tensor) split into DP_size contiguous
+  // pieces.
   std::vector<Shard> ShardsOf(const RankPlace& place) const;
 
   // Writes step `step`'s gradient values into `shard`.

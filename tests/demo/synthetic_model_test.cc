@@ -58,8 +58,10 @@ TEST(SyntheticModelTest, PlantedSpikeAndNan) {
   plan.spike_factor = 40.0;
   plan.nan_step = 6;
   const SyntheticModel model = SyntheticModel::Gpt(2, 16, 40, 1, 3, plan);
-  const double normal = std::sqrt(static_cast<double>(model.FullPartial(3, 2.0)));
-  const double spike = std::sqrt(static_cast<double>(model.FullPartial(4, 2.0)));
+  const double normal =
+      std::sqrt(static_cast<double>(model.FullPartial(3, 2.0)));
+  const double spike =
+      std::sqrt(static_cast<double>(model.FullPartial(4, 2.0)));
   EXPECT_GT(spike, 20 * normal);
   EXPECT_TRUE(std::isnan(static_cast<double>(model.FullPartial(6, 2.0))));
   EXPECT_TRUE(std::isnan(static_cast<double>(model.FullPartial(6, INFINITY))));

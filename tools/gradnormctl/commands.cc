@@ -20,9 +20,12 @@ namespace gradnorm {
 namespace gradnormctl {
 namespace {
 
-absl::Time Deadline() { return absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_timeout)); }
+absl::Time Deadline() {
+  return absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_timeout));
+}
 
-void Prepare(grpc::ClientContext* context, const std::string& token, bool deadline) {
+void Prepare(grpc::ClientContext* context, const std::string& token,
+             bool deadline) {
   if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
   if (deadline) context->set_deadline(absl::ToChronoTime(Deadline()));
 }
@@ -41,14 +44,16 @@ int Fail(const grpc::Status& status, const std::string& call) {
 grpc::Status AwaitConnection(grpc::Channel& channel) {
   const absl::Time deadline = Deadline();
   grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
-  while (state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_TRANSIENT_FAILURE &&
+  while (state != GRPC_CHANNEL_READY &&
+         state != GRPC_CHANNEL_TRANSIENT_FAILURE &&
          state != GRPC_CHANNEL_SHUTDOWN) {
     if (!channel.WaitForStateChange(state, absl::ToChronoTime(deadline))) {
       return grpc::Status(
           grpc::StatusCode::DEADLINE_EXCEEDED,
-          absl::StrCat("no connection to ", absl::GetFlag(FLAGS_target), " within --timeout ",
-                       absl::GetFlag(FLAGS_timeout),
-                       " s (still connecting); expected a reachable coordinator"));
+          absl::StrCat(
+              "no connection to ", absl::GetFlag(FLAGS_target),
+              " within --timeout ", absl::GetFlag(FLAGS_timeout),
+              " s (still connecting); expected a reachable coordinator"));
     }
     state = channel.GetState(/*try_to_connect=*/true);
   }
@@ -73,7 +78,8 @@ int Runs(Coordinator::Stub& stub, const std::string& token) {
   return 0;
 }
 
-int Run(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+int Run(Coordinator::Stub& stub, const std::string& token,
+        const std::string& run_id) {
   grpc::ClientContext context;
   Prepare(&context, token, true);
   gradnorm::v1::GetRunRequest request;
@@ -89,7 +95,8 @@ int Run(Coordinator::Stub& stub, const std::string& token, const std::string& ru
   return 0;
 }
 
-int History(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+int History(Coordinator::Stub& stub, const std::string& token,
+            const std::string& run_id) {
   grpc::ClientContext context;
   Prepare(&context, token, true);
   gradnorm::v1::GetHistoryRequest request;
@@ -104,8 +111,8 @@ int History(Coordinator::Stub& stub, const std::string& token, const std::string
     PrintJson(response);
     return 0;
   }
-  Table table({"FIRST_STEP", "LAST_STEP", "ROUNDS", "MIN", "MEAN", "MAX", "LAST",
-               "CLIPPED", "SKIPPED", "MAX_SPREAD_S"});
+  Table table({"FIRST_STEP", "LAST_STEP", "ROUNDS", "MIN", "MEAN", "MAX",
+               "LAST", "CLIPPED", "SKIPPED", "MAX_SPREAD_S"});
   for (const auto& b : response.buckets()) {
     table.Add({absl::StrCat(b.first_step()), absl::StrCat(b.last_step()),
                absl::StrCat(b.rounds()), Num(b.min_norm()), Num(b.mean_norm()),
@@ -116,7 +123,8 @@ int History(Coordinator::Stub& stub, const std::string& token, const std::string
   return 0;
 }
 
-int Summary(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+int Summary(Coordinator::Stub& stub, const std::string& token,
+            const std::string& run_id) {
   grpc::ClientContext context;
   Prepare(&context, token, true);
   gradnorm::v1::GetSummaryRequest request;
@@ -143,8 +151,10 @@ int Summary(Coordinator::Stub& stub, const std::string& token, const std::string
   table.Add({"clipped_fraction", Num(response.clipped_fraction())});
   table.Add({"skipped_count", absl::StrCat(response.skipped_count())});
   std::vector<std::string> skipped;
-  for (uint64_t step : response.skipped_steps()) skipped.push_back(absl::StrCat(step));
-  table.Add({"skipped_steps", skipped.empty() ? "-" : absl::StrJoin(skipped, ",")});
+  for (uint64_t step : response.skipped_steps())
+    skipped.push_back(absl::StrCat(step));
+  table.Add(
+      {"skipped_steps", skipped.empty() ? "-" : absl::StrJoin(skipped, ",")});
   table.Print(std::cout);
   if (response.slowest_participants_size() > 0) {
     std::cout << "\n";
@@ -158,8 +168,8 @@ int Summary(Coordinator::Stub& stub, const std::string& token, const std::string
   return 0;
 }
 
-int Watch(const std::shared_ptr<grpc::Channel>& channel, const std::string& token,
-          const std::string& run_id) {
+int Watch(const std::shared_ptr<grpc::Channel>& channel,
+          const std::string& token, const std::string& run_id) {
   // The stream has no deadline (it follows the run until interrupted), so
   // --timeout bounds connecting instead of waiting out gRPC's own connect
   // timeout and backoff.
@@ -205,11 +215,11 @@ int Watch(const std::shared_ptr<grpc::Channel>& channel, const std::string& toke
     if (json) {
       PrintJson(round, /*multiline=*/false);
     } else {
-      std::cout << absl::StrFormat(kRowFormat, absl::StrCat(round.step()),
-                                   Num(round.total_norm()), Num(round.clip_coef()),
-                                   ActionName(round.action()), ReasonName(round.reason()),
-                                   Num(round.arrival_spread_seconds()),
-                                   absl::StrCat(round.slowest_participant()));
+      std::cout << absl::StrFormat(
+          kRowFormat, absl::StrCat(round.step()), Num(round.total_norm()),
+          Num(round.clip_coef()), ActionName(round.action()),
+          ReasonName(round.reason()), Num(round.arrival_spread_seconds()),
+          absl::StrCat(round.slowest_participant()));
     }
     std::cout.flush();
   }
@@ -220,7 +230,8 @@ int Watch(const std::shared_ptr<grpc::Channel>& channel, const std::string& toke
   return 0;
 }
 
-int Health(const std::shared_ptr<grpc::Channel>& channel, const std::string& token) {
+int Health(const std::shared_ptr<grpc::Channel>& channel,
+           const std::string& token) {
   auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext context;
   Prepare(&context, token, true);
@@ -236,7 +247,9 @@ int Health(const std::shared_ptr<grpc::Channel>& channel, const std::string& tok
                      response.status())
               << "\n";
   }
-  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING
+             ? 0
+             : 1;
 }
 
 int Register(Coordinator::Stub& stub, const std::string& token,
@@ -253,13 +266,15 @@ int Register(Coordinator::Stub& stub, const std::string& token,
     PrintJson(response);
     return 0;
   }
-  std::cout << (response.created() ? "registered run " : "run already registered: ")
+  std::cout << (response.created() ? "registered run "
+                                   : "run already registered: ")
             << run_id << "\n";
   PrintRun(response.run());
   return 0;
 }
 
-int Finish(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+int Finish(Coordinator::Stub& stub, const std::string& token,
+           const std::string& run_id) {
   grpc::ClientContext context;
   Prepare(&context, token, true);
   gradnorm::v1::FinishRunRequest request;
@@ -281,7 +296,8 @@ int Finish(Coordinator::Stub& stub, const std::string& token, const std::string&
   return 0;
 }
 
-int Delete(Coordinator::Stub& stub, const std::string& token, const std::string& run_id) {
+int Delete(Coordinator::Stub& stub, const std::string& token,
+           const std::string& run_id) {
   grpc::ClientContext context;
   Prepare(&context, token, true);
   gradnorm::v1::DeleteRunRequest request;

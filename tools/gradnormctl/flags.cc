@@ -19,38 +19,56 @@
 #include "client/coordinator_client.h"
 #include "grpcpp/support/channel_arguments.h"
 
-ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Coordinator address, host:port");
-ABSL_FLAG(std::string, tls_ca, "",
-          "PEM CA bundle that signs the coordinator's certificate; turns on TLS");
+ABSL_FLAG(std::string, target, "127.0.0.1:50051",
+          "Coordinator address, host:port");
+ABSL_FLAG(
+    std::string, tls_ca, "",
+    "PEM CA bundle that signs the coordinator's certificate; turns on TLS");
 ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate (mutual TLS)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
-ABSL_FLAG(std::string, tls_server_name, "",
-          "Name to verify in the server certificate (default: the target host)");
+ABSL_FLAG(
+    std::string, tls_server_name, "",
+    "Name to verify in the server certificate (default: the target host)");
 ABSL_FLAG(std::string, token, "", "Bearer token (prefer --token_file)");
-ABSL_FLAG(std::string, token_file, "", "File whose first line is the bearer token");
+ABSL_FLAG(std::string, token_file, "",
+          "File whose first line is the bearer token");
 ABSL_FLAG(bool, json, false, "Print the proto3 JSON mapping instead of tables");
 ABSL_FLAG(uint64_t, from, 0, "history/summary/watch: first step, inclusive");
 ABSL_FLAG(uint64_t, to, 0, "history/summary: last step, inclusive (0: latest)");
-ABSL_FLAG(uint32_t, points, 0, "history: at most this many buckets (0: every round)");
-ABSL_FLAG(uint32_t, top, 5, "summary: how many slowest participants to list (>= 1)");
+ABSL_FLAG(uint32_t, points, 0,
+          "history: at most this many buckets (0: every round)");
+ABSL_FLAG(uint32_t, top, 5,
+          "summary: how many slowest participants to list (>= 1)");
 ABSL_FLAG(std::string, service, "", "health: service name ('' = whole server)");
-ABSL_FLAG(uint32_t, participants, 0, "register: number of jobs that report every step (>= 1)");
-ABSL_FLAG(std::string, norm_type, "2", "register: p of the p-norm (> 0), or inf");
-ABSL_FLAG(double, max_norm, 1.0, "register: static clip threshold (adaptive policies: warm-up)");
-ABSL_FLAG(std::string, policy, "static", "register: clip policy: static, autoclip or zclip");
-ABSL_FLAG(double, autoclip_percentile, 0, "register: AutoClip percentile in (0, 100] (0: 10)");
-ABSL_FLAG(uint32_t, autoclip_history, 0, "register: AutoClip history length (0: 1000)");
-ABSL_FLAG(double, zclip_alpha, 0, "register: ZClip EMA factor in (0, 1) (0: 0.97)");
+ABSL_FLAG(uint32_t, participants, 0,
+          "register: number of jobs that report every step (>= 1)");
+ABSL_FLAG(std::string, norm_type, "2",
+          "register: p of the p-norm (> 0), or inf");
+ABSL_FLAG(double, max_norm, 1.0,
+          "register: static clip threshold (adaptive policies: warm-up)");
+ABSL_FLAG(std::string, policy, "static",
+          "register: clip policy: static, autoclip or zclip");
+ABSL_FLAG(double, autoclip_percentile, 0,
+          "register: AutoClip percentile in (0, 100] (0: 10)");
+ABSL_FLAG(uint32_t, autoclip_history, 0,
+          "register: AutoClip history length (0: 1000)");
+ABSL_FLAG(double, zclip_alpha, 0,
+          "register: ZClip EMA factor in (0, 1) (0: 0.97)");
 ABSL_FLAG(double, zclip_z, 0, "register: ZClip z-score threshold (0: 2.5)");
-ABSL_FLAG(uint32_t, warmup_steps, 0,
-          "register: the adaptive policy's warm-up steps (0: AutoClip 10, ZClip 25)");
-ABSL_FLAG(double, spike_sigma, 0, "register: skip steps this many sigma above the window (0: off)");
+ABSL_FLAG(
+    uint32_t, warmup_steps, 0,
+    "register: the adaptive policy's warm-up steps (0: AutoClip 10, ZClip 25)");
+ABSL_FLAG(double, spike_sigma, 0,
+          "register: skip steps this many sigma above the window (0: off)");
 ABSL_FLAG(uint32_t, spike_window, 0, "register: spike rule window (0: 128)");
 ABSL_FLAG(uint32_t, spike_warmup, 0, "register: spike rule warm-up (0: 16)");
-ABSL_FLAG(std::string, nonfinite, "skip", "register: a NaN/Inf total: skip or error");
-ABSL_FLAG(uint64_t, round_timeout_ms, 0, "register: round timeout in ms (0: 60000)");
+ABSL_FLAG(std::string, nonfinite, "skip",
+          "register: a NaN/Inf total: skip or error");
+ABSL_FLAG(uint64_t, round_timeout_ms, 0,
+          "register: round timeout in ms (0: 60000)");
 ABSL_FLAG(double, timeout, 10,
-          "Seconds allowed per RPC, > 0 (watch: to connect; the stream itself runs until "
+          "Seconds allowed per RPC, > 0 (watch: to connect; the stream itself "
+          "runs until "
           "interrupted)");
 
 namespace gradnorm {
@@ -58,14 +76,18 @@ namespace gradnormctl {
 
 const char kUsage[] =
     "usage: gradnormctl [flags] runs | run RUN | history RUN | summary RUN | "
-    "watch RUN | health | register RUN --participants=N | finish RUN | delete RUN\n"
+    "watch RUN | health | register RUN --participants=N | finish RUN | delete "
+    "RUN\n"
     "(see --help for flags)";
 
 namespace {
 
-absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
+absl::StatusOr<std::string> ReadFile(const std::string& path,
+                                     const char* what) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " '", path, "'"));
+  if (!in)
+    return absl::NotFoundError(
+        absl::StrCat("cannot read ", what, " '", path, "'"));
   std::stringstream buffer;
   buffer << in.rdbuf();
   return buffer.str();
@@ -113,7 +135,8 @@ absl::StatusOr<std::string> Token() {
   if (!file.empty()) {
     auto text = ReadFile(file, "--token_file");
     if (!text.ok()) return text.status();
-    token = std::string(absl::StripAsciiWhitespace(text->substr(0, text->find('\n'))));
+    token = std::string(
+        absl::StripAsciiWhitespace(text->substr(0, text->find('\n'))));
   }
   return token;
 }
@@ -132,8 +155,8 @@ absl::StatusOr<gradnorm::v1::RunConfig> ConfigFromFlags() {
   if (p == "inf") {
     norm_type = std::numeric_limits<double>::infinity();
   } else if (!absl::SimpleAtod(p, &norm_type)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--norm_type=", p, ": expected a number > 0 or inf"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--norm_type=", p, ": expected a number > 0 or inf"));
   }
   config.set_norm_type(norm_type);
   config.set_max_norm(absl::GetFlag(FLAGS_max_norm));
@@ -168,8 +191,8 @@ absl::StatusOr<gradnorm::v1::RunConfig> ConfigFromFlags() {
   } else if (nonfinite == "error") {
     config.set_nonfinite_policy(gradnorm::v1::NON_FINITE_POLICY_ERROR);
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--nonfinite=", nonfinite, ": expected skip or error"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--nonfinite=", nonfinite, ": expected skip or error"));
   }
   config.set_round_timeout_ms(absl::GetFlag(FLAGS_round_timeout_ms));
   return config;

@@ -75,7 +75,8 @@ int main(int argc, char** argv) {
                          command == "register" || command == "finish" ||
                          command == "delete";
   const bool known = needs_run || command == "runs" || command == "health";
-  if (!known || (needs_run && args.size() != 3) || (!needs_run && args.size() != 2)) {
+  if (!known || (needs_run && args.size() != 3) ||
+      (!needs_run && args.size() != 2)) {
     std::cerr << "gradnormctl: bad command line\n" << kUsage << "\n";
     return 2;
   }
@@ -86,7 +87,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (absl::GetFlag(FLAGS_top) < 1) {
-    std::cerr << "gradnormctl: --top=0: expected at least 1 (how many slowest participants "
+    std::cerr << "gradnormctl: --top=0: expected at least 1 (how many slowest "
+                 "participants "
                  "the summary lists)\n";
     return 2;
   }
@@ -102,7 +104,8 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::string> token = Token();
   if (!channel.ok() || !token.ok()) {
     std::cerr << "gradnormctl: "
-              << (channel.ok() ? token.status() : channel.status()).ToString() << "\n";
+              << (channel.ok() ? token.status() : channel.status()).ToString()
+              << "\n";
     return 2;
   }
   if (command == "health") return Health(*channel, *token);

@@ -62,16 +62,20 @@ std::string Num(double value) { return absl::StrFormat("%.6g", value); }
 
 std::string Time(int64_t unix_micros) {
   if (unix_micros == 0) return "-";
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMicros(unix_micros),
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",
+                          absl::FromUnixMicros(unix_micros),
                           absl::UTCTimeZone());
 }
 
 std::string PolicyName(const gradnorm::v1::RunConfig& config) {
   switch (config.clip_policy().policy_case()) {
     case gradnorm::v1::ClipPolicy::kAutoClip:
-      return absl::StrCat("autoclip(p", Num(config.clip_policy().auto_clip().percentile()), ")");
+      return absl::StrCat("autoclip(p",
+                          Num(config.clip_policy().auto_clip().percentile()),
+                          ")");
     case gradnorm::v1::ClipPolicy::kZclip:
-      return absl::StrCat("zclip(z", Num(config.clip_policy().zclip().z_threshold()), ")");
+      return absl::StrCat("zclip(z",
+                          Num(config.clip_policy().zclip().z_threshold()), ")");
     default:
       return "static";
   }
@@ -79,20 +83,29 @@ std::string PolicyName(const gradnorm::v1::RunConfig& config) {
 
 std::string ActionName(gradnorm::v1::Action action) {
   switch (action) {
-    case gradnorm::v1::ACTION_NONE: return "none";
-    case gradnorm::v1::ACTION_CLIP: return "clip";
-    case gradnorm::v1::ACTION_SKIP: return "skip";
-    default: return "?";
+    case gradnorm::v1::ACTION_NONE:
+      return "none";
+    case gradnorm::v1::ACTION_CLIP:
+      return "clip";
+    case gradnorm::v1::ACTION_SKIP:
+      return "skip";
+    default:
+      return "?";
   }
 }
 
 std::string ReasonName(gradnorm::v1::Reason reason) {
   switch (reason) {
-    case gradnorm::v1::REASON_WITHIN_MAX_NORM: return "within_max_norm";
-    case gradnorm::v1::REASON_ABOVE_MAX_NORM: return "above_max_norm";
-    case gradnorm::v1::REASON_NONFINITE: return "nonfinite";
-    case gradnorm::v1::REASON_SPIKE: return "spike";
-    default: return "?";
+    case gradnorm::v1::REASON_WITHIN_MAX_NORM:
+      return "within_max_norm";
+    case gradnorm::v1::REASON_ABOVE_MAX_NORM:
+      return "above_max_norm";
+    case gradnorm::v1::REASON_NONFINITE:
+      return "nonfinite";
+    case gradnorm::v1::REASON_SPIKE:
+      return "spike";
+    default:
+      return "?";
   }
 }
 
@@ -109,10 +122,9 @@ std::vector<std::string> RunRow(const gradnorm::v1::RunInfo& run) {
           Time(run.created_unix_micros())};
 }
 
-const std::vector<std::string> kRunHeader = {"RUN",    "P",         "MAX_NORM",
-                                             "PARTICIPANTS", "POLICY", "ROUNDS",
-                                             "LAST_STEP",    "OPEN",   "STATE",
-                                             "CREATED"};
+const std::vector<std::string> kRunHeader = {
+    "RUN",    "P",         "MAX_NORM", "PARTICIPANTS", "POLICY",
+    "ROUNDS", "LAST_STEP", "OPEN",     "STATE",        "CREATED"};
 
 void PrintRun(const gradnorm::v1::RunInfo& run) {
   const auto& config = run.config();
@@ -123,20 +135,24 @@ void PrintRun(const gradnorm::v1::RunInfo& run) {
   table.Add({"max_norm", Num(config.max_norm())});
   table.Add({"participants", absl::StrCat(config.participants())});
   table.Add({"clip_policy", PolicyName(config)});
-  table.Add({"spike_rule", config.spike_rule().enabled()
-                               ? absl::StrCat("sigma ", Num(config.spike_rule().sigma()),
-                                              ", window ", config.spike_rule().window(),
-                                              ", warmup ", config.spike_rule().warmup_steps())
-                               : "off"});
+  table.Add({"spike_rule",
+             config.spike_rule().enabled()
+                 ? absl::StrCat("sigma ", Num(config.spike_rule().sigma()),
+                                ", window ", config.spike_rule().window(),
+                                ", warmup ", config.spike_rule().warmup_steps())
+                 : "off"});
   table.Add({"nonfinite_policy",
-             config.nonfinite_policy() == gradnorm::v1::NON_FINITE_POLICY_ERROR ? "error"
-                                                                                 : "skip"});
+             config.nonfinite_policy() == gradnorm::v1::NON_FINITE_POLICY_ERROR
+                 ? "error"
+                 : "skip"});
   table.Add({"round_timeout_ms", absl::StrCat(config.round_timeout_ms())});
   table.Add({"rounds", absl::StrCat(run.rounds())});
-  table.Add({"last_step", run.rounds() > 0 ? absl::StrCat(run.last_step()) : "-"});
+  table.Add(
+      {"last_step", run.rounds() > 0 ? absl::StrCat(run.last_step()) : "-"});
   table.Add({"open_rounds", absl::StrCat(run.open_rounds())});
   table.Add({"state", run.finished() ? "finished" : "running"});
-  table.Add({"finished", run.finished() ? Time(run.finished_unix_micros()) : "-"});
+  table.Add(
+      {"finished", run.finished() ? Time(run.finished_unix_micros()) : "-"});
   table.Print(std::cout);
 }
 

@@ -38,15 +38,15 @@ absl::Status CallbackCommunicator::Check(const char* what, gn_code code) {
   std::string message = TakeCallbackMessage();
   if (code == GN_OK) return absl::OkStatus();
   if (code < 0 || code > GN_UNAUTHENTICATED) {
-    message = absl::StrCat("returned code ", code,
-                           " (not a gn_code; expected 0..16)",
-                           message.empty() ? "" : ": ", message);
+    message =
+        absl::StrCat("returned code ", code, " (not a gn_code; expected 0..16)",
+                     message.empty() ? "" : ": ", message);
     code = GN_UNKNOWN;
   }
-  first_error_ = absl::Status(
-      static_cast<absl::StatusCode>(code),
-      absl::StrCat(what, " callback failed: ",
-                   message.empty() ? "(no message)" : message));
+  first_error_ =
+      absl::Status(static_cast<absl::StatusCode>(code),
+                   absl::StrCat(what, " callback failed: ",
+                                message.empty() ? "(no message)" : message));
   return first_error_;
 }
 
@@ -87,8 +87,8 @@ absl::Status CallbackCommunicator::AllReduce(absl::Span<double> values,
       "all_reduce",
       callbacks_.all_reduce(user, both.data(), both.size(), GN_REDUCE_MAX)));
   for (size_t i = 0; i < n; ++i) {
-    values[i] = both[n + i] > 0.0 ? std::numeric_limits<double>::quiet_NaN()
-                                  : both[i];
+    values[i] =
+        both[n + i] > 0.0 ? std::numeric_limits<double>::quiet_NaN() : both[i];
   }
   return absl::OkStatus();
 }
@@ -109,15 +109,14 @@ absl::Status CallbackCommunicator::BroadcastBytes(std::string* bytes,
   RETURN_IF_ERROR(CheckRoot(root));
   // Lengths up to 2^53 are exact in a double.
   double length[1] = {static_cast<double>(bytes->size())};
-  RETURN_IF_ERROR(Check("broadcast", callbacks_.broadcast(
-                                         callbacks_.user_data, length, 1, root)));
+  RETURN_IF_ERROR(Check("broadcast", callbacks_.broadcast(callbacks_.user_data,
+                                                          length, 1, root)));
   bytes->resize(static_cast<size_t>(length[0]));
   if (bytes->empty()) return absl::OkStatus();
-  return Check("broadcast_bytes",
-               callbacks_.broadcast_bytes(
-                   callbacks_.user_data,
-                   reinterpret_cast<uint8_t*>(&(*bytes)[0]), bytes->size(),
-                   root));
+  return Check("broadcast_bytes", callbacks_.broadcast_bytes(
+                                      callbacks_.user_data,
+                                      reinterpret_cast<uint8_t*>(&(*bytes)[0]),
+                                      bytes->size(), root));
 }
 
 absl::Status CallbackCommunicator::Barrier() {

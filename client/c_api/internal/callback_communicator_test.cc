@@ -53,7 +53,8 @@ gn_code AllReduce(void* user, double* values, size_t n, int32_t op) {
   if (!s.ok()) return static_cast<gn_code>(s.code());
   for (size_t i = 0; i < n; ++i) {
     double m = -std::numeric_limits<double>::infinity();
-    for (int r = 0; r < t->comm->size(); ++r) m = std::fmax(m, slots[r * n + i]);
+    for (int r = 0; r < t->comm->size(); ++r)
+      m = std::fmax(m, slots[r * n + i]);
     values[i] = m;
   }
   return GN_OK;
@@ -77,7 +78,8 @@ gn_code BroadcastBytes(void* user, uint8_t* bytes, size_t n, int32_t root) {
 }
 
 gn_code Barrier(void* user) {
-  return static_cast<gn_code>(static_cast<Transport*>(user)->comm->Barrier().code());
+  return static_cast<gn_code>(
+      static_cast<Transport*>(user)->comm->Barrier().code());
 }
 
 void Release(void* user) { static_cast<Transport*>(user)->released++; }
@@ -113,9 +115,9 @@ void OnGroup(int size, Fn fn) {
 
 TEST(CallbackCommunicatorTest, MaxKeepsNaNOverATransportThatDropsIt) {
   OnGroup(3, [](int rank, Communicator& comm) {
-    double values[3] = {rank == 1 ? kNaN : 1.0 * rank, 2.0 + rank,
-                        rank == 2 ? std::numeric_limits<double>::infinity()
-                                  : 0.5};
+    double values[3] = {
+        rank == 1 ? kNaN : 1.0 * rank, 2.0 + rank,
+        rank == 2 ? std::numeric_limits<double>::infinity() : 0.5};
     ASSERT_TRUE(comm.AllReduce(absl::MakeSpan(values), ReduceOp::kMax).ok());
     EXPECT_TRUE(std::isnan(values[0]));
     EXPECT_EQ(values[1], 4.0);

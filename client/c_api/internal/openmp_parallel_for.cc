@@ -30,8 +30,7 @@ struct Region {
 void RunItems(void* data) {
   Region& region = *static_cast<Region*>(data);
   for (int64_t i = region.next.fetch_add(1, std::memory_order_relaxed);
-       i < region.n;
-       i = region.next.fetch_add(1, std::memory_order_relaxed)) {
+       i < region.n; i = region.next.fetch_add(1, std::memory_order_relaxed)) {
     (*region.fn)(i);
   }
 }
@@ -44,9 +43,9 @@ absl::StatusOr<ParallelFor> OpenMpParallelFor(const std::string& library) {
   void* handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (handle == nullptr) {
     const char* error = dlerror();
-    return absl::NotFoundError(absl::StrCat(
-        "cannot load the OpenMP runtime '", library,
-        "': ", error != nullptr ? error : "dlopen failed"));
+    return absl::NotFoundError(
+        absl::StrCat("cannot load the OpenMP runtime '", library,
+                     "': ", error != nullptr ? error : "dlopen failed"));
   }
   const auto parallel =
       reinterpret_cast<GompParallel>(dlsym(handle, "GOMP_parallel"));
@@ -62,19 +61,19 @@ absl::StatusOr<ParallelFor> OpenMpParallelFor(const std::string& library) {
         "' is not an OpenMP runtime with libgomp's entry points; expected "
         "GOMP_parallel, omp_get_thread_num and omp_get_num_threads"));
   }
-  return ParallelFor([parallel](int64_t n,
-                               const std::function<void(int64_t)>& fn) {
-    if (n <= 0) return;
-    if (n == 1) {
-      fn(0);
-      return;
-    }
-    Region region;
-    region.n = n;
-    region.fn = &fn;
-    // 0 threads: the runtime's default team size on this thread.
-    parallel(&RunItems, &region, 0, 0);
-  });
+  return ParallelFor(
+      [parallel](int64_t n, const std::function<void(int64_t)>& fn) {
+        if (n <= 0) return;
+        if (n == 1) {
+          fn(0);
+          return;
+        }
+        Region region;
+        region.n = n;
+        region.fn = &fn;
+        // 0 threads: the runtime's default team size on this thread.
+        parallel(&RunItems, &region, 0, 0);
+      });
 }
 
 }  // namespace c_api_internal

@@ -25,7 +25,8 @@ absl::StatusOr<TensorViews> ReadTensors(const gn_tensors* tensors) {
     g.data = reinterpret_cast<void*>(static_cast<uintptr_t>(tensors->data[i]));
     g.numel = tensors->numel[i];
     // An unknown dtype value passes through: ValidateTensors names it.
-    if (tensors->dtype != nullptr) g.dtype = static_cast<DType>(tensors->dtype[i]);
+    if (tensors->dtype != nullptr)
+      g.dtype = static_cast<DType>(tensors->dtype[i]);
     const int32_t device =
         tensors->device == nullptr ? GN_DEVICE_CPU : tensors->device[i];
     if (device >= 0) {
@@ -41,10 +42,10 @@ absl::StatusOr<TensorViews> ReadTensors(const gn_tensors* tensors) {
     g.tp_replicated = replication == GN_TP_REPLICATED;
     g.counted_elsewhere = replication == GN_COUNTED_ELSEWHERE;
     if (replication > GN_COUNTED_ELSEWHERE && views.input_error.ok()) {
-      views.input_error = absl::InvalidArgumentError(absl::StrCat(
-          "tensors[", i, "] has replication ", replication,
-          "; expected GN_SHARDED (0), GN_TP_REPLICATED (1) or "
-          "GN_COUNTED_ELSEWHERE (2)"));
+      views.input_error = absl::InvalidArgumentError(
+          absl::StrCat("tensors[", i, "] has replication ", replication,
+                       "; expected GN_SHARDED (0), GN_TP_REPLICATED (1) or "
+                       "GN_COUNTED_ELSEWHERE (2)"));
     }
   }
   // The caller's own finding comes first: it is the most precise.

@@ -19,8 +19,8 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -124,8 +124,9 @@ class AggregatorImpl final : public Aggregator {
       ABSL_LOCKS_EXCLUDED(lifecycle_mu_, state_.mu);
   // Refuses a registration that cannot proceed; the response when the run is
   // already registered with the same config; nullopt for a new run.
-  absl::StatusOr<std::optional<v1::RegisterRunResponse>> CheckRegistrationLocked(
-      const std::string& run_id, const v1::RunConfig& config) const
+  absl::StatusOr<std::optional<v1::RegisterRunResponse>>
+  CheckRegistrationLocked(const std::string& run_id,
+                          const v1::RunConfig& config) const
       ABSL_SHARED_LOCKS_REQUIRED(state_.mu);
   void LogRegistered(const v1::RegisterRunResponse& response) const;
 

@@ -31,11 +31,10 @@ void CommitPipeline::HandOver() {
     std::string run_id = next.result.run_id();
     const uint64_t step = next.result.step();
     const absl::Time appended = clock_->Now();
-    store_->AppendRound(
-        std::move(next),
-        [this, run_id = std::move(run_id), step, appended](absl::Status status) {
-          on_committed_(run_id, step, appended, std::move(status));
-        });
+    store_->AppendRound(std::move(next), [this, run_id = std::move(run_id),
+                                          step, appended](absl::Status status) {
+      on_committed_(run_id, step, appended, std::move(status));
+    });
   }
 }
 

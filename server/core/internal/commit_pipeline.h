@@ -36,9 +36,9 @@ class CommitPipeline {
  public:
   // Called once per round with the store's verdict; `appended` is when the
   // round was handed over.
-  using OnCommitted = std::function<void(const std::string& run_id,
-                                         uint64_t step, absl::Time appended,
-                                         absl::Status status)>;
+  using OnCommitted =
+      std::function<void(const std::string& run_id, uint64_t step,
+                         absl::Time appended, absl::Status status)>;
 
   CommitPipeline(TelemetryStore* store, Clock* clock, OnCommitted on_committed)
       : store_(store), clock_(clock), on_committed_(std::move(on_committed)) {}

@@ -25,7 +25,8 @@ absl::Duration ExpiryQueue::PlanWait(absl::Time now, absl::Duration interval,
   while (!heap_.empty() && !is_live(heap_.top())) heap_.pop();
   absl::Duration wait = interval;
   if (!heap_.empty()) {
-    wait = std::min(wait, std::max(absl::ZeroDuration(), heap_.top().when - now));
+    wait =
+        std::min(wait, std::max(absl::ZeroDuration(), heap_.top().when - now));
   }
   wake_at_ = now + wait;
   wake_now_ = false;

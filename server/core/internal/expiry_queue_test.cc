@@ -40,8 +40,9 @@ TEST(ExpiryQueueTest, PlanWaitSkipsDeadExpiriesAndCapsAtTheInterval) {
   EXPECT_EQ(queue.size(), 1u);
   EXPECT_EQ(queue.PlanWait(kT0, absl::Milliseconds(20), live),
             absl::Milliseconds(20));
-  EXPECT_EQ(queue.PlanWait(kT0 + absl::Seconds(1), absl::Milliseconds(20), live),
-            absl::ZeroDuration());
+  EXPECT_EQ(
+      queue.PlanWait(kT0 + absl::Seconds(1), absl::Milliseconds(20), live),
+      absl::ZeroDuration());
 }
 
 TEST(ExpiryQueueTest, AnEarlierDeadlineThanThePlannedWakeUpAsksToWakeNow) {

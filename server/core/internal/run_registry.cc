@@ -15,9 +15,9 @@ absl::Status RunRegistry::Load(StoreIndex index) {
   for (const auto& [run_id, rounds] : index.rounds) {
     Run* run = Get(run_id);
     if (run == nullptr) {
-      return absl::DataLossError(absl::StrCat("the store holds ",
-                                              rounds.size(), " rounds of run ",
-                                              run_id, " but no such run"));
+      return absl::DataLossError(absl::StrCat("the store holds ", rounds.size(),
+                                              " rounds of run ", run_id,
+                                              " but no such run"));
     }
     run->stored_steps.reserve(rounds.size());
     for (const IndexedRound& round : rounds) {
@@ -32,9 +32,9 @@ absl::Status RunRegistry::Load(StoreIndex index) {
   for (AbandonedStep& step : index.abandoned) {
     Run* run = Get(step.run_id);
     if (run == nullptr) {
-      return absl::DataLossError(
-          absl::StrCat("the store holds abandoned ",
-                       RoundName(step.run_id, step.step), " but no such run"));
+      return absl::DataLossError(absl::StrCat("the store holds abandoned ",
+                                              RoundName(step.run_id, step.step),
+                                              " but no such run"));
     }
     run->abandoned[step.step] = std::move(step.why);
   }
@@ -45,9 +45,9 @@ absl::StatusOr<Run*> RunRegistry::Find(absl::string_view run_id) {
   if (absl::Status status = ValidateRunId(run_id); !status.ok()) return status;
   Run* run = Get(run_id);
   if (run == nullptr) {
-    return absl::NotFoundError(absl::StrCat(
-        "run ", run_id,
-        " is not registered; register it with RegisterRun first"));
+    return absl::NotFoundError(
+        absl::StrCat("run ", run_id,
+                     " is not registered; register it with RegisterRun first"));
   }
   if (run->deleting) {
     return absl::NotFoundError(

@@ -34,8 +34,8 @@ inline constexpr absl::string_view kShuttingDown =
     "coordinator";
 
 // A report's callback with the outcome it gets once the lock is released.
-using Call = std::pair<Aggregator::ReportCallback,
-                       absl::StatusOr<v1::RoundResult>>;
+using Call =
+    std::pair<Aggregator::ReportCallback, absl::StatusOr<v1::RoundResult>>;
 
 // Runs each call (in order) and then each on_ready; both without locks held.
 void RunCallbacks(std::vector<Call>& calls,
