@@ -13,11 +13,7 @@
 
 #include <cmath>
 
-#if defined(__CUDACC__)
-#define GRADNORM_HOST_DEVICE __host__ __device__
-#else
-#define GRADNORM_HOST_DEVICE
-#endif
+#include "common/host_device.h"
 
 namespace gradnorm {
 

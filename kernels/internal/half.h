@@ -14,11 +14,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define GRADNORM_HOST_DEVICE __host__ __device__
-#else
-#define GRADNORM_HOST_DEVICE
-#endif
+#include "common/host_device.h"
 
 namespace gradnorm {
 namespace half_internal {
