@@ -69,6 +69,10 @@ v1::GetHistoryResponse BuildHistory(
     bucket->set_clipped(clipped);
     bucket->set_skipped(skipped);
     bucket->set_max_arrival_spread_seconds(spread);
+    bucket->set_first_finalized_unix_micros(
+        rounds[begin]->result.finalized_unix_micros());
+    bucket->set_last_finalized_unix_micros(
+        rounds[begin + size - 1]->result.finalized_unix_micros());
     if (size > 1) response.set_downsampled(true);
     begin += size;
   }

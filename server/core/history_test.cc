@@ -33,6 +33,7 @@ std::vector<RoundRecord> TenRounds() {
     const double lag1 = step == 4 ? 1.0 : 0.2;
     r.result.set_arrival_spread_seconds(step == 4 ? 1.0 : 0.5);
     r.result.set_slowest_participant(step == 4 ? 1 : 2);
+    r.result.set_finalized_unix_micros(1'000'000 * (100 + step));
     r.participants = {{1, 0.0, 0}, {1, lag1, 0}, {1, 0.5, 0}};
     rounds.push_back(r);
   }
@@ -83,6 +84,8 @@ TEST(BuildHistoryTest, DownsamplesKeepingExtremes) {
   EXPECT_EQ(b1.clipped(), 1u);
   EXPECT_EQ(b1.skipped(), 1u);
   EXPECT_EQ(b1.max_arrival_spread_seconds(), 1.0);
+  EXPECT_EQ(b1.first_finalized_unix_micros(), 104'000'000);
+  EXPECT_EQ(b1.last_finalized_unix_micros(), 106'000'000);
   const v1::HistoryBucket& b2 = h.buckets(2);
   EXPECT_EQ(b2.first_step(), 7u);
   EXPECT_EQ(b2.last_step(), 9u);
