@@ -38,6 +38,7 @@ _LIBS = {
     "sqlite3": (["sqlite3"], ["-lsqlite3"], "libsqlite3-dev", []),
     "hwy": (["libhwy"], ["-lhwy"], "libhwy-dev", []),
     "prometheus_cpp": (["prometheus-cpp-pull"], ["-lprometheus-cpp-pull", "-lprometheus-cpp-core"], "prometheus-cpp-dev", []),
+    "civetweb": ([], ["-lcivetweb"], "libcivetweb-dev", []),
 }
 
 def _pkg_config_libs(ctx, modules):

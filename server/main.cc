@@ -44,6 +44,10 @@ ABSL_FLAG(
     "or kill of the coordinator");
 ABSL_FLAG(std::string, metrics_listen, "",
           "host:port of the Prometheus /metrics endpoint; empty: off");
+ABSL_FLAG(std::string, http_listen, "",
+          "host:port of the HTTP API (JSON queries of the norm history, "
+          "/metrics) for dashboards; same bearer tokens, viewer role or "
+          "better; plaintext (refused together with TLS); empty: none");
 ABSL_FLAG(std::string, health_listen, "",
           "host:port of a plaintext port serving grpc.health.v1 only, for "
           "probes that cannot speak the main port's (mutual) TLS; empty: off");
@@ -125,6 +129,7 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_sqlite_synchronous_full);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.health_listen = absl::GetFlag(FLAGS_health_listen);
+  options.http_listen = absl::GetFlag(FLAGS_http_listen);
   options.tls.cert = absl::GetFlag(FLAGS_tls_cert);
   options.tls.key = absl::GetFlag(FLAGS_tls_key);
   options.tls.client_ca = absl::GetFlag(FLAGS_tls_client_ca);

@@ -76,6 +76,13 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
   if (!options.health_listen.empty()) {
     RETURN_IF_ERROR(HostOf(options.health_listen).status());
   }
+  if (!options.http_listen.empty() && options.tls.enabled()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "http_listen ", options.http_listen,
+        " serves plaintext HTTP, but the gRPC port uses TLS: the norm history "
+        "would leave the host unencrypted. Put the HTTP port behind a "
+        "TLS-terminating proxy on localhost, or leave http_listen empty"));
+  }
   std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
   server->options_ = options;
 
@@ -162,6 +169,19 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
                        "' (address in use, or not a local address?)"));
     }
   }
+  if (!options.http_listen.empty()) {
+    PrometheusMetrics* metrics = server->metrics_.get();
+    server->json_api_ = std::make_unique<JsonApi>(
+        server->aggregator_.get(), server->auth_.get(),
+        [metrics] { return metrics->TextSnapshot(); });
+    HttpServerOptions http;
+    http.listen = options.http_listen;
+    JsonApi* api = server->json_api_.get();
+    ASSIGN_OR_RETURN(server->http_server_,
+                     HttpServer::Start(http, [api](const HttpRequest& request) {
+                       return api->Handle(request);
+                     }));
+  }
   server->SetServing(true);
   return server;
 }
@@ -190,6 +210,8 @@ absl::Status CoordinatorServer::Shutdown() {
     shutting_down_ = true;
   }
   SetServing(false);
+  // HTTP requests call the Aggregator: they end before it shuts down.
+  if (http_server_ != nullptr) http_server_->Stop();
   // The Aggregator first: waiters get UNAVAILABLE (a retryable code) rather
   // than the CANCELLED a server shutdown would give them, and the store is
   // flushed while the server still answers.

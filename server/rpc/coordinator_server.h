@@ -41,6 +41,8 @@
 #include "absl/time/time.h"
 #include "grpcpp/server.h"
 #include "server/core/aggregator.h"
+#include "server/http/http_server.h"
+#include "server/http/json_api.h"
 #include "server/rpc/auth.h"
 #include "server/rpc/coordinator_service.h"
 #include "server/rpc/health_service.h"
@@ -67,6 +69,10 @@ struct CoordinatorServerOptions {
   std::string metrics_listen;
   // host:port of the plaintext, health-only gRPC port; empty: none.
   std::string health_listen;
+  // host:port of the HTTP API (server/http/json_api.h: the queries as JSON,
+  // and /metrics), with the same tokens; empty: none. Plaintext: refused
+  // (INVALID_ARGUMENT) together with `tls`.
+  std::string http_listen;
   // TLS / mutual TLS (tls.h); all empty: plaintext.
   TlsFiles tls;
   // Bearer tokens file (auth.h); empty: no authentication.
@@ -104,6 +110,10 @@ class CoordinatorServer {
   const std::string& address() const { return address_; }
   // The health-only port (0 without health_listen).
   int health_port() const { return health_port_; }
+  // The HTTP API's port (0 without http_listen).
+  int http_port() const {
+    return http_server_ != nullptr ? http_server_->port() : 0;
+  }
   Aggregator* aggregator() { return aggregator_.get(); }
   PrometheusMetrics* metrics() { return metrics_.get(); }
 
@@ -131,6 +141,8 @@ class CoordinatorServer {
   std::unique_ptr<HealthService> health_service_;
   std::unique_ptr<grpc::Server> health_server_;
   int health_port_ = 0;
+  std::unique_ptr<JsonApi> json_api_;
+  std::unique_ptr<HttpServer> http_server_;
 
   absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;

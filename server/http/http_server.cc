@@ -1,0 +1,157 @@
+#include "server/http/http_server.h"
+
+#include <civetweb.h>
+
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+
+namespace gradnorm {
+namespace server {
+namespace {
+
+std::string UrlDecode(absl::string_view text, bool form) {
+  std::string out(text.size() + 1, '\0');
+  const int n =
+      mg_url_decode(text.data(), static_cast<int>(text.size()), out.data(),
+                    static_cast<int>(out.size()), form ? 1 : 0);
+  out.resize(n < 0 ? 0 : n);
+  return out;
+}
+
+const char* Reason(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 409:
+      return "Conflict";
+    case 429:
+      return "Too Many Requests";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return status < 500 ? "Error" : "Internal Server Error";
+  }
+}
+
+int ServeRequest(mg_connection* connection, void* server) {
+  return static_cast<HttpServer*>(server)->Serve(connection);
+}
+
+// civetweb's log lines while starting: why mg_start failed.
+struct StartLog {
+  absl::Mutex mu;
+  std::string text;
+};
+
+int LogMessage(const mg_connection* connection, const char* message) {
+  auto* log =
+      static_cast<StartLog*>(mg_get_user_data(mg_get_context(connection)));
+  if (log != nullptr) {
+    absl::MutexLock lock(&log->mu);
+    absl::StrAppend(&log->text, log->text.empty() ? "" : "; ", message);
+  }
+  return 1;  // Logged here: civetweb prints nothing.
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
+    const HttpServerOptions& options, Handler handler) {
+  const size_t colon = options.listen.rfind(':');
+  if (colon == std::string::npos || colon == 0 ||
+      colon + 1 == options.listen.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "HTTP listen address '", options.listen,
+        "' is invalid; expected host:port (port 0: any free one)"));
+  }
+  static std::once_flag init;
+  std::call_once(init, [] { mg_init_library(0); });
+  auto server = std::unique_ptr<HttpServer>(new HttpServer(std::move(handler)));
+  const std::string threads = absl::StrCat(options.threads);
+  const char* config[] = {"listening_ports",
+                          options.listen.c_str(),
+                          "num_threads",
+                          threads.c_str(),
+                          "request_timeout_ms",
+                          "30000",
+                          nullptr};
+  mg_callbacks callbacks;
+  std::memset(&callbacks, 0, sizeof(callbacks));
+  callbacks.log_message = LogMessage;
+  StartLog log;
+  server->context_ = mg_start(&callbacks, &log, config);
+  if (server->context_ == nullptr) {
+    absl::MutexLock lock(&log.mu);
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve HTTP on ", options.listen, ": ",
+                     log.text.empty() ? "civetweb could not start" : log.text));
+  }
+  mg_set_request_handler(server->context_, "/", ServeRequest, server.get());
+  mg_server_port ports[4];
+  const int n = mg_get_server_ports(server->context_, 4, ports);
+  if (n < 1) {
+    return absl::UnavailableError(
+        absl::StrCat("HTTP server on ", options.listen, " bound no port"));
+  }
+  server->port_ = ports[0].port;
+  return server;
+}
+
+HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::Stop() {
+  if (context_ != nullptr) {
+    // The start log lives on Start's stack: no more log lines go there.
+    mg_stop(context_);
+    context_ = nullptr;
+  }
+}
+
+int HttpServer::Serve(void* opaque) {
+  auto* connection = static_cast<mg_connection*>(opaque);
+  const mg_request_info* info = mg_get_request_info(connection);
+  HttpRequest request;
+  request.method = info->request_method != nullptr ? info->request_method : "";
+  request.path = info->local_uri != nullptr ? info->local_uri : "";
+  if (info->query_string != nullptr) {
+    for (absl::string_view pair :
+         absl::StrSplit(info->query_string, '&', absl::SkipEmpty())) {
+      const size_t eq = pair.find('=');
+      request.query[UrlDecode(pair.substr(0, eq), true)] =
+          eq == absl::string_view::npos ? ""
+                                        : UrlDecode(pair.substr(eq + 1), true);
+    }
+  }
+  if (const char* authorization = mg_get_header(connection, "Authorization")) {
+    request.authorization = authorization;
+  }
+  const HttpResponse response = handler_(request);
+  mg_printf(connection,
+            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+            "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+            response.status, Reason(response.status),
+            response.content_type.c_str(), response.body.size());
+  mg_write(connection, response.body.data(), response.body.size());
+  return response.status;
+}
+
+}  // namespace server
+}  // namespace gradnorm

@@ -1,0 +1,69 @@
+// A small HTTP/1.1 server (civetweb) that hands every request to one handler:
+// the coordinator's HTTP API (json_api.h) on its own port.
+//
+//   HttpServerOptions options;
+//   options.listen = "127.0.0.1:0";
+//   ASSIGN_OR_RETURN(auto server, HttpServer::Start(options, [&](const
+//   HttpRequest& r) {
+//     return api.Handle(r);
+//   }));
+//   int port = server->port();
+//
+// Requests run on the server's worker threads; the handler must be
+// thread-safe. Stop (or the destructor) waits for requests in progress.
+#ifndef GRADNORM_SERVER_HTTP_HTTP_SERVER_H_
+#define GRADNORM_SERVER_HTTP_HTTP_SERVER_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/http/json_api.h"
+
+struct mg_context;
+
+namespace gradnorm {
+namespace server {
+
+struct HttpServerOptions {
+  // host:port; port 0 picks a free port (see HttpServer::port()).
+  std::string listen = "127.0.0.1:0";
+  // Worker threads, each serving one connection at a time.
+  int threads = 8;
+};
+
+class HttpServer {
+ public:
+  using Handler = std::function<HttpResponse(const HttpRequest&)>;
+
+  // INVALID_ARGUMENT for a listen address that is not host:port,
+  // UNAVAILABLE when it cannot be bound.
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
+      const HttpServerOptions& options, Handler handler);
+
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // The bound port.
+  int port() const { return port_; }
+
+  // Stops listening and waits for requests in progress. Idempotent.
+  void Stop();
+
+  // civetweb's request callback (public for its C signature).
+  int Serve(void* connection);
+
+ private:
+  explicit HttpServer(Handler handler) : handler_(std::move(handler)) {}
+
+  const Handler handler_;
+  mg_context* context_ = nullptr;
+  int port_ = 0;
+};
+
+}  // namespace server
+}  // namespace gradnorm
+
+#endif  // GRADNORM_SERVER_HTTP_HTTP_SERVER_H_

@@ -1,0 +1,104 @@
+#include "server/http/http_server.h"
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/http/http_test_client.h"
+
+namespace gradnorm {
+namespace server {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+using testing::HttpGet;
+
+std::string Get(int port, const std::string& target,
+                const std::string& headers = "") {
+  return HttpGet(port, target, headers);
+}
+
+TEST(HttpServerTest, HandsTheDecodedRequestToTheHandlerAndWritesItsAnswer) {
+  HttpRequest seen;
+  auto server = HttpServer::Start({}, [&](const HttpRequest& request) {
+    seen = request;
+    HttpResponse response;
+    response.status = 404;
+    response.body = "{\"a\":1}";
+    return response;
+  });
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_GT((*server)->port(), 0);
+  const std::string answer = Get(
+      (*server)->port(), "/api/v1/runs/r%20x/history?buckets=10&from=2&x=a%2Bb",
+      "Authorization: Bearer token-0123\r\n");
+  EXPECT_THAT(answer, StartsWith("HTTP/1.1 404 Not Found\r\n"));
+  EXPECT_THAT(answer, HasSubstr("Content-Type: application/json\r\n"));
+  EXPECT_THAT(answer, HasSubstr("Content-Length: 7\r\n"));
+  EXPECT_THAT(answer, HasSubstr("\r\n\r\n{\"a\":1}"));
+  EXPECT_EQ(seen.method, "GET");
+  EXPECT_EQ(seen.path, "/api/v1/runs/r x/history");
+  EXPECT_EQ(seen.query.at("buckets"), "10");
+  EXPECT_EQ(seen.query.at("from"), "2");
+  EXPECT_EQ(seen.query.at("x"), "a+b");
+  EXPECT_EQ(seen.authorization, "Bearer token-0123");
+}
+
+TEST(HttpServerTest, ServesConcurrentRequests) {
+  std::atomic<int> served{0};
+  auto server = HttpServer::Start({}, [&](const HttpRequest&) {
+    ++served;
+    return HttpResponse{200, "text/plain", "ok"};
+  });
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 16; ++i) {
+    clients.emplace_back([&] {
+      if (Get((*server)->port(), "/").find("\r\n\r\nok") != std::string::npos) {
+        ++ok;
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  EXPECT_EQ(ok.load(), 16);
+  EXPECT_EQ(served.load(), 16);
+}
+
+TEST(HttpServerTest, BadOrTakenAddressesAreErrors) {
+  auto handler = [](const HttpRequest&) { return HttpResponse(); };
+  HttpServerOptions bad;
+  bad.listen = "no-port";
+  EXPECT_EQ(HttpServer::Start(bad, handler).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto first = HttpServer::Start({}, handler);
+  ASSERT_TRUE(first.ok());
+  HttpServerOptions taken;
+  taken.listen = absl::StrCat("127.0.0.1:", (*first)->port());
+  absl::StatusOr<std::unique_ptr<HttpServer>> second =
+      HttpServer::Start(taken, handler);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(second.status().message(),
+              HasSubstr(absl::StrCat("cannot serve HTTP on ", taken.listen)));
+}
+
+TEST(HttpServerTest, StopClosesThePort) {
+  auto server = HttpServer::Start({}, [](const HttpRequest&) {
+    return HttpResponse{200, "text/plain", "x"};
+  });
+  ASSERT_TRUE(server.ok());
+  const int port = (*server)->port();
+  (*server)->Stop();
+  (*server)->Stop();  // Idempotent.
+  EXPECT_EQ(Get(port, "/"), "connect failed");
+}
+
+}  // namespace
+}  // namespace server
+}  // namespace gradnorm

@@ -1,0 +1,167 @@
+#include "server/http/json_api.h"
+
+#include <cstdint>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "server/http/proto_json.h"
+
+namespace gradnorm {
+namespace server {
+namespace {
+
+constexpr absl::string_view kRunsPrefix = "/api/v1/runs";
+
+HttpResponse Json(const google::protobuf::Message& message) {
+  HttpResponse response;
+  response.body = ToJson(message);
+  return response;
+}
+
+// The query parameter `name` as an unsigned integer; `fallback` when absent.
+absl::StatusOr<uint64_t> UintParam(const HttpRequest& request,
+                                   const std::string& name, uint64_t fallback,
+                                   uint64_t max) {
+  auto it = request.query.find(name);
+  if (it == request.query.end() || it->second.empty()) return fallback;
+  uint64_t value = 0;
+  if (!absl::SimpleAtoi(it->second, &value) || value > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("query parameter ", name, "=", it->second,
+                     " is invalid; expected an integer from 0 to ", max));
+  }
+  return value;
+}
+
+}  // namespace
+
+int HttpStatusOf(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk:
+      return 200;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+      return 400;
+    case absl::StatusCode::kUnauthenticated:
+      return 401;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
+    case absl::StatusCode::kNotFound:
+      return 404;
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kFailedPrecondition:
+      return 409;
+    case absl::StatusCode::kResourceExhausted:
+      return 429;
+    case absl::StatusCode::kCancelled:
+      return 499;
+    case absl::StatusCode::kUnimplemented:
+      return 501;
+    case absl::StatusCode::kUnavailable:
+      return 503;
+    case absl::StatusCode::kDeadlineExceeded:
+      return 504;
+    default:
+      return 500;
+  }
+}
+
+HttpResponse ErrorResponse(const absl::Status& status) {
+  HttpResponse response;
+  response.status = HttpStatusOf(status.code());
+  response.body = absl::StrCat(
+      "{\"code\":", JsonString(absl::StatusCodeToString(status.code())),
+      ",\"message\":", JsonString(std::string(status.message())), "}");
+  return response;
+}
+
+HttpResponse JsonApi::Handle(const HttpRequest& request) const {
+  if (request.method != "GET") {
+    return ErrorResponse(absl::UnimplementedError(
+        absl::StrCat(request.method, " ", request.path,
+                     ": the HTTP API is read-only; expected GET")));
+  }
+  if (auth_ != nullptr) {
+    absl::Status allowed =
+        auth_->Authorize(request.authorization, Permission::kQuery);
+    if (!allowed.ok()) return ErrorResponse(allowed);
+  }
+  if (request.path == "/metrics") {
+    if (!metrics_text_) {
+      return ErrorResponse(
+          absl::NotFoundError("/metrics: this coordinator serves no metrics"));
+    }
+    HttpResponse response;
+    response.content_type = "text/plain; version=0.0.4";
+    response.body = metrics_text_();
+    return response;
+  }
+  absl::string_view path = request.path;
+  if (path == kRunsPrefix || path == absl::StrCat(kRunsPrefix, "/")) {
+    return Json(aggregator_->ListRuns());
+  }
+  if (absl::ConsumePrefix(&path, kRunsPrefix) &&
+      absl::ConsumePrefix(&path, "/")) {
+    return HandleRun(request, std::string(path));
+  }
+  return ErrorResponse(absl::NotFoundError(absl::StrCat(
+      request.path,
+      " is not an endpoint; expected /api/v1/runs, /api/v1/runs/RUN, "
+      "/api/v1/runs/RUN/history, /api/v1/runs/RUN/summary or /metrics")));
+}
+
+HttpResponse JsonApi::HandleRun(const HttpRequest& request,
+                                const std::string& rest) const {
+  const size_t slash = rest.find('/');
+  const std::string run_id = rest.substr(0, slash);
+  const std::string what =
+      slash == std::string::npos ? "" : rest.substr(slash + 1);
+  absl::StatusOr<uint64_t> from = UintParam(request, "from", 0, UINT64_MAX);
+  absl::StatusOr<uint64_t> to = UintParam(request, "to", 0, UINT64_MAX);
+  if (!from.ok()) return ErrorResponse(from.status());
+  if (!to.ok()) return ErrorResponse(to.status());
+  if (what.empty()) {
+    absl::StatusOr<v1::RunInfo> run = aggregator_->GetRun(run_id);
+    if (!run.ok()) return ErrorResponse(run.status());
+    v1::GetRunResponse response;
+    *response.mutable_run() = *std::move(run);
+    return Json(response);
+  }
+  if (what == "history") {
+    absl::StatusOr<uint64_t> buckets =
+        UintParam(request, "buckets", 0, UINT32_MAX);
+    if (!buckets.ok()) return ErrorResponse(buckets.status());
+    v1::GetHistoryRequest query;
+    query.set_run_id(run_id);
+    query.set_from_step(*from);
+    query.set_to_step(*to);
+    query.set_max_points(static_cast<uint32_t>(*buckets));
+    absl::StatusOr<v1::GetHistoryResponse> history =
+        aggregator_->GetHistory(query);
+    if (!history.ok()) return ErrorResponse(history.status());
+    return Json(*history);
+  }
+  if (what == "summary") {
+    absl::StatusOr<uint64_t> top = UintParam(request, "top", 0, UINT32_MAX);
+    if (!top.ok()) return ErrorResponse(top.status());
+    v1::GetSummaryRequest query;
+    query.set_run_id(run_id);
+    query.set_from_step(*from);
+    query.set_to_step(*to);
+    query.set_top_slowest(static_cast<uint32_t>(*top));
+    absl::StatusOr<v1::GetSummaryResponse> summary =
+        aggregator_->GetSummary(query);
+    if (!summary.ok()) return ErrorResponse(summary.status());
+    return Json(*summary);
+  }
+  return ErrorResponse(absl::NotFoundError(
+      absl::StrCat(request.path, " is not an endpoint; expected /api/v1/runs/",
+                   run_id, ", .../history or .../summary")));
+}
+
+}  // namespace server
+}  // namespace gradnorm
