@@ -264,6 +264,14 @@ class Aggregator {
   virtual absl::StatusOr<v1::GetSummaryResponse> GetSummary(
       const v1::GetSummaryRequest& request) const = 0;
 
+  // The run's finalized rounds with steps in [from_step, to_step] (to_step
+  // 0: up to the last), in step order, at most `limit` of them (a page: the
+  // next one starts after the last step returned). Errors: as GetHistory,
+  // and INVALID_ARGUMENT for a limit of 0.
+  virtual absl::StatusOr<std::vector<v1::RoundResult>> GetRounds(
+      absl::string_view run_id, uint64_t from_step, uint64_t to_step,
+      uint32_t limit) const = 0;
+
   // Starts a watch over the run's finalized rounds (see RoundWatch).
   // `on_ready` is called (from any thread, never under the Aggregator's locks,
   // possibly spuriously) when the watch's last Next() returned nullopt and a

@@ -43,7 +43,7 @@ absl::StatusOr<v1::RunInfo> AggregatorImpl::GetRun(
 
 absl::StatusOr<std::vector<RoundRecord>> AggregatorImpl::ReadRange(
     absl::string_view run_id, uint64_t from_step, uint64_t to_step,
-    bool with_participants, uint32_t* participants) const {
+    bool with_participants, uint32_t* participants, uint64_t limit) const {
   StepRange range;
   {
     absl::ReaderMutexLock lock(&state_.mu);
@@ -58,7 +58,7 @@ absl::StatusOr<std::vector<RoundRecord>> AggregatorImpl::ReadRange(
   }
   // The store has every committed round; reading it takes no lock of ours,
   // so rounds go on meanwhile.
-  return store_->ReadRounds(std::string(run_id), range.from, range.to, 0,
+  return store_->ReadRounds(std::string(run_id), range.from, range.to, limit,
                             with_participants);
 }
 
@@ -81,6 +81,26 @@ absl::StatusOr<v1::GetSummaryResponse> AggregatorImpl::GetSummary(
                 /*with_participants=*/true, &participants);
   if (!rounds.ok()) return rounds.status();
   return BuildSummary(Pointers(*rounds), participants, request.top_slowest());
+}
+
+absl::StatusOr<std::vector<v1::RoundResult>> AggregatorImpl::GetRounds(
+    absl::string_view run_id, uint64_t from_step, uint64_t to_step,
+    uint32_t limit) const {
+  if (limit == 0) {
+    return absl::InvalidArgumentError(
+        "a page of rounds needs a limit of at least 1");
+  }
+  uint32_t participants = 0;
+  absl::StatusOr<std::vector<RoundRecord>> rounds =
+      ReadRange(run_id, from_step, to_step, /*with_participants=*/false,
+                &participants, limit);
+  if (!rounds.ok()) return rounds.status();
+  std::vector<v1::RoundResult> results;
+  results.reserve(rounds->size());
+  for (RoundRecord& round : *rounds) {
+    results.push_back(std::move(round.result));
+  }
+  return results;
 }
 
 absl::StatusOr<std::unique_ptr<RoundWatch>> AggregatorImpl::Watch(

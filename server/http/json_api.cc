@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "server/core/number_format.h"
 #include "server/http/proto_json.h"
 
 namespace gradnorm {
@@ -36,7 +37,62 @@ absl::StatusOr<uint64_t> UintParam(const HttpRequest& request,
   return value;
 }
 
+constexpr uint64_t kDefaultPage = 1000;
+constexpr uint64_t kMaxPage = 10000;
+
+constexpr char kCsvHeader[] =
+    "step,total_norm,clip_coef,action,reason,effective_max_norm,"
+    "arrival_spread_seconds,slowest_participant,finalized_unix_micros\n";
+
+void AppendCsv(const v1::RoundResult& r, std::string* out) {
+  absl::StrAppend(
+      out, r.step(), ",", FormatNumber(r.total_norm()), ",",
+      FormatNumber(r.clip_coef()), ",", v1::Action_Name(r.action()), ",",
+      v1::Reason_Name(r.reason()), ",", FormatNumber(r.effective_max_norm()),
+      ",", FormatNumber(r.arrival_spread_seconds()), ",",
+      r.slowest_participant(), ",", r.finalized_unix_micros(), "\n");
+}
+
 }  // namespace
+
+HttpResponse JsonApi::Rounds(const HttpRequest& request,
+                             const std::string& run_id, uint64_t from,
+                             uint64_t to) const {
+  absl::StatusOr<uint64_t> limit =
+      UintParam(request, "limit", kDefaultPage, kMaxPage);
+  if (!limit.ok()) return ErrorResponse(limit.status());
+  auto format = request.query.find("format");
+  const bool csv = format != request.query.end() && format->second == "csv";
+  if (format != request.query.end() && !csv && format->second != "json") {
+    return ErrorResponse(absl::InvalidArgumentError(
+        absl::StrCat("format=", format->second,
+                     " is unknown; expected json (the default) or csv")));
+  }
+  absl::StatusOr<std::vector<v1::RoundResult>> rounds =
+      aggregator_->GetRounds(run_id, from, to, static_cast<uint32_t>(*limit));
+  if (!rounds.ok()) return ErrorResponse(rounds.status());
+  HttpResponse response;
+  if (csv) {
+    response.content_type = "text/csv";
+    response.body = kCsvHeader;
+    for (const v1::RoundResult& round : *rounds) {
+      AppendCsv(round, &response.body);
+    }
+    return response;
+  }
+  response.body = "{\"rounds\":[";
+  for (size_t i = 0; i < rounds->size(); ++i) {
+    if (i > 0) response.body.push_back(',');
+    response.body += ToJson((*rounds)[i]);
+  }
+  // A full page may have more after it; a short one is the last.
+  const bool more = rounds->size() == *limit &&
+                    rounds->back().step() < UINT64_MAX &&
+                    (to == 0 || rounds->back().step() < to);
+  absl::StrAppend(&response.body, "],\"next_from\":",
+                  more ? absl::StrCat(rounds->back().step() + 1) : "null", "}");
+  return response;
+}
 
 int HttpStatusOf(absl::StatusCode code) {
   switch (code) {
@@ -111,7 +167,8 @@ HttpResponse JsonApi::Handle(const HttpRequest& request) const {
   return ErrorResponse(absl::NotFoundError(absl::StrCat(
       request.path,
       " is not an endpoint; expected /api/v1/runs, /api/v1/runs/RUN, "
-      "/api/v1/runs/RUN/history, /api/v1/runs/RUN/summary or /metrics")));
+      "/api/v1/runs/RUN/history, /api/v1/runs/RUN/summary, "
+      "/api/v1/runs/RUN/rounds or /metrics")));
 }
 
 HttpResponse JsonApi::HandleRun(const HttpRequest& request,
@@ -158,9 +215,10 @@ HttpResponse JsonApi::HandleRun(const HttpRequest& request,
     if (!summary.ok()) return ErrorResponse(summary.status());
     return Json(*summary);
   }
+  if (what == "rounds") return Rounds(request, run_id, *from, *to);
   return ErrorResponse(absl::NotFoundError(
       absl::StrCat(request.path, " is not an endpoint; expected /api/v1/runs/",
-                   run_id, ", .../history or .../summary")));
+                   run_id, ", .../history, .../summary or .../rounds")));
 }
 
 }  // namespace server

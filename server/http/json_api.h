@@ -10,6 +10,12 @@
 //                                          skipped counts, first/last times
 //   GET /api/v1/runs/RUN/summary?from=S&to=S&top=N
 //                                          GetSummaryResponse
+//   GET /api/v1/runs/RUN/rounds?from=S&to=S&limit=N[&format=csv]
+//                                          a page of finalized rounds in step
+//                                          order: {"rounds":[RoundResult...],
+//                                          "next_from":S} (null after the last
+//                                          page); limit 1 to 10000 (1000); CSV:
+//                                          a header line and one line a round
 //   GET /metrics                           Prometheus text format
 //
 // Every request carries "Authorization: Bearer TOKEN" of role viewer or
@@ -24,6 +30,7 @@
 #ifndef GRADNORM_SERVER_HTTP_JSON_API_H_
 #define GRADNORM_SERVER_HTTP_JSON_API_H_
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
@@ -73,6 +80,8 @@ class JsonApi {
  private:
   HttpResponse HandleRun(const HttpRequest& request,
                          const std::string& rest) const;
+  HttpResponse Rounds(const HttpRequest& request, const std::string& run_id,
+                      uint64_t from, uint64_t to) const;
 
   Aggregator* const aggregator_;
   const TokenAuthenticator* const auth_;

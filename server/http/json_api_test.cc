@@ -117,6 +117,46 @@ TEST_F(JsonApiTest, Summary) {
   EXPECT_THAT(summary.body, HasSubstr("\"clipped_fraction\":0.75,"));
 }
 
+TEST_F(JsonApiTest, RoundsInPagesAsJsonOrCsv) {
+  HttpResponse first = Get("/api/v1/runs/r/rounds", {{"limit", "2"}});
+  EXPECT_EQ(first.status, 200) << first.body;
+  EXPECT_THAT(first.body,
+              ::testing::StartsWith("{\"rounds\":[{\"run_id\":\"r\",\"step\":0,"
+                                    "\"total_norm\":3,"));
+  EXPECT_THAT(first.body, HasSubstr("{\"run_id\":\"r\",\"step\":1,"
+                                    "\"total_norm\":5,"));
+  EXPECT_THAT(first.body, ::testing::EndsWith("}],\"next_from\":2}"));
+  HttpResponse second =
+      Get("/api/v1/runs/r/rounds", {{"limit", "2"}, {"from", "2"}});
+  EXPECT_THAT(second.body, HasSubstr("\"step\":3,"));
+  EXPECT_THAT(second.body, ::testing::EndsWith("],\"next_from\":4}"));
+  HttpResponse last =
+      Get("/api/v1/runs/r/rounds", {{"limit", "2"}, {"from", "4"}});
+  EXPECT_EQ(last.body, "{\"rounds\":[],\"next_from\":null}");
+  HttpResponse bounded =
+      Get("/api/v1/runs/r/rounds", {{"to", "1"}, {"limit", "2"}});
+  EXPECT_THAT(bounded.body, ::testing::EndsWith("],\"next_from\":null}"));
+
+  HttpResponse csv = Get("/api/v1/runs/r/rounds",
+                         {{"format", "csv"}, {"from", "2"}, {"to", "3"}});
+  EXPECT_EQ(csv.status, 200);
+  EXPECT_EQ(csv.content_type, "text/csv");
+  EXPECT_EQ(csv.body,
+            "step,total_norm,clip_coef,action,reason,effective_max_norm,"
+            "arrival_spread_seconds,slowest_participant,finalized_unix_micros\n"
+            "2,4,0.9999997500000625,ACTION_CLIP,REASON_ABOVE_MAX_NORM,4,0,0,"
+            "1700000002000000\n"
+            "3,100,0.0399999996,ACTION_CLIP,REASON_ABOVE_MAX_NORM,4,0,0,"
+            "1700000003000000\n");
+
+  EXPECT_EQ(Get("/api/v1/runs/r/rounds", {{"limit", "0"}}).status, 400);
+  EXPECT_EQ(Get("/api/v1/runs/r/rounds", {{"limit", "10001"}}).status, 400);
+  HttpResponse xml = Get("/api/v1/runs/r/rounds", {{"format", "xml"}});
+  EXPECT_EQ(xml.status, 400);
+  EXPECT_THAT(xml.body, HasSubstr("format=xml is unknown"));
+  EXPECT_EQ(Get("/api/v1/runs/nobody/rounds").status, 404);
+}
+
 TEST_F(JsonApiTest, MetricsAsPrometheusText) {
   HttpResponse metrics = Get("/metrics");
   EXPECT_EQ(metrics.status, 200);

@@ -63,6 +63,9 @@ class AggregatorImpl final : public Aggregator {
       const v1::GetHistoryRequest& request) const override;
   absl::StatusOr<v1::GetSummaryResponse> GetSummary(
       const v1::GetSummaryRequest& request) const override;
+  absl::StatusOr<std::vector<v1::RoundResult>> GetRounds(
+      absl::string_view run_id, uint64_t from_step, uint64_t to_step,
+      uint32_t limit) const override;
   absl::StatusOr<std::unique_ptr<RoundWatch>> Watch(
       absl::string_view run_id, uint64_t from_step,
       std::function<void()> on_ready) override;
@@ -134,7 +137,7 @@ class AggregatorImpl final : public Aggregator {
   // last), read from the store; `*participants` is the run's.
   absl::StatusOr<std::vector<RoundRecord>> ReadRange(
       absl::string_view run_id, uint64_t from_step, uint64_t to_step,
-      bool with_participants, uint32_t* participants) const
+      bool with_participants, uint32_t* participants, uint64_t limit = 0) const
       ABSL_LOCKS_EXCLUDED(state_.mu);
 
   const AggregatorOptions options_;
