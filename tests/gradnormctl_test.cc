@@ -213,6 +213,45 @@ TEST_F(GradnormctlTest, TablesJsonHealthAndErrors) {
   EXPECT_THAT(no_timeout.text, HasSubstr("--timeout=0: expected a positive"));
 }
 
+// plot draws the history at the width asked for, with the clipped step and
+// the spike marked, and its usage errors exit 2.
+TEST_F(GradnormctlTest, PlotDrawsTheHistory) {
+  TestClient client(NewChannel(target_));
+  v1::RunConfig config = Config(1);
+  config.mutable_spike_rule()->set_enabled(true);
+  config.mutable_spike_rule()->set_sigma(3);
+  config.mutable_spike_rule()->set_window(4);
+  config.mutable_spike_rule()->set_warmup_steps(4);
+  ASSERT_TRUE(client.RegisterRun("plot-run", config).ok());
+  // Norms 1, 3, 2, 4 (the window: mean 2.5, std 1.1), 1000 (a spike:
+  // skipped), 5 (within 3 sigma of the window, clipped at 4).
+  const double norms[] = {1.0, 3.0, 2.0, 4.0, 1000.0, 5.0};
+  for (int step = 0; step < 6; ++step) {
+    ASSERT_TRUE(
+        client.Report("plot-run", step, 0, norms[step] * norms[step]).ok());
+  }
+  Output plot = Ctl("plot plot-run --width=30 --height=8");
+  EXPECT_EQ(plot.exit_code, 0) << plot.text;
+  EXPECT_THAT(plot.text, ::testing::StartsWith("run plot-run: 6 rounds\n"));
+  // Step 3 (a total of exactly max_norm) and step 5 clipped, step 4 skipped.
+  EXPECT_THAT(plot.text, HasSubstr("\n          "
+                                   "   CSC\n"))
+      << plot.text;
+  EXPECT_THAT(plot.text, HasSubstr("step 0")) << plot.text;
+  EXPECT_EQ(Ctl("plot").exit_code, 2);
+  EXPECT_EQ(Ctl("plot nobody --width=30").exit_code, 1);
+  // --watch redraws (from the top of a cleared screen) until stopped, and
+  // shows rounds that arrive meanwhile.
+  Background watch =
+      Start("plot plot-run --width=30 --height=8 --watch", absl::Seconds(3));
+  absl::SleepFor(absl::Milliseconds(1200));
+  ASSERT_TRUE(client.Report("plot-run", 6, 0, 4.0).ok());
+  Output watched = Finish(std::move(watch));
+  EXPECT_EQ(watched.exit_code, 124) << watched.text;
+  EXPECT_THAT(watched.text, HasSubstr("\x1b[H\x1b[2Jrun plot-run: 6 rounds"));
+  EXPECT_THAT(watched.text, HasSubstr("\x1b[H\x1b[2Jrun plot-run: 7 rounds"));
+}
+
 // --help and --version exit 0, usage errors (unknown flag, bad value) exit
 // 2, and GRADNORM_TARGET / GRADNORM_TOKEN_FILE stand for the flags.
 TEST_F(GradnormctlTest, HelpVersionUsageErrorsAndEnvironment) {

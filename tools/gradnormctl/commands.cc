@@ -1,5 +1,6 @@
 #include "tools/gradnormctl/commands.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <iostream>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "grpcpp/client_context.h"
 #include "tools/gradnormctl/flags.h"
 #include "tools/gradnormctl/output.h"
+#include "tools/gradnormctl/plot.h"
 
 namespace gradnorm {
 namespace gradnormctl {
@@ -121,6 +123,49 @@ int History(Coordinator::Stub& stub, const std::string& token,
   }
   table.Print(std::cout);
   return 0;
+}
+
+int Plot(Coordinator::Stub& stub, const std::string& token,
+         const std::string& run_id) {
+  while (true) {
+    grpc::ClientContext run_context;
+    Prepare(&run_context, token, true);
+    gradnorm::v1::GetRunRequest get;
+    get.set_run_id(run_id);
+    gradnorm::v1::GetRunResponse run;
+    grpc::Status status = stub.GetRun(&run_context, get, &run);
+    if (!status.ok()) return Fail(status, "GetRun");
+    int columns = 0, lines = 0;
+    TerminalSize(&columns, &lines);
+    PlotOptions options;
+    options.width = absl::GetFlag(FLAGS_width) > 0
+                        ? static_cast<int>(absl::GetFlag(FLAGS_width))
+                        : columns;
+    options.height = absl::GetFlag(FLAGS_height) > 0
+                         ? static_cast<int>(absl::GetFlag(FLAGS_height))
+                         : std::max(3, lines - 6);
+    options.max_norm = run.run().config().max_norm();
+    grpc::ClientContext context;
+    Prepare(&context, token, true);
+    gradnorm::v1::GetHistoryRequest request;
+    request.set_run_id(run_id);
+    request.set_from_step(absl::GetFlag(FLAGS_from));
+    request.set_to_step(absl::GetFlag(FLAGS_to));
+    request.set_max_points(PlotColumns(options.width));
+    gradnorm::v1::GetHistoryResponse response;
+    status = stub.GetHistory(&context, request, &response);
+    if (!status.ok()) return Fail(status, "GetHistory");
+    uint64_t rounds = 0;
+    for (const auto& b : response.buckets()) rounds += b.rounds();
+    // --watch: clear the screen and draw from its top each time.
+    if (absl::GetFlag(FLAGS_watch)) std::cout << "\x1b[H\x1b[2J";
+    std::cout << "run " << run_id << ": " << rounds << " rounds"
+              << (response.downsampled() ? ", downsampled" : "") << "\n"
+              << RenderPlot(response, options);
+    std::cout.flush();
+    if (!absl::GetFlag(FLAGS_watch)) return 0;
+    absl::SleepFor(absl::Seconds(1));
+  }
 }
 
 int Summary(Coordinator::Stub& stub, const std::string& token,

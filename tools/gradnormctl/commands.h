@@ -25,6 +25,10 @@ int History(Coordinator::Stub& stub, const std::string& token,
             const std::string& run_id);
 int Summary(Coordinator::Stub& stub, const std::string& token,
             const std::string& run_id);
+// The history as a chart sized to the terminal (plot.h); --watch redraws it
+// every second until interrupted.
+int Plot(Coordinator::Stub& stub, const std::string& token,
+         const std::string& run_id);
 // Follows the run until the coordinator ends the stream (a finished run: 0)
 // or it fails; waits for a run not registered yet. --timeout bounds
 // connecting.

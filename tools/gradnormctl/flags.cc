@@ -35,6 +35,11 @@ ABSL_FLAG(std::string, token_file, "",
 ABSL_FLAG(bool, json, false, "Print the proto3 JSON mapping instead of tables");
 ABSL_FLAG(uint64_t, from, 0, "history/summary/watch: first step, inclusive");
 ABSL_FLAG(uint64_t, to, 0, "history/summary: last step, inclusive (0: latest)");
+ABSL_FLAG(uint32_t, width, 0,
+          "plot: characters per line (0: the terminal's width)");
+ABSL_FLAG(uint32_t, height, 0,
+          "plot: lines of chart (0: fit the terminal's height)");
+ABSL_FLAG(bool, watch, false, "plot: redraw every second until interrupted");
 ABSL_FLAG(uint32_t, points, 0,
           "history: at most this many buckets (0: every round)");
 ABSL_FLAG(uint32_t, top, 5,
@@ -76,8 +81,8 @@ namespace gradnormctl {
 
 const char kUsage[] =
     "usage: gradnormctl [flags] runs | run RUN | history RUN | summary RUN | "
-    "watch RUN | health | register RUN --participants=N | finish RUN | delete "
-    "RUN\n"
+    "plot RUN | watch RUN | health | register RUN --participants=N | finish "
+    "RUN | delete RUN\n"
     "(see --help for flags)";
 
 namespace {

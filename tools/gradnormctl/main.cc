@@ -4,6 +4,8 @@
 //   gradnormctl [flags] run RUN              describe one run
 //   gradnormctl [flags] history RUN [--from=S --to=S --points=N]
 //   gradnormctl [flags] summary RUN [--from=S --to=S --top=N]   (N >= 1)
+//   gradnormctl [flags] plot RUN [--from=S --to=S --width=W --height=H --watch]
+//                                            the history as a terminal chart
 //   gradnormctl [flags] watch RUN [--from=S] stream finalized rounds (waits
 //                                            for a run not registered yet)
 //   gradnormctl [flags] health [--service=NAME]
@@ -71,9 +73,9 @@ int main(int argc, char** argv) {
   }
   const std::string command = args[1];
   const bool needs_run = command == "run" || command == "history" ||
-                         command == "summary" || command == "watch" ||
-                         command == "register" || command == "finish" ||
-                         command == "delete";
+                         command == "plot" || command == "summary" ||
+                         command == "watch" || command == "register" ||
+                         command == "finish" || command == "delete";
   const bool known = needs_run || command == "runs" || command == "health";
   if (!known || (needs_run && args.size() != 3) ||
       (!needs_run && args.size() != 2)) {
@@ -111,6 +113,7 @@ int main(int argc, char** argv) {
   if (command == "health") return Health(*channel, *token);
   auto stub = Coordinator::NewStub(*channel);
   if (command == "runs") return Runs(*stub, *token);
+  if (command == "plot") return Plot(*stub, *token, args[2]);
   const std::string run_id = args[2];
   if (command == "run") return Run(*stub, *token, run_id);
   if (command == "register") return Register(*stub, *token, run_id, *config);
