@@ -252,6 +252,31 @@ TEST_F(GradnormctlTest, PlotDrawsTheHistory) {
   EXPECT_THAT(watched.text, HasSubstr("\x1b[H\x1b[2Jrun plot-run: 7 rounds"));
 }
 
+// export-tensorboard writes one event per finalized round into a new file.
+TEST_F(GradnormctlTest, ExportTensorBoardWritesEveryRound) {
+  TestClient client(NewChannel(target_));
+  ASSERT_TRUE(client.RegisterRun("tb-run", Config(1)).ok());
+  for (int step = 0; step < 3; ++step) {
+    ASSERT_TRUE(client.Report("tb-run", step, 0, 4.0 * (step + 1)).ok());
+  }
+  const std::string dir = TempPath("tensorboard");
+  Output out = Ctl("export-tensorboard tb-run " + dir);
+  EXPECT_EQ(out.exit_code, 0) << out.text;
+  EXPECT_THAT(out.text, HasSubstr("wrote 3 steps of run tb-run to " + dir +
+                                  "/events.out.tfevents."));
+  const std::string path = out.text.substr(
+      out.text.find(dir), out.text.size() - out.text.find(dir) - 1);
+  const std::string bytes = ReadWholeFile(path);
+  size_t events = 0;
+  for (size_t at = bytes.find("grad_norm/total"); at != std::string::npos;
+       at = bytes.find("grad_norm/total", at + 1)) {
+    ++events;
+  }
+  EXPECT_EQ(events, 3u);
+  EXPECT_EQ(Ctl("export-tensorboard tb-run").exit_code, 2);
+  EXPECT_EQ(Ctl("export-tensorboard nobody " + dir).exit_code, 1);
+}
+
 // --help and --version exit 0, usage errors (unknown flag, bad value) exit
 // 2, and GRADNORM_TARGET / GRADNORM_TOKEN_FILE stand for the flags.
 TEST_F(GradnormctlTest, HelpVersionUsageErrorsAndEnvironment) {

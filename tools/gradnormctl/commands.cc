@@ -17,6 +17,7 @@
 #include "tools/gradnormctl/flags.h"
 #include "tools/gradnormctl/output.h"
 #include "tools/gradnormctl/plot.h"
+#include "tools/gradnormctl/tensorboard.h"
 
 namespace gradnorm {
 namespace gradnormctl {
@@ -272,6 +273,51 @@ int Watch(const std::shared_ptr<grpc::Channel>& channel,
   if (!status.ok()) return Fail(status, "WatchRun");
   // The coordinator ends the stream by itself only for a finished run.
   std::cerr << "gradnormctl: run " << run_id << " is finished\n";
+  return 0;
+}
+
+int ExportTensorBoard(const std::shared_ptr<grpc::Channel>& channel,
+                      const std::string& token, const std::string& run_id,
+                      const std::string& dir) {
+  auto stub = Coordinator::NewStub(channel);
+  grpc::ClientContext lookup;
+  Prepare(&lookup, token, true);
+  gradnorm::v1::GetRunRequest get;
+  get.set_run_id(run_id);
+  gradnorm::v1::GetRunResponse run;
+  grpc::Status status = stub->GetRun(&lookup, get, &run);
+  if (!status.ok()) return Fail(status, "GetRun");
+  // A watch replays the stored rounds in step order: read up to the last step
+  // finalized now, then leave (a live run would stream on).
+  std::vector<gradnorm::v1::RoundResult> rounds;
+  const uint64_t from = absl::GetFlag(FLAGS_from);
+  if (run.run().rounds() > 0 && run.run().last_step() >= from) {
+    grpc::ClientContext context;
+    Prepare(&context, token, false);
+    gradnorm::v1::WatchRunRequest request;
+    request.set_run_id(run_id);
+    request.set_from_step(from);
+    auto reader = stub->WatchRun(&context, request);
+    gradnorm::v1::RoundResult round;
+    while (reader->Read(&round)) {
+      const uint64_t step = round.step();
+      rounds.push_back(round);
+      if (step >= run.run().last_step()) break;
+    }
+    context.TryCancel();
+    status = reader->Finish();
+    if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
+      return Fail(status, "WatchRun");
+    }
+  }
+  absl::StatusOr<std::string> path =
+      WriteTensorBoardEvents(rounds, dir, run_id);
+  if (!path.ok()) {
+    std::cerr << "gradnormctl: " << path.status().ToString() << "\n";
+    return 1;
+  }
+  std::cout << "wrote " << rounds.size() << " steps of run " << run_id << " to "
+            << *path << "\n";
   return 0;
 }
 

@@ -34,6 +34,11 @@ int Plot(Coordinator::Stub& stub, const std::string& token,
 // connecting.
 int Watch(const std::shared_ptr<grpc::Channel>& channel,
           const std::string& token, const std::string& run_id);
+// The run's finalized rounds from --from to its last one (at the call) as a
+// TensorBoard event file in `dir` (tensorboard.h); prints the file's path.
+int ExportTensorBoard(const std::shared_ptr<grpc::Channel>& channel,
+                      const std::string& token, const std::string& run_id,
+                      const std::string& dir);
 // 0 only when the server (or --service) is SERVING.
 int Health(const std::shared_ptr<grpc::Channel>& channel,
            const std::string& token);

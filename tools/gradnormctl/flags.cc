@@ -81,8 +81,8 @@ namespace gradnormctl {
 
 const char kUsage[] =
     "usage: gradnormctl [flags] runs | run RUN | history RUN | summary RUN | "
-    "plot RUN | watch RUN | health | register RUN --participants=N | finish "
-    "RUN | delete RUN\n"
+    "plot RUN | export-tensorboard RUN DIR | watch RUN | health | register "
+    "RUN --participants=N | finish RUN | delete RUN\n"
     "(see --help for flags)";
 
 namespace {

@@ -6,6 +6,9 @@
 //   gradnormctl [flags] summary RUN [--from=S --to=S --top=N]   (N >= 1)
 //   gradnormctl [flags] plot RUN [--from=S --to=S --width=W --height=H --watch]
 //                                            the history as a terminal chart
+//   gradnormctl [flags] export-tensorboard RUN DIR [--from=S]
+//                                            the run's rounds as a TensorBoard
+//                                            event file in DIR
 //   gradnormctl [flags] watch RUN [--from=S] stream finalized rounds (waits
 //                                            for a run not registered yet)
 //   gradnormctl [flags] health [--service=NAME]
@@ -76,9 +79,11 @@ int main(int argc, char** argv) {
                          command == "plot" || command == "summary" ||
                          command == "watch" || command == "register" ||
                          command == "finish" || command == "delete";
-  const bool known = needs_run || command == "runs" || command == "health";
-  if (!known || (needs_run && args.size() != 3) ||
-      (!needs_run && args.size() != 2)) {
+  const bool export_tb = command == "export-tensorboard";
+  const bool known =
+      needs_run || export_tb || command == "runs" || command == "health";
+  const size_t expected_args = export_tb ? 4 : needs_run ? 3 : 2;
+  if (!known || args.size() != expected_args) {
     std::cerr << "gradnormctl: bad command line\n" << kUsage << "\n";
     return 2;
   }
@@ -111,6 +116,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (command == "health") return Health(*channel, *token);
+  if (export_tb) return ExportTensorBoard(*channel, *token, args[2], args[3]);
   auto stub = Coordinator::NewStub(*channel);
   if (command == "runs") return Runs(*stub, *token);
   if (command == "plot") return Plot(*stub, *token, args[2]);
