@@ -55,20 +55,11 @@ int ServeRequest(mg_connection* connection, void* server) {
   return static_cast<HttpServer*>(server)->Serve(connection);
 }
 
-// civetweb's log lines while starting: why mg_start failed.
-struct StartLog {
-  absl::Mutex mu;
-  std::string text;
-};
-
 int LogMessage(const mg_connection* connection, const char* message) {
-  auto* log =
-      static_cast<StartLog*>(mg_get_user_data(mg_get_context(connection)));
-  if (log != nullptr) {
-    absl::MutexLock lock(&log->mu);
-    absl::StrAppend(&log->text, log->text.empty() ? "" : "; ", message);
-  }
-  return 1;  // Logged here: civetweb prints nothing.
+  auto* server =
+      static_cast<HttpServer*>(mg_get_user_data(mg_get_context(connection)));
+  if (server != nullptr) server->RecordLog(message);
+  return 1;  // Handled here: civetweb prints nothing.
 }
 
 }  // namespace
@@ -96,13 +87,16 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
   callbacks.log_message = LogMessage;
-  StartLog log;
-  server->context_ = mg_start(&callbacks, &log, config);
-  if (server->context_ == nullptr) {
-    absl::MutexLock lock(&log.mu);
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve HTTP on ", options.listen, ": ",
-                     log.text.empty() ? "civetweb could not start" : log.text));
+  server->context_ = mg_start(&callbacks, server.get(), config);
+  {
+    absl::MutexLock lock(&server->log_mu_);
+    server->starting_ = false;
+    if (server->context_ == nullptr) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve HTTP on ", options.listen, ": ",
+                       server->start_log_.empty() ? "civetweb could not start"
+                                                  : server->start_log_));
+    }
   }
   mg_set_request_handler(server->context_, "/", ServeRequest, server.get());
   mg_server_port ports[4];
@@ -117,9 +111,14 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
 
 HttpServer::~HttpServer() { Stop(); }
 
+void HttpServer::RecordLog(const char* message) {
+  absl::MutexLock lock(&log_mu_);
+  if (!starting_) return;
+  absl::StrAppend(&start_log_, start_log_.empty() ? "" : "; ", message);
+}
+
 void HttpServer::Stop() {
   if (context_ != nullptr) {
-    // The start log lives on Start's stack: no more log lines go there.
     mg_stop(context_);
     context_ = nullptr;
   }

@@ -18,7 +18,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "server/http/json_api.h"
 
 struct mg_context;
@@ -54,6 +56,9 @@ class HttpServer {
 
   // civetweb's request callback (public for its C signature).
   int Serve(void* connection);
+  // civetweb's log callback: lines logged while starting say why mg_start
+  // failed; later ones are dropped (civetweb prints nothing either way).
+  void RecordLog(const char* message);
 
  private:
   explicit HttpServer(Handler handler) : handler_(std::move(handler)) {}
@@ -61,6 +66,9 @@ class HttpServer {
   const Handler handler_;
   mg_context* context_ = nullptr;
   int port_ = 0;
+  absl::Mutex log_mu_;
+  bool starting_ ABSL_GUARDED_BY(log_mu_) = true;
+  std::string start_log_ ABSL_GUARDED_BY(log_mu_);
 };
 
 }  // namespace server

@@ -19,11 +19,6 @@ using ::testing::StartsWith;
 
 using testing::HttpGet;
 
-std::string Get(int port, const std::string& target,
-                const std::string& headers = "") {
-  return HttpGet(port, target, headers);
-}
-
 TEST(HttpServerTest, HandsTheDecodedRequestToTheHandlerAndWritesItsAnswer) {
   HttpRequest seen;
   auto server = HttpServer::Start({}, [&](const HttpRequest& request) {
@@ -35,7 +30,7 @@ TEST(HttpServerTest, HandsTheDecodedRequestToTheHandlerAndWritesItsAnswer) {
   });
   ASSERT_TRUE(server.ok()) << server.status();
   ASSERT_GT((*server)->port(), 0);
-  const std::string answer = Get(
+  const std::string answer = HttpGet(
       (*server)->port(), "/api/v1/runs/r%20x/history?buckets=10&from=2&x=a%2Bb",
       "Authorization: Bearer token-0123\r\n");
   EXPECT_THAT(answer, StartsWith("HTTP/1.1 404 Not Found\r\n"));
@@ -61,7 +56,8 @@ TEST(HttpServerTest, ServesConcurrentRequests) {
   std::atomic<int> ok{0};
   for (int i = 0; i < 16; ++i) {
     clients.emplace_back([&] {
-      if (Get((*server)->port(), "/").find("\r\n\r\nok") != std::string::npos) {
+      if (HttpGet((*server)->port(), "/").find("\r\n\r\nok") !=
+          std::string::npos) {
         ++ok;
       }
     });
@@ -96,7 +92,7 @@ TEST(HttpServerTest, StopClosesThePort) {
   const int port = (*server)->port();
   (*server)->Stop();
   (*server)->Stop();  // Idempotent.
-  EXPECT_EQ(Get(port, "/"), "connect failed");
+  EXPECT_EQ(HttpGet(port, "/"), "connect failed");
 }
 
 }  // namespace
