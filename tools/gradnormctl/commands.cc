@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <iostream>
+#include <optional>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -41,6 +42,35 @@ int Fail(const grpc::Status& status, const std::string& call) {
   return 1;
 }
 
+// One unary call of `rpc` on `stub` with the token, bounded by --timeout.
+template <typename Stub, typename Request, typename Response>
+grpc::Status Invoke(grpc::Status (Stub::*rpc)(grpc::ClientContext*,
+                                              const Request&, Response*),
+                    Stub& stub, const std::string& token,
+                    const Request& request, Response* response) {
+  grpc::ClientContext context;
+  Prepare(&context, token, true);
+  return (stub.*rpc)(&context, request, response);
+}
+
+// Invoke, then the command's end when it has one: a failure printed (exit
+// 1), or with --json the response printed (exit 0). nullopt: the caller
+// prints its table.
+template <typename Stub, typename Request, typename Response>
+std::optional<int> CallOrPrintJson(
+    const char* name,
+    grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
+    Stub& stub, const std::string& token, const Request& request,
+    Response* response) {
+  grpc::Status status = Invoke(rpc, stub, token, request, response);
+  if (!status.ok()) return Fail(status, name);
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(*response);
+    return 0;
+  }
+  return std::nullopt;
+}
+
 // Waits until `channel` is connected or has failed to connect (then the call
 // that follows fails at once with gRPC's own UNAVAILABLE and its reason);
 // DEADLINE_EXCEEDED when it is still connecting at the --timeout deadline.
@@ -66,14 +96,11 @@ grpc::Status AwaitConnection(grpc::Channel& channel) {
 }  // namespace
 
 int Runs(Coordinator::Stub& stub, const std::string& token) {
-  grpc::ClientContext context;
-  Prepare(&context, token, true);
   gradnorm::v1::ListRunsResponse response;
-  grpc::Status status = stub.ListRuns(&context, {}, &response);
-  if (!status.ok()) return Fail(status, "ListRuns");
-  if (absl::GetFlag(FLAGS_json)) {
-    PrintJson(response);
-    return 0;
+  if (std::optional<int> done =
+          CallOrPrintJson("ListRuns", &Coordinator::Stub::ListRuns, stub, token,
+                          gradnorm::v1::ListRunsRequest(), &response)) {
+    return *done;
   }
   Table table(kRunHeader);
   for (const auto& run : response.runs()) table.Add(RunRow(run));
@@ -83,16 +110,13 @@ int Runs(Coordinator::Stub& stub, const std::string& token) {
 
 int Run(Coordinator::Stub& stub, const std::string& token,
         const std::string& run_id) {
-  grpc::ClientContext context;
-  Prepare(&context, token, true);
   gradnorm::v1::GetRunRequest request;
   request.set_run_id(run_id);
   gradnorm::v1::GetRunResponse response;
-  grpc::Status status = stub.GetRun(&context, request, &response);
-  if (!status.ok()) return Fail(status, "GetRun");
-  if (absl::GetFlag(FLAGS_json)) {
-    PrintJson(response);
-    return 0;
+  if (std::optional<int> done =
+          CallOrPrintJson("GetRun", &Coordinator::Stub::GetRun, stub, token,
+                          request, &response)) {
+    return *done;
   }
   PrintRun(response.run());
   return 0;
@@ -100,19 +124,16 @@ int Run(Coordinator::Stub& stub, const std::string& token,
 
 int History(Coordinator::Stub& stub, const std::string& token,
             const std::string& run_id) {
-  grpc::ClientContext context;
-  Prepare(&context, token, true);
   gradnorm::v1::GetHistoryRequest request;
   request.set_run_id(run_id);
   request.set_from_step(absl::GetFlag(FLAGS_from));
   request.set_to_step(absl::GetFlag(FLAGS_to));
   request.set_max_points(absl::GetFlag(FLAGS_points));
   gradnorm::v1::GetHistoryResponse response;
-  grpc::Status status = stub.GetHistory(&context, request, &response);
-  if (!status.ok()) return Fail(status, "GetHistory");
-  if (absl::GetFlag(FLAGS_json)) {
-    PrintJson(response);
-    return 0;
+  if (std::optional<int> done =
+          CallOrPrintJson("GetHistory", &Coordinator::Stub::GetHistory, stub,
+                          token, request, &response)) {
+    return *done;
   }
   Table table({"FIRST_STEP", "LAST_STEP", "ROUNDS", "MIN", "MEAN", "MAX",
                "LAST", "CLIPPED", "SKIPPED", "MAX_SPREAD_S"});
@@ -128,14 +149,14 @@ int History(Coordinator::Stub& stub, const std::string& token,
 
 int Plot(Coordinator::Stub& stub, const std::string& token,
          const std::string& run_id) {
+  // The run's max_norm, for the threshold line: it does not change.
+  gradnorm::v1::GetRunRequest get;
+  get.set_run_id(run_id);
+  gradnorm::v1::GetRunResponse run;
+  grpc::Status status =
+      Invoke(&Coordinator::Stub::GetRun, stub, token, get, &run);
+  if (!status.ok()) return Fail(status, "GetRun");
   while (true) {
-    grpc::ClientContext run_context;
-    Prepare(&run_context, token, true);
-    gradnorm::v1::GetRunRequest get;
-    get.set_run_id(run_id);
-    gradnorm::v1::GetRunResponse run;
-    grpc::Status status = stub.GetRun(&run_context, get, &run);
-    if (!status.ok()) return Fail(status, "GetRun");
     int columns = 0, lines = 0;
     TerminalSize(&columns, &lines);
     PlotOptions options;
@@ -146,15 +167,14 @@ int Plot(Coordinator::Stub& stub, const std::string& token,
                          ? static_cast<int>(absl::GetFlag(FLAGS_height))
                          : std::max(3, lines - 6);
     options.max_norm = run.run().config().max_norm();
-    grpc::ClientContext context;
-    Prepare(&context, token, true);
     gradnorm::v1::GetHistoryRequest request;
     request.set_run_id(run_id);
     request.set_from_step(absl::GetFlag(FLAGS_from));
     request.set_to_step(absl::GetFlag(FLAGS_to));
     request.set_max_points(PlotColumns(options.width));
     gradnorm::v1::GetHistoryResponse response;
-    status = stub.GetHistory(&context, request, &response);
+    status =
+        Invoke(&Coordinator::Stub::GetHistory, stub, token, request, &response);
     if (!status.ok()) return Fail(status, "GetHistory");
     uint64_t rounds = 0;
     for (const auto& b : response.buckets()) rounds += b.rounds();
@@ -171,19 +191,16 @@ int Plot(Coordinator::Stub& stub, const std::string& token,
 
 int Summary(Coordinator::Stub& stub, const std::string& token,
             const std::string& run_id) {
-  grpc::ClientContext context;
-  Prepare(&context, token, true);
   gradnorm::v1::GetSummaryRequest request;
   request.set_run_id(run_id);
   request.set_from_step(absl::GetFlag(FLAGS_from));
   request.set_to_step(absl::GetFlag(FLAGS_to));
   request.set_top_slowest(absl::GetFlag(FLAGS_top));
   gradnorm::v1::GetSummaryResponse response;
-  grpc::Status status = stub.GetSummary(&context, request, &response);
-  if (!status.ok()) return Fail(status, "GetSummary");
-  if (absl::GetFlag(FLAGS_json)) {
-    PrintJson(response);
-    return 0;
+  if (std::optional<int> done =
+          CallOrPrintJson("GetSummary", &Coordinator::Stub::GetSummary, stub,
+                          token, request, &response)) {
+    return *done;
   }
   Table table({"STAT", "VALUE"});
   table.Add({"rounds", absl::StrCat(response.rounds())});
@@ -225,12 +242,11 @@ int Watch(const std::shared_ptr<grpc::Channel>& channel,
   // A run that is not registered yet (watch started before the trainers):
   // wait for it, saying so once, rather than fail.
   for (bool told = false;;) {
-    grpc::ClientContext lookup;
-    Prepare(&lookup, token, true);
     gradnorm::v1::GetRunRequest get;
     get.set_run_id(run_id);
     gradnorm::v1::GetRunResponse run;
-    grpc::Status found = stub->GetRun(&lookup, get, &run);
+    grpc::Status found =
+        Invoke(&Coordinator::Stub::GetRun, *stub, token, get, &run);
     if (found.ok()) break;
     if (found.error_code() != grpc::StatusCode::NOT_FOUND) {
       return Fail(found, "GetRun");
@@ -280,12 +296,11 @@ int ExportTensorBoard(const std::shared_ptr<grpc::Channel>& channel,
                       const std::string& token, const std::string& run_id,
                       const std::string& dir) {
   auto stub = Coordinator::NewStub(channel);
-  grpc::ClientContext lookup;
-  Prepare(&lookup, token, true);
   gradnorm::v1::GetRunRequest get;
   get.set_run_id(run_id);
   gradnorm::v1::GetRunResponse run;
-  grpc::Status status = stub->GetRun(&lookup, get, &run);
+  grpc::Status status =
+      Invoke(&Coordinator::Stub::GetRun, *stub, token, get, &run);
   if (!status.ok()) return Fail(status, "GetRun");
   // A watch replays the stored rounds in step order: read up to the last step
   // finalized now, then leave (a live run would stream on).
@@ -324,12 +339,11 @@ int ExportTensorBoard(const std::shared_ptr<grpc::Channel>& channel,
 int Health(const std::shared_ptr<grpc::Channel>& channel,
            const std::string& token) {
   auto stub = grpc::health::v1::Health::NewStub(channel);
-  grpc::ClientContext context;
-  Prepare(&context, token, true);
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(absl::GetFlag(FLAGS_service));
   grpc::health::v1::HealthCheckResponse response;
-  grpc::Status status = stub->Check(&context, request, &response);
+  grpc::Status status = Invoke(&grpc::health::v1::Health::Stub::Check, *stub,
+                               token, request, &response);
   if (!status.ok()) return Fail(status, "Health.Check");
   if (absl::GetFlag(FLAGS_json)) {
     PrintJson(response);
@@ -345,17 +359,14 @@ int Health(const std::shared_ptr<grpc::Channel>& channel,
 
 int Register(Coordinator::Stub& stub, const std::string& token,
              const std::string& run_id, const gradnorm::v1::RunConfig& config) {
-  grpc::ClientContext context;
-  Prepare(&context, token, true);
   gradnorm::v1::RegisterRunRequest request;
   request.set_run_id(run_id);
   *request.mutable_config() = config;
   gradnorm::v1::RegisterRunResponse response;
-  grpc::Status status = stub.RegisterRun(&context, request, &response);
-  if (!status.ok()) return Fail(status, "RegisterRun");
-  if (absl::GetFlag(FLAGS_json)) {
-    PrintJson(response);
-    return 0;
+  if (std::optional<int> done =
+          CallOrPrintJson("RegisterRun", &Coordinator::Stub::RegisterRun, stub,
+                          token, request, &response)) {
+    return *done;
   }
   std::cout << (response.created() ? "registered run "
                                    : "run already registered: ")
@@ -366,16 +377,13 @@ int Register(Coordinator::Stub& stub, const std::string& token,
 
 int Finish(Coordinator::Stub& stub, const std::string& token,
            const std::string& run_id) {
-  grpc::ClientContext context;
-  Prepare(&context, token, true);
   gradnorm::v1::FinishRunRequest request;
   request.set_run_id(run_id);
   gradnorm::v1::FinishRunResponse response;
-  grpc::Status status = stub.FinishRun(&context, request, &response);
-  if (!status.ok()) return Fail(status, "FinishRun");
-  if (absl::GetFlag(FLAGS_json)) {
-    PrintJson(response);
-    return 0;
+  if (std::optional<int> done =
+          CallOrPrintJson("FinishRun", &Coordinator::Stub::FinishRun, stub,
+                          token, request, &response)) {
+    return *done;
   }
   std::cout << "finished run " << run_id;
   if (response.abandoned_rounds() > 0) {
@@ -389,16 +397,13 @@ int Finish(Coordinator::Stub& stub, const std::string& token,
 
 int Delete(Coordinator::Stub& stub, const std::string& token,
            const std::string& run_id) {
-  grpc::ClientContext context;
-  Prepare(&context, token, true);
   gradnorm::v1::DeleteRunRequest request;
   request.set_run_id(run_id);
   gradnorm::v1::DeleteRunResponse response;
-  grpc::Status status = stub.DeleteRun(&context, request, &response);
-  if (!status.ok()) return Fail(status, "DeleteRun");
-  if (absl::GetFlag(FLAGS_json)) {
-    PrintJson(response);
-    return 0;
+  if (std::optional<int> done =
+          CallOrPrintJson("DeleteRun", &Coordinator::Stub::DeleteRun, stub,
+                          token, request, &response)) {
+    return *done;
   }
   std::cout << "deleted run " << run_id << " and its " << response.rounds()
             << " rounds\n";
