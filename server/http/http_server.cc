@@ -62,6 +62,20 @@ int LogMessage(const mg_connection* connection, const char* message) {
   return 1;  // Handled here: civetweb prints nothing.
 }
 
+// Writes a streamed body straight to the client's socket.
+class ConnectionWriter : public ResponseWriter {
+ public:
+  explicit ConnectionWriter(mg_connection* connection)
+      : connection_(connection) {}
+  bool Write(absl::string_view bytes) override {
+    return mg_write(connection_, bytes.data(), bytes.size()) ==
+           static_cast<int>(bytes.size());
+  }
+
+ private:
+  mg_connection* const connection_;
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
@@ -73,9 +87,16 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
         "HTTP listen address '", options.listen,
         "' is invalid; expected host:port (port 0: any free one)"));
   }
+  if (options.max_streams < 0 || options.max_streams >= options.threads) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "HTTP max_streams ", options.max_streams,
+        " is invalid; expected 0 to threads - 1 (", options.threads - 1,
+        "): each stream holds a worker thread"));
+  }
   static std::once_flag init;
   std::call_once(init, [] { mg_init_library(0); });
-  auto server = std::unique_ptr<HttpServer>(new HttpServer(std::move(handler)));
+  auto server = std::unique_ptr<HttpServer>(
+      new HttpServer(std::move(handler), options.max_streams));
   const std::string threads = absl::StrCat(options.threads);
   const char* config[] = {"listening_ports",
                           options.listen.c_str(),
@@ -117,11 +138,65 @@ void HttpServer::RecordLog(const char* message) {
   absl::StrAppend(&start_log_, start_log_.empty() ? "" : "; ", message);
 }
 
+bool HttpServer::BeginStream(StreamSignal* signal) {
+  absl::MutexLock lock(&streams_mu_);
+  if (stopping_ || static_cast<int>(streams_.size()) >= max_streams_) {
+    return false;
+  }
+  streams_.insert(signal);
+  return true;
+}
+
+void HttpServer::EndStream(StreamSignal* signal) {
+  absl::MutexLock lock(&streams_mu_);
+  streams_.erase(signal);
+}
+
 void HttpServer::Stop() {
+  {
+    absl::MutexLock lock(&streams_mu_);
+    stopping_ = true;
+    for (StreamSignal* signal : streams_) signal->Cancel();
+    // Streams write their end event before the port closes (civetweb drops
+    // writes once stopping); one stuck writing to a client that reads
+    // nothing is cut off.
+    auto ended = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_) {
+      return streams_.empty();
+    };
+    streams_mu_.AwaitWithTimeout(absl::Condition(&ended), absl::Seconds(5));
+  }
   if (context_ != nullptr) {
     mg_stop(context_);
     context_ = nullptr;
   }
+}
+
+int HttpServer::ServeStream(void* opaque, const HttpResponse& response) {
+  auto* connection = static_cast<mg_connection*>(opaque);
+  if (!BeginStream(response.signal.get())) {
+    const std::string body = absl::StrCat(
+        "{\"code\":\"UNAVAILABLE\",\"message\":\"this coordinator serves ",
+        max_streams_,
+        " event streams at most, or is stopping; close one or retry "
+        "later\"}");
+    mg_printf(connection,
+              "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+              "application/json\r\nContent-Length: %zu\r\nRetry-After: "
+              "5\r\nConnection: close\r\n\r\n",
+              body.size());
+    mg_write(connection, body.data(), body.size());
+    return 503;
+  }
+  mg_printf(connection,
+            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nCache-Control: "
+            "no-store\r\nX-Accel-Buffering: no\r\nConnection: "
+            "close\r\n\r\n",
+            response.status, Reason(response.status),
+            response.content_type.c_str());
+  ConnectionWriter writer(connection);
+  response.stream(writer, *response.signal);
+  EndStream(response.signal.get());
+  return response.status;
 }
 
 int HttpServer::Serve(void* opaque) {
@@ -142,7 +217,11 @@ int HttpServer::Serve(void* opaque) {
   if (const char* authorization = mg_get_header(connection, "Authorization")) {
     request.authorization = authorization;
   }
+  if (const char* last = mg_get_header(connection, "Last-Event-ID")) {
+    request.last_event_id = last;
+  }
   const HttpResponse response = handler_(request);
+  if (response.stream) return ServeStream(connection, response);
   mg_printf(connection,
             "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
             "Cache-Control: no-store\r\nConnection: close\r\n\r\n",

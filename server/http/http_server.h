@@ -10,7 +10,10 @@
 //   int port = server->port();
 //
 // Requests run on the server's worker threads; the handler must be
-// thread-safe. Stop (or the destructor) waits for requests in progress.
+// thread-safe. A streamed response (HttpResponse::stream) holds its worker
+// until it ends; at most `max_streams` run at once, and the next is refused
+// with 503. Stop (or the destructor) cancels the streams and waits for
+// requests in progress.
 #ifndef GRADNORM_SERVER_HTTP_HTTP_SERVER_H_
 #define GRADNORM_SERVER_HTTP_HTTP_SERVER_H_
 
@@ -19,9 +22,11 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "server/http/json_api.h"
+#include "server/http/http_message.h"
+#include "server/http/stream_signal.h"
 
 struct mg_context;
 
@@ -32,7 +37,10 @@ struct HttpServerOptions {
   // host:port; port 0 picks a free port (see HttpServer::port()).
   std::string listen = "127.0.0.1:0";
   // Worker threads, each serving one connection at a time.
-  int threads = 8;
+  int threads = 32;
+  // Streamed responses (event streams) served at once; each holds a worker
+  // thread. Must be below `threads`.
+  int max_streams = 24;
 };
 
 class HttpServer {
@@ -56,14 +64,26 @@ class HttpServer {
 
   // civetweb's request callback (public for its C signature).
   int Serve(void* connection);
+  // Serves a streamed response (HttpResponse::stream).
+  int ServeStream(void* connection, const HttpResponse& response);
   // civetweb's log callback: lines logged while starting say why mg_start
   // failed; later ones are dropped (civetweb prints nothing either way).
   void RecordLog(const char* message);
 
  private:
-  explicit HttpServer(Handler handler) : handler_(std::move(handler)) {}
+  HttpServer(Handler handler, int max_streams)
+      : handler_(std::move(handler)), max_streams_(max_streams) {}
+
+  // Registers a stream about to start; false when the server is stopping or
+  // serves max_streams_ already.
+  bool BeginStream(StreamSignal* signal);
+  void EndStream(StreamSignal* signal);
 
   const Handler handler_;
+  const int max_streams_;
+  absl::Mutex streams_mu_;
+  bool stopping_ ABSL_GUARDED_BY(streams_mu_) = false;
+  absl::flat_hash_set<StreamSignal*> streams_ ABSL_GUARDED_BY(streams_mu_);
   mg_context* context_ = nullptr;
   int port_ = 0;
   absl::Mutex log_mu_;

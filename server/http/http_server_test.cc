@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/http/http_test_client.h"
@@ -14,7 +15,9 @@ namespace gradnorm {
 namespace server {
 namespace {
 
+using ::testing::Eq;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 using testing::HttpGet;
@@ -93,6 +96,79 @@ TEST(HttpServerTest, StopClosesThePort) {
   (*server)->Stop();
   (*server)->Stop();  // Idempotent.
   EXPECT_EQ(HttpGet(port, "/"), "connect failed");
+}
+
+// A stream that writes one event, then waits until the server stops.
+HttpResponse WaitingStream(absl::Notification* streaming) {
+  HttpResponse response;
+  response.content_type = "text/event-stream";
+  response.signal = std::make_shared<StreamSignal>();
+  response.stream = [streaming](ResponseWriter& out, StreamSignal& signal) {
+    out.Write("data: first\n\n");
+    if (!streaming->HasBeenNotified()) streaming->Notify();
+    while (signal.WaitFor(absl::Seconds(30)) != StreamSignal::kCancelled) {
+    }
+    out.Write("event: end\n\n");
+  };
+  return response;
+}
+
+TEST(HttpServerTest, StreamsUntilStopCancelsTheStream) {
+  absl::Notification streaming;
+  auto server = HttpServer::Start(
+      {}, [&](const HttpRequest&) { return WaitingStream(&streaming); });
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::string answer;
+  std::thread client([&] { answer = HttpGet((*server)->port(), "/events"); });
+  ASSERT_TRUE(streaming.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  (*server)->Stop();  // Returns only once the stream ended.
+  client.join();
+  EXPECT_THAT(answer, StartsWith("HTTP/1.1 200 OK\r\n"));
+  EXPECT_THAT(answer, HasSubstr("Content-Type: text/event-stream\r\n"));
+  EXPECT_THAT(answer, Not(HasSubstr("Content-Length")));
+  EXPECT_THAT(testing::HttpBody(answer), Eq("data: first\n\nevent: end\n\n"));
+}
+
+TEST(HttpServerTest, RefusesStreamsBeyondTheLimit) {
+  absl::Notification streaming;
+  HttpServerOptions options;
+  options.threads = 3;
+  options.max_streams = 1;
+  auto server = HttpServer::Start(
+      options, [&](const HttpRequest&) { return WaitingStream(&streaming); });
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::string first;
+  std::thread client([&] { first = HttpGet((*server)->port(), "/events"); });
+  ASSERT_TRUE(streaming.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  const std::string second = HttpGet((*server)->port(), "/events");
+  EXPECT_THAT(second, StartsWith("HTTP/1.1 503 Service Unavailable\r\n"));
+  EXPECT_THAT(second, HasSubstr("Retry-After: 5\r\n"));
+  EXPECT_THAT(second, HasSubstr("serves 1 event streams at most"));
+  (*server)->Stop();
+  client.join();
+  EXPECT_THAT(first, HasSubstr("data: first"));
+}
+
+TEST(HttpServerTest, MaxStreamsMustLeaveAWorkerFree) {
+  HttpServerOptions options;
+  options.threads = 4;
+  options.max_streams = 4;
+  EXPECT_EQ(HttpServer::Start(options,
+                              [](const HttpRequest&) { return HttpResponse(); })
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(HttpServerTest, PassesLastEventId) {
+  HttpRequest seen;
+  auto server = HttpServer::Start({}, [&](const HttpRequest& request) {
+    seen = request;
+    return HttpResponse{200, "text/plain", "ok"};
+  });
+  ASSERT_TRUE(server.ok());
+  HttpGet((*server)->port(), "/", "Last-Event-ID: 41\r\n");
+  EXPECT_EQ(seen.last_event_id, "41");
 }
 
 }  // namespace

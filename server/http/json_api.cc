@@ -1,5 +1,6 @@
 #include "server/http/json_api.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <utility>
 
@@ -9,6 +10,7 @@
 #include "absl/strings/strip.h"
 #include "server/core/number_format.h"
 #include "server/http/proto_json.h"
+#include "server/http/round_events.h"
 
 namespace gradnorm {
 namespace server {
@@ -94,47 +96,6 @@ HttpResponse JsonApi::Rounds(const HttpRequest& request,
   return response;
 }
 
-int HttpStatusOf(absl::StatusCode code) {
-  switch (code) {
-    case absl::StatusCode::kOk:
-      return 200;
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kOutOfRange:
-      return 400;
-    case absl::StatusCode::kUnauthenticated:
-      return 401;
-    case absl::StatusCode::kPermissionDenied:
-      return 403;
-    case absl::StatusCode::kNotFound:
-      return 404;
-    case absl::StatusCode::kAlreadyExists:
-    case absl::StatusCode::kAborted:
-    case absl::StatusCode::kFailedPrecondition:
-      return 409;
-    case absl::StatusCode::kResourceExhausted:
-      return 429;
-    case absl::StatusCode::kCancelled:
-      return 499;
-    case absl::StatusCode::kUnimplemented:
-      return 501;
-    case absl::StatusCode::kUnavailable:
-      return 503;
-    case absl::StatusCode::kDeadlineExceeded:
-      return 504;
-    default:
-      return 500;
-  }
-}
-
-HttpResponse ErrorResponse(const absl::Status& status) {
-  HttpResponse response;
-  response.status = HttpStatusOf(status.code());
-  response.body = absl::StrCat(
-      "{\"code\":", JsonString(absl::StatusCodeToString(status.code())),
-      ",\"message\":", JsonString(std::string(status.message())), "}");
-  return response;
-}
-
 HttpResponse JsonApi::Handle(const HttpRequest& request) const {
   if (request.method != "GET") {
     return ErrorResponse(absl::UnimplementedError(
@@ -168,7 +129,7 @@ HttpResponse JsonApi::Handle(const HttpRequest& request) const {
       request.path,
       " is not an endpoint; expected /api/v1/runs, /api/v1/runs/RUN, "
       "/api/v1/runs/RUN/history, /api/v1/runs/RUN/summary, "
-      "/api/v1/runs/RUN/rounds or /metrics")));
+      "/api/v1/runs/RUN/rounds, /api/v1/runs/RUN/events or /metrics")));
 }
 
 HttpResponse JsonApi::HandleRun(const HttpRequest& request,
@@ -216,9 +177,20 @@ HttpResponse JsonApi::HandleRun(const HttpRequest& request,
     return Json(*summary);
   }
   if (what == "rounds") return Rounds(request, run_id, *from, *to);
-  return ErrorResponse(absl::NotFoundError(
-      absl::StrCat(request.path, " is not an endpoint; expected /api/v1/runs/",
-                   run_id, ", .../history, .../summary or .../rounds")));
+  if (what == "events") {
+    uint64_t start = *from;
+    // A reconnecting EventSource resumes after the last step it saw.
+    uint64_t last_seen = 0;
+    if (!request.last_event_id.empty() &&
+        absl::SimpleAtoi(request.last_event_id, &last_seen) &&
+        last_seen < UINT64_MAX) {
+      start = std::max(start, last_seen + 1);
+    }
+    return RoundEvents(aggregator_, run_id, start, keepalive_);
+  }
+  return ErrorResponse(absl::NotFoundError(absl::StrCat(
+      request.path, " is not an endpoint; expected /api/v1/runs/", run_id,
+      ", .../history, .../summary, .../rounds or .../events")));
 }
 
 }  // namespace server

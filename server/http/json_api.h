@@ -16,6 +16,9 @@
 //                                          "next_from":S} (null after the last
 //                                          page); limit 1 to 10000 (1000); CSV:
 //                                          a header line and one line a round
+//   GET /api/v1/runs/RUN/events?from=S     the run's finalized rounds from
+//                                          step S on, live, as Server-Sent
+//                                          Events (round_events.h)
 //   GET /metrics                           Prometheus text format
 //
 // Every request carries "Authorization: Bearer TOKEN" of role viewer or
@@ -32,48 +35,31 @@
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "server/core/aggregator.h"
+#include "server/http/http_error.h"
+#include "server/http/http_message.h"
 #include "server/rpc/auth.h"
 
 namespace gradnorm {
 namespace server {
 
-struct HttpRequest {
-  std::string method;  // "GET"
-  std::string path;    // URL-decoded, without the query
-  // Query parameters, URL-decoded.
-  std::map<std::string, std::string> query;
-  // The Authorization header's value ("" when absent).
-  std::string authorization;
-};
-
-struct HttpResponse {
-  int status = 200;
-  std::string content_type = "application/json";
-  std::string body;
-};
-
-// The HTTP status of an absl::StatusCode (OK 200, INVALID_ARGUMENT 400,
-// UNAUTHENTICATED 401, PERMISSION_DENIED 403, NOT_FOUND 404, ...).
-int HttpStatusOf(absl::StatusCode code);
-
-// {"code":"NOT_FOUND","message":"..."} with HttpStatusOf(status.code()).
-HttpResponse ErrorResponse(const absl::Status& status);
-
 class JsonApi {
  public:
   // `auth` may be null (no authentication). `metrics_text` returns the
   // Prometheus exposition of the coordinator's metrics; empty: /metrics is
-  // NOT_FOUND. None is owned.
+  // NOT_FOUND. An event stream without rounds sends a comment every
+  // `keepalive`. None is owned.
   JsonApi(Aggregator* aggregator, const TokenAuthenticator* auth,
-          std::function<std::string()> metrics_text = nullptr)
+          std::function<std::string()> metrics_text = nullptr,
+          absl::Duration keepalive = absl::Seconds(15))
       : aggregator_(aggregator),
         auth_(auth),
-        metrics_text_(std::move(metrics_text)) {}
+        metrics_text_(std::move(metrics_text)),
+        keepalive_(keepalive) {}
 
   HttpResponse Handle(const HttpRequest& request) const;
 
@@ -86,6 +72,7 @@ class JsonApi {
   Aggregator* const aggregator_;
   const TokenAuthenticator* const auth_;
   const std::function<std::string()> metrics_text_;
+  const absl::Duration keepalive_;
 };
 
 }  // namespace server
