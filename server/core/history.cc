@@ -49,7 +49,7 @@ v1::GetHistoryResponse BuildHistory(
     bucket->set_rounds(size);
     double min = kNaN, max = kNaN, sum = 0, spread = 0;
     size_t finite = 0;
-    uint32_t clipped = 0, skipped = 0;
+    uint32_t clipped = 0, skipped = 0, nonfinite = 0, spike = 0;
     for (size_t i = begin; i < begin + size; ++i) {
       const v1::RoundResult& r = rounds[i]->result;
       if (std::isfinite(r.total_norm())) {
@@ -60,6 +60,9 @@ v1::GetHistoryResponse BuildHistory(
       }
       clipped += r.action() == v1::ACTION_CLIP;
       skipped += r.action() == v1::ACTION_SKIP;
+      nonfinite +=
+          r.action() == v1::ACTION_SKIP && r.reason() == v1::REASON_NONFINITE;
+      spike += r.action() == v1::ACTION_SKIP && r.reason() == v1::REASON_SPIKE;
       spread = std::max(spread, r.arrival_spread_seconds());
     }
     bucket->set_min_norm(min);
@@ -68,6 +71,10 @@ v1::GetHistoryResponse BuildHistory(
     bucket->set_last_norm(rounds[begin + size - 1]->result.total_norm());
     bucket->set_clipped(clipped);
     bucket->set_skipped(skipped);
+    bucket->set_skipped_nonfinite(nonfinite);
+    bucket->set_skipped_spike(spike);
+    bucket->set_effective_max_norm(
+        rounds[begin + size - 1]->result.effective_max_norm());
     bucket->set_max_arrival_spread_seconds(spread);
     bucket->set_first_finalized_unix_micros(
         rounds[begin]->result.finalized_unix_micros());

@@ -30,6 +30,9 @@ std::vector<RoundRecord> TenRounds() {
     r.result.set_action(step == 4   ? v1::ACTION_CLIP
                         : step == 5 ? v1::ACTION_SKIP
                                     : v1::ACTION_NONE);
+    if (step == 5) r.result.set_reason(v1::REASON_NONFINITE);
+    // The threshold of an adaptive policy, moving.
+    r.result.set_effective_max_norm(10 + step);
     const double lag1 = step == 4 ? 1.0 : 0.2;
     r.result.set_arrival_spread_seconds(step == 4 ? 1.0 : 0.5);
     r.result.set_slowest_participant(step == 4 ? 1 : 2);
@@ -73,6 +76,7 @@ TEST(BuildHistoryTest, DownsamplesKeepingExtremes) {
   EXPECT_EQ(b0.last_norm(), 4);
   EXPECT_EQ(b0.clipped(), 0u);
   EXPECT_EQ(b0.skipped(), 0u);
+  EXPECT_EQ(b0.skipped_nonfinite(), 0u);
   EXPECT_EQ(b0.max_arrival_spread_seconds(), 0.5);
   const v1::HistoryBucket& b1 = h.buckets(1);
   EXPECT_EQ(b1.first_step(), 4u);
@@ -83,6 +87,9 @@ TEST(BuildHistoryTest, DownsamplesKeepingExtremes) {
   EXPECT_EQ(b1.last_norm(), 5);
   EXPECT_EQ(b1.clipped(), 1u);
   EXPECT_EQ(b1.skipped(), 1u);
+  EXPECT_EQ(b1.skipped_nonfinite(), 1u);
+  EXPECT_EQ(b1.skipped_spike(), 0u);
+  EXPECT_EQ(b1.effective_max_norm(), 16);  // Its last round's.
   EXPECT_EQ(b1.max_arrival_spread_seconds(), 1.0);
   EXPECT_EQ(b1.first_finalized_unix_micros(), 104'000'000);
   EXPECT_EQ(b1.last_finalized_unix_micros(), 106'000'000);
@@ -104,6 +111,17 @@ TEST(BuildHistoryTest, OneBucketPerRoundWithoutDownsampling) {
     EXPECT_EQ(h.buckets(5).skipped(), 1u);
   }
   EXPECT_EQ(BuildHistory({}, 5).buckets_size(), 0);
+}
+
+TEST(BuildHistoryTest, TellsSpikeSkipsFromNonFiniteOnes) {
+  std::vector<RoundRecord> rounds = TenRounds();
+  rounds[4].result.set_action(v1::ACTION_SKIP);
+  rounds[4].result.set_reason(v1::REASON_SPIKE);
+  v1::GetHistoryResponse h = BuildHistory(Pointers(rounds), 1);
+  ASSERT_EQ(h.buckets_size(), 1);
+  EXPECT_EQ(h.buckets(0).skipped(), 2u);
+  EXPECT_EQ(h.buckets(0).skipped_spike(), 1u);
+  EXPECT_EQ(h.buckets(0).skipped_nonfinite(), 1u);
 }
 
 TEST(BuildSummaryTest, HandComputed) {

@@ -96,12 +96,16 @@ TEST_F(JsonApiTest, HistoryDownsampledToBuckets) {
             "\"min_norm\":3,\"max_norm\":5,\"mean_norm\":4,\"last_norm\":5,"
             "\"clipped\":1,\"skipped\":0,\"max_arrival_spread_seconds\":0,"
             "\"first_finalized_unix_micros\":1700000000000000,"
-            "\"last_finalized_unix_micros\":1700000001000000},"
+            "\"last_finalized_unix_micros\":1700000001000000,"
+            "\"effective_max_norm\":4,\"skipped_nonfinite\":0,"
+            "\"skipped_spike\":0},"
             "{\"first_step\":2,\"last_step\":3,\"rounds\":2,\"min_norm\":4,"
             "\"max_norm\":100,\"mean_norm\":52,\"last_norm\":100,"
             "\"clipped\":2,\"skipped\":0,\"max_arrival_spread_seconds\":0,"
             "\"first_finalized_unix_micros\":1700000002000000,"
-            "\"last_finalized_unix_micros\":1700000003000000}],"
+            "\"last_finalized_unix_micros\":1700000003000000,"
+            "\"effective_max_norm\":4,\"skipped_nonfinite\":0,"
+            "\"skipped_spike\":0}],"
             "\"downsampled\":true}");
   HttpResponse range =
       Get("/api/v1/runs/r/history", {{"from", "1"}, {"to", "2"}});

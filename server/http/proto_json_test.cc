@@ -17,7 +17,8 @@ TEST(ProtoJsonTest, EveryFieldPresentWithProtoNames) {
             "\"max_norm\":0,\"mean_norm\":0,\"last_norm\":0,\"clipped\":0,"
             "\"skipped\":0,\"max_arrival_spread_seconds\":0,"
             "\"first_finalized_unix_micros\":0,"
-            "\"last_finalized_unix_micros\":0}");
+            "\"last_finalized_unix_micros\":0,\"effective_max_norm\":0,"
+            "\"skipped_nonfinite\":0,\"skipped_spike\":0}");
 }
 
 TEST(ProtoJsonTest, SixtyFourBitIntegersAreNumbersWhereADoubleHoldsThem) {
