@@ -80,8 +80,31 @@ def _system_libs_impl(ctx):
         lines.append("    deps = %s," % repr(deps))
         lines.append(")")
         lines.append("")
+    lines.extend(_chart_js(ctx))
     ctx.file("WORKSPACE", 'workspace(name = "%s")\n' % ctx.name)
     ctx.file("BUILD", "\n".join(lines))
+
+# The dashboard's chart library (Debian: libjs-chart.js), compiled into the
+# coordinator. Without it, only what embeds it fails to build, and says why.
+_CHART_JS = "/usr/share/javascript/chart.js/chart.min.js"
+
+def _chart_js(ctx):
+    if ctx.path(_CHART_JS).exists:
+        ctx.symlink(_CHART_JS, "chart.min.js")
+        return [
+            "# Debian package: libjs-chart.js",
+            'filegroup(name = "chart_js", srcs = ["chart.min.js"])',
+            "",
+        ]
+    return [
+        "# Debian package: libjs-chart.js (missing)",
+        "genrule(",
+        '    name = "chart_js",',
+        '    outs = ["chart.min.js"],',
+        "    cmd = \"echo '%s is missing: install libjs-chart.js (./scripts/setup)' >&2; exit 1\"," % _CHART_JS,
+        ")",
+        "",
+    ]
 
 system_libs = repository_rule(
     implementation = _system_libs_impl,

@@ -48,6 +48,9 @@ ABSL_FLAG(std::string, http_listen, "",
           "host:port of the HTTP API (JSON queries of the norm history, "
           "/metrics) for dashboards; same bearer tokens, viewer role or "
           "better; plaintext (refused together with TLS); empty: none");
+ABSL_FLAG(std::string, http_port_file, "",
+          "File to write the HTTP port to once serving (with "
+          "--http_listen=HOST:0)");
 ABSL_FLAG(std::string, health_listen, "",
           "host:port of a plaintext port serving grpc.health.v1 only, for "
           "probes that cannot speak the main port's (mutual) TLS; empty: off");
@@ -147,16 +150,25 @@ int main(int argc, char** argv) {
   auto server = gradnorm::server::CoordinatorServer::Create(options);
   if (!server.ok()) return Fail(server.status());
 
-  const std::string port_file = absl::GetFlag(FLAGS_port_file);
-  if (!port_file.empty()) {
-    // Written whole, then renamed: a reader never sees a partial port.
-    const std::string tmp = port_file + ".tmp";
-    std::ofstream(tmp) << (*server)->port() << "\n";
-    if (std::rename(tmp.c_str(), port_file.c_str()) != 0) {
-      return Fail(absl::UnavailableError(
-          absl::StrCat("cannot write --port_file '", port_file, "'")));
+  // Written whole, then renamed: a reader never sees a partial port.
+  auto write_port = [](const char* flag, const std::string& file,
+                       int port) -> absl::Status {
+    if (file.empty()) return absl::OkStatus();
+    const std::string tmp = file + ".tmp";
+    std::ofstream(tmp) << port << "\n";
+    if (std::rename(tmp.c_str(), file.c_str()) != 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot write --", flag, " '", file, "'"));
     }
-  }
+    return absl::OkStatus();
+  };
+  // The HTTP port first: a reader that sees the main port sees both.
+  absl::Status written =
+      write_port("http_port_file", absl::GetFlag(FLAGS_http_port_file),
+                 (*server)->http_port());
+  written.Update(write_port("port_file", absl::GetFlag(FLAGS_port_file),
+                            (*server)->port()));
+  if (!written.ok()) return Fail(written);
   log.Log(gradnorm::server::LogLevel::kInfo, "start",
           {{"version", GRADNORM_VERSION},
            {"listen", (*server)->address()},
@@ -164,6 +176,9 @@ int main(int argc, char** argv) {
            {"db", store == "sqlite" ? options.db_path : ""},
            {"runs", absl::StrCat((*server)->aggregator()->Stats().runs)}});
   std::printf("listening on %s\n", (*server)->address().c_str());
+  if ((*server)->http_port() != 0) {
+    std::printf("dashboard and HTTP API on port %d\n", (*server)->http_port());
+  }
   if ((*server)->metrics()->port() != 0) {
     std::printf("metrics on port %d\n", (*server)->metrics()->port());
   }

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -41,10 +42,12 @@ absl::StatusOr<LocalCoordinator> StartLocalCoordinator(
     const std::vector<std::string>& extra_flags) {
   const std::string port_file = dir + "/coordinator.port";
   const std::string log = dir + "/coordinator.log";
+  const std::string http_port_file = dir + "/coordinator.http.port";
   std::remove(port_file.c_str());
-  std::vector<std::string> argv = {binary, "--listen=127.0.0.1:0",
-                                   "--db=" + dir + "/gradnorm.db",
-                                   "--port_file=" + port_file};
+  std::remove(http_port_file.c_str());
+  std::vector<std::string> argv = {
+      binary, "--listen=127.0.0.1:0", "--db=" + dir + "/gradnorm.db",
+      "--port_file=" + port_file, "--http_port_file=" + http_port_file};
   argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
   absl::StatusOr<std::unique_ptr<ChildProcess>> process =
       ChildProcess::Start(argv, log);
@@ -55,7 +58,13 @@ absl::StatusOr<LocalCoordinator> StartLocalCoordinator(
     const std::string port(
         absl::StripAsciiWhitespace(ReadWholeFile(port_file)));
     if (!port.empty()) {
-      return LocalCoordinator{*std::move(process), "127.0.0.1:" + port};
+      // Written before the main port's: 0 without --http_listen.
+      int http_port = 0;
+      (void)absl::SimpleAtoi(
+          absl::StripAsciiWhitespace(ReadWholeFile(http_port_file)),
+          &http_port);
+      return LocalCoordinator{*std::move(process), "127.0.0.1:" + port,
+                              http_port};
     }
   }
   return absl::UnavailableError(

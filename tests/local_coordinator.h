@@ -35,6 +35,7 @@ absl::StatusOr<std::string> MakeScratchDir(absl::string_view prefix);
 struct LocalCoordinator {
   std::unique_ptr<ChildProcess> process;  // killed when destroyed
   std::string target;                     // "127.0.0.1:PORT"
+  int http_port = 0;  // the HTTP port (dashboard), 0 without --http_listen
 };
 
 // Starts `binary` (//server:coordinator) on 127.0.0.1 with a port of its

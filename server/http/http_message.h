@@ -48,6 +48,8 @@ struct HttpResponse {
   std::string content_type = "application/json";
   // The whole body, unless `stream` is set.
   std::string body;
+  // More header lines, each "Name: value\r\n".
+  std::string extra_headers;
   // A body written over time: called once the headers are sent, on the
   // server's worker thread, with `signal`; returns when the stream is over,
   // the client left (Write returned false) or `signal` was cancelled (the

@@ -224,9 +224,10 @@ int HttpServer::Serve(void* opaque) {
   if (response.stream) return ServeStream(connection, response);
   mg_printf(connection,
             "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-            "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+            "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n",
             response.status, Reason(response.status),
-            response.content_type.c_str(), response.body.size());
+            response.content_type.c_str(), response.body.size(),
+            response.extra_headers.c_str());
   mg_write(connection, response.body.data(), response.body.size());
   return response.status;
 }

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "server/core/number_format.h"
+#include "server/http/dashboard/assets.h"
 #include "server/http/proto_json.h"
 #include "server/http/round_events.h"
 
@@ -102,6 +103,17 @@ HttpResponse JsonApi::Handle(const HttpRequest& request) const {
         absl::StrCat(request.method, " ", request.path,
                      ": the HTTP API is read-only; expected GET")));
   }
+  // The dashboard's files hold no data: they load without a token, and the
+  // page then asks for one.
+  if (const DashboardAsset* asset = FindDashboardAsset(request.path)) {
+    HttpResponse response;
+    response.content_type = std::string(asset->content_type);
+    response.body = std::string(asset->body);
+    response.extra_headers =
+        "Content-Security-Policy: default-src 'self'; img-src 'self' data:\r\n"
+        "X-Content-Type-Options: nosniff\r\n";
+    return response;
+  }
   if (auth_ != nullptr) {
     absl::Status allowed =
         auth_->Authorize(request.authorization, Permission::kQuery);
@@ -127,7 +139,8 @@ HttpResponse JsonApi::Handle(const HttpRequest& request) const {
   }
   return ErrorResponse(absl::NotFoundError(absl::StrCat(
       request.path,
-      " is not an endpoint; expected /api/v1/runs, /api/v1/runs/RUN, "
+      " is not an endpoint; expected / (the dashboard), /api/v1/runs, "
+      "/api/v1/runs/RUN, "
       "/api/v1/runs/RUN/history, /api/v1/runs/RUN/summary, "
       "/api/v1/runs/RUN/rounds, /api/v1/runs/RUN/events or /metrics")));
 }

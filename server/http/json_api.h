@@ -1,6 +1,9 @@
 // The coordinator's HTTP API: the queries of the gRPC service as JSON
 // (proto_json.h), and Prometheus metrics, for dashboards and scripts.
 //
+//   GET /                                  the dashboard page (dashboard/), and
+//   GET /static/...                        its script, style and chart library
+//                                          (no token needed: they hold no data)
 //   GET /api/v1/runs                       ListRunsResponse
 //   GET /api/v1/runs/RUN                   GetRunResponse (config and state)
 //   GET /api/v1/runs/RUN/history?from=S&to=S&buckets=N

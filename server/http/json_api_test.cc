@@ -209,6 +209,36 @@ TEST_F(JsonApiTest, ReadOnly) {
   EXPECT_EQ(api.Handle(runs).status, 200);  // No authenticator: open.
 }
 
+TEST_F(JsonApiTest, ServesTheDashboardWithoutATokenAndNoForeignSources) {
+  HttpResponse page = Get("/", {}, "");
+  EXPECT_EQ(page.status, 200);
+  EXPECT_EQ(page.content_type, "text/html; charset=utf-8");
+  EXPECT_THAT(page.body, HasSubstr("<script src=\"/static/chart.min.js\">"));
+  EXPECT_THAT(page.extra_headers,
+              HasSubstr("Content-Security-Policy: default-src 'self'"));
+  HttpResponse chart = Get("/static/chart.min.js", {}, "");
+  EXPECT_EQ(chart.status, 200);
+  EXPECT_THAT(chart.body, HasSubstr("Chart.js v3"));
+  EXPECT_EQ(Get("/static/dashboard.js", {}, "").status, 200);
+  EXPECT_EQ(Get("/static/dashboard.css", {}, "").status, 200);
+  // The data still needs the token.
+  EXPECT_EQ(Get("/api/v1/runs", {}, "").status, 401);
+  EXPECT_EQ(Get("/static/missing.js", {}, "").status, 401);
+}
+
+TEST_F(JsonApiTest, EventsStreamTheRunsRoundsAfterLastEventId) {
+  HttpRequest request;
+  request.method = "GET";
+  request.path = "/api/v1/runs/r/events";
+  request.authorization = "Bearer viewer-token-0123456789";
+  request.last_event_id = "2";
+  JsonApi api(aggregator_.get(), auth_.get());
+  HttpResponse response = api.Handle(request);
+  ASSERT_TRUE(response.stream);
+  EXPECT_EQ(response.content_type, "text/event-stream");
+  EXPECT_EQ(Get("/api/v1/runs/nope/events").status, 404);
+}
+
 }  // namespace
 }  // namespace server
 }  // namespace gradnorm

@@ -24,6 +24,8 @@
 //     straggler counts are those of the ranks' results;
 //   - the coordinator shut down cleanly (exit 0).
 // Any mismatch is a non-zero exit with the reason.
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -39,6 +41,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -77,6 +80,12 @@ ABSL_FLAG(std::string, bin_dir, "",
           "bazel-bin (default: derived from this binary's path).");
 ABSL_FLAG(int, history_points, 12, "Buckets of the downsampled history.");
 ABSL_FLAG(int, timeout_s, 60, "Bound on the whole run of the ranks, seconds.");
+ABSL_FLAG(std::string, http_listen, "127.0.0.1:0",
+          "Where the coordinator serves its dashboard and HTTP API (port 0: "
+          "any free one).");
+ABSL_FLAG(bool, keep_running, false,
+          "After the checks, keep the coordinator up (with its dashboard) "
+          "until Ctrl-C, so a person can open the page.");
 
 namespace gradnorm {
 namespace demo {
@@ -217,10 +226,11 @@ void CheckDecision(int step, const RankStep& r, const std::string& policy,
 }
 
 // Every step's stored round, one bucket per step, against what the ranks saw.
-void CheckStoredHistory(v1::Coordinator::Stub& stub, const std::string& run_id,
-                        const RankSteps& seen,
+void CheckStoredHistory(v1::Coordinator::Stub& stub, const std::string& token,
+                        const std::string& run_id, const RankSteps& seen,
                         std::vector<std::string>* problems) {
   grpc::ClientContext context;
+  context.AddMetadata("authorization", "Bearer " + token);
   context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
   v1::GetHistoryRequest request;
   request.set_run_id(run_id);
@@ -276,10 +286,12 @@ double NearestRank(const std::vector<double>& sorted, double q) {
 }
 
 // The run's summary against statistics computed here from the ranks' results.
-void CheckStoredSummary(v1::Coordinator::Stub& stub, const std::string& run_id,
-                        int jobs, const RankSteps& seen,
+void CheckStoredSummary(v1::Coordinator::Stub& stub, const std::string& token,
+                        const std::string& run_id, int jobs,
+                        const RankSteps& seen,
                         std::vector<std::string>* problems) {
   grpc::ClientContext context;
+  context.AddMetadata("authorization", "Bearer " + token);
   context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
   v1::GetSummaryRequest request;
   request.set_run_id(run_id);
@@ -372,6 +384,56 @@ void CheckStoredSummary(v1::Coordinator::Stub& stub, const std::string& run_id,
   }
 }
 
+struct DemoTokens {
+  std::string file;  // the coordinator's --tokens_file
+  std::string trainer, trainer_file;
+  std::string viewer, viewer_file;
+};
+
+std::string RandomToken(absl::string_view role) {
+  absl::BitGen random;
+  return absl::StrFormat("demo-%s-%016x%016x", role,
+                         absl::Uniform<uint64_t>(random),
+                         absl::Uniform<uint64_t>(random));
+}
+
+// A fresh token per role, in the coordinator's tokens file and in one file
+// per role (0600: they are credentials).
+absl::StatusOr<DemoTokens> WriteDemoTokens(const std::string& dir) {
+  DemoTokens tokens;
+  tokens.file = dir + "/tokens";
+  tokens.trainer = RandomToken("trainer");
+  tokens.trainer_file = dir + "/trainer.token";
+  tokens.viewer = RandomToken("viewer");
+  tokens.viewer_file = dir + "/viewer.token";
+  for (const auto& [path, text] :
+       {std::pair<std::string, std::string>{
+            tokens.file, absl::StrCat(tokens.trainer, " trainer\n",
+                                      tokens.viewer, " viewer\n")},
+        {tokens.trainer_file, tokens.trainer + "\n"},
+        {tokens.viewer_file, tokens.viewer + "\n"}}) {
+    const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const bool ok = fd >= 0 && write(fd, text.data(), text.size()) ==
+                                   static_cast<ssize_t>(text.size());
+    if (fd >= 0) close(fd);
+    if (!ok) {
+      return absl::InternalError(absl::StrCat("cannot write ", path));
+    }
+  }
+  return tokens;
+}
+
+// Blocks until SIGINT or SIGTERM.
+void WaitForInterrupt() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  int received = 0;
+  sigwait(&signals, &received);
+}
+
 absl::Status RunCtl(const std::string& ctl,
                     const std::vector<std::string>& args,
                     const std::string& log) {
@@ -421,9 +483,13 @@ absl::Status Run() {
       jobs, ranks, dp, tp, steps, policy.c_str(), config.max_norm(),
       dir.c_str());
 
-  // The coordinator, on a port it picks.
+  // The coordinator, on ports it picks, with a token per role.
+  ASSIGN_OR_RETURN(DemoTokens tokens, WriteDemoTokens(dir));
   ASSIGN_OR_RETURN(LocalCoordinator local,
-                   StartLocalCoordinator(coordinator_bin, dir, {}));
+                   StartLocalCoordinator(
+                       coordinator_bin, dir,
+                       {"--tokens_file=" + tokens.file,
+                        "--http_listen=" + absl::GetFlag(FLAGS_http_listen)}));
   std::unique_ptr<ChildProcess>& coordinator = local.process;
   const std::string& target = local.target;
   std::printf("coordinator: %s (SQLite %s/gradnorm.db)\n\n", target.c_str(),
@@ -432,6 +498,7 @@ absl::Status Run() {
   const std::string run_id = absl::StrCat("demo-", policy, "-", getpid());
   CoordinatorClientOptions client_options;
   client_options.target = target;
+  client_options.bearer_token = tokens.trainer;
   ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client,
                    CoordinatorClient::Create(client_options));
   RETURN_IF_ERROR(
@@ -463,6 +530,7 @@ absl::Status Run() {
                  absl::StrCat("--spike_step=", absl::GetFlag(FLAGS_spike_step)),
                  absl::StrCat("--nan_step=", absl::GetFlag(FLAGS_nan_step)),
                  "--coordinator=" + target, "--run_id=" + run_id,
+                 "--token_file=" + tokens.trainer_file,
                  "--rendezvous_dir=" + rendezvous,
                  "--output=" + name + ".steps"},
                 name + ".log"));
@@ -579,26 +647,41 @@ absl::Status Run() {
   std::unique_ptr<v1::Coordinator::Stub> stub = v1::Coordinator::NewStub(
       grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
   std::vector<std::string> stored_problems;
-  CheckStoredHistory(*stub, run_id, seen[0], &stored_problems);
-  CheckStoredSummary(*stub, run_id, jobs, seen[0], &stored_problems);
+  CheckStoredHistory(*stub, tokens.viewer, run_id, seen[0], &stored_problems);
+  CheckStoredSummary(*stub, tokens.viewer, run_id, jobs, seen[0],
+                     &stored_problems);
   const std::string ctl_target = "--target=" + target;
+  const std::string ctl_token = "--token_file=" + tokens.viewer_file;
   std::printf("$ gradnormctl history %s --points=%d\n", run_id.c_str(),
               absl::GetFlag(FLAGS_history_points));
   absl::Status ctl =
       RunCtl(ctl_bin,
              {"history", run_id,
               absl::StrCat("--points=", absl::GetFlag(FLAGS_history_points)),
-              ctl_target},
+              ctl_target, ctl_token},
              dir + "/history.txt");
   if (!ctl.ok()) problems.push_back(std::string(ctl.message()));
   std::printf("\n$ gradnormctl summary %s\n", run_id.c_str());
-  ctl = RunCtl(ctl_bin, {"summary", run_id, ctl_target}, dir + "/summary.txt");
+  ctl = RunCtl(ctl_bin, {"summary", run_id, ctl_target, ctl_token},
+               dir + "/summary.txt");
   if (!ctl.ok()) problems.push_back(std::string(ctl.message()));
   std::printf(
       "\nstored history (%d rounds) and summary agree with the ranks: %s\n",
       steps, stored_problems.empty() ? "yes" : "NO");
   problems.insert(problems.end(), stored_problems.begin(),
                   stored_problems.end());
+
+  const std::string dashboard =
+      absl::StrCat("http://127.0.0.1:", local.http_port, "/#run=", run_id);
+  std::printf("\ndashboard: %s\n  token (viewer): %s   (also in %s)\n",
+              dashboard.c_str(), tokens.viewer.c_str(),
+              tokens.viewer_file.c_str());
+  if (absl::GetFlag(FLAGS_keep_running)) {
+    std::printf("  the coordinator keeps running on %s; Ctrl-C stops it\n",
+                target.c_str());
+    std::fflush(stdout);
+    WaitForInterrupt();
+  }
 
   // A clean stop: SIGTERM, exit 0.
   coordinator->Signal(SIGTERM);
@@ -628,7 +711,18 @@ absl::Status Run() {
 }  // namespace gradnorm
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  // --keep-running and --keep_running alike.
+  std::vector<std::string> args(argv, argv + argc);
+  std::vector<char*> arg_pointers;
+  for (std::string& arg : args) {
+    if (arg.rfind("--", 0) == 0) {
+      const size_t end = std::min(arg.find('='), arg.size());
+      std::replace(arg.begin() + 2, arg.begin() + end, '-', '_');
+    }
+    arg_pointers.push_back(arg.data());
+  }
+  absl::ParseCommandLine(static_cast<int>(arg_pointers.size()),
+                         arg_pointers.data());
   const absl::Status status = gradnorm::demo::Run();
   std::fflush(stdout);
   if (!status.ok()) {

@@ -29,6 +29,7 @@
 #include "client/gloo_communicator.h"
 #include "client/grad_norm_clipper.h"
 #include "client/single_process_communicator.h"
+#include "common/child_process.h"
 #include "common/status_macros.h"
 #include "tests/demo/synthetic_model.h"
 
@@ -49,6 +50,9 @@ ABSL_FLAG(int, nan_step, 25, "Step with a planted NaN gradient (-1: none).");
 ABSL_FLAG(double, norm_type, 2.0, "p of the p-norm (inf for the max norm).");
 ABSL_FLAG(std::string, coordinator, "", "Coordinator address host:port.");
 ABSL_FLAG(std::string, run_id, "demo", "The run's id at the coordinator.");
+ABSL_FLAG(std::string, token_file, "",
+          "File whose first line is the coordinator's bearer token (trainer "
+          "role); empty: none");
 ABSL_FLAG(std::string, rendezvous_dir, "",
           "Directory shared by the job's ranks for Gloo rendezvous.");
 ABSL_FLAG(int, timeout_s, 60,
@@ -159,6 +163,10 @@ absl::Status Run() {
 
   CoordinatorClientOptions client_options;
   client_options.target = absl::GetFlag(FLAGS_coordinator);
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    const std::string token = ReadWholeFile(absl::GetFlag(FLAGS_token_file));
+    client_options.bearer_token = token.substr(0, token.find('\n'));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> client,
                    CoordinatorClient::Create(client_options));
   CoordinatorBinding binding;
