@@ -37,8 +37,8 @@ _LIBS = {
     "gloo": ([], ["-L/usr/lib", "-lgloo", "-lpthread"], "libgloo-dev", []),
     "sqlite3": (["sqlite3"], ["-lsqlite3"], "libsqlite3-dev", []),
     "hwy": (["libhwy"], ["-lhwy"], "libhwy-dev", []),
-    "prometheus_cpp": (["prometheus-cpp-pull"], ["-lprometheus-cpp-pull", "-lprometheus-cpp-core"], "prometheus-cpp-dev", []),
-    "civetweb": ([], ["-lcivetweb"], "libcivetweb-dev", []),
+    "prometheus_cpp": (["prometheus-cpp-core"], ["-lprometheus-cpp-core"], "prometheus-cpp-dev", []),
+    "openssl": (["openssl"], ["-lssl", "-lcrypto"], "libssl-dev", []),
 }
 
 def _pkg_config_libs(ctx, modules):

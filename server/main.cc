@@ -3,7 +3,7 @@
 // flushed cleanly).
 //
 //   coordinator --listen=0.0.0.0:50051 --db=/var/lib/gradnorm/gradnorm.db \
-//       --metrics_listen=0.0.0.0:9464 --tokens_file=/etc/gradnorm/tokens \
+//       --http_listen=0.0.0.0:9464 --tokens_file=/etc/gradnorm/tokens \
 //       --tls_cert=/etc/gradnorm/tls.crt --tls_key=/etc/gradnorm/tls.key
 //
 // Prints "listening on HOST:PORT" on stdout once serving (with --listen port 0
@@ -43,11 +43,13 @@ ABSL_FLAG(
     "(one fsync per group commit). Default NORMAL: they survive a crash "
     "or kill of the coordinator");
 ABSL_FLAG(std::string, metrics_listen, "",
-          "host:port of the Prometheus /metrics endpoint; empty: off");
+          "Deprecated: the HTTP port (--http_listen) serves /metrics. Given "
+          "alone, it is taken as --http_listen");
 ABSL_FLAG(std::string, http_listen, "",
-          "host:port of the HTTP API (JSON queries of the norm history, "
-          "/metrics) for dashboards; same bearer tokens, viewer role or "
-          "better; plaintext (refused together with TLS); empty: none");
+          "host:port of the HTTP port: the dashboard (/), the JSON API of the "
+          "norm history (/api/v1/...), live rounds as Server-Sent Events and "
+          "Prometheus /metrics; same bearer tokens (viewer role or better) "
+          "and the same TLS as the gRPC port; empty: none");
 ABSL_FLAG(std::string, http_port_file, "",
           "File to write the HTTP port to once serving (with "
           "--http_listen=HOST:0)");
@@ -130,9 +132,23 @@ int main(int argc, char** argv) {
   options.db_path = absl::GetFlag(FLAGS_db);
   options.sqlite_synchronous_full =
       absl::GetFlag(FLAGS_sqlite_synchronous_full);
-  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.health_listen = absl::GetFlag(FLAGS_health_listen);
   options.http_listen = absl::GetFlag(FLAGS_http_listen);
+  const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (!metrics_listen.empty()) {
+    if (!options.http_listen.empty() && options.http_listen != metrics_listen) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--metrics_listen=", metrics_listen,
+          " and --http_listen=", options.http_listen,
+          " name two ports; expected --http_listen alone (it serves "
+          "/metrics)")));
+    }
+    std::fprintf(stderr,
+                 "coordinator: --metrics_listen is deprecated; serving the "
+                 "HTTP port (/metrics, the API and the dashboard) on %s\n",
+                 metrics_listen.c_str());
+    options.http_listen = metrics_listen;
+  }
   options.tls.cert = absl::GetFlag(FLAGS_tls_cert);
   options.tls.key = absl::GetFlag(FLAGS_tls_key);
   options.tls.client_ca = absl::GetFlag(FLAGS_tls_client_ca);
@@ -178,9 +194,6 @@ int main(int argc, char** argv) {
   std::printf("listening on %s\n", (*server)->address().c_str());
   if ((*server)->http_port() != 0) {
     std::printf("dashboard and HTTP API on port %d\n", (*server)->http_port());
-  }
-  if ((*server)->metrics()->port() != 0) {
-    std::printf("metrics on port %d\n", (*server)->metrics()->port());
   }
   std::fflush(stdout);
 

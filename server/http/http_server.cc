@@ -1,28 +1,29 @@
 #include "server/http/http_server.h"
 
-#include <civetweb.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <cstring>
-#include <mutex>
 #include <string>
-#include <vector>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
-#include "absl/synchronization/mutex.h"
+#include "server/http/http_error.h"
+#include "server/http/http_request_parser.h"
 
 namespace gradnorm {
 namespace server {
 namespace {
 
-std::string UrlDecode(absl::string_view text, bool form) {
-  std::string out(text.size() + 1, '\0');
-  const int n =
-      mg_url_decode(text.data(), static_cast<int>(text.size()), out.data(),
-                    static_cast<int>(out.size()), form ? 1 : 0);
-  out.resize(n < 0 ? 0 : n);
-  return out;
-}
+// Accepted connections waiting for a worker beyond this are closed at once.
+constexpr size_t kMaxPending = 1024;
 
 const char* Reason(int status) {
   switch (status) {
@@ -40,6 +41,8 @@ const char* Reason(int status) {
       return "Conflict";
     case 429:
       return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
     case 501:
       return "Not Implemented";
     case 503:
@@ -51,96 +54,246 @@ const char* Reason(int status) {
   }
 }
 
-int ServeRequest(mg_connection* connection, void* server) {
-  return static_cast<HttpServer*>(server)->Serve(connection);
+// The listening socket of `listen` ("host:port"), and its port.
+absl::StatusOr<std::pair<int, int>> Listen(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "HTTP listen address '", listen,
+        "' is invalid; expected host:port (port 0: any free one)"));
+  }
+  std::string host = listen.substr(0, colon);
+  const std::string service = listen.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints;
+  std::memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* addresses = nullptr;
+  const int found =
+      getaddrinfo(host.c_str(), service.c_str(), &hints, &addresses);
+  if (found != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("HTTP listen address '", listen,
+                     "' is invalid: ", gai_strerror(found)));
+  }
+  std::string why = "no address";
+  for (addrinfo* a = addresses; a != nullptr; a = a->ai_next) {
+    const int fd =
+        socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) {
+      why = std::strerror(errno);
+      continue;
+    }
+    const int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    if (bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, 128) != 0) {
+      why = std::strerror(errno);
+      close(fd);
+      continue;
+    }
+    sockaddr_storage bound;
+    socklen_t size = sizeof(bound);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &size);
+    const int port =
+        ntohs(bound.ss_family == AF_INET6
+                  ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                  : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+    freeaddrinfo(addresses);
+    return std::make_pair(fd, port);
+  }
+  freeaddrinfo(addresses);
+  return absl::UnavailableError(
+      absl::StrCat("cannot serve HTTP on ", listen, ": ", why));
 }
 
-int LogMessage(const mg_connection* connection, const char* message) {
-  auto* server =
-      static_cast<HttpServer*>(mg_get_user_data(mg_get_context(connection)));
-  if (server != nullptr) server->RecordLog(message);
-  return 1;  // Handled here: civetweb prints nothing.
-}
-
-// Writes a streamed body straight to the client's socket.
+// Adapts an HttpConnection to the stream's writer.
 class ConnectionWriter : public ResponseWriter {
  public:
-  explicit ConnectionWriter(mg_connection* connection)
+  explicit ConnectionWriter(HttpConnection& connection)
       : connection_(connection) {}
   bool Write(absl::string_view bytes) override {
-    return mg_write(connection_, bytes.data(), bytes.size()) ==
-           static_cast<int>(bytes.size());
+    return connection_.WriteAll(bytes);
   }
 
  private:
-  mg_connection* const connection_;
+  HttpConnection& connection_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     const HttpServerOptions& options, Handler handler) {
-  const size_t colon = options.listen.rfind(':');
-  if (colon == std::string::npos || colon == 0 ||
-      colon + 1 == options.listen.size()) {
+  if (options.threads < 1 || options.max_streams < 0 ||
+      options.max_streams >= options.threads) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "HTTP listen address '", options.listen,
-        "' is invalid; expected host:port (port 0: any free one)"));
+        "HTTP threads ", options.threads, " and max_streams ",
+        options.max_streams,
+        " are invalid; expected threads >= 1 and max_streams from 0 to "
+        "threads - 1: each stream holds a worker thread"));
   }
-  if (options.max_streams < 0 || options.max_streams >= options.threads) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "HTTP max_streams ", options.max_streams,
-        " is invalid; expected 0 to threads - 1 (", options.threads - 1,
-        "): each stream holds a worker thread"));
+  auto server =
+      std::unique_ptr<HttpServer>(new HttpServer(std::move(handler), options));
+  if (!options.tls_cert.empty() || !options.tls_key.empty() ||
+      !options.tls_client_ca.empty()) {
+    absl::StatusOr<std::unique_ptr<TlsServerContext>> tls =
+        TlsServerContext::Create(options.tls_cert, options.tls_key,
+                                 options.tls_client_ca);
+    if (!tls.ok()) return tls.status();
+    server->tls_ = *std::move(tls);
   }
-  static std::once_flag init;
-  std::call_once(init, [] { mg_init_library(0); });
-  auto server = std::unique_ptr<HttpServer>(
-      new HttpServer(std::move(handler), options.max_streams));
-  const std::string threads = absl::StrCat(options.threads);
-  const char* config[] = {"listening_ports",
-                          options.listen.c_str(),
-                          "num_threads",
-                          threads.c_str(),
-                          "request_timeout_ms",
-                          "30000",
-                          nullptr};
-  mg_callbacks callbacks;
-  std::memset(&callbacks, 0, sizeof(callbacks));
-  callbacks.log_message = LogMessage;
-  server->context_ = mg_start(&callbacks, server.get(), config);
-  {
-    absl::MutexLock lock(&server->log_mu_);
-    server->starting_ = false;
-    if (server->context_ == nullptr) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot serve HTTP on ", options.listen, ": ",
-                       server->start_log_.empty() ? "civetweb could not start"
-                                                  : server->start_log_));
-    }
+  absl::StatusOr<std::pair<int, int>> listening = Listen(options.listen);
+  if (!listening.ok()) return listening.status();
+  server->listen_fd_ = listening->first;
+  server->port_ = listening->second;
+  if (pipe2(server->wake_fds_, O_CLOEXEC) != 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot create a pipe: ", std::strerror(errno)));
   }
-  mg_set_request_handler(server->context_, "/", ServeRequest, server.get());
-  mg_server_port ports[4];
-  const int n = mg_get_server_ports(server->context_, 4, ports);
-  if (n < 1) {
-    return absl::UnavailableError(
-        absl::StrCat("HTTP server on ", options.listen, " bound no port"));
+  // A client that leaves mid-write must not kill the process: OpenSSL
+  // writes with write(2), which raises SIGPIPE.
+  signal(SIGPIPE, SIG_IGN);
+  server->acceptor_ = std::thread([s = server.get()] { s->AcceptLoop(); });
+  for (int i = 0; i < options.threads; ++i) {
+    server->workers_.emplace_back([s = server.get()] { s->WorkLoop(); });
   }
-  server->port_ = ports[0].port;
   return server;
 }
 
 HttpServer::~HttpServer() { Stop(); }
 
-void HttpServer::RecordLog(const char* message) {
-  absl::MutexLock lock(&log_mu_);
-  if (!starting_) return;
-  absl::StrAppend(&start_log_, start_log_.empty() ? "" : "; ", message);
+void HttpServer::Stop() {
+  if (!acceptor_.joinable()) {  // Stopped, or Start failed half-way.
+    if (listen_fd_ >= 0) close(listen_fd_);
+    listen_fd_ = -1;
+    return;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    for (StreamSignal* signal : streams_) signal->Cancel();
+    // Streams write their end event before their connection is cut; one
+    // stuck writing to a client that reads nothing is cut off.
+    auto ended = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return streams_.empty();
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&ended), absl::Seconds(5));
+  }
+  const char byte = 0;
+  (void)!write(wake_fds_[1], &byte, 1);
+  acceptor_.join();
+  close(listen_fd_);
+  listen_fd_ = -1;
+  {
+    absl::MutexLock lock(&mu_);
+    // Ends reads and writes in progress; their workers then close the fds.
+    for (int fd : serving_) shutdown(fd, SHUT_RDWR);
+    for (int fd : pending_) close(fd);
+    pending_.clear();
+  }
+  for (std::thread& worker : workers_) worker.join();
+  workers_.clear();
+  close(wake_fds_[0]);
+  close(wake_fds_[1]);
+}
+
+void HttpServer::AcceptLoop() {
+  pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fds_[0], POLLIN, 0}};
+  while (true) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (fds[1].revents != 0) return;  // Stop.
+    if ((fds[0].revents & POLLIN) == 0) continue;
+    const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;  // The client left already, or out of fds.
+    absl::MutexLock lock(&mu_);
+    if (stopping_ || pending_.size() >= kMaxPending) {
+      close(fd);
+      continue;
+    }
+    pending_.push_back(fd);
+  }
+}
+
+void HttpServer::WorkLoop() {
+  while (true) {
+    int fd = -1;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !pending_.empty();
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (pending_.empty()) return;  // Stopping.
+      fd = pending_.front();
+      pending_.pop_front();
+      serving_.insert(fd);
+    }
+    Serve(fd);
+    {
+      // Out of serving_ before close: Stop never shuts down a reused fd.
+      absl::MutexLock lock(&mu_);
+      serving_.erase(fd);
+    }
+    close(fd);
+  }
+}
+
+bool HttpServer::ReadHead(HttpConnection& connection, std::string* head) {
+  char buffer[4096];
+  while (head->find("\r\n\r\n") == std::string::npos) {
+    if (head->size() > kMaxRequestHead) return true;  // Too large: answered.
+    const ssize_t n = connection.Read(buffer, sizeof(buffer));
+    if (n <= 0) return false;
+    head->append(buffer, static_cast<size_t>(n));
+  }
+  head->resize(head->find("\r\n\r\n") + 4);  // A body, if any, is not read.
+  return true;
+}
+
+void HttpServer::Serve(int fd) {
+  timeval timeout = absl::ToTimeval(options_.io_timeout);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  std::unique_ptr<HttpConnection> connection;
+  if (tls_ != nullptr) {
+    absl::StatusOr<std::unique_ptr<HttpConnection>> accepted = tls_->Accept(fd);
+    if (!accepted.ok()) return;  // A plaintext or untrusted client.
+    connection = *std::move(accepted);
+  } else {
+    connection = PlainConnection(fd);
+  }
+  std::string head;
+  if (!ReadHead(*connection, &head)) return;
+  HttpResponse response;
+  if (head.size() > kMaxRequestHead) {
+    response = ErrorResponse(absl::InvalidArgumentError(
+        absl::StrCat("the request head exceeds ", kMaxRequestHead, " bytes")));
+    response.status = 431;
+  } else {
+    absl::StatusOr<HttpRequest> request = ParseRequestHead(head);
+    response =
+        request.ok() ? handler_(*request) : ErrorResponse(request.status());
+  }
+  if (response.stream) {
+    ServeStream(*connection, response);
+    return;
+  }
+  connection->WriteAll(absl::StrCat(
+      "HTTP/1.1 ", response.status, " ", Reason(response.status),
+      "\r\nContent-Type: ", response.content_type, "\r\nContent-Length: ",
+      response.body.size(), "\r\nCache-Control: no-store\r\n",
+      response.extra_headers, "Connection: close\r\n\r\n", response.body));
 }
 
 bool HttpServer::BeginStream(StreamSignal* signal) {
-  absl::MutexLock lock(&streams_mu_);
-  if (stopping_ || static_cast<int>(streams_.size()) >= max_streams_) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_ || static_cast<int>(streams_.size()) >= options_.max_streams) {
     return false;
   }
   streams_.insert(signal);
@@ -148,88 +301,33 @@ bool HttpServer::BeginStream(StreamSignal* signal) {
 }
 
 void HttpServer::EndStream(StreamSignal* signal) {
-  absl::MutexLock lock(&streams_mu_);
+  absl::MutexLock lock(&mu_);
   streams_.erase(signal);
 }
 
-void HttpServer::Stop() {
-  {
-    absl::MutexLock lock(&streams_mu_);
-    stopping_ = true;
-    for (StreamSignal* signal : streams_) signal->Cancel();
-    // Streams write their end event before the port closes (civetweb drops
-    // writes once stopping); one stuck writing to a client that reads
-    // nothing is cut off.
-    auto ended = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_) {
-      return streams_.empty();
-    };
-    streams_mu_.AwaitWithTimeout(absl::Condition(&ended), absl::Seconds(5));
-  }
-  if (context_ != nullptr) {
-    mg_stop(context_);
-    context_ = nullptr;
-  }
-}
-
-int HttpServer::ServeStream(void* opaque, const HttpResponse& response) {
-  auto* connection = static_cast<mg_connection*>(opaque);
+void HttpServer::ServeStream(HttpConnection& connection,
+                             const HttpResponse& response) {
   if (!BeginStream(response.signal.get())) {
     const std::string body = absl::StrCat(
         "{\"code\":\"UNAVAILABLE\",\"message\":\"this coordinator serves ",
-        max_streams_,
+        options_.max_streams,
         " event streams at most, or is stopping; close one or retry "
         "later\"}");
-    mg_printf(connection,
-              "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
-              "application/json\r\nContent-Length: %zu\r\nRetry-After: "
-              "5\r\nConnection: close\r\n\r\n",
-              body.size());
-    mg_write(connection, body.data(), body.size());
-    return 503;
+    connection.WriteAll(absl::StrCat(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+        "application/json\r\nContent-Length: ",
+        body.size(), "\r\nRetry-After: 5\r\nConnection: close\r\n\r\n", body));
+    return;
   }
-  mg_printf(connection,
-            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nCache-Control: "
-            "no-store\r\nX-Accel-Buffering: no\r\nConnection: "
-            "close\r\n\r\n",
-            response.status, Reason(response.status),
-            response.content_type.c_str());
-  ConnectionWriter writer(connection);
-  response.stream(writer, *response.signal);
+  if (connection.WriteAll(absl::StrCat(
+          "HTTP/1.1 ", response.status, " ", Reason(response.status),
+          "\r\nContent-Type: ", response.content_type,
+          "\r\nCache-Control: no-store\r\nX-Accel-Buffering: no\r\n",
+          response.extra_headers, "Connection: close\r\n\r\n"))) {
+    ConnectionWriter writer(connection);
+    response.stream(writer, *response.signal);
+  }
   EndStream(response.signal.get());
-  return response.status;
-}
-
-int HttpServer::Serve(void* opaque) {
-  auto* connection = static_cast<mg_connection*>(opaque);
-  const mg_request_info* info = mg_get_request_info(connection);
-  HttpRequest request;
-  request.method = info->request_method != nullptr ? info->request_method : "";
-  request.path = info->local_uri != nullptr ? info->local_uri : "";
-  if (info->query_string != nullptr) {
-    for (absl::string_view pair :
-         absl::StrSplit(info->query_string, '&', absl::SkipEmpty())) {
-      const size_t eq = pair.find('=');
-      request.query[UrlDecode(pair.substr(0, eq), true)] =
-          eq == absl::string_view::npos ? ""
-                                        : UrlDecode(pair.substr(eq + 1), true);
-    }
-  }
-  if (const char* authorization = mg_get_header(connection, "Authorization")) {
-    request.authorization = authorization;
-  }
-  if (const char* last = mg_get_header(connection, "Last-Event-ID")) {
-    request.last_event_id = last;
-  }
-  const HttpResponse response = handler_(request);
-  if (response.stream) return ServeStream(connection, response);
-  mg_printf(connection,
-            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-            "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n",
-            response.status, Reason(response.status),
-            response.content_type.c_str(), response.body.size(),
-            response.extra_headers.c_str());
-  mg_write(connection, response.body.data(), response.body.size());
-  return response.status;
 }
 
 }  // namespace server

@@ -171,6 +171,39 @@ TEST(HttpServerTest, PassesLastEventId) {
   EXPECT_EQ(seen.last_event_id, "41");
 }
 
+TEST(HttpServerTest, AnswersMalformedAndOversizedRequestsWithErrors) {
+  auto server = HttpServer::Start({}, [](const HttpRequest&) {
+    return HttpResponse{200, "text/plain", "ok"};
+  });
+  ASSERT_TRUE(server.ok());
+  const std::string malformed =
+      testing::HttpExchange((*server)->port(), "GET nowhere\r\n\r\n");
+  EXPECT_THAT(malformed, StartsWith("HTTP/1.1 400 Bad Request\r\n"));
+  EXPECT_THAT(malformed, HasSubstr("\"code\":\"INVALID_ARGUMENT\""));
+  const std::string oversized = testing::HttpExchange(
+      (*server)->port(), absl::StrCat("GET / HTTP/1.1\r\nX: ",
+                                      std::string(20000, 'a'), "\r\n\r\n"));
+  EXPECT_THAT(oversized,
+              StartsWith("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+}
+
+TEST(HttpServerTest, StopDoesNotWaitForAClientThatSendsNothing) {
+  HttpServerOptions options;
+  options.io_timeout = absl::Hours(1);
+  auto server = HttpServer::Start(
+      options, [](const HttpRequest&) { return HttpResponse(); });
+  ASSERT_TRUE(server.ok());
+  std::thread silent([&] {
+    // Connects, sends an unfinished head, waits for the answer.
+    testing::HttpExchange((*server)->port(), "GET / HTTP/1.1\r\n");
+  });
+  absl::SleepFor(absl::Milliseconds(100));
+  const absl::Time start = absl::Now();
+  (*server)->Stop();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  silent.join();
+}
+
 }  // namespace
 }  // namespace server
 }  // namespace gradnorm

@@ -24,7 +24,8 @@ std::string HttpExchange(int port, const std::string& request) {
   }
   size_t sent = 0;
   while (sent < request.size()) {
-    const ssize_t n = write(fd, request.data() + sent, request.size() - sent);
+    const ssize_t n =
+        send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
     if (n <= 0) break;
     sent += n;
   }

@@ -76,13 +76,6 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
   if (!options.health_listen.empty()) {
     RETURN_IF_ERROR(HostOf(options.health_listen).status());
   }
-  if (!options.http_listen.empty() && options.tls.enabled()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "http_listen ", options.http_listen,
-        " serves plaintext HTTP, but the gRPC port uses TLS: the norm history "
-        "would leave the host unencrypted. Put the HTTP port behind a "
-        "TLS-terminating proxy on localhost, or leave http_listen empty"));
-  }
   std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
   server->options_ = options;
 
@@ -93,8 +86,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
     ASSIGN_OR_RETURN(server->auth_,
                      TokenAuthenticator::FromFile(options.tokens_file));
   }
-  ASSIGN_OR_RETURN(server->metrics_,
-                   PrometheusMetrics::Create(options.metrics_listen));
+  server->metrics_ = PrometheusMetrics::Create();
   ASSIGN_OR_RETURN(server->store_, OpenStore(options));
 
   PrometheusMetrics* metrics = server->metrics_.get();
@@ -176,6 +168,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
         [metrics] { return metrics->TextSnapshot(); });
     HttpServerOptions http;
     http.listen = options.http_listen;
+    // The same TLS as the gRPC port: HTTPS (mutual with a client CA).
+    http.tls_cert = options.tls.cert;
+    http.tls_key = options.tls.key;
+    http.tls_client_ca = options.tls.client_ca;
     JsonApi* api = server->json_api_.get();
     ASSIGN_OR_RETURN(server->http_server_,
                      HttpServer::Start(http, [api](const HttpRequest& request) {

@@ -65,13 +65,11 @@ struct CoordinatorServerOptions {
   // loss, at an fsync per commit) or NORMAL (the default: it survives a crash
   // or SIGKILL of the coordinator).
   bool sqlite_synchronous_full = false;
-  // host:port of the Prometheus endpoint; empty: metrics are not served.
-  std::string metrics_listen;
   // host:port of the plaintext, health-only gRPC port; empty: none.
   std::string health_listen;
   // host:port of the HTTP API (server/http/json_api.h: the queries as JSON,
-  // and /metrics), with the same tokens; empty: none. Plaintext: refused
-  // (INVALID_ARGUMENT) together with `tls`.
+  // event streams, the dashboard and /metrics), with the same tokens and the
+  // same TLS as the gRPC port (HTTPS when `tls` is set); empty: none.
   std::string http_listen;
   // TLS / mutual TLS (tls.h); all empty: plaintext.
   TlsFiles tls;
@@ -93,8 +91,8 @@ class CoordinatorServer {
  public:
   // Opens the store, loads it into the Aggregator, and starts serving.
   // Errors: INVALID_ARGUMENT (bad options, TLS files, tokens file), NOT_FOUND
-  // (unreadable files), UNAVAILABLE (cannot listen on `listen` or
-  // `metrics_listen`), or the store's error.
+  // (unreadable files), UNAVAILABLE (cannot listen on `listen`,
+  // `health_listen` or `http_listen`), or the store's error.
   static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Create(
       CoordinatorServerOptions options);
 

@@ -1,12 +1,10 @@
 #include "server/rpc/metrics.h"
 
-#include <exception>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "prometheus/counter.h"
-#include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
@@ -127,25 +125,8 @@ PrometheusMetrics::PrometheusMetrics()
 
 PrometheusMetrics::~PrometheusMetrics() = default;
 
-absl::StatusOr<std::unique_ptr<PrometheusMetrics>> PrometheusMetrics::Create(
-    const std::string& listen) {
-  std::unique_ptr<PrometheusMetrics> metrics(new PrometheusMetrics());
-  if (listen.empty()) return metrics;
-  // prometheus-cpp reports a failed bind by throwing (CivetWeb); this is the
-  // one place gradnorm meets that exception and turns it into a status.
-  try {
-    metrics->exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on '", listen, "': ", e.what(),
-                     " (expected a free host:port, e.g. 0.0.0.0:9464)"));
-  }
-  metrics->exposer_->RegisterCollectable(metrics->registry_);
-  metrics->exposer_->RegisterCollectable(metrics->process_);
-  metrics->exposer_->RegisterCollectable(metrics->active_runs_);
-  std::vector<int> ports = metrics->exposer_->GetListeningPorts();
-  metrics->port_ = ports.empty() ? 0 : ports.front();
-  return metrics;
+std::unique_ptr<PrometheusMetrics> PrometheusMetrics::Create() {
+  return std::unique_ptr<PrometheusMetrics>(new PrometheusMetrics());
 }
 
 void PrometheusMetrics::RecordRoundWait(double seconds) {

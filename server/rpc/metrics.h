@@ -1,9 +1,12 @@
 // The coordinator's own operational metrics (never per-run labels, so the
 // number of series stays fixed however many runs are served).
 //
-//   ASSIGN_OR_RETURN(auto metrics, PrometheusMetrics::Create("0.0.0.0:9464"));
+//   std::unique_ptr<PrometheusMetrics> metrics = PrometheusMetrics::Create();
 //   metrics->RecordReport(absl::StatusCode::kOk);
-//   // curl http://host:9464/metrics
+//   std::string page = metrics->TextSnapshot();  // what GET /metrics answers
+//
+// The coordinator serves the page on its HTTP port (server/http/json_api.h),
+// next to the dashboard and the JSON API: one HTTP server per process.
 //
 // Series (Prometheus names):
 //   gradnorm_round_wait_seconds            histogram: a Report's time from
@@ -39,7 +42,6 @@
 
 namespace prometheus {
 class Collectable;
-class Exposer;
 class Registry;
 class Histogram;
 class Counter;
@@ -100,16 +102,13 @@ class InMemoryMetrics : public CoordinatorMetrics {
   std::vector<double> store_commits_ ABSL_GUARDED_BY(mu_);
 };
 
-// Prometheus metrics, served as text on http://<listen>/metrics.
+// Prometheus metrics, exposed as text (TextSnapshot) for the HTTP port's
+// /metrics.
 class ActiveRunsGauge;
 
 class PrometheusMetrics : public CoordinatorMetrics {
  public:
-  // Serves on `listen` ("host:port"; port 0 picks a free one); an empty
-  // `listen` keeps the metrics in memory without serving them (TextSnapshot
-  // still works). UNAVAILABLE when the address cannot be bound.
-  static absl::StatusOr<std::unique_ptr<PrometheusMetrics>> Create(
-      const std::string& listen);
+  static std::unique_ptr<PrometheusMetrics> Create();
   ~PrometheusMetrics() override;
 
   void RecordRoundWait(double seconds) override;
@@ -122,8 +121,6 @@ class PrometheusMetrics : public CoordinatorMetrics {
   // Returns once no scrape uses the previous source (so its owner may go).
   void SetActiveRunsSource(std::function<int64_t()> source);
 
-  // The port the HTTP endpoint listens on, 0 when not serving.
-  int port() const { return port_; }
   // The exposition text, exactly as a scrape of /metrics returns it.
   std::string TextSnapshot() const;
 
@@ -135,8 +132,6 @@ class PrometheusMetrics : public CoordinatorMetrics {
   std::shared_ptr<prometheus::Collectable> process_;
   // gradnorm_active_runs, read at each scrape.
   std::shared_ptr<ActiveRunsGauge> active_runs_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
-  int port_ = 0;
   prometheus::Histogram* round_wait_ = nullptr;
   prometheus::Family<prometheus::Counter>* reports_ = nullptr;
   prometheus::Counter* rounds_none_ = nullptr;
