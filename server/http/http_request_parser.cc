@@ -51,8 +51,7 @@ absl::StatusOr<HttpRequest> ParseRequestHead(absl::string_view head) {
   }
   absl::ConsumeSuffix(&head, "\r\n\r\n");
   std::vector<absl::string_view> lines = absl::StrSplit(head, "\r\n");
-  const std::vector<absl::string_view> parts =
-      absl::StrSplit(lines[0], ' ');
+  const std::vector<absl::string_view> parts = absl::StrSplit(lines[0], ' ');
   if (parts.size() != 3 || parts[0].empty() ||
       !absl::StartsWith(parts[1], "/")) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -89,12 +88,11 @@ absl::StatusOr<HttpRequest> ParseRequestHead(absl::string_view head) {
     const absl::string_view line = lines[i];
     const size_t colon = line.find(':');
     if (colon == absl::string_view::npos || colon == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "header line '", absl::CHexEscape(line.substr(0, 200)),
-          "' is malformed; expected 'Name: value'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("header line '", absl::CHexEscape(line.substr(0, 200)),
+                       "' is malformed; expected 'Name: value'"));
     }
-    const std::string name =
-        absl::AsciiStrToLower(line.substr(0, colon));
+    const std::string name = absl::AsciiStrToLower(line.substr(0, colon));
     const std::string value(absl::StripAsciiWhitespace(line.substr(colon + 1)));
     if (name == "authorization") {
       request.authorization = value;

@@ -41,10 +41,9 @@ TEST(ParseRequestHeadTest, RefusesWhatIsNotARequest) {
               HasSubstr("expected 'METHOD /path HTTP/1.1'"));
   EXPECT_EQ(ParseRequestHead("GET /x HTTP/2\r\n\r\n").status().code(),
             absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(ParseRequestHead(std::string(kMaxRequestHead + 1, 'a'))
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      ParseRequestHead(std::string(kMaxRequestHead + 1, 'a')).status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST(UrlDecodeTest, KeepsMalformedEscapes) {
