@@ -5,7 +5,8 @@
 //   - listening: the port file is written (the store is open and indexed);
 //   - first round: every participant's report of a new step answered;
 //   - late duplicate: a report of a stored step answered (read back);
-//   - history: GetHistory over the whole run in 100 buckets;
+//   - history: GetHistory over the whole run in --buckets buckets, by gRPC
+//     and by the HTTP JSON API (a dashboard's query; first and best of 5);
 // and the coordinator's resident memory once serving and after the
 // history. Run from the
 // repository root:
@@ -15,6 +16,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -29,12 +31,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/child_process.h"
+#include "server/http/http_test_client.h"
 #include "server/rpc/coordinator_test_util.h"
 #include "server/store/sqlite_telemetry_store.h"
 
 ABSL_FLAG(uint64_t, rounds, 1000000, "Stored rounds of the run");
 ABSL_FLAG(uint32_t, participants, 4, "Participants of the run");
 ABSL_FLAG(int, trials, 2, "Restarts measured");
+ABSL_FLAG(uint32_t, buckets, 1000, "Buckets of the history queries");
 ABSL_FLAG(std::string, coordinator, "bazel-bin/server/coordinator",
           "The coordinator binary");
 ABSL_FLAG(std::string, db, "/tmp/gradnorm_restart_benchmark.db",
@@ -114,11 +118,14 @@ long ResidentKiB(pid_t pid) {
 int Trial(int trial, const std::string& binary, const std::string& db,
           uint64_t rounds, uint32_t participants) {
   const std::string port_file = db + ".port";
+  const std::string http_port_file = db + ".http.port";
   std::remove(port_file.c_str());
+  std::remove(http_port_file.c_str());
   const absl::Time start = absl::Now();
   absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(
       {binary, "--listen=127.0.0.1:0", "--log_level=warning", "--db=" + db,
-       "--port_file=" + port_file},
+       "--port_file=" + port_file, "--http_listen=127.0.0.1:0",
+       "--http_port_file=" + http_port_file},
       ChildOptions());
   if (!child.ok()) {
     std::cerr << child.status() << "\n";
@@ -160,10 +167,29 @@ int Trial(int trial, const std::string& binary, const std::string& db,
   t = absl::Now();
   v1::GetHistoryRequest request;
   request.set_run_id("big");
-  request.set_max_points(100);
+  const uint32_t buckets = absl::GetFlag(FLAGS_buckets);
+  request.set_max_points(buckets);
   v1::GetHistoryResponse history;
   grpc::Status queried = client.GetHistory(request, &history);
   const absl::Duration history_time = absl::Now() - t;
+  int http_port = 0;
+  std::ifstream(http_port_file) >> http_port;
+  absl::Duration http_first = absl::InfiniteDuration();
+  absl::Duration http_best = absl::InfiniteDuration();
+  size_t http_bytes = 0;
+  for (int i = 0; i < 5; ++i) {
+    t = absl::Now();
+    const std::string answer = testing::HttpGet(
+        http_port, absl::StrCat("/api/v1/runs/big/history?buckets=", buckets));
+    const absl::Duration took = absl::Now() - t;
+    if (answer.rfind("HTTP/1.1 200", 0) != 0) {
+      std::cerr << "HTTP history failed: " << answer.substr(0, 300) << "\n";
+      return 1;
+    }
+    http_bytes = answer.size();
+    if (i == 0) http_first = took;
+    http_best = std::min(http_best, took);
+  }
   const long rss = ResidentKiB(pid);
   (*child)->Signal(SIGTERM);
   (*child)->Wait(absl::Now() + absl::Minutes(1)).IgnoreError();
@@ -175,13 +201,16 @@ int Trial(int trial, const std::string& binary, const std::string& db,
   std::printf(
       "trial %d: %llu stored rounds x %u participants: listening after %.2f s, "
       "first round served after %.2f s (the goal: under 5 s), late duplicate "
-      "%.1f ms, history of all %llu rounds in %d buckets %.2f s, resident "
+      "%.1f ms, history of all %llu rounds in %d buckets %.3f s (gRPC), "
+      "HTTP JSON API %.3f s first, %.3f s best of 5 (%zu bytes), resident "
       "memory %.1f MiB serving, %.1f MiB after the history\n",
       trial, static_cast<unsigned long long>(rounds), participants,
       absl::ToDoubleSeconds(listening), absl::ToDoubleSeconds(first_round),
       absl::ToDoubleMilliseconds(late_duplicate),
       static_cast<unsigned long long>(rounds + trial), history.buckets_size(),
-      absl::ToDoubleSeconds(history_time), rss_serving / 1024.0, rss / 1024.0);
+      absl::ToDoubleSeconds(history_time), absl::ToDoubleSeconds(http_first),
+      absl::ToDoubleSeconds(http_best), http_bytes, rss_serving / 1024.0,
+      rss / 1024.0);
   return 0;
 }
 
@@ -212,7 +241,7 @@ int main(int argc, char** argv) {
       return rc;
     }
   }
-  for (const char* suffix : {"", "-wal", "-shm", ".port"})
+  for (const char* suffix : {"", "-wal", "-shm", ".port", ".http.port"})
     std::remove((db + suffix).c_str());
   return 0;
 }

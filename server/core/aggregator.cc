@@ -315,6 +315,7 @@ void AggregatorImpl::OnCommitted(const std::string& run_id, uint64_t step,
       committed = round.record.result;
       run.live_log.push_back(step);
       run.CountRound(step);
+      run.history.Add(IndexOf(round.record.result, round.record.sequence));
       run.finished[step] =
           FinishedRound{std::move(round.record), run.live_log.size()};
       WakeWatches(run, step, &ready);

@@ -32,58 +32,56 @@ absl::StatusOr<StepRange> ResolveStepRange(uint64_t from_step, uint64_t to_step,
   return StepRange{from_step, to_step == 0 ? last_step : to_step};
 }
 
-v1::GetHistoryResponse BuildHistory(
-    const std::vector<const RoundRecord*>& rounds, uint32_t max_points) {
+HistoryPlan PlanHistory(StepRange range, uint32_t max_points) {
+  if (max_points == 0 || range.to < range.from) {
+    return HistoryPlan{range.from, 1, false};
+  }
+  const uint64_t span_minus_one = range.to - range.from;
+  if (max_points == 1) {  // Width 0: the whole range, however long.
+    return HistoryPlan{range.from, 0, span_minus_one >= kHistoryBlockSteps};
+  }
+  // ceil(span / max_points); no overflow with max_points >= 2.
+  const uint64_t width = span_minus_one / max_points + 1;
+  if (width <= kHistoryBlockSteps) {
+    return HistoryPlan{range.from, width, false};
+  }
+  const uint64_t base = range.from - range.from % kHistoryBlockSteps;
+  const uint64_t steps = (range.to - base) / max_points + 1;
+  const uint64_t blocks =
+      steps / kHistoryBlockSteps + (steps % kHistoryBlockSteps != 0 ? 1 : 0);
+  return HistoryPlan{base, blocks * kHistoryBlockSteps, true};
+}
+
+uint64_t HistoryBuilder::BucketOf(uint64_t step) const {
+  return plan_.width == 0 ? 0 : (step - plan_.base) / plan_.width;
+}
+
+void HistoryBuilder::Add(const RoundSummary& rounds) {
+  if (rounds.rounds == 0) return;
+  buckets_[BucketOf(rounds.first_step)].Merge(rounds);
+}
+
+void HistoryBuilder::Add(const IndexedRound& round) {
+  buckets_[BucketOf(round.step)].Add(round);
+}
+
+v1::GetHistoryResponse HistoryBuilder::Build() const {
   v1::GetHistoryResponse response;
-  const size_t n = rounds.size();
-  if (n == 0) return response;
-  const size_t buckets = max_points == 0 ? n : std::min<size_t>(n, max_points);
-  const size_t base = n / buckets;
-  const size_t larger = n % buckets;  // The first `larger` get one more.
-  size_t begin = 0;
-  for (size_t b = 0; b < buckets; ++b) {
-    const size_t size = base + (b < larger ? 1 : 0);
-    v1::HistoryBucket* bucket = response.add_buckets();
-    bucket->set_first_step(rounds[begin]->result.step());
-    bucket->set_last_step(rounds[begin + size - 1]->result.step());
-    bucket->set_rounds(size);
-    double min = kNaN, max = kNaN, sum = 0, spread = 0;
-    size_t finite = 0;
-    uint32_t clipped = 0, skipped = 0, nonfinite = 0, spike = 0;
-    for (size_t i = begin; i < begin + size; ++i) {
-      const v1::RoundResult& r = rounds[i]->result;
-      if (std::isfinite(r.total_norm())) {
-        min = finite == 0 ? r.total_norm() : std::min(min, r.total_norm());
-        max = finite == 0 ? r.total_norm() : std::max(max, r.total_norm());
-        sum += r.total_norm();
-        ++finite;
-      }
-      clipped += r.action() == v1::ACTION_CLIP;
-      skipped += r.action() == v1::ACTION_SKIP;
-      nonfinite +=
-          r.action() == v1::ACTION_SKIP && r.reason() == v1::REASON_NONFINITE;
-      spike += r.action() == v1::ACTION_SKIP && r.reason() == v1::REASON_SPIKE;
-      spread = std::max(spread, r.arrival_spread_seconds());
-    }
-    bucket->set_min_norm(min);
-    bucket->set_max_norm(max);
-    bucket->set_mean_norm(finite == 0 ? kNaN : sum / finite);
-    bucket->set_last_norm(rounds[begin + size - 1]->result.total_norm());
-    bucket->set_clipped(clipped);
-    bucket->set_skipped(skipped);
-    bucket->set_skipped_nonfinite(nonfinite);
-    bucket->set_skipped_spike(spike);
-    bucket->set_effective_max_norm(
-        rounds[begin + size - 1]->result.effective_max_norm());
-    bucket->set_max_arrival_spread_seconds(spread);
-    bucket->set_first_finalized_unix_micros(
-        rounds[begin]->result.finalized_unix_micros());
-    bucket->set_last_finalized_unix_micros(
-        rounds[begin + size - 1]->result.finalized_unix_micros());
-    if (size > 1) response.set_downsampled(true);
-    begin += size;
+  for (const auto& [number, bucket] : buckets_) {
+    bucket.ToBucket(response.add_buckets());
+    if (bucket.rounds > 1) response.set_downsampled(true);
   }
   return response;
+}
+
+v1::GetHistoryResponse BuildHistory(
+    const std::vector<const RoundRecord*>& rounds, StepRange range,
+    uint32_t max_points) {
+  HistoryBuilder builder(PlanHistory(range, max_points));
+  for (const RoundRecord* round : rounds) {
+    builder.Add(IndexOf(round->result, round->sequence));
+  }
+  return builder.Build();
 }
 
 v1::GetSummaryResponse BuildSummary(

@@ -14,8 +14,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/container/btree_map.h"
 #include "absl/status/statusor.h"
 #include "gradnorm/v1/coordinator.pb.h"
+#include "server/core/history_index.h"
 #include "server/store/telemetry_store.h"
 
 namespace gradnorm {
@@ -33,14 +35,48 @@ struct StepRange {
 absl::StatusOr<StepRange> ResolveStepRange(uint64_t from_step, uint64_t to_step,
                                            uint64_t last_step);
 
-// Splits `rounds` (step order) into at most `max_points` buckets of
-// consecutive rounds (0: one bucket per round) whose sizes differ by at most
-// one, larger buckets first, and summarizes each: min, max and mean of its
-// finite totals (NaN when none is finite), the last round's total, CLIP and
-// SKIP counts and the largest arrival spread. `downsampled` is true when a
-// bucket holds more than one round.
+// How GetHistory buckets a step range: bucket k holds the steps [base +
+// k * width, base + (k + 1) * width - 1] that fall in the range; buckets
+// without rounds are left out. max_points 0: width 1, a bucket per round.
+// Otherwise width = ceil(span / max_points) steps, and when that exceeds
+// kHistoryBlockSteps it is rounded up to a multiple of it and `base` down to
+// a block boundary: every whole block of the HistoryIndex then falls in one
+// bucket (`blocks`), and only the range's partial blocks at either end need
+// their rounds. max_points 1: width 0, one bucket for the whole range. At
+// most max_points buckets either way.
+struct HistoryPlan {
+  uint64_t base = 0;
+  uint64_t width = 1;
+  bool blocks = false;
+};
+HistoryPlan PlanHistory(StepRange range, uint32_t max_points);
+
+// Folds rounds into the buckets of a plan.
+class HistoryBuilder {
+ public:
+  explicit HistoryBuilder(const HistoryPlan& plan) : plan_(plan) {}
+  // A round, or rounds that all fall in one bucket (a block, under a plan
+  // with `blocks`).
+  void Add(const RoundSummary& rounds);
+  void Add(const IndexedRound& round);
+  // The buckets in step order; `downsampled` when one holds several rounds.
+  v1::GetHistoryResponse Build() const;
+
+ private:
+  uint64_t BucketOf(uint64_t step) const;
+
+  const HistoryPlan plan_;
+  absl::btree_map<uint64_t, RoundSummary> buckets_;  // by bucket number
+};
+
+// The history of `rounds` (in `range`, any order) under PlanHistory(range,
+// max_points), from the rounds themselves: min, max and mean of the finite
+// totals per bucket (NaN when none is finite), the last round's total and
+// threshold, CLIP and SKIP counts (skips by reason), the largest arrival
+// spread, the first and last finalization times.
 v1::GetHistoryResponse BuildHistory(
-    const std::vector<const RoundRecord*>& rounds, uint32_t max_points);
+    const std::vector<const RoundRecord*>& rounds, StepRange range,
+    uint32_t max_points);
 
 // Summary of `rounds` (step order): nearest-rank p50/p90/p99 (the
 // ceil(q/100 * n)-th smallest), min, max and mean over the finite totals (NaN

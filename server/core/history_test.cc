@@ -63,7 +63,8 @@ TEST(ResolveStepRangeTest, ZeroMeansLastStep) {
 
 TEST(BuildHistoryTest, DownsamplesKeepingExtremes) {
   std::vector<RoundRecord> rounds = TenRounds();
-  v1::GetHistoryResponse h = BuildHistory(Pointers(rounds), 3);
+  // 10 steps in 3 buckets: 4 steps each, the last one short.
+  v1::GetHistoryResponse h = BuildHistory(Pointers(rounds), {0, 9}, 3);
   EXPECT_TRUE(h.downsampled());
   ASSERT_EQ(h.buckets_size(), 3);
   const v1::HistoryBucket& b0 = h.buckets(0);
@@ -80,29 +81,31 @@ TEST(BuildHistoryTest, DownsamplesKeepingExtremes) {
   EXPECT_EQ(b0.max_arrival_spread_seconds(), 0.5);
   const v1::HistoryBucket& b1 = h.buckets(1);
   EXPECT_EQ(b1.first_step(), 4u);
-  EXPECT_EQ(b1.last_step(), 6u);
+  EXPECT_EQ(b1.last_step(), 7u);
+  EXPECT_EQ(b1.rounds(), 4u);
   EXPECT_EQ(b1.min_norm(), 5);
   EXPECT_EQ(b1.max_norm(), 100);  // The spike survives downsampling.
-  EXPECT_EQ(b1.mean_norm(), 52.5);
-  EXPECT_EQ(b1.last_norm(), 5);
+  EXPECT_EQ(b1.mean_norm(), 37);  // (100 + 5 + 6) / 3: NaN is left out.
+  EXPECT_EQ(b1.last_norm(), 6);
   EXPECT_EQ(b1.clipped(), 1u);
   EXPECT_EQ(b1.skipped(), 1u);
   EXPECT_EQ(b1.skipped_nonfinite(), 1u);
   EXPECT_EQ(b1.skipped_spike(), 0u);
-  EXPECT_EQ(b1.effective_max_norm(), 16);  // Its last round's.
+  EXPECT_EQ(b1.effective_max_norm(), 17);  // Its last round's.
   EXPECT_EQ(b1.max_arrival_spread_seconds(), 1.0);
   EXPECT_EQ(b1.first_finalized_unix_micros(), 104'000'000);
-  EXPECT_EQ(b1.last_finalized_unix_micros(), 106'000'000);
+  EXPECT_EQ(b1.last_finalized_unix_micros(), 107'000'000);
   const v1::HistoryBucket& b2 = h.buckets(2);
-  EXPECT_EQ(b2.first_step(), 7u);
+  EXPECT_EQ(b2.first_step(), 8u);
   EXPECT_EQ(b2.last_step(), 9u);
-  EXPECT_EQ(b2.mean_norm(), 7);
+  EXPECT_EQ(b2.mean_norm(), 7.5);
 }
 
 TEST(BuildHistoryTest, OneBucketPerRoundWithoutDownsampling) {
   std::vector<RoundRecord> rounds = TenRounds();
   for (uint32_t max_points : {0u, 10u, 1000u}) {
-    v1::GetHistoryResponse h = BuildHistory(Pointers(rounds), max_points);
+    v1::GetHistoryResponse h =
+        BuildHistory(Pointers(rounds), {0, 9}, max_points);
     EXPECT_FALSE(h.downsampled());
     ASSERT_EQ(h.buckets_size(), 10);
     EXPECT_TRUE(std::isnan(h.buckets(5).min_norm()));
@@ -110,18 +113,56 @@ TEST(BuildHistoryTest, OneBucketPerRoundWithoutDownsampling) {
     EXPECT_TRUE(std::isnan(h.buckets(5).last_norm()));
     EXPECT_EQ(h.buckets(5).skipped(), 1u);
   }
-  EXPECT_EQ(BuildHistory({}, 5).buckets_size(), 0);
+  EXPECT_EQ(BuildHistory({}, {0, 9}, 5).buckets_size(), 0);
 }
 
 TEST(BuildHistoryTest, TellsSpikeSkipsFromNonFiniteOnes) {
   std::vector<RoundRecord> rounds = TenRounds();
   rounds[4].result.set_action(v1::ACTION_SKIP);
   rounds[4].result.set_reason(v1::REASON_SPIKE);
-  v1::GetHistoryResponse h = BuildHistory(Pointers(rounds), 1);
+  v1::GetHistoryResponse h = BuildHistory(Pointers(rounds), {0, 9}, 1);
   ASSERT_EQ(h.buckets_size(), 1);
   EXPECT_EQ(h.buckets(0).skipped(), 2u);
   EXPECT_EQ(h.buckets(0).skipped_spike(), 1u);
   EXPECT_EQ(h.buckets(0).skipped_nonfinite(), 1u);
+}
+
+TEST(BuildHistoryTest, BucketsAreStepRangesAndEmptyOnesAreLeftOut) {
+  std::vector<RoundRecord> rounds = TenRounds();
+  rounds.erase(rounds.begin() + 2, rounds.begin() + 6);  // Steps 2..5 gone.
+  // Steps 0..9 in buckets of 2: {0,1} {6,7} {8,9}; {2,3} and {4,5} empty.
+  v1::GetHistoryResponse h = BuildHistory(Pointers(rounds), {0, 9}, 5);
+  ASSERT_EQ(h.buckets_size(), 3);
+  EXPECT_EQ(h.buckets(1).first_step(), 6u);
+  EXPECT_EQ(h.buckets(1).last_step(), 7u);
+  EXPECT_EQ(h.buckets(1).rounds(), 2u);
+}
+
+TEST(PlanHistoryTest, WidthsAndBlockAlignment) {
+  // A bucket per round.
+  HistoryPlan per_round = PlanHistory({5, 100}, 0);
+  EXPECT_EQ(per_round.width, 1u);
+  EXPECT_FALSE(per_round.blocks);
+  // Narrow buckets: from the rounds, starting at `from`.
+  HistoryPlan narrow = PlanHistory({5, 1004}, 100);
+  EXPECT_EQ(narrow.base, 5u);
+  EXPECT_EQ(narrow.width, 10u);
+  EXPECT_FALSE(narrow.blocks);
+  // A million steps in 1000 buckets: whole blocks, aligned.
+  HistoryPlan wide = PlanHistory({10, 1'000'009}, 1000);
+  EXPECT_TRUE(wide.blocks);
+  EXPECT_EQ(wide.base, 0u);
+  EXPECT_EQ(wide.width % kHistoryBlockSteps, 0u);
+  EXPECT_EQ(wide.width, 1024u);
+  EXPECT_LE((1'000'009 - wide.base) / wide.width + 1, 1000u);
+  // Every step there is: no overflow.
+  HistoryPlan all = PlanHistory({0, UINT64_MAX}, 1000);
+  EXPECT_TRUE(all.blocks);
+  EXPECT_LE(UINT64_MAX / all.width + 1, 1000u);
+  HistoryPlan one = PlanHistory({0, UINT64_MAX}, 1);
+  EXPECT_EQ(one.width, 0u);  // One bucket.
+  EXPECT_TRUE(one.blocks);
+  EXPECT_FALSE(PlanHistory({0, 63}, 1).blocks);
 }
 
 TEST(BuildSummaryTest, HandComputed) {

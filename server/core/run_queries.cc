@@ -5,7 +5,9 @@
 #include <utility>
 #include <vector>
 
+#include "common/status_macros.h"
 #include "server/core/history.h"
+#include "server/core/history_index.h"
 #include "server/core/internal/aggregator_impl.h"
 #include "server/core/internal/run_watch.h"
 
@@ -64,13 +66,59 @@ absl::StatusOr<std::vector<RoundRecord>> AggregatorImpl::ReadRange(
 
 absl::StatusOr<v1::GetHistoryResponse> AggregatorImpl::GetHistory(
     const v1::GetHistoryRequest& request) const {
-  uint32_t participants = 0;
-  // A history needs no participants: their BLOBs are not read.
-  absl::StatusOr<std::vector<RoundRecord>> rounds =
-      ReadRange(request.run_id(), request.from_step(), request.to_step(),
-                /*with_participants=*/false, &participants);
-  if (!rounds.ok()) return rounds.status();
-  return BuildHistory(Pointers(*rounds), request.max_points());
+  StepRange range;
+  HistoryPlan plan;
+  std::vector<RoundSummary> blocks;
+  // Under a block plan: whole blocks [first_block, end_block) come from the
+  // index, the partial blocks at either end from the store.
+  uint64_t first_block = 0, end_block = 0;
+  {
+    absl::ReaderMutexLock lock(&state_.mu);
+    absl::StatusOr<Run*> run = state_.runs.Find(request.run_id());
+    if (!run.ok()) return run.status();
+    const uint64_t last = (*run)->rounds > 0 ? (*run)->last_step : 0;
+    absl::StatusOr<StepRange> resolved =
+        ResolveStepRange(request.from_step(), request.to_step(), last);
+    if (!resolved.ok()) return resolved.status();
+    range = *resolved;
+    plan = PlanHistory(range, request.max_points());
+    if (plan.blocks) {
+      first_block = range.from / kHistoryBlockSteps +
+                    (range.from % kHistoryBlockSteps != 0 ? 1 : 0);
+      end_block =
+          range.to / kHistoryBlockSteps +
+          (range.to % kHistoryBlockSteps == kHistoryBlockSteps - 1 ? 1 : 0);
+      blocks = (*run)->history.Blocks(first_block, end_block);
+    }
+  }
+  HistoryBuilder builder(plan);
+  // The rounds of [from, to] from the store (participants are not read).
+  auto add_rounds = [&](uint64_t from, uint64_t to) -> absl::Status {
+    ASSIGN_OR_RETURN(std::vector<RoundRecord> rounds,
+                     store_->ReadRounds(request.run_id(), from, to, 0,
+                                        /*with_participants=*/false));
+    for (const RoundRecord& round : rounds) {
+      builder.Add(IndexOf(round.result, round.sequence));
+    }
+    return absl::OkStatus();
+  };
+  if (!plan.blocks) {
+    RETURN_IF_ERROR(add_rounds(range.from, range.to));
+    return builder.Build();
+  }
+  for (const RoundSummary& block : blocks) builder.Add(block);
+  if (first_block > end_block) {  // One partial block: no whole one.
+    RETURN_IF_ERROR(add_rounds(range.from, range.to));
+    return builder.Build();
+  }
+  if (range.from % kHistoryBlockSteps != 0) {
+    RETURN_IF_ERROR(
+        add_rounds(range.from, first_block * kHistoryBlockSteps - 1));
+  }
+  if (range.to % kHistoryBlockSteps != kHistoryBlockSteps - 1) {
+    RETURN_IF_ERROR(add_rounds(end_block * kHistoryBlockSteps, range.to));
+  }
+  return builder.Build();
 }
 
 absl::StatusOr<v1::GetSummaryResponse> AggregatorImpl::GetSummary(

@@ -61,8 +61,7 @@ absl::StatusOr<StoreIndex> MemoryTelemetryStore::LoadIndex() {
   index.abandoned = std::move(contents->abandoned);
   for (const RoundRecord& record : contents->rounds) {  // In sequence order.
     const v1::RoundResult& r = record.result;
-    index.rounds[r.run_id()].push_back(
-        IndexedRound{r.step(), record.sequence, r.total_norm(), r.action()});
+    index.rounds[r.run_id()].push_back(IndexOf(r, record.sequence));
   }
   return index;
 }

@@ -96,12 +96,14 @@ absl::StatusOr<StoreIndex> SqliteTelemetryStore::LoadIndex() {
   StoreIndex index;
   ASSIGN_OR_RETURN(index.runs, LoadRunsLocked());
   {
-    // Four small columns in primary-key order: neither the participants
-    // BLOB nor the strings are read.
-    ASSIGN_OR_RETURN(Statement s,
-                     PrepareStatement(db_,
-                                      "SELECT run_id, step, sequence, "
-                                      "total_norm, action FROM rounds"));
+    // Small columns in primary-key order: neither the participants BLOB nor
+    // the strings are read.
+    ASSIGN_OR_RETURN(
+        Statement s,
+        PrepareStatement(db_,
+                         "SELECT run_id, step, sequence, total_norm, action, "
+                         "reason, effective_max_norm, arrival_spread_seconds, "
+                         "finalized_unix_micros FROM rounds"));
     int rc;
     std::string run_id;
     std::vector<IndexedRound>* rounds = nullptr;
@@ -117,7 +119,10 @@ absl::StatusOr<StoreIndex> SqliteTelemetryStore::LoadIndex() {
           static_cast<uint64_t>(sqlite3_column_int64(s.get(), 1)),
           static_cast<uint64_t>(sqlite3_column_int64(s.get(), 2)),
           ColumnReal(s.get(), 3),
-          static_cast<v1::Action>(sqlite3_column_int(s.get(), 4))});
+          static_cast<v1::Action>(sqlite3_column_int(s.get(), 4)),
+          static_cast<v1::Reason>(sqlite3_column_int(s.get(), 5)),
+          sqlite3_column_double(s.get(), 6), sqlite3_column_double(s.get(), 7),
+          sqlite3_column_int64(s.get(), 8)});
     }
     if (rc != SQLITE_DONE) return SqliteError(rc, db_, "SELECT FROM rounds");
   }

@@ -92,13 +92,30 @@ struct StoreContents {
 };
 
 // What the Aggregator needs at start of a finalized round: its step (taken),
-// and what replays the run's policies. The rest stays in the store.
+// what replays the run's policies, and what its history index summarizes
+// (history_index.h). The strings and participants stay in the store.
 struct IndexedRound {
   uint64_t step = 0;
   uint64_t sequence = 0;
   double total_norm = 0.0;
   v1::Action action = v1::ACTION_UNSPECIFIED;
+  v1::Reason reason = v1::REASON_UNSPECIFIED;
+  double effective_max_norm = 0.0;
+  double arrival_spread_seconds = 0.0;
+  int64_t finalized_unix_micros = 0;
 };
+
+// The IndexedRound of a finalized round.
+inline IndexedRound IndexOf(const v1::RoundResult& r, uint64_t sequence) {
+  return IndexedRound{r.step(),
+                      sequence,
+                      r.total_norm(),
+                      r.action(),
+                      r.reason(),
+                      r.effective_max_norm(),
+                      r.arrival_spread_seconds(),
+                      r.finalized_unix_micros()};
+}
 
 // What the Aggregator loads at start: every run and abandoned step, and an
 // index of the rounds, not the rounds themselves (ReadRounds reads those).

@@ -209,6 +209,15 @@ TEST_P(TelemetryStoreTest, IndexAndRangeReadsSeeWhatLoadSees) {
   EXPECT_EQ(b[2].step, 3u);
   EXPECT_EQ(b[3].sequence, 4u);
   EXPECT_EQ(b[3].action, records[4].result.action());
+  // What the history index summarizes, as stored.
+  const size_t of_b[] = {0, 1, 3, 4};  // b's records, in sequence order.
+  for (size_t i = 0; i < b.size(); ++i) {
+    const v1::RoundResult& r = records[of_b[i]].result;
+    EXPECT_EQ(b[i].reason, r.reason());
+    EXPECT_EQ(b[i].effective_max_norm, r.effective_max_norm());
+    EXPECT_EQ(b[i].arrival_spread_seconds, r.arrival_spread_seconds());
+    EXPECT_EQ(b[i].finalized_unix_micros, r.finalized_unix_micros());
+  }
 
   // Ranges in unsigned step order, across 2^63.
   auto steps = [&](uint64_t from, uint64_t to, size_t limit) {

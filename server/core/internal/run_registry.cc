@@ -25,6 +25,7 @@ absl::Status RunRegistry::Load(StoreIndex index) {
       run->policy.Observe(round.total_norm, round.action);
       run->next_sequence = std::max(run->next_sequence, round.sequence + 1);
       run->stored_steps.push_back(round.step);
+      run->history.Add(round);
       run->CountRound(round.step);
     }
     std::sort(run->stored_steps.begin(), run->stored_steps.end());

@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "gradnorm/v1/coordinator.pb.h"
 #include "server/core/aggregator.h"
+#include "server/core/history_index.h"
 #include "server/core/round_policy.h"
 #include "server/store/telemetry_store.h"
 
@@ -88,6 +89,8 @@ struct Run {
   std::map<uint64_t, FinishedRound> finished;
   // Steps of the rounds stored before start, ascending.
   std::vector<uint64_t> stored_steps;
+  // Block summaries of every committed round, for histories.
+  HistoryIndex history;
   // Finalized rounds in all, and the highest finalized step (valid when
   // rounds > 0).
   uint64_t rounds = 0;
