@@ -34,8 +34,8 @@ struct RoundSummary {
   double max = 0.0;
   uint64_t first_step = 0;
   uint64_t last_step = 0;
-  double last_norm = 0.0;            // the last round's total
-  double effective_max_norm = 0.0;   // the last round's threshold
+  double last_norm = 0.0;           // the last round's total
+  double effective_max_norm = 0.0;  // the last round's threshold
   int64_t first_finalized_unix_micros = 0;
   int64_t last_finalized_unix_micros = 0;
   uint32_t clipped = 0;

@@ -7,8 +7,12 @@
   const TOKEN_KEY = 'gradnorm.token';
   // Bucket count asked of the server: about one per 2 pixels of chart.
   const MAX_BUCKETS = 1000;
-  // A live round triggers a re-query at most this often (ms).
-  const REFRESH_MS = 400;
+  // Live rounds re-query the chart at most this often (ms), and the summary
+  // (which reads every round of the range with its participants) at most
+  // every SUMMARY_REFRESH_MS: a run reporting a thousand rounds a second
+  // costs the coordinator a few queries a second, not one per round.
+  const REFRESH_MS = 500;
+  const SUMMARY_REFRESH_MS = 5000;
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -23,6 +27,8 @@
     history: null,      // GetHistoryResponse on the chart
     compareHistory: null,
     summary: null,
+    compareSummary: null,
+    summaryAt: 0,       // when the summary was fetched (ms, performance.now)
     lastStep: null,     // the last step the live stream delivered
     stream: null,       // AbortController of the live stream
     refreshTimer: null,
@@ -184,7 +190,7 @@
       run.lastNorm = round.total_norm;
     }
     run.rounds = Number(run.rounds || 0) + 1;
-    renderRuns();
+    // Drawn with the next refresh, not once per round.
   }
 
   // ---- one run --------------------------------------------------------------
@@ -207,23 +213,26 @@
     return Math.max(50, Math.min(MAX_BUCKETS, Math.floor(width / 2)));
   }
 
-  async function loadView() {
+  // Re-queries the chart, and the summary unless `live` and it is recent.
+  async function loadView(live) {
     if (!state.run) return;
     const run = state.run;
     const buckets = bucketCount();
     const query = {from: state.from, to: state.to, buckets};
+    const withSummary = !live || performance.now() - state.summaryAt > SUMMARY_REFRESH_MS;
     try {
       const [info, historyResponse, summary, compareHistory, compareSummary] =
           await Promise.all([
             api(runPath(run)),
             api(runPath(run) + '/history?' + rangeQuery({buckets})),
-            api(runPath(run) + '/summary?' + rangeQuery({top: 5})),
+            withSummary ? api(runPath(run) + '/summary?' + rangeQuery({top: 5}))
+                        : state.summary,
             state.compare
                 ? api(runPath(state.compare) + '/history?' + rangeQuery({buckets}))
                 : null,
-            state.compare
+            state.compare && withSummary
                 ? api(runPath(state.compare) + '/summary?' + rangeQuery({top: 5}))
-                : null,
+                : state.compareSummary,
           ]);
       if (run !== state.run) return;  // Another run was chosen meanwhile.
       state.info = info.run;
@@ -231,12 +240,14 @@
       state.history = historyResponse;
       state.compareHistory = compareHistory;
       state.summary = summary;
+      state.compareSummary = state.compare ? compareSummary : null;
+      if (withSummary) state.summaryAt = performance.now();
       if (state.lastStep === null && Number(info.run.rounds) > 0) {
         state.lastStep = Number(info.run.last_step);
       }
       showError(null);
       drawChart();
-      renderSummary(summary, compareSummary);
+      renderSummary(summary, state.compareSummary);
       $('from').value = state.from || '';
       $('to').value = state.to || '';
     } catch (error) {
@@ -537,8 +548,15 @@
       state.lastStep = Math.max(state.lastStep === null ? -1 : state.lastStep,
                                 Number(round.step));
       updateRunRow(round);
-      // A view open at its end follows the run.
-      if (state.to === 0) scheduleRefresh();
+      // A view open at its end follows the run; the run list always does.
+      if (state.to === 0) {
+        scheduleRefresh();
+      } else if (state.refreshTimer === null) {
+        state.refreshTimer = setTimeout(() => {
+          state.refreshTimer = null;
+          renderRuns();
+        }, REFRESH_MS);
+      }
       return 'round';
     }
     if (event === 'end') return 'end';
@@ -549,7 +567,8 @@
     if (state.refreshTimer !== null) return;
     state.refreshTimer = setTimeout(() => {
       state.refreshTimer = null;
-      loadView();
+      renderRuns();
+      loadView(true);
     }, REFRESH_MS);
   }
 
