@@ -59,15 +59,16 @@ int Main() {
   config.set_max_norm(1.0);
   config.set_round_timeout_ms(30000);
   const std::string run_id = absl::GetFlag(FLAGS_run_id);
-  absl::StatusOr<v1::RegisterRunResponse> registered = clients[0]->RegisterRun(
-      run_id, config, absl::Now() + absl::Seconds(10));
+  absl::StatusOr<v1::RegisterRunResponse> registered =
+      clients[0]->RegisterRun(run_id, config, absl::Now() + absl::Seconds(10));
   if (!registered.ok()) {
     std::fprintf(stderr, "round_load: %s\n",
                  registered.status().ToString().c_str());
     return 1;
   }
   const uint64_t first = absl::GetFlag(FLAGS_first_step);
-  const absl::Time end = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_seconds));
+  const absl::Time end =
+      absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_seconds));
   // Every job reports the same steps; job 0 times each round. Once time is
   // up, job 0 names its next step the last before reporting it; the others
   // cannot pass that step before job 0 reports it, so no round is left half
@@ -100,7 +101,8 @@ int Main() {
           return;
         }
         if (j == 0) {
-          latencies_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - sent));
+          latencies_ms.push_back(
+              absl::ToDoubleMilliseconds(absl::Now() - sent));
         }
       }
     });

@@ -5,6 +5,7 @@ reported through the Python Clipper, and the page as a person sees it.
 Screenshots (PNG) go to $TEST_UNDECLARED_OUTPUTS_DIR (else the temp dir).
 """
 
+import html
 import json
 import math
 import os
@@ -222,6 +223,42 @@ def assert_chart_matches(state, buckets):
         points = dataset(state, label)
         assert [p[0] for p in points] == xs, label
         assert [p[1] for p in points] == [finite(b[field]) for b in buckets], label
+
+
+def gradnormctl():
+    root = os.path.join(os.environ.get("TEST_SRCDIR", ""),
+                        os.environ.get("TEST_WORKSPACE", "gradnorm"))
+    return os.path.join(root, "tools", "gradnormctl", "gradnormctl")
+
+
+def test_the_terminal_plot_marks_the_spike_and_the_skips(coordinator, run, browser):
+    with tempfile.NamedTemporaryFile("w", suffix=".token", delete=False) as f:
+        f.write(coordinator["viewer"] + "\n")
+    out = subprocess.run(
+        [gradnormctl(), "plot", RUN, "--target=" + coordinator["target"],
+         "--token_file=" + f.name, "--width=100", "--height=18"],
+        capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    plot = out.stdout
+    assert RUN in plot
+    lines = plot.splitlines()
+    # The spike's total tops the chart, and the marker row shows both skips.
+    spike = api(coordinator, f"/api/v1/runs/{RUN}/rounds?from={SPIKE_STEP}&limit=1")["rounds"][0]
+    top = float(lines[1].split()[0])
+    assert abs(top - spike["total_norm"]) < 0.01 * spike["total_norm"], plot
+    markers = next(line for line in lines if "C" in line and "step" not in line)
+    assert markers.count("S") == 2, plot
+    assert "S skipped" in plot and "C clipped" in plot
+    # A picture of it, as a terminal shows it.
+    page = ("<html><body style='margin:0;background:#1d2330'>"
+            "<pre style='color:#e8e8e8;font:14px/1.25 DejaVu Sans Mono,monospace;"
+            "padding:12px;margin:0'>" + html.escape(plot) + "</pre></body></html>")
+    page_file = os.path.join(tempfile.mkdtemp(), "plot.html")
+    with open(page_file, "w", encoding="utf-8") as f:
+        f.write(page)
+    browser.set_window_size(1000, 520)
+    browser.get("file://" + page_file)
+    shot(browser, "terminal_plot.png")
 
 
 def test_a_wrong_token_shows_an_error_not_an_empty_chart(coordinator, run, browser):
