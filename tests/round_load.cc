@@ -5,8 +5,8 @@
 // percentiles in milliseconds. Used by the dashboard load benchmark
 // (tests/browser/dashboard_load_benchmark.py).
 //
-//   round_load --target=127.0.0.1:50051 --token_file=trainer.token \
-//       --run_id=load --jobs=32 --seconds=10 --first_step=0
+//   round_load --target=127.0.0.1:50051 --token_file=trainer.token
+//       --run_id=load --jobs=32 --seconds=10 --first_step=0   (one line)
 #include <algorithm>
 #include <atomic>
 #include <cstdio>

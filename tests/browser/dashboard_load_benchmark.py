@@ -15,33 +15,18 @@ the page takes to answer a script call (its main thread's responsiveness).
 import argparse
 import json
 import os
-import secrets
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.request
 
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from local_dashboard import LocalCoordinator, headless_chromium
+
 RUN = "load"
-
-
-def wait_file(path, timeout_s=20):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if os.path.exists(path):
-            with open(path) as f:
-                text = f.read().strip()
-            if text:
-                return text
-        time.sleep(0.05)
-    raise RuntimeError(f"{path} was not written")
 
 
 def cpu_seconds(pids):
@@ -79,24 +64,13 @@ def main():
     parser.add_argument("--jobs", type=int, default=32)
     args = parser.parse_args()
 
-    tmp = tempfile.mkdtemp(prefix="gradnorm-dashboard-load-")
-    trainer = "trainer-" + secrets.token_hex(16)
-    viewer = "viewer-" + secrets.token_hex(16)
-    with open(os.path.join(tmp, "tokens"), "w") as f:
-        f.write(f"{trainer} trainer\n{viewer} viewer\n")
-    with open(os.path.join(tmp, "trainer.token"), "w") as f:
-        f.write(trainer + "\n")
-    log = open(os.path.join(tmp, "coordinator.log"), "w")
-    coordinator = subprocess.Popen(
-        [os.path.join(args.bin, "server/coordinator"), "--listen=127.0.0.1:0",
-         f"--port_file={tmp}/port", "--http_listen=127.0.0.1:0",
-         f"--http_port_file={tmp}/http.port", f"--tokens_file={tmp}/tokens",
-         f"--db={tmp}/gradnorm.db", "--log_level=warning"],
-        stdout=log, stderr=subprocess.STDOUT)
+    coordinator = LocalCoordinator(os.path.join(args.bin, "server/coordinator"),
+                                   ["--log_level=warning"])
+    tmp = coordinator.dir
+    viewer = coordinator.viewer
     driver = None
     try:
-        target = "127.0.0.1:" + wait_file(f"{tmp}/port")
-        url = "http://127.0.0.1:" + wait_file(f"{tmp}/http.port")
+        target, url = coordinator.target, coordinator.url
         next_step = 0
 
         def load():
@@ -119,13 +93,7 @@ def main():
 
         load()  # Registers the run; warms up.
 
-        options = Options()
-        for arg in ["--headless=new", "--no-sandbox", "--disable-gpu",
-                    "--disable-dev-shm-usage", "--window-size=1400,1000",
-                    f"--user-data-dir={tmp}/chromium"]:
-            options.add_argument(arg)
-        options.binary_location = "/usr/bin/chromium"
-        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        driver = headless_chromium(f"{tmp}/chromium")
 
         def open_dashboard():
             driver.get(f"{url}/#run={RUN}")
@@ -158,9 +126,9 @@ def main():
             else:
                 driver.get("about:blank")
             browser = pids_with(f"{tmp}/chromium")
-            cpu_before = (cpu_seconds([coordinator.pid]), cpu_seconds(browser))
+            cpu_before = (cpu_seconds([coordinator.process.pid]), cpu_seconds(browser))
             result = load()
-            result["coordinator_cpu_s"] = round(cpu_seconds([coordinator.pid]) - cpu_before[0], 2)
+            result["coordinator_cpu_s"] = round(cpu_seconds([coordinator.process.pid]) - cpu_before[0], 2)
             result["browser_cpu_s"] = round(cpu_seconds(browser) - cpu_before[1], 2)
             if phase == "with":
                 stop.set()
@@ -186,9 +154,7 @@ def main():
     finally:
         if driver is not None:
             driver.quit()
-        coordinator.terminate()
-        coordinator.wait(timeout=20)
-        log.close()
+        coordinator.stop()
 
 
 if __name__ == "__main__":

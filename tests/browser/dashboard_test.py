@@ -9,7 +9,6 @@ import html
 import json
 import math
 import os
-import secrets
 import subprocess
 import tempfile
 import threading
@@ -22,10 +21,8 @@ import torch
 
 import gradnorm.torch as gn
 from gradnorm import config as gc
+from local_dashboard import LocalCoordinator, headless_chromium
 
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -51,47 +48,12 @@ def coordinator_binary():
     return path
 
 
-def wait_for_file(path, proc, what, timeout_s=20):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if os.path.exists(path):
-            with open(path) as f:
-                text = f.read().strip()
-            if text:
-                return text
-        assert proc.poll() is None, f"the coordinator exited before writing {what}"
-        time.sleep(0.05)
-    pytest.fail(f"the coordinator wrote no {what} in {timeout_s} s")
-
-
 @pytest.fixture(scope="module")
 def coordinator(coordinator_binary):
     """A coordinator with a token per role and its HTTP port."""
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = "trainer-" + secrets.token_hex(16)
-        viewer = "viewer-" + secrets.token_hex(16)
-        tokens = os.path.join(tmp, "tokens")
-        with open(tokens, "w") as f:
-            f.write(f"{trainer} trainer\n{viewer} viewer\n")
-        os.chmod(tokens, 0o600)
-        port_file = os.path.join(tmp, "port")
-        http_port_file = os.path.join(tmp, "http.port")
-        log = open(os.path.join(tmp, "coordinator.log"), "w")
-        proc = subprocess.Popen(
-            [coordinator_binary, "--listen=127.0.0.1:0", f"--port_file={port_file}",
-             "--http_listen=127.0.0.1:0", f"--http_port_file={http_port_file}",
-             f"--tokens_file={tokens}", f"--db={tmp}/gradnorm.db"],
-            stdout=log, stderr=subprocess.STDOUT)
-        try:
-            port = wait_for_file(port_file, proc, "port")
-            http_port = wait_for_file(http_port_file, proc, "HTTP port")
-            yield {"target": "127.0.0.1:" + port,
-                   "url": f"http://127.0.0.1:{http_port}",
-                   "trainer": trainer, "viewer": viewer}
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-            log.close()
+    with LocalCoordinator(coordinator_binary) as c:
+        yield {"target": c.target, "url": c.url, "trainer": c.trainer,
+               "viewer": c.viewer}
 
 
 def gradients(job, step):
@@ -156,14 +118,7 @@ def api(coordinator, path):
 
 @pytest.fixture
 def browser():
-    options = Options()
-    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu",
-                "--disable-dev-shm-usage", "--window-size=1400,1000",
-                f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"]:
-        options.add_argument(arg)
-    options.binary_location = "/usr/bin/chromium"
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"),
-                              options=options)
+    driver = headless_chromium(tempfile.mkdtemp(prefix="chromium-"))
     driver.set_page_load_timeout(30)
     try:
         yield driver
@@ -348,7 +303,7 @@ def test_a_new_round_appears_without_reloading(coordinator, run, browser):
     browser.execute_script("window.gradnormMarker = 'same page';")
     run.run([STEPS])  # One more round, reported by both jobs.
     reported = time.monotonic()
-    state = wait_chart(browser, lambda s: any(
+    wait_chart(browser, lambda s: any(
         p[0] == STEPS for p in dataset(s, "mean")), timeout_s=2)
     latency = time.monotonic() - reported
     assert latency < 2.0
