@@ -681,6 +681,10 @@ absl::Status Run() {
                 target.c_str());
     std::fflush(stdout);
     WaitForInterrupt();
+  } else {
+    std::printf(
+        "  (the coordinator stops now: ./scripts/demo --keep-running keeps it "
+        "up to open the page)\n");
   }
 
   // A clean stop: SIGTERM, exit 0.
