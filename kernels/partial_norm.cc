@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/norm_type.h"
 #include "common/status_macros.h"
+#include "kernels/internal/exact_partial_cpu.h"
 #include "kernels/internal/partial_norm_cpu.h"
 #include "kernels/internal/partial_norm_on_device.h"
 
@@ -56,6 +57,19 @@ absl::StatusOr<PartialNorm> ComputePartialNorm(
   RETURN_IF_ERROR(ValidateNormType(p));
   RETURN_IF_ERROR(ValidateNormOptions(options));
   RETURN_IF_ERROR(ValidateTensors(tensors));
+  // The inf-norm is exact already: a max does not depend on order.
+  const bool exact = options.exact && !std::isinf(p);
+  if (exact && p != 1.0 && p != 2.0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "exact partials are for p = 1, 2 and inf; p = ", p,
+        " accumulates in fp64 (deterministic for a fixed layout only): "
+        "expected exact = false"));
+  }
+  if (exact && OnCuda(tensors)) {
+    return absl::UnimplementedError(
+        "exact partials of CUDA tensors are not implemented yet; expected "
+        "host tensors or exact = false");
+  }
   if (OnCuda(tensors)) {
 #if defined(GRADNORM_WITH_CUDA)
     kernels_internal::CudaNormOptions cuda_options;
@@ -72,6 +86,18 @@ absl::StatusOr<PartialNorm> ComputePartialNorm(
   cpu_options.per_tensor = options.per_tensor;
   cpu_options.fp32_accumulation = options.fp32_accumulation;
   cpu_options.parallel_for = &options.parallel_for;
+  if (exact) {
+    kernels_internal::ExactPartial partial =
+        kernels_internal::ComputeExactPartialCpu(tensors, p, cpu_options);
+    PartialNorm result;
+    result.value = partial.total.RoundToDouble();
+    result.nonfinite = !partial.total.finite();
+    for (const ExactSum& t : partial.per_tensor) {
+      result.per_tensor.push_back(t.RoundToDouble());
+    }
+    result.exact = std::move(partial.total);
+    return result;
+  }
   return kernels_internal::ComputePartialNormCpu(tensors, p, cpu_options);
 }
 

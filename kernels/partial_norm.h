@@ -65,6 +65,11 @@ struct PartialNormOptions {
   // For CUDA tensors: the cudaStream_t to run on (nullptr = the default
   // stream).
   void* cuda_stream = nullptr;
+  // p = 1 or 2: sum the exact terms with no rounding (PartialNorm::exact), so
+  // the partial is the same bits for any layout, thread count or chunking;
+  // `value` is it rounded once. p = inf is exact anyway; other p:
+  // INVALID_ARGUMENT. Host tensors only for now (CUDA: UNIMPLEMENTED).
+  bool exact = false;
   // Accumulate in fp32 instead of fp64 (CPU, p = 1 or 2, 32- and 16-bit
   // tensors; CUDA always accumulates in fp64). Exists only to benchmark what
   // fp64 costs; results may overflow. Never the default.

@@ -15,7 +15,8 @@
 // Counters: bytes_per_second (gradient bytes / mean wall time per call),
 // limit_bytes_per_second (the probe's fastest pass), ratio_to_limit (fastest
 // call vs fastest probe pass) and mean_ratio_to_limit (mean vs mean). "fp32acc"
-// variants accumulate in fp32, to show what fp64 costs.
+// variants accumulate in fp32, to show what fp64 costs; "exact" variants sum
+// with no rounding (PartialNormOptions::exact), to show what exactness costs.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -145,8 +146,13 @@ class Interleaved {
   int64_t probe_runs_ = 0;
 };
 
+// How the partial is summed: fp64 (the default), fp32 (to show what fp64
+// costs), or exactly (PartialNormOptions::exact: what layout independence
+// costs).
+enum class Sum { kFp64, kFp32, kExact };
+
 void BM_PartialNorm(benchmark::State& state, Shape shape, DType dtype, double p,
-                    bool fp32_accumulation) {
+                    Sum sum) {
   const Workload& w = GetWorkload(shape, dtype);
   if (shape == Shape::kGpt2 &&
       w.elements() != kernels_internal::kGpt2SmallElements) {
@@ -154,7 +160,8 @@ void BM_PartialNorm(benchmark::State& state, Shape shape, DType dtype, double p,
     return;
   }
   PartialNormOptions options;
-  options.fp32_accumulation = fp32_accumulation;
+  options.fp32_accumulation = sum == Sum::kFp32;
+  options.exact = sum == Sum::kExact;
   Interleaved timer(w.bytes(), /*read_write=*/false);
   for (auto _ : state) {
     absl::StatusOr<PartialNorm> r;
@@ -193,35 +200,43 @@ void BM_Clip(benchmark::State& state, DType dtype) {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_fp32_p2, Shape::kGpt2,
-                  DType::kFloat32, 2.0, false)
+                  DType::kFloat32, 2.0, Sum::kFp64)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_fp32_pinf, Shape::kGpt2,
-                  DType::kFloat32, kInf, false)
+                  DType::kFloat32, kInf, Sum::kFp64)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_fp32_p2_fp32acc, Shape::kGpt2,
-                  DType::kFloat32, 2.0, true)
+                  DType::kFloat32, 2.0, Sum::kFp32)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_bf16_p2, Shape::kGpt2,
-                  DType::kBFloat16, 2.0, false)
+                  DType::kBFloat16, 2.0, Sum::kFp64)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_bf16_pinf, Shape::kGpt2,
-                  DType::kBFloat16, kInf, false)
+                  DType::kBFloat16, kInf, Sum::kFp64)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_bf16_p2_fp32acc, Shape::kGpt2,
-                  DType::kBFloat16, 2.0, true)
+                  DType::kBFloat16, 2.0, Sum::kFp32)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_fp32_p2_exact, Shape::kGpt2,
+                  DType::kFloat32, 2.0, Sum::kExact)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_bf16_p2_exact, Shape::kGpt2,
+                  DType::kBFloat16, 2.0, Sum::kExact)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PartialNorm, 10k_x_1k_fp32_p2, Shape::k10kx1k,
-                  DType::kFloat32, 2.0, false)
+                  DType::kFloat32, 2.0, Sum::kFp64)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_PartialNorm, 10k_x_1k_fp32_p2_fp32acc, Shape::k10kx1k,
-                  DType::kFloat32, 2.0, true)
+                  DType::kFloat32, 2.0, Sum::kFp32)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_Clip, gpt2_124m_fp32_x0 .5, DType::kFloat32)

@@ -1,0 +1,41 @@
+// The exact partial norm of host tensors for p = 1 (sum |g|) and p = 2 (sum
+// g^2): every term is formed exactly and summed with no rounding
+// (common/exact_sum.h), so the result is the same bits for any thread count,
+// chunking, sharding or order of the tensors.
+//
+// 32- and 16-bit elements are split into their integer significand and
+// exponent; the significands (squared for p = 2: at most 48 bits) are summed
+// as integers in one bin per exponent, and the bins are added to the exact sum
+// every 2^16 elements. fp64 elements go to the exact sum one by one (a square
+// is 106 bits wide).
+//
+// Thread-safety: thread-safe; runs on the default ThreadPool or on
+// options.parallel_for as ComputePartialNormCpu does.
+#ifndef GRADNORM_KERNELS_INTERNAL_EXACT_PARTIAL_CPU_H_
+#define GRADNORM_KERNELS_INTERNAL_EXACT_PARTIAL_CPU_H_
+
+#include <vector>
+
+#include "absl/types/span.h"
+#include "common/exact_sum.h"
+#include "kernels/grad_tensor.h"
+#include "kernels/internal/partial_norm_cpu.h"
+
+namespace gradnorm {
+namespace kernels_internal {
+
+struct ExactPartial {
+  ExactSum total;
+  // One per tensor, in input order, when options.per_tensor.
+  std::vector<ExactSum> per_tensor;
+};
+
+// p is 1 or 2; tensors are valid host tensors. chunk_elements and
+// fp32_accumulation of `options` do not apply (nothing is rounded).
+ExactPartial ComputeExactPartialCpu(absl::Span<const GradTensor> tensors,
+                                    double p, const CpuNormOptions& options);
+
+}  // namespace kernels_internal
+}  // namespace gradnorm
+
+#endif  // GRADNORM_KERNELS_INTERNAL_EXACT_PARTIAL_CPU_H_
