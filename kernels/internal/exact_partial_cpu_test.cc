@@ -25,7 +25,8 @@ std::vector<std::unique_ptr<TestTensor>> Model(uint64_t seed, int small) {
   std::normal_distribution<double> normal(0.0, 0.02);
   std::vector<std::unique_ptr<TestTensor>> model;
   auto add = [&](DType dtype, std::vector<double> values) {
-    model.push_back(std::make_unique<TestTensor>(dtype, values, model.size() % 3));
+    model.push_back(
+        std::make_unique<TestTensor>(dtype, values, model.size() % 3));
   };
   const DType dtypes[] = {DType::kFloat32, DType::kBFloat16, DType::kFloat16,
                           DType::kFloat64};
@@ -129,7 +130,8 @@ TEST(ExactPartialCpuTest, ThroughComputePartialNorm) {
   PartialNormOptions options;
   options.exact = true;
   options.per_tensor = true;
-  absl::StatusOr<PartialNorm> partial = ComputePartialNorm(tensors, 2.0, options);
+  absl::StatusOr<PartialNorm> partial =
+      ComputePartialNorm(tensors, 2.0, options);
   ASSERT_TRUE(partial.ok()) << partial.status();
   ASSERT_TRUE(partial->exact.has_value());
   EXPECT_EQ(partial->value, partial->exact->RoundToDouble());
@@ -138,19 +140,23 @@ TEST(ExactPartialCpuTest, ThroughComputePartialNorm) {
   EXPECT_EQ(partial->per_tensor[1], 0.0);  // An empty tensor.
   // 1e300^2 is beyond fp64: exact, but it rounds to +Inf, as the fp64 path's.
   options.exact = false;
-  absl::StatusOr<PartialNorm> rounded = ComputePartialNorm(tensors, 2.0, options);
+  absl::StatusOr<PartialNorm> rounded =
+      ComputePartialNorm(tensors, 2.0, options);
   ASSERT_TRUE(rounded.ok());
   EXPECT_EQ(partial->value, INFINITY);
   EXPECT_EQ(rounded->value, INFINITY);
   // Close to the fp64 path where it stays finite, which rounds along the way.
-  absl::StatusOr<PartialNorm> sum_abs = ComputePartialNorm(tensors, 1.0, options);
+  absl::StatusOr<PartialNorm> sum_abs =
+      ComputePartialNorm(tensors, 1.0, options);
   options.exact = true;
-  absl::StatusOr<PartialNorm> exact_abs = ComputePartialNorm(tensors, 1.0, options);
+  absl::StatusOr<PartialNorm> exact_abs =
+      ComputePartialNorm(tensors, 1.0, options);
   ASSERT_TRUE(sum_abs.ok() && exact_abs.ok());
   EXPECT_NEAR(exact_abs->value, sum_abs->value, 1e-13 * sum_abs->value);
   // The inf-norm is exact anyway; other p cannot be.
   options.exact = true;
-  absl::StatusOr<PartialNorm> max = ComputePartialNorm(tensors, INFINITY, options);
+  absl::StatusOr<PartialNorm> max =
+      ComputePartialNorm(tensors, INFINITY, options);
   ASSERT_TRUE(max.ok());
   EXPECT_FALSE(max->exact.has_value());
   absl::StatusOr<PartialNorm> p3 = ComputePartialNorm(tensors, 3.0, options);

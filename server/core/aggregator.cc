@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "server/core/exact_total.h"
 #include "server/core/internal/aggregator_impl.h"
 #include "server/core/internal/run_watch.h"
 #include "server/core/number_format.h"
@@ -176,6 +177,10 @@ void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
         " is negative; expected >= 0, or NaN / +Inf for a non-finite "
         "gradient")));
   }
+  if (absl::Status exact = CheckExactPartial(run.info.config, request);
+      !exact.ok()) {
+    return fail(exact);
+  }
   auto conflict = [&](double stored) {
     return absl::AlreadyExistsError(absl::StrCat(
         "participant ", participant, " already reported partial ",
@@ -224,6 +229,7 @@ void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
         now + absl::Milliseconds(run.info.config.round_timeout_ms());
     round.reported.assign(n, false);
     round.partials.assign(n, 0.0);
+    round.exact_partials.assign(n, std::string());
     round.arrivals.assign(n, now);
     round.num_elements.assign(n, 0);
     open_it = run.open.emplace(step, std::move(round)).first;
@@ -235,9 +241,17 @@ void AggregatorImpl::ReportLocked(const v1::ReportRequest& request,
     if (!SamePartial(round.partials[participant], partial)) {
       return fail(conflict(round.partials[participant]));
     }
+    if (round.exact_partials[participant] != request.exact_partial()) {
+      return fail(absl::AlreadyExistsError(absl::StrCat(
+          "participant ", participant, " already reported partial ",
+          FormatNumber(partial), " for ", RoundName(run.info.run_id, step),
+          " with another exact partial (a retry must resend the same "
+          "bytes)")));
+    }
   } else {
     round.reported[participant] = true;
     round.partials[participant] = partial;
+    round.exact_partials[participant] = request.exact_partial();
     round.arrivals[participant] = now;
     round.num_elements[participant] = request.num_elements();
     round.count++;
@@ -264,7 +278,12 @@ RoundRecord AggregatorImpl::FinalizeLocked(Run& run, uint64_t step,
                                            OpenRound& round,
                                            uint32_t last_participant) {
   const v1::RunConfig& config = run.info.config;
-  const double total = CombinePartials(config.norm_type(), round.partials);
+  const std::optional<double> exact_total =
+      CombineExactPartials(config.norm_type(), round.exact_partials);
+  const double total =
+      exact_total.has_value()
+          ? *exact_total
+          : CombinePartials(config.norm_type(), round.partials);
   const RoundDecision decision = run.policy.Decide(total);
   // The policy state moves on now, not at commit: the next round to finalize
   // must see this one, whichever commits first.
@@ -281,6 +300,7 @@ RoundRecord AggregatorImpl::FinalizeLocked(Run& run, uint64_t step,
   r.set_reason(decision.reason);
   r.set_reason_detail(decision.detail);
   r.set_effective_max_norm(decision.effective_max_norm);
+  r.set_exact(exact_total.has_value());
   double spread = 0;
   record.participants.resize(round.partials.size());
   for (size_t i = 0; i < round.partials.size(); ++i) {

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "common/exact_sum.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
@@ -1066,6 +1067,54 @@ TEST_F(AggregatorTest, RetentionThreadDeletesInTheBackground) {
   }
   EXPECT_EQ(aggregator_->GetRun("r").status().code(),
             absl::StatusCode::kNotFound);
+}
+
+// Exact partials: the same gradients split into 2 jobs or 3 give the same
+// total bits, marked exact; a participant with only a double makes it fp64.
+TEST_F(AggregatorTest, ExactPartialsGiveTheSameTotalForAnyJobSplit) {
+  // The 1-norm, where the total is the sum itself (a square root would hide
+  // the last bits).
+  for (const char* run : {"two", "three", "mixed"}) {
+    v1::RegisterRunRequest request =
+        MakeRun(run, std::string(run) == "three" ? 3 : 2);
+    request.mutable_config()->set_norm_type(1);
+    Register(request);
+  }
+  const double big = std::ldexp(1.0, 53);
+  auto exact_report = [&](const std::string& run, uint32_t participant,
+                          std::vector<double> grads) {
+    ExactSum sum;
+    for (double g : grads) sum.AddAbs(g);
+    v1::ReportRequest r = MakeReport(run, 0, participant, sum.RoundToDouble());
+    r.set_exact_partial(sum.Encode());
+    outcomes_.push_back(std::make_unique<Outcome>());
+    aggregator_->Report(r, absl::InfiniteFuture(),
+                        outcomes_.back()->Callback());
+    return outcomes_.back().get();
+  };
+  // Two jobs: 2^53 + 1 (as a double, 2^53: the one is lost) and 1. Three
+  // jobs: 1, 2^53, 1.
+  exact_report("two", 0, {big, 1.0});
+  Outcome* two = exact_report("two", 1, {-1.0});
+  exact_report("three", 0, {1.0});
+  exact_report("three", 1, {-big});
+  Outcome* three = exact_report("three", 2, {1.0});
+  absl::StatusOr<v1::RoundResult> a = two->Get(), b = three->Get();
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  EXPECT_TRUE(a->exact());
+  EXPECT_TRUE(b->exact());
+  EXPECT_EQ(a->total_norm(), big + 2);
+  EXPECT_EQ(b->total_norm(), big + 2);
+  // Re-sending different exact bytes for the same partial is a conflict.
+  exact_report("mixed", 0, {big, 1.0});
+  Outcome* conflict = exact_report("mixed", 0, {big, 1.0, 1e-200});
+  EXPECT_EQ(conflict->Get().status().code(), absl::StatusCode::kAlreadyExists);
+  // A participant with only a double: fp64, and the lost one shows.
+  Outcome* mixed = Report("mixed", 0, 1, 1.0);
+  absl::StatusOr<v1::RoundResult> c = mixed->Get();
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->exact());
+  EXPECT_EQ(c->total_norm(), big);
 }
 
 // Long ranges are bucketed from the history index's block summaries plus the

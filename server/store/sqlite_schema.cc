@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS rounds (
   slowest_participant INTEGER NOT NULL,
   finalized_unix_micros INTEGER NOT NULL,
   participants BLOB NOT NULL,
+  exact INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (run_id, step)
 ) WITHOUT ROWID;
 )sql";
@@ -53,6 +54,11 @@ CREATE TABLE IF NOT EXISTS abandoned_steps (
 // Schema 4 added when a run was finished (0: not finished).
 constexpr char kMigrateTo4[] = R"sql(
 ALTER TABLE runs ADD COLUMN finished_unix_micros INTEGER NOT NULL DEFAULT 0;
+)sql";
+
+// Schema 5 added whether a round's total was summed from exact partials.
+constexpr char kMigrateTo5[] = R"sql(
+ALTER TABLE rounds ADD COLUMN exact INTEGER NOT NULL DEFAULT 0;
 )sql";
 
 // Schema 1 kept participants in a table of their own, one row each.
@@ -135,7 +141,8 @@ absl::Status CreateOrMigrateSchema(sqlite3* db, absl::string_view path) {
   } else if (found == 0) {
     RETURN_IF_ERROR(ExecSql(db, kSchema));
   }
-  if (found >= 1) RETURN_IF_ERROR(ExecSql(db, kMigrateTo4));
+  if (found >= 1 && found < 4) RETURN_IF_ERROR(ExecSql(db, kMigrateTo4));
+  if (found >= 1) RETURN_IF_ERROR(ExecSql(db, kMigrateTo5));
   RETURN_IF_ERROR(ExecSql(db, kAbandonedSchema));
   return ExecSql(
       db, absl::StrCat("PRAGMA user_version=", kSqliteSchemaVersion).c_str());
@@ -144,12 +151,12 @@ absl::Status CreateOrMigrateSchema(sqlite3* db, absl::string_view path) {
 const char kRoundColumns[] =
     "run_id, step, sequence, total_norm, clip_coef, action, reason, "
     "reason_detail, effective_max_norm, arrival_spread_seconds, "
-    "slowest_participant, finalized_unix_micros, participants";
+    "slowest_participant, finalized_unix_micros, participants, exact";
 // The same columns with an empty BLOB for the participants (not read).
 const char kRoundColumnsWithoutParticipants[] =
     "run_id, step, sequence, total_norm, clip_coef, action, reason, "
     "reason_detail, effective_max_norm, arrival_spread_seconds, "
-    "slowest_participant, finalized_unix_micros, x''";
+    "slowest_participant, finalized_unix_micros, x'', exact";
 
 // A row of kRoundColumns.
 absl::StatusOr<RoundRecord> RoundFromRow(sqlite3_stmt* q) {
@@ -167,6 +174,7 @@ absl::StatusOr<RoundRecord> RoundFromRow(sqlite3_stmt* q) {
   r.set_arrival_spread_seconds(sqlite3_column_double(q, 9));
   r.set_slowest_participant(static_cast<uint32_t>(sqlite3_column_int64(q, 10)));
   r.set_finalized_unix_micros(sqlite3_column_int64(q, 11));
+  r.set_exact(sqlite3_column_int(q, 13) != 0);
   absl::StatusOr<std::vector<ParticipantRecord>> participants =
       DecodeParticipants(absl::string_view(
           static_cast<const char*>(sqlite3_column_blob(q, 12)),

@@ -17,7 +17,7 @@
 namespace gradnorm {
 namespace server {
 
-inline constexpr int kSqliteSchemaVersion = 4;
+inline constexpr int kSqliteSchemaVersion = 5;
 
 // Creates the schema in an empty database, or migrates an older one to
 // kSqliteSchemaVersion; FAILED_PRECONDITION for a newer one (naming `path`).

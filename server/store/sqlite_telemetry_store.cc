@@ -124,8 +124,8 @@ absl::Status SqliteTelemetryStore::Prepare() {
        "INSERT INTO rounds (run_id, step, sequence, total_norm, clip_coef, "
        "action, reason, reason_detail, effective_max_norm, "
        "arrival_spread_seconds, slowest_participant, finalized_unix_micros, "
-       "participants) "
-       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"},
+       "participants, exact) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"},
       {&statements_->insert_abandoned,
        "INSERT OR IGNORE INTO abandoned_steps (run_id, step, why) "
        "VALUES (?1, ?2, ?3)"},
@@ -319,6 +319,7 @@ absl::Status SqliteTelemetryStore::WriteOp(const Op& op) {
     const std::string participants = EncodeParticipants(record.participants);
     sqlite3_bind_blob(s, 13, participants.data(), participants.size(),
                       SQLITE_STATIC);
+    sqlite3_bind_int(s, 14, r.exact() ? 1 : 0);
     status = StepDone(db_, s, "INSERT INTO rounds");
     if (status.code() == absl::StatusCode::kAlreadyExists) {
       status = absl::AlreadyExistsError(

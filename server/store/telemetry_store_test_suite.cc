@@ -42,6 +42,7 @@ RoundRecord MakeRoundRecord(const std::string& run_id, uint64_t step,
   res.set_arrival_spread_seconds(0.25 * participants);
   res.set_slowest_participant(participants - 1);
   res.set_finalized_unix_micros(1700000000000000 + step);
+  res.set_exact(step % 2 == 0);
   for (int i = 0; i < participants; ++i) {
     ParticipantRecord p;
     p.partial = i == 1 && !std::isfinite(total) ? total : 0.5 * i + step;

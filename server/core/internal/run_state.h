@@ -54,6 +54,9 @@ struct OpenRound {
   absl::Time deadline;
   std::vector<bool> reported;
   std::vector<double> partials;
+  // Each participant's exact partial (ExactSum bytes), empty when it sent
+  // only the double.
+  std::vector<std::string> exact_partials;
   std::vector<absl::Time> arrivals;
   std::vector<uint64_t> num_elements;
   uint32_t count = 0;
