@@ -280,13 +280,15 @@ absl::StatusOr<StepResult> GradNormClipper::DecideLocally(
 }
 
 absl::StatusOr<gradnorm::v1::RoundResult> GradNormClipper::ReportAndShare(
-    uint64_t step, double partial, uint64_t num_elements) {
+    uint64_t step, const GradNormResult& norm) {
   gradnorm::v1::ReportRequest request;
   request.set_run_id(coordinator_->run_id);
   request.set_step(step);
   request.set_participant(coordinator_->participant);
-  request.set_partial(partial);
-  request.set_num_elements(num_elements);
+  request.set_partial(norm.partial);
+  request.set_num_elements(norm.num_elements);
+  // Exact partials travel whole: the coordinator adds them with no rounding.
+  if (norm.exact.has_value()) request.set_exact_partial(norm.exact->Encode());
   ASSIGN_OR_RETURN(
       std::string payload,
       ShareLeaderCall(*job_, *coordinator_,
@@ -339,7 +341,7 @@ absl::StatusOr<StepResult> GradNormClipper::StepWith(
     ASSIGN_OR_RETURN(result, DecideLocally(norm.total_norm));
   } else {
     ASSIGN_OR_RETURN(gradnorm::v1::RoundResult round,
-                     ReportAndShare(step, norm.partial, norm.num_elements));
+                     ReportAndShare(step, norm));
     result.total_norm = round.total_norm();
     result.clip_coef =
         round.action() == gradnorm::v1::ACTION_CLIP ? round.clip_coef() : 1.0;

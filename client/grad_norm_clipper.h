@@ -52,6 +52,7 @@
 #include "absl/types/span.h"
 #include "client/communicator.h"
 #include "client/coordinator_client.h"
+#include "client/grad_utils.h"
 #include "gradnorm/v1/coordinator.pb.h"
 #include "kernels/grad_tensor.h"
 #include "kernels/partial_norm.h"
@@ -179,7 +180,7 @@ class GradNormClipper {
   absl::StatusOr<StepResult> DecideLocally(double total_norm) const;
   // The leader's Report, shared with the job's ranks.
   absl::StatusOr<gradnorm::v1::RoundResult> ReportAndShare(
-      uint64_t step, double partial, uint64_t num_elements);
+      uint64_t step, const GradNormResult& norm);
 
   Communicator* const dp_cp_;
   Communicator* const tp_;

@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "client/in_memory_communicator.h"
 #include "client/single_process_communicator.h"
+#include "common/exact_sum.h"
 #include "gmock/gmock.h"
 #include "gradnorm/v1/coordinator_mock.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -158,7 +159,8 @@ class TwoRankJobTest : public ::testing::Test {
   std::vector<absl::StatusOr<StepResult>> RunStep(
       std::vector<std::vector<float>>& grads,
       std::optional<v1::RunConfig> config = std::nullopt,
-      double norm_type = 2.0, bool leader_has_client = true) {
+      double norm_type = 2.0, bool leader_has_client = true,
+      bool exact = false) {
     std::vector<absl::StatusOr<StepResult>> results(2, absl::UnknownError(""));
     std::vector<std::thread> threads;
     for (int r = 0; r < 2; ++r) {
@@ -170,6 +172,7 @@ class TwoRankJobTest : public ::testing::Test {
         if (r == 0) binding.config = config;
         GradNormClipperOptions options;
         options.norm_type = norm_type;
+        options.partial.exact = exact;
         auto clipper = GradNormClipper::Create(dp_[r].get(), &tp_[r],
                                                job_[r].get(), options, binding);
         if (!clipper.ok()) {
@@ -226,6 +229,28 @@ TEST_F(TwoRankJobTest, LeaderReportsJobPartialAndEveryRankClipsByTheAnswer) {
   }
   EXPECT_EQ(grads[0], (std::vector<float>{1.5, 2}));
   EXPECT_EQ(grads[1], (std::vector<float>{0.5, 1}));
+}
+
+TEST_F(TwoRankJobTest, ExactPartialTravelsWholeToTheCoordinator) {
+  ExactSum expected;
+  for (float g : {3.0f, 4.0f, 1.0f, 1e-30f}) expected.AddSquare(g);
+  EXPECT_CALL(*stub_, Report(_, _, _))
+      .WillOnce(Invoke([&](grpc::ClientContext*, const v1::ReportRequest& req,
+                           v1::ReportResponse* resp) {
+        // The 1e-30 is lost in the double, not in the exact partial.
+        EXPECT_EQ(req.partial(), 26.0);
+        EXPECT_EQ(req.exact_partial(), expected.Encode());
+        resp->mutable_result()->set_total_norm(5.0990195135927845);
+        resp->mutable_result()->set_action(v1::ACTION_NONE);
+        resp->mutable_result()->set_exact(true);
+        return grpc::Status::OK;
+      }));
+  std::vector<std::vector<float>> grads = {{3, 4}, {1, 1e-30f}};
+  auto results = RunStep(grads, std::nullopt, 2.0, true, /*exact=*/true);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(results[r].ok()) << results[r].status();
+    EXPECT_EQ(results[r]->job_partial, 26.0);
+  }
 }
 
 TEST_F(TwoRankJobTest, SkipLeavesGradientsUntouched) {

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/exact_sum.h"
 #include "common/status_macros.h"
 
 namespace gradnorm {
@@ -21,6 +22,8 @@ struct LocalPartial {
   absl::Status status;
   double value = 0.0;
   double num_elements = 0.0;
+  // With PartialNormOptions::exact (p = 1 or 2).
+  ExactSum exact;
 };
 
 LocalPartial ComputeLocal(absl::Span<const GradTensor> grads, Communicator& tp,
@@ -52,6 +55,7 @@ LocalPartial ComputeLocal(absl::Span<const GradTensor> grads, Communicator& tp,
     return local;
   }
   local.value = partial->value;
+  if (partial->exact.has_value()) local.exact = *partial->exact;
   return local;
 }
 
@@ -88,6 +92,26 @@ absl::StatusOr<GradNormResult> GetGradNorm(absl::Span<const GradTensor> grads,
     result.total_norm = max_value[0];
     result.num_elements = static_cast<uint64_t>(counts[0]);
     failures = counts[1];
+  } else if (options.partial.exact) {
+    // The exact partials' digits, summed as doubles: integers below 2^53 in
+    // any order, so the group's sum is exact too (ExactSum::ToReducible).
+    constexpr int kDigitSums = ExactSum::kReducibleSize;
+    std::vector<double> sums(kDigitSums + 2, 0.0);
+    local.exact.ToReducible(absl::MakeSpan(sums).subspan(0, kDigitSums));
+    sums[kDigitSums] = local.num_elements;
+    sums[kDigitSums + 1] = failed;
+    RETURN_IF_ERROR(
+        ReduceOverGroups(dp_cp, tp, absl::MakeSpan(sums), ReduceOp::kSum));
+    failures = sums[kDigitSums + 1];
+    result.num_elements = static_cast<uint64_t>(sums[kDigitSums]);
+    if (local.status.ok() && failures == 0) {
+      ASSIGN_OR_RETURN(
+          ExactSum group,
+          ExactSum::FromReduced(absl::MakeSpan(sums).subspan(0, kDigitSums)));
+      result.partial = group.RoundToDouble();
+      result.total_norm = NormFromPartial(norm_type, result.partial);
+      result.exact = std::move(group);
+    }
   } else {
     double sums[3] = {local.value, local.num_elements, failed};
     RETURN_IF_ERROR(

@@ -19,11 +19,13 @@
 #define GRADNORM_CLIENT_GRAD_UTILS_H_
 
 #include <cstdint>
+#include <optional>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "client/communicator.h"
+#include "common/exact_sum.h"
 #include "common/norm_math.h"  // ClipCoefficient, kClipEpsilon
 #include "common/norm_type.h"  // ValidateNormType
 #include "kernels/grad_tensor.h"
@@ -35,7 +37,9 @@ struct GradNormOptions {
   // Fail with FAILED_PRECONDITION when the total is NaN or Inf (after every
   // rank has joined every reduction, so all ranks fail alike).
   bool error_if_nonfinite = false;
-  // Threads, chunking and CUDA stream of the local partial.
+  // Threads, chunking and CUDA stream of the local partial; `exact` sums
+  // exactly over the whole group too (the reductions carry each rank's exact
+  // partial as integer digit sums, which a floating-point SUM adds exactly).
   PartialNormOptions partial;
   // An error this rank found in its own input before the call (a gradient
   // its caller could not describe as a GradTensor, say): the rank fails with
@@ -54,6 +58,10 @@ struct GradNormResult {
   bool nonfinite = false;
   // Gradient elements covered (replicated tensors counted once).
   uint64_t num_elements = 0;
+  // With options.partial.exact (p = 1 or 2): the group's partial with no
+  // rounding at all, the same bits for any sharding over dp_cp and tp;
+  // `partial` is it rounded once, total_norm its square root (p = 2).
+  std::optional<ExactSum> exact;
 };
 
 // The p-norm (norm_type > 0, or +Inf) of the gradients sharded over `dp_cp`

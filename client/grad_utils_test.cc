@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -146,6 +147,54 @@ TEST(GetGradNormTest, DataAndTensorParallelShardsGiveTheFullNorm) {
       EXPECT_NEAR(results[r]->total_norm, expected, 1e-12 * expected)
           << "p=" << p << " rank " << r;
       EXPECT_EQ(results[r]->total_norm, results[0]->total_norm);
+    }
+  }
+}
+
+// The exact norm: the same model sharded as 1 rank, DP 2, DP 4, and TP 2
+// with replicated tensors (plus DP 2 x TP 2) gives the same bits everywhere,
+// equal to the element-by-element exact sum, on every rank.
+TEST(GetGradNormTest, ExactNormIsTheSameBitsForEveryLayout) {
+  std::mt19937_64 random(7);
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  // A matrix sharded by rows and a bias replicated over TP; extremes in it.
+  std::vector<float> matrix(4096), bias(64);
+  for (float& v : matrix) v = normal(random);
+  for (float& v : bias) v = normal(random);
+  matrix[5] = 6e31f;
+  matrix[77] = 1e-30f;
+  matrix[901] = 1e-44f;  // subnormal
+  for (double p : {1.0, 2.0}) {
+    ExactSum oracle;
+    for (float v : matrix) p == 2 ? oracle.AddSquare(v) : oracle.AddAbs(v);
+    for (float v : bias) p == 2 ? oracle.AddSquare(v) : oracle.AddAbs(v);
+    const double expected = NormFromPartial(p, oracle.RoundToDouble());
+    GradNormOptions options;
+    options.partial.exact = true;
+    for (auto [dp, tp] : std::vector<std::pair<int, int>>{
+             {1, 1}, {2, 1}, {4, 1}, {1, 2}, {2, 2}}) {
+      Mesh mesh(dp, tp);
+      const int ranks = dp * tp;
+      std::vector<std::vector<GradTensor>> grads(ranks);
+      const size_t per_rank = matrix.size() / ranks;
+      for (int r = 0; r < ranks; ++r) {
+        grads[r].push_back(
+            GradTensor::Cpu(matrix.data() + r * per_rank, per_rank));
+        // The bias: on every TP rank of the first DP rank, counted once.
+        if (r / tp == 0) {
+          GradTensor b = GradTensor::Cpu(bias.data(), bias.size());
+          b.tp_replicated = true;
+          grads[r].push_back(b);
+        }
+      }
+      auto results = NormOnMesh(mesh, grads, p, options);
+      for (int r = 0; r < ranks; ++r) {
+        ASSERT_TRUE(results[r].ok()) << results[r].status();
+        ASSERT_TRUE(results[r]->exact.has_value());
+        EXPECT_EQ(results[r]->exact->Encode(), oracle.Encode())
+            << "p " << p << ", DP " << dp << " x TP " << tp << ", rank " << r;
+        EXPECT_EQ(results[r]->total_norm, expected);
+      }
     }
   }
 }

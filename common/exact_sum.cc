@@ -232,4 +232,37 @@ absl::StatusOr<ExactSum> ExactSum::Decode(absl::string_view bytes) {
   return sum;
 }
 
+void ExactSum::ToReducible(absl::Span<double> out) const {
+  ExactSum n = *this;
+  n.Normalize();
+  for (int i = 0; i < kDigits; ++i) out[i] = static_cast<double>(n.digits_[i]);
+  out[kDigits] = nan_ ? 1.0 : 0.0;
+  out[kDigits + 1] = inf_ ? 1.0 : 0.0;
+}
+
+absl::StatusOr<ExactSum> ExactSum::FromReduced(absl::Span<const double> sums) {
+  if (sums.size() != static_cast<size_t>(kReducibleSize)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a reduced exact sum has ", sums.size(),
+                     " entries; expected ", kReducibleSize));
+  }
+  constexpr double kLimit = 9007199254740992.0;  // 2^53
+  for (size_t i = 0; i < sums.size(); ++i) {
+    const double v = sums[i];
+    if (!(v >= 0 && v < kLimit) || v != std::floor(v)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "entry ", i, " of a reduced exact sum is ", v,
+          "; expected an integer from 0 to 2^53 - 1 (a sum of ToReducible "
+          "values over fewer than 2^21 ranks)"));
+    }
+  }
+  ExactSum sum;
+  for (int i = 0; i < kDigits; ++i) {
+    sum.AddScaled(static_cast<uint64_t>(sums[i]), kLowestExponent + 32 * i);
+  }
+  sum.nan_ = sums[kDigits] > 0;
+  sum.inf_ = sums[kDigits + 1] > 0;
+  return sum;
+}
+
 }  // namespace gradnorm

@@ -27,6 +27,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 
 namespace gradnorm {
 
@@ -68,6 +69,19 @@ class ExactSum {
   std::string Encode() const;
   // INVALID_ARGUMENT when `bytes` are not what Encode writes.
   static absl::StatusOr<ExactSum> Decode(absl::string_view bytes);
+
+  // For an exact reduction over a group of ranks with an ordinary
+  // floating-point SUM (NCCL, Gloo, MPI): the sum's 32-bit digits as doubles,
+  // then a NaN count and an Inf count. Summed entry by entry over fewer than
+  // 2^21 ranks, in any order and grouping, every entry stays an integer below
+  // 2^53, so the reduction itself rounds nothing; FromReduced turns the sums
+  // back into the ExactSum of every rank's sum.
+  static constexpr int kReducibleSize = kDigits + 2;
+  // `out` has kReducibleSize entries.
+  void ToReducible(absl::Span<double> out) const;
+  // INVALID_ARGUMENT when `sums` has another size, or an entry that is not an
+  // integer in [0, 2^53) (what no sum of ToReducible values can give).
+  static absl::StatusOr<ExactSum> FromReduced(absl::Span<const double> sums);
 
   friend bool operator==(const ExactSum& a, const ExactSum& b) {
     return a.Encode() == b.Encode();

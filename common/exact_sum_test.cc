@@ -215,5 +215,45 @@ TEST(ExactSumTest, DecodeRefusesWhatEncodeDoesNotWrite) {
               HasSubstr("expected what ExactSum::Encode writes (version 1)"));
 }
 
+TEST(ExactSumTest, AFloatingPointSumOfReducibleFormsIsExact) {
+  std::mt19937_64 random(11);
+  // 64 ranks' sums, reduced as NCCL or Gloo would: entry by entry, in an
+  // order of their choosing (here random per entry).
+  std::vector<ExactSum> ranks(64);
+  ExactSum merged;
+  for (ExactSum& rank : ranks) {
+    for (double t : RandomTerms(random, 50)) rank.AddSquare(t);
+    merged.Merge(rank);
+  }
+  std::vector<std::vector<double>> forms(
+      ranks.size(), std::vector<double>(ExactSum::kReducibleSize));
+  for (size_t r = 0; r < ranks.size(); ++r)
+    ranks[r].ToReducible(absl::MakeSpan(forms[r]));
+  std::vector<double> sums(ExactSum::kReducibleSize, 0.0);
+  std::vector<size_t> order(ranks.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  for (int e = 0; e < ExactSum::kReducibleSize; ++e) {
+    std::shuffle(order.begin(), order.end(), random);
+    for (size_t r : order) sums[e] += forms[r][e];
+  }
+  absl::StatusOr<ExactSum> reduced = ExactSum::FromReduced(sums);
+  ASSERT_TRUE(reduced.ok()) << reduced.status();
+  EXPECT_EQ(reduced->Encode(), merged.Encode());
+  EXPECT_TRUE(reduced->finite());
+  // One rank's infinity makes the whole sum +Inf.
+  ExactSum inf;
+  inf.AddInf();
+  std::vector<double> inf_form(ExactSum::kReducibleSize);
+  inf.ToReducible(absl::MakeSpan(inf_form));
+  for (int e = 0; e < ExactSum::kReducibleSize; ++e) inf_form[e] += sums[e];
+  EXPECT_TRUE(ExactSum::FromReduced(inf_form)->is_inf());
+  sums[3] = 0.5;
+  EXPECT_EQ(ExactSum::FromReduced(sums).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      ExactSum::FromReduced(absl::MakeSpan(sums).subspan(1)).status().code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace gradnorm

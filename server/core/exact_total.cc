@@ -16,10 +16,11 @@ absl::Status CheckExactPartial(const v1::RunConfig& config,
   const double p = config.norm_type();
   if (p != 1.0 && p != 2.0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "participant ", request.participant(), " sent an exact partial for "
-        "step ", request.step(), " of run ", request.run_id(),
-        ", whose norm_type is ", FormatNumber(p),
-        "; exact partials are for p = 1 and 2 only"));
+        "participant ", request.participant(),
+        " sent an exact partial for "
+        "step ",
+        request.step(), " of run ", request.run_id(), ", whose norm_type is ",
+        FormatNumber(p), "; exact partials are for p = 1 and 2 only"));
   }
   absl::StatusOr<ExactSum> exact = ExactSum::Decode(request.exact_partial());
   if (!exact.ok()) {
@@ -32,12 +33,15 @@ absl::Status CheckExactPartial(const v1::RunConfig& config,
   // Bitwise: -0 is not a partial, and NaN must meet NaN.
   if (std::memcmp(&rounded, &partial, sizeof(double)) != 0 &&
       !(std::isnan(rounded) && std::isnan(partial))) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "participant ", request.participant(), " for step ", request.step(),
-        " of run ", request.run_id(), " sent partial ",
-        FormatNumber(request.partial()), " with an exact partial that rounds "
-        "to ", FormatNumber(rounded), "; expected partial to be the exact "
-        "partial rounded to nearest"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("participant ", request.participant(), " for step ",
+                     request.step(), " of run ", request.run_id(),
+                     " sent partial ", FormatNumber(request.partial()),
+                     " with an exact partial that rounds "
+                     "to ",
+                     FormatNumber(rounded),
+                     "; expected partial to be the exact "
+                     "partial rounded to nearest"));
   }
   return absl::OkStatus();
 }

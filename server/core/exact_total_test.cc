@@ -37,8 +37,8 @@ TEST(ExactTotalTest, TheTotalDoesNotDependOnTheJobSplit) {
   const double big = std::ldexp(1.0, 26);  // big^2 = 2^52
   const std::vector<std::string> two_jobs = {Exact({big, big}),
                                              Exact({1.0, 1.0})};
-  const std::vector<std::string> three_jobs = {
-      Exact({big}), Exact({1.0, big}), Exact({1.0})};
+  const std::vector<std::string> three_jobs = {Exact({big}), Exact({1.0, big}),
+                                               Exact({1.0})};
   const std::optional<double> a = CombineExactPartials(2.0, two_jobs);
   const std::optional<double> b = CombineExactPartials(2.0, three_jobs);
   ASSERT_TRUE(a.has_value() && b.has_value());
@@ -55,9 +55,10 @@ TEST(ExactTotalTest, ADoubleOnlyParticipantOrAnotherPMeansNoExactTotal) {
   nan.AddNaN();
   ExactSum inf;
   inf.AddInf();
-  EXPECT_TRUE(std::isnan(
-      *CombineExactPartials(2.0, {inf.Encode(), nan.Encode()})));
-  EXPECT_TRUE(std::isinf(*CombineExactPartials(2.0, {inf.Encode(), Exact({1})})));
+  EXPECT_TRUE(
+      std::isnan(*CombineExactPartials(2.0, {inf.Encode(), nan.Encode()})));
+  EXPECT_TRUE(
+      std::isinf(*CombineExactPartials(2.0, {inf.Encode(), Exact({1})})));
 }
 
 TEST(ExactTotalTest, ChecksEachReport) {
@@ -73,7 +74,8 @@ TEST(ExactTotalTest, ChecksEachReport) {
               HasSubstr("expected partial to be the exact partial rounded"));
   absl::Status garbage = CheckExactPartial(config, Report("\x01\x00\x05"));
   EXPECT_EQ(garbage.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(garbage.message(), HasSubstr("participant 1 for step 3 of run r"));
+  EXPECT_THAT(garbage.message(),
+              HasSubstr("participant 1 for step 3 of run r"));
   config.set_norm_type(INFINITY);
   absl::Status inf_norm = CheckExactPartial(config, Report(Exact({3.0})));
   EXPECT_EQ(inf_norm.code(), absl::StatusCode::kInvalidArgument);
