@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -84,6 +85,9 @@ Options Exec(const gn_exec_options* options) {
   if (options != nullptr) {
     out.num_threads = options->num_threads;
     out.cuda_stream = options->cuda_stream;
+    if constexpr (std::is_same_v<Options, PartialNormOptions>) {
+      out.exact = options->exact != 0;
+    }
   }
   return out;
 }
@@ -272,6 +276,7 @@ absl::Status CreateClipper(gn_communicator* dp_cp, gn_communicator* tp,
   clipper_options.max_norm = options->max_norm;
   clipper_options.error_if_nonfinite = options->error_if_nonfinite != 0;
   clipper_options.partial.num_threads = options->num_threads;
+  clipper_options.partial.exact = options->exact != 0;
   clipper_options.scale.num_threads = options->num_threads;
   clipper_options.partial.parallel_for = CurrentExecutor();
   clipper_options.scale.parallel_for = clipper_options.partial.parallel_for;

@@ -141,11 +141,14 @@ typedef struct gn_tensors {
   const char* error;
 } gn_tensors;
 
-/* Host threads (0: one per hardware thread) and the cudaStream_t of a call.
- * NULL options mean {0, NULL}. */
+/* Host threads (0: one per hardware thread) and the cudaStream_t of a call;
+ * exact (1) sums a p = 1 or 2 norm with no rounding, so it is the same bits
+ * for any sharding (host tensors; p = inf is exact anyway; other p:
+ * INVALID_ARGUMENT; ignored by gn_scale). NULL options mean {0, NULL, 0}. */
 typedef struct gn_exec_options {
   int32_t num_threads;
   void* cuda_stream;
+  int32_t exact;
 } gn_exec_options;
 
 /* This rank's partial: sum |g|^p, or max |g| for p = +inf (kernels/
@@ -309,6 +312,9 @@ typedef struct gn_clipper_options {
   int32_t error_if_nonfinite;
   /* Host threads of the kernels (0: one per hardware thread). */
   int32_t num_threads;
+  /* 1: exact partials (as gn_exec_options.exact), sent whole to the
+   * coordinator, whose total is then the same bits for any job split. */
+  int32_t exact;
 } gn_clipper_options;
 
 /* Where and as whom a job reports to the coordinator. Every rank of the job

@@ -530,3 +530,59 @@ def test_communicator_of_a_group_is_replaced_after_a_failed_callback(
     second = _torch_groups._communicator(group)
     assert second is not first and not second.failed
     assert _torch_groups._communicator(group) is second
+
+
+# --- the exact norm -----------------------------------------------------------
+
+def exact_oracle(grads, p):
+    """The correctly rounded norm, from Python's exact rationals: every |g| or
+    g^2 as a Fraction, their sum exact, rounded to the nearest double once
+    (float(Fraction) rounds correctly), then the correctly rounded sqrt."""
+    from fractions import Fraction
+    total = Fraction(0)
+    for g in grads:
+        for v in g.detach().to(torch.float64).flatten().tolist():
+            f = abs(Fraction(v))
+            total += f * f if p == 2 else f
+    s = float(total)
+    return math.sqrt(s) if p == 2 else s
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_exact_norm_is_the_correctly_rounded_norm_of_every_dtype(p):
+    torch.manual_seed(5)
+    grads = [
+        torch.randn(3000) * 0.02,
+        torch.tensor([6e31, -1e-30, 1e-45, -3e-39, 1.0]),
+        (torch.randn(2000) * 0.1).to(torch.bfloat16),
+        torch.tensor([3e38, -1e-38, 9e-41], dtype=torch.bfloat16),
+        (torch.randn(2000) * 0.1).to(torch.float16),
+        torch.tensor([65504, -6e-8, 1e-5], dtype=torch.float16),
+        torch.randn(1000, dtype=torch.float64) * 1e-3,
+        torch.tensor([1e150, 5e-324, -1e-310], dtype=torch.float64),
+        torch.zeros(0),
+    ]
+    parameters = []
+    for g in grads:
+        parameter = torch.nn.Parameter(torch.zeros_like(g))
+        parameter.grad = g.clone()
+        parameters.append(parameter)
+    expected = exact_oracle(grads, p)
+    norm = gn.get_grad_norm(parameters, None, None, p, exact=True)
+    assert norm == expected  # bitwise: the one rounding is the oracle's
+    # The same gradients in another order and split differently: same bits.
+    pieces = []
+    for g in reversed(grads):
+        for chunk in g.split(max(1, g.numel() // 3)):
+            piece = torch.nn.Parameter(torch.zeros_like(chunk))
+            piece.grad = chunk.clone()
+            pieces.append(piece)
+    assert gn.get_grad_norm(pieces, None, None, p, exact=True) == norm
+
+
+def test_exact_norm_is_refused_for_other_p():
+    parameter = torch.nn.Parameter(torch.zeros(3))
+    parameter.grad = torch.ones(3)
+    with pytest.raises(gradnorm.InvalidArgumentError, match="exact partials"):
+        gn.get_grad_norm([parameter], None, None, 3, exact=True)
+    assert gn.get_grad_norm([parameter], None, None, "inf", exact=True) == 1.0

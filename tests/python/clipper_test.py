@@ -468,3 +468,39 @@ def test_unknown_run_is_not_found(coordinator):
         gn.Clipper(address=coordinator, run_id="py-no-such-run",
                    report_timeout_s=10)
     assert info.value.code == "NOT_FOUND"
+
+
+def exact_norm_oracle(values):
+    """sqrt of the exact sum of squares, each rounding done once."""
+    from fractions import Fraction
+    total = sum((Fraction(v) ** 2 for v in values), Fraction(0))
+    return math.sqrt(float(total))
+
+
+def test_exact_total_is_the_same_bits_for_two_or_three_jobs(coordinator):
+    torch.manual_seed(11)
+    full = torch.cat([torch.randn(999) * 0.05, torch.tensor([6e31, 1e-30, 1.0])])
+    expected = exact_norm_oracle(full.double().tolist())
+    totals = {}
+    for jobs in (2, 3):
+        shards = full.tensor_split(jobs)
+        results = [None] * jobs
+
+        def run_job(i):
+            clipper = gn.Clipper(norm_type=2, max_norm=1.0, address=coordinator,
+                                 run_id=f"python-exact-{jobs}", participant=i,
+                                 participants=jobs, report_timeout_s=20,
+                                 exact=True)
+            parameter = torch.nn.Parameter(torch.zeros_like(shards[i]))
+            parameter.grad = shards[i].clone()
+            results[i] = clipper.step(0, [parameter])
+
+        threads = [threading.Thread(target=run_job, args=(i,)) for i in range(jobs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert all(r is not None for r in results)
+        assert len({r["total_norm"] for r in results}) == 1
+        totals[jobs] = results[0]["total_norm"]
+    assert totals[2] == totals[3] == expected

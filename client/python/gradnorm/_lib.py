@@ -54,7 +54,8 @@ class gn_tensors(ctypes.Structure):
 
 
 class gn_exec_options(ctypes.Structure):
-    _fields_ = [("num_threads", ctypes.c_int32), ("cuda_stream", ctypes.c_void_p)]
+    _fields_ = [("num_threads", ctypes.c_int32), ("cuda_stream", ctypes.c_void_p),
+                ("exact", ctypes.c_int32)]
 
 
 class gn_grad_norm_result(ctypes.Structure):
@@ -118,6 +119,7 @@ class gn_clipper_options(ctypes.Structure):
         ("max_norm", ctypes.c_double),
         ("error_if_nonfinite", ctypes.c_int32),
         ("num_threads", ctypes.c_int32),
+        ("exact", ctypes.c_int32),
     ]
 
 

@@ -81,7 +81,8 @@ _TensorOrTensors = Union[torch.Tensor, Iterable[torch.Tensor]]
 
 def get_grad_norm(parameters: _TensorOrTensors, dp_cp_group, tp_group,
                   norm_type: Union[int, float, str] = 2,
-                  dtype: torch.dtype = torch.float32) -> float:
+                  dtype: torch.dtype = torch.float32, *,
+                  exact: bool = False) -> float:
     """The norm of all gradients of the dp_cp x tp group viewed as one vector.
 
     parameters: a tensor or tensors (or DTensors) whose ``.grad`` are this
@@ -90,10 +91,16 @@ def get_grad_norm(parameters: _TensorOrTensors, dp_cp_group, tp_group,
     norm_type: p > 0, or inf / 'inf'. dtype: minimum accumulation precision
     (gradnorm uses fp64). Every rank of both groups must call it. Returns the
     total norm as a float (NaN or inf when a gradient is non-finite).
+
+    exact=True (p = 1 or 2; CPU gradients): every |g| or g^2 is summed with no
+    rounding, over the whole group too, and rounded once at the end, so the
+    norm is the same bits however the gradients are sharded over DP and TP,
+    on any number of threads: run a few steps with two layouts and compare.
     """
     p = _norm_type(norm_type)
     _check_dtype(dtype)
     local = _grads(_as_list(parameters), dp_cp_group, tp_group, for_norm=True)
+    local.options.exact = int(bool(exact))
     result = _lib.gn_grad_norm_result()
     dp_cp, tp = _communicator(dp_cp_group), _communicator(tp_group)
     _collective(_lib.lib.gn_get_grad_norm(
@@ -198,6 +205,9 @@ class Clipper:
     must already be registered (with this norm_type). While job_group's
     leader waits for the other jobs it tells the job's ranks so every
     progress_interval_s: keep it well below job_group's timeout.
+    exact=True (p = 1 or 2, CPU gradients) sends the job's exact partial
+    (see get_grad_norm); when every job of the run does, the coordinator's
+    total is the same bits for any job split.
     step() returns a dict: total_norm, clip_coef, action ("ACTION_NONE",
     "ACTION_CLIP", "ACTION_SKIP"), reason, reason_detail, effective_max_norm,
     nonfinite, job_partial, slowest_participant, arrival_spread_seconds.
@@ -215,7 +225,7 @@ class Clipper:
                  security="insecure", root_certs_pem="", client_cert_pem="",
                  client_key_pem="", tls_server_name="", token="",
                  report_timeout_s=120.0, progress_interval_s=10.0,
-                 error_if_nonfinite=False):
+                 error_if_nonfinite=False, exact=False):
         p = _norm_type(norm_type)
         max_norm = _number(max_norm, "max norm")
         if job_group == "world":
@@ -251,7 +261,7 @@ class Clipper:
         self._groups = (dp_cp_group, tp_group, job_group)
         self._communicators = tuple(map(_communicator, self._groups))
         options = _lib.gn_clipper_options(p, max_norm, int(bool(
-            error_if_nonfinite)), torch.get_num_threads())
+            error_if_nonfinite)), torch.get_num_threads(), int(bool(exact)))
         self._handle = ctypes.c_void_p()
         _collective(_lib.lib.gn_clipper_create(
             *map(_handle, self._communicators), ctypes.byref(options),
