@@ -252,6 +252,41 @@ TEST_F(GradnormctlTest, PlotDrawsTheHistory) {
   EXPECT_THAT(watched.text, HasSubstr("\x1b[H\x1b[2Jrun plot-run: 7 rounds"));
 }
 
+// parity compares two runs' totals bitwise: yes for the same reports, and the
+// first differing step otherwise, with exit codes 0 and 1.
+TEST_F(GradnormctlTest, ParityNamesTheFirstDifferingStep) {
+  TestClient client(NewChannel(target_));
+  for (const char* run : {"layout-a", "layout-b", "layout-c"}) {
+    ASSERT_TRUE(client.RegisterRun(run, Config(1)).ok());
+  }
+  for (int step = 0; step < 5; ++step) {
+    const double partial = 0.25 * (step + 1);
+    ASSERT_TRUE(client.Report("layout-a", step, 0, partial).ok());
+    ASSERT_TRUE(client.Report("layout-b", step, 0, partial).ok());
+    // Run c: step 3's partial off in its 12th digit.
+    ASSERT_TRUE(client
+                    .Report("layout-c", step, 0,
+                            step == 3 ? partial * (1 + 1e-12) : partial)
+                    .ok());
+  }
+  Output same = Ctl("parity layout-a layout-b");
+  EXPECT_EQ(same.exit_code, 0) << same.text;
+  EXPECT_THAT(same.text,
+              HasSubstr("runs layout-a and layout-b: 5 common steps, bitwise "
+                        "equal"));
+  // Reported as doubles only: the note says the totals are not exact.
+  EXPECT_THAT(same.text, HasSubstr("note: run layout-a has totals that are "
+                                   "not exact"));
+  Output different = Ctl("parity layout-a layout-c");
+  EXPECT_EQ(different.exit_code, 1) << different.text;
+  EXPECT_THAT(different.text, HasSubstr("first differs at step 3: 1 vs"));
+  EXPECT_THAT(different.text, HasSubstr("; 1 step differs"));
+  Output json = Ctl("--json parity layout-a layout-c");
+  EXPECT_THAT(json.text, HasSubstr("\"equal\":false,\"compared\":5"));
+  EXPECT_EQ(Ctl("parity layout-a").exit_code, 2);
+  EXPECT_EQ(Ctl("parity layout-a nobody").exit_code, 1);
+}
+
 // export-tensorboard writes one event per finalized round into a new file.
 TEST_F(GradnormctlTest, ExportTensorBoardWritesEveryRound) {
   TestClient client(NewChannel(target_));

@@ -17,6 +17,7 @@
 #include "grpcpp/client_context.h"
 #include "tools/gradnormctl/flags.h"
 #include "tools/gradnormctl/output.h"
+#include "tools/gradnormctl/parity.h"
 #include "tools/gradnormctl/plot.h"
 #include "tools/gradnormctl/tensorboard.h"
 
@@ -292,6 +293,64 @@ int Watch(const std::shared_ptr<grpc::Channel>& channel,
   return 0;
 }
 
+grpc::Status ReadStoredRounds(Coordinator::Stub& stub, const std::string& token,
+                              const gradnorm::v1::RunInfo& run, uint64_t from,
+                              std::vector<gradnorm::v1::RoundResult>* rounds) {
+  // A watch replays the stored rounds in step order: read up to the last step
+  // finalized now, then leave (a live run would stream on).
+  if (run.rounds() == 0 || run.last_step() < from) return grpc::Status::OK;
+  grpc::ClientContext context;
+  Prepare(&context, token, false);
+  gradnorm::v1::WatchRunRequest request;
+  request.set_run_id(run.run_id());
+  request.set_from_step(from);
+  auto reader = stub.WatchRun(&context, request);
+  gradnorm::v1::RoundResult round;
+  while (reader->Read(&round)) {
+    const uint64_t step = round.step();
+    rounds->push_back(round);
+    if (step >= run.last_step()) break;
+  }
+  context.TryCancel();
+  grpc::Status status = reader->Finish();
+  return status.error_code() == grpc::StatusCode::CANCELLED ? grpc::Status::OK
+                                                            : status;
+}
+
+int Parity(Coordinator::Stub& stub, const std::string& token,
+           const std::string& run_a, const std::string& run_b) {
+  std::vector<gradnorm::v1::RoundResult> rounds[2];
+  const std::string ids[2] = {run_a, run_b};
+  bool exact[2] = {true, true};
+  for (int i = 0; i < 2; ++i) {
+    gradnorm::v1::GetRunRequest get;
+    get.set_run_id(ids[i]);
+    gradnorm::v1::GetRunResponse run;
+    grpc::Status status =
+        Invoke(&Coordinator::Stub::GetRun, stub, token, get, &run);
+    if (!status.ok()) return Fail(status, "GetRun");
+    status = ReadStoredRounds(stub, token, run.run(), absl::GetFlag(FLAGS_from),
+                              &rounds[i]);
+    if (!status.ok()) return Fail(status, "WatchRun");
+    for (const auto& r : rounds[i]) exact[i] = exact[i] && r.exact();
+  }
+  const ParityReport report = CompareTotals(rounds[0], rounds[1]);
+  if (absl::GetFlag(FLAGS_json)) {
+    std::cout << ParityJson(report, run_a, run_b) << "\n";
+  } else {
+    std::cout << ParityText(report, run_a, run_b) << "\n";
+    for (int i = 0; i < 2; ++i) {
+      if (!exact[i] && !rounds[i].empty()) {
+        std::cout << "note: run " << ids[i]
+                  << " has totals that are not exact (a job reported only a "
+                     "double partial): they may differ in their last bits "
+                     "under another layout\n";
+      }
+    }
+  }
+  return report.equal() ? 0 : 1;
+}
+
 int ExportTensorBoard(const std::shared_ptr<grpc::Channel>& channel,
                       const std::string& token, const std::string& run_id,
                       const std::string& dir) {
@@ -302,29 +361,10 @@ int ExportTensorBoard(const std::shared_ptr<grpc::Channel>& channel,
   grpc::Status status =
       Invoke(&Coordinator::Stub::GetRun, *stub, token, get, &run);
   if (!status.ok()) return Fail(status, "GetRun");
-  // A watch replays the stored rounds in step order: read up to the last step
-  // finalized now, then leave (a live run would stream on).
   std::vector<gradnorm::v1::RoundResult> rounds;
-  const uint64_t from = absl::GetFlag(FLAGS_from);
-  if (run.run().rounds() > 0 && run.run().last_step() >= from) {
-    grpc::ClientContext context;
-    Prepare(&context, token, false);
-    gradnorm::v1::WatchRunRequest request;
-    request.set_run_id(run_id);
-    request.set_from_step(from);
-    auto reader = stub->WatchRun(&context, request);
-    gradnorm::v1::RoundResult round;
-    while (reader->Read(&round)) {
-      const uint64_t step = round.step();
-      rounds.push_back(round);
-      if (step >= run.run().last_step()) break;
-    }
-    context.TryCancel();
-    status = reader->Finish();
-    if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
-      return Fail(status, "WatchRun");
-    }
-  }
+  status = ReadStoredRounds(*stub, token, run.run(), absl::GetFlag(FLAGS_from),
+                            &rounds);
+  if (!status.ok()) return Fail(status, "WatchRun");
   absl::StatusOr<std::string> path =
       WriteTensorBoardEvents(rounds, dir, run_id);
   if (!path.ok()) {

@@ -36,6 +36,10 @@ int Watch(const std::shared_ptr<grpc::Channel>& channel,
           const std::string& token, const std::string& run_id);
 // The run's finalized rounds from --from to its last one (at the call) as a
 // TensorBoard event file in `dir` (tensorboard.h); prints the file's path.
+// parity RUN_A RUN_B: compares the two runs' totals step by step, bitwise
+// (parity.h); exit 0 when every common step is equal, 1 when one differs.
+int Parity(Coordinator::Stub& stub, const std::string& token,
+           const std::string& run_a, const std::string& run_b);
 int ExportTensorBoard(const std::shared_ptr<grpc::Channel>& channel,
                       const std::string& token, const std::string& run_id,
                       const std::string& dir);

@@ -81,7 +81,8 @@ namespace gradnormctl {
 
 const char kUsage[] =
     "usage: gradnormctl [flags] runs | run RUN | history RUN | summary RUN | "
-    "plot RUN | export-tensorboard RUN DIR | watch RUN | health | register "
+    "plot RUN | export-tensorboard RUN DIR | parity RUN_A RUN_B | watch RUN | "
+    "health | register "
     "RUN --participants=N | finish RUN | delete RUN\n"
     "(see --help for flags)";
 

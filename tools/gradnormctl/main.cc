@@ -5,6 +5,7 @@
 //   gradnormctl [flags] history RUN [--from=S --to=S --points=N]
 //   gradnormctl [flags] summary RUN [--from=S --to=S --top=N]   (N >= 1)
 //   gradnormctl [flags] plot RUN [--from=S --to=S --width=W --height=H --watch]
+//   gradnormctl [flags] parity RUN_A RUN_B [--from=S] [--json]
 //                                            the history as a terminal chart
 //   gradnormctl [flags] export-tensorboard RUN DIR [--from=S]
 //                                            the run's rounds as a TensorBoard
@@ -79,10 +80,10 @@ int main(int argc, char** argv) {
                          command == "plot" || command == "summary" ||
                          command == "watch" || command == "register" ||
                          command == "finish" || command == "delete";
-  const bool export_tb = command == "export-tensorboard";
+  const bool two_args = command == "export-tensorboard" || command == "parity";
   const bool known =
-      needs_run || export_tb || command == "runs" || command == "health";
-  const size_t expected_args = export_tb ? 4 : needs_run ? 3 : 2;
+      needs_run || two_args || command == "runs" || command == "health";
+  const size_t expected_args = two_args ? 4 : needs_run ? 3 : 2;
   if (!known || args.size() != expected_args) {
     std::cerr << "gradnormctl: bad command line\n" << kUsage << "\n";
     return 2;
@@ -116,8 +117,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (command == "health") return Health(*channel, *token);
-  if (export_tb) return ExportTensorBoard(*channel, *token, args[2], args[3]);
+  if (command == "export-tensorboard") {
+    return ExportTensorBoard(*channel, *token, args[2], args[3]);
+  }
   auto stub = Coordinator::NewStub(*channel);
+  if (command == "parity") return Parity(*stub, *token, args[2], args[3]);
   if (command == "runs") return Runs(*stub, *token);
   if (command == "plot") return Plot(*stub, *token, args[2]);
   const std::string run_id = args[2];
