@@ -165,6 +165,26 @@ TEST(ExactPartialCpuTest, ThroughComputePartialNorm) {
               HasSubstr("exact partials are for p = 1, 2 and inf"));
 }
 
+TEST(ExactPartialCpuTest, ChunkSizesAndThreadsDoNotMatter) {
+  auto model = Model(4, 50);
+  std::vector<GradTensor> tensors = Views(model);
+  PartialNormOptions options;
+  options.exact = true;
+  absl::StatusOr<PartialNorm> base = ComputePartialNorm(tensors, 2.0, options);
+  ASSERT_TRUE(base.ok());
+  for (int64_t chunk : {1000, 4096, 1 << 20}) {
+    for (int threads : {1, 2, 7}) {
+      options.chunk_elements = chunk;
+      options.num_threads = threads;
+      absl::StatusOr<PartialNorm> other =
+          ComputePartialNorm(tensors, 2.0, options);
+      ASSERT_TRUE(other.ok());
+      EXPECT_EQ(other->exact->Encode(), base->exact->Encode())
+          << chunk << " elements a chunk, " << threads << " threads";
+    }
+  }
+}
+
 TEST(ExactPartialCpuTest, NaNWinsOverInf) {
   TestTensor inf(DType::kBFloat16, {1.0, INFINITY, 2.0});
   TestTensor nan(DType::kFloat16, {NAN, 1.0});

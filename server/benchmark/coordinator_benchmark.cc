@@ -16,6 +16,7 @@
 // cost: SQLite with an fsync per commit (survives power loss), and no store.
 // BM_CoordinatorStreamRound/N: the same over open ReportStreams (what
 // CoordinatorClient uses), against the echo's ReportStream.
+// BM_CoordinatorStreamRoundExact/N: exact partials against doubles (x_double).
 // BM_CoordinatorThroughput: 32 clients (4 runs x 8 participants), each keeping
 // kWindow reports in flight, SQLite store with its durability on (a report is
 // answered only after its round committed), alternating with the same burst
@@ -26,6 +27,7 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -34,6 +36,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "benchmark/benchmark.h"
+#include "common/exact_sum.h"
 #include "grpcpp/grpcpp.h"
 #include "server/benchmark/echo_service.h"
 #include "server/rpc/coordinator_server.h"
@@ -199,6 +202,13 @@ class StreamParticipant final
     StartCall();
   }
 
+  // Sends `exact` (ExactSum bytes) and its rounding instead of the default
+  // double partial.
+  void UseExactPartial(std::string exact, double partial) {
+    exact_ = std::move(exact);
+    partial_ = partial;
+  }
+
   void Send(const std::string& run_id, uint64_t step, uint32_t participant,
             std::function<void()> done) {
     done_ = std::move(done);
@@ -206,7 +216,9 @@ class StreamParticipant final
     request_.mutable_report()->set_run_id(run_id);
     request_.mutable_report()->set_step(step);
     request_.mutable_report()->set_participant(participant);
-    request_.mutable_report()->set_partial(1.0 + participant);
+    request_.mutable_report()->set_partial(exact_.empty() ? 1.0 + participant
+                                                          : partial_);
+    request_.mutable_report()->set_exact_partial(exact_);
     StartRead(&response_);
     StartWrite(&request_);
   }
@@ -236,6 +248,8 @@ class StreamParticipant final
   grpc::ClientContext context_;
   v1::ReportStreamRequest request_;
   v1::ReportStreamResponse response_;
+  std::string exact_;
+  double partial_ = 0.0;
   std::function<void()> done_;
   std::atomic<int> pending_{0};
 };
@@ -322,6 +336,52 @@ void BM_CoordinatorStreamRound(benchmark::State& state) {
   MeasureRounds(state, static_cast<int>(state.range(0)), kSqliteNormal, true);
 }
 
+// Exact partials against double ones: N participants on open streams, one
+// run reporting doubles and one reporting exact partials (a job's sum of
+// squares of 10^5 normal fp32 gradients each), a round of each per
+// iteration; x_double = the exact round's mean time / the double round's
+// (target <= 1.1 at N = 32).
+void BM_CoordinatorStreamRoundExact(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  Fixture& fixture = Fixture::Get();
+  const std::string double_run = absl::StrCat("double-n", n);
+  const std::string exact_run = absl::StrCat("exact-n", n);
+  fixture.RegisterRun(double_run, n, kSqliteNormal);
+  fixture.RegisterRun(exact_run, n, kSqliteNormal);
+  auto& stubs = fixture.CoordinatorStubs(n, kSqliteNormal);
+  std::vector<std::unique_ptr<StreamParticipant>> doubles, exacts;
+  std::mt19937 random(1);
+  std::normal_distribution<float> normal(0.0f, 0.01f);
+  size_t exact_bytes = 0;
+  for (int p = 0; p < n; ++p) {
+    doubles.push_back(std::make_unique<StreamParticipant>(stubs[p].get()));
+    exacts.push_back(std::make_unique<StreamParticipant>(stubs[p].get()));
+    ExactSum sum;
+    for (int i = 0; i < 100000; ++i) sum.AddSquare(normal(random));
+    exact_bytes = sum.Encode().size();
+    exacts.back()->UseExactPartial(sum.Encode(), sum.RoundToDouble());
+  }
+  StreamRound(doubles, n, double_run, fixture.NextSteps(double_run, 1));
+  StreamRound(exacts, n, exact_run, fixture.NextSteps(exact_run, 1));
+  absl::Duration double_total, exact_total;
+  int64_t rounds = 0;
+  for (auto _ : state) {
+    absl::Time start = absl::Now();
+    StreamRound(doubles, n, double_run, fixture.NextSteps(double_run, 1));
+    double_total += absl::Now() - start;
+    start = absl::Now();
+    StreamRound(exacts, n, exact_run, fixture.NextSteps(exact_run, 1));
+    exact_total += absl::Now() - start;
+    ++rounds;
+  }
+  state.counters["exact_round_us"] =
+      absl::ToDoubleMicroseconds(exact_total) / rounds;
+  state.counters["double_round_us"] =
+      absl::ToDoubleMicroseconds(double_total) / rounds;
+  state.counters["x_double"] = absl::FDivDuration(exact_total, double_total);
+  state.counters["exact_bytes"] = static_cast<double>(exact_bytes);
+}
+
 // Every client keeps kWindow reports in flight until it sent
 // kReportsPerClientPerIteration; returns how long all took.
 absl::Duration ThroughputBurst(bool echo) {
@@ -401,6 +461,7 @@ BENCHMARK(BM_CoordinatorRoundMemoryStore)->Arg(32)->UseRealTime()->MinTime(0.5);
 BENCHMARK(BM_CoordinatorRound)->Arg(128)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_CoordinatorStreamRound)->Arg(1)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_CoordinatorStreamRound)->Arg(32)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_CoordinatorStreamRoundExact)->Arg(32)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_CoordinatorThroughput)->UseRealTime()->MinTime(2.0);
 
 }  // namespace

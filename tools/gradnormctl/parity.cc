@@ -67,17 +67,18 @@ ParityReport CompareTotals(const std::vector<v1::RoundResult>& a,
 
 std::string ParityText(const ParityReport& report, const std::string& a,
                        const std::string& b) {
-  std::string out = absl::StrCat("runs ", a, " and ", b, ": ",
-                                 report.compared, " common steps, ");
+  std::string out = absl::StrCat("runs ", a, " and ", b, ": ", report.compared,
+                                 " common steps, ");
   if (report.equal()) {
     absl::StrAppend(&out, "bitwise equal");
   } else {
     const ParityDifference& d = *report.first_difference;
     absl::StrAppend(&out, "first differs at step ", d.step, ": ", Exact(d.a),
-                    " vs ", Exact(d.b), " (", absl::StrFormat("%+.3g", d.difference),
-                    ", ", absl::StrFormat("%.3g", d.relative), " relative",
-                    d.ulps > 0 ? absl::StrCat(", ", d.ulps, " ulp") : "",
-                    "); ", report.differing,
+                    " vs ", Exact(d.b), " (",
+                    absl::StrFormat("%+.3g", d.difference), ", ",
+                    absl::StrFormat("%.3g", d.relative), " relative",
+                    d.ulps > 0 ? absl::StrCat(", ", d.ulps, " ulp") : "", "); ",
+                    report.differing,
                     report.differing == 1 ? " step differs" : " steps differ");
   }
   if (report.only_a > 0 || report.only_b > 0) {
@@ -91,24 +92,26 @@ std::string ParityJson(const ParityReport& report, const std::string& a,
                        const std::string& b) {
   auto number = [](double x) {
     return std::isfinite(x) ? Exact(x)
-                            : absl::StrCat("\"", std::isnan(x) ? "NaN"
-                                                 : x > 0      ? "Infinity"
-                                                              : "-Infinity",
+                            : absl::StrCat("\"",
+                                           std::isnan(x) ? "NaN"
+                                           : x > 0       ? "Infinity"
+                                                         : "-Infinity",
                                            "\"");
   };
   std::string out = absl::StrCat(
-      "{\"run_a\":\"", a, "\",\"run_b\":\"", b, "\",\"equal\":",
-      report.equal() ? "true" : "false", ",\"compared\":", report.compared,
-      ",\"differing\":", report.differing, ",\"only_a\":", report.only_a,
-      ",\"only_b\":", report.only_b, ",\"first_difference\":");
+      "{\"run_a\":\"", a, "\",\"run_b\":\"", b,
+      "\",\"equal\":", report.equal() ? "true" : "false",
+      ",\"compared\":", report.compared, ",\"differing\":", report.differing,
+      ",\"only_a\":", report.only_a, ",\"only_b\":", report.only_b,
+      ",\"first_difference\":");
   if (report.equal()) {
     absl::StrAppend(&out, "null}");
   } else {
     const ParityDifference& d = *report.first_difference;
-    absl::StrAppend(&out, "{\"step\":", d.step, ",\"a\":", number(d.a),
-                    ",\"b\":", number(d.b), ",\"difference\":",
-                    number(d.difference), ",\"relative\":", number(d.relative),
-                    ",\"ulps\":", d.ulps, "}}");
+    absl::StrAppend(
+        &out, "{\"step\":", d.step, ",\"a\":", number(d.a),
+        ",\"b\":", number(d.b), ",\"difference\":", number(d.difference),
+        ",\"relative\":", number(d.relative), ",\"ulps\":", d.ulps, "}}");
   }
   return out;
 }

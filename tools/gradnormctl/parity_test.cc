@@ -12,7 +12,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::vector<v1::RoundResult> Rounds(std::vector<std::pair<uint64_t, double>> s) {
+std::vector<v1::RoundResult> Rounds(
+    std::vector<std::pair<uint64_t, double>> s) {
   std::vector<v1::RoundResult> out;
   for (auto [step, total] : s) {
     out.emplace_back();
@@ -33,9 +34,9 @@ TEST(ParityTest, EqualRunsSayYes) {
 
 TEST(ParityTest, NamesTheFirstDifferingStepAndByHowMuch) {
   const double x = 1.0, y = std::nextafter(std::nextafter(1.0, 2.0), 2.0);
-  ParityReport r = CompareTotals(
-      Rounds({{0, 2.0}, {3, x}, {4, 5.0}, {5, 6.0}, {9, 1.0}}),
-      Rounds({{0, 2.0}, {3, y}, {4, 5.5}, {5, 6.0}, {7, 1.0}}));
+  ParityReport r =
+      CompareTotals(Rounds({{0, 2.0}, {3, x}, {4, 5.0}, {5, 6.0}, {9, 1.0}}),
+                    Rounds({{0, 2.0}, {3, y}, {4, 5.5}, {5, 6.0}, {7, 1.0}}));
   EXPECT_FALSE(r.equal());
   ASSERT_TRUE(r.first_difference.has_value());
   EXPECT_EQ(r.first_difference->step, 3u);
