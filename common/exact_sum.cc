@@ -17,7 +17,7 @@ constexpr uint8_t kNaNFlag = 1;
 constexpr uint8_t kInfFlag = 2;
 
 // The integer significand and exponent of a finite double: |x| = m * 2^e.
-void Decompose(double x, uint64_t* m, int* e) {
+void DecomposeFinite(double x, uint64_t* m, int* e) {
   uint64_t bits;
   std::memcpy(&bits, &x, sizeof(bits));
   const int biased = static_cast<int>((bits >> 52) & 0x7ff);
@@ -29,13 +29,6 @@ void Decompose(double x, uint64_t* m, int* e) {
     *m = fraction | (uint64_t{1} << 52);
     *e = biased - 1075;
   }
-}
-
-// Classifies x: 0 finite, 1 NaN, 2 infinite.
-int NonFinite(double x) {
-  if (std::isnan(x)) return 1;
-  if (std::isinf(x)) return 2;
-  return 0;
 }
 
 void PutU16(std::string* out, uint16_t v) {
@@ -74,33 +67,30 @@ void ExactSum::AddScaled(unsigned __int128 m, int exponent) {
 }
 
 void ExactSum::AddAbs(double x) {
-  switch (NonFinite(x)) {
-    case 1:
-      nan_ = true;
-      return;
-    case 2:
-      inf_ = true;
-      return;
-  }
   uint64_t m;
   int e;
-  Decompose(x, &m, &e);
-  AddScaled(m, e);
+  if (Decompose(x, &m, &e)) AddScaled(m, e);
 }
 
 void ExactSum::AddSquare(double x) {
-  switch (NonFinite(x)) {
-    case 1:
-      nan_ = true;
-      return;
-    case 2:
-      inf_ = true;
-      return;
-  }
   uint64_t m;
   int e;
-  Decompose(x, &m, &e);
-  AddScaled(static_cast<unsigned __int128>(m) * m, 2 * e);
+  if (Decompose(x, &m, &e)) {
+    AddScaled(static_cast<unsigned __int128>(m) * m, 2 * e);
+  }
+}
+
+bool ExactSum::Decompose(double x, uint64_t* m, int* e) {
+  if (std::isnan(x)) {
+    nan_ = true;
+    return false;
+  }
+  if (std::isinf(x)) {
+    inf_ = true;
+    return false;
+  }
+  DecomposeFinite(x, m, e);
+  return true;
 }
 
 void ExactSum::Normalize() {

@@ -88,6 +88,9 @@ class ExactSum {
   }
 
  private:
+  // |x| = m * 2^e for a finite x; a NaN or infinity sets its flag instead
+  // (false).
+  bool Decompose(double x, uint64_t* m, int* e);
   // Propagates carries so that every digit is below 2^32.
   void Normalize();
   void AddDigits(const std::array<uint64_t, kDigits>& digits);
