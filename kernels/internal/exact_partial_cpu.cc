@@ -49,25 +49,48 @@ struct Bins {
   }
 };
 
-// fp32 bits (bf16 bits shifted up are fp32 bits too).
-inline void AddFloatBits(uint32_t bits, bool squares, Bins& bins, int table) {
+// fp32 bits (bf16 bits shifted up are fp32 bits too). Branch-free: NaN and
+// Inf land in bin 255, which the caller looks into afterwards.
+template <bool kSquares>
+inline void AddFloatBits(uint32_t bits, Bins& bins, int table) {
   const uint32_t e = (bits >> 23) & 0xff;
-  if (e == 0xff) {
-    ((bits & 0x7fffff) != 0 ? bins.nan : bins.inf) = true;
-    return;
-  }
-  const uint64_t m = (bits & 0x7fffff) | (e != 0 ? 0x800000u : 0u);
-  bins.sum[table][e] += squares ? m * m : m;
+  const uint64_t m = (bits & 0x7fffff) | (uint32_t{e != 0} << 23);
+  bins.sum[table][e] += kSquares ? m * m : m;
 }
 
-inline void AddHalfBits(uint16_t bits, bool squares, Bins& bins, int table) {
+// fp16 bits; NaN and Inf land in bin 31.
+template <bool kSquares>
+inline void AddHalfBits(uint16_t bits, Bins& bins, int table) {
   const uint32_t e = (bits >> 10) & 0x1f;
-  if (e == 0x1f) {
-    ((bits & 0x3ff) != 0 ? bins.nan : bins.inf) = true;
-    return;
+  const uint64_t m = (bits & 0x3ffu) | (uint32_t{e != 0} << 10);
+  bins.sum[table][e] += kSquares ? m * m : m;
+}
+
+// Sets bins.nan / bins.inf from the block's elements of the all-ones
+// exponent (what went to bin `top`), and empties that bin.
+template <typename T, typename Widen>
+void SortOutNonFinite(const T* x, int64_t begin, int64_t stop, int top,
+                      int exponent_shift, uint32_t fraction_mask, Widen widen,
+                      Bins& bins) {
+  if (bins.sum[0][top] == 0 && bins.sum[1][top] == 0) return;
+  for (int64_t i = begin; i < stop; ++i) {
+    const uint32_t bits = widen(x[i]);
+    if (((bits >> exponent_shift) & top) == static_cast<uint32_t>(top)) {
+      ((bits & fraction_mask) != 0 ? bins.nan : bins.inf) = true;
+    }
   }
-  const uint64_t m = (bits & 0x3ff) | (e != 0 ? 0x400u : 0u);
-  bins.sum[table][e] += squares ? m * m : m;
+  bins.sum[0][top] = bins.sum[1][top] = 0;
+}
+
+template <bool kSquares, typename T, typename Widen, typename Add>
+void SumBlock(const T* x, int64_t begin, int64_t stop, Bins& bins, Widen widen,
+              Add add) {
+  int64_t i = begin;
+  for (; i + 2 <= stop; i += 2) {
+    add(widen(x[i]), bins, 0);
+    add(widen(x[i + 1]), bins, 1);
+  }
+  if (i < stop) add(widen(x[i]), bins, 0);
 }
 
 void SumPiece(const GradTensor& g, int64_t begin, int64_t end, bool squares,
@@ -84,26 +107,32 @@ void SumPiece(const GradTensor& g, int64_t begin, int64_t end, bool squares,
   const int bias = half ? 25 : 150;
   for (int64_t block = begin; block < end; block += kFlushElements) {
     const int64_t stop = std::min(end, block + kFlushElements);
+    auto same = [](uint32_t v) { return v; };
+    auto bf16 = [](uint16_t v) { return uint32_t{v} << 16; };
+    auto half16 = [](uint16_t v) { return uint32_t{v}; };
     switch (g.dtype) {
       case DType::kFloat32: {
         const uint32_t* x = static_cast<const uint32_t*>(g.data);
-        for (int64_t i = block; i < stop; ++i) {
-          AddFloatBits(x[i], squares, bins, i & 1);
-        }
+        squares
+            ? SumBlock<true>(x, block, stop, bins, same, AddFloatBits<true>)
+            : SumBlock<false>(x, block, stop, bins, same, AddFloatBits<false>);
+        SortOutNonFinite(x, block, stop, 255, 23, 0x7fffff, same, bins);
         break;
       }
       case DType::kBFloat16: {
         const uint16_t* x = static_cast<const uint16_t*>(g.data);
-        for (int64_t i = block; i < stop; ++i) {
-          AddFloatBits(uint32_t{x[i]} << 16, squares, bins, i & 1);
-        }
+        squares
+            ? SumBlock<true>(x, block, stop, bins, bf16, AddFloatBits<true>)
+            : SumBlock<false>(x, block, stop, bins, bf16, AddFloatBits<false>);
+        SortOutNonFinite(x, block, stop, 255, 23, 0x7fffff, bf16, bins);
         break;
       }
       case DType::kFloat16: {
         const uint16_t* x = static_cast<const uint16_t*>(g.data);
-        for (int64_t i = block; i < stop; ++i) {
-          AddHalfBits(x[i], squares, bins, i & 1);
-        }
+        squares
+            ? SumBlock<true>(x, block, stop, bins, half16, AddHalfBits<true>)
+            : SumBlock<false>(x, block, stop, bins, half16, AddHalfBits<false>);
+        SortOutNonFinite(x, block, stop, 31, 10, 0x3ff, half16, bins);
         break;
       }
       case DType::kFloat64:
