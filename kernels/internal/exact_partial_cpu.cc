@@ -3,9 +3,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <functional>
-
-#include "kernels/internal/thread_pool.h"
 
 namespace gradnorm {
 namespace kernels_internal {
@@ -15,8 +12,6 @@ namespace {
 constexpr int64_t kTaskElements = int64_t{1} << 18;
 // Bins take a 48-bit square 2^16 times before they must be emptied.
 constexpr int64_t kFlushElements = int64_t{1} << 16;
-// Below this many elements one thread is faster than waking others.
-constexpr int64_t kSerialElements = int64_t{1} << 15;
 
 struct Piece {
   size_t tensor;
@@ -163,18 +158,9 @@ ExactPartial ComputeExactPartialCpu(absl::Span<const GradTensor> tensors,
     const Piece& piece = pieces[i];
     SumPiece(tensors[piece.tensor], piece.begin, piece.end, squares, &sums[i]);
   };
-  const int parallelism =
-      total_elements < kSerialElements
-          ? 1
-          : (options.num_threads > 0 ? options.num_threads
-                                     : ThreadPool::HardwareThreads());
-  const int64_t n = static_cast<int64_t>(pieces.size());
-  if (options.parallel_for != nullptr && *options.parallel_for &&
-      parallelism > 1 && n > 1) {
-    (*options.parallel_for)(n, std::function<void(int64_t)>(run));
-  } else {
-    ThreadPool::Default().ParallelFor(n, parallelism, run);
-  }
+  RunTasks(static_cast<int64_t>(pieces.size()),
+           Parallelism(options.num_threads, total_elements),
+           options.parallel_for, run);
   // Exact, so any merge order gives the same sum.
   ExactPartial result;
   if (options.per_tensor) result.per_tensor.resize(tensors.size());

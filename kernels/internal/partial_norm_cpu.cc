@@ -32,30 +32,8 @@ int64_t TaskElements(int64_t total_elements, int parallelism) {
   return std::clamp<int64_t>(total_elements / (int64_t{8} * parallelism),
                              kMinTaskElements, kMaxTaskElements);
 }
-// Below this many elements one thread is faster than waking others.
-constexpr int64_t kSerialElements = int64_t{1} << 15;
 // Elements per scaling work item (scaling has no combine step to keep fixed).
 constexpr int64_t kScaleElements = int64_t{1} << 16;
-
-int Parallelism(int requested, int64_t total_elements) {
-  if (total_elements < kSerialElements) return 1;
-  return requested > 0 ? requested : ThreadPool::HardwareThreads();
-}
-
-// Runs fn over [0, num_tasks): on the caller's executor when one is given and
-// there is more than one thread's work, else on the default pool (which runs a
-// single thread's work inline). Each task writes its own slots, so who runs it
-// never matters.
-void RunTasks(int64_t num_tasks, int parallelism,
-              const CpuParallelFor* parallel_for,
-              absl::FunctionRef<void(int64_t)> fn) {
-  if (parallel_for != nullptr && *parallel_for && parallelism > 1 &&
-      num_tasks > 1) {
-    (*parallel_for)(num_tasks, std::function<void(int64_t)>(fn));
-    return;
-  }
-  ThreadPool::Default().ParallelFor(num_tasks, parallelism, fn);
-}
 
 struct Scratch {
   std::vector<size_t> first_chunk;
@@ -98,6 +76,22 @@ NormKind KindFor(double p) {
 }
 
 }  // namespace
+
+int Parallelism(int requested, int64_t total_elements) {
+  if (total_elements < kSerialElements) return 1;
+  return requested > 0 ? requested : ThreadPool::HardwareThreads();
+}
+
+void RunTasks(int64_t num_tasks, int parallelism,
+              const CpuParallelFor* parallel_for,
+              absl::FunctionRef<void(int64_t)> fn) {
+  if (parallel_for != nullptr && *parallel_for && parallelism > 1 &&
+      num_tasks > 1) {
+    (*parallel_for)(num_tasks, std::function<void(int64_t)>(fn));
+    return;
+  }
+  ThreadPool::Default().ParallelFor(num_tasks, parallelism, fn);
+}
 
 PartialNorm ComputePartialNormCpu(absl::Span<const GradTensor> tensors,
                                   double p, const CpuNormOptions& options) {

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 
+#include "absl/functional/function_ref.h"
 #include "absl/types/span.h"
 #include "kernels/grad_tensor.h"
 #include "kernels/partial_norm_result.h"
@@ -46,6 +47,21 @@ struct CpuNormOptions {
 
 PartialNorm ComputePartialNormCpu(absl::Span<const GradTensor> tensors,
                                   double p, const CpuNormOptions& options);
+
+// Below this many elements one thread is faster than waking others.
+inline constexpr int64_t kSerialElements = int64_t{1} << 15;
+
+// The threads for `total_elements` of work: 1 below kSerialElements, else
+// `requested` (0: one per hardware thread).
+int Parallelism(int requested, int64_t total_elements);
+
+// Runs fn over [0, num_tasks): on the caller's executor when one is given and
+// there is more than one thread's work, else on the default pool (which runs a
+// single thread's work inline). Tasks write their own results, so who runs
+// them never matters.
+void RunTasks(int64_t num_tasks, int parallelism,
+              const CpuParallelFor* parallel_for,
+              absl::FunctionRef<void(int64_t)> fn);
 
 // num_threads 0: one per hardware thread. `parallel_for` as in CpuNormOptions.
 void ScaleInPlaceCpu(absl::Span<const GradTensor> tensors, double coef,

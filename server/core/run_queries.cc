@@ -24,6 +24,13 @@ std::vector<const RoundRecord*> Pointers(
   return pointers;
 }
 
+// The step range a query names over `run`'s finalized steps.
+absl::StatusOr<StepRange> RangeOf(const Run& run, uint64_t from_step,
+                                  uint64_t to_step) {
+  return ResolveStepRange(from_step, to_step,
+                          run.rounds > 0 ? run.last_step : 0);
+}
+
 }  // namespace
 
 v1::ListRunsResponse AggregatorImpl::ListRuns() const {
@@ -51,11 +58,7 @@ absl::StatusOr<std::vector<RoundRecord>> AggregatorImpl::ReadRange(
     absl::ReaderMutexLock lock(&state_.mu);
     absl::StatusOr<Run*> run = state_.runs.Find(run_id);
     if (!run.ok()) return run.status();
-    const uint64_t last = (*run)->rounds > 0 ? (*run)->last_step : 0;
-    absl::StatusOr<StepRange> resolved =
-        ResolveStepRange(from_step, to_step, last);
-    if (!resolved.ok()) return resolved.status();
-    range = *resolved;
+    ASSIGN_OR_RETURN(range, RangeOf(**run, from_step, to_step));
     *participants = (*run)->info.config.participants();
   }
   // The store has every committed round; reading it takes no lock of ours,
@@ -76,11 +79,8 @@ absl::StatusOr<v1::GetHistoryResponse> AggregatorImpl::GetHistory(
     absl::ReaderMutexLock lock(&state_.mu);
     absl::StatusOr<Run*> run = state_.runs.Find(request.run_id());
     if (!run.ok()) return run.status();
-    const uint64_t last = (*run)->rounds > 0 ? (*run)->last_step : 0;
-    absl::StatusOr<StepRange> resolved =
-        ResolveStepRange(request.from_step(), request.to_step(), last);
-    if (!resolved.ok()) return resolved.status();
-    range = *resolved;
+    ASSIGN_OR_RETURN(range,
+                     RangeOf(**run, request.from_step(), request.to_step()));
     plan = PlanHistory(range, request.max_points());
     if (plan.blocks) {
       first_block = range.from / kHistoryBlockSteps +

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -108,6 +109,19 @@ absl::StatusOr<std::pair<int, int>> Listen(const std::string& listen) {
   freeaddrinfo(addresses);
   return absl::UnavailableError(
       absl::StrCat("cannot serve HTTP on ", listen, ": ", why));
+}
+
+// The response's head: status line, content type, `content_length` when the
+// body is whole, `more` header lines, then the response's own extra ones.
+std::string Head(const HttpResponse& response,
+                 std::optional<size_t> content_length, absl::string_view more) {
+  return absl::StrCat(
+      "HTTP/1.1 ", response.status, " ", Reason(response.status),
+      "\r\nContent-Type: ", response.content_type, "\r\n",
+      content_length.has_value()
+          ? absl::StrCat("Content-Length: ", *content_length, "\r\n")
+          : "",
+      more, response.extra_headers, "Connection: close\r\n\r\n");
 }
 
 // Adapts an HttpConnection to the stream's writer.
@@ -285,10 +299,8 @@ void HttpServer::Serve(int fd) {
     return;
   }
   connection->WriteAll(absl::StrCat(
-      "HTTP/1.1 ", response.status, " ", Reason(response.status),
-      "\r\nContent-Type: ", response.content_type, "\r\nContent-Length: ",
-      response.body.size(), "\r\nCache-Control: no-store\r\n",
-      response.extra_headers, "Connection: close\r\n\r\n", response.body));
+      Head(response, response.body.size(), "Cache-Control: no-store\r\n"),
+      response.body));
 }
 
 bool HttpServer::BeginStream(StreamSignal* signal) {
@@ -308,22 +320,17 @@ void HttpServer::EndStream(StreamSignal* signal) {
 void HttpServer::ServeStream(HttpConnection& connection,
                              const HttpResponse& response) {
   if (!BeginStream(response.signal.get())) {
-    const std::string body = absl::StrCat(
-        "{\"code\":\"UNAVAILABLE\",\"message\":\"this coordinator serves ",
-        options_.max_streams,
-        " event streams at most, or is stopping; close one or retry "
-        "later\"}");
-    connection.WriteAll(absl::StrCat(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
-        "application/json\r\nContent-Length: ",
-        body.size(), "\r\nRetry-After: 5\r\nConnection: close\r\n\r\n", body));
+    HttpResponse busy = ErrorResponse(absl::UnavailableError(absl::StrCat(
+        "this coordinator serves ", options_.max_streams,
+        " event streams at most, or is stopping; close one or retry later")));
+    busy.extra_headers = "Retry-After: 5\r\n";
+    connection.WriteAll(
+        absl::StrCat(Head(busy, busy.body.size(), ""), busy.body));
     return;
   }
-  if (connection.WriteAll(absl::StrCat(
-          "HTTP/1.1 ", response.status, " ", Reason(response.status),
-          "\r\nContent-Type: ", response.content_type,
-          "\r\nCache-Control: no-store\r\nX-Accel-Buffering: no\r\n",
-          response.extra_headers, "Connection: close\r\n\r\n"))) {
+  if (connection.WriteAll(
+          Head(response, std::nullopt,
+               "Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n"))) {
     ConnectionWriter writer(connection);
     response.stream(writer, *response.signal);
   }

@@ -548,15 +548,7 @@
       state.lastStep = Math.max(state.lastStep === null ? -1 : state.lastStep,
                                 Number(round.step));
       updateRunRow(round);
-      // A view open at its end follows the run; the run list always does.
-      if (state.to === 0) {
-        scheduleRefresh();
-      } else if (state.refreshTimer === null) {
-        state.refreshTimer = setTimeout(() => {
-          state.refreshTimer = null;
-          renderRuns();
-        }, REFRESH_MS);
-      }
+      scheduleRefresh();
       return 'round';
     }
     if (event === 'end') return 'end';
@@ -568,7 +560,8 @@
     state.refreshTimer = setTimeout(() => {
       state.refreshTimer = null;
       renderRuns();
-      loadView(true);
+      // A view open at its end follows the run; the run list always does.
+      if (state.to === 0) loadView(true);
     }, REFRESH_MS);
   }
 
