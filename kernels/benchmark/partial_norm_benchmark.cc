@@ -7,6 +7,9 @@
 // Workloads:
 //   gpt2_124m  the 148 parameter tensors of GPT-2 small (124,439,808 elements),
 //              each its own 64-byte-aligned allocation, fp32 or bf16;
+//   gpt2_124m_wide  the same tensors, each value scaled by 2^-j for j spread
+//              over 0..40: every block of the exact kernels spans ~40 binades,
+//              more than its SIMD path takes (its worst case);
 //   10k_x_1k   10,000 fp32 tensors of 1,000 elements;
 //   clip       ScaleInPlace of gpt2_124m fp32 or bf16 (alternately by 0.5 and
 //              by 2, so the values stay normal from one iteration to the next).
@@ -19,6 +22,7 @@
 // with no rounding (PartialNormOptions::exact), to show what exactness costs.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -48,14 +52,16 @@ struct FreeDeleter {
 
 class Workload {
  public:
-  Workload(const std::vector<int64_t>& sizes, DType dtype) {
+  Workload(const std::vector<int64_t>& sizes, DType dtype, bool wide) {
     kernels_internal::GradientLikeValues values;
     for (int64_t n : sizes) {
       const size_t bytes = static_cast<size_t>(n) * *DTypeSize(dtype);
       void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
       buffers_.emplace_back(p);
       for (int64_t i = 0; i < n; ++i) {
-        const float v = values.Next();
+        const float v =
+            wide ? std::ldexp(values.Next(), -static_cast<int>(i * 7919 % 41))
+                 : values.Next();
         if (dtype == DType::kFloat32) {
           static_cast<float*>(p)[i] = v;
         } else {
@@ -78,17 +84,17 @@ class Workload {
   int64_t elements_ = 0;
 };
 
-enum class Shape { kGpt2, k10kx1k };
+enum class Shape { kGpt2, kGpt2Wide, k10kx1k };
 
 const Workload& GetWorkload(Shape shape, DType dtype) {
   static auto* cache =
       new std::map<std::pair<Shape, DType>, std::unique_ptr<Workload>>();
   auto& slot = (*cache)[{shape, dtype}];
   if (slot == nullptr) {
-    slot = std::make_unique<Workload>(shape == Shape::kGpt2
-                                          ? kernels_internal::Gpt2SmallSizes()
-                                          : std::vector<int64_t>(10000, 1000),
-                                      dtype);
+    slot = std::make_unique<Workload>(shape == Shape::k10kx1k
+                                          ? std::vector<int64_t>(10000, 1000)
+                                          : kernels_internal::Gpt2SmallSizes(),
+                                      dtype, shape == Shape::kGpt2Wide);
   }
   return *slot;
 }
@@ -154,7 +160,7 @@ enum class Sum { kFp64, kFp32, kExact };
 void BM_PartialNorm(benchmark::State& state, Shape shape, DType dtype, double p,
                     Sum sum) {
   const Workload& w = GetWorkload(shape, dtype);
-  if (shape == Shape::kGpt2 &&
+  if (shape != Shape::k10kx1k &&
       w.elements() != kernels_internal::kGpt2SmallElements) {
     state.SkipWithError("GPT-2 small should have 124,439,808 elements");
     return;
@@ -229,6 +235,14 @@ BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_fp32_p2_exact, Shape::kGpt2,
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_bf16_p2_exact, Shape::kGpt2,
                   DType::kBFloat16, 2.0, Sum::kExact)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_wide_fp32_p2, Shape::kGpt2Wide,
+                  DType::kFloat32, 2.0, Sum::kFp64)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_PartialNorm, gpt2_124m_wide_fp32_p2_exact,
+                  Shape::kGpt2Wide, DType::kFloat32, 2.0, Sum::kExact)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_PartialNorm, 10k_x_1k_fp32_p2, Shape::k10kx1k,

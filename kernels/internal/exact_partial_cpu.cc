@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <optional>
+
+#include "kernels/internal/exact_block_cpu.h"
 
 namespace gradnorm {
 namespace kernels_internal {
@@ -10,7 +13,8 @@ namespace {
 
 // Elements per task; tasks never span tensors, so per-tensor sums are kept.
 constexpr int64_t kTaskElements = int64_t{1} << 18;
-// Bins take a 48-bit square 2^16 times before they must be emptied.
+// Bins take a 48-bit square 2^16 times before they must be emptied (they are
+// emptied after each block they sum).
 constexpr int64_t kFlushElements = int64_t{1} << 16;
 
 struct Piece {
@@ -88,6 +92,8 @@ void SumBlock(const T* x, int64_t begin, int64_t stop, Bins& bins, Widen widen,
   if (i < stop) add(widen(x[i]), bins, 0);
 }
 
+// 16- and 32-bit elements: block by block, by AddBlockExact, or by exponent
+// bins for a block it does not take (NaN or Inf, or too wide a range).
 void SumPiece(const GradTensor& g, int64_t begin, int64_t end, bool squares,
               ExactSum* out) {
   if (g.dtype == DType::kFloat64) {
@@ -97,11 +103,16 @@ void SumPiece(const GradTensor& g, int64_t begin, int64_t end, bool squares,
     }
     return;
   }
-  Bins bins;
+  static_assert(kExactBlockElements <= kFlushElements);
   const bool half = g.dtype == DType::kFloat16;
   const int bias = half ? 25 : 150;
-  for (int64_t block = begin; block < end; block += kFlushElements) {
-    const int64_t stop = std::min(end, block + kFlushElements);
+  const size_t element_size = g.dtype == DType::kFloat32 ? 4 : 2;
+  std::optional<Bins> bins;
+  for (int64_t block = begin; block < end; block += kExactBlockElements) {
+    const int64_t stop = std::min(end, block + kExactBlockElements);
+    const void* first = static_cast<const char*>(g.data) + block * element_size;
+    if (AddBlockExact(g.dtype, first, stop - block, squares, out)) continue;
+    if (!bins) bins.emplace();
     auto same = [](uint32_t v) { return v; };
     auto bf16 = [](uint16_t v) { return uint32_t{v} << 16; };
     auto half16 = [](uint16_t v) { return uint32_t{v}; };
@@ -109,34 +120,35 @@ void SumPiece(const GradTensor& g, int64_t begin, int64_t end, bool squares,
       case DType::kFloat32: {
         const uint32_t* x = static_cast<const uint32_t*>(g.data);
         squares
-            ? SumBlock<true>(x, block, stop, bins, same, AddFloatBits<true>)
-            : SumBlock<false>(x, block, stop, bins, same, AddFloatBits<false>);
-        SortOutNonFinite(x, block, stop, 255, 23, 0x7fffff, same, bins);
+            ? SumBlock<true>(x, block, stop, *bins, same, AddFloatBits<true>)
+            : SumBlock<false>(x, block, stop, *bins, same, AddFloatBits<false>);
+        SortOutNonFinite(x, block, stop, 255, 23, 0x7fffff, same, *bins);
         break;
       }
       case DType::kBFloat16: {
         const uint16_t* x = static_cast<const uint16_t*>(g.data);
         squares
-            ? SumBlock<true>(x, block, stop, bins, bf16, AddFloatBits<true>)
-            : SumBlock<false>(x, block, stop, bins, bf16, AddFloatBits<false>);
-        SortOutNonFinite(x, block, stop, 255, 23, 0x7fffff, bf16, bins);
+            ? SumBlock<true>(x, block, stop, *bins, bf16, AddFloatBits<true>)
+            : SumBlock<false>(x, block, stop, *bins, bf16, AddFloatBits<false>);
+        SortOutNonFinite(x, block, stop, 255, 23, 0x7fffff, bf16, *bins);
         break;
       }
       case DType::kFloat16: {
         const uint16_t* x = static_cast<const uint16_t*>(g.data);
         squares
-            ? SumBlock<true>(x, block, stop, bins, half16, AddHalfBits<true>)
-            : SumBlock<false>(x, block, stop, bins, half16, AddHalfBits<false>);
-        SortOutNonFinite(x, block, stop, 31, 10, 0x3ff, half16, bins);
+            ? SumBlock<true>(x, block, stop, *bins, half16, AddHalfBits<true>)
+            : SumBlock<false>(x, block, stop, *bins, half16,
+                              AddHalfBits<false>);
+        SortOutNonFinite(x, block, stop, 31, 10, 0x3ff, half16, *bins);
         break;
       }
       case DType::kFloat64:
         break;
     }
-    bins.FlushTo(out, bias, squares);
+    bins->FlushTo(out, bias, squares);
   }
-  if (bins.nan) out->AddNaN();
-  if (bins.inf) out->AddInf();
+  if (bins && bins->nan) out->AddNaN();
+  if (bins && bins->inf) out->AddInf();
 }
 
 }  // namespace

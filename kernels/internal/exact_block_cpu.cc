@@ -1,0 +1,301 @@
+// The SIMD code of exact_block_cpu.h (the bounds that keep it exact are
+// there). Highway compiles the per-target section once per SIMD target
+// (foreach_target.h re-includes this file).
+#include "kernels/internal/exact_block_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/internal/half.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/internal/exact_block_cpu.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kernels/internal/widen16-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace gradnorm {
+namespace kernels_internal {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+enum class Fmt { kFp32, kBf16, kFp16 };
+
+// A format's magnitudes as unsigned bits, which order as the magnitudes do:
+// |x| = m * 2^(max(e, 1) - bias) for the integer significand m < 2^s and the
+// biased exponent e.
+struct Format {
+  int significand_bits;  // s, the implicit bit included
+  int exponent_shift;
+  int bias;
+  uint32_t abs_mask;
+  uint32_t infinity;  // the bits of +Inf; from here up: Inf or NaN
+};
+
+template <Fmt kFmt>
+constexpr Format FormatOf() {
+  if constexpr (kFmt == Fmt::kFp32) {
+    return Format{24, 23, 150, 0x7fffffffu, 0x7f800000u};
+  } else if constexpr (kFmt == Fmt::kBf16) {
+    return Format{8, 7, 134, 0x7fffu, 0x7f80u};
+  } else {
+    return Format{11, 10, 25, 0x7fffu, 0x7c00u};
+  }
+}
+
+template <Fmt kFmt>
+using BitsOf = std::conditional_t<kFmt == Fmt::kFp32, uint32_t, uint16_t>;
+
+// Lanes(dd) elements from index i, widened to fp64 (exact for each format).
+template <Fmt kFmt, class DD>
+HWY_INLINE hn::Vec<DD> LoadAsDouble(DD dd, const void* HWY_RESTRICT data,
+                                    int64_t i) {
+  const hn::Rebind<float, DD> df;
+  if constexpr (kFmt == Fmt::kFp32) {
+    return hn::PromoteTo(dd,
+                         hn::LoadU(df, static_cast<const float*>(data) + i));
+  } else {
+    const hn::Rebind<uint16_t, DD> d16;
+    const auto bits = hn::LoadU(d16, static_cast<const uint16_t*>(data) + i);
+    return hn::PromoteTo(
+        dd, kFmt == Fmt::kBf16 ? WidenBFloat16(df, bits) : WidenHalf(df, bits));
+  }
+}
+
+// 4 * Lanes(dd) elements from index i as four fp64 vectors, in an order of
+// their own (sums do not care). bf16 loads one whole vector and widens it in
+// place, in fewer instructions than four narrow loads take.
+template <Fmt kFmt, class DD>
+HWY_INLINE void LoadGroup(DD dd, const void* HWY_RESTRICT data, int64_t i,
+                          hn::Vec<DD>* v) {
+#if HWY_TARGET != HWY_SCALAR
+  if constexpr (kFmt == Fmt::kBf16) {
+    const hn::Repartition<uint16_t, DD> d16;
+    const hn::Repartition<float, DD> df;
+    const hn::Half<decltype(df)> dfh;
+    const auto bits = hn::LoadU(d16, static_cast<const uint16_t*>(data) + i);
+    // (0, b) pairs of u16 lanes are the fp32 bits b << 16.
+    const auto zero = hn::Zero(d16);
+    const auto lower = hn::BitCast(df, hn::InterleaveLower(d16, zero, bits));
+    const auto upper = hn::BitCast(df, hn::InterleaveUpper(d16, zero, bits));
+    v[0] = hn::PromoteTo(dd, hn::LowerHalf(dfh, lower));
+    v[1] = hn::PromoteTo(dd, hn::UpperHalf(dfh, lower));
+    v[2] = hn::PromoteTo(dd, hn::LowerHalf(dfh, upper));
+    v[3] = hn::PromoteTo(dd, hn::UpperHalf(dfh, upper));
+    return;
+  }
+#endif
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(dd));
+  for (int k = 0; k < 4; ++k) {
+    v[k] = LoadAsDouble<kFmt>(dd, data, i + k * lanes);
+  }
+}
+
+template <Fmt kFmt>
+double ScalarAt(const void* data, int64_t i) {
+  if constexpr (kFmt == Fmt::kFp32) {
+    return static_cast<const float*>(data)[i];
+  } else if constexpr (kFmt == Fmt::kBf16) {
+    return half_internal::BFloat16BitsToFloat(
+        static_cast<const uint16_t*>(data)[i]);
+  } else {
+    return half_internal::HalfBitsToFloat(
+        static_cast<const uint16_t*>(data)[i]);
+  }
+}
+
+// The largest magnitude's bits and the smallest nonzero magnitude's bits minus
+// one (all ones when every element is zero).
+template <typename U>
+void MagnitudeRange(const U* HWY_RESTRICT x, int64_t n, U abs_mask, U* largest,
+                    U* smallest_minus_one) {
+  const hn::ScalableTag<U> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const auto mask = hn::Set(d, abs_mask);
+  const auto one = hn::Set(d, U{1});
+  auto hi = hn::Zero(d);
+  auto lo = hn::Set(d, static_cast<U>(~U{0}));
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto a = hn::And(hn::LoadU(d, x + i), mask);
+    hi = hn::Max(hi, a);
+    lo = hn::Min(lo, hn::Sub(a, one));  // zero wraps to all ones
+  }
+  U h = hn::GetLane(hn::MaxOfLanes(d, hi));
+  U l = hn::GetLane(hn::MinOfLanes(d, lo));
+  for (; i < n; ++i) {
+    const U a = static_cast<U>(x[i] & abs_mask);
+    h = std::max(h, a);
+    l = std::min(l, static_cast<U>(a - 1));
+  }
+  *largest = h;
+  *smallest_minus_one = l;
+}
+
+// One level: the plain fp64 sum of the terms (exact under its bound).
+template <Fmt kFmt, bool kSquares>
+double SumOneLevel(const void* HWY_RESTRICT data, int64_t n) {
+  const hn::ScalableTag<double> dd;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(dd));
+  auto add = [](hn::Vec<decltype(dd)> acc, hn::Vec<decltype(dd)> v) {
+    return kSquares ? hn::MulAdd(v, v, acc) : hn::Add(acc, hn::Abs(v));
+  };
+  auto a0 = hn::Zero(dd), a1 = hn::Zero(dd), a2 = hn::Zero(dd),
+       a3 = hn::Zero(dd);
+  int64_t i = 0;
+  hn::Vec<decltype(dd)> v[4];
+  for (; i + 4 * lanes <= n; i += 4 * lanes) {
+    LoadGroup<kFmt>(dd, data, i, v);
+    a0 = add(a0, v[0]);
+    a1 = add(a1, v[1]);
+    a2 = add(a2, v[2]);
+    a3 = add(a3, v[3]);
+  }
+  for (; i + lanes <= n; i += lanes) {
+    a0 = add(a0, LoadAsDouble<kFmt>(dd, data, i));
+  }
+  double sum = hn::GetLane(
+      hn::SumOfLanes(dd, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
+  for (; i < n; ++i) {
+    const double v = ScalarAt<kFmt>(data, i);
+    sum += kSquares ? v * v : std::fabs(v);
+  }
+  return sum;
+}
+
+// Two levels: per lane S from `start` and L, as in the header; `high` gets
+// sum(S - start) and `low` sum(L).
+template <Fmt kFmt, bool kSquares>
+void SumTwoLevels(const void* HWY_RESTRICT data, int64_t n, double start,
+                  double* high, double* low) {
+  const hn::ScalableTag<double> dd;
+  using V = hn::Vec<decltype(dd)>;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(dd));
+  // S' = fl(S + t); L += t - (S' - S). With squares t = v * v is exact, so
+  // the fused and unfused forms give the same bits on every target.
+  auto step = [](V v, V& s, V& l) {
+    if constexpr (kSquares) {
+      const V next = hn::MulAdd(v, v, s);
+      l = hn::Add(l, hn::MulSub(v, v, hn::Sub(next, s)));
+      s = next;
+    } else {
+      const V t = hn::Abs(v);
+      const V next = hn::Add(s, t);
+      l = hn::Add(l, hn::Sub(t, hn::Sub(next, s)));
+      s = next;
+    }
+  };
+  const V s0 = hn::Set(dd, start);
+  V s1 = s0, s2 = s0, s3 = s0, s4 = s0;
+  V l1 = hn::Zero(dd), l2 = hn::Zero(dd), l3 = hn::Zero(dd), l4 = hn::Zero(dd);
+  int64_t i = 0;
+  V v[4];
+  for (; i + 4 * lanes <= n; i += 4 * lanes) {
+    LoadGroup<kFmt>(dd, data, i, v);
+    step(v[0], s1, l1);
+    step(v[1], s2, l2);
+    step(v[2], s3, l3);
+    step(v[3], s4, l4);
+  }
+  for (; i + lanes <= n; i += lanes) {
+    step(LoadAsDouble<kFmt>(dd, data, i), s1, l1);
+  }
+  const V h = hn::Add(hn::Add(hn::Sub(s1, s0), hn::Sub(s2, s0)),
+                      hn::Add(hn::Sub(s3, s0), hn::Sub(s4, s0)));
+  double s = start;
+  double l = hn::GetLane(
+      hn::SumOfLanes(dd, hn::Add(hn::Add(l1, l2), hn::Add(l3, l4))));
+  for (; i < n; ++i) {
+    const double v = ScalarAt<kFmt>(data, i);
+    const double t = kSquares ? v * v : std::fabs(v);
+    const double next = s + t;
+    l += t - (next - s);
+    s = next;
+  }
+  *high = hn::GetLane(hn::SumOfLanes(dd, h)) + (s - start);
+  *low = l;
+}
+
+template <Fmt kFmt>
+bool AddBlock(const void* HWY_RESTRICT data, int64_t n, bool squares,
+              ExactSum* out) {
+  constexpr Format f = FormatOf<kFmt>();
+  using U = BitsOf<kFmt>;
+  U largest, smallest_minus_one;
+  MagnitudeRange(static_cast<const U*>(data), n, static_cast<U>(f.abs_mask),
+                 &largest, &smallest_minus_one);
+  if (largest >= f.infinity) return false;  // a NaN or an infinity
+  if (largest == 0) return true;            // only zeros
+  const int e_hi = std::max(static_cast<int>(largest >> f.exponent_shift), 1);
+  const int e_lo =
+      std::max(static_cast<int>(static_cast<U>(smallest_minus_one + 1) >>
+                                f.exponent_shift),
+               1);
+  const int k = squares ? 2 : 1;
+  // Every term is a multiple of u below 2^width * u.
+  const int width = k * (f.significand_bits + e_hi - e_lo);
+  if (kExactBlockBits + width <= 53) {
+    out->AddAbs(squares ? SumOneLevel<kFmt, true>(data, n)
+                        : SumOneLevel<kFmt, false>(data, n));
+    return true;
+  }
+  if (2 * kExactBlockBits + width > 105) return false;
+  // 2^K = 2 * B * (the bound of the largest term); U = ulp(2^K).
+  const int exponent =
+      kExactBlockBits + 1 + k * (f.significand_bits + e_hi - f.bias);
+  const double start = std::ldexp(1.0, exponent);
+  const double unit = std::ldexp(1.0, exponent - 52);
+  double high, low;
+  squares ? SumTwoLevels<kFmt, true>(data, n, start, &high, &low)
+          : SumTwoLevels<kFmt, false>(data, n, start, &high, &low);
+  if (low < 0) {
+    // high is a multiple of U and high + low >= 0: move whole units of U
+    // from high to low, exactly, so that both are >= 0.
+    const double borrow = std::ceil(-low / unit) * unit;
+    high -= borrow;
+    low += borrow;
+  }
+  out->AddAbs(high);
+  out->AddAbs(low);
+  return true;
+}
+
+bool AddBlockExactForTarget(DType dtype, const void* data, int64_t n,
+                            bool squares, ExactSum* out) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return AddBlock<Fmt::kFp32>(data, n, squares, out);
+    case DType::kBFloat16:
+      return AddBlock<Fmt::kBf16>(data, n, squares, out);
+    case DType::kFloat16:
+      return AddBlock<Fmt::kFp16>(data, n, squares, out);
+    case DType::kFloat64:
+      break;
+  }
+  return false;
+}
+
+// NOLINTNEXTLINE(google-readability-namespace-comments)
+}  // namespace HWY_NAMESPACE
+}  // namespace kernels_internal
+}  // namespace gradnorm
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace gradnorm {
+namespace kernels_internal {
+
+HWY_EXPORT(AddBlockExactForTarget);
+
+bool AddBlockExact(DType dtype, const void* data, int64_t n, bool squares,
+                   ExactSum* out) {
+  return HWY_DYNAMIC_DISPATCH(AddBlockExactForTarget)(dtype, data, n, squares,
+                                                      out);
+}
+
+}  // namespace kernels_internal
+}  // namespace gradnorm
+#endif  // HWY_ONCE

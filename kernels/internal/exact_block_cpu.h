@@ -1,0 +1,52 @@
+// The fast path of the exact CPU partial: the exact sum of |x| or x^2 over a
+// block of fp32, bf16 or fp16 elements with SIMD fp64 arithmetic that provably
+// rounds nothing, for blocks whose exponents span a bounded range (gradients
+// nearly always do).
+//
+//   ExactSum sum;
+//   if (!AddBlockExact(DType::kBFloat16, data, n, /*squares=*/true, &sum)) {
+//     ... sum the block another way (exponent bins) ...
+//   }
+//
+// A first pass over the block (it stays in L1) finds the largest and the
+// smallest nonzero magnitude, so the exponents E_hi and E_lo = E_hi - D. Every
+// term (|x| or x^2, exact in fp64) is then a multiple of u = the smallest
+// term's unit and below 2^w * u, w = k * (s + D) (k = 1 or 2, s the format's
+// significand bits). With B = 2^b >= n:
+//   - b + w <= 53: every partial sum is a multiple of u below 2^53 * u, so the
+//     plain fp64 sums (any lanes, any order) are exact ("one level");
+//   - 2b + w <= 105: each lane keeps S, starting at 2^K (2^K = 2 * B * the
+//     largest term's bound), and L: S' = fl(S + t), q = S' - S, L += t - q.
+//     S stays in [2^K, 2^(K+1)), so q is t rounded to a multiple of
+//     U = ulp(S) and both subtractions are exact; L gathers residuals below
+//     U / 2, multiples of u, whose sums stay below 2^53 * u. The block's sum is
+//     sum(S - 2^K) + sum(L), both exact ("two levels");
+//   - otherwise, or with a NaN or Inf in the block, it returns false.
+//
+// Thread-safety: thread-safe (no shared state).
+#ifndef GRADNORM_KERNELS_INTERNAL_EXACT_BLOCK_CPU_H_
+#define GRADNORM_KERNELS_INTERNAL_EXACT_BLOCK_CPU_H_
+
+#include <cstdint>
+
+#include "common/exact_sum.h"
+#include "kernels/grad_tensor.h"
+
+namespace gradnorm {
+namespace kernels_internal {
+
+// B of the bounds above: a block's elements at most.
+inline constexpr int kExactBlockBits = 11;
+inline constexpr int64_t kExactBlockElements = int64_t{1} << kExactBlockBits;
+
+// Adds the exact sum of |x| (squares false) or x^2 (true) over the n <=
+// kExactBlockElements elements at `data` (fp32, bf16 or fp16; fp64 is not
+// handled) to `out` and returns true, or adds nothing and returns false when
+// the block holds a NaN or an infinity or spans too many binades.
+bool AddBlockExact(DType dtype, const void* data, int64_t n, bool squares,
+                   ExactSum* out);
+
+}  // namespace kernels_internal
+}  // namespace gradnorm
+
+#endif  // GRADNORM_KERNELS_INTERNAL_EXACT_BLOCK_CPU_H_

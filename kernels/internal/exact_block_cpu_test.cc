@@ -1,0 +1,210 @@
+#include "kernels/internal/exact_block_cpu.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/internal/half.h"
+
+namespace gradnorm {
+namespace kernels_internal {
+namespace {
+
+// Elements of one dtype as raw bits, with their exact fp64 values.
+struct Block {
+  DType dtype;
+  std::vector<uint32_t> fp32;
+  std::vector<uint16_t> bits16;
+  std::vector<double> values;
+
+  void Add(double v) {
+    if (dtype == DType::kFloat32) {
+      const float f = static_cast<float>(v);
+      uint32_t b;
+      std::memcpy(&b, &f, 4);
+      fp32.push_back(b);
+      values.push_back(f);
+    } else if (dtype == DType::kBFloat16) {
+      const uint16_t b =
+          half_internal::FloatToBFloat16Bits(static_cast<float>(v));
+      bits16.push_back(b);
+      values.push_back(half_internal::BFloat16BitsToFloat(b));
+    } else {
+      const uint16_t b = half_internal::FloatToHalfBits(static_cast<float>(v));
+      bits16.push_back(b);
+      values.push_back(half_internal::HalfBitsToFloat(b));
+    }
+  }
+  const void* data() const {
+    return dtype == DType::kFloat32 ? static_cast<const void*>(fp32.data())
+                                    : static_cast<const void*>(bits16.data());
+  }
+  int64_t size() const { return static_cast<int64_t>(values.size()); }
+};
+
+// The oracle: ExactSum's own fp64 path, element by element.
+ExactSum OneByOne(const Block& block, bool squares) {
+  ExactSum sum;
+  for (double v : block.values) squares ? sum.AddSquare(v) : sum.AddAbs(v);
+  return sum;
+}
+
+// Significand bits and the exponent range of normal numbers.
+struct Range {
+  int significand_bits;
+  int min_exponent;  // of the smallest normal, as in 2^min_exponent
+  int max_exponent;
+};
+
+Range RangeOf(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+    case DType::kBFloat16:
+      return {dtype == DType::kFloat32 ? 24 : 8, -126, 127};
+    default:
+      return {11, -14, 15};
+  }
+}
+
+const DType kDtypes[] = {DType::kFloat32, DType::kBFloat16, DType::kFloat16};
+
+// Blocks whose exponents span 0 to 40 binades, of every size up to a whole
+// block, each element with a random significand and sign, some zeros: every
+// sum taken is bitwise the oracle's, and the narrow blocks are taken.
+TEST(AddBlockExactTest, EqualsTheOracleForEverySpanOfExponents) {
+  std::mt19937_64 random(7);
+  for (DType dtype : kDtypes) {
+    const Range r = RangeOf(dtype);
+    for (bool squares : {false, true}) {
+      for (int span = 0; span <= 40; ++span) {
+        if (span > r.max_exponent - r.min_exponent) break;
+        for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{100},
+                          kExactBlockElements - 1, kExactBlockElements}) {
+          Block block{dtype};
+          const int top = std::min(r.max_exponent - 1, 3);
+          std::uniform_int_distribution<int> exponent(top - span, top);
+          std::uniform_real_distribution<double> significand(1.0, 2.0);
+          for (int64_t i = 0; i < n; ++i) {
+            double v = std::ldexp(significand(random), exponent(random));
+            if (i % 2 == 1) v = -v;
+            if (i % 13 == 5) v = 0.0;
+            block.Add(v);
+          }
+          ExactSum fast;
+          const bool taken =
+              AddBlockExact(dtype, block.data(), block.size(), squares, &fast);
+          SCOPED_TRACE(testing::Message()
+                       << "dtype " << static_cast<int>(dtype) << " squares "
+                       << squares << " span " << span << " n " << n);
+          if (taken) {
+            EXPECT_EQ(fast, OneByOne(block, squares));
+          } else {
+            EXPECT_TRUE(fast.is_zero());  // nothing added
+          }
+          if (span <= 12) EXPECT_TRUE(taken);
+        }
+      }
+    }
+  }
+}
+
+// At the edge of each bound: a whole block of the largest significand at the
+// top exponent, and one element of the smallest significand bit at the lowest
+// exponent a bound admits (and one below it). Sums that would round anywhere
+// show here.
+TEST(AddBlockExactTest, ExactAtTheEdgesOfItsBounds) {
+  for (DType dtype : kDtypes) {
+    const Range r = RangeOf(dtype);
+    const double largest =
+        std::ldexp(2.0 - std::ldexp(1.0, 1 - r.significand_bits), 0);
+    for (bool squares : {false, true}) {
+      for (int span = 1; span < r.max_exponent - r.min_exponent; ++span) {
+        Block block{dtype};
+        for (int64_t i = 0; i + 1 < kExactBlockElements; ++i) {
+          block.Add(i % 2 ? -largest : largest);
+        }
+        // 1.00...01 * 2^-span: its last significand bit is the block's unit.
+        block.Add(
+            std::ldexp(1.0 + std::ldexp(1.0, 1 - r.significand_bits), -span));
+        ExactSum fast;
+        if (AddBlockExact(dtype, block.data(), block.size(), squares, &fast)) {
+          SCOPED_TRACE(testing::Message()
+                       << "dtype " << static_cast<int>(dtype) << " squares "
+                       << squares << " span " << span);
+          EXPECT_EQ(fast, OneByOne(block, squares));
+        }
+      }
+    }
+  }
+}
+
+// Residuals below zero (the two-level path borrows from its high part) and
+// subnormals.
+TEST(AddBlockExactTest, NegativeResidualsAndSubnormals) {
+  std::mt19937_64 random(11);
+  for (DType dtype : kDtypes) {
+    const Range r = RangeOf(dtype);
+    for (bool squares : {false, true}) {
+      Block block{dtype};
+      std::uniform_real_distribution<double> significand(1.0, 2.0);
+      for (int64_t i = 0; i < kExactBlockElements; ++i) {
+        // Significands just below 2 round up to the next unit: residuals < 0.
+        const double s = 2.0 - std::ldexp(significand(random) - 1.0, -3);
+        block.Add(std::ldexp(s, -static_cast<int>(i % 9)));
+      }
+      ExactSum fast;
+      ASSERT_TRUE(
+          AddBlockExact(dtype, block.data(), block.size(), squares, &fast));
+      EXPECT_EQ(fast, OneByOne(block, squares));
+
+      Block tiny{dtype};
+      for (int i = 0; i < 50; ++i) {
+        tiny.Add(std::ldexp(1.0 + i / 64.0,
+                            r.min_exponent - 1 - (i % 4)));  // subnormal
+        tiny.Add(std::ldexp(1.5, r.min_exponent + i % 5));
+      }
+      ExactSum small;
+      if (AddBlockExact(dtype, tiny.data(), tiny.size(), squares, &small)) {
+        EXPECT_EQ(small, OneByOne(tiny, squares));
+      }
+    }
+  }
+}
+
+TEST(AddBlockExactTest, LeavesNonFiniteAndVeryWideBlocksToTheCaller) {
+  for (DType dtype : kDtypes) {
+    const Range r = RangeOf(dtype);
+    for (double bad : {INFINITY, -INFINITY, NAN}) {
+      Block block{dtype};
+      block.Add(1.0);
+      block.Add(bad);
+      ExactSum sum;
+      EXPECT_FALSE(AddBlockExact(dtype, block.data(), 2, true, &sum));
+      EXPECT_TRUE(sum.is_zero());
+    }
+    // fp16's whole range fits the two-level bound; fp32's and bf16's do not.
+    Block wide{dtype};
+    wide.Add(std::ldexp(1.0, r.max_exponent));
+    wide.Add(std::ldexp(1.0, r.min_exponent));
+    ExactSum sum;
+    if (dtype == DType::kFloat16) {
+      EXPECT_TRUE(AddBlockExact(dtype, wide.data(), 2, true, &sum));
+      EXPECT_EQ(sum, OneByOne(wide, true));
+    } else {
+      EXPECT_FALSE(AddBlockExact(dtype, wide.data(), 2, true, &sum));
+      EXPECT_TRUE(sum.is_zero());
+    }
+    Block zeros{dtype};
+    for (int i = 0; i < 100; ++i) zeros.Add(i % 2 ? 0.0 : -0.0);
+    ExactSum zero;
+    EXPECT_TRUE(AddBlockExact(dtype, zeros.data(), 100, true, &zero));
+    EXPECT_TRUE(zero.is_zero());
+  }
+}
+
+}  // namespace
+}  // namespace kernels_internal
+}  // namespace gradnorm
