@@ -158,16 +158,23 @@ absl::Status ValidateArguments(
   return absl::OkStatus();
 }
 
+// Whether a run's reports must carry exact partials (RunConfig.inexact).
+bool RequiresExact(const gradnorm::v1::RunConfig& config) {
+  return (config.norm_type() == 1.0 || config.norm_type() == 2.0) &&
+         !config.inexact();
+}
+
 // The leader's part of Create: registers the run (with a config) or looks it
-// up, and checks that its norm_type is the clipper's.
-absl::Status CheckRun(const CoordinatorBinding& binding, double norm_type,
-                      absl::Time deadline) {
+// up, and checks that its norm_type is the clipper's. Returns whether the run
+// requires exact partials.
+absl::StatusOr<bool> CheckRun(const CoordinatorBinding& binding,
+                              double norm_type, absl::Time deadline) {
   RETURN_IF_ERROR(binding.config_error);
   if (binding.client == nullptr) {
     return absl::InvalidArgumentError(
         "the job leader (job rank 0) needs a CoordinatorClient");
   }
-  double run_norm_type;
+  gradnorm::v1::RunConfig run_config;
   if (binding.config.has_value()) {
     gradnorm::v1::RunConfig config = *binding.config;
     if (config.norm_type() != 0 && config.norm_type() != norm_type) {
@@ -179,7 +186,7 @@ absl::Status CheckRun(const CoordinatorBinding& binding, double norm_type,
     ASSIGN_OR_RETURN(
         gradnorm::v1::RegisterRunResponse registered,
         binding.client->RegisterRun(binding.run_id, config, deadline));
-    run_norm_type = registered.run().config().norm_type();
+    run_config = registered.run().config();
   } else {
     absl::StatusOr<gradnorm::v1::RunInfo> run =
         binding.client->GetRun(binding.run_id, deadline);
@@ -190,8 +197,9 @@ absl::Status CheckRun(const CoordinatorBinding& binding, double norm_type,
           "CoordinatorBinding has a config)"));
     }
     if (!run.ok()) return run.status();
-    run_norm_type = run->config().norm_type();
+    run_config = run->config();
   }
+  const double run_norm_type = run_config.norm_type();
   if (run_norm_type != norm_type) {
     return absl::FailedPreconditionError(absl::StrCat(
         "run ", binding.run_id, " has norm_type ", run_norm_type,
@@ -199,7 +207,7 @@ absl::Status CheckRun(const CoordinatorBinding& binding, double norm_type,
         "; expected the same p (the coordinator combines the jobs' partials "
         "with the run's)"));
   }
-  return absl::OkStatus();
+  return RequiresExact(run_config);
 }
 
 absl::Status NonFiniteError(double total_norm) {
@@ -224,17 +232,25 @@ absl::StatusOr<std::unique_ptr<GradNormClipper>> GradNormClipper::Create(
   if (coordinator.has_value()) {
     // Every rank joins the leader's outcome, whatever its own arguments and
     // config: a rank that returned before it would leave the others waiting
-    // in a broadcast nobody joins. The leader's errors travel in it.
-    RETURN_IF_ERROR(
+    // in a broadcast nobody joins. The leader's errors travel in it, and so
+    // does whether the run requires exact partials ("1"), which every rank
+    // must then compute.
+    ASSIGN_OR_RETURN(
+        std::string exact,
         ShareLeaderCall(
             *job, *coordinator,
             [&](absl::Time deadline) -> absl::StatusOr<std::string> {
               RETURN_IF_ERROR(valid);
-              RETURN_IF_ERROR(
+              ASSIGN_OR_RETURN(
+                  bool required,
                   CheckRun(*coordinator, options.norm_type, deadline));
-              return std::string();
-            })
-            .status());
+              return std::string(required ? "1" : "0");
+            }));
+    RETURN_IF_ERROR(valid);
+    GradNormClipperOptions effective = options;
+    effective.partial.exact = options.partial.exact || exact == "1";
+    return std::unique_ptr<GradNormClipper>(
+        new GradNormClipper(dp_cp, tp, job, effective, std::move(coordinator)));
   }
   RETURN_IF_ERROR(valid);
   return std::unique_ptr<GradNormClipper>(
@@ -339,6 +355,7 @@ absl::StatusOr<StepResult> GradNormClipper::StepWith(
   StepResult result;
   if (!coordinator_.has_value()) {
     ASSIGN_OR_RETURN(result, DecideLocally(norm.total_norm));
+    result.exact = norm.exact.has_value();
   } else {
     ASSIGN_OR_RETURN(gradnorm::v1::RoundResult round,
                      ReportAndShare(step, norm));
@@ -352,6 +369,7 @@ absl::StatusOr<StepResult> GradNormClipper::StepWith(
     result.slowest_participant = round.slowest_participant();
     result.arrival_spread_seconds = round.arrival_spread_seconds();
     result.nonfinite = !std::isfinite(round.total_norm());
+    result.exact = round.exact();
     if (result.action == gradnorm::v1::ACTION_CLIP &&
         !(result.clip_coef >= 0.0 && result.clip_coef < 1.0)) {
       return absl::InternalError(absl::StrCat(

@@ -83,7 +83,9 @@ struct CoordinatorBinding {
   // Read on the leader only (the other ranks may leave it unset). When set,
   // the leader registers the run at Create (a no-op when it exists with the
   // same config); when not, the run must already be registered. Either way
-  // the run's norm_type must be the clipper's.
+  // the run's norm_type must be the clipper's. A run of p = 1 or 2 that is not
+  // inexact (RunConfig.inexact) takes exact partials only: the clipper then
+  // computes them (PartialNormOptions::exact) whatever its options say.
   std::optional<gradnorm::v1::RunConfig> config;
   // Read on the leader only: an error its caller met building `config` (a
   // config text that did not parse, say). Create then fails with it on every
@@ -115,6 +117,9 @@ struct StepResult {
   bool nonfinite = false;
   // This job's partial (sum |g|^p, or max |g|), as reported.
   double job_partial = 0.0;
+  // True when total_norm was summed from exact partials and rounded once (the
+  // same bits for any sharding, job split and thread count).
+  bool exact = false;
   // With a coordinator: the participant (job) that reported last, and the
   // seconds between the first and the last report of the round. 0 without one.
   uint32_t slowest_participant = 0;

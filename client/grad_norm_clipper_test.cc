@@ -253,6 +253,38 @@ TEST_F(TwoRankJobTest, ExactPartialTravelsWholeToTheCoordinator) {
   }
 }
 
+// A run of p = 2 that is not inexact takes exact partials only: the clipper
+// sends them without being asked, and an inexact run gets the double alone.
+TEST_F(TwoRankJobTest, ARunThatRequiresExactPartialsGetsThem) {
+  for (bool inexact : {false, true}) {
+    EXPECT_CALL(*stub_, GetRun(_, _, _))
+        .WillRepeatedly(
+            Invoke([inexact](grpc::ClientContext*, const v1::GetRunRequest&,
+                             v1::GetRunResponse* response) {
+              response->mutable_run()->set_run_id("run7");
+              response->mutable_run()->mutable_config()->set_norm_type(2);
+              response->mutable_run()->mutable_config()->set_inexact(inexact);
+              return grpc::Status::OK;
+            }));
+    EXPECT_CALL(*stub_, Report(_, _, _))
+        .WillOnce(
+            Invoke([inexact](grpc::ClientContext*, const v1::ReportRequest& req,
+                             v1::ReportResponse* resp) {
+              EXPECT_EQ(req.exact_partial().empty(), inexact);
+              resp->mutable_result()->set_total_norm(5.477225575051661);
+              resp->mutable_result()->set_action(v1::ACTION_NONE);
+              resp->mutable_result()->set_exact(!inexact);
+              return grpc::Status::OK;
+            }));
+    std::vector<std::vector<float>> grads = {{3, 4}, {1, 2}};
+    auto results = RunStep(grads, std::nullopt, 2.0, true, /*exact=*/false);
+    for (int r = 0; r < 2; ++r) {
+      ASSERT_TRUE(results[r].ok()) << results[r].status();
+      EXPECT_EQ(results[r]->exact, !inexact);
+    }
+  }
+}
+
 TEST_F(TwoRankJobTest, SkipLeavesGradientsUntouched) {
   EXPECT_CALL(*stub_, Report(_, _, _))
       .WillOnce(Invoke([](grpc::ClientContext*, const v1::ReportRequest& req,

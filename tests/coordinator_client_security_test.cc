@@ -33,6 +33,7 @@ v1::RunConfig OneJob() {
   config.set_norm_type(2);
   config.set_max_norm(1);
   config.set_participants(1);
+  config.set_inexact(true);  // doubles are reported
   return config;
 }
 

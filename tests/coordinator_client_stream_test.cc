@@ -28,6 +28,7 @@ v1::RunConfig Config(uint32_t participants) {
   config.set_norm_type(2);
   config.set_max_norm(100);
   config.set_participants(participants);
+  config.set_inexact(true);  // doubles are reported
   return config;
 }
 

@@ -134,6 +134,7 @@ TEST(CoordinatorDurabilityTest, SigkillLosesNoAcknowledgedRound) {
     config.set_norm_type(2);
     config.set_max_norm(5.0);
     config.set_participants(kParticipants);
+    config.set_inexact(true);  // doubles are reported
     grpc::Status status;
     do {
       status = client.RegisterRun(kRun, config);

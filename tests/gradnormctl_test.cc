@@ -39,6 +39,7 @@ v1::RunConfig Config(uint32_t participants) {
   config.set_norm_type(2);
   config.set_max_norm(4);
   config.set_participants(participants);
+  config.set_inexact(true);  // doubles are reported
   return config;
 }
 
@@ -416,6 +417,16 @@ TEST_F(GradnormctlTest, RegisterTakesEveryPolicySetting) {
   ASSERT_TRUE(client.GetRun("arun", &run).ok());
   EXPECT_EQ(run.config().clip_policy().auto_clip().percentile(), 25.0);
   EXPECT_EQ(run.config().clip_policy().auto_clip().history_length(), 50u);
+  EXPECT_FALSE(run.config().inexact());
+  EXPECT_THAT(autoclip.text,
+              MatchesRegex("(.|\n)*partials +exact only(.|\n)*"));
+
+  Output inexact = Ctl("register irun --participants=2 --inexact");
+  EXPECT_EQ(inexact.exit_code, 0) << inexact.text;
+  EXPECT_THAT(inexact.text,
+              MatchesRegex("(.|\n)*partials +exact or double(.|\n)*"));
+  ASSERT_TRUE(client.GetRun("irun", &run).ok());
+  EXPECT_TRUE(run.config().inexact());
 
   Output again =
       Ctl("register arun --participants=1 --max_norm=1 --policy=autoclip "

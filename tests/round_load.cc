@@ -58,6 +58,7 @@ int Main() {
   config.set_participants(jobs);
   config.set_max_norm(1.0);
   config.set_round_timeout_ms(30000);
+  config.set_inexact(true);  // its jobs report doubles
   const std::string run_id = absl::GetFlag(FLAGS_run_id);
   absl::StatusOr<v1::RegisterRunResponse> registered =
       clients[0]->RegisterRun(run_id, config, absl::Now() + absl::Seconds(10));

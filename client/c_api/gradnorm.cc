@@ -307,6 +307,7 @@ absl::Status ClipperStep(gn_clipper* clipper, uint64_t step,
   out->job_partial = result.job_partial;
   out->slowest_participant = result.slowest_participant;
   out->arrival_spread_seconds = result.arrival_spread_seconds;
+  out->exact = result.exact ? 1 : 0;
   out->reason_detail = clipper->reason_detail.c_str();
   return absl::OkStatus();
 }

@@ -59,7 +59,7 @@ extern "C" {
 /* ---- Version ------------------------------------------------------------ */
 
 /* Raised when a function or struct of this header changes incompatibly. */
-#define GN_ABI_VERSION 1
+#define GN_ABI_VERSION 2
 
 /* The library's version, "MAJOR.MINOR.PATCH". */
 GN_API const char* gn_version(void);
@@ -313,7 +313,9 @@ typedef struct gn_clipper_options {
   /* Host threads of the kernels (0: one per hardware thread). */
   int32_t num_threads;
   /* 1: exact partials (as gn_exec_options.exact), sent whole to the
-   * coordinator, whose total is then the same bits for any job split. */
+   * coordinator, whose total is then the same bits for any job split. A run
+   * that requires them (RunConfig.inexact false, p = 1 or 2) gets them even
+   * with 0. */
   int32_t exact;
 } gn_clipper_options;
 
@@ -378,6 +380,9 @@ typedef struct gn_step_result {
   double arrival_spread_seconds;
   /* Why, in words; owned by the clipper, valid until its next step. */
   const char* reason_detail;
+  /* 1 when total_norm was summed from exact partials (the same bits for any
+   * layout). Added in ABI version 2. */
+  int32_t exact;
 } gn_step_result;
 
 /* One training step on every rank of the job: the norm, the decision, and

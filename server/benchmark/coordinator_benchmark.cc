@@ -87,6 +87,8 @@ class Fixture {
     request.mutable_config()->set_norm_type(2);
     request.mutable_config()->set_max_norm(1e12);
     request.mutable_config()->set_participants(participants);
+    // Doubles and exact partials both (StreamRoundExact compares them).
+    request.mutable_config()->set_inexact(true);
     v1::RegisterRunResponse response;
     grpc::ClientContext context;
     grpc::Status status = CoordinatorStubs(1, backend)[0]->RegisterRun(

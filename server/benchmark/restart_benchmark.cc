@@ -72,6 +72,7 @@ int WriteHistory(const std::string& path, uint64_t rounds,
   run.config.set_max_norm(1);
   run.config.set_participants(participants);
   run.config.set_round_timeout_ms(60000);
+  run.config.set_inexact(true);  // its reports are doubles
   run.config.set_nonfinite_policy(v1::NON_FINITE_POLICY_SKIP);
   run.created_unix_micros = absl::ToUnixMicros(absl::Now());
   if (absl::Status s = (*store)->PutRun(run); !s.ok()) {

@@ -85,6 +85,8 @@ v1::RegisterRunRequest MakeRun(const std::string& id, uint32_t participants,
   r.mutable_config()->set_participants(participants);
   r.mutable_config()->set_max_norm(max_norm);
   r.mutable_config()->set_round_timeout_ms(1000);
+  // These tests report doubles; the exact partials have tests of their own.
+  r.mutable_config()->set_inexact(true);
   return r;
 }
 

@@ -12,8 +12,17 @@ namespace server {
 
 absl::Status CheckExactPartial(const v1::RunConfig& config,
                                const v1::ReportRequest& request) {
-  if (request.exact_partial().empty()) return absl::OkStatus();
   const double p = config.norm_type();
+  if (request.exact_partial().empty()) {
+    if ((p != 1.0 && p != 2.0) || config.inexact()) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "participant ", request.participant(), " reported step ",
+        request.step(), " of run ", request.run_id(),
+        " with only a double partial; the run sums exact partials (norm_type ",
+        FormatNumber(p),
+        "), so every report must carry exact_partial: use a gradnorm client "
+        "that sends them, or register the run with inexact: true"));
+  }
   if (p != 1.0 && p != 2.0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "participant ", request.participant(),

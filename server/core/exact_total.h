@@ -4,8 +4,8 @@
 //
 //   RETURN_IF_ERROR(CheckExactPartial(config, request));  // each report
 //   std::optional<double> total = CombineExactPartials(p, exact_partials);
-//   if (!total) total = CombinePartials(p, partials);       // someone sent
-//                                                            // only a double
+//   if (!total) total = CombinePartials(p, partials);       // an inexact
+//                                                            // run
 //
 // Thread-safety: pure functions.
 #ifndef GRADNORM_SERVER_CORE_EXACT_TOTAL_H_
@@ -21,8 +21,10 @@
 namespace gradnorm {
 namespace server {
 
-// OK for a report without an exact partial. INVALID_ARGUMENT when it has one
-// but the run's p is not 1 or 2, the bytes are not an ExactSum's, or
+// OK for a report with a valid exact partial, and for one without when the
+// run's p is not 1 or 2 or the run is inexact. FAILED_PRECONDITION for one
+// without in a run of p = 1 or 2 that is not inexact. INVALID_ARGUMENT when it
+// has one but the run's p is not 1 or 2, the bytes are not an ExactSum's, or
 // `partial` is not the exact partial rounded to nearest fp64.
 absl::Status CheckExactPartial(const v1::RunConfig& config,
                                const v1::ReportRequest& request);

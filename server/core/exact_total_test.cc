@@ -65,7 +65,28 @@ TEST(ExactTotalTest, ChecksEachReport) {
   v1::RunConfig config;
   config.set_norm_type(2);
   EXPECT_TRUE(CheckExactPartial(config, Report(Exact({3.0}))).ok());
-  EXPECT_TRUE(CheckExactPartial(config, v1::ReportRequest()).ok());
+  // A double alone: refused unless the run is inexact, or its p has no exact
+  // partials.
+  v1::ReportRequest double_only = Report("");
+  double_only.set_partial(9.0);
+  absl::Status refused = CheckExactPartial(config, double_only);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.message(),
+              HasSubstr("participant 1 reported step 3 of run r with only a "
+                        "double partial"));
+  EXPECT_THAT(refused.message(), HasSubstr("inexact: true"));
+  config.set_norm_type(1);
+  EXPECT_EQ(CheckExactPartial(config, double_only).code(),
+            absl::StatusCode::kFailedPrecondition);
+  config.set_inexact(true);
+  EXPECT_TRUE(CheckExactPartial(config, double_only).ok());
+  EXPECT_TRUE(CheckExactPartial(config, Report(Exact({3.0}))).ok());
+  config.set_inexact(false);
+  config.set_norm_type(3);
+  EXPECT_TRUE(CheckExactPartial(config, double_only).ok());
+  config.set_norm_type(INFINITY);
+  EXPECT_TRUE(CheckExactPartial(config, double_only).ok());
+  config.set_norm_type(2);
   v1::ReportRequest wrong = Report(Exact({3.0}));
   wrong.set_partial(9.000000000000002);
   absl::Status mismatch = CheckExactPartial(config, wrong);

@@ -66,6 +66,8 @@ struct Coordinator {
       run.set_run_id(id);
       run.mutable_config()->set_participants(n);
       run.mutable_config()->set_round_timeout_ms(20);
+      // One run takes doubles too, the other exact partials only.
+      run.mutable_config()->set_inexact(n == 1);
       if (!aggregator->RegisterRun(run).ok()) std::abort();
     }
   }

@@ -35,6 +35,7 @@ class JsonApiTest : public ::testing::Test {
     run.set_run_id("r");
     run.mutable_config()->set_participants(1);
     run.mutable_config()->set_max_norm(4);
+    run.mutable_config()->set_inexact(true);  // doubles are reported
     ASSERT_TRUE(aggregator_->RegisterRun(run).ok());
     // Totals 3, 5, 4, 100, one a second: all but the first clipped (a total
     // of exactly max_norm too: 4 / (4 + 1e-6) < 1).

@@ -57,6 +57,7 @@ class RoundEventsTest : public ::testing::Test {
     run.set_run_id("r");
     run.mutable_config()->set_participants(1);
     run.mutable_config()->set_max_norm(4);
+    run.mutable_config()->set_inexact(true);  // doubles are reported
     ASSERT_TRUE(aggregator_->RegisterRun(run).ok());
     Report(0, 9);
     Report(1, 25);

@@ -71,6 +71,7 @@ TEST(CoordinatorHttpTest, ServesWhatReportsProducedWithTheSameTokens) {
   v1::RunConfig config;
   config.set_participants(1);
   config.set_max_norm(4);
+  config.set_inexact(true);  // doubles are reported
   ASSERT_TRUE(client.RegisterRun("web-run", config).ok());
   for (int step = 0; step < 3; ++step) {
     const double partial[] = {9.0, 25.0, 1.0};

@@ -42,6 +42,8 @@ v1::RunConfig Config(uint32_t participants, double max_norm = 1.0,
   config.set_max_norm(max_norm);
   config.set_participants(participants);
   if (round_timeout_ms > 0) config.set_round_timeout_ms(round_timeout_ms);
+  // These tests report doubles; the exact partials have tests of their own.
+  config.set_inexact(true);
   return config;
 }
 
@@ -128,6 +130,28 @@ TEST_F(CoordinatorServiceTest, EveryParticipantGetsTheSameRound) {
   EXPECT_THAT(text, HasSubstr("gradnorm_rounds_total{action=\"clip\"} 1"));
   EXPECT_THAT(text, HasSubstr("gradnorm_active_runs 1"));
   EXPECT_THAT(text, HasSubstr("gradnorm_store_commit_seconds_count 1"));
+}
+
+// A run of p = 1 or 2 registered without inexact takes exact partials only:
+// a report with a double alone (an older client) is refused, saying what to
+// do, and the round stays as it was.
+TEST_F(CoordinatorServiceTest, ADoubleOnlyReportToAnExactRunIsRefused) {
+  Start();
+  auto c = Client();
+  v1::RunConfig exact = Config(1);
+  exact.set_inexact(false);
+  ASSERT_TRUE(c->RegisterRun("exact-run", exact).ok());
+  grpc::Status status = c->Report("exact-run", 0, 0, 9.0);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("participant 0 reported step 0 of run exact-run with "
+                        "only a double partial"));
+  EXPECT_THAT(status.error_message(), HasSubstr("inexact: true"));
+  EXPECT_EQ(server_->aggregator()->Stats().open_rounds, 0u);
+  v1::RunInfo run;
+  ASSERT_TRUE(c->GetRun("exact-run", &run).ok());
+  EXPECT_EQ(run.rounds(), 0u);
+  EXPECT_FALSE(run.config().inexact());
 }
 
 TEST_F(CoordinatorServiceTest, InvalidArgument) {

@@ -61,6 +61,42 @@ constexpr char kMigrateTo5[] = R"sql(
 ALTER TABLE rounds ADD COLUMN exact INTEGER NOT NULL DEFAULT 0;
 )sql";
 
+// Schema 6 made runs of p = 1 and 2 take exact partials only, unless their
+// config says inexact. The runs a schema 1-5 file holds were registered before
+// there was a choice, with clients that may send doubles only: they stay
+// inexact.
+absl::Status MigrateTo6(sqlite3* db) {
+  ASSIGN_OR_RETURN(Statement select,
+                   PrepareStatement(db, "SELECT run_id, config FROM runs"));
+  ASSIGN_OR_RETURN(
+      Statement update,
+      PrepareStatement(db, "UPDATE runs SET config = ?2 WHERE run_id = ?1"));
+  std::vector<std::pair<std::string, std::string>> rewritten;
+  sqlite3_stmt* q = select.get();
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    const std::string run_id = ColumnText(q, 0);
+    v1::RunConfig config;
+    if (!config.ParseFromArray(sqlite3_column_blob(q, 1),
+                               sqlite3_column_bytes(q, 1))) {
+      return absl::DataLossError(
+          absl::StrCat("the config of run ", run_id, " does not parse"));
+    }
+    config.set_inexact(true);
+    rewritten.emplace_back(run_id, config.SerializeAsString());
+  }
+  if (rc != SQLITE_DONE) return SqliteError(rc, db, "SELECT FROM runs");
+  select.reset();
+  for (const auto& [run_id, config] : rewritten) {
+    sqlite3_bind_text(update.get(), 1, run_id.data(), run_id.size(),
+                      SQLITE_STATIC);
+    sqlite3_bind_blob(update.get(), 2, config.data(), config.size(),
+                      SQLITE_STATIC);
+    RETURN_IF_ERROR(StepDone(db, update.get(), "UPDATE runs SET config"));
+  }
+  return absl::OkStatus();
+}
+
 // Schema 1 kept participants in a table of their own, one row each.
 constexpr char kMigrateFrom1[] = R"sql(
 ALTER TABLE rounds ADD COLUMN participants BLOB NOT NULL DEFAULT x'';
@@ -142,7 +178,8 @@ absl::Status CreateOrMigrateSchema(sqlite3* db, absl::string_view path) {
     RETURN_IF_ERROR(ExecSql(db, kSchema));
   }
   if (found >= 1 && found < 4) RETURN_IF_ERROR(ExecSql(db, kMigrateTo4));
-  if (found >= 1) RETURN_IF_ERROR(ExecSql(db, kMigrateTo5));
+  if (found >= 1 && found < 5) RETURN_IF_ERROR(ExecSql(db, kMigrateTo5));
+  if (found >= 1) RETURN_IF_ERROR(MigrateTo6(db));
   RETURN_IF_ERROR(ExecSql(db, kAbandonedSchema));
   return ExecSql(
       db, absl::StrCat("PRAGMA user_version=", kSqliteSchemaVersion).c_str());

@@ -4,7 +4,8 @@
 //
 // Version history (PRAGMA user_version): 1 kept participants in a table of
 // their own, one row each; 2 holds them in a BLOB per round; 3 added the
-// abandoned steps; 4 when a run was finished.
+// abandoned steps; 4 when a run was finished; 5 whether a round's total was
+// exact; 6 no column, but runs of older files are rewritten as inexact.
 #ifndef GRADNORM_SERVER_STORE_SQLITE_SCHEMA_H_
 #define GRADNORM_SERVER_STORE_SQLITE_SCHEMA_H_
 
@@ -17,7 +18,7 @@
 namespace gradnorm {
 namespace server {
 
-inline constexpr int kSqliteSchemaVersion = 5;
+inline constexpr int kSqliteSchemaVersion = 6;
 
 // Creates the schema in an empty database, or migrates an older one to
 // kSqliteSchemaVersion; FAILED_PRECONDITION for a newer one (naming `path`).

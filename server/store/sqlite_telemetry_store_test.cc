@@ -287,6 +287,8 @@ TEST(SqliteTelemetryStoreTest, SchemaOneFileIsMigrated) {
   ASSERT_TRUE(contents.ok()) << contents.status();
   ASSERT_EQ(contents->runs.size(), 1u);
   EXPECT_EQ(contents->runs[0].config.participants(), 2u);
+  // Registered before runs could require exact partials: it stays inexact.
+  EXPECT_TRUE(contents->runs[0].config.inexact());
   ASSERT_EQ(contents->rounds.size(), 2u);
   const RoundRecord& first = contents->rounds[0];
   EXPECT_EQ(first.result.step(), 5u);
@@ -326,6 +328,17 @@ TEST(SqliteTelemetryStoreTest, SchemaTwoFileGainsAbandonedSteps) {
   absl::StatusOr<StoreContents> contents = store->Load();
   ASSERT_TRUE(contents.ok()) << contents.status();
   ASSERT_EQ(contents->runs.size(), 1u);
+  EXPECT_TRUE(contents->runs[0].config.inexact());
+  // A run registered after the migration keeps its own choice.
+  ASSERT_TRUE(store->PutRun(MakeRun("new", 2)).ok());
+  store.reset();
+  store = OpenOrDie(path);
+  contents = store->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  ASSERT_EQ(contents->runs.size(), 2u);
+  for (const RunRecord& run : contents->runs) {
+    EXPECT_EQ(run.config.inexact(), run.run_id == "old") << run.run_id;
+  }
   ASSERT_EQ(contents->abandoned.size(), 1u);
   EXPECT_EQ(contents->abandoned[0].why, "timed out");
 }
@@ -342,6 +355,7 @@ TEST(AggregatorOnSqliteTest, RestartKeepsAcknowledgedRounds) {
   run.set_run_id("job");
   run.mutable_config()->set_participants(2);
   run.mutable_config()->set_max_norm(1);
+  run.mutable_config()->set_inexact(true);  // doubles are reported
   run.mutable_config()
       ->mutable_clip_policy()
       ->mutable_auto_clip()

@@ -340,7 +340,7 @@ def test_client_registers_and_describes_runs(coordinator):
         "spike_rule": {"enabled": True, "sigma": 4, "window": 32,
                        "warmup_steps": 16},
         "nonfinite_policy": "NON_FINITE_POLICY_ERROR",
-        "round_timeout_ms": "5000"}
+        "round_timeout_ms": "5000", "inexact": False}
     assert run["rounds"] == "0" and run["open_rounds"] == 0
 
     again = client.register_run("py-client-zclip", config)

@@ -71,6 +71,10 @@ ABSL_FLAG(std::string, nonfinite, "skip",
           "register: a NaN/Inf total: skip or error");
 ABSL_FLAG(uint64_t, round_timeout_ms, 0,
           "register: round timeout in ms (0: 60000)");
+ABSL_FLAG(bool, inexact, false,
+          "register: for p = 1 or 2, also take reports with only a double "
+          "partial (clients without exact partials); totals are then "
+          "deterministic only per layout");
 ABSL_FLAG(double, timeout, 10,
           "Seconds allowed per RPC, > 0 (watch: to connect; the stream itself "
           "runs until "
@@ -201,6 +205,7 @@ absl::StatusOr<gradnorm::v1::RunConfig> ConfigFromFlags() {
         absl::StrCat("--nonfinite=", nonfinite, ": expected skip or error"));
   }
   config.set_round_timeout_ms(absl::GetFlag(FLAGS_round_timeout_ms));
+  config.set_inexact(absl::GetFlag(FLAGS_inexact));
   return config;
 }
 

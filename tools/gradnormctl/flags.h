@@ -51,6 +51,7 @@ ABSL_DECLARE_FLAG(uint32_t, spike_window);
 ABSL_DECLARE_FLAG(uint32_t, spike_warmup);
 ABSL_DECLARE_FLAG(std::string, nonfinite);
 ABSL_DECLARE_FLAG(uint64_t, round_timeout_ms);
+ABSL_DECLARE_FLAG(bool, inexact);
 ABSL_DECLARE_FLAG(double, timeout);
 
 namespace gradnorm {

@@ -17,7 +17,7 @@
 //       --max_norm=X --policy=static|autoclip|zclip --autoclip_percentile=Q
 //       --autoclip_history=N --zclip_alpha=A --zclip_z=Z --warmup_steps=N
 //       --spike_sigma=S --spike_window=N --spike_warmup=N
-//       --nonfinite=skip|error --round_timeout_ms=T]
+//       --nonfinite=skip|error --round_timeout_ms=T --inexact]
 //                                            register a run (every policy)
 //   gradnormctl [flags] finish RUN           the run is over: no new rounds,
 //                                            watches end (role trainer)

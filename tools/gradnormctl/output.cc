@@ -146,6 +146,10 @@ void PrintRun(const gradnorm::v1::RunInfo& run) {
                  ? "error"
                  : "skip"});
   table.Add({"round_timeout_ms", absl::StrCat(config.round_timeout_ms())});
+  table.Add({"partials", config.norm_type() != 1.0 && config.norm_type() != 2.0
+                             ? "double (no exact partials for this p)"
+                         : config.inexact() ? "exact or double (inexact run)"
+                                            : "exact only"});
   table.Add({"rounds", absl::StrCat(run.rounds())});
   table.Add(
       {"last_step", run.rounds() > 0 ? absl::StrCat(run.last_step()) : "-"});

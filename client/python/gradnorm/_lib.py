@@ -17,7 +17,7 @@ CODE_NAMES = (
     "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
 INVALID_ARGUMENT = 3
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 
 class Error(RuntimeError):
@@ -146,6 +146,7 @@ class gn_step_result(ctypes.Structure):
         ("slowest_participant", ctypes.c_uint32),
         ("arrival_spread_seconds", ctypes.c_double),
         ("reason_detail", ctypes.c_char_p),
+        ("exact", ctypes.c_int32),
     ]
 
 

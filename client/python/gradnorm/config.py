@@ -78,7 +78,10 @@ class RunConfig:
     norm_type: p (> 0, or math.inf). max_norm: the static threshold (and the
     adaptive policies' during warm-up). nonfinite: "skip" (the step is
     skipped) or "error" (every report fails). round_timeout_ms: a step not
-    complete this long after its first report fails with ABORTED."""
+    complete this long after its first report fails with ABORTED.
+    inexact: for p = 1 or 2, let reports carry only a double partial (clients
+    that do not compute exact partials); by default every report must carry
+    its exact partial, and each total is the same bits for any layout."""
     participants: int
     norm_type: float = 2.0
     max_norm: float = 1.0
@@ -86,6 +89,7 @@ class RunConfig:
     spike_rule: Optional[SpikeRule] = None
     nonfinite: str = "skip"
     round_timeout_ms: Optional[int] = None
+    inexact: bool = False
 
     def __post_init__(self):
         if self.clip_policy is not None and not isinstance(
@@ -122,6 +126,8 @@ class RunConfig:
             out["spike_rule"] = dict(enabled=True, **_fields(self.spike_rule))
         if self.round_timeout_ms is not None:
             out["round_timeout_ms"] = int(self.round_timeout_ms)
+        if self.inexact:
+            out["inexact"] = True
         return out
 
     def to_json(self) -> str:

@@ -207,10 +207,13 @@ class Clipper:
     progress_interval_s: keep it well below job_group's timeout.
     exact=True (p = 1 or 2, CPU gradients) sends the job's exact partial
     (see get_grad_norm); when every job of the run does, the coordinator's
-    total is the same bits for any job split.
+    total is the same bits for any job split. A run registered without
+    inexact=True (RunConfig) requires them, and the clipper then sends them
+    whatever exact says.
     step() returns a dict: total_norm, clip_coef, action ("ACTION_NONE",
     "ACTION_CLIP", "ACTION_SKIP"), reason, reason_detail, effective_max_norm,
-    nonfinite, job_partial, slowest_participant, arrival_spread_seconds.
+    nonfinite, job_partial, slowest_participant, arrival_spread_seconds,
+    exact (True when total_norm is the exact total, rounded once).
     Errors: gradnorm.Error (InvalidArgumentError, a ValueError, for bad
     arguments), the same on every rank of the job; a rank whose own
     gradients are bad raises InvalidArgumentError and the others ABORTED.
@@ -288,6 +291,7 @@ class Clipper:
             "job_partial": result.job_partial,
             "slowest_participant": result.slowest_participant,
             "arrival_spread_seconds": result.arrival_spread_seconds,
+            "exact": bool(result.exact),
         }
 
     def finish(self) -> Optional[dict]:
