@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/internal/exact_tile.h"
 #include "kernels/internal/half.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -15,6 +16,12 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "kernels/internal/widen16-inl.h"
+
+static_assert(gradnorm::kernels_internal::kExactLowestExponent ==
+                      gradnorm::ExactSum::kLowestExponent &&
+                  gradnorm::kernels_internal::kExactDigits ==
+                      gradnorm::ExactSum::kDigits,
+              "exact_tile.h must describe ExactSum's digits");
 
 HWY_BEFORE_NAMESPACE();
 namespace gradnorm {
@@ -24,25 +31,14 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 enum class Fmt { kFp32, kBf16, kFp16 };
 
-// A format's magnitudes as unsigned bits, which order as the magnitudes do:
-// |x| = m * 2^(max(e, 1) - bias) for the integer significand m < 2^s and the
-// biased exponent e.
-struct Format {
-  int significand_bits;  // s, the implicit bit included
-  int exponent_shift;
-  int bias;
-  uint32_t abs_mask;
-  uint32_t infinity;  // the bits of +Inf; from here up: Inf or NaN
-};
-
 template <Fmt kFmt>
-constexpr Format FormatOf() {
+constexpr ExactFormat FormatOf() {
   if constexpr (kFmt == Fmt::kFp32) {
-    return Format{24, 23, 150, 0x7fffffffu, 0x7f800000u};
+    return kExactFp32;
   } else if constexpr (kFmt == Fmt::kBf16) {
-    return Format{8, 7, 134, 0x7fffu, 0x7f80u};
+    return kExactBf16;
   } else {
-    return Format{11, 10, 25, 0x7fffu, 0x7c00u};
+    return kExactFp16;
   }
 }
 
@@ -222,45 +218,34 @@ void SumTwoLevels(const void* HWY_RESTRICT data, int64_t n, double start,
 template <Fmt kFmt>
 bool AddBlock(const void* HWY_RESTRICT data, int64_t n, bool squares,
               ExactSum* out) {
-  constexpr Format f = FormatOf<kFmt>();
+  constexpr ExactFormat f = FormatOf<kFmt>();
   using U = BitsOf<kFmt>;
   U largest, smallest_minus_one;
   MagnitudeRange(static_cast<const U*>(data), n, static_cast<U>(f.abs_mask),
                  &largest, &smallest_minus_one);
-  if (largest >= f.infinity) return false;  // a NaN or an infinity
-  if (largest == 0) return true;            // only zeros
-  const int e_hi = std::max(static_cast<int>(largest >> f.exponent_shift), 1);
-  const int e_lo =
-      std::max(static_cast<int>(static_cast<U>(smallest_minus_one + 1) >>
-                                f.exponent_shift),
-               1);
-  const int k = squares ? 2 : 1;
-  // Every term is a multiple of u below 2^width * u.
-  const int width = k * (f.significand_bits + e_hi - e_lo);
-  if (kExactBlockBits + width <= 53) {
-    out->AddAbs(squares ? SumOneLevel<kFmt, true>(data, n)
-                        : SumOneLevel<kFmt, false>(data, n));
-    return true;
+  const ExactPlan plan =
+      PlanExactSum(f, squares ? 2 : 1, kExactBlockBits, largest,
+                   static_cast<U>(smallest_minus_one + 1));
+  switch (plan.tier) {
+    case ExactTier::kZero:
+      return true;
+    case ExactTier::kOneLevel:
+      out->AddAbs(squares ? SumOneLevel<kFmt, true>(data, n)
+                          : SumOneLevel<kFmt, false>(data, n));
+      return true;
+    case ExactTier::kTwoLevels: {
+      double high, low;
+      squares ? SumTwoLevels<kFmt, true>(data, n, plan.start, &high, &low)
+              : SumTwoLevels<kFmt, false>(data, n, plan.start, &high, &low);
+      MakeNonNegative(plan.unit, &high, &low);
+      out->AddAbs(high);
+      out->AddAbs(low);
+      return true;
+    }
+    case ExactTier::kBins:
+      break;
   }
-  if (2 * kExactBlockBits + width > 105) return false;
-  // 2^K = 2 * B * (the bound of the largest term); U = ulp(2^K).
-  const int exponent =
-      kExactBlockBits + 1 + k * (f.significand_bits + e_hi - f.bias);
-  const double start = std::ldexp(1.0, exponent);
-  const double unit = std::ldexp(1.0, exponent - 52);
-  double high, low;
-  squares ? SumTwoLevels<kFmt, true>(data, n, start, &high, &low)
-          : SumTwoLevels<kFmt, false>(data, n, start, &high, &low);
-  if (low < 0) {
-    // high is a multiple of U and high + low >= 0: move whole units of U
-    // from high to low, exactly, so that both are >= 0.
-    const double borrow = std::ceil(-low / unit) * unit;
-    high -= borrow;
-    low += borrow;
-  }
-  out->AddAbs(high);
-  out->AddAbs(low);
-  return true;
+  return false;
 }
 
 bool AddBlockExactForTarget(DType dtype, const void* data, int64_t n,

@@ -1,4 +1,5 @@
-// The fast path of the exact CPU partial: the exact sum of |x| or x^2 over a
+// The fast path of the exact CPU partial (its plan, shared with the GPU, is in
+// exact_tile.h): the exact sum of |x| or x^2 over a
 // block of fp32, bf16 or fp16 elements with SIMD fp64 arithmetic that provably
 // rounds nothing, for blocks whose exponents span a bounded range (gradients
 // nearly always do).
