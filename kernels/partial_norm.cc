@@ -65,16 +65,12 @@ absl::StatusOr<PartialNorm> ComputePartialNorm(
         " accumulates in fp64 (deterministic for a fixed layout only): "
         "expected exact = false"));
   }
-  if (exact && OnCuda(tensors)) {
-    return absl::UnimplementedError(
-        "exact partials of CUDA tensors are not implemented yet; expected "
-        "host tensors or exact = false");
-  }
   if (OnCuda(tensors)) {
 #if defined(GRADNORM_WITH_CUDA)
     kernels_internal::CudaNormOptions cuda_options;
     cuda_options.stream = options.cuda_stream;
     cuda_options.per_tensor = options.per_tensor;
+    cuda_options.exact = exact;
     return kernels_internal::ComputePartialNormCuda(tensors, p, cuda_options);
 #else
     return NoCuda(tensors);
@@ -118,6 +114,12 @@ absl::Status ComputePartialNormOnDevice(absl::Span<const GradTensor> tensors,
         "ComputePartialNormOnDevice got CPU tensors; expected CUDA tensors "
         "(use "
         "ComputePartialNorm for host memory)");
+  }
+  if (options.exact && !std::isinf(p)) {
+    return absl::InvalidArgumentError(
+        "ComputePartialNormOnDevice leaves one fp64 value on the device, not "
+        "an exact sum; expected exact = false (ComputePartialNorm returns the "
+        "exact partial)");
   }
 #if defined(GRADNORM_WITH_CUDA)
   kernels_internal::CudaNormOptions cuda_options;

@@ -10,7 +10,9 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
+#include "common/exact_sum.h"
 #include "kernels/cuda_status.h"
+#include "kernels/internal/exact_partial_cuda_kernels.h"
 #include "kernels/internal/partial_norm_cuda_kernels.h"
 
 namespace gradnorm {
@@ -225,16 +227,105 @@ class WorkspaceGuard {
   cudaStream_t stream_;
 };
 
+// The exact partial: per-chunk digits, summed per tensor and in all, copied
+// back as ExactSum::FromReduced takes them. The caller holds the device scope.
+absl::StatusOr<PartialNorm> ComputeExactPartialCuda(
+    absl::Span<const GradTensor> tensors, double p,
+    const CudaNormOptions& options) {
+  const int64_t num_tensors = static_cast<int64_t>(tensors.size());
+  if (num_tensors > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError("more than 2^31-1 tensors in one call");
+  }
+  std::vector<int64_t> first_chunk(num_tensors + 1);
+  int64_t total_chunks = 0;
+  for (int64_t t = 0; t < num_tensors; ++t) {
+    first_chunk[t] = total_chunks;
+    total_chunks += NumChunks(tensors[t].numel);
+  }
+  first_chunk[num_tensors] = total_chunks;
+  const int64_t sums = options.per_tensor ? num_tensors + 1 : 1;
+  const size_t digits_bytes =
+      RoundUp(sizeof(uint32_t) * kExactDigits * (total_chunks + 1));
+  const size_t flags_bytes = RoundUp(sizeof(int32_t) * (total_chunks + 1));
+  const size_t first_bytes = RoundUp(sizeof(int64_t) * (num_tensors + 1));
+  const size_t reducible_bytes =
+      RoundUp(sizeof(double) * kExactReducibleSize * sums);
+  cudaStream_t stream = static_cast<cudaStream_t>(options.stream);
+  Workspace ws;
+  std::vector<double> reducible(kExactReducibleSize * sums);
+  {
+    WorkspaceGuard guard(&ws, stream);
+    RETURN_IF_CUDA_ERROR(cudaMallocAsync(
+        &ws.base, digits_bytes + flags_bytes + first_bytes + reducible_bytes,
+        stream));
+    char* cursor = static_cast<char*>(ws.base);
+    uint32_t* chunk_digits = reinterpret_cast<uint32_t*>(cursor);
+    int32_t* chunk_flags = reinterpret_cast<int32_t*>(cursor + digits_bytes);
+    int64_t* device_first =
+        reinterpret_cast<int64_t*>(cursor + digits_bytes + flags_bytes);
+    double* device_reducible = reinterpret_cast<double*>(
+        cursor + digits_bytes + flags_bytes + first_bytes);
+    RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(device_first, first_chunk.data(),
+                                         sizeof(int64_t) * (num_tensors + 1),
+                                         cudaMemcpyHostToDevice, stream));
+    const int k = p == 2.0 ? 2 : 1;
+    absl::Status launched =
+        ForEachLaunch(tensors, [&](const TensorListArgs& args) -> absl::Status {
+          RETURN_IF_CUDA_ERROR(LaunchExactChunkPartials(args, k, chunk_digits,
+                                                        chunk_flags, stream));
+          return absl::OkStatus();
+        });
+    if (!launched.ok()) return launched;
+    RETURN_IF_CUDA_ERROR(
+        LaunchExactFinalize(chunk_digits, chunk_flags, device_first,
+                            static_cast<int32_t>(num_tensors),
+                            options.per_tensor, device_reducible, stream));
+    RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(reducible.data(), device_reducible,
+                                         sizeof(double) * reducible.size(),
+                                         cudaMemcpyDeviceToHost, stream));
+    RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream));
+  }
+  auto sum_at = [&](int64_t g) {
+    return ExactSum::FromReduced(absl::MakeConstSpan(
+        reducible.data() + g * kExactReducibleSize, kExactReducibleSize));
+  };
+  PartialNorm out;
+  absl::StatusOr<ExactSum> total = sum_at(sums - 1);
+  if (!total.ok()) {
+    return absl::InternalError(absl::StrCat(
+        "the GPU's exact partial is malformed: ", total.status().message()));
+  }
+  out.value = total->RoundToDouble();
+  out.nonfinite = !total->finite();
+  out.exact = *std::move(total);
+  if (options.per_tensor) {
+    for (int64_t t = 0; t < num_tensors; ++t) {
+      absl::StatusOr<ExactSum> one = sum_at(t);
+      if (!one.ok()) {
+        return absl::InternalError(
+            absl::StrCat("the GPU's exact partial of tensor ", t,
+                         " is malformed: ", one.status().message()));
+      }
+      out.per_tensor.push_back(one->RoundToDouble());
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<PartialNorm> ComputePartialNormCuda(
     absl::Span<const GradTensor> tensors, double p,
     const CudaNormOptions& options) {
   PartialNorm out;
-  if (tensors.empty()) return out;
+  if (tensors.empty()) {
+    if (options.exact) out.exact = ExactSum();
+    return out;
+  }
   absl::StatusOr<DeviceScope> scope =
       DeviceScope::Enter(tensors[0].device.index);
   if (!scope.ok()) return scope.status();
+  if (options.exact) return ComputeExactPartialCuda(tensors, p, options);
   cudaStream_t stream = static_cast<cudaStream_t>(options.stream);
   Workspace ws;
   {

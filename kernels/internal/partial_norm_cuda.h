@@ -29,6 +29,9 @@ namespace kernels_internal {
 struct CudaNormOptions {
   void* stream = nullptr;  // cudaStream_t
   bool per_tensor = false;
+  // p = 1 or 2 (the caller checked): the exact partial (PartialNorm::exact),
+  // bitwise the CPU's for the same elements.
+  bool exact = false;
 };
 
 // Enqueues the partial norm and waits for it (a stream synchronize).

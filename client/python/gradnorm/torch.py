@@ -92,7 +92,7 @@ def get_grad_norm(parameters: _TensorOrTensors, dp_cp_group, tp_group,
     (gradnorm uses fp64). Every rank of both groups must call it. Returns the
     total norm as a float (NaN or inf when a gradient is non-finite).
 
-    exact=True (p = 1 or 2; CPU gradients): every |g| or g^2 is summed with no
+    exact=True (p = 1 or 2; CPU or CUDA gradients): every |g| or g^2 is summed with no
     rounding, over the whole group too, and rounded once at the end, so the
     norm is the same bits however the gradients are sharded over DP and TP,
     on any number of threads: run a few steps with two layouts and compare.
@@ -205,7 +205,7 @@ class Clipper:
     must already be registered (with this norm_type). While job_group's
     leader waits for the other jobs it tells the job's ranks so every
     progress_interval_s: keep it well below job_group's timeout.
-    exact=True (p = 1 or 2, CPU gradients) sends the job's exact partial
+    exact=True (p = 1 or 2) sends the job's exact partial
     (see get_grad_norm); when every job of the run does, the coordinator's
     total is the same bits for any job split. A run registered without
     inexact=True (RunConfig) requires them, and the clipper then sends them
