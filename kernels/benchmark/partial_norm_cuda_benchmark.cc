@@ -13,6 +13,8 @@
 //   partial    ComputePartialNorm: one call's host round trip (validation,
 //              workspace, kernels, copy back, wait), between CUDA events that
 //              the idle stream stamps on either side of the call;
+//   exact      ComputePartialNorm with exact (p = 2): the exact partial's host
+//              round trip, as `partial`;
 //   on_device  ComputePartialNormOnDevice: the fp64 result stays in device
 //              memory (what NCCL reduces); 20 calls back to back per timing,
 //              so this is the kernels' own throughput with no host round trip;
@@ -201,7 +203,7 @@ class Interleaved {
   double probe_best_ = std::numeric_limits<double>::infinity();
 };
 
-enum class Mode { kPartial, kOnDevice, kClip };
+enum class Mode { kPartial, kExact, kOnDevice, kClip };
 
 void BM_Cuda(benchmark::State& state, DType dtype, double p, Mode mode) {
   auto fail = [&](const absl::Status& status) {
@@ -226,6 +228,7 @@ void BM_Cuda(benchmark::State& state, DType dtype, double p, Mode mode) {
   double* const device_result = result_buffer->get();
   PartialNormOptions norm_options;
   norm_options.cuda_stream = t.stream();
+  norm_options.exact = mode == Mode::kExact;
   ScaleOptions scale_options;
   scale_options.cuda_stream = t.stream();
   const auto& tensors = (*w)->tensors();
@@ -233,7 +236,8 @@ void BM_Cuda(benchmark::State& state, DType dtype, double p, Mode mode) {
   double host_value = 0.0;
   auto one_call = [&]() -> absl::Status {
     switch (mode) {
-      case Mode::kPartial: {
+      case Mode::kPartial:
+      case Mode::kExact: {
         absl::StatusOr<PartialNorm> r =
             ComputePartialNorm(tensors, p, norm_options);
         if (!r.ok()) return r.status();
@@ -277,6 +281,10 @@ GRADNORM_CUDA_BENCHMARK(gpt2_124m_bf16_p2, DType::kBFloat16, 2.0,
                         Mode::kPartial);
 GRADNORM_CUDA_BENCHMARK(gpt2_124m_bf16_pinf, DType::kBFloat16, kInf,
                         Mode::kPartial);
+GRADNORM_CUDA_BENCHMARK(gpt2_124m_fp32_p2_exact, DType::kFloat32, 2.0,
+                        Mode::kExact);
+GRADNORM_CUDA_BENCHMARK(gpt2_124m_bf16_p2_exact, DType::kBFloat16, 2.0,
+                        Mode::kExact);
 GRADNORM_CUDA_BENCHMARK(gpt2_124m_fp32_p2_on_device, DType::kFloat32, 2.0,
                         Mode::kOnDevice);
 GRADNORM_CUDA_BENCHMARK(gpt2_124m_bf16_p2_on_device, DType::kBFloat16, 2.0,
