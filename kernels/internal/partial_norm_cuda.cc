@@ -11,6 +11,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 #include "common/exact_sum.h"
+#include "common/status_macros.h"
 #include "kernels/cuda_status.h"
 #include "kernels/internal/exact_partial_cuda_kernels.h"
 #include "kernels/internal/partial_norm_cuda_kernels.h"
@@ -137,6 +138,23 @@ absl::Status ForEachLaunch(
   return flush();
 }
 
+// The workspace slot of each tensor's first chunk, and the chunk count last.
+absl::StatusOr<std::vector<int64_t>> FirstChunks(
+    absl::Span<const GradTensor> tensors) {
+  if (tensors.size() >
+      static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    return absl::InvalidArgumentError("more than 2^31-1 tensors in one call");
+  }
+  std::vector<int64_t> first_chunk(tensors.size() + 1);
+  int64_t total_chunks = 0;
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    first_chunk[t] = total_chunks;
+    total_chunks += NumChunks(tensors[t].numel);
+  }
+  first_chunk[tensors.size()] = total_chunks;
+  return first_chunk;
+}
+
 size_t RoundUp(size_t n) { return (n + 255) / 256 * 256; }
 
 // Device workspace of one partial-norm call, carved from one allocation.
@@ -156,16 +174,8 @@ absl::Status EnqueuePartialNorm(absl::Span<const GradTensor> tensors, double p,
                                 cudaStream_t stream, double* result,
                                 Workspace* ws) {
   const int64_t num_tensors = static_cast<int64_t>(tensors.size());
-  if (num_tensors > std::numeric_limits<int32_t>::max()) {
-    return absl::InvalidArgumentError("more than 2^31-1 tensors in one call");
-  }
-  std::vector<int64_t> first_chunk(num_tensors + 1);
-  int64_t total_chunks = 0;
-  for (int64_t t = 0; t < num_tensors; ++t) {
-    first_chunk[t] = total_chunks;
-    total_chunks += NumChunks(tensors[t].numel);
-  }
-  first_chunk[num_tensors] = total_chunks;
+  ASSIGN_OR_RETURN(std::vector<int64_t> first_chunk, FirstChunks(tensors));
+  const int64_t total_chunks = first_chunk[num_tensors];
 
   const size_t values_bytes = RoundUp(sizeof(double) * (total_chunks + 1));
   const size_t flags_bytes = RoundUp(sizeof(int32_t) * (total_chunks + 1));
@@ -233,16 +243,8 @@ absl::StatusOr<PartialNorm> ComputeExactPartialCuda(
     absl::Span<const GradTensor> tensors, double p,
     const CudaNormOptions& options) {
   const int64_t num_tensors = static_cast<int64_t>(tensors.size());
-  if (num_tensors > std::numeric_limits<int32_t>::max()) {
-    return absl::InvalidArgumentError("more than 2^31-1 tensors in one call");
-  }
-  std::vector<int64_t> first_chunk(num_tensors + 1);
-  int64_t total_chunks = 0;
-  for (int64_t t = 0; t < num_tensors; ++t) {
-    first_chunk[t] = total_chunks;
-    total_chunks += NumChunks(tensors[t].numel);
-  }
-  first_chunk[num_tensors] = total_chunks;
+  ASSIGN_OR_RETURN(std::vector<int64_t> first_chunk, FirstChunks(tensors));
+  const int64_t total_chunks = first_chunk[num_tensors];
   const int64_t sums = options.per_tensor ? num_tensors + 1 : 1;
   const size_t digits_bytes =
       RoundUp(sizeof(uint32_t) * kExactDigits * (total_chunks + 1));
