@@ -36,6 +36,8 @@ _LIBS = {
     "benchmark_main": (["benchmark_main"], ["-lbenchmark_main", "-lbenchmark", "-lpthread"], "libbenchmark-dev", [":benchmark"]),
     "gloo": ([], ["-L/usr/lib", "-lgloo", "-lpthread"], "libgloo-dev", []),
     "sqlite3": (["sqlite3"], ["-lsqlite3"], "libsqlite3-dev", []),
+    # Headers as <postgresql/libpq-fe.h>.
+    "pq": (["libpq"], ["-lpq"], "libpq-dev", []),
     "hwy": (["libhwy"], ["-lhwy"], "libhwy-dev", []),
     "prometheus_cpp": (["prometheus-cpp-core"], ["-lprometheus-cpp-core"], "prometheus-cpp-dev", []),
     "openssl": (["openssl"], ["-lssl", "-lcrypto"], "libssl-dev", []),

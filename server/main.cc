@@ -26,12 +26,21 @@
 #include "server/core/event_log.h"
 #include "server/rpc/coordinator_server.h"
 #include "server/rpc/protobuf_log.h"
+#include "server/store/postgres_dsn.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "host:port to serve gRPC on; port 0 picks a free port");
 ABSL_FLAG(std::string, port_file, "",
           "If set, the chosen port is written to this file once serving");
-ABSL_FLAG(std::string, store, "sqlite", "Telemetry store: sqlite or memory");
+ABSL_FLAG(std::string, store, "sqlite",
+          "Telemetry store: sqlite, postgres or memory");
+ABSL_FLAG(std::string, postgres_dsn, "",
+          "PostgreSQL connection string or postgresql:// URI "
+          "(--store=postgres); it may hold a password: prefer "
+          "--postgres_dsn_file");
+ABSL_FLAG(std::string, postgres_dsn_file, "",
+          "File holding the PostgreSQL connection string (--store=postgres), "
+          "e.g. a mounted Kubernetes Secret");
 ABSL_FLAG(std::string, log_level, "info",
           "Operational log on stderr (one logfmt line per event): info, "
           "warning, error or off");
@@ -125,9 +134,16 @@ int main(int argc, char** argv) {
     options.store = StoreKind::kSqlite;
   } else if (store == "memory") {
     options.store = StoreKind::kMemory;
+  } else if (store == "postgres") {
+    options.store = StoreKind::kPostgres;
+    absl::StatusOr<std::string> dsn = gradnorm::server::PostgresDsnFromFlags(
+        absl::GetFlag(FLAGS_postgres_dsn),
+        absl::GetFlag(FLAGS_postgres_dsn_file));
+    if (!dsn.ok()) return Fail(dsn.status());
+    options.postgres_dsn = *dsn;
   } else {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat("--store=", store, ", expected sqlite or memory")));
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--store=", store, ", expected sqlite, postgres or memory")));
   }
   options.db_path = absl::GetFlag(FLAGS_db);
   options.sqlite_synchronous_full =

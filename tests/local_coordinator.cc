@@ -66,6 +66,8 @@ absl::StatusOr<LocalCoordinator> StartLocalCoordinator(
       return LocalCoordinator{*std::move(process), "127.0.0.1:" + port,
                               http_port};
     }
+    // One that exited (a bad flag, a store it cannot open) says so now.
+    if (!(*process)->Running()) break;
   }
   return absl::UnavailableError(
       absl::StrCat("coordinator did not start:\n", LastLinesOf(log, 10)));

@@ -40,8 +40,8 @@ struct LocalCoordinator {
 
 // Starts `binary` (//server:coordinator) on 127.0.0.1 with a port of its
 // choosing and its database in `dir`/gradnorm.db, plus `extra_flags`; logs go
-// to `dir`/coordinator.log. UNAVAILABLE, with the log's tail, when it is not
-// serving within 20 s.
+// to `dir`/coordinator.log. UNAVAILABLE, with the log's tail, when it exits
+// first or is not serving within 20 s.
 absl::StatusOr<LocalCoordinator> StartLocalCoordinator(
     const std::string& binary, const std::string& dir,
     const std::vector<std::string>& extra_flags);

@@ -10,6 +10,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "server/core/clock.h"
 #include "server/store/memory_telemetry_store.h"
+#include "server/store/postgres_telemetry_store.h"
 #include "server/store/sqlite_telemetry_store.h"
 
 namespace gradnorm {
@@ -36,6 +37,19 @@ absl::StatusOr<std::unique_ptr<TelemetryStore>> OpenStore(
   if (options.store == StoreKind::kMemory) {
     return std::unique_ptr<TelemetryStore>(
         std::make_unique<MemoryTelemetryStore>());
+  }
+  if (options.store == StoreKind::kPostgres) {
+    if (options.postgres_dsn.empty()) {
+      return absl::InvalidArgumentError(
+          "the PostgreSQL store needs a connection string (--postgres_dsn or "
+          "--postgres_dsn_file)");
+    }
+    PostgresStoreOptions store_options;
+    store_options.dsn = options.postgres_dsn;
+    absl::StatusOr<std::unique_ptr<PostgresTelemetryStore>> store =
+        PostgresTelemetryStore::Open(store_options);
+    if (!store.ok()) return store.status();
+    return std::unique_ptr<TelemetryStore>(*std::move(store));
   }
   if (options.db_path.empty()) {
     return absl::InvalidArgumentError(

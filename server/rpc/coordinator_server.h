@@ -53,7 +53,7 @@
 namespace gradnorm {
 namespace server {
 
-enum class StoreKind { kSqlite, kMemory };
+enum class StoreKind { kSqlite, kMemory, kPostgres };
 
 struct CoordinatorServerOptions {
   // host:port to listen on; port 0 picks a free port (see port()).
@@ -65,6 +65,8 @@ struct CoordinatorServerOptions {
   // loss, at an fsync per commit) or NORMAL (the default: it survives a crash
   // or SIGKILL of the coordinator).
   bool sqlite_synchronous_full = false;
+  // libpq connection string (or postgresql:// URI), for StoreKind::kPostgres.
+  std::string postgres_dsn;
   // host:port of the plaintext, health-only gRPC port; empty: none.
   std::string health_listen;
   // host:port of the HTTP API (server/http/json_api.h: the queries as JSON,
