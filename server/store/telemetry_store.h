@@ -1,7 +1,8 @@
 // Durable norm telemetry: the I/O seam between the coordinator's logic and its
 // database. Implementations: MemoryTelemetryStore (memory_telemetry_store.h,
-// the in-memory twin for tests) and SqliteTelemetryStore
-// (sqlite_telemetry_store.h, the embedded default).
+// the in-memory twin for tests), SqliteTelemetryStore
+// (sqlite_telemetry_store.h, the embedded default) and PostgresTelemetryStore
+// (postgres_telemetry_store.h).
 //
 // The store is write-mostly. The Aggregator loads everything once at start
 // (Load), then appends each finalized round (AppendRound) and answers queries
