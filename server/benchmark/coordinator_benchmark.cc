@@ -17,6 +17,10 @@
 // BM_CoordinatorStreamRound/N: the same over open ReportStreams (what
 // CoordinatorClient uses), against the echo's ReportStream.
 // BM_CoordinatorStreamRoundExact/N: exact partials against doubles (x_double).
+// BM_CoordinatorRoundPostgres/N: the PostgreSQL store (a real PostgreSQL this
+// benchmark starts, on a Unix socket) against the SQLite store, a round of
+// each per iteration; x_sqlite = the PostgreSQL round's mean / SQLite's
+// (targets: N=1 <= 3, N=32 <= 2).
 // BM_CoordinatorThroughput: 32 clients (4 runs x 8 participants), each keeping
 // kWindow reports in flight, SQLite store with its durability on (a report is
 // answered only after its round committed), alternating with the same burst
@@ -40,6 +44,7 @@
 #include "grpcpp/grpcpp.h"
 #include "server/benchmark/echo_service.h"
 #include "server/rpc/coordinator_server.h"
+#include "server/store/local_postgres.h"
 
 namespace gradnorm {
 namespace server {
@@ -54,7 +59,13 @@ constexpr int kReportsPerClientPerIteration = 64;
 // default: a round is answered once it would survive a crash of the process),
 // SQLite with synchronous=FULL (survives power loss), or memory (no
 // durability: the service's and Aggregator's own cost).
-enum Backend { kSqliteFull = 0, kSqliteNormal = 1, kMemory = 2, kBackends = 3 };
+enum Backend {
+  kSqliteFull = 0,
+  kSqliteNormal = 1,
+  kMemory = 2,
+  kPostgres = 3,  // started on first use
+  kBackends = 4
+};
 
 std::shared_ptr<grpc::Channel> NewChannel(const std::string& target) {
   grpc::ChannelArguments args;
@@ -76,6 +87,7 @@ class Fixture {
   }
   std::vector<std::unique_ptr<v1::Coordinator::Stub>>& CoordinatorStubs(
       int n, Backend backend = kSqliteNormal) {
+    if (coordinators_[backend] == nullptr) StartPostgres();
     return Stubs(&coordinator_stubs_[backend],
                  coordinators_[backend]->address(), n);
   }
@@ -136,6 +148,27 @@ class Fixture {
     std::printf("SQLite stores in %s\n", dir);
   }
 
+  void StartPostgres() {
+    absl::StatusOr<std::unique_ptr<LocalPostgres>> pg = LocalPostgres::Start();
+    absl::StatusOr<std::string> dsn =
+        pg.ok() ? (*pg)->CreateDatabase("benchmark") : pg.status();
+    if (!dsn.ok()) {
+      std::fprintf(stderr, "%s\n", dsn.status().ToString().c_str());
+      std::abort();
+    }
+    postgres_ = *std::move(pg);
+    CoordinatorServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.store = StoreKind::kPostgres;
+    options.postgres_dsn = *dsn;
+    auto coordinator = CoordinatorServer::Create(options);
+    if (!coordinator.ok()) {
+      std::fprintf(stderr, "%s\n", coordinator.status().ToString().c_str());
+      std::abort();
+    }
+    coordinators_[kPostgres] = *std::move(coordinator);
+  }
+
   std::vector<std::unique_ptr<v1::Coordinator::Stub>>& Stubs(
       std::vector<std::unique_ptr<v1::Coordinator::Stub>>* stubs,
       const std::string& target, int n) {
@@ -146,6 +179,7 @@ class Fixture {
   }
 
   EchoService echo_;
+  std::unique_ptr<LocalPostgres> postgres_;
   std::unique_ptr<grpc::Server> echo_server_;
   std::string echo_address_;
   std::unique_ptr<CoordinatorServer> coordinators_[kBackends];
@@ -323,6 +357,36 @@ void MeasureRounds(benchmark::State& state, int n, Backend backend,
   state.counters["x_echo"] = absl::FDivDuration(total, echo_total);
 }
 
+// One SQLite round and one PostgreSQL round per iteration (x_sqlite).
+void BM_CoordinatorRoundPostgres(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  Fixture& fixture = Fixture::Get();
+  const std::string sqlite_run = absl::StrCat("vs-pg-sqlite-n", n);
+  const std::string pg_run = absl::StrCat("vs-pg-postgres-n", n);
+  fixture.RegisterRun(sqlite_run, n, kSqliteNormal);
+  fixture.RegisterRun(pg_run, n, kPostgres);
+  auto& sqlite_stubs = fixture.CoordinatorStubs(n, kSqliteNormal);
+  auto& pg_stubs = fixture.CoordinatorStubs(n, kPostgres);
+  Round(sqlite_stubs, n, sqlite_run, fixture.NextSteps(sqlite_run, 1));
+  Round(pg_stubs, n, pg_run, fixture.NextSteps(pg_run, 1));
+  absl::Duration sqlite_total, pg_total;
+  int64_t rounds = 0;
+  for (auto _ : state) {
+    absl::Time start = absl::Now();
+    Round(sqlite_stubs, n, sqlite_run, fixture.NextSteps(sqlite_run, 1));
+    sqlite_total += absl::Now() - start;
+    start = absl::Now();
+    Round(pg_stubs, n, pg_run, fixture.NextSteps(pg_run, 1));
+    pg_total += absl::Now() - start;
+    ++rounds;
+  }
+  state.SetItemsProcessed(rounds * n);
+  state.counters["round_us"] = absl::ToDoubleMicroseconds(pg_total) / rounds;
+  state.counters["sqlite_round_us"] =
+      absl::ToDoubleMicroseconds(sqlite_total) / rounds;
+  state.counters["x_sqlite"] = absl::FDivDuration(pg_total, sqlite_total);
+}
+
 void BM_CoordinatorRound(benchmark::State& state) {
   MeasureRounds(state, static_cast<int>(state.range(0)), kSqliteNormal, false);
 }
@@ -465,6 +529,8 @@ BENCHMARK(BM_CoordinatorStreamRound)->Arg(1)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_CoordinatorStreamRound)->Arg(32)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_CoordinatorStreamRoundExact)->Arg(32)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_CoordinatorThroughput)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_CoordinatorRoundPostgres)->Arg(1)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_CoordinatorRoundPostgres)->Arg(32)->UseRealTime()->MinTime(1.0);
 
 }  // namespace
 }  // namespace server
