@@ -189,6 +189,30 @@ absl::StatusOr<PgResult> PgConnection::Exec(
   return PgResult(result);
 }
 
+absl::StatusOr<std::vector<std::vector<std::optional<std::string>>>>
+PgConnection::QueryText(const std::string& sql) {
+  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  PGresult* result = PQexec(conn_, sql.c_str());
+  if (PQresultStatus(result) != PGRES_TUPLES_OK) {
+    absl::Status error = ErrorOf(result, sql);
+    PQclear(result);
+    return error;
+  }
+  std::vector<std::vector<std::optional<std::string>>> rows(PQntuples(result));
+  for (int r = 0; r < PQntuples(result); ++r) {
+    for (int c = 0; c < PQnfields(result); ++c) {
+      if (PQgetisnull(result, r, c)) {
+        rows[r].push_back(std::nullopt);
+      } else {
+        rows[r].push_back(
+            std::string(PQgetvalue(result, r, c), PQgetlength(result, r, c)));
+      }
+    }
+  }
+  PQclear(result);
+  return rows;
+}
+
 absl::Status PgConnection::ExecScript(const std::string& sql) {
   if (absl::Status s = EnsureConnected(); !s.ok()) return s;
   PGresult* result = PQexec(conn_, sql.c_str());

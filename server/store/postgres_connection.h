@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,11 @@ class PgConnection {
                                 const std::vector<PgParam>& params = {});
   // Runs statements without parameters (schema, BEGIN, COMMIT, LISTEN...).
   absl::Status ExecScript(const std::string& sql);
+  // Runs one query and returns its rows in PostgreSQL's text form (as psql
+  // prints them; a float8 prints the shortest digits that read back exactly),
+  // nullopt for NULL: for SQL written by people, such as dashboards'.
+  absl::StatusOr<std::vector<std::vector<std::optional<std::string>>>>
+  QueryText(const std::string& sql);
 
   // Connections made so far: 1 after Connect, one more for each reset.
   uint64_t connects() const { return connects_; }
