@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -38,6 +39,10 @@ ABSL_FLAG(std::string, postgres_dsn, "",
           "PostgreSQL connection string or postgresql:// URI "
           "(--store=postgres); it may hold a password: prefer "
           "--postgres_dsn_file");
+ABSL_FLAG(bool, postgres_standby, false,
+          "With --store=postgres: while another coordinator holds the "
+          "database, wait (not listening) and take over when it is gone, "
+          "instead of exiting");
 ABSL_FLAG(std::string, postgres_dsn_file, "",
           "File holding the PostgreSQL connection string (--store=postgres), "
           "e.g. a mounted Kubernetes Secret");
@@ -141,6 +146,7 @@ int main(int argc, char** argv) {
         absl::GetFlag(FLAGS_postgres_dsn_file));
     if (!dsn.ok()) return Fail(dsn.status());
     options.postgres_dsn = *dsn;
+    options.postgres_standby = absl::GetFlag(FLAGS_postgres_standby);
   } else {
     return Fail(absl::InvalidArgumentError(absl::StrCat(
         "--store=", store, ", expected sqlite, postgres or memory")));
@@ -179,7 +185,35 @@ int main(int argc, char** argv) {
   options.shutdown_grace =
       absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds));
 
-  auto server = gradnorm::server::CoordinatorServer::Create(options);
+  absl::StatusOr<std::unique_ptr<gradnorm::server::CoordinatorServer>> server =
+      absl::UnknownError("not created");
+  if (!options.postgres_standby) {
+    server = gradnorm::server::CoordinatorServer::Create(options);
+  } else {
+    // A standby waits in Create until the database's coordinator is gone;
+    // meanwhile SIGTERM or SIGINT ends it at once (it serves nothing yet).
+    // Create's end is SIGUSR1 to this thread's sigwait.
+    log.Log(gradnorm::server::LogLevel::kInfo, "standby",
+            {{"store", store},
+             {"waiting_for", "the coordinator holding the database"}});
+    sigset_t waited = signals;
+    sigaddset(&waited, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &waited, nullptr);
+    std::thread creator([&] {
+      server = gradnorm::server::CoordinatorServer::Create(options);
+      kill(getpid(), SIGUSR1);
+    });
+    int signal_number = 0;
+    sigwait(&waited, &signal_number);
+    if (signal_number != SIGUSR1) {
+      log.Log(gradnorm::server::LogLevel::kInfo, "shutdown",
+              {{"signal", absl::StrCat(signal_number)},
+               {"status", "standby stopped before taking over"}});
+      std::fflush(nullptr);
+      std::_Exit(0);
+    }
+    creator.join();
+  }
   if (!server.ok()) return Fail(server.status());
 
   // Written whole, then renamed: a reader never sees a partial port.

@@ -2,9 +2,16 @@
 // reported by two participants are in the database, as plain SQL rows; a
 // coordinator killed with SIGKILL and started again answers every retry with
 // the identical result; a second coordinator on the same database is refused
-// at start.
+// at start, or waits as a standby and takes over when the first dies, with
+// clients that list both addresses failing over to it.
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -12,6 +19,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "client/coordinator_client.h"
+#include "common/child_process.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/rpc/coordinator_test_util.h"
@@ -119,6 +130,136 @@ TEST(CoordinatorPostgresTest, RoundsLiveInPostgresAndSurviveAKill) {
   v1::RunInfo run;
   ASSERT_TRUE(client.GetRun("pg-run", &run).ok());
   EXPECT_EQ(run.rounds(), static_cast<uint64_t>(kSteps));
+}
+
+// A port that was free a moment ago.
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// Two coordinators on one database: the active one and a standby. Two jobs
+// report through CoordinatorClient with both addresses in one target; the
+// active coordinator is killed mid-run; the standby takes over, the clients'
+// retries reach it, and every step completes with both jobs given the same
+// result, none lost.
+TEST(CoordinatorPostgresTest, AStandbyTakesOverAndClientsFailOver) {
+  constexpr int kRunSteps = 60;
+  absl::StatusOr<std::unique_ptr<server::LocalPostgres>> pg =
+      server::LocalPostgres::Start();
+  ASSERT_TRUE(pg.ok()) << pg.status();
+  absl::StatusOr<std::string> dsn = (*pg)->CreateDatabase("gradnorm");
+  ASSERT_TRUE(dsn.ok()) << dsn.status();
+  absl::StatusOr<std::string> dir = MakeScratchDir("standby");
+  ASSERT_TRUE(dir.ok());
+  const int active_port = FreePort();
+  const int standby_port = FreePort();
+  const std::string binary = BazelBinOfThisBinary() + "/server/coordinator";
+  const std::string dsn_flag = "--postgres_dsn=" + *dsn;
+  absl::StatusOr<LocalCoordinator> active =
+      StartLocalCoordinator(binary, *dir,
+                            {"--store=postgres", dsn_flag,
+                             absl::StrCat("--listen=127.0.0.1:", active_port)});
+  ASSERT_TRUE(active.ok()) << active.status();
+  const std::string standby_port_file = *dir + "/standby.port";
+  ChildOptions standby_options;
+  standby_options.output_path = *dir + "/standby.log";
+  absl::StatusOr<std::unique_ptr<ChildProcess>> standby = ChildProcess::Start(
+      {binary, "--store=postgres", dsn_flag, "--postgres_standby",
+       absl::StrCat("--listen=127.0.0.1:", standby_port),
+       "--port_file=" + standby_port_file},
+      standby_options);
+  ASSERT_TRUE(standby.ok()) << standby.status();
+
+  CoordinatorClientOptions options;
+  options.target =
+      absl::StrCat("ipv4:127.0.0.1:", active_port, ",127.0.0.1:", standby_port);
+  options.initial_backoff = absl::Milliseconds(50);
+  options.max_backoff = absl::Milliseconds(500);
+  absl::StatusOr<std::unique_ptr<CoordinatorClient>> admin =
+      CoordinatorClient::Create(options);
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  v1::RunConfig config;
+  config.set_participants(2);
+  config.set_max_norm(3.0);
+  config.set_inexact(true);  // doubles are reported
+  ASSERT_TRUE(
+      (*admin)
+          ->RegisterRun("ha-run", config, absl::Now() + absl::Seconds(20))
+          .ok());
+
+  std::vector<std::vector<std::string>> results(
+      2, std::vector<std::string>(kRunSteps));
+  std::atomic<int> done_steps{0};
+  std::atomic<int64_t> killed_at_micros{0};
+  absl::Mutex mu;
+  absl::Duration longest_wait_after_kill;
+  std::vector<std::thread> jobs;
+  for (int p = 0; p < 2; ++p) {
+    jobs.emplace_back([&, p] {
+      absl::StatusOr<std::unique_ptr<CoordinatorClient>> client =
+          CoordinatorClient::Create(options);
+      ASSERT_TRUE(client.ok()) << client.status();
+      for (int step = 0; step < kRunSteps; ++step) {
+        v1::ReportRequest request;
+        request.set_run_id("ha-run");
+        request.set_step(step);
+        request.set_participant(p);
+        request.set_partial(Partial(p, step));
+        const absl::Time start = absl::Now();
+        absl::StatusOr<v1::RoundResult> result =
+            (*client)->Report(request, absl::Now() + absl::Seconds(120));
+        ASSERT_TRUE(result.ok()) << "step " << step << ": " << result.status();
+        results[p][step] = result->SerializeAsString();
+        // A report in flight at the kill, or started after it: how long
+        // after the later of the two its answer came.
+        if (const int64_t killed = killed_at_micros.load(); killed != 0) {
+          const absl::Time from = std::max(start, absl::FromUnixMicros(killed));
+          absl::MutexLock lock(&mu);
+          longest_wait_after_kill =
+              std::max(longest_wait_after_kill, absl::Now() - from);
+        }
+        if (p == 0) ++done_steps;
+      }
+    });
+  }
+  while (done_steps.load() < kRunSteps / 3)
+    absl::SleepFor(absl::Milliseconds(5));
+  killed_at_micros = absl::ToUnixMicros(absl::Now());
+  active->process->Kill();
+  for (std::thread& t : jobs) t.join();
+  EXPECT_EQ(results[0], results[1]);
+  for (int step = 0; step < kRunSteps; ++step) {
+    v1::RoundResult result;
+    ASSERT_TRUE(result.ParseFromString(results[0][step])) << step;
+    EXPECT_EQ(result.step(), static_cast<uint64_t>(step));
+    EXPECT_EQ(result.total_norm(),
+              std::sqrt(Partial(0, step) + Partial(1, step)));
+  }
+  EXPECT_FALSE(ReadWholeFile(standby_port_file).empty())
+      << "the standby never took over:\n"
+      << LastLinesOf(standby_options.output_path, 10);
+  std::printf("longest wait for an answer after the kill: %.3f s\n",
+              absl::ToDoubleSeconds(longest_wait_after_kill));
+  // Every round, before and after the kill, is in the database once.
+  absl::StatusOr<std::unique_ptr<server::PgConnection>> db =
+      server::PgConnection::Connect(*dsn);
+  ASSERT_TRUE(db.ok()) << db.status();
+  absl::StatusOr<server::PgResult> rows =
+      (*db)->Exec("SELECT count(*) FROM rounds WHERE run_id = 'ha-run'");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ(rows->Int64(0, 0), kRunSteps);
+  // The standby stops on SIGTERM like any coordinator.
+  (*standby)->Signal(SIGTERM);
+  absl::StatusOr<int> code = (*standby)->Wait(absl::Now() + absl::Seconds(30));
+  EXPECT_TRUE(code.ok() && *code == 0);
 }
 
 }  // namespace

@@ -46,6 +46,7 @@ absl::StatusOr<std::unique_ptr<TelemetryStore>> OpenStore(
     }
     PostgresStoreOptions store_options;
     store_options.dsn = options.postgres_dsn;
+    store_options.standby = options.postgres_standby;
     absl::StatusOr<std::unique_ptr<PostgresTelemetryStore>> store =
         PostgresTelemetryStore::Open(store_options);
     if (!store.ok()) return store.status();

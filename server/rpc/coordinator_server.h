@@ -67,6 +67,10 @@ struct CoordinatorServerOptions {
   bool sqlite_synchronous_full = false;
   // libpq connection string (or postgresql:// URI), for StoreKind::kPostgres.
   std::string postgres_dsn;
+  // StoreKind::kPostgres: while another coordinator holds the database, wait
+  // for it to go (Create returns only then, having listened on nothing)
+  // instead of failing: a hot standby that takes over when it dies.
+  bool postgres_standby = false;
   // host:port of the plaintext, health-only gRPC port; empty: none.
   std::string health_listen;
   // host:port of the HTTP API (server/http/json_api.h: the queries as JSON,

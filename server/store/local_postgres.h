@@ -40,6 +40,9 @@ class LocalPostgres {
   // The connection string of database `name`.
   std::string Dsn(const std::string& name) const;
 
+  // The server's log, for a test's diagnostics.
+  std::string log_path() const { return dir_ + "/postgres.log"; }
+
   // Fast shutdown (SIGINT): clients are disconnected, the data stays.
   absl::Status Stop();
   // Starts the postmaster again on the same data and socket.

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "server/store/participant_codec.h"
 
@@ -64,6 +65,8 @@ absl::Status CreateOrCheckSchema(PgConnection& db) {
   auto body = [&]() -> absl::Status {
     RETURN_IF_ERROR(db.ExecScript(
         "SELECT pg_advisory_xact_lock(7297148541)"));  // "gradnorm"
+    // "already exists, skipping" notices are expected: not for stderr.
+    RETURN_IF_ERROR(db.ExecScript("SET LOCAL client_min_messages = warning"));
     RETURN_IF_ERROR(db.ExecScript(kSchema));
     ASSIGN_OR_RETURN(PgResult version,
                      db.Exec("SELECT max(version) FROM gradnorm_schema"));
@@ -150,11 +153,19 @@ PostgresTelemetryStore::Open(const PostgresStoreOptions& options) {
                    PgConnection::Connect(options.dsn));
   std::unique_ptr<PostgresTelemetryStore> store(new PostgresTelemetryStore(
       options, std::move(writer), std::move(reader)));
-  {
-    absl::MutexLock lock(&store->writer_mu_);
-    RETURN_IF_ERROR(store->HoldLock());
+  for (;;) {
+    absl::Status held;
+    {
+      absl::MutexLock lock(&store->writer_mu_);
+      held = store->HoldLock();
+    }
+    if (held.ok()) return store;
+    if (!options.standby ||
+        held.code() != absl::StatusCode::kFailedPrecondition) {
+      return held;
+    }
+    absl::SleepFor(options.standby_poll);
   }
-  return store;
 }
 
 absl::Status PostgresTelemetryStore::HoldLock() {

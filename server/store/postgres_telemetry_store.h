@@ -23,8 +23,10 @@
 //
 // One coordinator per database: the write connection holds a session
 // advisory lock, taken at Open and again after each reconnection; a second
-// coordinator on the same database fails at Open (FAILED_PRECONDITION), and a
-// coordinator that lost the lock to another fails its writes the same way.
+// coordinator on the same database fails at Open (FAILED_PRECONDITION), or,
+// as a standby, waits there until the first is gone (its session ends when
+// its process dies), and a coordinator that lost the lock to another fails
+// its writes the same way.
 //
 // Writes go through one connection and a writer thread that commits what is
 // queued in one transaction (group commit); PostgreSQL's own durability
@@ -48,6 +50,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/store/postgres_connection.h"
 #include "server/store/telemetry_store.h"
 
@@ -59,6 +62,10 @@ struct PostgresStoreOptions {
   std::string dsn;
   // Most records per transaction.
   int max_batch = 4096;
+  // A standby: when another coordinator holds the database, Open waits (trying
+  // every `standby_poll`) until it is gone and then opens, instead of failing.
+  bool standby = false;
+  absl::Duration standby_poll = absl::Milliseconds(200);
 };
 
 // The schema version this build writes; a database with a newer one is
