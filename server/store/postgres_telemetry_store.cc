@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "server/store/participant_codec.h"
+#include "server/store/signed_steps.h"
 
 namespace gradnorm {
 namespace server {
@@ -520,31 +521,20 @@ absl::StatusOr<std::vector<RoundRecord>> PostgresTelemetryStore::ReadRounds(
     size_t limit, bool with_participants) {
   std::vector<RoundRecord> rounds;
   if (from_step > to_step) return rounds;
-  // Steps are signed here, so [from, to] in unsigned order is one or two
-  // signed ranges: first the steps below 2^63.
-  constexpr uint64_t kHalf = uint64_t{1} << 63;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  if (from_step < kHalf) {
-    ranges.emplace_back(from_step, std::min(to_step, kHalf - 1));
-  }
-  if (to_step >= kHalf)
-    ranges.emplace_back(std::max(from_step, kHalf), to_step);
   const std::string sql = absl::StrCat(
       "SELECT ",
       with_participants ? kRoundColumns : kRoundColumnsWithoutParticipants,
       " FROM rounds WHERE run_id = $1 AND step BETWEEN $2 AND $3 "
       "ORDER BY step LIMIT $4");
   absl::MutexLock lock(&reader_mu_);
-  for (const auto& [from, to] : ranges) {
+  for (const auto& [from, to] : SignedStepRanges(from_step, to_step)) {
     const int64_t left = limit == 0
                              ? std::numeric_limits<int64_t>::max()
                              : static_cast<int64_t>(limit - rounds.size());
     ASSIGN_OR_RETURN(
         PgResult r,
-        reader_->Exec(
-            sql,
-            {PgParam::Text(run_id), PgParam::Int64(static_cast<int64_t>(from)),
-             PgParam::Int64(static_cast<int64_t>(to)), PgParam::Int64(left)}));
+        reader_->Exec(sql, {PgParam::Text(run_id), PgParam::Int64(from),
+                            PgParam::Int64(to), PgParam::Int64(left)}));
     for (int i = 0; i < r.rows(); ++i) {
       ASSIGN_OR_RETURN(RoundRecord record, RoundFromRow(r, i));
       rounds.push_back(std::move(record));

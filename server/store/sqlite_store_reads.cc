@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "server/store/participant_codec.h"
+#include "server/store/signed_steps.h"
 #include "server/store/sqlite_errors.h"
 #include "server/store/sqlite_schema.h"
 #include "server/store/sqlite_statement.h"
@@ -151,18 +152,10 @@ absl::StatusOr<std::vector<RoundRecord>> SqliteTelemetryStore::ReadRounds(
                                          " FROM rounds WHERE run_id = ?1 AND "
                                          "step BETWEEN ?2 AND ?3 ORDER BY step")
                                 .c_str()));
-  // Steps are stored as signed 64-bit integers, so [from, to] in unsigned
-  // order is one or two signed ranges: first the steps below 2^63.
-  constexpr uint64_t kHalf = uint64_t{1} << 63;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  if (from_step < kHalf)
-    ranges.emplace_back(from_step, std::min(to_step, kHalf - 1));
-  if (to_step >= kHalf)
-    ranges.emplace_back(std::max(from_step, kHalf), to_step);
-  for (const auto& [from, to] : ranges) {
+  for (const auto& [from, to] : SignedStepRanges(from_step, to_step)) {
     sqlite3_bind_text(s.get(), 1, run_id.data(), run_id.size(), SQLITE_STATIC);
-    sqlite3_bind_int64(s.get(), 2, static_cast<int64_t>(from));
-    sqlite3_bind_int64(s.get(), 3, static_cast<int64_t>(to));
+    sqlite3_bind_int64(s.get(), 2, from);
+    sqlite3_bind_int64(s.get(), 3, to);
     int rc = SQLITE_DONE;
     while ((limit == 0 || rounds.size() < limit) &&
            (rc = sqlite3_step(s.get())) == SQLITE_ROW) {
