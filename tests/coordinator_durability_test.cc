@@ -27,6 +27,7 @@
 #include "gtest/gtest.h"
 #include "server/rpc/coordinator_test_util.h"
 #include "server/store/sqlite_telemetry_store.h"
+#include "tests/local_coordinator.h"
 
 namespace gradnorm {
 namespace server {
@@ -42,21 +43,6 @@ constexpr char kRun[] = "durable";
 std::string TempPath(const std::string& name) {
   const char* dir = std::getenv("TEST_TMPDIR");
   return absl::StrCat(dir != nullptr ? dir : "/tmp", "/", name);
-}
-
-// A port that was free a moment ago; the coordinator rebinds it after every
-// restart so the participants' channels keep their target.
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
 }
 
 // The job's partial for a step: deterministic, so a retry repeats it exactly.
@@ -117,7 +103,7 @@ class Coordinator {
 
 TEST(CoordinatorDurabilityTest, SigkillLosesNoAcknowledgedRound) {
   const std::string db = TempPath("durability.db");
-  const int port = FreePort();
+  const int port = FreeLoopbackPort();
   const std::string target = absl::StrCat("127.0.0.1:", port);
   Coordinator coordinator(db, port);
   coordinator.Start();

@@ -4,10 +4,7 @@
 // the identical result; a second coordinator on the same database is refused
 // at start, or waits as a standby and takes over when the first dies, with
 // clients that list both addresses failing over to it.
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <cmath>
@@ -132,19 +129,6 @@ TEST(CoordinatorPostgresTest, RoundsLiveInPostgresAndSurviveAKill) {
   EXPECT_EQ(run.rounds(), static_cast<uint64_t>(kSteps));
 }
 
-// A port that was free a moment ago.
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // Two coordinators on one database: the active one and a standby. Two jobs
 // report through CoordinatorClient with both addresses in one target; the
 // active coordinator is killed mid-run; the standby takes over, the clients'
@@ -159,8 +143,8 @@ TEST(CoordinatorPostgresTest, AStandbyTakesOverAndClientsFailOver) {
   ASSERT_TRUE(dsn.ok()) << dsn.status();
   absl::StatusOr<std::string> dir = MakeScratchDir("standby");
   ASSERT_TRUE(dir.ok());
-  const int active_port = FreePort();
-  const int standby_port = FreePort();
+  const int active_port = FreeLoopbackPort();
+  const int standby_port = FreeLoopbackPort();
   const std::string binary = BazelBinOfThisBinary() + "/server/coordinator";
   const std::string dsn_flag = "--postgres_dsn=" + *dsn;
   absl::StatusOr<LocalCoordinator> active =

@@ -1,5 +1,7 @@
 #include "tests/local_coordinator.h"
 
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -35,6 +37,19 @@ absl::StatusOr<std::string> MakeScratchDir(absl::string_view prefix) {
         absl::StrCat("mkdtemp ", pattern, ": ", std::strerror(errno)));
   }
   return pattern;
+}
+
+int FreeLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
 }
 
 absl::StatusOr<LocalCoordinator> StartLocalCoordinator(

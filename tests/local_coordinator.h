@@ -32,6 +32,10 @@ std::string BazelBinOfThisBinary();
 // INTERNAL when it cannot be made.
 absl::StatusOr<std::string> MakeScratchDir(absl::string_view prefix);
 
+// A loopback TCP port that was free a moment ago: for a coordinator that must
+// come back on the same port, or whose port clients must know beforehand.
+int FreeLoopbackPort();
+
 struct LocalCoordinator {
   std::unique_ptr<ChildProcess> process;  // killed when destroyed
   std::string target;                     // "127.0.0.1:PORT"

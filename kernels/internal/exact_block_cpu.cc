@@ -131,6 +131,17 @@ void MagnitudeRange(const U* HWY_RESTRICT x, int64_t n, U abs_mask, U* largest,
   *smallest_minus_one = l;
 }
 
+// The elements [i, n) left after the whole vectors (fewer than a vector's
+// lanes): one more lane of exact_tile.h's LaneSums.
+template <Fmt kFmt, bool kSquares>
+void TailSums(const void* HWY_RESTRICT data, int64_t i, int64_t n,
+              const ExactPlan& plan, double* high, double* low) {
+  double values[HWY_MAX_BYTES / sizeof(double)];
+  int count = 0;
+  for (; i < n; ++i) values[count++] = ScalarAt<kFmt>(data, i);
+  LaneSums<kSquares ? 2 : 1>(values, count, plan, high, low);
+}
+
 // One level: the plain fp64 sum of the terms (exact under its bound).
 template <Fmt kFmt, bool kSquares>
 double SumOneLevel(const void* HWY_RESTRICT data, int64_t n) {
@@ -153,13 +164,12 @@ double SumOneLevel(const void* HWY_RESTRICT data, int64_t n) {
   for (; i + lanes <= n; i += lanes) {
     a0 = add(a0, LoadAsDouble<kFmt>(dd, data, i));
   }
-  double sum = hn::GetLane(
-      hn::SumOfLanes(dd, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
-  for (; i < n; ++i) {
-    const double v = ScalarAt<kFmt>(data, i);
-    sum += kSquares ? v * v : std::fabs(v);
-  }
-  return sum;
+  double tail, unused;
+  TailSums<kFmt, kSquares>(data, i, n, ExactPlan{ExactTier::kOneLevel}, &tail,
+                           &unused);
+  return hn::GetLane(
+             hn::SumOfLanes(dd, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)))) +
+         tail;
 }
 
 // Two levels: per lane S from `start` and L, as in the header; `high` gets
@@ -201,18 +211,14 @@ void SumTwoLevels(const void* HWY_RESTRICT data, int64_t n, double start,
   }
   const V h = hn::Add(hn::Add(hn::Sub(s1, s0), hn::Sub(s2, s0)),
                       hn::Add(hn::Sub(s3, s0), hn::Sub(s4, s0)));
-  double s = start;
-  double l = hn::GetLane(
-      hn::SumOfLanes(dd, hn::Add(hn::Add(l1, l2), hn::Add(l3, l4))));
-  for (; i < n; ++i) {
-    const double v = ScalarAt<kFmt>(data, i);
-    const double t = kSquares ? v * v : std::fabs(v);
-    const double next = s + t;
-    l += t - (next - s);
-    s = next;
-  }
-  *high = hn::GetLane(hn::SumOfLanes(dd, h)) + (s - start);
-  *low = l;
+  ExactPlan plan{ExactTier::kTwoLevels};
+  plan.start = start;
+  double tail_high, tail_low;
+  TailSums<kFmt, kSquares>(data, i, n, plan, &tail_high, &tail_low);
+  *high = hn::GetLane(hn::SumOfLanes(dd, h)) + tail_high;
+  *low = hn::GetLane(
+             hn::SumOfLanes(dd, hn::Add(hn::Add(l1, l2), hn::Add(l3, l4)))) +
+         tail_low;
 }
 
 template <Fmt kFmt>

@@ -304,6 +304,34 @@ void StreamRound(std::vector<std::unique_ptr<StreamParticipant>>& streams,
 // One round of `step` among the benchmark's participants.
 using RoundFn = std::function<void(uint64_t step)>;
 
+// A round of `reference` then one of `measured` per iteration, after one of
+// each to warm the channels, so both see the same machine (this VM's speed
+// drifts by tens of percent over seconds). Steps come from `fixture` per run.
+struct PairedRounds {
+  absl::Duration reference;
+  absl::Duration measured;
+  int64_t rounds = 0;
+};
+PairedRounds AlternateRounds(benchmark::State& state, Fixture& fixture,
+                             const std::string& reference_run,
+                             const RoundFn& reference,
+                             const std::string& measured_run,
+                             const RoundFn& measured) {
+  reference(fixture.NextSteps(reference_run, 1));
+  measured(fixture.NextSteps(measured_run, 1));
+  PairedRounds out;
+  for (auto _ : state) {
+    absl::Time start = absl::Now();
+    reference(fixture.NextSteps(reference_run, 1));
+    out.reference += absl::Now() - start;
+    start = absl::Now();
+    measured(fixture.NextSteps(measured_run, 1));
+    out.measured += absl::Now() - start;
+    ++out.rounds;
+  }
+  return out;
+}
+
 // Alternates one echo round and one coordinator round per iteration, so
 // both see the same machine (this VM's speed drifts by tens of percent over
 // seconds); counters: the coordinator's mean round, the echo's, and x_echo.
@@ -336,25 +364,14 @@ void MeasureRounds(benchmark::State& state, int n, Backend backend,
     echo_round = [&](uint64_t step) { Round(echo_stubs, n, echo_run, step); };
     round = [&](uint64_t step) { Round(stubs, n, run_id, step); };
   }
-  // Warm the channels.
-  echo_round(fixture.NextSteps(echo_run, 1));
-  round(fixture.NextSteps(run_id, 1));
-  absl::Duration echo_total, total;
-  int64_t rounds = 0;
-  for (auto _ : state) {
-    absl::Time start = absl::Now();
-    echo_round(fixture.NextSteps(echo_run, 1));
-    echo_total += absl::Now() - start;
-    start = absl::Now();
-    round(fixture.NextSteps(run_id, 1));
-    total += absl::Now() - start;
-    ++rounds;
-  }
-  state.SetItemsProcessed(rounds * n);
-  state.counters["round_us"] = absl::ToDoubleMicroseconds(total) / rounds;
+  const PairedRounds t =
+      AlternateRounds(state, fixture, echo_run, echo_round, run_id, round);
+  state.SetItemsProcessed(t.rounds * n);
+  state.counters["round_us"] =
+      absl::ToDoubleMicroseconds(t.measured) / t.rounds;
   state.counters["echo_round_us"] =
-      absl::ToDoubleMicroseconds(echo_total) / rounds;
-  state.counters["x_echo"] = absl::FDivDuration(total, echo_total);
+      absl::ToDoubleMicroseconds(t.reference) / t.rounds;
+  state.counters["x_echo"] = absl::FDivDuration(t.measured, t.reference);
 }
 
 // One SQLite round and one PostgreSQL round per iteration (x_sqlite).
@@ -367,24 +384,16 @@ void BM_CoordinatorRoundPostgres(benchmark::State& state) {
   fixture.RegisterRun(pg_run, n, kPostgres);
   auto& sqlite_stubs = fixture.CoordinatorStubs(n, kSqliteNormal);
   auto& pg_stubs = fixture.CoordinatorStubs(n, kPostgres);
-  Round(sqlite_stubs, n, sqlite_run, fixture.NextSteps(sqlite_run, 1));
-  Round(pg_stubs, n, pg_run, fixture.NextSteps(pg_run, 1));
-  absl::Duration sqlite_total, pg_total;
-  int64_t rounds = 0;
-  for (auto _ : state) {
-    absl::Time start = absl::Now();
-    Round(sqlite_stubs, n, sqlite_run, fixture.NextSteps(sqlite_run, 1));
-    sqlite_total += absl::Now() - start;
-    start = absl::Now();
-    Round(pg_stubs, n, pg_run, fixture.NextSteps(pg_run, 1));
-    pg_total += absl::Now() - start;
-    ++rounds;
-  }
-  state.SetItemsProcessed(rounds * n);
-  state.counters["round_us"] = absl::ToDoubleMicroseconds(pg_total) / rounds;
+  const PairedRounds t = AlternateRounds(
+      state, fixture, sqlite_run,
+      [&](uint64_t step) { Round(sqlite_stubs, n, sqlite_run, step); }, pg_run,
+      [&](uint64_t step) { Round(pg_stubs, n, pg_run, step); });
+  state.SetItemsProcessed(t.rounds * n);
+  state.counters["round_us"] =
+      absl::ToDoubleMicroseconds(t.measured) / t.rounds;
   state.counters["sqlite_round_us"] =
-      absl::ToDoubleMicroseconds(sqlite_total) / rounds;
-  state.counters["x_sqlite"] = absl::FDivDuration(pg_total, sqlite_total);
+      absl::ToDoubleMicroseconds(t.reference) / t.rounds;
+  state.counters["x_sqlite"] = absl::FDivDuration(t.measured, t.reference);
 }
 
 void BM_CoordinatorRound(benchmark::State& state) {
@@ -427,24 +436,16 @@ void BM_CoordinatorStreamRoundExact(benchmark::State& state) {
     exact_bytes = sum.Encode().size();
     exacts.back()->UseExactPartial(sum.Encode(), sum.RoundToDouble());
   }
-  StreamRound(doubles, n, double_run, fixture.NextSteps(double_run, 1));
-  StreamRound(exacts, n, exact_run, fixture.NextSteps(exact_run, 1));
-  absl::Duration double_total, exact_total;
-  int64_t rounds = 0;
-  for (auto _ : state) {
-    absl::Time start = absl::Now();
-    StreamRound(doubles, n, double_run, fixture.NextSteps(double_run, 1));
-    double_total += absl::Now() - start;
-    start = absl::Now();
-    StreamRound(exacts, n, exact_run, fixture.NextSteps(exact_run, 1));
-    exact_total += absl::Now() - start;
-    ++rounds;
-  }
+  const PairedRounds t = AlternateRounds(
+      state, fixture, double_run,
+      [&](uint64_t step) { StreamRound(doubles, n, double_run, step); },
+      exact_run,
+      [&](uint64_t step) { StreamRound(exacts, n, exact_run, step); });
   state.counters["exact_round_us"] =
-      absl::ToDoubleMicroseconds(exact_total) / rounds;
+      absl::ToDoubleMicroseconds(t.measured) / t.rounds;
   state.counters["double_round_us"] =
-      absl::ToDoubleMicroseconds(double_total) / rounds;
-  state.counters["x_double"] = absl::FDivDuration(exact_total, double_total);
+      absl::ToDoubleMicroseconds(t.reference) / t.rounds;
+  state.counters["x_double"] = absl::FDivDuration(t.measured, t.reference);
   state.counters["exact_bytes"] = static_cast<double>(exact_bytes);
 }
 

@@ -2,7 +2,6 @@
 
 #include <cstring>
 
-#include "absl/base/internal/endian.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
