@@ -105,7 +105,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Create(
       NewCoordinatorChannel(options);
   if (!channel.ok()) return channel.status();
   return std::unique_ptr<CoordinatorClient>(new CoordinatorClient(
-      gradnorm::v1::Coordinator::NewStub(*channel), options));
+      *channel, gradnorm::v1::Coordinator::NewStub(*channel), options));
 }
 
 absl::StatusOr<std::unique_ptr<CoordinatorClient>>
@@ -115,13 +115,14 @@ CoordinatorClient::CreateWithStub(
   if (stub == nullptr) return absl::InvalidArgumentError("stub is null");
   if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
   return std::unique_ptr<CoordinatorClient>(
-      new CoordinatorClient(std::move(stub), options));
+      new CoordinatorClient(nullptr, std::move(stub), options));
 }
 
 CoordinatorClient::CoordinatorClient(
+    std::shared_ptr<grpc::ChannelInterface> channel,
     std::unique_ptr<gradnorm::v1::Coordinator::StubInterface> stub,
     const CoordinatorClientOptions& options)
-    : stub_(std::move(stub)), options_(options) {}
+    : channel_(std::move(channel)), stub_(std::move(stub)), options_(options) {}
 
 CoordinatorClient::~CoordinatorClient() {
   absl::MutexLock lock(&stream_mu_);
@@ -156,6 +157,22 @@ absl::StatusOr<absl::Duration> CoordinatorClient::RetryWait(
   return wait;
 }
 
+void CoordinatorClient::PauseBeforeRetry(absl::Duration wait) {
+  if (channel_ == nullptr) {
+    absl::SleepFor(wait);
+    return;
+  }
+  const auto until = absl::ToChronoTime(absl::Now() + wait);
+  grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/true);
+  bool was_not_ready = state != GRPC_CHANNEL_READY;
+  // WaitForStateChange polls the channel until its state changes or `until`.
+  while (channel_->WaitForStateChange(state, until)) {
+    state = channel_->GetState(/*try_to_connect=*/true);
+    if (state == GRPC_CHANNEL_READY && was_not_ready) return;
+    was_not_ready = was_not_ready || state != GRPC_CHANNEL_READY;
+  }
+}
+
 absl::Status CoordinatorClient::CallWithRetries(
     absl::string_view name, absl::Time deadline,
     const std::function<grpc::Status(grpc::ClientContext*)>& call) {
@@ -173,7 +190,7 @@ absl::Status CoordinatorClient::CallWithRetries(
     absl::StatusOr<absl::Duration> wait =
         RetryWait(name, attempt, deadline, status, &rng, &backoff);
     if (!wait.ok()) return wait.status();
-    absl::SleepFor(*wait);
+    PauseBeforeRetry(*wait);
   }
 }
 
@@ -305,7 +322,7 @@ absl::StatusOr<gradnorm::v1::RoundResult> CoordinatorClient::ReportOnStream(
     absl::StatusOr<absl::Duration> wait =
         RetryWait("Report", attempt, deadline, result.status(), &rng, &backoff);
     if (!wait.ok()) return wait.status();
-    absl::SleepFor(*wait);
+    PauseBeforeRetry(*wait);
   }
 }
 

@@ -21,11 +21,14 @@
 // UNAVAILABLE (coordinator restarting, connection lost) is retried with
 // jittered exponential backoff until its deadline; every other error is
 // returned at once, with the server's code and message prefixed by the call
-// ("Report: ..."). When the deadline passes while retrying, the result is
-// DEADLINE_EXCEEDED naming the attempts and the last error. The client itself
-// never gives up before the deadline; the coordinator answers a report whose
-// deadline is near up to a fifth of the time allowed (at most 200 ms) early,
-// so that its DEADLINE_EXCEEDED can name the missing participants.
+// ("Report: ..."). Between retries the client keeps gRPC connecting, and a
+// retry goes out as soon as a connection is up (a coordinator restarted, or
+// another address of the target serving). When the deadline passes while
+// retrying, the result is DEADLINE_EXCEEDED naming the attempts and the last
+// error. The client itself never gives up before the deadline; the
+// coordinator answers a report whose deadline is near up to a fifth of the
+// time allowed (at most 200 ms) early, so that its DEADLINE_EXCEEDED can name
+// the missing participants.
 //
 // Reports travel on one long-lived ReportStream per client (one message per
 // step instead of one call), with the same results, errors and retries; a
@@ -60,6 +63,7 @@
 #include "client/call_watchdog.h"
 #include "gradnorm/v1/coordinator.grpc.pb.h"
 #include "gradnorm/v1/coordinator.pb.h"
+#include "grpcpp/impl/codegen/channel_interface.h"
 #include "grpcpp/support/channel_arguments.h"
 
 namespace gradnorm {
@@ -164,6 +168,7 @@ class CoordinatorClient {
 
  private:
   CoordinatorClient(
+      std::shared_ptr<grpc::ChannelInterface> channel,
       std::unique_ptr<gradnorm::v1::Coordinator::StubInterface> stub,
       const CoordinatorClientOptions& options);
 
@@ -218,6 +223,18 @@ class CoordinatorClient {
                                            std::optional<absl::BitGen>* rng,
                                            absl::Duration* backoff);
 
+  // Waits `wait` before a retry, watching the channel's connectivity rather
+  // than sleeping: gRPC advances a connection attempt only while some thread
+  // polls the channel, and a client whose threads all slept between
+  // fail-fast attempts would reach a coordinator that came back (or a
+  // standby that took over) only at gRPC's 5-s backup poll. The wait ends
+  // early when the channel becomes READY after being otherwise, so the retry
+  // goes out on the new connection at once. Without a channel (CreateWithStub)
+  // it sleeps.
+  void PauseBeforeRetry(absl::Duration wait);
+
+  // Null with CreateWithStub.
+  const std::shared_ptr<grpc::ChannelInterface> channel_;
   const std::unique_ptr<gradnorm::v1::Coordinator::StubInterface> stub_;
   const CoordinatorClientOptions options_;
   std::atomic<uint64_t> retries_{0};

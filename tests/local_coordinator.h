@@ -2,12 +2,12 @@
 // are, a fresh scratch directory, and a coordinator process on a loopback port
 // it picks itself.
 //
-//   const std::string bin = BazelBinOfThisBinary();  // this binary:
-//   bin/tests/x ASSIGN_OR_RETURN(std::string dir,
-//   MakeScratchDir("gradnorm-demo")); ASSIGN_OR_RETURN(LocalCoordinator
-//   coordinator,
-//                    StartLocalCoordinator(bin + "/server/coordinator", dir,
-//                    {}));
+//   // This binary is bin/tests/x.
+//   const std::string bin = BazelBinOfThisBinary();
+//   ASSIGN_OR_RETURN(std::string dir, MakeScratchDir("gradnorm-demo"));
+//   ASSIGN_OR_RETURN(
+//       LocalCoordinator coordinator,
+//       StartLocalCoordinator(bin + "/server/coordinator", dir, {}));
 //   ... coordinator.target is "127.0.0.1:PORT" ...
 //
 // Thread-safety: plain functions; the returned process is one thread's.
