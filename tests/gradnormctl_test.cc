@@ -21,6 +21,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/rpc/coordinator_test_util.h"
+#include "tests/local_coordinator.h"
 
 namespace gradnorm {
 namespace server {
@@ -216,6 +217,25 @@ TEST_F(GradnormctlTest, TablesJsonHealthAndErrors) {
 
 // plot draws the history at the width asked for, with the clipped step and
 // the spike marked, and its usage errors exit 2.
+// A target listing several coordinators (here a port where none listens and
+// the coordinator, in both orders): each command reaches the one serving.
+TEST_F(GradnormctlTest, TargetListingSeveralCoordinatorsReachesTheOneServing) {
+  TestClient client(NewChannel(target_));
+  ASSERT_TRUE(client.RegisterRun("listed-run", Config(1)).ok());
+  ASSERT_TRUE(client.Report("listed-run", 0, 0, 9.0).ok());
+  const std::string none = absl::StrCat("127.0.0.1:", FreeLoopbackPort());
+  for (const std::string& target :
+       {absl::StrCat("ipv4:", none, ",", target_),
+        absl::StrCat("ipv4:", target_, ",", none)}) {
+    Output runs = RunToEnd(CtlArgv("runs", target));
+    EXPECT_EQ(runs.exit_code, 0) << target << ": " << runs.text;
+    EXPECT_THAT(runs.text, HasSubstr("listed-run")) << target;
+    Output health = RunToEnd(CtlArgv("health", target));
+    EXPECT_EQ(health.exit_code, 0) << target << ": " << health.text;
+    EXPECT_THAT(health.text, HasSubstr("SERVING")) << target;
+  }
+}
+
 TEST_F(GradnormctlTest, PlotDrawsTheHistory) {
   TestClient client(NewChannel(target_));
   v1::RunConfig config = Config(1);

@@ -1,6 +1,6 @@
 """gradnorm.torch.Clipper: locally, and against a real coordinator process
 (//server:coordinator, from the coordinator_binary fixture): two jobs of one
-run, and one job under each policy of gradnorm.config.RunConfig (static,
+run, two jobs moving to another coordinator when theirs is killed, and one job under each policy of gradnorm.config.RunConfig (static,
 AutoClip, ZClip, the spike rule, the non-finite policies, a round timeout),
 its decisions checked against values computed by hand from the rules in
 proto/gradnorm/v1/coordinator.proto; and gradnorm.coordinator's
@@ -9,6 +9,8 @@ CoordinatorClient (register, get, list, history, summary, errors)."""
 import gc
 import math
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -504,3 +506,90 @@ def test_exact_total_is_the_same_bits_for_two_or_three_jobs(coordinator):
         assert len({r["total_norm"] for r in results}) == 1
         totals[jobs] = results[0]["total_norm"]
     assert totals[2] == totals[3] == expected
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_coordinator(binary, port, db):
+    """A coordinator process on 127.0.0.1:`port` with the SQLite file `db`,
+    once it serves."""
+    port_file = f"{db}.{port}.port"
+    proc = subprocess.Popen([binary, f"--listen=127.0.0.1:{port}",
+                             f"--db={db}", f"--port_file={port_file}"],
+                            stdout=subprocess.DEVNULL)
+    for _ in range(400):
+        if os.path.exists(port_file):
+            return proc
+        assert proc.poll() is None, "the coordinator exited"
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("the coordinator wrote no port")
+
+
+def test_clipper_moves_to_the_coordinator_serving_next(coordinator_binary):
+    """Two jobs whose address lists two coordinator ports (an active one and
+    where its successor comes up, as with --postgres_standby). The first is
+    killed (SIGKILL) after step 4 and the second starts 0.7 s later on the
+    same database: the jobs carry on to step 9 without an error, agree on
+    every step, and the second coordinator holds all ten rounds."""
+    steps, kill_after = 10, 5
+    ports = [free_port(), free_port()]
+    address = f"ipv4:127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}"
+    results = [[None] * steps for _ in range(2)]
+    errors = []
+    first_half_done = threading.Barrier(3)
+    killed = threading.Event()
+
+    def run_job(i):
+        try:
+            clipper = gn.Clipper(norm_type=2, max_norm=1.0, address=address,
+                                 run_id="py-moving", participant=i,
+                                 participants=2, report_timeout_s=30)
+            for step in range(steps):
+                if step == kill_after:
+                    first_half_done.wait(timeout=60)
+                    killed.wait(timeout=60)
+                grads = params([3.0 + step, 4.0 * i], [1.0, 2.0])
+                results[i][step] = clipper.step(step, grads)
+        except Exception as e:  # reported below, with the step reached
+            errors.append(f"job {i}: {e!r}")
+            first_half_done.abort()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = os.path.join(tmp, "gradnorm.db")
+        first = start_coordinator(coordinator_binary, ports[0], db)
+        second = None
+        try:
+            jobs = [threading.Thread(target=run_job, args=(i,))
+                    for i in range(2)]
+            for t in jobs:
+                t.start()
+            first_half_done.wait(timeout=60)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+            killed.set()
+            time.sleep(0.7)  # the jobs' reports of step 5 fail and retry
+            second = start_coordinator(coordinator_binary, ports[1], db)
+            for t in jobs:
+                t.join(timeout=60)
+            assert errors == []
+            client = CoordinatorClient(address)
+            run = client.get_run("py-moving")
+            client.close()
+        finally:
+            for proc in (first, second):
+                if proc is not None and proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(timeout=10)
+    for step in range(steps):
+        a, b = results[0][step], results[1][step]
+        assert a is not None and b is not None, step
+        for key in ("total_norm", "clip_coef", "action", "reason", "exact"):
+            assert a[key] == b[key], (step, key)
+        expected = math.sqrt(2 * (3.0 + step) ** 2 + 26)
+        assert a["total_norm"] == pytest.approx(expected, rel=1e-15), step
+    assert run["rounds"] == str(steps) and run["last_step"] == str(steps - 1)

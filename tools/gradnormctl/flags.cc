@@ -20,7 +20,9 @@
 #include "grpcpp/support/channel_arguments.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051",
-          "Coordinator address, host:port");
+          "Coordinator address, host:port; several coordinators (an active "
+          "one and a standby) as ipv4:host:port,host:port or a DNS name "
+          "with several addresses: calls go to the one serving");
 ABSL_FLAG(
     std::string, tls_ca, "",
     "PEM CA bundle that signs the coordinator's certificate; turns on TLS");

@@ -27,8 +27,9 @@
 // --help lists the flags and exits 0; --version prints the version.
 // Output is an aligned table by default, the proto3 JSON mapping with --json
 // (proto field names, e.g. total_norm; `watch --json` prints one object per
-// line). Connection: --target (host:port), --tls_ca (verify the server; turns
-// on TLS), --tls_cert/--tls_key (client certificate for mutual TLS),
+// line). Connection: --target (host:port, or several as ipv4:a:p,b:q), --tls_ca
+// (verify the server; turns on TLS), --tls_cert/--tls_key (client certificate
+// for mutual TLS),
 // --token or --token_file (bearer token); the environment variables
 // GRADNORM_TARGET and GRADNORM_TOKEN_FILE stand for --target and
 // --token_file when those are not given. --timeout bounds each RPC; `watch`
