@@ -221,17 +221,54 @@ void SumTwoLevels(const void* HWY_RESTRICT data, int64_t n, double start,
          tail_low;
 }
 
+// Copies the n elements' bits to `kept`, with each element below `threshold`
+// (magnitude bits 0 < |x| < threshold) zeroed there and its value appended to
+// outliers[*count]; false when more than kMaxOutliers are below.
 template <Fmt kFmt>
-bool AddBlock(const void* HWY_RESTRICT data, int64_t n, bool squares,
-              ExactSum* out) {
-  constexpr ExactFormat f = FormatOf<kFmt>();
+bool SplitOutliers(const BitsOf<kFmt>* HWY_RESTRICT x, int64_t n,
+                   BitsOf<kFmt> threshold, BitsOf<kFmt>* HWY_RESTRICT kept,
+                   double* outliers, int* count) {
   using U = BitsOf<kFmt>;
-  U largest, smallest_minus_one;
-  MagnitudeRange(static_cast<const U*>(data), n, static_cast<U>(f.abs_mask),
-                 &largest, &smallest_minus_one);
-  const ExactPlan plan =
-      PlanExactSum(f, squares ? 2 : 1, kExactBlockBits, largest,
-                   static_cast<U>(smallest_minus_one + 1));
+  using S = std::make_signed_t<U>;
+  constexpr U kAbs = static_cast<U>(FormatOf<kFmt>().abs_mask);
+  const hn::ScalableTag<U> d;
+  const hn::RebindToSigned<decltype(d)> ds;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  // Magnitudes are below 2^(bits - 1), so signed comparisons order them.
+  const auto abs_mask = hn::Set(d, kAbs);
+  const auto below = hn::Set(ds, static_cast<S>(threshold));
+  const auto zero = hn::Zero(ds);
+  auto take = [&](int64_t i) {
+    const U a = static_cast<U>(x[i] & kAbs);
+    if (a == 0 || a >= threshold) return true;
+    if (*count == kMaxOutliers) return false;
+    outliers[(*count)++] = ScalarAt<kFmt>(x, i);
+    return true;
+  };
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto v = hn::LoadU(d, x + i);
+    const auto a = hn::BitCast(ds, hn::And(v, abs_mask));
+    const auto outlier = hn::And(hn::Gt(a, zero), hn::Lt(a, below));
+    hn::StoreU(hn::IfThenZeroElse(hn::RebindMask(d, outlier), v), d, kept + i);
+    if (hn::AllFalse(ds, outlier)) continue;
+    for (int64_t j = i; j < i + lanes; ++j) {
+      if (!take(j)) return false;
+    }
+  }
+  for (; i < n; ++i) {
+    const U a = static_cast<U>(x[i] & kAbs);
+    kept[i] = (a != 0 && a < threshold) ? U{0} : x[i];
+    if (!take(i)) return false;
+  }
+  return true;
+}
+
+// Adds the sum `plan` (kZero, kOneLevel or kTwoLevels) says how to take;
+// false for kBins.
+template <Fmt kFmt>
+bool AddPlanned(const ExactPlan& plan, const void* HWY_RESTRICT data, int64_t n,
+                bool squares, ExactSum* out) {
   switch (plan.tier) {
     case ExactTier::kZero:
       return true;
@@ -252,6 +289,44 @@ bool AddBlock(const void* HWY_RESTRICT data, int64_t n, bool squares,
       break;
   }
   return false;
+}
+
+template <Fmt kFmt>
+bool AddBlock(const void* HWY_RESTRICT data, int64_t n, bool squares,
+              ExactSum* out) {
+  constexpr ExactFormat f = FormatOf<kFmt>();
+  using U = BitsOf<kFmt>;
+  const int k = squares ? 2 : 1;
+  U largest, smallest_minus_one;
+  MagnitudeRange(static_cast<const U*>(data), n, static_cast<U>(f.abs_mask),
+                 &largest, &smallest_minus_one);
+  const ExactPlan plan = PlanExactSum(f, k, kExactBlockBits, largest,
+                                      static_cast<U>(smallest_minus_one + 1));
+  if (plan.tier != ExactTier::kBins) {
+    return AddPlanned<kFmt>(plan, data, n, squares, out);
+  }
+  if (largest >= f.infinity) return false;  // NaN or Inf: the bins sort it out
+  // Too wide: the elements of the binades the two-level bound admits under
+  // the largest are summed that way, the few below it one by one.
+  const int top = std::max(static_cast<int>(largest >> f.exponent_shift), 1);
+  const int lowest = top + f.significand_bits - (105 - 2 * kExactBlockBits) / k;
+  if (lowest <= 1) return false;  // (the plan would have taken the block)
+  const U threshold = static_cast<U>(U(lowest) << f.exponent_shift);
+  const ExactPlan upper =
+      PlanExactSum(f, k, kExactBlockBits, largest, threshold);
+  if (upper.tier == ExactTier::kBins) return false;
+  HWY_ALIGN U kept[kExactBlockElements];
+  double outliers[kMaxOutliers];
+  int count = 0;
+  if (!SplitOutliers<kFmt>(static_cast<const U*>(data), n, threshold, kept,
+                           outliers, &count)) {
+    return false;
+  }
+  AddPlanned<kFmt>(upper, kept, n, squares, out);
+  for (int i = 0; i < count; ++i) {
+    squares ? out->AddSquare(outliers[i]) : out->AddAbs(outliers[i]);
+  }
+  return true;
 }
 
 bool AddBlockExactForTarget(DType dtype, const void* data, int64_t n,

@@ -22,6 +22,10 @@
 //     U = ulp(S) and both subtractions are exact; L gathers residuals below
 //     U / 2, multiples of u, whose sums stay below 2^53 * u. The block's sum is
 //     sum(S - 2^K) + sum(L), both exact ("two levels");
+//   - otherwise, when at most kMaxOutliers elements lie below the binades
+//     the two-level bound admits under the largest (a gradient's few
+//     near-zero values), those are zeroed in a copy of the block that is
+//     summed as above, and added one by one;
 //   - otherwise, or with a NaN or Inf in the block, it returns false.
 //
 // Thread-safety: thread-safe (no shared state).
@@ -39,11 +43,14 @@ namespace kernels_internal {
 // B of the bounds above: a block's elements at most.
 inline constexpr int kExactBlockBits = 11;
 inline constexpr int64_t kExactBlockElements = int64_t{1} << kExactBlockBits;
+// Elements of a too-wide block that may lie below its two-level range.
+inline constexpr int kMaxOutliers = 32;
 
 // Adds the exact sum of |x| (squares false) or x^2 (true) over the n <=
 // kExactBlockElements elements at `data` (fp32, bf16 or fp16; fp64 is not
 // handled) to `out` and returns true, or adds nothing and returns false when
-// the block holds a NaN or an infinity or spans too many binades.
+// the block holds a NaN or an infinity, or more than kMaxOutliers elements
+// below the binades it can sum in two levels.
 bool AddBlockExact(DType dtype, const void* data, int64_t n, bool squares,
                    ExactSum* out);
 

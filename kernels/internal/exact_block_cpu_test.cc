@@ -174,6 +174,62 @@ TEST(AddBlockExactTest, NegativeResidualsAndSubnormals) {
   }
 }
 
+// A block of gradient-like values with a few far below the rest (down to
+// subnormals, of both signs, at any position, also in the scalar tail): up
+// to kMaxOutliers of them are added one by one and the sum is the oracle's;
+// one more and the block is left to the caller, with nothing added.
+TEST(AddBlockExactTest, AFewOutliersFarBelowAreAddedOneByOne) {
+  std::mt19937_64 random(13);
+  for (DType dtype : kDtypes) {
+    const Range r = RangeOf(dtype);
+    for (bool squares : {false, true}) {
+      for (int outliers : {1, 2, 7, kMaxOutliers, kMaxOutliers + 1}) {
+        for (int64_t n :
+             {int64_t{40}, kExactBlockElements - 3, kExactBlockElements}) {
+          Block block{dtype};
+          std::uniform_real_distribution<double> significand(1.0, 2.0);
+          std::uniform_int_distribution<int> near(-6, 0);
+          std::uniform_int_distribution<int> far(r.min_exponent - 8,
+                                                 r.min_exponent + 20);
+          std::uniform_int_distribution<int64_t> where(0, n - 1);
+          std::vector<bool> low(n, false);
+          for (int placed = 0; placed < outliers;) {
+            const int64_t i = where(random);
+            if (low[i]) continue;
+            low[i] = true;
+            ++placed;
+          }
+          low[n - 1] = outliers > 1 || low[n - 1];  // one in the tail
+          int count = 0;
+          for (int64_t i = 0; i < n; ++i) {
+            if (low[i] && count < outliers) {
+              ++count;
+              block.Add((i % 2 ? -1 : 1) *
+                        std::ldexp(significand(random), far(random)));
+            } else {
+              block.Add((i % 3 ? -1 : 1) *
+                        std::ldexp(significand(random), near(random)));
+            }
+          }
+          SCOPED_TRACE(testing::Message()
+                       << "dtype " << static_cast<int>(dtype) << " squares "
+                       << squares << " outliers " << outliers << " n " << n);
+          ExactSum fast;
+          const bool taken =
+              AddBlockExact(dtype, block.data(), block.size(), squares, &fast);
+          if (dtype == DType::kFloat16 || outliers <= kMaxOutliers) {
+            ASSERT_TRUE(taken);
+            EXPECT_EQ(fast, OneByOne(block, squares));
+          } else {
+            EXPECT_FALSE(taken);
+            EXPECT_TRUE(fast.is_zero());
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(AddBlockExactTest, LeavesNonFiniteAndVeryWideBlocksToTheCaller) {
   for (DType dtype : kDtypes) {
     const Range r = RangeOf(dtype);
@@ -185,16 +241,20 @@ TEST(AddBlockExactTest, LeavesNonFiniteAndVeryWideBlocksToTheCaller) {
       EXPECT_FALSE(AddBlockExact(dtype, block.data(), 2, true, &sum));
       EXPECT_TRUE(sum.is_zero());
     }
-    // fp16's whole range fits the two-level bound; fp32's and bf16's do not.
+    // fp16's whole range fits the two-level bound; fp32's and bf16's do not,
+    // so there more than kMaxOutliers elements far below the largest are
+    // left to the caller.
     Block wide{dtype};
     wide.Add(std::ldexp(1.0, r.max_exponent));
-    wide.Add(std::ldexp(1.0, r.min_exponent));
+    for (int i = 0; i <= kMaxOutliers; ++i) {
+      wide.Add(std::ldexp(1.0, r.min_exponent));
+    }
     ExactSum sum;
     if (dtype == DType::kFloat16) {
-      EXPECT_TRUE(AddBlockExact(dtype, wide.data(), 2, true, &sum));
+      EXPECT_TRUE(AddBlockExact(dtype, wide.data(), wide.size(), true, &sum));
       EXPECT_EQ(sum, OneByOne(wide, true));
     } else {
-      EXPECT_FALSE(AddBlockExact(dtype, wide.data(), 2, true, &sum));
+      EXPECT_FALSE(AddBlockExact(dtype, wide.data(), wide.size(), true, &sum));
       EXPECT_TRUE(sum.is_zero());
     }
     Block zeros{dtype};
