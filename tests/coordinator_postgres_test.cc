@@ -3,14 +3,18 @@
 // coordinator killed with SIGKILL and started again answers every retry with
 // the identical result; a second coordinator on the same database is refused
 // at start, or waits as a standby and takes over when the first dies, with
-// clients that list both addresses failing over to it.
+// clients that list both addresses failing over to it; and three
+// coordinators, one serving and two standing by, of which a random one is
+// killed every fraction of a second while eight jobs train.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -244,6 +248,170 @@ TEST(CoordinatorPostgresTest, AStandbyTakesOverAndClientsFailOver) {
   (*standby)->Signal(SIGTERM);
   absl::StatusOr<int> code = (*standby)->Wait(absl::Now() + absl::Seconds(30));
   EXPECT_TRUE(code.ok() && *code == 0);
+}
+
+// Three coordinators on one database, each a --postgres_standby: whichever
+// holds the database serves, the others wait. Eight jobs train while a random
+// coordinator (serving or standing by) is killed with SIGKILL every 0.2-0.6 s
+// and started again at once, at least 20 times and at least 8 times the one
+// serving. Every job finishes every step, the jobs agree on every result, each
+// total is the exact one, and the database holds each round once with the
+// result the jobs got.
+TEST(CoordinatorPostgresTest, JobsFinishWhileRandomCoordinatorsAreKilled) {
+  constexpr int kJobs = 8;
+  constexpr int kCoordinators = 3;
+  constexpr int kKills = 20;
+  constexpr int kServingKills = 8;
+  absl::StatusOr<std::unique_ptr<server::LocalPostgres>> pg =
+      server::LocalPostgres::Start();
+  ASSERT_TRUE(pg.ok()) << pg.status();
+  absl::StatusOr<std::string> dsn = (*pg)->CreateDatabase("gradnorm");
+  ASSERT_TRUE(dsn.ok()) << dsn.status();
+  absl::StatusOr<std::string> dir = MakeScratchDir("chaos");
+  ASSERT_TRUE(dir.ok());
+  const std::string binary = BazelBinOfThisBinary() + "/server/coordinator";
+
+  struct Coordinator {
+    int port = 0;
+    std::string port_file;
+    std::unique_ptr<ChildProcess> process;
+    int starts = 0;
+  };
+  std::vector<Coordinator> coordinators(kCoordinators);
+  auto start = [&](int i) {
+    Coordinator& c = coordinators[i];
+    std::remove(c.port_file.c_str());
+    absl::StatusOr<std::unique_ptr<ChildProcess>> started = ChildProcess::Start(
+        {binary, "--store=postgres", "--postgres_dsn=" + *dsn,
+         "--postgres_standby", absl::StrCat("--listen=127.0.0.1:", c.port),
+         "--port_file=" + c.port_file},
+        absl::StrCat(*dir, "/coordinator", i, ".", c.starts++, ".log"));
+    EXPECT_TRUE(started.ok()) << started.status();
+    if (started.ok()) c.process = *std::move(started);
+  };
+  std::string target = "ipv4:";
+  for (int i = 0; i < kCoordinators; ++i) {
+    coordinators[i].port = FreeLoopbackPort();
+    coordinators[i].port_file = absl::StrCat(*dir, "/port", i);
+    absl::StrAppend(&target, i == 0 ? "" : ",",
+                    "127.0.0.1:", coordinators[i].port);
+    start(i);
+  }
+
+  CoordinatorClientOptions options;
+  options.target = target;
+  options.initial_backoff = absl::Milliseconds(20);
+  options.max_backoff = absl::Milliseconds(300);
+  absl::StatusOr<std::unique_ptr<CoordinatorClient>> admin =
+      CoordinatorClient::Create(options);
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  v1::RunConfig config;
+  config.set_participants(kJobs);
+  config.set_max_norm(6.0);
+  config.set_inexact(true);  // doubles are reported
+  ASSERT_TRUE(
+      (*admin)
+          ->RegisterRun("chaos-run", config, absl::Now() + absl::Seconds(30))
+          .ok());
+
+  // The jobs stop after `last_step`, set once the kills are done (every job
+  // is within a step of the others then: a round needs all of them).
+  std::atomic<int64_t> last_step{-1};
+  std::atomic<int64_t> done_step{-1};
+  std::vector<std::vector<std::string>> results(kJobs);
+  std::vector<std::string> errors(kJobs);
+  // Each job's longest wait for one answer (a kill of the coordinator
+  // serving, and the takeover, fall in some).
+  std::vector<absl::Duration> longest(kJobs);
+  std::vector<std::thread> jobs;
+  for (int p = 0; p < kJobs; ++p) {
+    jobs.emplace_back([&, p] {
+      absl::StatusOr<std::unique_ptr<CoordinatorClient>> client =
+          CoordinatorClient::Create(options);
+      if (!client.ok()) {
+        errors[p] = client.status().ToString();
+        return;
+      }
+      for (int64_t step = 0;; ++step) {
+        const int64_t last = last_step.load();
+        if (last >= 0 && step > last) return;
+        v1::ReportRequest request;
+        request.set_run_id("chaos-run");
+        request.set_step(step);
+        request.set_participant(p);
+        request.set_partial(Partial(p, step));
+        const absl::Time sent = absl::Now();
+        absl::StatusOr<v1::RoundResult> result =
+            (*client)->Report(request, sent + absl::Seconds(60));
+        longest[p] = std::max(longest[p], absl::Now() - sent);
+        if (!result.ok()) {
+          errors[p] =
+              absl::StrCat("step ", step, ": ", result.status().ToString());
+          return;
+        }
+        results[p].push_back(result->SerializeAsString());
+        if (p == 0) done_step = step;
+      }
+    });
+  }
+
+  std::mt19937 random(2026);
+  int kills = 0;
+  int serving_kills = 0;
+  while (kills < kKills || serving_kills < kServingKills) {
+    absl::SleepFor(absl::Milliseconds(
+        std::uniform_int_distribution<int>(200, 600)(random)));
+    const int victim =
+        std::uniform_int_distribution<int>(0, kCoordinators - 1)(random);
+    Coordinator& c = coordinators[victim];
+    const bool serving = !ReadWholeFile(c.port_file).empty();
+    c.process->Kill();
+    ++kills;
+    if (serving) ++serving_kills;
+    start(victim);
+    ASSERT_LT(kills, 200) << "the coordinator serving was killed only "
+                          << serving_kills << " times in " << kills;
+  }
+  last_step = done_step.load() + 3;
+  for (std::thread& t : jobs) t.join();
+  for (int p = 0; p < kJobs; ++p) EXPECT_EQ(errors[p], "") << "job " << p;
+  const int64_t steps = last_step.load() + 1;
+  std::printf(
+      "%d kills (%d of the coordinator serving) during %lld steps; longest "
+      "wait for an answer: %.3f s\n",
+      kills, serving_kills, static_cast<long long>(steps),
+      absl::ToDoubleSeconds(*std::max_element(longest.begin(), longest.end())));
+  absl::StatusOr<std::unique_ptr<server::PgConnection>> db =
+      server::PgConnection::Connect(*dsn);
+  ASSERT_TRUE(db.ok()) << db.status();
+  absl::StatusOr<server::PgResult> rows = (*db)->Exec(
+      "SELECT step, total_norm, action, sequence FROM rounds "
+      "WHERE run_id = 'chaos-run' ORDER BY step");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->rows(), steps);
+  for (int64_t step = 0; step < steps; ++step) {
+    SCOPED_TRACE(testing::Message() << "step " << step);
+    for (int p = 0; p < kJobs; ++p) {
+      ASSERT_EQ(results[p].size(), static_cast<size_t>(steps)) << "job " << p;
+      EXPECT_EQ(results[p][step], results[0][step]) << "job " << p;
+    }
+    v1::RoundResult result;
+    ASSERT_TRUE(result.ParseFromString(results[0][step]));
+    double sum = 0;
+    for (int p = 0; p < kJobs; ++p) sum += Partial(p, step);
+    EXPECT_EQ(result.step(), static_cast<uint64_t>(step));
+    EXPECT_EQ(result.total_norm(), std::sqrt(sum));
+    EXPECT_EQ(rows->Int64(step, 0), step);
+    EXPECT_EQ(rows->Float64(step, 1), result.total_norm());
+    EXPECT_EQ(rows->Int32(step, 2), static_cast<int32_t>(result.action()));
+    // Finalized once each, in step order (the jobs wait for each round).
+    EXPECT_EQ(rows->Int64(step, 3), step + 1);
+  }
+  for (Coordinator& c : coordinators) c.process->Signal(SIGTERM);
+  for (Coordinator& c : coordinators) {
+    absl::StatusOr<int> code = c.process->Wait(absl::Now() + absl::Seconds(30));
+    EXPECT_TRUE(code.ok() && *code == 0) << code.status();
+  }
 }
 
 }  // namespace
