@@ -1,10 +1,13 @@
 // The gradnorm coordinator: parses flags, starts a CoordinatorServer, and
 // shuts it down gracefully on SIGTERM or SIGINT (exit status 0 when the store
-// flushed cleanly).
+// flushed cleanly). When its store fails (the PostgreSQL database went away
+// under a round being committed), it shuts the server down and starts it
+// again once the database is back, without exiting.
 //
-//   coordinator --listen=0.0.0.0:50051 --db=/var/lib/gradnorm/gradnorm.db \
-//       --http_listen=0.0.0.0:9464 --tokens_file=/etc/gradnorm/tokens \
+//   coordinator --listen=0.0.0.0:50051 --db=/var/lib/gradnorm/gradnorm.db
+//       --http_listen=0.0.0.0:9464 --tokens_file=/etc/gradnorm/tokens
 //       --tls_cert=/etc/gradnorm/tls.crt --tls_key=/etc/gradnorm/tls.key
+//   (one command line)
 //
 // Prints "listening on HOST:PORT" on stdout once serving (with --listen port 0
 // the port is the one chosen), and writes PORT to --port_file if set.
@@ -120,6 +123,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGUSR2);  // the store failed (see below)
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   using gradnorm::server::CoordinatorServerOptions;
@@ -185,36 +189,19 @@ int main(int argc, char** argv) {
   options.shutdown_grace =
       absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds));
 
-  absl::StatusOr<std::unique_ptr<gradnorm::server::CoordinatorServer>> server =
-      absl::UnknownError("not created");
-  if (!options.postgres_standby) {
-    server = gradnorm::server::CoordinatorServer::Create(options);
-  } else {
-    // A standby waits in Create until the database's coordinator is gone;
-    // meanwhile SIGTERM or SIGINT ends it at once (it serves nothing yet).
-    // Create's end is SIGUSR1 to this thread's sigwait.
-    log.Log(gradnorm::server::LogLevel::kInfo, "standby",
-            {{"store", store},
-             {"waiting_for", "the coordinator holding the database"}});
-    sigset_t waited = signals;
-    sigaddset(&waited, SIGUSR1);
-    pthread_sigmask(SIG_BLOCK, &waited, nullptr);
-    std::thread creator([&] {
-      server = gradnorm::server::CoordinatorServer::Create(options);
-      kill(getpid(), SIGUSR1);
-    });
-    int signal_number = 0;
-    sigwait(&waited, &signal_number);
-    if (signal_number != SIGUSR1) {
-      log.Log(gradnorm::server::LogLevel::kInfo, "shutdown",
-              {{"signal", absl::StrCat(signal_number)},
-               {"status", "standby stopped before taking over"}});
-      std::fflush(nullptr);
-      std::_Exit(0);
+  // A store that fails under a committing round (its database went away)
+  // ends the aggregator's service for good; the server is then shut down and
+  // created again, here, once the database is back: SIGUSR2 to the sigwait
+  // below.
+  absl::Mutex failure_mu;
+  std::string store_failure;
+  options.aggregator.on_store_failed = [&](const absl::Status& status) {
+    {
+      absl::MutexLock lock(&failure_mu);
+      store_failure = status.ToString();
     }
-    creator.join();
-  }
-  if (!server.ok()) return Fail(server.status());
+    kill(getpid(), SIGUSR2);
+  };
 
   // Written whole, then renamed: a reader never sees a partial port.
   auto write_port = [](const char* flag, const std::string& file,
@@ -228,37 +215,109 @@ int main(int argc, char** argv) {
     }
     return absl::OkStatus();
   };
-  // The HTTP port first: a reader that sees the main port sees both.
-  absl::Status written =
-      write_port("http_port_file", absl::GetFlag(FLAGS_http_port_file),
-                 (*server)->http_port());
-  written.Update(write_port("port_file", absl::GetFlag(FLAGS_port_file),
-                            (*server)->port()));
-  if (!written.ok()) return Fail(written);
-  log.Log(gradnorm::server::LogLevel::kInfo, "start",
-          {{"version", GRADNORM_VERSION},
-           {"listen", (*server)->address()},
-           {"store", store},
-           {"db", store == "sqlite" ? options.db_path : ""},
-           {"runs", absl::StrCat((*server)->aggregator()->Stats().runs)}});
-  std::printf("listening on %s\n", (*server)->address().c_str());
-  if ((*server)->http_port() != 0) {
-    std::printf("dashboard and HTTP API on port %d\n", (*server)->http_port());
-  }
-  std::fflush(stdout);
 
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
-  std::printf("coordinator: signal %d, shutting down\n", signal_number);
-  std::fflush(stdout);
-  absl::Status status = (*server)->Shutdown();
-  server->reset();
-  log.Log(status.ok() ? gradnorm::server::LogLevel::kInfo
-                      : gradnorm::server::LogLevel::kError,
-          "shutdown",
-          {{"signal", absl::StrCat(signal_number)},
-           {"status", status.ok() ? "clean" : status.ToString()}});
-  if (!status.ok()) return Fail(status);
-  std::printf("coordinator: shut down cleanly\n");
-  return 0;
+  for (bool restarted = false;; restarted = true) {
+    absl::StatusOr<std::unique_ptr<gradnorm::server::CoordinatorServer>>
+        server = absl::UnknownError("not created");
+    // A standby, and a coordinator starting again after its store failed,
+    // wait for the database: Create blocks while another coordinator holds
+    // it, and is retried every second while it cannot be reached.
+    // Meanwhile SIGTERM or SIGINT ends the process at once (it serves
+    // nothing yet). Create's end is SIGUSR1 to this thread's sigwait.
+    const bool wait_for_database = options.postgres_standby || restarted;
+    if (!wait_for_database) {
+      server = gradnorm::server::CoordinatorServer::Create(options);
+    } else {
+      log.Log(gradnorm::server::LogLevel::kInfo,
+              restarted ? "restart" : "standby",
+              {{"store", store},
+               {"waiting_for", options.postgres_standby
+                                   ? "the database, and the coordinator "
+                                     "holding it to end"
+                                   : "the database"}});
+      sigset_t waited = signals;
+      sigaddset(&waited, SIGUSR1);
+      pthread_sigmask(SIG_BLOCK, &waited, nullptr);
+      std::thread creator([&] {
+        for (int attempt = 0;; ++attempt) {
+          server = gradnorm::server::CoordinatorServer::Create(options);
+          if (server.ok() ||
+              server.status().code() != absl::StatusCode::kUnavailable) {
+            break;
+          }
+          if (attempt == 0) {
+            log.Log(gradnorm::server::LogLevel::kWarning,
+                    "database_unavailable",
+                    {{"status", server.status().ToString()},
+                     {"retry", "every second"}});
+          }
+          absl::SleepFor(absl::Seconds(1));
+        }
+        kill(getpid(), SIGUSR1);
+      });
+      int signal_number = 0;
+      do {
+        sigwait(&waited, &signal_number);
+      } while (signal_number == SIGUSR2);  // a failure already handled
+      if (signal_number != SIGUSR1) {
+        log.Log(gradnorm::server::LogLevel::kInfo, "shutdown",
+                {{"signal", absl::StrCat(signal_number)},
+                 {"status", "stopped while waiting for the database"}});
+        std::fflush(nullptr);
+        std::_Exit(0);
+      }
+      creator.join();
+    }
+    if (!server.ok()) return Fail(server.status());
+
+    // The HTTP port first: a reader that sees the main port sees both.
+    absl::Status written =
+        write_port("http_port_file", absl::GetFlag(FLAGS_http_port_file),
+                   (*server)->http_port());
+    written.Update(write_port("port_file", absl::GetFlag(FLAGS_port_file),
+                              (*server)->port()));
+    if (!written.ok()) return Fail(written);
+    log.Log(gradnorm::server::LogLevel::kInfo, "start",
+            {{"version", GRADNORM_VERSION},
+             {"listen", (*server)->address()},
+             {"store", store},
+             {"db", store == "sqlite" ? options.db_path : ""},
+             {"runs", absl::StrCat((*server)->aggregator()->Stats().runs)}});
+    std::printf("listening on %s\n", (*server)->address().c_str());
+    if ((*server)->http_port() != 0) {
+      std::printf("dashboard and HTTP API on port %d\n",
+                  (*server)->http_port());
+    }
+    std::fflush(stdout);
+
+    int signal_number = 0;
+    sigwait(&signals, &signal_number);
+    if (signal_number == SIGUSR2) {
+      std::string failure;
+      {
+        absl::MutexLock lock(&failure_mu);
+        failure = store_failure;
+      }
+      log.Log(gradnorm::server::LogLevel::kError, "store_failed",
+              {{"status", failure},
+               {"action", "restarting the server once the database is back"}});
+      // Health NOT_SERVING, waiters UNAVAILABLE (clients retry), ports
+      // closed; the flush reports the failure already logged.
+      (*server)->Shutdown().IgnoreError();
+      server->reset();
+      continue;
+    }
+    std::printf("coordinator: signal %d, shutting down\n", signal_number);
+    std::fflush(stdout);
+    absl::Status status = (*server)->Shutdown();
+    server->reset();
+    log.Log(status.ok() ? gradnorm::server::LogLevel::kInfo
+                        : gradnorm::server::LogLevel::kError,
+            "shutdown",
+            {{"signal", absl::StrCat(signal_number)},
+             {"status", status.ok() ? "clean" : status.ToString()}});
+    if (!status.ok()) return Fail(status);
+    std::printf("coordinator: shut down cleanly\n");
+    return 0;
+  }
 }

@@ -414,5 +414,112 @@ TEST(CoordinatorPostgresTest, JobsFinishWhileRandomCoordinatorsAreKilled) {
   }
 }
 
+// The database stops mid-run and starts again 1.5 s later, under an active
+// coordinator and a standby: the coordinator whose store failed restarts
+// itself in-process (its ports close meanwhile), the jobs retry, and once the
+// database is back one of the two serves again; every job finishes every
+// step, the jobs agree, and each round is stored once.
+TEST(CoordinatorPostgresTest, JobsFinishAcrossADatabaseRestart) {
+  constexpr int kJobs = 4;
+  constexpr int kRunSteps = 300;
+  absl::StatusOr<std::unique_ptr<server::LocalPostgres>> pg =
+      server::LocalPostgres::Start();
+  ASSERT_TRUE(pg.ok()) << pg.status();
+  absl::StatusOr<std::string> dsn = (*pg)->CreateDatabase("gradnorm");
+  ASSERT_TRUE(dsn.ok()) << dsn.status();
+  absl::StatusOr<std::string> dir = MakeScratchDir("dbrestart");
+  ASSERT_TRUE(dir.ok());
+  const std::string binary = BazelBinOfThisBinary() + "/server/coordinator";
+  std::vector<std::unique_ptr<ChildProcess>> coordinators;
+  std::string target = "ipv4:";
+  for (int i = 0; i < 2; ++i) {
+    const int port = FreeLoopbackPort();
+    absl::StrAppend(&target, i == 0 ? "" : ",", "127.0.0.1:", port);
+    absl::StatusOr<std::unique_ptr<ChildProcess>> started = ChildProcess::Start(
+        {binary, "--store=postgres", "--postgres_dsn=" + *dsn,
+         "--postgres_standby", absl::StrCat("--listen=127.0.0.1:", port)},
+        absl::StrCat(*dir, "/coordinator", i, ".log"));
+    ASSERT_TRUE(started.ok()) << started.status();
+    coordinators.push_back(*std::move(started));
+  }
+  CoordinatorClientOptions options;
+  options.target = target;
+  options.initial_backoff = absl::Milliseconds(20);
+  options.max_backoff = absl::Milliseconds(300);
+  absl::StatusOr<std::unique_ptr<CoordinatorClient>> admin =
+      CoordinatorClient::Create(options);
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  v1::RunConfig config;
+  config.set_participants(kJobs);
+  config.set_max_norm(4.0);
+  config.set_inexact(true);  // doubles are reported
+  ASSERT_TRUE(
+      (*admin)
+          ->RegisterRun("db-restart", config, absl::Now() + absl::Seconds(30))
+          .ok());
+
+  std::atomic<int> done_steps{0};
+  std::vector<std::vector<std::string>> results(kJobs);
+  std::vector<std::string> errors(kJobs);
+  std::vector<std::thread> jobs;
+  for (int p = 0; p < kJobs; ++p) {
+    jobs.emplace_back([&, p] {
+      absl::StatusOr<std::unique_ptr<CoordinatorClient>> client =
+          CoordinatorClient::Create(options);
+      if (!client.ok()) {
+        errors[p] = client.status().ToString();
+        return;
+      }
+      for (int step = 0; step < kRunSteps; ++step) {
+        // Slow enough that the restart falls mid-run.
+        absl::SleepFor(absl::Milliseconds(5));
+        v1::ReportRequest request;
+        request.set_run_id("db-restart");
+        request.set_step(step);
+        request.set_participant(p);
+        request.set_partial(Partial(p, step));
+        absl::StatusOr<v1::RoundResult> result =
+            (*client)->Report(request, absl::Now() + absl::Seconds(60));
+        if (!result.ok()) {
+          errors[p] =
+              absl::StrCat("step ", step, ": ", result.status().ToString());
+          return;
+        }
+        results[p].push_back(result->SerializeAsString());
+        if (p == 0) ++done_steps;
+      }
+    });
+  }
+  while (done_steps.load() < kRunSteps / 4) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_TRUE((*pg)->Stop().ok());
+  const int stopped_at = done_steps.load();
+  absl::SleepFor(absl::Milliseconds(1500));
+  ASSERT_TRUE((*pg)->Restart().ok());
+  for (std::thread& t : jobs) t.join();
+  std::printf("the database stopped after step %d of %d\n", stopped_at,
+              kRunSteps);
+  for (int p = 0; p < kJobs; ++p) {
+    EXPECT_EQ(errors[p], "") << "job " << p;
+    ASSERT_EQ(results[p].size(), static_cast<size_t>(kRunSteps)) << p;
+    EXPECT_EQ(results[p], results[0]) << "job " << p;
+  }
+  absl::StatusOr<std::unique_ptr<server::PgConnection>> db =
+      server::PgConnection::Connect(*dsn);
+  ASSERT_TRUE(db.ok()) << db.status();
+  absl::StatusOr<server::PgResult> rows = (*db)->Exec(
+      "SELECT count(*), count(DISTINCT sequence) FROM rounds "
+      "WHERE run_id = 'db-restart'");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ(rows->Int64(0, 0), kRunSteps);
+  EXPECT_EQ(rows->Int64(0, 1), kRunSteps);
+  for (auto& c : coordinators) c->Signal(SIGTERM);
+  for (auto& c : coordinators) {
+    absl::StatusOr<int> code = c->Wait(absl::Now() + absl::Seconds(30));
+    EXPECT_TRUE(code.ok() && *code == 0) << code.status();
+  }
+}
+
 }  // namespace
 }  // namespace gradnorm

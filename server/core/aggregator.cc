@@ -324,6 +324,7 @@ void AggregatorImpl::OnCommitted(const std::string& run_id, uint64_t step,
   std::vector<Call> calls;
   std::vector<std::function<void()>> ready;
   std::optional<v1::RoundResult> committed;
+  bool first_failure = false;
   {
     absl::MutexLock lock(&state_.mu);
     Run& run = *state_.runs.Get(run_id);
@@ -340,7 +341,10 @@ void AggregatorImpl::OnCommitted(const std::string& run_id, uint64_t step,
           FinishedRound{std::move(round.record), run.live_log.size()};
       WakeWatches(run, step, &ready);
     } else {
-      if (store_error_.ok()) store_error_ = status;
+      if (store_error_.ok()) {
+        store_error_ = status;
+        first_failure = true;
+      }
       outcome = absl::UnavailableError(absl::StrCat(
           "the telemetry store failed to commit ", RoundName(run_id, step),
           " (", status.ToString(),
@@ -360,6 +364,9 @@ void AggregatorImpl::OnCommitted(const std::string& run_id, uint64_t step,
   RunCallbacks(calls, ready);
   if (committed.has_value() && options_.on_round_committed) {
     options_.on_round_committed(*committed, clock_->Now() - appended);
+  }
+  if (first_failure && options_.on_store_failed) {
+    options_.on_store_failed(status);
   }
 }
 

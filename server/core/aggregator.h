@@ -94,6 +94,13 @@ struct AggregatorOptions {
   std::function<void(const v1::RoundResult& result,
                      absl::Duration commit_latency)>
       on_round_committed;
+  // Called once, with the store's error, when the store first fails to
+  // commit a round: from then on the Aggregator refuses reports with
+  // UNAVAILABLE (its policy state moved past a round it could not store), so
+  // its owner should replace it with one loaded from the store again (the
+  // coordinator binary restarts its server in-process). Called without the
+  // Aggregator's locks held, from the store's commit thread. Optional.
+  std::function<void(const absl::Status& status)> on_store_failed;
   // Retention: a finished run is deleted with its history (as DeleteRun)
   // this long after it was finished; InfiniteDuration() keeps every run.
   // Applied by ApplyRetention(), which an internal thread calls every

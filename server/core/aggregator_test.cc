@@ -269,22 +269,34 @@ TEST_F(AggregatorTest, ResultsWaitForTheStoreCommit) {
 
 TEST_F(AggregatorTest, StoreFailureFailsWaitersAndLaterReports) {
   MemoryTelemetryStore manual(MemoryTelemetryStore::CommitMode::kManual);
-  auto created = Aggregator::Create(NoThread(), &manual, &clock_);
+  AggregatorOptions options = NoThread();
+  std::vector<absl::Status> failures;  // on_store_failed: once, the error
+  options.on_store_failed = [&](const absl::Status& s) {
+    failures.push_back(s);
+  };
+  auto created = Aggregator::Create(options, &manual, &clock_);
   ASSERT_TRUE(created.ok());
   Aggregator& aggregator = **created;
   ASSERT_TRUE(aggregator.RegisterRun(MakeRun("r", 1)).ok());
-  Outcome a, later;
+  Outcome a, b, later;
   aggregator.Report(MakeReport("r", 0, 0, 1), absl::InfiniteFuture(),
                     a.Callback());
+  aggregator.Report(MakeReport("r", 1, 0, 1), absl::InfiniteFuture(),
+                    b.Callback());
+  EXPECT_TRUE(failures.empty());
   manual.FailPending(absl::UnavailableError("disk I/O error"));
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0], absl::UnavailableError("disk I/O error"));
+  EXPECT_EQ(b.Get().status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(a.Get().status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(a.Get().status().message(),
               HasSubstr("the telemetry store failed to commit step 0 of run "
                         "r (UNAVAILABLE: disk I/O error)"));
-  aggregator.Report(MakeReport("r", 1, 0, 1), absl::InfiniteFuture(),
+  aggregator.Report(MakeReport("r", 2, 0, 1), absl::InfiniteFuture(),
                     later.Callback());
   EXPECT_EQ(later.Get().status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(aggregator.GetRun("r")->rounds(), 0u);
+  EXPECT_EQ(failures.size(), 1u);
 }
 
 TEST_F(AggregatorTest, DuplicatesGetTheSameResultBeforeAndAfterFinalization) {
