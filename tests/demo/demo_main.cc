@@ -3,11 +3,15 @@
 //
 //   bazel-bin/tests/demo --jobs=2 --ranks=2 --steps=60 --policy=spike
 //
-// It starts the coordinator on loopback with SQLite in a fresh data directory,
-// registers the run, launches jobs x ranks trainer processes (demo_rank) that
-// share the synthetic model's gradients and clip them through GradNormClipper,
-// prints one line per step, queries the coordinator's downsampled history and
-// summary (with gradnormctl), stops the coordinator with SIGTERM and checks:
+// It starts the coordinator on loopback with SQLite in a fresh data directory
+// (or, with --store=postgres, a PostgreSQL there and --replicas coordinators
+// on it: one serving, the others standing by; with more than one, a random
+// coordinator is killed with SIGKILL and started again every --kill_every_ms
+// while the ranks train), registers the run, launches jobs x ranks trainer
+// processes (demo_rank) that share the synthetic model's gradients and clip
+// them through GradNormClipper, prints one line per step, queries the
+// coordinator's downsampled history and summary (with gradnormctl), stops the
+// coordinator with SIGTERM and checks:
 //   - every rank of every job got the same result for every step;
 //   - every step's total equals the fp64 norm of the full gradient, computed
 //     here independently from the same generator;
@@ -22,7 +26,7 @@
 //     total, action and round count as the ranks saw them, and the summary's
 //     round count, norm statistics, clipped fraction, skipped steps and
 //     straggler counts are those of the ranks' results;
-//   - the coordinator shut down cleanly (exit 0).
+//   - the coordinator shut down cleanly (exit 0); with replicas, every one.
 // Any mismatch is a non-zero exit with the reason.
 #include <fcntl.h>
 #include <pthread.h>
@@ -31,12 +35,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -55,6 +61,8 @@
 #include "common/status_macros.h"
 #include "gradnorm/v1/coordinator.grpc.pb.h"
 #include "grpcpp/create_channel.h"
+#include "server/store/local_postgres.h"
+#include "tests/demo/coordinator_replicas.h"
 #include "tests/demo/synthetic_model.h"
 #include "tests/local_coordinator.h"
 
@@ -83,6 +91,16 @@ ABSL_FLAG(int, timeout_s, 60, "Bound on the whole run of the ranks, seconds.");
 ABSL_FLAG(std::string, http_listen, "127.0.0.1:0",
           "Where the coordinator serves its dashboard and HTTP API (port 0: "
           "any free one).");
+ABSL_FLAG(std::string, store, "sqlite",
+          "The coordinator's store: sqlite (a file in the data directory) or "
+          "postgres (a PostgreSQL the demo starts in the data directory).");
+ABSL_FLAG(int, replicas, 1,
+          "With --store=postgres: coordinators on the database, one serving "
+          "and the others standing by to take over. With more than one, a "
+          "random coordinator is killed (SIGKILL) and started again every "
+          "--kill_every_ms while the ranks train.");
+ABSL_FLAG(int, kill_every_ms, 700,
+          "With --replicas > 1: milliseconds between kills.");
 ABSL_FLAG(bool, keep_running, false,
           "After the checks, keep the coordinator up (with its dashboard) "
           "until Ctrl-C, so a person can open the page.");
@@ -484,16 +502,42 @@ absl::Status Run() {
       dir.c_str());
 
   // The coordinator, on ports it picks, with a token per role.
+  const std::string store = absl::GetFlag(FLAGS_store);
+  const int replica_count = absl::GetFlag(FLAGS_replicas);
+  if ((store != "sqlite" && store != "postgres") || replica_count < 1 ||
+      (replica_count > 1 && store != "postgres")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--store=", store, " --replicas=", replica_count,
+        ": expected --store=sqlite or postgres, and --replicas >= 1 (more "
+        "than one only with --store=postgres)"));
+  }
   ASSIGN_OR_RETURN(DemoTokens tokens, WriteDemoTokens(dir));
-  ASSIGN_OR_RETURN(LocalCoordinator local,
-                   StartLocalCoordinator(
-                       coordinator_bin, dir,
-                       {"--tokens_file=" + tokens.file,
-                        "--http_listen=" + absl::GetFlag(FLAGS_http_listen)}));
-  std::unique_ptr<ChildProcess>& coordinator = local.process;
-  const std::string& target = local.target;
-  std::printf("coordinator: %s (SQLite %s/gradnorm.db)\n\n", target.c_str(),
-              dir.c_str());
+  const std::vector<std::string> coordinator_flags = {
+      "--tokens_file=" + tokens.file,
+      "--http_listen=" + absl::GetFlag(FLAGS_http_listen)};
+  LocalCoordinator local;
+  std::unique_ptr<server::LocalPostgres> postgres;
+  std::unique_ptr<CoordinatorReplicas> replicas;
+  std::string target;
+  if (store == "postgres") {
+    ASSIGN_OR_RETURN(postgres, server::LocalPostgres::Start());
+    ASSIGN_OR_RETURN(const std::string dsn,
+                     postgres->CreateDatabase("gradnorm"));
+    ASSIGN_OR_RETURN(
+        replicas, CoordinatorReplicas::Start(coordinator_bin, dir, dsn,
+                                             replica_count, coordinator_flags));
+    target = replicas->target();
+    std::printf(
+        "coordinators: %d on PostgreSQL (one serving, %d standing by), all "
+        "in one target: %s\n\n",
+        replica_count, replica_count - 1, target.c_str());
+  } else {
+    ASSIGN_OR_RETURN(
+        local, StartLocalCoordinator(coordinator_bin, dir, coordinator_flags));
+    target = local.target;
+    std::printf("coordinator: %s (SQLite %s/gradnorm.db)\n\n", target.c_str(),
+                dir.c_str());
+  }
 
   const std::string run_id = absl::StrCat("demo-", policy, "-", getpid());
   CoordinatorClientOptions client_options;
@@ -539,6 +583,41 @@ absl::Status Run() {
     }
   }
 
+  // With replicas: a random coordinator killed and started again every
+  // kill_every_ms while the ranks train.
+  std::atomic<bool> ranks_done{false};
+  int kills = 0;
+  int serving_kills = 0;
+  absl::Status chaos_status;
+  std::thread chaos;
+  if (replicas != nullptr && replicas->count() > 1) {
+    chaos = std::thread([&] {
+      absl::BitGen random;
+      const absl::Duration every =
+          absl::Milliseconds(absl::GetFlag(FLAGS_kill_every_ms));
+      while (true) {
+        for (const absl::Time next = absl::Now() + every;
+             absl::Now() < next && !ranks_done.load();) {
+          absl::SleepFor(absl::Milliseconds(10));
+        }
+        if (ranks_done.load()) return;
+        const int victim = absl::Uniform(random, 0, replicas->count());
+        absl::StatusOr<bool> was_serving = replicas->KillAndRestart(victim);
+        if (!was_serving.ok()) {
+          chaos_status = was_serving.status();
+          return;
+        }
+        ++kills;
+        serving_kills += *was_serving;
+        std::printf(
+            "  kill %d: coordinator %d (%s) SIGKILL, started again "
+            "as a standby\n",
+            kills, victim, *was_serving ? "serving" : "standing by");
+        std::fflush(stdout);
+      }
+    });
+  }
+
   // While the ranks train, compute every step's full-gradient norm here, from
   // the generator alone: the independent reference.
   Plan plan;
@@ -566,7 +645,16 @@ absl::Status Run() {
                        ":\n", LastLinesOf(children[i]->output_path(), 5))));
     }
   }
+  ranks_done = true;
+  if (chaos.joinable()) chaos.join();
   RETURN_IF_ERROR(ranks_status);
+  RETURN_IF_ERROR(chaos_status);
+  if (replicas != nullptr && replicas->count() > 1) {
+    std::printf(
+        "\n%d coordinators killed while the ranks trained (%d of them "
+        "serving); every rank finished every step\n\n",
+        kills, serving_kills);
+  }
 
   // Every rank must have seen the same result for every step.
   std::vector<RankSteps> seen;
@@ -671,8 +759,10 @@ absl::Status Run() {
   problems.insert(problems.end(), stored_problems.begin(),
                   stored_problems.end());
 
+  const int http_port =
+      replicas != nullptr ? replicas->ServingHttpPort() : local.http_port;
   const std::string dashboard =
-      absl::StrCat("http://127.0.0.1:", local.http_port, "/#run=", run_id);
+      absl::StrCat("http://127.0.0.1:", http_port, "/#run=", run_id);
   std::printf("\ndashboard: %s\n  token (viewer): %s   (also in %s)\n",
               dashboard.c_str(), tokens.viewer.c_str(),
               tokens.viewer_file.c_str());
@@ -688,13 +778,19 @@ absl::Status Run() {
   }
 
   // A clean stop: SIGTERM, exit 0.
-  coordinator->Signal(SIGTERM);
-  ASSIGN_OR_RETURN(int coordinator_code,
-                   coordinator->Wait(absl::Now() + absl::Seconds(20)));
-  if (coordinator_code != 0) {
-    problems.push_back(absl::StrCat("coordinator exited ", coordinator_code,
-                                    " after SIGTERM:\n",
-                                    LastLinesOf(dir + "/coordinator.log", 5)));
+  if (replicas != nullptr) {
+    if (absl::Status stopped = replicas->StopAll(); !stopped.ok()) {
+      problems.push_back(std::string(stopped.message()));
+    }
+  } else {
+    local.process->Signal(SIGTERM);
+    ASSIGN_OR_RETURN(int coordinator_code,
+                     local.process->Wait(absl::Now() + absl::Seconds(20)));
+    if (coordinator_code != 0) {
+      problems.push_back(absl::StrCat(
+          "coordinator exited ", coordinator_code, " after SIGTERM:\n",
+          LastLinesOf(dir + "/coordinator.log", 5)));
+    }
   }
 
   if (!problems.empty()) {
@@ -703,10 +799,17 @@ absl::Status Run() {
     return absl::InternalError(
         absl::StrCat(problems.size(), " check(s) failed:\n", all));
   }
-  std::printf(
-      "\ndemo OK: coordinator stopped cleanly; telemetry kept in "
-      "%s/gradnorm.db\n",
-      dir.c_str());
+  if (replicas != nullptr) {
+    std::printf(
+        "\ndemo OK: %d coordinators stopped cleanly; the demo's PostgreSQL "
+        "stops now and its data directory is removed\n",
+        replicas->count());
+  } else {
+    std::printf(
+        "\ndemo OK: coordinator stopped cleanly; telemetry kept in "
+        "%s/gradnorm.db\n",
+        dir.c_str());
+  }
   return absl::OkStatus();
 }
 

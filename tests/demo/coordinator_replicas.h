@@ -1,0 +1,79 @@
+// Several coordinator processes on one PostgreSQL database, for the demo: each
+// runs with --postgres_standby, so the one holding the database serves and the
+// others wait to take over; clients list every address in one gRPC target.
+// KillAndRestart() SIGKILLs one and starts it again at once (as a standby).
+//
+//   ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorReplicas> replicas,
+//                    CoordinatorReplicas::Start(binary, dir, dsn, 3, flags));
+//   client_options.target = replicas->target();  // "ipv4:127.0.0.1:p1,..."
+//   ASSIGN_OR_RETURN(bool was_serving, replicas->KillAndRestart(1));
+//   ...
+//   RETURN_IF_ERROR(replicas->StopAll());  // SIGTERM, every exit 0
+//
+// Thread-safety: KillAndRestart, Serving and ServingHttpPort may be called
+// from one thread while another uses target(); nothing else concurrently.
+#ifndef GRADNORM_TESTS_DEMO_COORDINATOR_REPLICAS_H_
+#define GRADNORM_TESTS_DEMO_COORDINATOR_REPLICAS_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/child_process.h"
+
+namespace gradnorm {
+namespace demo {
+
+class CoordinatorReplicas {
+ public:
+  // Starts `count` coordinators (binary, --store=postgres with `dsn`,
+  // --postgres_standby, each on a loopback port of its own, logs and port
+  // files in `dir`, plus `extra_flags`) and waits (20 s at most) until one
+  // serves. UNAVAILABLE, with the logs' tails, when none does.
+  static absl::StatusOr<std::unique_ptr<CoordinatorReplicas>> Start(
+      const std::string& binary, const std::string& dir,
+      const std::string& dsn, int count,
+      const std::vector<std::string>& extra_flags);
+  ~CoordinatorReplicas();
+
+  // One gRPC target naming every coordinator: "ipv4:127.0.0.1:P1,...".
+  const std::string& target() const { return target_; }
+  int count() const { return static_cast<int>(replicas_.size()); }
+
+  // SIGKILLs coordinator `i` and starts it again; whether it was the one
+  // serving.
+  absl::StatusOr<bool> KillAndRestart(int i);
+  // The coordinator serving now (-1: none at this moment).
+  int Serving();
+  // The HTTP port of the coordinator serving now (0: none).
+  int ServingHttpPort();
+  // SIGTERM to each; INTERNAL naming any that did not exit 0 within 20 s.
+  absl::Status StopAll();
+
+ private:
+  struct Replica {
+    int port = 0;
+    std::string port_file;
+    std::string http_port_file;
+    std::unique_ptr<ChildProcess> process;
+    int starts = 0;
+  };
+  CoordinatorReplicas() = default;
+  absl::Status StartOne(int i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  std::string binary_;
+  std::string dir_;
+  std::string dsn_;
+  std::vector<std::string> extra_flags_;
+  std::string target_;
+  absl::Mutex mu_;
+  std::vector<Replica> replicas_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace demo
+}  // namespace gradnorm
+
+#endif  // GRADNORM_TESTS_DEMO_COORDINATOR_REPLICAS_H_
