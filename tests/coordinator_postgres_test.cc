@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -29,6 +30,7 @@
 #include "server/rpc/coordinator_test_util.h"
 #include "server/store/local_postgres.h"
 #include "server/store/postgres_connection.h"
+#include "tests/demo/coordinator_replicas.h"
 #include "tests/local_coordinator.h"
 
 namespace gradnorm {
@@ -250,6 +252,116 @@ TEST(CoordinatorPostgresTest, AStandbyTakesOverAndClientsFailOver) {
   EXPECT_TRUE(code.ok() && *code == 0);
 }
 
+// A run's jobs: each a thread with its own CoordinatorClient, reporting
+// Partial(p, step) for steps 0, 1, ... (one every `pace`) while
+// keep_going(step); `meanwhile` runs on the calling thread as they train.
+struct JobLog {
+  std::vector<std::string> results;  // each step's RoundResult, serialized
+  std::string error;                 // the error that stopped the job
+  absl::Duration longest;            // its longest wait for one answer
+};
+std::vector<JobLog> TrainJobs(const CoordinatorClientOptions& options,
+                              const std::string& run_id, int jobs,
+                              absl::Duration pace,
+                              const std::function<bool(int64_t)>& keep_going,
+                              const std::function<void()>& meanwhile) {
+  std::vector<JobLog> logs(jobs);
+  std::vector<std::thread> threads;
+  for (int p = 0; p < jobs; ++p) {
+    threads.emplace_back([&, p] {
+      JobLog& log = logs[p];
+      absl::StatusOr<std::unique_ptr<CoordinatorClient>> client =
+          CoordinatorClient::Create(options);
+      if (!client.ok()) {
+        log.error = client.status().ToString();
+        return;
+      }
+      for (int64_t step = 0; keep_going(step); ++step) {
+        absl::SleepFor(pace);
+        v1::ReportRequest request;
+        request.set_run_id(run_id);
+        request.set_step(step);
+        request.set_participant(p);
+        request.set_partial(Partial(p, step));
+        const absl::Time sent = absl::Now();
+        absl::StatusOr<v1::RoundResult> result =
+            (*client)->Report(request, sent + absl::Seconds(60));
+        log.longest = std::max(log.longest, absl::Now() - sent);
+        if (!result.ok()) {
+          log.error =
+              absl::StrCat("step ", step, ": ", result.status().ToString());
+          return;
+        }
+        log.results.push_back(result->SerializeAsString());
+      }
+    });
+  }
+  meanwhile();
+  for (std::thread& t : threads) t.join();
+  return logs;
+}
+
+// Registers `run_id` (participants `jobs`, reports of doubles) through
+// `options`' target.
+absl::Status RegisterInexactRun(const CoordinatorClientOptions& options,
+                                const std::string& run_id, int jobs) {
+  absl::StatusOr<std::unique_ptr<CoordinatorClient>> admin =
+      CoordinatorClient::Create(options);
+  if (!admin.ok()) return admin.status();
+  v1::RunConfig config;
+  config.set_participants(jobs);
+  config.set_max_norm(6.0);
+  config.set_inexact(true);  // doubles are reported
+  return (*admin)
+      ->RegisterRun(run_id, config, absl::Now() + absl::Seconds(30))
+      .status();
+}
+
+// Every job ran `steps` steps without an error and got the same results, each
+// the exact total; the database holds each round once, finalized in step
+// order, with the jobs' total and action.
+void ExpectEveryRoundOnceAndAgreed(const std::string& dsn,
+                                   const std::string& run_id,
+                                   const std::vector<JobLog>& logs,
+                                   int64_t steps) {
+  for (size_t p = 0; p < logs.size(); ++p) {
+    EXPECT_EQ(logs[p].error, "") << "job " << p;
+    ASSERT_EQ(logs[p].results.size(), static_cast<size_t>(steps)) << p;
+    EXPECT_EQ(logs[p].results, logs[0].results) << "job " << p;
+  }
+  absl::StatusOr<std::unique_ptr<server::PgConnection>> db =
+      server::PgConnection::Connect(dsn);
+  ASSERT_TRUE(db.ok()) << db.status();
+  absl::StatusOr<server::PgResult> rows = (*db)->Exec(
+      "SELECT step, total_norm, action, sequence FROM rounds "
+      "WHERE run_id = $1 ORDER BY step",
+      {server::PgParam::Text(run_id)});
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->rows(), steps);
+  for (int64_t step = 0; step < steps; ++step) {
+    SCOPED_TRACE(testing::Message() << "step " << step);
+    v1::RoundResult result;
+    ASSERT_TRUE(result.ParseFromString(logs[0].results[step]));
+    double sum = 0;
+    for (size_t p = 0; p < logs.size(); ++p) sum += Partial(p, step);
+    EXPECT_EQ(result.step(), static_cast<uint64_t>(step));
+    EXPECT_EQ(result.total_norm(), std::sqrt(sum));
+    EXPECT_EQ(rows->Int64(step, 0), step);
+    EXPECT_EQ(rows->Float64(step, 1), result.total_norm());
+    EXPECT_EQ(rows->Int32(step, 2), static_cast<int32_t>(result.action()));
+    // Finalized once each, in step order (the jobs wait for each round).
+    EXPECT_EQ(rows->Int64(step, 3), step + 1);
+  }
+}
+
+CoordinatorClientOptions FastRetries(const std::string& target) {
+  CoordinatorClientOptions options;
+  options.target = target;
+  options.initial_backoff = absl::Milliseconds(20);
+  options.max_backoff = absl::Milliseconds(300);
+  return options;
+}
+
 // Three coordinators on one database, each a --postgres_standby: whichever
 // holds the database serves, the others wait. Eight jobs train while a random
 // coordinator (serving or standing by) is killed with SIGKILL every 0.2-0.6 s
@@ -259,7 +371,6 @@ TEST(CoordinatorPostgresTest, AStandbyTakesOverAndClientsFailOver) {
 // result the jobs got.
 TEST(CoordinatorPostgresTest, JobsFinishWhileRandomCoordinatorsAreKilled) {
   constexpr int kJobs = 8;
-  constexpr int kCoordinators = 3;
   constexpr int kKills = 20;
   constexpr int kServingKills = 8;
   absl::StatusOr<std::unique_ptr<server::LocalPostgres>> pg =
@@ -269,149 +380,55 @@ TEST(CoordinatorPostgresTest, JobsFinishWhileRandomCoordinatorsAreKilled) {
   ASSERT_TRUE(dsn.ok()) << dsn.status();
   absl::StatusOr<std::string> dir = MakeScratchDir("chaos");
   ASSERT_TRUE(dir.ok());
-  const std::string binary = BazelBinOfThisBinary() + "/server/coordinator";
-
-  struct Coordinator {
-    int port = 0;
-    std::string port_file;
-    std::unique_ptr<ChildProcess> process;
-    int starts = 0;
-  };
-  std::vector<Coordinator> coordinators(kCoordinators);
-  auto start = [&](int i) {
-    Coordinator& c = coordinators[i];
-    std::remove(c.port_file.c_str());
-    absl::StatusOr<std::unique_ptr<ChildProcess>> started = ChildProcess::Start(
-        {binary, "--store=postgres", "--postgres_dsn=" + *dsn,
-         "--postgres_standby", absl::StrCat("--listen=127.0.0.1:", c.port),
-         "--port_file=" + c.port_file},
-        absl::StrCat(*dir, "/coordinator", i, ".", c.starts++, ".log"));
-    EXPECT_TRUE(started.ok()) << started.status();
-    if (started.ok()) c.process = *std::move(started);
-  };
-  std::string target = "ipv4:";
-  for (int i = 0; i < kCoordinators; ++i) {
-    coordinators[i].port = FreeLoopbackPort();
-    coordinators[i].port_file = absl::StrCat(*dir, "/port", i);
-    absl::StrAppend(&target, i == 0 ? "" : ",",
-                    "127.0.0.1:", coordinators[i].port);
-    start(i);
-  }
-
-  CoordinatorClientOptions options;
-  options.target = target;
-  options.initial_backoff = absl::Milliseconds(20);
-  options.max_backoff = absl::Milliseconds(300);
-  absl::StatusOr<std::unique_ptr<CoordinatorClient>> admin =
-      CoordinatorClient::Create(options);
-  ASSERT_TRUE(admin.ok()) << admin.status();
-  v1::RunConfig config;
-  config.set_participants(kJobs);
-  config.set_max_norm(6.0);
-  config.set_inexact(true);  // doubles are reported
-  ASSERT_TRUE(
-      (*admin)
-          ->RegisterRun("chaos-run", config, absl::Now() + absl::Seconds(30))
-          .ok());
+  absl::StatusOr<std::unique_ptr<demo::CoordinatorReplicas>> replicas =
+      demo::CoordinatorReplicas::Start(
+          BazelBinOfThisBinary() + "/server/coordinator", *dir, *dsn, 3, {});
+  ASSERT_TRUE(replicas.ok()) << replicas.status();
+  const CoordinatorClientOptions options = FastRetries((*replicas)->target());
+  ASSERT_TRUE(RegisterInexactRun(options, "chaos-run", kJobs).ok());
 
   // The jobs stop after `last_step`, set once the kills are done (every job
   // is within a step of the others then: a round needs all of them).
   std::atomic<int64_t> last_step{-1};
-  std::atomic<int64_t> done_step{-1};
-  std::vector<std::vector<std::string>> results(kJobs);
-  std::vector<std::string> errors(kJobs);
-  // Each job's longest wait for one answer (a kill of the coordinator
-  // serving, and the takeover, fall in some).
-  std::vector<absl::Duration> longest(kJobs);
-  std::vector<std::thread> jobs;
-  for (int p = 0; p < kJobs; ++p) {
-    jobs.emplace_back([&, p] {
-      absl::StatusOr<std::unique_ptr<CoordinatorClient>> client =
-          CoordinatorClient::Create(options);
-      if (!client.ok()) {
-        errors[p] = client.status().ToString();
-        return;
-      }
-      for (int64_t step = 0;; ++step) {
-        const int64_t last = last_step.load();
-        if (last >= 0 && step > last) return;
-        v1::ReportRequest request;
-        request.set_run_id("chaos-run");
-        request.set_step(step);
-        request.set_participant(p);
-        request.set_partial(Partial(p, step));
-        const absl::Time sent = absl::Now();
-        absl::StatusOr<v1::RoundResult> result =
-            (*client)->Report(request, sent + absl::Seconds(60));
-        longest[p] = std::max(longest[p], absl::Now() - sent);
-        if (!result.ok()) {
-          errors[p] =
-              absl::StrCat("step ", step, ": ", result.status().ToString());
-          return;
-        }
-        results[p].push_back(result->SerializeAsString());
-        if (p == 0) done_step = step;
-      }
-    });
-  }
-
-  std::mt19937 random(2026);
+  std::atomic<int64_t> reached{0};
   int kills = 0;
   int serving_kills = 0;
-  while (kills < kKills || serving_kills < kServingKills) {
-    absl::SleepFor(absl::Milliseconds(
-        std::uniform_int_distribution<int>(200, 600)(random)));
-    const int victim =
-        std::uniform_int_distribution<int>(0, kCoordinators - 1)(random);
-    Coordinator& c = coordinators[victim];
-    const bool serving = !ReadWholeFile(c.port_file).empty();
-    c.process->Kill();
-    ++kills;
-    if (serving) ++serving_kills;
-    start(victim);
-    ASSERT_LT(kills, 200) << "the coordinator serving was killed only "
-                          << serving_kills << " times in " << kills;
-  }
-  last_step = done_step.load() + 3;
-  for (std::thread& t : jobs) t.join();
-  for (int p = 0; p < kJobs; ++p) EXPECT_EQ(errors[p], "") << "job " << p;
+  absl::Status killing;
+  const std::vector<JobLog> logs = TrainJobs(
+      options, "chaos-run", kJobs, absl::ZeroDuration(),
+      [&](int64_t step) {
+        const int64_t last = last_step.load();
+        int64_t seen = reached.load();
+        while (seen < step && !reached.compare_exchange_weak(seen, step)) {
+        }
+        return last < 0 || step <= last;
+      },
+      [&] {
+        std::mt19937 random(2026);
+        while ((kills < kKills || serving_kills < kServingKills) &&
+               kills < 200 && killing.ok()) {
+          absl::SleepFor(absl::Milliseconds(
+              std::uniform_int_distribution<int>(200, 600)(random)));
+          absl::StatusOr<bool> serving = (*replicas)->KillAndRestart(
+              std::uniform_int_distribution<int>(0, 2)(random));
+          killing = serving.status();
+          ++kills;
+          serving_kills += serving.value_or(false);
+        }
+        last_step = reached.load() + 3;
+      });
+  ASSERT_TRUE(killing.ok()) << killing;
+  EXPECT_GE(serving_kills, kServingKills) << "in " << kills << " kills";
   const int64_t steps = last_step.load() + 1;
+  absl::Duration longest;
+  for (const JobLog& log : logs) longest = std::max(longest, log.longest);
   std::printf(
       "%d kills (%d of the coordinator serving) during %lld steps; longest "
       "wait for an answer: %.3f s\n",
       kills, serving_kills, static_cast<long long>(steps),
-      absl::ToDoubleSeconds(*std::max_element(longest.begin(), longest.end())));
-  absl::StatusOr<std::unique_ptr<server::PgConnection>> db =
-      server::PgConnection::Connect(*dsn);
-  ASSERT_TRUE(db.ok()) << db.status();
-  absl::StatusOr<server::PgResult> rows = (*db)->Exec(
-      "SELECT step, total_norm, action, sequence FROM rounds "
-      "WHERE run_id = 'chaos-run' ORDER BY step");
-  ASSERT_TRUE(rows.ok()) << rows.status();
-  ASSERT_EQ(rows->rows(), steps);
-  for (int64_t step = 0; step < steps; ++step) {
-    SCOPED_TRACE(testing::Message() << "step " << step);
-    for (int p = 0; p < kJobs; ++p) {
-      ASSERT_EQ(results[p].size(), static_cast<size_t>(steps)) << "job " << p;
-      EXPECT_EQ(results[p][step], results[0][step]) << "job " << p;
-    }
-    v1::RoundResult result;
-    ASSERT_TRUE(result.ParseFromString(results[0][step]));
-    double sum = 0;
-    for (int p = 0; p < kJobs; ++p) sum += Partial(p, step);
-    EXPECT_EQ(result.step(), static_cast<uint64_t>(step));
-    EXPECT_EQ(result.total_norm(), std::sqrt(sum));
-    EXPECT_EQ(rows->Int64(step, 0), step);
-    EXPECT_EQ(rows->Float64(step, 1), result.total_norm());
-    EXPECT_EQ(rows->Int32(step, 2), static_cast<int32_t>(result.action()));
-    // Finalized once each, in step order (the jobs wait for each round).
-    EXPECT_EQ(rows->Int64(step, 3), step + 1);
-  }
-  for (Coordinator& c : coordinators) c.process->Signal(SIGTERM);
-  for (Coordinator& c : coordinators) {
-    absl::StatusOr<int> code = c.process->Wait(absl::Now() + absl::Seconds(30));
-    EXPECT_TRUE(code.ok() && *code == 0) << code.status();
-  }
+      absl::ToDoubleSeconds(longest));
+  ExpectEveryRoundOnceAndAgreed(*dsn, "chaos-run", logs, steps);
+  EXPECT_TRUE((*replicas)->StopAll().ok());
 }
 
 // The database stops mid-run and starts again 1.5 s later, under an active
@@ -429,96 +446,40 @@ TEST(CoordinatorPostgresTest, JobsFinishAcrossADatabaseRestart) {
   ASSERT_TRUE(dsn.ok()) << dsn.status();
   absl::StatusOr<std::string> dir = MakeScratchDir("dbrestart");
   ASSERT_TRUE(dir.ok());
-  const std::string binary = BazelBinOfThisBinary() + "/server/coordinator";
-  std::vector<std::unique_ptr<ChildProcess>> coordinators;
-  std::string target = "ipv4:";
-  for (int i = 0; i < 2; ++i) {
-    const int port = FreeLoopbackPort();
-    absl::StrAppend(&target, i == 0 ? "" : ",", "127.0.0.1:", port);
-    absl::StatusOr<std::unique_ptr<ChildProcess>> started = ChildProcess::Start(
-        {binary, "--store=postgres", "--postgres_dsn=" + *dsn,
-         "--postgres_standby", absl::StrCat("--listen=127.0.0.1:", port)},
-        absl::StrCat(*dir, "/coordinator", i, ".log"));
-    ASSERT_TRUE(started.ok()) << started.status();
-    coordinators.push_back(*std::move(started));
-  }
-  CoordinatorClientOptions options;
-  options.target = target;
-  options.initial_backoff = absl::Milliseconds(20);
-  options.max_backoff = absl::Milliseconds(300);
-  absl::StatusOr<std::unique_ptr<CoordinatorClient>> admin =
-      CoordinatorClient::Create(options);
-  ASSERT_TRUE(admin.ok()) << admin.status();
-  v1::RunConfig config;
-  config.set_participants(kJobs);
-  config.set_max_norm(4.0);
-  config.set_inexact(true);  // doubles are reported
-  ASSERT_TRUE(
-      (*admin)
-          ->RegisterRun("db-restart", config, absl::Now() + absl::Seconds(30))
-          .ok());
+  absl::StatusOr<std::unique_ptr<demo::CoordinatorReplicas>> replicas =
+      demo::CoordinatorReplicas::Start(
+          BazelBinOfThisBinary() + "/server/coordinator", *dir, *dsn, 2, {});
+  ASSERT_TRUE(replicas.ok()) << replicas.status();
+  const CoordinatorClientOptions options = FastRetries((*replicas)->target());
+  ASSERT_TRUE(RegisterInexactRun(options, "db-restart", kJobs).ok());
 
-  std::atomic<int> done_steps{0};
-  std::vector<std::vector<std::string>> results(kJobs);
-  std::vector<std::string> errors(kJobs);
-  std::vector<std::thread> jobs;
-  for (int p = 0; p < kJobs; ++p) {
-    jobs.emplace_back([&, p] {
-      absl::StatusOr<std::unique_ptr<CoordinatorClient>> client =
-          CoordinatorClient::Create(options);
-      if (!client.ok()) {
-        errors[p] = client.status().ToString();
-        return;
-      }
-      for (int step = 0; step < kRunSteps; ++step) {
-        // Slow enough that the restart falls mid-run.
-        absl::SleepFor(absl::Milliseconds(5));
-        v1::ReportRequest request;
-        request.set_run_id("db-restart");
-        request.set_step(step);
-        request.set_participant(p);
-        request.set_partial(Partial(p, step));
-        absl::StatusOr<v1::RoundResult> result =
-            (*client)->Report(request, absl::Now() + absl::Seconds(60));
-        if (!result.ok()) {
-          errors[p] =
-              absl::StrCat("step ", step, ": ", result.status().ToString());
-          return;
+  std::atomic<int64_t> reached{0};
+  int64_t stopped_at = 0;
+  absl::Status restarted;
+  const std::vector<JobLog> logs = TrainJobs(
+      options, "db-restart", kJobs,
+      absl::Milliseconds(5),  // so that the restart falls mid-run
+      [&](int64_t step) {
+        int64_t seen = reached.load();
+        while (seen < step && !reached.compare_exchange_weak(seen, step)) {
         }
-        results[p].push_back(result->SerializeAsString());
-        if (p == 0) ++done_steps;
-      }
-    });
-  }
-  while (done_steps.load() < kRunSteps / 4) {
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  ASSERT_TRUE((*pg)->Stop().ok());
-  const int stopped_at = done_steps.load();
-  absl::SleepFor(absl::Milliseconds(1500));
-  ASSERT_TRUE((*pg)->Restart().ok());
-  for (std::thread& t : jobs) t.join();
-  std::printf("the database stopped after step %d of %d\n", stopped_at,
-              kRunSteps);
-  for (int p = 0; p < kJobs; ++p) {
-    EXPECT_EQ(errors[p], "") << "job " << p;
-    ASSERT_EQ(results[p].size(), static_cast<size_t>(kRunSteps)) << p;
-    EXPECT_EQ(results[p], results[0]) << "job " << p;
-  }
-  absl::StatusOr<std::unique_ptr<server::PgConnection>> db =
-      server::PgConnection::Connect(*dsn);
-  ASSERT_TRUE(db.ok()) << db.status();
-  absl::StatusOr<server::PgResult> rows = (*db)->Exec(
-      "SELECT count(*), count(DISTINCT sequence) FROM rounds "
-      "WHERE run_id = 'db-restart'");
-  ASSERT_TRUE(rows.ok()) << rows.status();
-  EXPECT_EQ(rows->Int64(0, 0), kRunSteps);
-  EXPECT_EQ(rows->Int64(0, 1), kRunSteps);
-  for (auto& c : coordinators) c->Signal(SIGTERM);
-  for (auto& c : coordinators) {
-    absl::StatusOr<int> code = c->Wait(absl::Now() + absl::Seconds(30));
-    EXPECT_TRUE(code.ok() && *code == 0) << code.status();
-  }
+        return step < kRunSteps;
+      },
+      [&] {
+        for (const absl::Time until = absl::Now() + absl::Seconds(30);
+             reached.load() < kRunSteps / 4 && absl::Now() < until;) {
+          absl::SleepFor(absl::Milliseconds(5));
+        }
+        restarted = (*pg)->Stop();
+        stopped_at = reached.load();
+        absl::SleepFor(absl::Milliseconds(1500));
+        restarted.Update((*pg)->Restart());
+      });
+  ASSERT_TRUE(restarted.ok()) << restarted;
+  std::printf("the database stopped at step %lld of %d\n",
+              static_cast<long long>(stopped_at), kRunSteps);
+  ExpectEveryRoundOnceAndAgreed(*dsn, "db-restart", logs, kRunSteps);
+  EXPECT_TRUE((*replicas)->StopAll().ok());
 }
 
 }  // namespace

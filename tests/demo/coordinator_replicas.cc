@@ -88,7 +88,8 @@ absl::Status CoordinatorReplicas::StartOne(int i) {
       "--http_port_file=" + replica.http_port_file};
   argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());
   absl::StatusOr<std::unique_ptr<ChildProcess>> process = ChildProcess::Start(
-      argv, absl::StrCat(dir_, "/coordinator", i, ".", replica.starts++, ".log"));
+      argv,
+      absl::StrCat(dir_, "/coordinator", i, ".", replica.starts++, ".log"));
   if (!process.ok()) return process.status();
   replica.process = *std::move(process);
   return absl::OkStatus();
@@ -130,16 +131,14 @@ absl::Status CoordinatorReplicas::StopAll() {
     absl::StatusOr<int> code =
         replicas_[i].process->Wait(absl::Now() + absl::Seconds(20));
     if (!code.ok() || *code != 0) {
-      absl::StrAppend(&problems, "\ncoordinator ", i, " ",
-                      code.ok() ? absl::StrCat("exited ", *code)
-                                : code.status().ToString(),
-                      ":\n",
-                      LastLinesOf(replicas_[i].process->output_path(), 5));
+      absl::StrAppend(
+          &problems, "\ncoordinator ", i, " ",
+          code.ok() ? absl::StrCat("exited ", *code) : code.status().ToString(),
+          ":\n", LastLinesOf(replicas_[i].process->output_path(), 5));
     }
   }
   if (!problems.empty()) {
-    return absl::InternalError(
-        absl::StrCat("after SIGTERM:", problems));
+    return absl::InternalError(absl::StrCat("after SIGTERM:", problems));
   }
   return absl::OkStatus();
 }

@@ -1,4 +1,5 @@
-// Several coordinator processes on one PostgreSQL database, for the demo: each
+// Several coordinator processes on one PostgreSQL database, for the demo and
+// the tests (//tests:coordinator_postgres_test): each
 // runs with --postgres_standby, so the one holding the database serves and the
 // others wait to take over; clients list every address in one gRPC target.
 // KillAndRestart() SIGKILLs one and starts it again at once (as a standby).
@@ -34,9 +35,8 @@ class CoordinatorReplicas {
   // files in `dir`, plus `extra_flags`) and waits (20 s at most) until one
   // serves. UNAVAILABLE, with the logs' tails, when none does.
   static absl::StatusOr<std::unique_ptr<CoordinatorReplicas>> Start(
-      const std::string& binary, const std::string& dir,
-      const std::string& dsn, int count,
-      const std::vector<std::string>& extra_flags);
+      const std::string& binary, const std::string& dir, const std::string& dsn,
+      int count, const std::vector<std::string>& extra_flags);
   ~CoordinatorReplicas();
 
   // One gRPC target naming every coordinator: "ipv4:127.0.0.1:P1,...".
