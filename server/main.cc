@@ -29,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "server/core/event_log.h"
 #include "server/rpc/coordinator_server.h"
+#include "server/rpc/health_port.h"
 #include "server/rpc/protobuf_log.h"
 #include "server/store/postgres_dsn.h"
 
@@ -188,6 +189,19 @@ int main(int argc, char** argv) {
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.shutdown_grace =
       absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds));
+
+  // The health-only port lives as long as the process: a standby, and a
+  // coordinator waiting for its database, answer probes there (NOT_SERVING;
+  // gradnorm.v1.Process SERVING), and each server it runs sets the status.
+  std::unique_ptr<gradnorm::server::HealthPort> health;
+  if (!options.health_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<gradnorm::server::HealthPort>> started =
+        gradnorm::server::HealthPort::Start(options.health_listen);
+    if (!started.ok()) return Fail(started.status());
+    health = *std::move(started);
+    options.health = health.get();
+    options.health_listen.clear();
+  }
 
   // A store that fails under a committing round (its database went away)
   // ends the aggregator's service for good; the server is then shut down and

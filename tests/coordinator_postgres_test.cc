@@ -6,7 +6,11 @@
 // clients that list both addresses failing over to it; and three
 // coordinators, one serving and two standing by, of which a random one is
 // killed every fraction of a second while eight jobs train.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -41,6 +45,23 @@ using ::gradnorm::server::testing::TestClient;
 using ::testing::HasSubstr;
 
 constexpr int kSteps = 20;
+
+// Whether something accepts TCP connections on 127.0.0.1:`port` within 20 s.
+bool WaitUntilListening(int port) {
+  for (const absl::Time until = absl::Now() + absl::Seconds(20);
+       absl::Now() < until; absl::SleepFor(absl::Milliseconds(20))) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = htons(port);
+    const bool connected = connect(fd, reinterpret_cast<sockaddr*>(&address),
+                                   sizeof(address)) == 0;
+    close(fd);
+    if (connected) return true;
+  }
+  return false;
+}
 
 double Partial(int participant, int step) {
   return 1.0 + participant + 0.5 * step;
@@ -161,12 +182,20 @@ TEST(CoordinatorPostgresTest, AStandbyTakesOverAndClientsFailOver) {
   const std::string standby_port_file = *dir + "/standby.port";
   ChildOptions standby_options;
   standby_options.output_path = *dir + "/standby.log";
+  const int standby_health_port = FreeLoopbackPort();
   absl::StatusOr<std::unique_ptr<ChildProcess>> standby = ChildProcess::Start(
       {binary, "--store=postgres", dsn_flag, "--postgres_standby",
        absl::StrCat("--listen=127.0.0.1:", standby_port),
+       absl::StrCat("--health_listen=127.0.0.1:", standby_health_port),
        "--port_file=" + standby_port_file},
       standby_options);
   ASSERT_TRUE(standby.ok()) << standby.status();
+  // Standing by, its health port answers: not serving reports, but alive.
+  ASSERT_TRUE(WaitUntilListening(standby_health_port));
+  TestClient standby_probe(
+      NewChannel(absl::StrCat("127.0.0.1:", standby_health_port)));
+  EXPECT_EQ(standby_probe.Health(), "NOT_SERVING");
+  EXPECT_EQ(standby_probe.Health("gradnorm.v1.Process"), "SERVING");
 
   CoordinatorClientOptions options;
   options.target =
@@ -236,6 +265,7 @@ TEST(CoordinatorPostgresTest, AStandbyTakesOverAndClientsFailOver) {
   EXPECT_FALSE(ReadWholeFile(standby_port_file).empty())
       << "the standby never took over:\n"
       << LastLinesOf(standby_options.output_path, 10);
+  EXPECT_EQ(standby_probe.Health(), "SERVING");
   std::printf("longest wait for an answer after the kill: %.3f s\n",
               absl::ToDoubleSeconds(longest_wait_after_kill));
   // Every round, before and after the kill, is in the database once.

@@ -155,27 +155,17 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
         "address?)"));
   }
   server->address_ = absl::StrCat(host, ":", server->port_);
-  if (!options.health_listen.empty()) {
-    // Health alone: no Coordinator rpc is reachable without the main port's
-    // TLS and tokens.
-    server->health_service_ = std::make_unique<HealthService>();
-    // The default health service (on for the main port, read by each
-    // builder at its creation) would register Check a second time on this
-    // server, which gRPC logs as an error.
-    grpc::EnableDefaultHealthCheckService(false);
-    grpc::ServerBuilder health_builder;
-    health_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-    health_builder.AddListeningPort(options.health_listen,
-                                    grpc::InsecureServerCredentials(),
-                                    &server->health_port_);
-    health_builder.RegisterService(server->health_service_.get());
-    server->health_server_ = health_builder.BuildAndStart();
-    if (server->health_server_ == nullptr || server->health_port_ == 0) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot serve health on '", options.health_listen,
-                       "' (address in use, or not a local address?)"));
-    }
+  // Health alone: no Coordinator rpc is reachable without the main port's
+  // TLS and tokens.
+  if (options.health != nullptr) {
+    server->health_ = options.health;
+  } else if (!options.health_listen.empty()) {
+    ASSIGN_OR_RETURN(server->own_health_,
+                     HealthPort::Start(options.health_listen));
+    server->health_ = server->own_health_.get();
   }
+  if (server->health_ != nullptr)
+    server->health_port_ = server->health_->port();
   if (!options.http_listen.empty()) {
     PrometheusMetrics* metrics = server->metrics_.get();
     server->json_api_ = std::make_unique<JsonApi>(
@@ -208,7 +198,7 @@ void CoordinatorServer::SetServing(bool serving) {
       health->SetServingStatus(serving);
     }
   }
-  if (health_service_ != nullptr) health_service_->SetServing(serving);
+  if (health_ != nullptr) health_->SetServing(serving);
 }
 
 absl::Status CoordinatorServer::Shutdown() {
@@ -234,9 +224,12 @@ absl::Status CoordinatorServer::Shutdown() {
     server_->Shutdown(
         absl::ToChronoTime(absl::Now() + options_.shutdown_grace));
   }
-  // Last: probes see NOT_SERVING until the main server is gone.
-  if (health_server_ != nullptr)
-    health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
+  // Last: probes see NOT_SERVING until the main server is gone (a health
+  // port the caller keeps goes on answering NOT_SERVING).
+  if (own_health_ != nullptr) {
+    health_ = nullptr;
+    own_health_.reset();
+  }
   if (metrics_ != nullptr) {
     metrics_->SetActiveRuns(
         aggregator_ != nullptr

@@ -45,7 +45,7 @@
 #include "server/http/json_api.h"
 #include "server/rpc/auth.h"
 #include "server/rpc/coordinator_service.h"
-#include "server/rpc/health_service.h"
+#include "server/rpc/health_port.h"
 #include "server/rpc/metrics.h"
 #include "server/rpc/tls.h"
 #include "server/store/telemetry_store.h"
@@ -71,8 +71,13 @@ struct CoordinatorServerOptions {
   // for it to go (Create returns only then, having listened on nothing)
   // instead of failing: a hot standby that takes over when it dies.
   bool postgres_standby = false;
-  // host:port of the plaintext, health-only gRPC port; empty: none.
+  // host:port of the plaintext, health-only gRPC port (health_port.h); empty:
+  // none.
   std::string health_listen;
+  // Instead of health_listen: a health port the caller opened and keeps (the
+  // binary's, which outlives a server so that probes get answers while it
+  // stands by or restarts); the server sets its status. Not owned.
+  HealthPort* health = nullptr;
   // host:port of the HTTP API (server/http/json_api.h: the queries as JSON,
   // event streams, the dashboard and /metrics), with the same tokens and the
   // same TLS as the gRPC port (HTTPS when `tls` is set); empty: none.
@@ -142,8 +147,10 @@ class CoordinatorServer {
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::string address_;
-  std::unique_ptr<HealthService> health_service_;
-  std::unique_ptr<grpc::Server> health_server_;
+  // The health port the server opened (health_listen), or null.
+  std::unique_ptr<HealthPort> own_health_;
+  // own_health_ or options.health; null: none.
+  HealthPort* health_ = nullptr;
   int health_port_ = 0;
   std::unique_ptr<JsonApi> json_api_;
   std::unique_ptr<HttpServer> http_server_;

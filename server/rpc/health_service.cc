@@ -13,17 +13,19 @@ grpc::ServerUnaryReactor* HealthService::Check(
     grpc::health::v1::HealthCheckResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const std::string& service = request->service();
-  if (!service.empty() && service != kCoordinatorService) {
-    reactor->Finish(
-        grpc::Status(grpc::StatusCode::NOT_FOUND,
-                     absl::StrCat("unknown service '", service,
-                                  "'; expected '' (the server) or '",
-                                  kCoordinatorService, "'")));
+  const bool process = service == kProcessService;
+  if (!service.empty() && service != kCoordinatorService && !process) {
+    reactor->Finish(grpc::Status(
+        grpc::StatusCode::NOT_FOUND,
+        absl::StrCat("unknown service '", service,
+                     "'; expected '' (the server), '", kCoordinatorService,
+                     "' or '", kProcessService, "'")));
     return reactor;
   }
   response->set_status(
-      serving_.load() ? grpc::health::v1::HealthCheckResponse::SERVING
-                      : grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+      process || serving_.load()
+          ? grpc::health::v1::HealthCheckResponse::SERVING
+          : grpc::health::v1::HealthCheckResponse::NOT_SERVING);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

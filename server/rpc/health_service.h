@@ -1,8 +1,10 @@
 // grpc.health.v1.Health for the coordinator's plaintext, health-only port
-// (CoordinatorServerOptions::health_listen): Check answers SERVING or
-// NOT_SERVING for the whole server ("") and for "gradnorm.v1.Coordinator", as
-// the main port's health service does, and NOT_FOUND for any other service.
-// Watch is not offered (UNIMPLEMENTED): probes call Check.
+// (health_port.h): Check answers SERVING or NOT_SERVING for the whole server
+// ("") and for "gradnorm.v1.Coordinator", as the main port's health service
+// does; SERVING for "gradnorm.v1.Process" whenever it answers at all (the
+// process is up: serving, standing by or waiting for its database: what a
+// liveness probe asks); NOT_FOUND for any other service. Watch is not offered
+// (UNIMPLEMENTED): probes call Check.
 //
 //   HealthService health;
 //   builder.RegisterService(&health);
@@ -24,6 +26,8 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
  public:
   // The service Check reports besides the whole server ("").
   static constexpr char kCoordinatorService[] = "gradnorm.v1.Coordinator";
+  // The service that is SERVING while the process answers.
+  static constexpr char kProcessService[] = "gradnorm.v1.Process";
 
   void SetServing(bool serving) { serving_.store(serving); }
 

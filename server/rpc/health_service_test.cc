@@ -1,6 +1,6 @@
 // HealthService on a server of its own, over real gRPC: Check follows
-// SetServing for "" and gradnorm.v1.Coordinator, and names any other service
-// as unknown.
+// SetServing for "" and gradnorm.v1.Coordinator, answers SERVING for
+// gradnorm.v1.Process either way, and names any other service as unknown.
 #include "server/rpc/health_service.h"
 
 #include <memory>
@@ -29,6 +29,7 @@ TEST(HealthServiceTest, CheckFollowsSetServing) {
   TestClient probe(NewChannel(absl::StrCat("127.0.0.1:", port)));
 
   EXPECT_EQ(probe.Health(), "NOT_SERVING");
+  EXPECT_EQ(probe.Health("gradnorm.v1.Process"), "SERVING");
   health.SetServing(true);
   EXPECT_EQ(probe.Health(), "SERVING");
   EXPECT_EQ(probe.Health("gradnorm.v1.Coordinator"), "SERVING");
