@@ -20,7 +20,12 @@ import { StatefulSet, Deployment } from "kubernetes-models/apps/v1";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "../../..");
-const dir = join(root, "deploy/kubernetes");
+// Each a kustomization, with its Secret templates beside it (not among its
+// resources, so that applying it never overwrites real Secrets).
+const kustomizations = [
+  { dir: "deploy/kubernetes", secrets: ["secret.yaml"] },
+  { dir: "deploy/kubernetes/postgres", secrets: ["postgres-secret.yaml"] },
+];
 const models = {
   "v1/Secret": Secret,
   "v1/Service": Service,
@@ -34,16 +39,19 @@ const version = /GRADNORM_VERSION = "([^"]+)"/.exec(
 const findings = [];
 const finding = (where, what) => findings.push(`${where}: ${what}`);
 
-function load(file) {
-  const docs = parseAllDocuments(readFileSync(join(dir, file), "utf8"));
+function load(dir, file) {
+  const path = `${dir}/${file}`;
+  const docs = parseAllDocuments(readFileSync(join(root, path), "utf8"));
   return docs.map((doc, i) => {
-    if (doc.errors.length) finding(`${file}#${i}`, doc.errors[0].message);
-    return { file, object: doc.toJS() };
+    if (doc.errors.length) finding(`${path}#${i}`, doc.errors[0].message);
+    return { file: path, object: doc.toJS() };
   }).filter(({ object }) => object != null);
 }
 
-const kustomization = load("kustomization.yaml")[0].object;
-const objects = [...kustomization.resources, "secret.yaml"].flatMap(load);
+const objects = kustomizations.flatMap(({ dir, secrets }) => {
+  const kustomization = load(dir, "kustomization.yaml")[0].object;
+  return [...kustomization.resources, ...secrets].flatMap((f) => load(dir, f));
+});
 
 // The schema of each object's kind.
 for (const { file, object } of objects) {
@@ -129,6 +137,11 @@ for (const { file, object } of objects) {
   const template = object.spec?.template ?? {};
   checkPod(where, template.spec ?? { containers: [] },
            (object.spec?.volumeClaimTemplates ?? []).map((t) => t.metadata.name));
+  for (const c of template.spec?.containers ?? []) {
+    if (!c.readinessProbe || !c.livenessProbe) {
+      finding(`${where} container ${c.name}`, "lacks a readiness or liveness probe");
+    }
+  }
   if (object.kind === "StatefulSet") {
     const headless = services.find(({ object: s }) =>
       s.metadata.name === object.spec.serviceName);
