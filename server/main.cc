@@ -140,6 +140,12 @@ int main(int argc, char** argv) {
   gradnorm::server::RouteProtobufLogs(&log);
   options.listen = absl::GetFlag(FLAGS_listen);
   const std::string store = absl::GetFlag(FLAGS_store);
+  if (absl::GetFlag(FLAGS_postgres_standby) && store != "postgres") {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--postgres_standby with --store=", store,
+                     ": a standby waits for a PostgreSQL database; expected "
+                     "--store=postgres")));
+  }
   if (store == "sqlite") {
     options.store = StoreKind::kSqlite;
   } else if (store == "memory") {

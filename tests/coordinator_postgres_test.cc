@@ -512,5 +512,29 @@ TEST(CoordinatorPostgresTest, JobsFinishAcrossADatabaseRestart) {
   EXPECT_TRUE((*replicas)->StopAll().ok());
 }
 
+// Flags that cannot work are refused at start, naming what was expected.
+TEST(CoordinatorPostgresTest, PostgresFlagsThatCannotWorkAreRefused) {
+  const std::string binary = BazelBinOfThisBinary() + "/server/coordinator";
+  struct Case {
+    std::vector<std::string> flags;
+    std::string says;
+  };
+  const Case cases[] = {
+      {{"--postgres_standby"},
+       "--postgres_standby with --store=sqlite: a standby waits for a "
+       "PostgreSQL database; expected --store=postgres"},
+      {{"--store=postgres"}, "--store=postgres needs --postgres_dsn"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> argv = {binary, "--listen=127.0.0.1:0"};
+    argv.insert(argv.end(), c.flags.begin(), c.flags.end());
+    absl::StatusOr<CommandOutput> out =
+        RunCommand(argv, ChildOptions(), absl::Now() + absl::Seconds(30));
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_EQ(out->exit_code, 1) << out->output;
+    EXPECT_THAT(out->output, HasSubstr("INVALID_ARGUMENT: " + c.says));
+  }
+}
+
 }  // namespace
 }  // namespace gradnorm
