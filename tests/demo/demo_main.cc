@@ -527,10 +527,15 @@ absl::Status Run() {
         replicas, CoordinatorReplicas::Start(coordinator_bin, dir, dsn,
                                              replica_count, coordinator_flags));
     target = replicas->target();
-    std::printf(
-        "coordinators: %d on PostgreSQL (one serving, %d standing by), all "
-        "in one target: %s\n\n",
-        replica_count, replica_count - 1, target.c_str());
+    if (replica_count == 1) {
+      std::printf("coordinator: %s (PostgreSQL in %s)\n\n", target.c_str(),
+                  dir.c_str());
+    } else {
+      std::printf(
+          "coordinators: %d on PostgreSQL (one serving, %d standing by), all "
+          "in one target: %s\n\n",
+          replica_count, replica_count - 1, target.c_str());
+    }
   } else {
     ASSIGN_OR_RETURN(
         local, StartLocalCoordinator(coordinator_bin, dir, coordinator_flags));
@@ -801,9 +806,11 @@ absl::Status Run() {
   }
   if (replicas != nullptr) {
     std::printf(
-        "\ndemo OK: %d coordinators stopped cleanly; the demo's PostgreSQL "
-        "stops now and its data directory is removed\n",
-        replicas->count());
+        "\ndemo OK: %s stopped cleanly; the demo's PostgreSQL stops now and "
+        "its data directory is removed\n",
+        replicas->count() == 1
+            ? "the coordinator"
+            : absl::StrCat(replicas->count(), " coordinators").c_str());
   } else {
     std::printf(
         "\ndemo OK: coordinator stopped cleanly; telemetry kept in "
