@@ -13,6 +13,12 @@ namespace gradnorm {
 namespace kernels_internal {
 namespace {
 
+// Whole warps only: every lane takes part in each __shfl_xor_sync.
+static_assert(kCudaThreadsPerBlock % 32 == 0, "a block must be whole warps");
+// A chunk's bins take at most 2^16 terms (fp32 squares below 2^48 each) and
+// must not overflow their uint64 sums (exact_tile.h, BinTerm).
+static_assert(kCudaChunkElements <= (int64_t{1} << 16),
+              "a larger chunk would overflow the bins");
 constexpr int kWarps = kCudaThreadsPerBlock / 32;
 constexpr int kGroup = 1 << kExactGroupBits;
 constexpr int kPerLane = kGroup / 32;
