@@ -384,6 +384,24 @@ void ExpectEveryRoundOnceAndAgreed(const std::string& dsn,
   }
 }
 
+// How many of the coordinators' health ports answer `status` for `service`.
+int HealthCount(demo::CoordinatorReplicas& replicas, const std::string& service,
+                const std::string& status) {
+  int count = 0;
+  for (int i = 0; i < replicas.count(); ++i) {
+    TestClient probe(
+        NewChannel(absl::StrCat("127.0.0.1:", replicas.health_port(i))));
+    count += probe.Health(service) == status;
+  }
+  return count;
+}
+int NotServing(demo::CoordinatorReplicas& replicas) {
+  return HealthCount(replicas, "", "NOT_SERVING");
+}
+int Alive(demo::CoordinatorReplicas& replicas) {
+  return HealthCount(replicas, "gradnorm.v1.Process", "SERVING");
+}
+
 CoordinatorClientOptions FastRetries(const std::string& target) {
   CoordinatorClientOptions options;
   options.target = target;
@@ -485,6 +503,8 @@ TEST(CoordinatorPostgresTest, JobsFinishAcrossADatabaseRestart) {
 
   std::atomic<int64_t> reached{0};
   int64_t stopped_at = 0;
+  int not_serving_while_down = 0;
+  int alive_while_down = 0;
   absl::Status restarted;
   const std::vector<JobLog> logs = TrainJobs(
       options, "db-restart", kJobs,
@@ -502,10 +522,29 @@ TEST(CoordinatorPostgresTest, JobsFinishAcrossADatabaseRestart) {
         }
         restarted = (*pg)->Stop();
         stopped_at = reached.load();
+        // While the database is gone, neither coordinator serves: each
+        // health port answers NOT_SERVING (once the one serving has failed
+        // to commit a round), and the process stays up.
+        for (const absl::Time until = absl::Now() + absl::Seconds(1);
+             absl::Now() < until && NotServing(**replicas) < 2;) {
+          absl::SleepFor(absl::Milliseconds(20));
+        }
+        not_serving_while_down = NotServing(**replicas);
+        alive_while_down = Alive(**replicas);
         absl::SleepFor(absl::Milliseconds(1500));
         restarted.Update((*pg)->Restart());
       });
   ASSERT_TRUE(restarted.ok()) << restarted;
+  EXPECT_EQ(not_serving_while_down, 2);
+  EXPECT_EQ(alive_while_down, 2);
+  // Back: one serves again.
+  bool serving_again = false;
+  for (int i = 0; i < 2; ++i) {
+    TestClient probe(
+        NewChannel(absl::StrCat("127.0.0.1:", (*replicas)->health_port(i))));
+    serving_again = serving_again || probe.Health() == "SERVING";
+  }
+  EXPECT_TRUE(serving_again);
   std::printf("the database stopped at step %lld of %d\n",
               static_cast<long long>(stopped_at), kRunSteps);
   ExpectEveryRoundOnceAndAgreed(*dsn, "db-restart", logs, kRunSteps);

@@ -45,6 +45,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorReplicas>> CoordinatorReplicas::Start(
   for (int i = 0; i < count; ++i) {
     Replica& replica = r->replicas_[i];
     replica.port = FreeLoopbackPort();
+    replica.health_port = FreeLoopbackPort();
     replica.port_file = absl::StrCat(dir, "/coordinator", i, ".port");
     replica.http_port_file = absl::StrCat(dir, "/coordinator", i, ".http.port");
     absl::StrAppend(&r->target_, i == 0 ? "" : ",", "127.0.0.1:", replica.port);
@@ -84,6 +85,7 @@ absl::Status CoordinatorReplicas::StartOne(int i) {
       "--postgres_dsn=" + dsn_,
       "--postgres_standby",
       absl::StrCat("--listen=127.0.0.1:", replica.port),
+      absl::StrCat("--health_listen=127.0.0.1:", replica.health_port),
       "--port_file=" + replica.port_file,
       "--http_port_file=" + replica.http_port_file};
   argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());

@@ -50,12 +50,19 @@ class CoordinatorReplicas {
   int Serving();
   // The HTTP port of the coordinator serving now (0: none).
   int ServingHttpPort();
+  // Coordinator i's health-only port (--health_listen, open for its whole
+  // life: NOT_SERVING while it stands by or waits for its database).
+  int health_port(int i) {
+    absl::MutexLock lock(&mu_);
+    return replicas_[i].health_port;
+  }
   // SIGTERM to each; INTERNAL naming any that did not exit 0 within 20 s.
   absl::Status StopAll();
 
  private:
   struct Replica {
     int port = 0;
+    int health_port = 0;
     std::string port_file;
     std::string http_port_file;
     std::unique_ptr<ChildProcess> process;
