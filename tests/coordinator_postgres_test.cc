@@ -29,6 +29,7 @@
 #include "absl/time/clock.h"
 #include "client/coordinator_client.h"
 #include "common/child_process.h"
+#include "common/status_macros.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/rpc/coordinator_test_util.h"
@@ -410,6 +411,31 @@ CoordinatorClientOptions FastRetries(const std::string& target) {
   return options;
 }
 
+// A PostgreSQL, `count` coordinators on it (demo::CoordinatorReplicas: each
+// a --postgres_standby) and a registered run of `jobs` participants.
+struct SharedDatabase {
+  std::unique_ptr<server::LocalPostgres> postgres;
+  std::string dsn;
+  std::unique_ptr<demo::CoordinatorReplicas> replicas;
+
+  static absl::StatusOr<SharedDatabase> Start(const std::string& name,
+                                              int count,
+                                              const std::string& run_id,
+                                              int jobs) {
+    SharedDatabase shared;
+    ASSIGN_OR_RETURN(shared.postgres, server::LocalPostgres::Start());
+    ASSIGN_OR_RETURN(shared.dsn, shared.postgres->CreateDatabase("gradnorm"));
+    ASSIGN_OR_RETURN(const std::string dir, MakeScratchDir(name));
+    ASSIGN_OR_RETURN(shared.replicas,
+                     demo::CoordinatorReplicas::Start(
+                         BazelBinOfThisBinary() + "/server/coordinator", dir,
+                         shared.dsn, count, {}));
+    RETURN_IF_ERROR(RegisterInexactRun(FastRetries(shared.replicas->target()),
+                                       run_id, jobs));
+    return shared;
+  }
+};
+
 // Three coordinators on one database, each a --postgres_standby: whichever
 // holds the database serves, the others wait. Eight jobs train while a random
 // coordinator (serving or standing by) is killed with SIGKILL every 0.2-0.6 s
@@ -421,19 +447,12 @@ TEST(CoordinatorPostgresTest, JobsFinishWhileRandomCoordinatorsAreKilled) {
   constexpr int kJobs = 8;
   constexpr int kKills = 20;
   constexpr int kServingKills = 8;
-  absl::StatusOr<std::unique_ptr<server::LocalPostgres>> pg =
-      server::LocalPostgres::Start();
-  ASSERT_TRUE(pg.ok()) << pg.status();
-  absl::StatusOr<std::string> dsn = (*pg)->CreateDatabase("gradnorm");
-  ASSERT_TRUE(dsn.ok()) << dsn.status();
-  absl::StatusOr<std::string> dir = MakeScratchDir("chaos");
-  ASSERT_TRUE(dir.ok());
-  absl::StatusOr<std::unique_ptr<demo::CoordinatorReplicas>> replicas =
-      demo::CoordinatorReplicas::Start(
-          BazelBinOfThisBinary() + "/server/coordinator", *dir, *dsn, 3, {});
-  ASSERT_TRUE(replicas.ok()) << replicas.status();
-  const CoordinatorClientOptions options = FastRetries((*replicas)->target());
-  ASSERT_TRUE(RegisterInexactRun(options, "chaos-run", kJobs).ok());
+  absl::StatusOr<SharedDatabase> shared =
+      SharedDatabase::Start("chaos", 3, "chaos-run", kJobs);
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  const std::string& dsn = shared->dsn;
+  demo::CoordinatorReplicas* replicas = shared->replicas.get();
+  const CoordinatorClientOptions options = FastRetries(replicas->target());
 
   // The jobs stop after `last_step`, set once the kills are done (every job
   // is within a step of the others then: a round needs all of them).
@@ -457,7 +476,7 @@ TEST(CoordinatorPostgresTest, JobsFinishWhileRandomCoordinatorsAreKilled) {
                kills < 200 && killing.ok()) {
           absl::SleepFor(absl::Milliseconds(
               std::uniform_int_distribution<int>(200, 600)(random)));
-          absl::StatusOr<bool> serving = (*replicas)->KillAndRestart(
+          absl::StatusOr<bool> serving = replicas->KillAndRestart(
               std::uniform_int_distribution<int>(0, 2)(random));
           killing = serving.status();
           ++kills;
@@ -475,8 +494,8 @@ TEST(CoordinatorPostgresTest, JobsFinishWhileRandomCoordinatorsAreKilled) {
       "wait for an answer: %.3f s\n",
       kills, serving_kills, static_cast<long long>(steps),
       absl::ToDoubleSeconds(longest));
-  ExpectEveryRoundOnceAndAgreed(*dsn, "chaos-run", logs, steps);
-  EXPECT_TRUE((*replicas)->StopAll().ok());
+  ExpectEveryRoundOnceAndAgreed(dsn, "chaos-run", logs, steps);
+  EXPECT_TRUE(replicas->StopAll().ok());
 }
 
 // The database stops mid-run and starts again 1.5 s later, under an active
@@ -487,19 +506,13 @@ TEST(CoordinatorPostgresTest, JobsFinishWhileRandomCoordinatorsAreKilled) {
 TEST(CoordinatorPostgresTest, JobsFinishAcrossADatabaseRestart) {
   constexpr int kJobs = 4;
   constexpr int kRunSteps = 300;
-  absl::StatusOr<std::unique_ptr<server::LocalPostgres>> pg =
-      server::LocalPostgres::Start();
-  ASSERT_TRUE(pg.ok()) << pg.status();
-  absl::StatusOr<std::string> dsn = (*pg)->CreateDatabase("gradnorm");
-  ASSERT_TRUE(dsn.ok()) << dsn.status();
-  absl::StatusOr<std::string> dir = MakeScratchDir("dbrestart");
-  ASSERT_TRUE(dir.ok());
-  absl::StatusOr<std::unique_ptr<demo::CoordinatorReplicas>> replicas =
-      demo::CoordinatorReplicas::Start(
-          BazelBinOfThisBinary() + "/server/coordinator", *dir, *dsn, 2, {});
-  ASSERT_TRUE(replicas.ok()) << replicas.status();
-  const CoordinatorClientOptions options = FastRetries((*replicas)->target());
-  ASSERT_TRUE(RegisterInexactRun(options, "db-restart", kJobs).ok());
+  absl::StatusOr<SharedDatabase> shared =
+      SharedDatabase::Start("dbrestart", 2, "db-restart", kJobs);
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  const std::string& dsn = shared->dsn;
+  server::LocalPostgres* pg = shared->postgres.get();
+  demo::CoordinatorReplicas* replicas = shared->replicas.get();
+  const CoordinatorClientOptions options = FastRetries(replicas->target());
 
   std::atomic<int64_t> reached{0};
   int64_t stopped_at = 0;
@@ -520,19 +533,19 @@ TEST(CoordinatorPostgresTest, JobsFinishAcrossADatabaseRestart) {
              reached.load() < kRunSteps / 4 && absl::Now() < until;) {
           absl::SleepFor(absl::Milliseconds(5));
         }
-        restarted = (*pg)->Stop();
+        restarted = pg->Stop();
         stopped_at = reached.load();
         // While the database is gone, neither coordinator serves: each
         // health port answers NOT_SERVING (once the one serving has failed
         // to commit a round), and the process stays up.
         for (const absl::Time until = absl::Now() + absl::Seconds(1);
-             absl::Now() < until && NotServing(**replicas) < 2;) {
+             absl::Now() < until && NotServing(*replicas) < 2;) {
           absl::SleepFor(absl::Milliseconds(20));
         }
-        not_serving_while_down = NotServing(**replicas);
-        alive_while_down = Alive(**replicas);
+        not_serving_while_down = NotServing(*replicas);
+        alive_while_down = Alive(*replicas);
         absl::SleepFor(absl::Milliseconds(1500));
-        restarted.Update((*pg)->Restart());
+        restarted.Update(pg->Restart());
       });
   ASSERT_TRUE(restarted.ok()) << restarted;
   EXPECT_EQ(not_serving_while_down, 2);
@@ -541,14 +554,14 @@ TEST(CoordinatorPostgresTest, JobsFinishAcrossADatabaseRestart) {
   bool serving_again = false;
   for (int i = 0; i < 2; ++i) {
     TestClient probe(
-        NewChannel(absl::StrCat("127.0.0.1:", (*replicas)->health_port(i))));
+        NewChannel(absl::StrCat("127.0.0.1:", replicas->health_port(i))));
     serving_again = serving_again || probe.Health() == "SERVING";
   }
   EXPECT_TRUE(serving_again);
   std::printf("the database stopped at step %lld of %d\n",
               static_cast<long long>(stopped_at), kRunSteps);
-  ExpectEveryRoundOnceAndAgreed(*dsn, "db-restart", logs, kRunSteps);
-  EXPECT_TRUE((*replicas)->StopAll().ok());
+  ExpectEveryRoundOnceAndAgreed(dsn, "db-restart", logs, kRunSteps);
+  EXPECT_TRUE(replicas->StopAll().ok());
 }
 
 // Flags that cannot work are refused at start, naming what was expected.
