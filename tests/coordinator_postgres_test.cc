@@ -286,6 +286,7 @@ TEST(CoordinatorPostgresTest, AStandbyTakesOverAndClientsFailOver) {
 // A run's jobs: each a thread with its own CoordinatorClient, reporting
 // Partial(p, step) for steps 0, 1, ... (one every `pace`) while
 // keep_going(step); `meanwhile` runs on the calling thread as they train.
+// *reached is the highest step any job has come to.
 struct JobLog {
   std::vector<std::string> results;  // each step's RoundResult, serialized
   std::string error;                 // the error that stopped the job
@@ -295,7 +296,8 @@ std::vector<JobLog> TrainJobs(const CoordinatorClientOptions& options,
                               const std::string& run_id, int jobs,
                               absl::Duration pace,
                               const std::function<bool(int64_t)>& keep_going,
-                              const std::function<void()>& meanwhile) {
+                              const std::function<void()>& meanwhile,
+                              std::atomic<int64_t>* reached) {
   std::vector<JobLog> logs(jobs);
   std::vector<std::thread> threads;
   for (int p = 0; p < jobs; ++p) {
@@ -307,7 +309,11 @@ std::vector<JobLog> TrainJobs(const CoordinatorClientOptions& options,
         log.error = client.status().ToString();
         return;
       }
-      for (int64_t step = 0; keep_going(step); ++step) {
+      for (int64_t step = 0;; ++step) {
+        int64_t seen = reached->load();
+        while (seen < step && !reached->compare_exchange_weak(seen, step)) {
+        }
+        if (!keep_going(step)) break;
         absl::SleepFor(pace);
         v1::ReportRequest request;
         request.set_run_id(run_id);
@@ -465,9 +471,6 @@ TEST(CoordinatorPostgresTest, JobsFinishWhileRandomCoordinatorsAreKilled) {
       options, "chaos-run", kJobs, absl::ZeroDuration(),
       [&](int64_t step) {
         const int64_t last = last_step.load();
-        int64_t seen = reached.load();
-        while (seen < step && !reached.compare_exchange_weak(seen, step)) {
-        }
         return last < 0 || step <= last;
       },
       [&] {
@@ -483,7 +486,8 @@ TEST(CoordinatorPostgresTest, JobsFinishWhileRandomCoordinatorsAreKilled) {
           serving_kills += serving.value_or(false);
         }
         last_step = reached.load() + 3;
-      });
+      },
+      &reached);
   ASSERT_TRUE(killing.ok()) << killing;
   EXPECT_GE(serving_kills, kServingKills) << "in " << kills << " kills";
   const int64_t steps = last_step.load() + 1;
@@ -522,12 +526,7 @@ TEST(CoordinatorPostgresTest, JobsFinishAcrossADatabaseRestart) {
   const std::vector<JobLog> logs = TrainJobs(
       options, "db-restart", kJobs,
       absl::Milliseconds(5),  // so that the restart falls mid-run
-      [&](int64_t step) {
-        int64_t seen = reached.load();
-        while (seen < step && !reached.compare_exchange_weak(seen, step)) {
-        }
-        return step < kRunSteps;
-      },
+      [&](int64_t step) { return step < kRunSteps; },
       [&] {
         for (const absl::Time until = absl::Now() + absl::Seconds(30);
              reached.load() < kRunSteps / 4 && absl::Now() < until;) {
@@ -546,7 +545,8 @@ TEST(CoordinatorPostgresTest, JobsFinishAcrossADatabaseRestart) {
         alive_while_down = Alive(*replicas);
         absl::SleepFor(absl::Milliseconds(1500));
         restarted.Update(pg->Restart());
-      });
+      },
+      &reached);
   ASSERT_TRUE(restarted.ok()) << restarted;
   EXPECT_EQ(not_serving_while_down, 2);
   EXPECT_EQ(alive_while_down, 2);

@@ -312,6 +312,19 @@ struct PairedRounds {
   absl::Duration measured;
   int64_t rounds = 0;
 };
+// The pair's counters: `measured_counter` (the measured round, µs),
+// <reference>_round_us and x_<reference> (measured / reference).
+void SetPairedCounters(benchmark::State& state, const PairedRounds& t,
+                       const std::string& measured_counter,
+                       const std::string& reference) {
+  state.counters[measured_counter] =
+      absl::ToDoubleMicroseconds(t.measured) / t.rounds;
+  state.counters[reference + "_round_us"] =
+      absl::ToDoubleMicroseconds(t.reference) / t.rounds;
+  state.counters["x_" + reference] =
+      absl::FDivDuration(t.measured, t.reference);
+}
+
 PairedRounds AlternateRounds(benchmark::State& state, Fixture& fixture,
                              const std::string& reference_run,
                              const RoundFn& reference,
@@ -367,11 +380,7 @@ void MeasureRounds(benchmark::State& state, int n, Backend backend,
   const PairedRounds t =
       AlternateRounds(state, fixture, echo_run, echo_round, run_id, round);
   state.SetItemsProcessed(t.rounds * n);
-  state.counters["round_us"] =
-      absl::ToDoubleMicroseconds(t.measured) / t.rounds;
-  state.counters["echo_round_us"] =
-      absl::ToDoubleMicroseconds(t.reference) / t.rounds;
-  state.counters["x_echo"] = absl::FDivDuration(t.measured, t.reference);
+  SetPairedCounters(state, t, "round_us", "echo");
 }
 
 // One SQLite round and one PostgreSQL round per iteration (x_sqlite).
@@ -389,11 +398,7 @@ void BM_CoordinatorRoundPostgres(benchmark::State& state) {
       [&](uint64_t step) { Round(sqlite_stubs, n, sqlite_run, step); }, pg_run,
       [&](uint64_t step) { Round(pg_stubs, n, pg_run, step); });
   state.SetItemsProcessed(t.rounds * n);
-  state.counters["round_us"] =
-      absl::ToDoubleMicroseconds(t.measured) / t.rounds;
-  state.counters["sqlite_round_us"] =
-      absl::ToDoubleMicroseconds(t.reference) / t.rounds;
-  state.counters["x_sqlite"] = absl::FDivDuration(t.measured, t.reference);
+  SetPairedCounters(state, t, "round_us", "sqlite");
 }
 
 void BM_CoordinatorRound(benchmark::State& state) {
@@ -441,11 +446,7 @@ void BM_CoordinatorStreamRoundExact(benchmark::State& state) {
       [&](uint64_t step) { StreamRound(doubles, n, double_run, step); },
       exact_run,
       [&](uint64_t step) { StreamRound(exacts, n, exact_run, step); });
-  state.counters["exact_round_us"] =
-      absl::ToDoubleMicroseconds(t.measured) / t.rounds;
-  state.counters["double_round_us"] =
-      absl::ToDoubleMicroseconds(t.reference) / t.rounds;
-  state.counters["x_double"] = absl::FDivDuration(t.measured, t.reference);
+  SetPairedCounters(state, t, "exact_round_us", "double");
   state.counters["exact_bytes"] = static_cast<double>(exact_bytes);
 }
 
