@@ -97,6 +97,11 @@ class PgConnection {
   absl::StatusOr<std::vector<std::vector<std::optional<std::string>>>>
   QueryText(const std::string& sql);
 
+  // Resets a broken connection (as each statement does first); UNAVAILABLE
+  // when it stays broken. For session state that must be set up again on a
+  // new connection before the next statement (a lock, LISTEN).
+  absl::Status EnsureConnected();
+
   // Connections made so far: 1 after Connect, one more for each reset.
   uint64_t connects() const { return connects_; }
   // The server's socket, to wait on for notifications.
@@ -105,8 +110,6 @@ class PgConnection {
 
  private:
   explicit PgConnection(PGconn* conn) : conn_(conn) {}
-  // Resets a broken connection; UNAVAILABLE when it stays broken.
-  absl::Status EnsureConnected();
   absl::Status ErrorOf(PGresult* result, absl::string_view sql);
 
   PGconn* conn_;

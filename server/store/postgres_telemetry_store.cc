@@ -118,9 +118,6 @@ absl::StatusOr<RoundRecord> RoundFromRow(const PgResult& r, int row) {
   return record;
 }
 
-// The session advisory lock that makes one coordinator the database's writer.
-constexpr int64_t kCoordinatorLock = 7297148542;
-
 }  // namespace
 
 struct PostgresTelemetryStore::Op {
@@ -170,17 +167,42 @@ PostgresTelemetryStore::Open(const PostgresStoreOptions& options) {
 }
 
 absl::Status PostgresTelemetryStore::HoldLock() {
+  // A connection found broken by the last statement is reset here, not by
+  // the next statement, which would then run without the lock.
+  RETURN_IF_ERROR(writer_->EnsureConnected());
   if (locked_connection_ == writer_->connects()) return absl::OkStatus();
-  ASSIGN_OR_RETURN(PgResult r,
-                   writer_->Exec("SELECT pg_try_advisory_lock($1)",
-                                 {PgParam::Int64(kCoordinatorLock)}));
+  ASSIGN_OR_RETURN(PgResult r, writer_->Exec("SELECT pg_try_advisory_lock($1)",
+                                             {PgParam::Int64(kLockKey)}));
   if (!r.Bool(0, 0)) {
     return absl::FailedPreconditionError(
         "another coordinator holds this PostgreSQL database (its advisory "
         "lock); expected one coordinator per database");
   }
   locked_connection_ = writer_->connects();
-  return absl::OkStatus();
+  return Publish();
+}
+
+absl::Status PostgresTelemetryStore::Publish() {
+  if (advertised_.empty()) return absl::OkStatus();
+  return writer_
+      ->Exec(absl::StrCat("SELECT set_config('application_name', $1, false), "
+                          "pg_notify('",
+                          kLeaderChannel, "', $1)"),
+             {PgParam::Text(advertised_)})
+      .status();
+}
+
+absl::Status PostgresTelemetryStore::Advertise(const std::string& address) {
+  // PostgreSQL truncates application_name to NAMEDATALEN - 1 bytes.
+  if (address.empty() || address.size() > 63) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("advertised address '", address, "' has ", address.size(),
+                     " bytes; expected host:port of 1 to 63"));
+  }
+  absl::MutexLock lock(&writer_mu_);
+  advertised_ = address;
+  RETURN_IF_ERROR(HoldLock());
+  return Publish();
 }
 
 PostgresTelemetryStore::~PostgresTelemetryStore() {

@@ -28,6 +28,11 @@
 // its process dies), and a coordinator that lost the lock to another fails
 // its writes the same way.
 //
+// Replicas (--replica): the holder advertises where it serves forwarded calls
+// (Advertise): its write session's application_name is that host:port, and
+// NOTIFY gradnorm_leader tells the replicas waiting for one
+// (postgres_leader_directory.h). It advertises again after a reconnection.
+//
 // Writes go through one connection and a writer thread that commits what is
 // queued in one transaction (group commit); PostgreSQL's own durability
 // (synchronous_commit, replication) decides what an acknowledged commit
@@ -103,6 +108,18 @@ class PostgresTelemetryStore final : public TelemetryStore {
   // Transactions committed so far.
   uint64_t transactions() const;
 
+  // Makes `address` (host:port, at most 63 bytes) the one replicas forward
+  // to while this store holds the database (see above), now and after each
+  // reconnection. INVALID_ARGUMENT for a longer address; UNAVAILABLE when
+  // the database cannot be reached.
+  absl::Status Advertise(const std::string& address);
+
+  // The key of the session advisory lock that makes one coordinator the
+  // database's writer.
+  static constexpr int64_t kLockKey = 7297148542;
+  // The channel a new holder notifies, with its address as the payload.
+  static constexpr char kLeaderChannel[] = "gradnorm_leader";
+
  private:
   struct Op;
 
@@ -120,6 +137,8 @@ class PostgresTelemetryStore final : public TelemetryStore {
   // Takes the database's coordinator lock on the write connection when it is
   // a new connection.
   absl::Status HoldLock() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
+  // Publishes advertised_ on the write session, when set.
+  absl::Status Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(writer_mu_);
   absl::StatusOr<std::vector<RunRecord>> LoadRunsLocked()
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(reader_mu_);
   absl::StatusOr<std::vector<AbandonedStep>> LoadAbandonedLocked()
@@ -131,6 +150,8 @@ class PostgresTelemetryStore final : public TelemetryStore {
   const std::unique_ptr<PgConnection> writer_ ABSL_PT_GUARDED_BY(writer_mu_);
   // writer_->connects() when the lock was last taken.
   uint64_t locked_connection_ ABSL_GUARDED_BY(writer_mu_) = 0;
+  // Advertise's address; empty: none.
+  std::string advertised_ ABSL_GUARDED_BY(writer_mu_);
   absl::Mutex reader_mu_;
   const std::unique_ptr<PgConnection> reader_ ABSL_PT_GUARDED_BY(reader_mu_);
 

@@ -1,0 +1,208 @@
+#include "server/store/postgres_leader_directory.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/store/postgres_telemetry_store.h"
+
+namespace gradnorm {
+namespace server {
+
+PostgresLeaderDirectory::PostgresLeaderDirectory(
+    PostgresLeaderDirectoryOptions options)
+    : options_(std::move(options)) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0) {
+    wake_read_ = fds[0];
+    wake_write_ = fds[1];
+  }
+  thread_ = std::thread([this] { Loop(); });
+}
+
+PostgresLeaderDirectory::~PostgresLeaderDirectory() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  Wake();
+  thread_.join();
+  if (wake_read_ >= 0) close(wake_read_);
+  if (wake_write_ >= 0) close(wake_write_);
+}
+
+absl::StatusOr<std::string> PostgresLeaderDirectory::ReadHolder(
+    PgConnection& db) {
+  // Advisory locks on a bigint key show as classid (high half), objid (low
+  // half) and objsubid 1, in the database they were taken in.
+  ASSIGN_OR_RETURN(PgResult r,
+                   db.Exec("SELECT a.application_name FROM pg_locks l "
+                           "JOIN pg_stat_activity a ON a.pid = l.pid "
+                           "WHERE l.locktype = 'advisory' AND l.granted "
+                           "AND l.objsubid = 1 "
+                           "AND ((l.classid::int8 << 32) | l.objid::int8) = $1 "
+                           "AND l.database = (SELECT oid FROM pg_database "
+                           "WHERE datname = current_database())",
+                           {PgParam::Int64(PostgresTelemetryStore::kLockKey)}));
+  if (r.rows() == 0 || r.IsNull(0, 0)) return std::string();
+  return r.Bytes(0, 0);
+}
+
+void PostgresLeaderDirectory::Lookup(absl::Time deadline, LookupCallback done) {
+  std::string address;
+  {
+    absl::MutexLock lock(&mu_);
+    if (address_.empty() || stale_) {
+      waiters_.push_back({deadline, std::move(done)});
+    } else {
+      address = address_;
+    }
+  }
+  if (address.empty()) {
+    Wake();
+    return;
+  }
+  done(address);
+}
+
+void PostgresLeaderDirectory::Forget(const std::string& address) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (address_ != address) return;
+    stale_ = true;
+  }
+  Wake();
+}
+
+bool PostgresLeaderDirectory::Known() {
+  absl::MutexLock lock(&mu_);
+  return !address_.empty();
+}
+
+int PostgresLeaderDirectory::queries() {
+  absl::MutexLock lock(&mu_);
+  return queries_;
+}
+
+void PostgresLeaderDirectory::Wake() {
+  if (wake_write_ < 0) return;
+  const char byte = 0;
+  // A full pipe already wakes the thread.
+  (void)!write(wake_write_, &byte, 1);
+}
+
+void PostgresLeaderDirectory::SetAddress(const std::string& address) {
+  std::vector<Waiter> answered;
+  bool changed;
+  {
+    absl::MutexLock lock(&mu_);
+    changed = address_.empty() != address.empty();
+    address_ = address;
+    if (!address.empty()) answered.swap(waiters_);
+  }
+  if (changed && options_.on_known) options_.on_known(!address.empty());
+  for (Waiter& waiter : answered) waiter.done(address);
+}
+
+void PostgresLeaderDirectory::ExpireWaiters(absl::Time now, bool all) {
+  std::vector<Waiter> expired;
+  {
+    absl::MutexLock lock(&mu_);
+    std::vector<Waiter> kept;
+    for (Waiter& waiter : waiters_) {
+      (all || waiter.deadline <= now ? expired : kept)
+          .push_back(std::move(waiter));
+    }
+    waiters_.swap(kept);
+  }
+  for (Waiter& waiter : expired) waiter.done(NoLeaderError());
+}
+
+void PostgresLeaderDirectory::Loop() {
+  std::unique_ptr<PgConnection> db;
+  absl::Time next_connect = absl::InfinitePast();
+  absl::Time next_recheck = absl::InfinitePast();
+  for (;;) {
+    bool waiting;
+    bool stale;
+    absl::Time nearest = absl::InfiniteFuture();
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) break;
+      waiting = !waiters_.empty();
+      for (const Waiter& waiter : waiters_) {
+        nearest = std::min(nearest, waiter.deadline);
+      }
+      stale = stale_;
+    }
+    absl::Time now = absl::Now();
+    if (db == nullptr && now >= next_connect) {
+      absl::StatusOr<std::unique_ptr<PgConnection>> connected =
+          PgConnection::Connect(options_.dsn);
+      if (connected.ok() &&
+          (*connected)
+              ->ExecScript(absl::StrCat("LISTEN ",
+                                        PostgresTelemetryStore::kLeaderChannel))
+              .ok()) {
+        db = *std::move(connected);
+        stale = true;
+      } else {
+        next_connect = now + options_.recheck;
+      }
+    }
+    if (db != nullptr && (stale || (waiting && now >= next_recheck))) {
+      {
+        absl::MutexLock lock(&mu_);
+        stale_ = false;
+        ++queries_;
+      }
+      absl::StatusOr<std::string> holder = ReadHolder(*db);
+      next_recheck = now + options_.recheck;
+      if (holder.ok()) {
+        SetAddress(*holder);
+      } else {
+        db.reset();
+        next_connect = now + options_.recheck;
+      }
+    }
+    if (db == nullptr) SetAddress("");
+
+    absl::Time until = now + options_.recheck;
+    if (waiting) until = std::min(until, std::max(nearest, now));
+    if (db == nullptr) until = std::min(until, next_connect);
+    pollfd fds[2] = {{wake_read_, POLLIN, 0},
+                     {db != nullptr ? db->socket() : -1, POLLIN, 0}};
+    const int64_t ms = std::clamp<int64_t>(
+        absl::ToInt64Milliseconds(until - absl::Now()) + 1, 0, 1000);
+    poll(fds, 2, static_cast<int>(ms));
+    char drain[64];
+    while (wake_read_ >= 0 && read(wake_read_, drain, sizeof(drain)) > 0) {
+    }
+    if (db != nullptr) {
+      if ((fds[1].revents & POLLIN) != 0 && PQconsumeInput(db->raw()) == 0) {
+        db.reset();
+        SetAddress("");
+      } else {
+        bool notified = false;
+        while (PGnotify* notify = PQnotifies(db->raw())) {
+          PQfreemem(notify);
+          notified = true;
+        }
+        if (notified) {
+          absl::MutexLock lock(&mu_);
+          stale_ = true;
+        }
+      }
+    }
+    ExpireWaiters(absl::Now(), false);
+  }
+  ExpireWaiters(absl::Now(), true);
+}
+
+}  // namespace server
+}  // namespace gradnorm
