@@ -9,6 +9,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/core/clock.h"
+#include "server/rpc/server_settings.h"
 #include "server/store/memory_telemetry_store.h"
 #include "server/store/postgres_telemetry_store.h"
 #include "server/store/sqlite_telemetry_store.h"
@@ -128,25 +129,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
-  // gRPC sets SO_REUSEPORT by default: a second coordinator on a busy port
-  // would start and get part of the connections (split brain: a run's jobs
-  // reaching different coordinators never complete a round). One port, one
-  // process.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  ApplyServerSettings(builder, options.max_message_bytes);
   builder.AddListeningPort(options.listen, credentials, &server->port_);
   builder.RegisterService(server->service_.get());
-  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
-  // Keepalive matching the client library: pings every >= 10 s are welcome,
-  // with or without calls in flight (a trainer idles between steps).
-  builder.AddChannelArgument(
-      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10 * 1000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
-  // Messages are small (at most --max_message_bytes): no bandwidth-delay
-  // probe pings, as in the client library.
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat(
@@ -182,6 +167,17 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
                      HttpServer::Start(http, [api](const HttpRequest& request) {
                        return api->Handle(request);
                      }));
+  }
+  if (!options.advertise_host.empty()) {
+    auto* postgres =
+        dynamic_cast<PostgresTelemetryStore*>(server->store_.get());
+    if (postgres == nullptr) {
+      return absl::InvalidArgumentError(
+          "advertise_host is for replicas, which share a PostgreSQL store; "
+          "expected StoreKind::kPostgres");
+    }
+    RETURN_IF_ERROR(postgres->Advertise(
+        absl::StrCat(options.advertise_host, ":", server->port_)));
   }
   server->SetServing(true);
   return server;

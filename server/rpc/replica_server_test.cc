@@ -1,0 +1,213 @@
+// A replica's port in front of a whole CoordinatorServer, with a memory
+// leader directory: unary calls, WatchRun's and ReportStream's streams,
+// errors, tokens and deadlines pass through unchanged; a round whose
+// participants reached the replica and the coordinator gets one answer;
+// calls wait for a holder, and fail UNAVAILABLE (the address forgotten) when
+// it is gone.
+#include "server/rpc/replica_server.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gradnorm/v1/coordinator.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "server/rpc/coordinator_server.h"
+#include "server/rpc/coordinator_test_util.h"
+#include "server/store/leader_directory.h"
+
+namespace gradnorm {
+namespace server {
+namespace {
+
+using ::gradnorm::server::testing::NewChannel;
+using ::gradnorm::server::testing::TestClient;
+using ::testing::HasSubstr;
+
+constexpr char kToken[] = "trainer-token-abcdefghijklmnop";
+
+std::string TokensFile() {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  const std::string path =
+      absl::StrCat(dir != nullptr ? dir : "/tmp", "/replica_tokens");
+  std::ofstream(path) << kToken << " trainer\n";
+  return path;
+}
+
+class ReplicaServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CoordinatorServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.store = StoreKind::kMemory;
+    options.tokens_file = TokensFile();
+    auto coordinator = CoordinatorServer::Create(options);
+    ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+    coordinator_ = *std::move(coordinator);
+    directory_.Set(coordinator_->address());
+    ReplicaServerOptions replica;
+    replica.listen = "127.0.0.1:0";
+    replica.directory = &directory_;
+    replica.max_wait = absl::Seconds(5);
+    auto started = ReplicaServer::Start(replica);
+    ASSERT_TRUE(started.ok()) << started.status();
+    replica_ = *std::move(started);
+  }
+
+  v1::RunConfig Config(uint32_t participants) {
+    v1::RunConfig config;
+    config.set_participants(participants);
+    config.set_max_norm(4);
+    config.set_inexact(true);
+    return config;
+  }
+
+  MemoryLeaderDirectory directory_;
+  std::unique_ptr<CoordinatorServer> coordinator_;
+  std::unique_ptr<ReplicaServer> replica_;
+};
+
+TEST_F(ReplicaServerTest, ARoundReachedThroughBothGetsOneAnswer) {
+  TestClient direct(NewChannel(coordinator_->address()), kToken);
+  TestClient via(NewChannel(replica_->address()), kToken);
+  ASSERT_TRUE(via.RegisterRun("r", Config(2)).ok());
+  for (uint64_t step = 0; step < 20; ++step) {
+    auto pending = via.StartReport("r", step, 0, 9.0 + step);
+    v1::RoundResult result;
+    ASSERT_TRUE(direct.Report("r", step, 1, 16.0, &result).ok());
+    ASSERT_TRUE(pending->WaitFor(absl::Seconds(10)));
+    ASSERT_TRUE(pending->status.ok()) << pending->status.error_message();
+    EXPECT_EQ(pending->response.result().SerializeAsString(),
+              result.SerializeAsString());
+    EXPECT_DOUBLE_EQ(result.total_norm(), std::sqrt(25.0 + step));
+  }
+  // Queries too; and each retry is answered with the same round.
+  v1::RunInfo run;
+  ASSERT_TRUE(via.GetRun("r", &run).ok());
+  EXPECT_EQ(run.run_id(), "r");
+  v1::RoundResult again;
+  ASSERT_TRUE(via.Report("r", 3, 0, 12.0, &again).ok());
+  EXPECT_DOUBLE_EQ(again.total_norm(), std::sqrt(28.0));
+  EXPECT_GE(replica_->forwarded(), 23u);
+}
+
+TEST_F(ReplicaServerTest, ErrorsAndTokensPassThroughUnchanged) {
+  TestClient via(NewChannel(replica_->address()), kToken);
+  TestClient direct(NewChannel(coordinator_->address()), kToken);
+  grpc::Status through = via.Report("missing", 0, 0, 1.0);
+  grpc::Status there = direct.Report("missing", 0, 0, 1.0);
+  EXPECT_EQ(through.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(through.error_code(), there.error_code());
+  EXPECT_EQ(through.error_message(), there.error_message());
+
+  TestClient anonymous(NewChannel(replica_->address()), "");
+  grpc::Status refused = anonymous.RegisterRun("r", Config(1));
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  TestClient wrong(NewChannel(replica_->address()), "not-a-token-xxxxxxxxxx");
+  EXPECT_EQ(wrong.RegisterRun("r", Config(1)).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(ReplicaServerTest, TheClientsDeadlineGoesWithTheCall) {
+  TestClient via(NewChannel(replica_->address()), kToken);
+  ASSERT_TRUE(via.RegisterRun("r", Config(2)).ok());
+  const absl::Time start = absl::Now();
+  grpc::Status status =
+      via.Report("r", 0, 0, 1.0, nullptr, absl::Milliseconds(500));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST_F(ReplicaServerTest, StreamsPassThroughMessageByMessage) {
+  TestClient via(NewChannel(replica_->address()), kToken);
+  ASSERT_TRUE(via.RegisterRun("s", Config(1)).ok());
+  auto channel = NewChannel(replica_->address());
+  auto stub = v1::Coordinator::NewStub(channel);
+
+  // WatchRun: rounds arrive as they are finalized.
+  grpc::ClientContext watch_context;
+  watch_context.AddMetadata("authorization", absl::StrCat("Bearer ", kToken));
+  v1::WatchRunRequest watch_request;
+  watch_request.set_run_id("s");
+  auto watch = stub->WatchRun(&watch_context, watch_request);
+
+  // ReportStream: one answer per report, in order, on one stream.
+  grpc::ClientContext stream_context;
+  stream_context.AddMetadata("authorization", absl::StrCat("Bearer ", kToken));
+  auto stream = stub->ReportStream(&stream_context);
+  for (uint64_t step = 0; step < 5; ++step) {
+    v1::ReportStreamRequest request;
+    request.mutable_report()->set_run_id("s");
+    request.mutable_report()->set_step(step);
+    request.mutable_report()->set_partial(step * step);
+    ASSERT_TRUE(stream->Write(request));
+    v1::ReportStreamResponse response;
+    ASSERT_TRUE(stream->Read(&response));
+    ASSERT_TRUE(response.has_result()) << response.DebugString();
+    EXPECT_DOUBLE_EQ(response.result().total_norm(), step);
+  }
+  stream->WritesDone();
+  grpc::Status stream_status = stream->Finish();
+  EXPECT_TRUE(stream_status.ok()) << stream_status.error_message();
+
+  for (uint64_t step = 0; step < 5; ++step) {
+    v1::RoundResult round;
+    ASSERT_TRUE(watch->Read(&round));
+    EXPECT_EQ(round.step(), step);
+  }
+  watch_context.TryCancel();
+  while (watch->Read(nullptr)) {
+  }
+  EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+TEST_F(ReplicaServerTest, CallsWaitForAHolderThenFailUnavailable) {
+  directory_.Set("");
+  replica_->SetServing(false);
+  TestClient via(NewChannel(replica_->address()), kToken);
+  EXPECT_EQ(via.Health(), "NOT_SERVING");
+  EXPECT_EQ(via.Health("gradnorm.v1.Process"), "SERVING");
+
+  // A holder appears while the call waits: it is forwarded then.
+  std::thread later([&] {
+    absl::SleepFor(absl::Milliseconds(300));
+    directory_.Set(coordinator_->address());
+    replica_->SetServing(true);
+  });
+  const absl::Time start = absl::Now();
+  grpc::Status registered = via.RegisterRun("w", Config(1));
+  later.join();
+  EXPECT_TRUE(registered.ok()) << registered.error_message();
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(250));
+  EXPECT_EQ(via.Health(), "SERVING");
+
+  // None appears: UNAVAILABLE at the deadline, naming why.
+  directory_.Set("");
+  std::thread expire([&] {
+    absl::SleepFor(absl::Milliseconds(300));
+    directory_.ExpireWaiters(absl::Now() + absl::Hours(1));
+  });
+  grpc::Status waited = via.Report("w", 0, 0, 1.0);
+  expire.join();
+  EXPECT_EQ(waited.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(waited.error_message(),
+              HasSubstr("no coordinator holds the database"));
+}
+
+TEST_F(ReplicaServerTest, AGoneHolderIsUnavailableAndForgotten) {
+  TestClient via(NewChannel(replica_->address()), kToken);
+  ASSERT_TRUE(via.RegisterRun("g", Config(1)).ok());
+  ASSERT_TRUE(coordinator_->Shutdown().ok());
+  grpc::Status status = via.Report("g", 0, 0, 1.0);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_GE(directory_.forgotten(), 1);
+}
+
+}  // namespace
+}  // namespace server
+}  // namespace gradnorm
