@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -31,7 +32,9 @@
 #include "server/rpc/coordinator_server.h"
 #include "server/rpc/health_port.h"
 #include "server/rpc/protobuf_log.h"
+#include "server/rpc/replica_server.h"
 #include "server/store/postgres_dsn.h"
+#include "server/store/postgres_leader_directory.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "host:port to serve gRPC on; port 0 picks a free port");
@@ -47,6 +50,20 @@ ABSL_FLAG(bool, postgres_standby, false,
           "With --store=postgres: while another coordinator holds the "
           "database, wait (not listening) and take over when it is gone, "
           "instead of exiting");
+ABSL_FLAG(bool, replica, false,
+          "With --store=postgres: one of several coordinators sharing the "
+          "database, each serving clients on --listen. The one holding the "
+          "database computes every round, on --peer_listen; the others "
+          "forward their calls to it, and one of them takes over when it "
+          "goes");
+ABSL_FLAG(std::string, peer_listen, "0.0.0.0:50053",
+          "With --replica: host:port where this coordinator, while it holds "
+          "the database, serves the calls the replicas forward (port 0 "
+          "picks one)");
+ABSL_FLAG(std::string, advertise_host, "",
+          "With --replica: the host other replicas reach --peer_listen at "
+          "(e.g. the pod IP); empty: --peer_listen's host, unless it is a "
+          "wildcard");
 ABSL_FLAG(std::string, postgres_dsn_file, "",
           "File holding the PostgreSQL connection string (--store=postgres), "
           "e.g. a mounted Kubernetes Secret");
@@ -146,6 +163,13 @@ int main(int argc, char** argv) {
                      ": a standby waits for a PostgreSQL database; expected "
                      "--store=postgres")));
   }
+  const bool replica = absl::GetFlag(FLAGS_replica);
+  if (replica && store != "postgres") {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--replica with --store=", store,
+                     ": replicas share a PostgreSQL database; expected "
+                     "--store=postgres")));
+  }
   if (store == "sqlite") {
     options.store = StoreKind::kSqlite;
   } else if (store == "memory") {
@@ -157,7 +181,7 @@ int main(int argc, char** argv) {
         absl::GetFlag(FLAGS_postgres_dsn_file));
     if (!dsn.ok()) return Fail(dsn.status());
     options.postgres_dsn = *dsn;
-    options.postgres_standby = absl::GetFlag(FLAGS_postgres_standby);
+    options.postgres_standby = absl::GetFlag(FLAGS_postgres_standby) || replica;
   } else {
     return Fail(absl::InvalidArgumentError(absl::StrCat(
         "--store=", store, ", expected sqlite, postgres or memory")));
@@ -209,6 +233,65 @@ int main(int argc, char** argv) {
     options.health_listen.clear();
   }
 
+  // --replica: the public port forwards every call to the coordinator that
+  // holds the database, wherever it runs; this process's own server, once it
+  // holds the database, serves on --peer_listen and advertises itself there.
+  std::unique_ptr<gradnorm::server::PostgresLeaderDirectory> directory;
+  std::unique_ptr<gradnorm::server::ReplicaServer> replica_server;
+  std::atomic<gradnorm::server::ReplicaServer*> serving_replica{nullptr};
+  if (replica) {
+    if (!options.tls.cert.empty() || !options.tls.client_ca.empty()) {
+      return Fail(absl::InvalidArgumentError(
+          "--replica with --tls_cert or --tls_client_ca: replicas forward "
+          "calls to each other in plaintext (TLS between replicas is not "
+          "built); expected no TLS flags, with TLS ended in front of the "
+          "replicas if clients need it"));
+    }
+    const std::string peer_listen = absl::GetFlag(FLAGS_peer_listen);
+    std::string host = absl::GetFlag(FLAGS_advertise_host);
+    if (host.empty()) {
+      const size_t colon = peer_listen.rfind(':');
+      host = colon == std::string::npos ? "" : peer_listen.substr(0, colon);
+      if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") {
+        return Fail(absl::InvalidArgumentError(absl::StrCat(
+            "--replica with --peer_listen=", peer_listen,
+            ", a wildcard address: expected --advertise_host, the address "
+            "other replicas reach this one at (e.g. the pod IP)")));
+      }
+    }
+    options.advertise_host = host;
+    gradnorm::server::PostgresLeaderDirectoryOptions directory_options;
+    directory_options.dsn = options.postgres_dsn;
+    directory_options.on_known = [&serving_replica](bool known) {
+      gradnorm::server::ReplicaServer* server = serving_replica.load();
+      if (server != nullptr) server->SetServing(known);
+    };
+    directory = std::make_unique<gradnorm::server::PostgresLeaderDirectory>(
+        directory_options);
+    gradnorm::server::ReplicaServerOptions replica_options;
+    replica_options.listen = options.listen;
+    replica_options.directory = directory.get();
+    replica_options.max_message_bytes = options.max_message_bytes;
+    replica_options.health = options.health;
+    absl::StatusOr<std::unique_ptr<gradnorm::server::ReplicaServer>> started =
+        gradnorm::server::ReplicaServer::Start(replica_options);
+    if (!started.ok()) return Fail(started.status());
+    replica_server = *std::move(started);
+    serving_replica.store(replica_server.get());
+    replica_server->SetServing(directory->Known());
+    // The replica port's health is the process's; its own server listens
+    // on the peer port only.
+    options.health = nullptr;
+    options.listen = peer_listen;
+  }
+  // Stops taking calls on the replica port, letting forwarded ones finish.
+  auto stop_replica = [&] {
+    if (replica_server == nullptr) return;
+    replica_server->Shutdown(options.shutdown_grace);
+    serving_replica.store(nullptr);
+    directory.reset();
+  };
+
   // A store that fails under a committing round (its database went away)
   // ends the aggregator's service for good; the server is then shut down and
   // created again, here, once the database is back: SIGUSR2 to the sigwait
@@ -235,6 +318,19 @@ int main(int argc, char** argv) {
     }
     return absl::OkStatus();
   };
+
+  if (replica_server != nullptr) {
+    absl::Status written = write_port(
+        "port_file", absl::GetFlag(FLAGS_port_file), replica_server->port());
+    if (!written.ok()) return Fail(written);
+    log.Log(gradnorm::server::LogLevel::kInfo, "replica",
+            {{"version", GRADNORM_VERSION},
+             {"listen", replica_server->address()},
+             {"peer_listen", options.listen},
+             {"advertise_host", options.advertise_host}});
+    std::printf("listening on %s\n", replica_server->address().c_str());
+    std::fflush(stdout);
+  }
 
   for (bool restarted = false;; restarted = true) {
     absl::StatusOr<std::unique_ptr<gradnorm::server::CoordinatorServer>>
@@ -280,6 +376,7 @@ int main(int argc, char** argv) {
         sigwait(&waited, &signal_number);
       } while (signal_number == SIGUSR2);  // a failure already handled
       if (signal_number != SIGUSR1) {
+        stop_replica();
         log.Log(gradnorm::server::LogLevel::kInfo, "shutdown",
                 {{"signal", absl::StrCat(signal_number)},
                  {"status", "stopped while waiting for the database"}});
@@ -294,16 +391,25 @@ int main(int argc, char** argv) {
     absl::Status written =
         write_port("http_port_file", absl::GetFlag(FLAGS_http_port_file),
                    (*server)->http_port());
-    written.Update(write_port("port_file", absl::GetFlag(FLAGS_port_file),
-                              (*server)->port()));
+    if (replica_server == nullptr) {
+      written.Update(write_port("port_file", absl::GetFlag(FLAGS_port_file),
+                                (*server)->port()));
+    }
     if (!written.ok()) return Fail(written);
     log.Log(gradnorm::server::LogLevel::kInfo, "start",
             {{"version", GRADNORM_VERSION},
              {"listen", (*server)->address()},
              {"store", store},
+             {"role", replica_server != nullptr ? "replica holding the database"
+                                                : "coordinator"},
              {"db", store == "sqlite" ? options.db_path : ""},
              {"runs", absl::StrCat((*server)->aggregator()->Stats().runs)}});
-    std::printf("listening on %s\n", (*server)->address().c_str());
+    if (replica_server == nullptr) {
+      std::printf("listening on %s\n", (*server)->address().c_str());
+    } else {
+      std::printf("holding the database; serving the replicas on %s\n",
+                  (*server)->address().c_str());
+    }
     if ((*server)->http_port() != 0) {
       std::printf("dashboard and HTTP API on port %d\n",
                   (*server)->http_port());
@@ -329,6 +435,7 @@ int main(int argc, char** argv) {
     }
     std::printf("coordinator: signal %d, shutting down\n", signal_number);
     std::fflush(stdout);
+    stop_replica();
     absl::Status status = (*server)->Shutdown();
     server->reset();
     log.Log(status.ok() ? gradnorm::server::LogLevel::kInfo

@@ -37,6 +37,7 @@
 #include "server/store/postgres_connection.h"
 #include "tests/demo/coordinator_replicas.h"
 #include "tests/local_coordinator.h"
+#include "tests/postgres_jobs.h"
 
 namespace gradnorm {
 namespace {
@@ -62,10 +63,6 @@ bool WaitUntilListening(int port) {
     if (connected) return true;
   }
   return false;
-}
-
-double Partial(int participant, int step) {
-  return 1.0 + participant + 0.5 * step;
 }
 
 TEST(CoordinatorPostgresTest, RoundsLiveInPostgresAndSurviveAKill) {
@@ -283,165 +280,6 @@ TEST(CoordinatorPostgresTest, AStandbyTakesOverAndClientsFailOver) {
   EXPECT_TRUE(code.ok() && *code == 0);
 }
 
-// A run's jobs: each a thread with its own CoordinatorClient, reporting
-// Partial(p, step) for steps 0, 1, ... (one every `pace`) while
-// keep_going(step); `meanwhile` runs on the calling thread as they train.
-// *reached is the highest step any job has come to.
-struct JobLog {
-  std::vector<std::string> results;  // each step's RoundResult, serialized
-  std::string error;                 // the error that stopped the job
-  absl::Duration longest;            // its longest wait for one answer
-};
-std::vector<JobLog> TrainJobs(const CoordinatorClientOptions& options,
-                              const std::string& run_id, int jobs,
-                              absl::Duration pace,
-                              const std::function<bool(int64_t)>& keep_going,
-                              const std::function<void()>& meanwhile,
-                              std::atomic<int64_t>* reached) {
-  std::vector<JobLog> logs(jobs);
-  std::vector<std::thread> threads;
-  for (int p = 0; p < jobs; ++p) {
-    threads.emplace_back([&, p] {
-      JobLog& log = logs[p];
-      absl::StatusOr<std::unique_ptr<CoordinatorClient>> client =
-          CoordinatorClient::Create(options);
-      if (!client.ok()) {
-        log.error = client.status().ToString();
-        return;
-      }
-      for (int64_t step = 0;; ++step) {
-        int64_t seen = reached->load();
-        while (seen < step && !reached->compare_exchange_weak(seen, step)) {
-        }
-        if (!keep_going(step)) break;
-        absl::SleepFor(pace);
-        v1::ReportRequest request;
-        request.set_run_id(run_id);
-        request.set_step(step);
-        request.set_participant(p);
-        request.set_partial(Partial(p, step));
-        const absl::Time sent = absl::Now();
-        absl::StatusOr<v1::RoundResult> result =
-            (*client)->Report(request, sent + absl::Seconds(60));
-        log.longest = std::max(log.longest, absl::Now() - sent);
-        if (!result.ok()) {
-          log.error =
-              absl::StrCat("step ", step, ": ", result.status().ToString());
-          return;
-        }
-        log.results.push_back(result->SerializeAsString());
-      }
-    });
-  }
-  meanwhile();
-  for (std::thread& t : threads) t.join();
-  return logs;
-}
-
-// Registers `run_id` (participants `jobs`, reports of doubles) through
-// `options`' target.
-absl::Status RegisterInexactRun(const CoordinatorClientOptions& options,
-                                const std::string& run_id, int jobs) {
-  absl::StatusOr<std::unique_ptr<CoordinatorClient>> admin =
-      CoordinatorClient::Create(options);
-  if (!admin.ok()) return admin.status();
-  v1::RunConfig config;
-  config.set_participants(jobs);
-  config.set_max_norm(6.0);
-  config.set_inexact(true);  // doubles are reported
-  return (*admin)
-      ->RegisterRun(run_id, config, absl::Now() + absl::Seconds(30))
-      .status();
-}
-
-// Every job ran `steps` steps without an error and got the same results, each
-// the exact total; the database holds each round once, finalized in step
-// order, with the jobs' total and action.
-void ExpectEveryRoundOnceAndAgreed(const std::string& dsn,
-                                   const std::string& run_id,
-                                   const std::vector<JobLog>& logs,
-                                   int64_t steps) {
-  for (size_t p = 0; p < logs.size(); ++p) {
-    EXPECT_EQ(logs[p].error, "") << "job " << p;
-    ASSERT_EQ(logs[p].results.size(), static_cast<size_t>(steps)) << p;
-    EXPECT_EQ(logs[p].results, logs[0].results) << "job " << p;
-  }
-  absl::StatusOr<std::unique_ptr<server::PgConnection>> db =
-      server::PgConnection::Connect(dsn);
-  ASSERT_TRUE(db.ok()) << db.status();
-  absl::StatusOr<server::PgResult> rows = (*db)->Exec(
-      "SELECT step, total_norm, action, sequence FROM rounds "
-      "WHERE run_id = $1 ORDER BY step",
-      {server::PgParam::Text(run_id)});
-  ASSERT_TRUE(rows.ok()) << rows.status();
-  ASSERT_EQ(rows->rows(), steps);
-  for (int64_t step = 0; step < steps; ++step) {
-    SCOPED_TRACE(testing::Message() << "step " << step);
-    v1::RoundResult result;
-    ASSERT_TRUE(result.ParseFromString(logs[0].results[step]));
-    double sum = 0;
-    for (size_t p = 0; p < logs.size(); ++p) sum += Partial(p, step);
-    EXPECT_EQ(result.step(), static_cast<uint64_t>(step));
-    EXPECT_EQ(result.total_norm(), std::sqrt(sum));
-    EXPECT_EQ(rows->Int64(step, 0), step);
-    EXPECT_EQ(rows->Float64(step, 1), result.total_norm());
-    EXPECT_EQ(rows->Int32(step, 2), static_cast<int32_t>(result.action()));
-    // Finalized once each, in step order (the jobs wait for each round).
-    EXPECT_EQ(rows->Int64(step, 3), step + 1);
-  }
-}
-
-// How many of the coordinators' health ports answer `status` for `service`.
-int HealthCount(demo::CoordinatorReplicas& replicas, const std::string& service,
-                const std::string& status) {
-  int count = 0;
-  for (int i = 0; i < replicas.count(); ++i) {
-    TestClient probe(
-        NewChannel(absl::StrCat("127.0.0.1:", replicas.health_port(i))));
-    count += probe.Health(service) == status;
-  }
-  return count;
-}
-int NotServing(demo::CoordinatorReplicas& replicas) {
-  return HealthCount(replicas, "", "NOT_SERVING");
-}
-int Alive(demo::CoordinatorReplicas& replicas) {
-  return HealthCount(replicas, "gradnorm.v1.Process", "SERVING");
-}
-
-CoordinatorClientOptions FastRetries(const std::string& target) {
-  CoordinatorClientOptions options;
-  options.target = target;
-  options.initial_backoff = absl::Milliseconds(20);
-  options.max_backoff = absl::Milliseconds(300);
-  return options;
-}
-
-// A PostgreSQL, `count` coordinators on it (demo::CoordinatorReplicas: each
-// a --postgres_standby) and a registered run of `jobs` participants.
-struct SharedDatabase {
-  std::unique_ptr<server::LocalPostgres> postgres;
-  std::string dsn;
-  std::unique_ptr<demo::CoordinatorReplicas> replicas;
-
-  static absl::StatusOr<SharedDatabase> Start(const std::string& name,
-                                              int count,
-                                              const std::string& run_id,
-                                              int jobs) {
-    SharedDatabase shared;
-    ASSIGN_OR_RETURN(shared.postgres, server::LocalPostgres::Start());
-    ASSIGN_OR_RETURN(shared.dsn, shared.postgres->CreateDatabase("gradnorm"));
-    ASSIGN_OR_RETURN(const std::string dir, MakeScratchDir(name));
-    ASSIGN_OR_RETURN(shared.replicas,
-                     demo::CoordinatorReplicas::Start(
-                         BazelBinOfThisBinary() + "/server/coordinator", dir,
-                         shared.dsn, count, {}));
-    RETURN_IF_ERROR(RegisterInexactRun(FastRetries(shared.replicas->target()),
-                                       run_id, jobs));
-    return shared;
-  }
-};
-
 // Three coordinators on one database, each a --postgres_standby: whichever
 // holds the database serves, the others wait. Eight jobs train while a random
 // coordinator (serving or standing by) is killed with SIGKILL every 0.2-0.6 s
@@ -468,7 +306,7 @@ TEST(CoordinatorPostgresTest, JobsFinishWhileRandomCoordinatorsAreKilled) {
   int serving_kills = 0;
   absl::Status killing;
   const std::vector<JobLog> logs = TrainJobs(
-      options, "chaos-run", kJobs, absl::ZeroDuration(),
+      [&](int) { return options; }, "chaos-run", kJobs, absl::ZeroDuration(),
       [&](int64_t step) {
         const int64_t last = last_step.load();
         return last < 0 || step <= last;
@@ -523,30 +361,30 @@ TEST(CoordinatorPostgresTest, JobsFinishAcrossADatabaseRestart) {
   int not_serving_while_down = 0;
   int alive_while_down = 0;
   absl::Status restarted;
-  const std::vector<JobLog> logs = TrainJobs(
-      options, "db-restart", kJobs,
-      absl::Milliseconds(5),  // so that the restart falls mid-run
-      [&](int64_t step) { return step < kRunSteps; },
-      [&] {
-        for (const absl::Time until = absl::Now() + absl::Seconds(30);
-             reached.load() < kRunSteps / 4 && absl::Now() < until;) {
-          absl::SleepFor(absl::Milliseconds(5));
-        }
-        restarted = pg->Stop();
-        stopped_at = reached.load();
-        // While the database is gone, neither coordinator serves: each
-        // health port answers NOT_SERVING (once the one serving has failed
-        // to commit a round), and the process stays up.
-        for (const absl::Time until = absl::Now() + absl::Seconds(1);
-             absl::Now() < until && NotServing(*replicas) < 2;) {
-          absl::SleepFor(absl::Milliseconds(20));
-        }
-        not_serving_while_down = NotServing(*replicas);
-        alive_while_down = Alive(*replicas);
-        absl::SleepFor(absl::Milliseconds(1500));
-        restarted.Update(pg->Restart());
-      },
-      &reached);
+  const std::vector<JobLog> logs =
+      TrainJobs([&](int) { return options; }, "db-restart", kJobs,
+                absl::Milliseconds(5),  // so that the restart falls mid-run
+                [&](int64_t step) { return step < kRunSteps; },
+                [&] {
+                  for (const absl::Time until = absl::Now() + absl::Seconds(30);
+                       reached.load() < kRunSteps / 4 && absl::Now() < until;) {
+                    absl::SleepFor(absl::Milliseconds(5));
+                  }
+                  restarted = pg->Stop();
+                  stopped_at = reached.load();
+                  // While the database is gone, neither coordinator serves:
+                  // each health port answers NOT_SERVING (once the one serving
+                  // has failed to commit a round), and the process stays up.
+                  for (const absl::Time until = absl::Now() + absl::Seconds(1);
+                       absl::Now() < until && NotServing(*replicas) < 2;) {
+                    absl::SleepFor(absl::Milliseconds(20));
+                  }
+                  not_serving_while_down = NotServing(*replicas);
+                  alive_while_down = Alive(*replicas);
+                  absl::SleepFor(absl::Milliseconds(1500));
+                  restarted.Update(pg->Restart());
+                },
+                &reached);
   ASSERT_TRUE(restarted.ok()) << restarted;
   EXPECT_EQ(not_serving_while_down, 2);
   EXPECT_EQ(alive_while_down, 2);

@@ -19,7 +19,9 @@ namespace server {
 // call keeps two holds: one while writes may still be started (released when
 // the client half-closes or a write fails), one while reads may (released
 // when the holder's stream ends or the client's side breaks); so no
-// operation is ever started after its OnDone.
+// operation is ever started after its OnDone. When the holder's stream ends
+// first (it died, or ended the call), both holds go at once: a client that
+// keeps its stream open (ReportStream) gets the holder's status.
 class ForwardedCall final : public grpc::ServerGenericBidiReactor {
  public:
   ForwardedCall(ForwardingService* service,
@@ -141,8 +143,11 @@ class ForwardedCall final : public grpc::ServerGenericBidiReactor {
           down_writing_ = true;
           StartWrite(&to_down_);
         } else {
-          // The holder's stream ended: its status follows in kUpDone.
+          // The holder's stream ended: its status follows in kUpDone, once
+          // both holds are gone. Nothing more is written to it: what the
+          // client still sends is dropped, and the client gets that status.
           ReleaseReadHold();
+          ReleaseWriteHold();
         }
         break;
       case Kind::kDownWritten:

@@ -199,6 +199,31 @@ TEST_F(ReplicaServerTest, CallsWaitForAHolderThenFailUnavailable) {
               HasSubstr("no coordinator holds the database"));
 }
 
+TEST_F(ReplicaServerTest, AStreamKeptOpenEndsWhenTheHolderGoes) {
+  TestClient via(NewChannel(replica_->address()), kToken);
+  ASSERT_TRUE(via.RegisterRun("k", Config(1)).ok());
+  auto stub = v1::Coordinator::NewStub(NewChannel(replica_->address()));
+  grpc::ClientContext context;
+  context.AddMetadata("authorization", absl::StrCat("Bearer ", kToken));
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  auto stream = stub->ReportStream(&context);
+  v1::ReportStreamRequest request;
+  request.mutable_report()->set_run_id("k");
+  request.mutable_report()->set_partial(4);
+  ASSERT_TRUE(stream->Write(request));
+  v1::ReportStreamResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  // The client keeps its stream open (it never half-closes); the holder
+  // goes: the stream ends with UNAVAILABLE, and does not hang.
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(coordinator_->Shutdown().ok());
+  EXPECT_FALSE(stream->Read(&response));
+  grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << status.error_message();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+}
+
 TEST_F(ReplicaServerTest, AGoneHolderIsUnavailableAndForgotten) {
   TestClient via(NewChannel(replica_->address()), kToken);
   ASSERT_TRUE(via.RegisterRun("g", Config(1)).ok());

@@ -29,7 +29,7 @@ int PortIn(const std::string& file) {
 
 absl::StatusOr<std::unique_ptr<CoordinatorReplicas>> CoordinatorReplicas::Start(
     const std::string& binary, const std::string& dir, const std::string& dsn,
-    int count, const std::vector<std::string>& extra_flags) {
+    int count, const std::vector<std::string>& extra_flags, Role role) {
   if (count < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("replicas ", count, ": expected at least 1"));
@@ -39,6 +39,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorReplicas>> CoordinatorReplicas::Start(
   r->dir_ = dir;
   r->dsn_ = dsn;
   r->extra_flags_ = extra_flags;
+  r->role_ = role;
   r->target_ = "ipv4:";
   absl::MutexLock lock(&r->mu_);
   r->replicas_.resize(count);
@@ -49,12 +50,18 @@ absl::StatusOr<std::unique_ptr<CoordinatorReplicas>> CoordinatorReplicas::Start(
     replica.port_file = absl::StrCat(dir, "/coordinator", i, ".port");
     replica.http_port_file = absl::StrCat(dir, "/coordinator", i, ".http.port");
     absl::StrAppend(&r->target_, i == 0 ? "" : ",", "127.0.0.1:", replica.port);
+    r->ports_.push_back(replica.port);
     if (absl::Status s = r->StartOne(i); !s.ok()) return s;
   }
   for (const absl::Time until = absl::Now() + absl::Seconds(20);
        absl::Now() < until; absl::SleepFor(absl::Milliseconds(20))) {
     for (const Replica& replica : r->replicas_) {
-      if (PortIn(replica.port_file) != 0) return r;
+      // kReplicas: every replica writes its port at once; wait for the
+      // one holding the database too.
+      if (PortIn(role == Role::kStandbys ? replica.port_file
+                                         : replica.http_port_file) != 0) {
+        return r;
+      }
     }
   }
   std::string logs;
@@ -83,11 +90,19 @@ absl::Status CoordinatorReplicas::StartOne(int i) {
       binary_,
       "--store=postgres",
       "--postgres_dsn=" + dsn_,
-      "--postgres_standby",
       absl::StrCat("--listen=127.0.0.1:", replica.port),
       absl::StrCat("--health_listen=127.0.0.1:", replica.health_port),
       "--port_file=" + replica.port_file,
       "--http_port_file=" + replica.http_port_file};
+  if (role_ == Role::kStandbys) {
+    argv.push_back("--postgres_standby");
+  } else {
+    // The one holding the database writes its HTTP port: Serving() finds it
+    // by that.
+    argv.push_back("--replica");
+    argv.push_back("--peer_listen=127.0.0.1:0");
+    argv.push_back("--http_listen=127.0.0.1:0");
+  }
   argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());
   absl::StatusOr<std::unique_ptr<ChildProcess>> process = ChildProcess::Start(
       argv,
@@ -104,7 +119,9 @@ absl::StatusOr<bool> CoordinatorReplicas::KillAndRestart(int i) {
         absl::StrCat("coordinator ", i, " of ", replicas_.size()));
   }
   Replica& replica = replicas_[i];
-  const bool serving = PortIn(replica.port_file) != 0;
+  const bool serving =
+      PortIn(role_ == Role::kStandbys ? replica.port_file
+                                      : replica.http_port_file) != 0;
   replica.process->Kill();
   if (absl::Status s = StartOne(i); !s.ok()) return s;
   return serving;
@@ -113,9 +130,22 @@ absl::StatusOr<bool> CoordinatorReplicas::KillAndRestart(int i) {
 int CoordinatorReplicas::Serving() {
   absl::MutexLock lock(&mu_);
   for (size_t i = 0; i < replicas_.size(); ++i) {
-    if (PortIn(replicas_[i].port_file) != 0) return static_cast<int>(i);
+    if (PortIn(role_ == Role::kStandbys ? replicas_[i].port_file
+                                        : replicas_[i].http_port_file) != 0) {
+      return static_cast<int>(i);
+    }
   }
   return -1;
+}
+
+std::string CoordinatorReplicas::target(int first) const {
+  std::string target = "ipv4:";
+  const int n = static_cast<int>(ports_.size());
+  for (int k = 0; k < n; ++k) {
+    absl::StrAppend(&target, k == 0 ? "" : ",",
+                    "127.0.0.1:", ports_[((first + k) % n + n) % n]);
+  }
+  return target;
 }
 
 int CoordinatorReplicas::ServingHttpPort() {

@@ -1,8 +1,13 @@
 // Several coordinator processes on one PostgreSQL database, for the demo and
-// the tests (//tests:coordinator_postgres_test): each
-// runs with --postgres_standby, so the one holding the database serves and the
-// others wait to take over; clients list every address in one gRPC target.
-// KillAndRestart() SIGKILLs one and starts it again at once (as a standby).
+// the tests (//tests:coordinator_postgres_test, coordinator_replicas_test),
+// in one of two roles:
+//   - kStandbys: each runs with --postgres_standby, so the one holding the
+//     database serves and the others wait to take over;
+//   - kReplicas: each runs with --replica and serves clients, forwarding
+//     their calls to the one holding the database (on its peer port).
+// Clients list every address in one gRPC target (target(), or target(i) to
+// prefer replica i). KillAndRestart() SIGKILLs one and starts it again at
+// once.
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorReplicas> replicas,
 //                    CoordinatorReplicas::Start(binary, dir, dsn, 3, flags));
@@ -30,23 +35,30 @@ namespace demo {
 
 class CoordinatorReplicas {
  public:
+  enum class Role { kStandbys, kReplicas };
+
   // Starts `count` coordinators (binary, --store=postgres with `dsn`,
   // --postgres_standby, each on a loopback port of its own, logs and port
   // files in `dir`, plus `extra_flags`) and waits (20 s at most) until one
   // serves. UNAVAILABLE, with the logs' tails, when none does.
   static absl::StatusOr<std::unique_ptr<CoordinatorReplicas>> Start(
       const std::string& binary, const std::string& dir, const std::string& dsn,
-      int count, const std::vector<std::string>& extra_flags);
+      int count, const std::vector<std::string>& extra_flags,
+      Role role = Role::kStandbys);
   ~CoordinatorReplicas();
 
   // One gRPC target naming every coordinator: "ipv4:127.0.0.1:P1,...".
   const std::string& target() const { return target_; }
+  // The same addresses, coordinator `first` first (pick_first tries them in
+  // order): a client that prefers that replica and fails over to the next.
+  std::string target(int first) const;
   int count() const { return static_cast<int>(replicas_.size()); }
 
   // SIGKILLs coordinator `i` and starts it again; whether it was the one
   // serving.
   absl::StatusOr<bool> KillAndRestart(int i);
-  // The coordinator serving now (-1: none at this moment).
+  // The coordinator serving now (kReplicas: the one holding the database;
+  // -1: none at this moment).
   int Serving();
   // The HTTP port of the coordinator serving now (0: none).
   int ServingHttpPort();
@@ -75,7 +87,9 @@ class CoordinatorReplicas {
   std::string dir_;
   std::string dsn_;
   std::vector<std::string> extra_flags_;
+  Role role_ = Role::kStandbys;
   std::string target_;
+  std::vector<int> ports_;
   absl::Mutex mu_;
   std::vector<Replica> replicas_ ABSL_GUARDED_BY(mu_);
 };
