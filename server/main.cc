@@ -64,6 +64,15 @@ ABSL_FLAG(std::string, advertise_host, "",
           "With --replica: the host other replicas reach --peer_listen at "
           "(e.g. the pod IP); empty: --peer_listen's host, unless it is a "
           "wildcard");
+ABSL_FLAG(std::string, peer_tls_ca, "",
+          "With --replica and --tls_cert: PEM CA of the coordinators' "
+          "certificate, which replicas check when they forward to each "
+          "other (with --tls_client_ca they present --tls_cert as their "
+          "client certificate, so it must allow client authentication)");
+ABSL_FLAG(std::string, peer_tls_server_name, "",
+          "With --replica and --tls_cert: the name the coordinators' "
+          "certificate is checked against when replicas forward to each "
+          "other (they connect to IPs); empty: the advertised host");
 ABSL_FLAG(std::string, postgres_dsn_file, "",
           "File holding the PostgreSQL connection string (--store=postgres), "
           "e.g. a mounted Kubernetes Secret");
@@ -240,13 +249,10 @@ int main(int argc, char** argv) {
   std::unique_ptr<gradnorm::server::ReplicaServer> replica_server;
   std::atomic<gradnorm::server::ReplicaServer*> serving_replica{nullptr};
   if (replica) {
-    if (!options.tls.cert.empty() || !options.tls.client_ca.empty()) {
-      return Fail(absl::InvalidArgumentError(
-          "--replica with --tls_cert or --tls_client_ca: replicas forward "
-          "calls to each other in plaintext (TLS between replicas is not "
-          "built); expected no TLS flags, with TLS ended in front of the "
-          "replicas if clients need it"));
-    }
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> peer =
+        gradnorm::server::PeerCredentials(options.tls,
+                                          absl::GetFlag(FLAGS_peer_tls_ca));
+    if (!peer.ok()) return Fail(peer.status());
     const std::string peer_listen = absl::GetFlag(FLAGS_peer_listen);
     std::string host = absl::GetFlag(FLAGS_advertise_host);
     if (host.empty()) {
@@ -273,6 +279,10 @@ int main(int argc, char** argv) {
     replica_options.directory = directory.get();
     replica_options.max_message_bytes = options.max_message_bytes;
     replica_options.health = options.health;
+    replica_options.tls = options.tls;
+    replica_options.peer_credentials = *peer;
+    replica_options.peer_server_name =
+        absl::GetFlag(FLAGS_peer_tls_server_name);
     absl::StatusOr<std::unique_ptr<gradnorm::server::ReplicaServer>> started =
         gradnorm::server::ReplicaServer::Start(replica_options);
     if (!started.ok()) return Fail(started.status());

@@ -414,6 +414,18 @@ TEST(CoordinatorPostgresTest, PostgresFlagsThatCannotWorkAreRefused) {
        "--postgres_standby with --store=sqlite: a standby waits for a "
        "PostgreSQL database; expected --store=postgres"},
       {{"--store=postgres"}, "--store=postgres needs --postgres_dsn"},
+      {{"--replica"},
+       "--replica with --store=sqlite: replicas share a PostgreSQL "
+       "database; expected --store=postgres"},
+      {{"--store=postgres", "--postgres_dsn=host=/nonexistent", "--replica",
+        "--peer_listen=0.0.0.0:0"},
+       "--replica with --peer_listen=0.0.0.0:0, a wildcard address: expected "
+       "--advertise_host"},
+      {{"--store=postgres", "--postgres_dsn=host=/nonexistent", "--replica",
+        "--peer_listen=127.0.0.1:0", "--tls_cert=/nonexistent.crt",
+        "--tls_key=/nonexistent.key"},
+       "replicas serving TLS reach each other over TLS: expected the PEM CA "
+       "of the coordinators' certificate (--peer_tls_ca)"},
   };
   for (const Case& c : cases) {
     std::vector<std::string> argv = {binary, "--listen=127.0.0.1:0"};

@@ -274,9 +274,15 @@ std::shared_ptr<ForwardingService::Upstream> ForwardingService::UpstreamFor(
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10 * 1000);
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    if (!options_.server_name.empty()) {
+      args.SetSslTargetNameOverride(options_.server_name);
+    }
     upstream = std::make_shared<Upstream>();
     upstream->channel = grpc::CreateCustomChannel(
-        address, grpc::InsecureChannelCredentials(), args);
+        address,
+        options_.credentials != nullptr ? options_.credentials
+                                        : grpc::InsecureChannelCredentials(),
+        args);
     upstream->stub = std::make_unique<grpc::GenericStub>(upstream->channel);
   }
   return upstream;

@@ -43,6 +43,13 @@ struct ForwardingOptions {
   LeaderDirectory* directory = nullptr;
   // How long a call waits for a holder when none is known.
   absl::Duration max_wait = absl::Seconds(10);
+  // How to reach the holder: plaintext when null; TLS credentials when the
+  // coordinators serve TLS (with this replica's certificate when they
+  // require client certificates).
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // The name the holder's certificate is checked against (the addresses
+  // are IPs); empty: the address's host.
+  std::string server_name;
 };
 
 class ForwardingService final : public grpc::CallbackGenericService {

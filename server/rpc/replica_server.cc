@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "server/rpc/server_settings.h"
 
 namespace gradnorm {
@@ -22,12 +23,16 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(
   }
   std::unique_ptr<ReplicaServer> server(new ReplicaServer());
   server->options_ = options;
-  server->forwarding_ = std::make_unique<ForwardingService>(ForwardingOptions{
-      .directory = options.directory, .max_wait = options.max_wait});
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                   MakeServerCredentials(options.tls));
+  server->forwarding_ = std::make_unique<ForwardingService>(
+      ForwardingOptions{.directory = options.directory,
+                        .max_wait = options.max_wait,
+                        .credentials = options.peer_credentials,
+                        .server_name = options.peer_server_name});
   grpc::ServerBuilder builder;
   ApplyServerSettings(builder, options.max_message_bytes);
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
-                           &server->port_);
+  builder.AddListeningPort(options.listen, credentials, &server->port_);
   // Health is answered here; every other method is forwarded.
   builder.RegisterService(&server->health_);
   builder.RegisterCallbackGenericService(server->forwarding_.get());
@@ -41,6 +46,23 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(
       absl::StrCat(options.listen.substr(0, colon), ":", server->port_);
   server->SetServing(options.directory->Known());
   return server;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> PeerCredentials(
+    const TlsFiles& tls, const std::string& peer_ca) {
+  if (tls.cert.empty()) return grpc::InsecureChannelCredentials();
+  if (peer_ca.empty()) {
+    return absl::InvalidArgumentError(
+        "replicas serving TLS reach each other over TLS: expected the PEM CA "
+        "of the coordinators' certificate (--peer_tls_ca)");
+  }
+  grpc::SslCredentialsOptions ssl;
+  ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPemFile(peer_ca, "--peer_tls_ca"));
+  if (!tls.client_ca.empty()) {
+    ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadPemFile(tls.cert, "--tls_cert"));
+    ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPemFile(tls.key, "--tls_key"));
+  }
+  return grpc::SslCredentials(ssl);
 }
 
 ReplicaServer::~ReplicaServer() { Shutdown(absl::ZeroDuration()); }

@@ -29,6 +29,7 @@
 #include "server/rpc/forwarding_service.h"
 #include "server/rpc/health_port.h"
 #include "server/rpc/health_service.h"
+#include "server/rpc/tls.h"
 #include "server/store/leader_directory.h"
 
 namespace gradnorm {
@@ -46,7 +47,20 @@ struct ReplicaServerOptions {
   // The binary's health-only port, whose status follows SetServing; not
   // owned; may be null.
   HealthPort* health = nullptr;
+  // The port's TLS (tls.h), as the coordinator's; all empty: plaintext.
+  TlsFiles tls;
+  // How forwarded calls reach the holder (ForwardingOptions).
+  std::shared_ptr<grpc::ChannelCredentials> peer_credentials;
+  std::string peer_server_name;
 };
+
+// The credentials a replica reaches the holder's peer port with: plaintext
+// when `tls` is empty; otherwise TLS trusting `peer_ca` (PEM file: the CA of
+// the coordinators' certificate), presenting tls.cert and tls.key as the
+// client certificate when tls.client_ca asks for one. INVALID_ARGUMENT when
+// TLS is on without a peer CA; NOT_FOUND for an unreadable file.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> PeerCredentials(
+    const TlsFiles& tls, const std::string& peer_ca);
 
 class ReplicaServer {
  public:

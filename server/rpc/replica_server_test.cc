@@ -6,6 +6,8 @@
 // it is gone.
 #include "server/rpc/replica_server.h"
 
+#include <sys/stat.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -19,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "server/rpc/coordinator_server.h"
 #include "server/rpc/coordinator_test_util.h"
+#include "server/rpc/test_certificates.h"
 #include "server/store/leader_directory.h"
 
 namespace gradnorm {
@@ -231,6 +234,67 @@ TEST_F(ReplicaServerTest, AGoneHolderIsUnavailableAndForgotten) {
   grpc::Status status = via.Report("g", 0, 0, 1.0);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_GE(directory_.forgotten(), 1);
+}
+
+// Mutual TLS on both ports: the replica checks the client's certificate and
+// reaches the holder over TLS with its own.
+TEST(ReplicaServerTlsTest, ForwardsOverMutualTls) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string dir = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/mtls");
+  mkdir(dir.c_str(), 0700);
+  ASSERT_TRUE(MakeTestCertificates(dir).ok());
+  TlsFiles tls{.cert = dir + "/server.crt",
+               .key = dir + "/server.key",
+               .client_ca = dir + "/ca.crt"};
+  CoordinatorServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.store = StoreKind::kMemory;
+  options.tokens_file = TokensFile();
+  options.tls = tls;
+  auto coordinator = CoordinatorServer::Create(options);
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  MemoryLeaderDirectory directory;
+  directory.Set((*coordinator)->address());
+
+  EXPECT_EQ(PeerCredentials(tls, "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto peer = PeerCredentials(tls, dir + "/ca.crt");
+  ASSERT_TRUE(peer.ok()) << peer.status();
+  ReplicaServerOptions replica_options;
+  replica_options.listen = "127.0.0.1:0";
+  replica_options.directory = &directory;
+  replica_options.tls = tls;
+  replica_options.peer_credentials = *peer;
+  auto replica = ReplicaServer::Start(replica_options);
+  ASSERT_TRUE(replica.ok()) << replica.status();
+
+  auto client_credentials = [&](bool with_certificate) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = *ReadPem(dir + "/ca.crt");
+    if (with_certificate) {
+      ssl.pem_cert_chain = *ReadPem(dir + "/client.crt");
+      ssl.pem_private_key = *ReadPem(dir + "/client.key");
+    }
+    return grpc::SslCredentials(ssl);
+  };
+  TestClient trainer(
+      NewChannel((*replica)->address(), client_credentials(true)), kToken);
+  v1::RunConfig config;
+  config.set_participants(1);
+  config.set_max_norm(4);
+  config.set_inexact(true);
+  grpc::Status registered = trainer.RegisterRun("tls", config);
+  ASSERT_TRUE(registered.ok()) << registered.error_message();
+  v1::RoundResult result;
+  grpc::Status reported = trainer.Report("tls", 0, 0, 9.0, &result);
+  ASSERT_TRUE(reported.ok()) << reported.error_message();
+  EXPECT_EQ(result.total_norm(), 3.0);
+
+  TestClient stranger(
+      NewChannel((*replica)->address(), client_credentials(false)), kToken);
+  EXPECT_EQ(
+      stranger.Report("tls", 1, 0, 9.0, nullptr, absl::Seconds(3)).error_code(),
+      grpc::StatusCode::UNAVAILABLE);
 }
 
 }  // namespace
