@@ -151,7 +151,12 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGUSR2);  // the store failed (see below)
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // SIGUSR1 (a wait for the database ended, see below) too: blocked in every
+  // thread, or one started before the wait (a replica's) would take it and
+  // end the process.
+  sigset_t blocked = signals;
+  sigaddset(&blocked, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
 
   using gradnorm::server::CoordinatorServerOptions;
   using gradnorm::server::StoreKind;
@@ -363,7 +368,6 @@ int main(int argc, char** argv) {
                                    : "the database"}});
       sigset_t waited = signals;
       sigaddset(&waited, SIGUSR1);
-      pthread_sigmask(SIG_BLOCK, &waited, nullptr);
       std::thread creator([&] {
         for (int attempt = 0;; ++attempt) {
           server = gradnorm::server::CoordinatorServer::Create(options);

@@ -5,13 +5,14 @@
 //
 // It starts the coordinator on loopback with SQLite in a fresh data directory
 // (or, with --store=postgres, a PostgreSQL there and --replicas coordinators
-// on it: one serving, the others standing by; with more than one, a random
-// coordinator is killed with SIGKILL and started again every --kill_every_ms
-// while the ranks train), registers the run, launches jobs x ranks trainer
-// processes (demo_rank) that share the synthetic model's gradients and clip
-// them through GradNormClipper, prints one line per step, queries the
-// coordinator's downsampled history and summary (with gradnormctl), stops the
-// coordinator with SIGTERM and checks:
+// on it, each a --replica serving clients and forwarding to the one holding
+// the database, job j's ranks preferring replica j; with more than one, a
+// random coordinator is killed with SIGKILL and started again every
+// --kill_every_ms while the ranks train), registers the run, launches jobs x
+// ranks trainer processes (demo_rank) that share the synthetic model's
+// gradients and clip them through GradNormClipper, prints one line per step,
+// queries the coordinator's downsampled history and summary (with gradnormctl),
+// stops the coordinator with SIGTERM and checks:
 //   - every rank of every job got the same result for every step;
 //   - every step's total equals the fp64 norm of the full gradient, computed
 //     here independently from the same generator;
@@ -95,10 +96,11 @@ ABSL_FLAG(std::string, store, "sqlite",
           "The coordinator's store: sqlite (a file in the data directory) or "
           "postgres (a PostgreSQL the demo starts in the data directory).");
 ABSL_FLAG(int, replicas, 1,
-          "With --store=postgres: coordinators on the database, one serving "
-          "and the others standing by to take over. With more than one, a "
-          "random coordinator is killed (SIGKILL) and started again every "
-          "--kill_every_ms while the ranks train.");
+          "With --store=postgres: coordinators on the database. With more "
+          "than one, each is a --replica (every one serves; the one holding "
+          "the database computes the rounds), job j's ranks prefer replica "
+          "j, and a random coordinator is killed (SIGKILL) and started again "
+          "every --kill_every_ms while the ranks train.");
 ABSL_FLAG(int, kill_every_ms, 700,
           "With --replicas > 1: milliseconds between kills.");
 ABSL_FLAG(bool, keep_running, false,
@@ -524,17 +526,21 @@ absl::Status Run() {
     ASSIGN_OR_RETURN(const std::string dsn,
                      postgres->CreateDatabase("gradnorm"));
     ASSIGN_OR_RETURN(
-        replicas, CoordinatorReplicas::Start(coordinator_bin, dir, dsn,
-                                             replica_count, coordinator_flags));
+        replicas,
+        CoordinatorReplicas::Start(
+            coordinator_bin, dir, dsn, replica_count, coordinator_flags,
+            replica_count > 1 ? CoordinatorReplicas::Role::kReplicas
+                              : CoordinatorReplicas::Role::kStandbys));
     target = replicas->target();
     if (replica_count == 1) {
       std::printf("coordinator: %s (PostgreSQL in %s)\n\n", target.c_str(),
                   dir.c_str());
     } else {
       std::printf(
-          "coordinators: %d on PostgreSQL (one serving, %d standing by), all "
-          "in one target: %s\n\n",
-          replica_count, replica_count - 1, target.c_str());
+          "coordinators: %d replicas on PostgreSQL, every one serving (the "
+          "one holding the database computes the rounds); job j's ranks "
+          "prefer replica j %% %d and fail over to the next: %s\n\n",
+          replica_count, replica_count, target.c_str());
     }
   } else {
     ASSIGN_OR_RETURN(
@@ -578,8 +584,11 @@ absl::Status Run() {
                  absl::StrCat("--seed=", absl::GetFlag(FLAGS_seed)),
                  absl::StrCat("--spike_step=", absl::GetFlag(FLAGS_spike_step)),
                  absl::StrCat("--nan_step=", absl::GetFlag(FLAGS_nan_step)),
-                 "--coordinator=" + target, "--run_id=" + run_id,
-                 "--token_file=" + tokens.trainer_file,
+                 "--coordinator=" +
+                     (replicas != nullptr && replicas->count() > 1
+                          ? replicas->target(job)
+                          : target),
+                 "--run_id=" + run_id, "--token_file=" + tokens.trainer_file,
                  "--rendezvous_dir=" + rendezvous,
                  "--output=" + name + ".steps"},
                 name + ".log"));
@@ -614,10 +623,9 @@ absl::Status Run() {
         }
         ++kills;
         serving_kills += *was_serving;
-        std::printf(
-            "  kill %d: coordinator %d (%s) SIGKILL, started again "
-            "as a standby\n",
-            kills, victim, *was_serving ? "serving" : "standing by");
+        std::printf("  kill %d: coordinator %d (%s) SIGKILL, started again\n",
+                    kills, victim,
+                    *was_serving ? "holding the database" : "forwarding");
         std::fflush(stdout);
       }
     });
@@ -657,7 +665,7 @@ absl::Status Run() {
   if (replicas != nullptr && replicas->count() > 1) {
     std::printf(
         "\n%d coordinators killed while the ranks trained (%d of them "
-        "serving); every rank finished every step\n\n",
+        "holding the database); every rank finished every step\n\n",
         kills, serving_kills);
   }
 
