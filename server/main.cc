@@ -33,6 +33,7 @@
 #include "server/rpc/health_port.h"
 #include "server/rpc/protobuf_log.h"
 #include "server/rpc/replica_server.h"
+#include "server/rpc/tcp_relay.h"
 #include "server/store/postgres_dsn.h"
 #include "server/store/postgres_leader_directory.h"
 
@@ -60,6 +61,11 @@ ABSL_FLAG(std::string, peer_listen, "0.0.0.0:50053",
           "With --replica: host:port where this coordinator, while it holds "
           "the database, serves the calls the replicas forward (port 0 "
           "picks one)");
+ABSL_FLAG(std::string, peer_http_listen, "",
+          "With --replica and --http_listen: host:port where this "
+          "coordinator, while it holds the database, serves HTTP to the "
+          "replicas, which relay their --http_listen connections there; "
+          "empty: --peer_listen's host, any port");
 ABSL_FLAG(std::string, advertise_host, "",
           "With --replica: the host other replicas reach --peer_listen at "
           "(e.g. the pod IP); empty: --peer_listen's host, unless it is a "
@@ -252,6 +258,7 @@ int main(int argc, char** argv) {
   // holds the database, serves on --peer_listen and advertises itself there.
   std::unique_ptr<gradnorm::server::PostgresLeaderDirectory> directory;
   std::unique_ptr<gradnorm::server::ReplicaServer> replica_server;
+  std::unique_ptr<gradnorm::server::TcpRelay> http_relay;
   std::atomic<gradnorm::server::ReplicaServer*> serving_replica{nullptr};
   if (replica) {
     absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> peer =
@@ -294,8 +301,24 @@ int main(int argc, char** argv) {
     replica_server = *std::move(started);
     serving_replica.store(replica_server.get());
     replica_server->SetServing(directory->Known());
+    // The HTTP port relays to the holder's, which this process serves on
+    // --peer_http_listen while it holds the database.
+    if (!options.http_listen.empty()) {
+      gradnorm::server::TcpRelayOptions relay_options;
+      relay_options.listen = options.http_listen;
+      relay_options.directory = directory.get();
+      absl::StatusOr<std::unique_ptr<gradnorm::server::TcpRelay>> relay =
+          gradnorm::server::TcpRelay::Start(relay_options);
+      if (!relay.ok()) return Fail(relay.status());
+      http_relay = *std::move(relay);
+      options.http_listen = absl::GetFlag(FLAGS_peer_http_listen);
+      if (options.http_listen.empty()) {
+        options.http_listen =
+            peer_listen.substr(0, peer_listen.rfind(':')) + ":0";
+      }
+    }
     // The replica port's health is the process's; its own server listens
-    // on the peer port only.
+    // on the peer ports only.
     options.health = nullptr;
     options.listen = peer_listen;
   }
@@ -303,6 +326,7 @@ int main(int argc, char** argv) {
   auto stop_replica = [&] {
     if (replica_server == nullptr) return;
     replica_server->Shutdown(options.shutdown_grace);
+    http_relay.reset();
     serving_replica.store(nullptr);
     directory.reset();
   };
@@ -335,8 +359,11 @@ int main(int argc, char** argv) {
   };
 
   if (replica_server != nullptr) {
-    absl::Status written = write_port(
-        "port_file", absl::GetFlag(FLAGS_port_file), replica_server->port());
+    absl::Status written =
+        write_port("http_port_file", absl::GetFlag(FLAGS_http_port_file),
+                   http_relay != nullptr ? http_relay->port() : 0);
+    written.Update(write_port("port_file", absl::GetFlag(FLAGS_port_file),
+                              replica_server->port()));
     if (!written.ok()) return Fail(written);
     log.Log(gradnorm::server::LogLevel::kInfo, "replica",
             {{"version", GRADNORM_VERSION},
@@ -344,6 +371,9 @@ int main(int argc, char** argv) {
              {"peer_listen", options.listen},
              {"advertise_host", options.advertise_host}});
     std::printf("listening on %s\n", replica_server->address().c_str());
+    if (http_relay != nullptr) {
+      std::printf("dashboard and HTTP API on port %d\n", http_relay->port());
+    }
     std::fflush(stdout);
   }
 
@@ -402,10 +432,12 @@ int main(int argc, char** argv) {
     if (!server.ok()) return Fail(server.status());
 
     // The HTTP port first: a reader that sees the main port sees both.
-    absl::Status written =
-        write_port("http_port_file", absl::GetFlag(FLAGS_http_port_file),
-                   (*server)->http_port());
+    // (A replica wrote its own ports once.)
+    absl::Status written;
     if (replica_server == nullptr) {
+      written.Update(write_port("http_port_file",
+                                absl::GetFlag(FLAGS_http_port_file),
+                                (*server)->http_port()));
       written.Update(write_port("port_file", absl::GetFlag(FLAGS_port_file),
                                 (*server)->port()));
     }
@@ -424,7 +456,7 @@ int main(int argc, char** argv) {
       std::printf("holding the database; serving the replicas on %s\n",
                   (*server)->address().c_str());
     }
-    if ((*server)->http_port() != 0) {
+    if (replica_server == nullptr && (*server)->http_port() != 0) {
       std::printf("dashboard and HTTP API on port %d\n",
                   (*server)->http_port());
     }

@@ -27,6 +27,7 @@
 #include "client/coordinator_client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/http/http_test_client.h"
 #include "server/rpc/coordinator_test_util.h"
 #include "server/store/postgres_connection.h"
 #include "tests/local_coordinator.h"
@@ -37,6 +38,8 @@ namespace {
 
 using ::gradnorm::server::testing::NewChannel;
 using ::gradnorm::server::testing::TestClient;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
 using Role = demo::CoordinatorReplicas::Role;
 
 // The runs of the agreement test: one per clip policy, and the spike rule.
@@ -236,6 +239,14 @@ TEST(CoordinatorReplicasTest, DecisionsAreASingleCoordinatorsBitForBit) {
   ASSERT_TRUE(rows.ok()) << rows.status();
   EXPECT_EQ(rows->Int64(0, 0), static_cast<int64_t>(runs.size()) * kSteps);
   EXPECT_EQ(rows->Int64(0, 1), static_cast<int64_t>(runs.size()) * kSteps);
+
+  // Each replica's HTTP port relays to the holder's: the same JSON API.
+  for (int i = 0; i < 3; ++i) {
+    const std::string answer =
+        server::testing::HttpGet((*replicas)->http_port(i), "/api/v1/runs");
+    EXPECT_THAT(answer, StartsWith("HTTP/1.1 200 OK\r\n")) << "replica " << i;
+    EXPECT_THAT(answer, HasSubstr("\"run_id\":\"spikes\"")) << i;
+  }
   EXPECT_TRUE((*replicas)->StopAll().ok());
 }
 

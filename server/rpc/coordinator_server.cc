@@ -10,6 +10,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "server/core/clock.h"
 #include "server/rpc/server_settings.h"
+#include "server/store/leader_directory.h"
 #include "server/store/memory_telemetry_store.h"
 #include "server/store/postgres_telemetry_store.h"
 #include "server/store/sqlite_telemetry_store.h"
@@ -176,8 +177,13 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Create(
           "advertise_host is for replicas, which share a PostgreSQL store; "
           "expected StoreKind::kPostgres");
     }
-    RETURN_IF_ERROR(postgres->Advertise(
-        absl::StrCat(options.advertise_host, ":", server->port_)));
+    AdvertisedAddresses advertised;
+    advertised.grpc = absl::StrCat(options.advertise_host, ":", server->port_);
+    if (server->http_server_ != nullptr) {
+      advertised.http = absl::StrCat(options.advertise_host, ":",
+                                     server->http_server_->port());
+    }
+    RETURN_IF_ERROR(postgres->Advertise(FormatAdvertised(advertised)));
   }
   server->SetServing(true);
   return server;

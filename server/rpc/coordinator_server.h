@@ -72,8 +72,9 @@ struct CoordinatorServerOptions {
   // instead of failing: a hot standby that takes over when it dies.
   bool postgres_standby = false;
   // StoreKind::kPostgres: replicas (replica_server.h) forward their calls to
-  // this server, at advertise_host:port(), while it holds the database; it
-  // advertises that address there once it serves. Empty: not advertised.
+  // this server, at advertise_host:port(), and relay HTTP connections to
+  // advertise_host:http_port(), while it holds the database; it advertises
+  // those addresses there once it serves. Empty: not advertised.
   std::string advertise_host;
   // host:port of the plaintext, health-only gRPC port (health_port.h); empty:
   // none.

@@ -182,7 +182,7 @@ class ForwardedCall final : public grpc::ServerGenericBidiReactor {
 
   void Start(const std::string& address) {
     address_ = address;
-    upstream_ = service_->UpstreamFor(address);
+    upstream_ = service_->UpstreamFor(ParseAdvertised(address).grpc);
     for (const auto& [key, value] : context_->client_metadata()) {
       const absl::string_view name(key.data(), key.size());
       // gRPC's own headers are made again by the forwarded call.
@@ -288,16 +288,16 @@ std::shared_ptr<ForwardingService::Upstream> ForwardingService::UpstreamFor(
   return upstream;
 }
 
-void ForwardingService::Failed(const std::string& address,
+void ForwardingService::Failed(const std::string& advertised,
                                const Upstream* upstream) {
   {
     absl::MutexLock lock(&mu_);
-    auto it = upstreams_.find(address);
+    auto it = upstreams_.find(ParseAdvertised(advertised).grpc);
     if (it != upstreams_.end() && it->second.get() == upstream) {
       upstreams_.erase(it);
     }
   }
-  options_.directory->Forget(address);
+  options_.directory->Forget(advertised);
 }
 
 }  // namespace server

@@ -71,9 +71,10 @@ class ForwardingService final : public grpc::CallbackGenericService {
     std::unique_ptr<grpc::GenericStub> stub;
   };
   std::shared_ptr<Upstream> UpstreamFor(const std::string& address);
-  // A call to `address` failed UNAVAILABLE: a fresh channel next time (the
-  // old one may be backing off), and the directory asks again.
-  void Failed(const std::string& address, const Upstream* upstream);
+  // A call to the holder that advertised `advertised` failed UNAVAILABLE: a
+  // fresh channel next time (the old one may be backing off), and the
+  // directory asks again.
+  void Failed(const std::string& advertised, const Upstream* upstream);
 
   const ForwardingOptions options_;
   std::atomic<uint64_t> forwarded_{0};

@@ -11,6 +11,22 @@ absl::Status NoLeaderError() {
       "that does); retry");
 }
 
+std::string FormatAdvertised(const AdvertisedAddresses& addresses) {
+  if (addresses.http.empty()) return addresses.grpc;
+  return addresses.grpc + " http=" + addresses.http;
+}
+
+AdvertisedAddresses ParseAdvertised(const std::string& advertised) {
+  AdvertisedAddresses addresses;
+  const size_t space = advertised.find(' ');
+  addresses.grpc = advertised.substr(0, space);
+  if (space != std::string::npos) {
+    const std::string rest = advertised.substr(space + 1);
+    if (rest.rfind("http=", 0) == 0) addresses.http = rest.substr(5);
+  }
+  return addresses;
+}
+
 void MemoryLeaderDirectory::Set(const std::string& address) {
   std::vector<Waiter> answered;
   {

@@ -5,7 +5,8 @@
 // below is set by hand, for tests of what uses a directory.
 //
 //   directory->Lookup(deadline, [](absl::StatusOr<std::string> address) {
-//     // "10.0.3.7:50053", or UNAVAILABLE at the deadline without a holder
+//     // "10.0.3.7:50053 http=10.0.3.7:9465" (ParseAdvertised), or
+//     // UNAVAILABLE at the deadline without a holder
 //   });
 //   directory->Forget(address);   // a call to it failed: look again
 //
@@ -71,6 +72,16 @@ class MemoryLeaderDirectory final : public LeaderDirectory {
 
 // The error a Lookup answers at its deadline.
 absl::Status NoLeaderError();
+
+// What the holder advertises, in one string: its gRPC address for forwarded
+// calls, and, when it serves HTTP, its HTTP address for relayed connections:
+// "10.0.3.7:50053" or "10.0.3.7:50053 http=10.0.3.7:9465".
+struct AdvertisedAddresses {
+  std::string grpc;
+  std::string http;  // empty: no HTTP port
+};
+std::string FormatAdvertised(const AdvertisedAddresses& addresses);
+AdvertisedAddresses ParseAdvertised(const std::string& advertised);
 
 }  // namespace server
 }  // namespace gradnorm

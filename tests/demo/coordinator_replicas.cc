@@ -9,6 +9,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/store/leader_directory.h"
+#include "server/store/postgres_connection.h"
+#include "server/store/postgres_leader_directory.h"
 #include "tests/local_coordinator.h"
 
 namespace gradnorm {
@@ -47,6 +50,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorReplicas>> CoordinatorReplicas::Start(
     Replica& replica = r->replicas_[i];
     replica.port = FreeLoopbackPort();
     replica.health_port = FreeLoopbackPort();
+    replica.peer_port = FreeLoopbackPort();
     replica.port_file = absl::StrCat(dir, "/coordinator", i, ".port");
     replica.http_port_file = absl::StrCat(dir, "/coordinator", i, ".http.port");
     absl::StrAppend(&r->target_, i == 0 ? "" : ",", "127.0.0.1:", replica.port);
@@ -55,14 +59,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorReplicas>> CoordinatorReplicas::Start(
   }
   for (const absl::Time until = absl::Now() + absl::Seconds(20);
        absl::Now() < until; absl::SleepFor(absl::Milliseconds(20))) {
-    for (const Replica& replica : r->replicas_) {
-      // kReplicas: every replica writes its port at once; wait for the
-      // one holding the database too.
-      if (PortIn(role == Role::kStandbys ? replica.port_file
-                                         : replica.http_port_file) != 0) {
-        return r;
-      }
-    }
+    // kReplicas: every replica writes its port at once; wait for the one
+    // holding the database too.
+    if (r->ServingLocked() >= 0) return r;
   }
   std::string logs;
   for (int i = 0; i < count; ++i) {
@@ -97,10 +96,9 @@ absl::Status CoordinatorReplicas::StartOne(int i) {
   if (role_ == Role::kStandbys) {
     argv.push_back("--postgres_standby");
   } else {
-    // The one holding the database writes its HTTP port: Serving() finds it
-    // by that.
+    // Serving() finds the one holding the database by its peer port.
     argv.push_back("--replica");
-    argv.push_back("--peer_listen=127.0.0.1:0");
+    argv.push_back(absl::StrCat("--peer_listen=127.0.0.1:", replica.peer_port));
     argv.push_back("--http_listen=127.0.0.1:0");
   }
   argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());
@@ -119,9 +117,7 @@ absl::StatusOr<bool> CoordinatorReplicas::KillAndRestart(int i) {
         absl::StrCat("coordinator ", i, " of ", replicas_.size()));
   }
   Replica& replica = replicas_[i];
-  const bool serving =
-      PortIn(role_ == Role::kStandbys ? replica.port_file
-                                      : replica.http_port_file) != 0;
+  const bool serving = ServingLocked() == i;
   replica.process->Kill();
   if (absl::Status s = StartOne(i); !s.ok()) return s;
   return serving;
@@ -129,13 +125,40 @@ absl::StatusOr<bool> CoordinatorReplicas::KillAndRestart(int i) {
 
 int CoordinatorReplicas::Serving() {
   absl::MutexLock lock(&mu_);
+  return ServingLocked();
+}
+
+int CoordinatorReplicas::ServingLocked() {
+  if (role_ == Role::kStandbys) {
+    for (size_t i = 0; i < replicas_.size(); ++i) {
+      if (PortIn(replicas_[i].port_file) != 0) return static_cast<int>(i);
+    }
+    return -1;
+  }
+  absl::StatusOr<std::unique_ptr<server::PgConnection>> db =
+      server::PgConnection::Connect(dsn_);
+  if (!db.ok()) return -1;
+  absl::StatusOr<std::string> holder =
+      server::PostgresLeaderDirectory::ReadHolder(**db);
+  if (!holder.ok() || holder->empty()) return -1;
+  const std::string grpc = server::ParseAdvertised(*holder).grpc;
   for (size_t i = 0; i < replicas_.size(); ++i) {
-    if (PortIn(role_ == Role::kStandbys ? replicas_[i].port_file
-                                        : replicas_[i].http_port_file) != 0) {
+    if (grpc == absl::StrCat("127.0.0.1:", replicas_[i].peer_port)) {
       return static_cast<int>(i);
     }
   }
   return -1;
+}
+
+int CoordinatorReplicas::ServingHttpPort() {
+  if (role_ == Role::kReplicas) {
+    absl::MutexLock lock(&mu_);
+    return PortIn(replicas_[0].http_port_file);
+  }
+  const int serving = Serving();
+  if (serving < 0) return 0;
+  absl::MutexLock lock(&mu_);
+  return PortIn(replicas_[serving].http_port_file);
 }
 
 std::string CoordinatorReplicas::target(int first) const {
@@ -148,11 +171,9 @@ std::string CoordinatorReplicas::target(int first) const {
   return target;
 }
 
-int CoordinatorReplicas::ServingHttpPort() {
-  const int serving = Serving();
-  if (serving < 0) return 0;
+int CoordinatorReplicas::http_port(int i) {
   absl::MutexLock lock(&mu_);
-  return PortIn(replicas_[serving].http_port_file);
+  return PortIn(replicas_[i].http_port_file);
 }
 
 absl::Status CoordinatorReplicas::StopAll() {

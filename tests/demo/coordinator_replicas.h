@@ -60,7 +60,8 @@ class CoordinatorReplicas {
   // The coordinator serving now (kReplicas: the one holding the database;
   // -1: none at this moment).
   int Serving();
-  // The HTTP port of the coordinator serving now (0: none).
+  // The HTTP port of the coordinator serving now (kReplicas: replica 0's,
+  // which relays to the holder's; 0: none).
   int ServingHttpPort();
   // Coordinator i's health-only port (--health_listen, open for its whole
   // life: NOT_SERVING while it stands by or waits for its database).
@@ -68,12 +69,16 @@ class CoordinatorReplicas {
     absl::MutexLock lock(&mu_);
     return replicas_[i].health_port;
   }
+  // Coordinator i's HTTP port as it wrote it (kReplicas: its relay to the
+  // holder's; 0: none yet).
+  int http_port(int i);
   // SIGTERM to each; INTERNAL naming any that did not exit 0 within 20 s.
   absl::Status StopAll();
 
  private:
   struct Replica {
     int port = 0;
+    int peer_port = 0;  // kReplicas: where it serves while holding
     int health_port = 0;
     std::string port_file;
     std::string http_port_file;
@@ -82,6 +87,9 @@ class CoordinatorReplicas {
   };
   CoordinatorReplicas() = default;
   absl::Status StartOne(int i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The coordinator serving (kStandbys) or holding the database
+  // (kReplicas: asked of the database); -1: none.
+  int ServingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   std::string binary_;
   std::string dir_;

@@ -1,0 +1,260 @@
+#include "server/rpc/tcp_relay.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+
+namespace gradnorm {
+namespace server {
+namespace {
+
+// "host:port" split; the host may be bracketed IPv6.
+bool SplitHostPort(const std::string& address, std::string* host,
+                   std::string* port) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  *host = address.substr(0, colon);
+  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
+    *host = host->substr(1, host->size() - 2);
+  }
+  *port = address.substr(colon + 1);
+  int number;
+  return absl::SimpleAtoi(*port, &number) && number >= 0 && number <= 65535;
+}
+
+int PollMillis(absl::Time deadline) {
+  const int64_t ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+  return static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(ms, 1000)));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TcpRelay>> TcpRelay::Start(
+    TcpRelayOptions options) {
+  if (options.directory == nullptr) {
+    return absl::InvalidArgumentError("a relay needs a leader directory");
+  }
+  std::string host, port;
+  if (!SplitHostPort(options.listen, &host, &port)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "HTTP listen address '", options.listen, "', expected host:port"));
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot resolve '", options.listen, "'"));
+  }
+  std::unique_ptr<TcpRelay> relay(new TcpRelay());
+  relay->options_ = std::move(options);
+  for (addrinfo* a = found; a != nullptr && relay->listen_fd_ < 0;
+       a = a->ai_next) {
+    const int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 128) == 0) {
+      relay->listen_fd_ = fd;
+    } else {
+      close(fd);
+    }
+  }
+  freeaddrinfo(found);
+  if (relay->listen_fd_ < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve HTTP on '", relay->options_.listen,
+                     "' (address in use, or not a local address?)"));
+  }
+  sockaddr_storage bound{};
+  socklen_t length = sizeof(bound);
+  getsockname(relay->listen_fd_, reinterpret_cast<sockaddr*>(&bound), &length);
+  relay->port_ = ntohs(bound.ss_family == AF_INET6
+                           ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                           : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+    return absl::InternalError("pipe2 failed");
+  }
+  relay->wake_read_ = fds[0];
+  relay->wake_write_ = fds[1];
+  TcpRelay* raw = relay.get();
+  relay->accept_thread_ = std::thread([raw] { raw->AcceptLoop(); });
+  return relay;
+}
+
+TcpRelay::~TcpRelay() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    for (int fd : sockets_) shutdown(fd, SHUT_RDWR);
+  }
+  const char byte = 0;
+  (void)!write(wake_write_, &byte, 1);
+  if (accept_thread_.joinable()) accept_thread_.join();
+  // Connections end once their sockets are shut down.
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](int* connections) { return *connections == 0; }, &connections_));
+  close(listen_fd_);
+  close(wake_read_);
+  close(wake_write_);
+}
+
+void TcpRelay::AcceptLoop() {
+  for (;;) {
+    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_read_, POLLIN, 0}};
+    poll(fds, 2, -1);
+    if ((fds[1].revents & POLLIN) != 0) return;
+    const int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (client < 0) continue;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_ || connections_ >= options_.max_connections) {
+        close(client);
+        continue;
+      }
+      ++connections_;
+      sockets_.insert(client);
+    }
+    std::thread([this, client] { Serve(client); }).detach();
+  }
+}
+
+int TcpRelay::Connect(const std::string& address, absl::Time deadline) {
+  std::string host, port;
+  if (!SplitHostPort(address, &host, &port)) return -1;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0) return -1;
+  int connected = -1;
+  for (addrinfo* a = found; a != nullptr && connected < 0; a = a->ai_next) {
+    const int fd =
+        socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) continue;
+    if (connect(fd, a->ai_addr, a->ai_addrlen) != 0 && errno != EINPROGRESS) {
+      close(fd);
+      continue;
+    }
+    pollfd p = {fd, POLLOUT, 0};
+    int error = 0;
+    socklen_t length = sizeof(error);
+    if (poll(&p, 1, PollMillis(deadline)) == 1 &&
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 &&
+        error == 0) {
+      connected = fd;
+    } else {
+      close(fd);
+    }
+  }
+  freeaddrinfo(found);
+  if (connected >= 0) {
+    fcntl(connected, F_SETFL, fcntl(connected, F_GETFL) & ~O_NONBLOCK);
+    const int one = 1;
+    setsockopt(connected, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  return connected;
+}
+
+void TcpRelay::Serve(int client) {
+  // Where the holder serves HTTP: wait for one (the directory answers; the
+  // answer may come after this connection gave up, so it owns its state).
+  struct Answer {
+    absl::Notification found;
+    absl::StatusOr<std::string> advertised;
+  };
+  auto answer = std::make_shared<Answer>();
+  options_.directory->Lookup(absl::Now() + options_.max_wait,
+                             [answer](absl::StatusOr<std::string> result) {
+                               answer->advertised = std::move(result);
+                               answer->found.Notify();
+                             });
+  for (;;) {
+    if (answer->found.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
+      break;
+    }
+    absl::MutexLock lock(&mu_);
+    if (stopping_) break;
+  }
+  const absl::StatusOr<std::string> advertised =
+      answer->found.HasBeenNotified()
+          ? answer->advertised
+          : absl::StatusOr<std::string>(absl::CancelledError("stopping"));
+  int holder = -1;
+  if (advertised.ok()) {
+    const std::string http = ParseAdvertised(*advertised).http;
+    if (!http.empty()) {
+      holder = Connect(http, absl::Now() + absl::Seconds(5));
+      if (holder < 0) options_.directory->Forget(*advertised);
+    }
+  }
+  bool stopping;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping = stopping_;
+    if (holder >= 0) sockets_.insert(holder);
+  }
+  if (holder >= 0 && !stopping) {
+    ++relayed_;
+    // Both directions until each has ended: an end of one side is passed on
+    // as a half-close of the other.
+    char buffer[16384];
+    bool open[2] = {true, true};  // client->holder, holder->client
+    const int from[2] = {client, holder};
+    const int to[2] = {holder, client};
+    while (open[0] || open[1]) {
+      pollfd fds[2] = {{open[0] ? client : -1, POLLIN, 0},
+                       {open[1] ? holder : -1, POLLIN, 0}};
+      if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
+      bool failed = false;
+      for (int d = 0; d < 2; ++d) {
+        if (!open[d] || (fds[d].revents & (POLLIN | POLLHUP | POLLERR)) == 0) {
+          continue;
+        }
+        const ssize_t n = read(from[d], buffer, sizeof(buffer));
+        if (n <= 0) {
+          open[d] = false;
+          shutdown(to[d], SHUT_WR);
+          if (n < 0) failed = true;
+          continue;
+        }
+        for (ssize_t sent = 0; sent < n;) {
+          const ssize_t w = send(to[d], buffer + sent, n - sent, MSG_NOSIGNAL);
+          if (w <= 0) {
+            failed = true;
+            break;
+          }
+          sent += w;
+        }
+      }
+      if (failed) break;
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  sockets_.erase(client);
+  close(client);
+  if (holder >= 0) {
+    sockets_.erase(holder);
+    close(holder);
+  }
+  --connections_;
+}
+
+}  // namespace server
+}  // namespace gradnorm
