@@ -8,7 +8,9 @@
 //   - beyond the standard: a read-only root file system, writable paths only
 //     on volumes, the image pinned to gradnorm's version;
 //   - a StatefulSet's serviceName names a headless Service of the same files
-//     that selects its pods.
+//     that selects its pods;
+//   - a Deployment of several pods has a PodDisruptionBudget over them that
+//     lets a drain evict one.
 // Prints one line per finding and "manifests: N objects valid" or
 // "manifests: FAILED (N findings)"; exits non-zero on a finding.
 import { readFileSync } from "node:fs";
@@ -157,6 +159,29 @@ for (const { file, object } of objects) {
         if (labels[k] !== v) finding(where, `Service ${s.metadata.name} selects ${k}=${v}, not its pods`);
       }
     }
+  }
+}
+
+// A Deployment of several pods has a PodDisruptionBudget over them that
+// leaves a drain room to evict one.
+const budgets = objects.filter(({ object }) => object.kind === "PodDisruptionBudget");
+for (const { file, object } of objects) {
+  if (object.kind !== "Deployment" || (object.spec?.replicas ?? 1) < 2) continue;
+  const where = `${file} ${object.kind}/${object.metadata?.name}`;
+  const labels = object.spec.template?.metadata?.labels ?? {};
+  const budget = budgets.find(({ object: b }) =>
+    Object.entries(b.spec?.selector?.matchLabels ?? { none: "" })
+      .every(([k, v]) => labels[k] === v));
+  if (!budget) {
+    finding(where, "no PodDisruptionBudget selects its pods");
+    continue;
+  }
+  const spec = budget.object.spec;
+  const allows = spec.maxUnavailable !== undefined
+    ? spec.maxUnavailable >= 1
+    : spec.minAvailable !== undefined && spec.minAvailable < object.spec.replicas;
+  if (!allows) {
+    finding(where, `PodDisruptionBudget ${budget.object.metadata.name} lets no pod be evicted`);
   }
 }
 
