@@ -116,6 +116,25 @@ TEST_F(ReplicaServerTest, ErrorsAndTokensPassThroughUnchanged) {
             grpc::StatusCode::UNAUTHENTICATED);
 }
 
+TEST_F(ReplicaServerTest, ARoundTimeoutNamesTheMissingAsOneCoordinatorDoes) {
+  TestClient via(NewChannel(replica_->address()), kToken);
+  TestClient direct(NewChannel(coordinator_->address()), kToken);
+  v1::RunConfig config = Config(3);
+  config.set_round_timeout_ms(300);
+  ASSERT_TRUE(via.RegisterRun("late", config).ok());
+  grpc::Status through = via.Report("late", 0, 0, 1.0);
+  grpc::Status there = direct.Report("late", 1, 0, 1.0);
+  EXPECT_EQ(through.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_EQ(through.error_code(), there.error_code());
+  EXPECT_THAT(through.error_message(), HasSubstr("timed out after 300 ms"));
+  // The same words but the step.
+  std::string expected = there.error_message();
+  const size_t step = expected.find("step 1");
+  ASSERT_NE(step, std::string::npos) << expected;
+  expected.replace(step, 6, "step 0");
+  EXPECT_EQ(through.error_message(), expected);
+}
+
 TEST_F(ReplicaServerTest, TheClientsDeadlineGoesWithTheCall) {
   TestClient via(NewChannel(replica_->address()), kToken);
   ASSERT_TRUE(via.RegisterRun("r", Config(2)).ok());
