@@ -442,12 +442,13 @@ int main(int argc, char** argv) {
                                 (*server)->port()));
     }
     if (!written.ok()) return Fail(written);
-    log.Log(gradnorm::server::LogLevel::kInfo, "start",
+    // A replica that took the database logs "holding" (its peer address);
+    // a coordinator, "start".
+    log.Log(gradnorm::server::LogLevel::kInfo,
+            replica_server != nullptr ? "holding" : "start",
             {{"version", GRADNORM_VERSION},
              {"listen", (*server)->address()},
              {"store", store},
-             {"role", replica_server != nullptr ? "replica holding the database"
-                                                : "coordinator"},
              {"db", store == "sqlite" ? options.db_path : ""},
              {"runs", absl::StrCat((*server)->aggregator()->Stats().runs)}});
     if (replica_server == nullptr) {

@@ -298,45 +298,19 @@ TEST(CoordinatorPostgresTest, JobsFinishWhileRandomCoordinatorsAreKilled) {
   demo::CoordinatorReplicas* replicas = shared->replicas.get();
   const CoordinatorClientOptions options = FastRetries(replicas->target());
 
-  // The jobs stop after `last_step`, set once the kills are done (every job
-  // is within a step of the others then: a round needs all of them).
-  std::atomic<int64_t> last_step{-1};
-  std::atomic<int64_t> reached{0};
-  int kills = 0;
-  int serving_kills = 0;
-  absl::Status killing;
-  const std::vector<JobLog> logs = TrainJobs(
-      [&](int) { return options; }, "chaos-run", kJobs, absl::ZeroDuration(),
-      [&](int64_t step) {
-        const int64_t last = last_step.load();
-        return last < 0 || step <= last;
-      },
-      [&] {
-        std::mt19937 random(2026);
-        while ((kills < kKills || serving_kills < kServingKills) &&
-               kills < 200 && killing.ok()) {
-          absl::SleepFor(absl::Milliseconds(
-              std::uniform_int_distribution<int>(200, 600)(random)));
-          absl::StatusOr<bool> serving = replicas->KillAndRestart(
-              std::uniform_int_distribution<int>(0, 2)(random));
-          killing = serving.status();
-          ++kills;
-          serving_kills += serving.value_or(false);
-        }
-        last_step = reached.load() + 3;
-      },
-      &reached);
-  ASSERT_TRUE(killing.ok()) << killing;
-  EXPECT_GE(serving_kills, kServingKills) << "in " << kills << " kills";
-  const int64_t steps = last_step.load() + 1;
-  absl::Duration longest;
-  for (const JobLog& log : logs) longest = std::max(longest, log.longest);
+  const KillsOutcome outcome = TrainWhileKilling(
+      *replicas, [&](int) { return options; }, "chaos-run", kJobs, kKills,
+      kServingKills, 2026);
+  ASSERT_TRUE(outcome.status.ok()) << outcome.status;
+  EXPECT_GE(outcome.serving_kills, kServingKills)
+      << "in " << outcome.kills << " kills";
   std::printf(
       "%d kills (%d of the coordinator serving) during %lld steps; longest "
       "wait for an answer: %.3f s\n",
-      kills, serving_kills, static_cast<long long>(steps),
-      absl::ToDoubleSeconds(longest));
-  ExpectEveryRoundOnceAndAgreed(dsn, "chaos-run", logs, steps);
+      outcome.kills, outcome.serving_kills,
+      static_cast<long long>(outcome.steps),
+      absl::ToDoubleSeconds(outcome.longest));
+  ExpectEveryRoundOnceAndAgreed(dsn, "chaos-run", outcome.logs, outcome.steps);
   EXPECT_TRUE(replicas->StopAll().ok());
 }
 
@@ -352,42 +326,17 @@ TEST(CoordinatorPostgresTest, JobsFinishAcrossADatabaseRestart) {
       SharedDatabase::Start("dbrestart", 2, "db-restart", kJobs);
   ASSERT_TRUE(shared.ok()) << shared.status();
   const std::string& dsn = shared->dsn;
-  server::LocalPostgres* pg = shared->postgres.get();
   demo::CoordinatorReplicas* replicas = shared->replicas.get();
   const CoordinatorClientOptions options = FastRetries(replicas->target());
 
-  std::atomic<int64_t> reached{0};
-  int64_t stopped_at = 0;
-  int not_serving_while_down = 0;
-  int alive_while_down = 0;
-  absl::Status restarted;
-  const std::vector<JobLog> logs =
-      TrainJobs([&](int) { return options; }, "db-restart", kJobs,
-                absl::Milliseconds(5),  // so that the restart falls mid-run
-                [&](int64_t step) { return step < kRunSteps; },
-                [&] {
-                  for (const absl::Time until = absl::Now() + absl::Seconds(30);
-                       reached.load() < kRunSteps / 4 && absl::Now() < until;) {
-                    absl::SleepFor(absl::Milliseconds(5));
-                  }
-                  restarted = pg->Stop();
-                  stopped_at = reached.load();
-                  // While the database is gone, neither coordinator serves:
-                  // each health port answers NOT_SERVING (once the one serving
-                  // has failed to commit a round), and the process stays up.
-                  for (const absl::Time until = absl::Now() + absl::Seconds(1);
-                       absl::Now() < until && NotServing(*replicas) < 2;) {
-                    absl::SleepFor(absl::Milliseconds(20));
-                  }
-                  not_serving_while_down = NotServing(*replicas);
-                  alive_while_down = Alive(*replicas);
-                  absl::SleepFor(absl::Milliseconds(1500));
-                  restarted.Update(pg->Restart());
-                },
-                &reached);
-  ASSERT_TRUE(restarted.ok()) << restarted;
-  EXPECT_EQ(not_serving_while_down, 2);
-  EXPECT_EQ(alive_while_down, 2);
+  // While the database is gone, neither coordinator serves: each health
+  // port answers NOT_SERVING (once the one serving has failed to commit a
+  // round), and the process stays up.
+  const RestartOutcome outcome = TrainAcrossDatabaseRestart(
+      *shared, [&](int) { return options; }, "db-restart", kJobs, kRunSteps, 2);
+  ASSERT_TRUE(outcome.status.ok()) << outcome.status;
+  EXPECT_EQ(outcome.not_serving_while_down, 2);
+  EXPECT_EQ(outcome.alive_while_down, 2);
   // Back: one serves again.
   bool serving_again = false;
   for (int i = 0; i < 2; ++i) {
@@ -397,8 +346,8 @@ TEST(CoordinatorPostgresTest, JobsFinishAcrossADatabaseRestart) {
   }
   EXPECT_TRUE(serving_again);
   std::printf("the database stopped at step %lld of %d\n",
-              static_cast<long long>(stopped_at), kRunSteps);
-  ExpectEveryRoundOnceAndAgreed(dsn, "db-restart", logs, kRunSteps);
+              static_cast<long long>(outcome.stopped_at), kRunSteps);
+  ExpectEveryRoundOnceAndAgreed(dsn, "db-restart", outcome.logs, kRunSteps);
   EXPECT_TRUE(replicas->StopAll().ok());
 }
 

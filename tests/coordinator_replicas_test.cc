@@ -263,44 +263,21 @@ TEST(CoordinatorReplicasTest, JobsFinishWhileRandomReplicasAreKilled) {
   ASSERT_TRUE(shared.ok()) << shared.status();
   demo::CoordinatorReplicas* replicas = shared->replicas.get();
 
-  std::atomic<int64_t> last_step{-1};
-  std::atomic<int64_t> reached{0};
-  int kills = 0;
-  int holder_kills = 0;
-  absl::Status killing;
-  const std::vector<JobLog> logs =
-      TrainJobs([&](int job) { return FastRetries(replicas->target(job % 3)); },
-                "chaos-run", kJobs, absl::ZeroDuration(),
-                [&](int64_t step) {
-                  const int64_t last = last_step.load();
-                  return last < 0 || step <= last;
-                },
-                [&] {
-                  std::mt19937 random(2027);
-                  while ((kills < kKills || holder_kills < kHolderKills) &&
-                         kills < 200 && killing.ok()) {
-                    absl::SleepFor(absl::Milliseconds(
-                        std::uniform_int_distribution<int>(200, 600)(random)));
-                    absl::StatusOr<bool> holder = replicas->KillAndRestart(
-                        std::uniform_int_distribution<int>(0, 2)(random));
-                    killing = holder.status();
-                    ++kills;
-                    holder_kills += holder.value_or(false);
-                  }
-                  last_step = reached.load() + 3;
-                },
-                &reached);
-  ASSERT_TRUE(killing.ok()) << killing;
-  EXPECT_GE(holder_kills, kHolderKills) << "in " << kills << " kills";
-  const int64_t steps = last_step.load() + 1;
-  absl::Duration longest;
-  for (const JobLog& log : logs) longest = std::max(longest, log.longest);
+  const KillsOutcome outcome = TrainWhileKilling(
+      *replicas,
+      [&](int job) { return FastRetries(replicas->target(job % 3)); },
+      "chaos-run", kJobs, kKills, kHolderKills, 2027);
+  ASSERT_TRUE(outcome.status.ok()) << outcome.status;
+  EXPECT_GE(outcome.serving_kills, kHolderKills)
+      << "in " << outcome.kills << " kills";
   std::printf(
       "%d kills (%d of the replica holding the database) during %lld steps; "
       "longest wait for an answer: %.3f s\n",
-      kills, holder_kills, static_cast<long long>(steps),
-      absl::ToDoubleSeconds(longest));
-  ExpectEveryRoundOnceAndAgreed(shared->dsn, "chaos-run", logs, steps);
+      outcome.kills, outcome.serving_kills,
+      static_cast<long long>(outcome.steps),
+      absl::ToDoubleSeconds(outcome.longest));
+  ExpectEveryRoundOnceAndAgreed(shared->dsn, "chaos-run", outcome.logs,
+                                outcome.steps);
   EXPECT_TRUE(replicas->StopAll().ok());
 }
 
@@ -313,36 +290,14 @@ TEST(CoordinatorReplicasTest, JobsFinishAcrossADatabaseRestart) {
   absl::StatusOr<SharedDatabase> shared = SharedDatabase::Start(
       "replica_dbrestart", 3, "db-restart", kJobs, Role::kReplicas);
   ASSERT_TRUE(shared.ok()) << shared.status();
-  server::LocalPostgres* pg = shared->postgres.get();
   demo::CoordinatorReplicas* replicas = shared->replicas.get();
 
-  std::atomic<int64_t> reached{0};
-  int not_serving_while_down = 0;
-  int alive_while_down = 0;
-  absl::Status restarted;
-  const std::vector<JobLog> logs =
-      TrainJobs([&](int job) { return FastRetries(replicas->target(job % 3)); },
-                "db-restart", kJobs, absl::Milliseconds(5),
-                [&](int64_t step) { return step < kRunSteps; },
-                [&] {
-                  for (const absl::Time until = absl::Now() + absl::Seconds(30);
-                       reached.load() < kRunSteps / 4 && absl::Now() < until;) {
-                    absl::SleepFor(absl::Milliseconds(5));
-                  }
-                  restarted = pg->Stop();
-                  for (const absl::Time until = absl::Now() + absl::Seconds(1);
-                       absl::Now() < until && NotServing(*replicas) < 3;) {
-                    absl::SleepFor(absl::Milliseconds(20));
-                  }
-                  not_serving_while_down = NotServing(*replicas);
-                  alive_while_down = Alive(*replicas);
-                  absl::SleepFor(absl::Milliseconds(1500));
-                  restarted.Update(pg->Restart());
-                },
-                &reached);
-  ASSERT_TRUE(restarted.ok()) << restarted;
-  EXPECT_EQ(not_serving_while_down, 3);
-  EXPECT_EQ(alive_while_down, 3);
+  const RestartOutcome outcome = TrainAcrossDatabaseRestart(
+      *shared, [&](int job) { return FastRetries(replicas->target(job % 3)); },
+      "db-restart", kJobs, kRunSteps, 3);
+  ASSERT_TRUE(outcome.status.ok()) << outcome.status;
+  EXPECT_EQ(outcome.not_serving_while_down, 3);
+  EXPECT_EQ(outcome.alive_while_down, 3);
   int serving_again = 0;
   for (const absl::Time until = absl::Now() + absl::Seconds(10);
        absl::Now() < until && serving_again < 3;
@@ -350,7 +305,8 @@ TEST(CoordinatorReplicasTest, JobsFinishAcrossADatabaseRestart) {
     serving_again = HealthCount(*replicas, "", "SERVING");
   }
   EXPECT_EQ(serving_again, 3);
-  ExpectEveryRoundOnceAndAgreed(shared->dsn, "db-restart", logs, kRunSteps);
+  ExpectEveryRoundOnceAndAgreed(shared->dsn, "db-restart", outcome.logs,
+                                kRunSteps);
   EXPECT_TRUE(replicas->StopAll().ok());
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -163,6 +164,78 @@ absl::StatusOr<SharedDatabase> SharedDatabase::Start(
   RETURN_IF_ERROR(
       RegisterInexactRun(FastRetries(shared.replicas->target()), run_id, jobs));
   return shared;
+}
+
+KillsOutcome TrainWhileKilling(
+    demo::CoordinatorReplicas& replicas,
+    const std::function<CoordinatorClientOptions(int job)>& options,
+    const std::string& run_id, int jobs, int kills, int serving_kills,
+    uint32_t seed) {
+  KillsOutcome outcome;
+  // The jobs stop after `last_step`, set once the kills are done (every job
+  // is within a step of the others then: a round needs all of them).
+  std::atomic<int64_t> last_step{-1};
+  std::atomic<int64_t> reached{0};
+  outcome.logs = TrainJobs(
+      options, run_id, jobs, absl::ZeroDuration(),
+      [&](int64_t step) {
+        const int64_t last = last_step.load();
+        return last < 0 || step <= last;
+      },
+      [&] {
+        std::mt19937 random(seed);
+        while (
+            (outcome.kills < kills || outcome.serving_kills < serving_kills) &&
+            outcome.kills < 200 && outcome.status.ok()) {
+          absl::SleepFor(absl::Milliseconds(
+              std::uniform_int_distribution<int>(200, 600)(random)));
+          absl::StatusOr<bool> serving =
+              replicas.KillAndRestart(std::uniform_int_distribution<int>(
+                  0, replicas.count() - 1)(random));
+          outcome.status = serving.status();
+          ++outcome.kills;
+          outcome.serving_kills += serving.value_or(false);
+        }
+        last_step = reached.load() + 3;
+      },
+      &reached);
+  outcome.steps = last_step.load() + 1;
+  for (const JobLog& log : outcome.logs) {
+    outcome.longest = std::max(outcome.longest, log.longest);
+  }
+  return outcome;
+}
+
+RestartOutcome TrainAcrossDatabaseRestart(
+    SharedDatabase& shared,
+    const std::function<CoordinatorClientOptions(int job)>& options,
+    const std::string& run_id, int jobs, int steps, int expect_not_serving) {
+  RestartOutcome outcome;
+  std::atomic<int64_t> reached{0};
+  demo::CoordinatorReplicas& replicas = *shared.replicas;
+  outcome.logs = TrainJobs(
+      options, run_id, jobs,
+      absl::Milliseconds(5),  // so that the restart falls mid-run
+      [&](int64_t step) { return step < steps; },
+      [&] {
+        for (const absl::Time until = absl::Now() + absl::Seconds(30);
+             reached.load() < steps / 4 && absl::Now() < until;) {
+          absl::SleepFor(absl::Milliseconds(5));
+        }
+        outcome.status = shared.postgres->Stop();
+        outcome.stopped_at = reached.load();
+        for (const absl::Time until = absl::Now() + absl::Seconds(1);
+             absl::Now() < until &&
+             NotServing(replicas) < expect_not_serving;) {
+          absl::SleepFor(absl::Milliseconds(20));
+        }
+        outcome.not_serving_while_down = NotServing(replicas);
+        outcome.alive_while_down = Alive(replicas);
+        absl::SleepFor(absl::Milliseconds(1500));
+        outcome.status.Update(shared.postgres->Restart());
+      },
+      &reached);
+  return outcome;
 }
 
 }  // namespace gradnorm

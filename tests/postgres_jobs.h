@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "client/coordinator_client.h"
@@ -74,6 +75,40 @@ struct SharedDatabase {
       demo::CoordinatorReplicas::Role role =
           demo::CoordinatorReplicas::Role::kStandbys);
 };
+
+// `jobs` jobs train (job j through options(j)) while a random coordinator
+// is SIGKILLed and started again every 0.2-0.6 s, until at least `kills`
+// kills, `serving_kills` of them of the one serving (kReplicas: holding the
+// database), have happened (200 at most); the jobs then stop 3 steps later.
+struct KillsOutcome {
+  std::vector<JobLog> logs;
+  absl::Status status;  // a failed kill or restart
+  int kills = 0;
+  int serving_kills = 0;
+  int64_t steps = 0;       // steps every job should have finished
+  absl::Duration longest;  // the longest wait of any job for an answer
+};
+KillsOutcome TrainWhileKilling(
+    demo::CoordinatorReplicas& replicas,
+    const std::function<CoordinatorClientOptions(int job)>& options,
+    const std::string& run_id, int jobs, int kills, int serving_kills,
+    uint32_t seed);
+
+// `jobs` jobs train `steps` steps (one every 5 ms) while the database stops,
+// once a quarter of them are done, for 1.5 s; the health ports are probed
+// while it is gone, until `expect_not_serving` answer NOT_SERVING (1 s at
+// most).
+struct RestartOutcome {
+  std::vector<JobLog> logs;
+  absl::Status status;  // stopping or restarting the database
+  int64_t stopped_at = 0;
+  int not_serving_while_down = 0;
+  int alive_while_down = 0;
+};
+RestartOutcome TrainAcrossDatabaseRestart(
+    SharedDatabase& shared,
+    const std::function<CoordinatorClientOptions(int job)>& options,
+    const std::string& run_id, int jobs, int steps, int expect_not_serving);
 
 }  // namespace gradnorm
 

@@ -21,6 +21,10 @@
 // benchmark starts, on a Unix socket) against the SQLite store, a round of
 // each per iteration; x_sqlite = the PostgreSQL round's mean / SQLite's
 // (targets: N=1 <= 3, N=32 <= 2).
+// BM_CoordinatorRoundViaReplica/N: the cost of a replica (replica_server.h)
+// forwarding every report to the coordinator holding the database: rounds
+// through a replica port against rounds sent to the coordinator directly,
+// one of each per iteration (x_direct).
 // BM_CoordinatorThroughput: 32 clients (4 runs x 8 participants), each keeping
 // kWindow reports in flight, SQLite store with its durability on (a report is
 // answered only after its round committed), alternating with the same burst
@@ -44,6 +48,8 @@
 #include "grpcpp/grpcpp.h"
 #include "server/benchmark/echo_service.h"
 #include "server/rpc/coordinator_server.h"
+#include "server/rpc/replica_server.h"
+#include "server/store/leader_directory.h"
 #include "server/store/local_postgres.h"
 
 namespace gradnorm {
@@ -110,6 +116,23 @@ class Fixture {
                    status.error_message().c_str());
       std::abort();
     }
+  }
+
+  // Stubs of a replica port forwarding to the SQLite (NORMAL) coordinator.
+  std::vector<std::unique_ptr<v1::Coordinator::Stub>>& ReplicaStubs(int n) {
+    if (replica_ == nullptr) {
+      directory_.Set(coordinators_[kSqliteNormal]->address());
+      ReplicaServerOptions options;
+      options.listen = "127.0.0.1:0";
+      options.directory = &directory_;
+      auto replica = ReplicaServer::Start(options);
+      if (!replica.ok()) {
+        std::fprintf(stderr, "%s\n", replica.status().ToString().c_str());
+        std::abort();
+      }
+      replica_ = *std::move(replica);
+    }
+    return Stubs(&replica_stubs_, replica_->address(), n);
   }
 
   uint64_t NextSteps(const std::string& key, uint64_t count) {
@@ -186,6 +209,9 @@ class Fixture {
   std::vector<std::unique_ptr<v1::Coordinator::Stub>> echo_stubs_;
   std::vector<std::unique_ptr<v1::Coordinator::Stub>>
       coordinator_stubs_[kBackends];
+  MemoryLeaderDirectory directory_;
+  std::unique_ptr<ReplicaServer> replica_;
+  std::vector<std::unique_ptr<v1::Coordinator::Stub>> replica_stubs_;
   std::map<std::string, uint64_t> next_step_;
 };
 
@@ -401,6 +427,26 @@ void BM_CoordinatorRoundPostgres(benchmark::State& state) {
   SetPairedCounters(state, t, "round_us", "sqlite");
 }
 
+// One round through a replica and one sent directly per iteration, both to
+// the same coordinator (x_direct).
+void BM_CoordinatorRoundViaReplica(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  Fixture& fixture = Fixture::Get();
+  const std::string direct_run = absl::StrCat("vs-replica-direct-n", n);
+  const std::string replica_run = absl::StrCat("vs-replica-forwarded-n", n);
+  fixture.RegisterRun(direct_run, n, kSqliteNormal);
+  fixture.RegisterRun(replica_run, n, kSqliteNormal);
+  auto& direct_stubs = fixture.CoordinatorStubs(n, kSqliteNormal);
+  auto& replica_stubs = fixture.ReplicaStubs(n);
+  const PairedRounds t = AlternateRounds(
+      state, fixture, direct_run,
+      [&](uint64_t step) { Round(direct_stubs, n, direct_run, step); },
+      replica_run,
+      [&](uint64_t step) { Round(replica_stubs, n, replica_run, step); });
+  state.SetItemsProcessed(t.rounds * n);
+  SetPairedCounters(state, t, "round_us", "direct");
+}
+
 void BM_CoordinatorRound(benchmark::State& state) {
   MeasureRounds(state, static_cast<int>(state.range(0)), kSqliteNormal, false);
 }
@@ -533,6 +579,8 @@ BENCHMARK(BM_CoordinatorStreamRoundExact)->Arg(32)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_CoordinatorThroughput)->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_CoordinatorRoundPostgres)->Arg(1)->UseRealTime()->MinTime(1.0);
 BENCHMARK(BM_CoordinatorRoundPostgres)->Arg(32)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_CoordinatorRoundViaReplica)->Arg(1)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_CoordinatorRoundViaReplica)->Arg(32)->UseRealTime()->MinTime(1.0);
 
 }  // namespace
 }  // namespace server

@@ -99,6 +99,29 @@ TEST_F(ReplicaServerTest, ARoundReachedThroughBothGetsOneAnswer) {
   EXPECT_GE(replica_->forwarded(), 23u);
 }
 
+TEST_F(ReplicaServerTest, ARunsLifecycleGoesThroughAReplica) {
+  TestClient via(NewChannel(replica_->address()), kToken);
+  ASSERT_TRUE(via.RegisterRun("life", Config(1)).ok());
+  ASSERT_TRUE(via.Report("life", 0, 0, 4.0).ok());
+  v1::FinishRunResponse finished;
+  ASSERT_TRUE(via.FinishRun("life", &finished).ok());
+  v1::RunInfo run;
+  ASSERT_TRUE(via.GetRun("life", &run).ok());
+  EXPECT_TRUE(run.finished());
+  EXPECT_EQ(run.rounds(), 1u);
+  // A finished run takes no more reports, through the replica as directly.
+  TestClient direct(NewChannel(coordinator_->address()), kToken);
+  grpc::Status late = via.Report("life", 1, 0, 4.0);
+  grpc::Status late_direct = direct.Report("life", 1, 0, 4.0);
+  EXPECT_NE(late.error_code(), grpc::StatusCode::OK);
+  EXPECT_EQ(late.error_code(), late_direct.error_code());
+  EXPECT_EQ(late.error_message(), late_direct.error_message());
+  // Deleting needs the admin role: the trainer token is refused, as it
+  // would be directly.
+  EXPECT_EQ(via.DeleteRun("life").error_code(),
+            direct.DeleteRun("life").error_code());
+}
+
 TEST_F(ReplicaServerTest, ErrorsAndTokensPassThroughUnchanged) {
   TestClient via(NewChannel(replica_->address()), kToken);
   TestClient direct(NewChannel(coordinator_->address()), kToken);

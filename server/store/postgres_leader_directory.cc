@@ -75,6 +75,8 @@ void PostgresLeaderDirectory::Forget(const std::string& address) {
     absl::MutexLock lock(&mu_);
     if (address_ != address) return;
     stale_ = true;
+    forgotten_ = address;
+    forgotten_until_ = absl::Now() + std::min(options_.recheck, kForgetFor);
   }
   Wake();
 }
@@ -163,7 +165,18 @@ void PostgresLeaderDirectory::Loop() {
       }
       absl::StatusOr<std::string> holder = ReadHolder(*db);
       next_recheck = now + options_.recheck;
-      if (holder.ok()) {
+      bool recently_forgotten;
+      {
+        absl::MutexLock lock(&mu_);
+        recently_forgotten =
+            holder.ok() && *holder == forgotten_ && now < forgotten_until_;
+      }
+      if (recently_forgotten) {
+        // Its session may outlive its process by a moment (the lock is
+        // still listed): ask again shortly rather than answer it.
+        SetAddress("");
+        next_recheck = now + std::min(options_.recheck, kForgottenRecheck);
+      } else if (holder.ok()) {
         SetAddress(*holder);
       } else {
         db.reset();
@@ -173,7 +186,11 @@ void PostgresLeaderDirectory::Loop() {
     if (db == nullptr) SetAddress("");
 
     absl::Time until = now + options_.recheck;
-    if (waiting) until = std::min(until, std::max(nearest, now));
+    if (waiting) {
+      until = std::min(until, std::max(nearest, now));
+      // The next recheck (it moves on each query, so this never spins).
+      if (db != nullptr) until = std::min(until, next_recheck);
+    }
     if (db == nullptr) until = std::min(until, next_connect);
     pollfd fds[2] = {{wake_read_, POLLIN, 0},
                      {db != nullptr ? db->socket() : -1, POLLIN, 0}};

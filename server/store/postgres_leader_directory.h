@@ -4,7 +4,10 @@
 // the holder sets (PostgresTelemetryStore::Advertise). A new holder NOTIFYs
 // gradnorm_leader; the directory LISTENs on a connection of its own and asks
 // again when notified, when told an address failed (Forget), and, while a
-// Lookup waits, every `recheck` in case a notification was missed. When the
+// Lookup waits, every `recheck` in case a notification was missed. An
+// address just forgotten is not answered again for up to a second (a dead
+// holder's session may be listed a moment longer), while the directory asks
+// every 50 ms. When the
 // lock's session ends (its coordinator died), PostgreSQL drops the lock, so
 // a dead holder is never answered for long.
 //
@@ -84,6 +87,12 @@ class PostgresLeaderDirectory final : public LeaderDirectory {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int queries_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  // The address last forgotten: the database may still list its session
+  // for a moment; until forgotten_until_ it is not answered.
+  std::string forgotten_ ABSL_GUARDED_BY(mu_);
+  absl::Time forgotten_until_ ABSL_GUARDED_BY(mu_);
+  static constexpr absl::Duration kForgetFor = absl::Seconds(1);
+  static constexpr absl::Duration kForgottenRecheck = absl::Milliseconds(50);
   std::thread thread_;
 };
 
