@@ -95,7 +95,11 @@ class ForwardedCall final : public grpc::ServerGenericBidiReactor {
         absl::MutexLock lock(&mu_);
         if (events_.empty()) {
           draining_ = false;
-          if (down_done_ && (!started_ || up_done_)) break;
+          // The directory's answer may still come while a lookup is
+          // pending: the call lives until then.
+          if (down_done_ && !lookup_pending_ && (!started_ || up_done_)) {
+            break;
+          }
           return;
         }
         event = std::move(events_.front());
@@ -109,7 +113,10 @@ class ForwardedCall final : public grpc::ServerGenericBidiReactor {
   void Handle(Event event) {
     switch (event.kind) {
       case Kind::kLookedUp:
-        if (!event.address.ok()) {
+        lookup_pending_ = false;
+        if (down_finished_) {
+          // Cancelled while it waited: already answered.
+        } else if (!event.address.ok()) {
           FinishDown(
               grpc::Status(grpc::StatusCode::UNAVAILABLE,
                            std::string(event.address.status().message())));
@@ -173,6 +180,12 @@ class ForwardedCall final : public grpc::ServerGenericBidiReactor {
       case Kind::kDownCancelled:
         cancelled_ = true;
         if (started_ && !up_done_) context_for_upstream_.TryCancel();
+        // Still waiting for a holder: answer now (a server shutting down
+        // cancels its calls) rather than at the lookup's deadline.
+        if (lookup_pending_) {
+          FinishDown(grpc::Status(grpc::StatusCode::CANCELLED,
+                                  "cancelled while waiting for a holder"));
+        }
         break;
       case Kind::kDownDone:
         down_done_ = true;
@@ -240,6 +253,7 @@ class ForwardedCall final : public grpc::ServerGenericBidiReactor {
   std::shared_ptr<ForwardingService::Upstream> upstream_;
   grpc::ClientContext context_for_upstream_;
   grpc::ByteBuffer from_down_, to_up_, from_up_, to_down_;
+  bool lookup_pending_ = true;
   bool started_ = false;
   bool write_hold_ = false;
   bool read_hold_ = false;

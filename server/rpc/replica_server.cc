@@ -30,6 +30,9 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(
                         .max_wait = options.max_wait,
                         .credentials = options.peer_credentials,
                         .server_name = options.peer_server_name});
+  // The default health service (on for the coordinator's port, read by each
+  // builder as it is made) would take the place of this port's own.
+  grpc::EnableDefaultHealthCheckService(false);
   grpc::ServerBuilder builder;
   ApplyServerSettings(builder, options.max_message_bytes);
   builder.AddListeningPort(options.listen, credentials, &server->port_);

@@ -269,6 +269,21 @@ TEST_F(ReplicaServerTest, AStreamKeptOpenEndsWhenTheHolderGoes) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(10));
 }
 
+TEST_F(ReplicaServerTest, ShutdownDoesNotWaitForCallsWaitingForAHolder) {
+  directory_.Set("");
+  TestClient via(NewChannel(replica_->address()), kToken);
+  auto pending = via.StartReport("any", 0, 0, 1.0, absl::Seconds(30));
+  absl::SleepFor(absl::Milliseconds(200));
+  const absl::Time start = absl::Now();
+  replica_->Shutdown(absl::Milliseconds(100));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  ASSERT_TRUE(pending->WaitFor(absl::Seconds(5)));
+  EXPECT_FALSE(pending->status.ok());
+  // The directory answers the abandoned lookup later; nothing is left to
+  // touch.
+  directory_.Set(coordinator_->address());
+}
+
 TEST_F(ReplicaServerTest, AGoneHolderIsUnavailableAndForgotten) {
   TestClient via(NewChannel(replica_->address()), kToken);
   ASSERT_TRUE(via.RegisterRun("g", Config(1)).ok());
