@@ -15,13 +15,13 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -259,7 +259,17 @@ int main(int argc, char** argv) {
   std::unique_ptr<gradnorm::server::PostgresLeaderDirectory> directory;
   std::unique_ptr<gradnorm::server::ReplicaServer> replica_server;
   std::unique_ptr<gradnorm::server::TcpRelay> http_relay;
-  std::atomic<gradnorm::server::ReplicaServer*> serving_replica{nullptr};
+  // The replica whose health follows the directory's (null before it starts
+  // and once it stops). The directory's thread sets it under the mutex, so
+  // it never touches a replica being destroyed, nor writes an old status
+  // over a newer one.
+  absl::Mutex serving_mu;
+  gradnorm::server::ReplicaServer* serving_replica = nullptr;
+  // Every way out of main, early returns included, detaches it first.
+  absl::Cleanup detach_replica = [&] {
+    absl::MutexLock lock(&serving_mu);
+    serving_replica = nullptr;
+  };
   if (replica) {
     absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> peer =
         gradnorm::server::PeerCredentials(options.tls,
@@ -280,9 +290,9 @@ int main(int argc, char** argv) {
     options.advertise_host = host;
     gradnorm::server::PostgresLeaderDirectoryOptions directory_options;
     directory_options.dsn = options.postgres_dsn;
-    directory_options.on_known = [&serving_replica](bool known) {
-      gradnorm::server::ReplicaServer* server = serving_replica.load();
-      if (server != nullptr) server->SetServing(known);
+    directory_options.on_known = [&serving_mu, &serving_replica](bool known) {
+      absl::MutexLock lock(&serving_mu);
+      if (serving_replica != nullptr) serving_replica->SetServing(known);
     };
     directory = std::make_unique<gradnorm::server::PostgresLeaderDirectory>(
         directory_options);
@@ -299,8 +309,11 @@ int main(int argc, char** argv) {
         gradnorm::server::ReplicaServer::Start(replica_options);
     if (!started.ok()) return Fail(started.status());
     replica_server = *std::move(started);
-    serving_replica.store(replica_server.get());
-    replica_server->SetServing(directory->Known());
+    {
+      absl::MutexLock lock(&serving_mu);
+      serving_replica = replica_server.get();
+      replica_server->SetServing(directory->Known());
+    }
     // The HTTP port relays to the holder's, which this process serves on
     // --peer_http_listen while it holds the database.
     if (!options.http_listen.empty()) {
@@ -325,9 +338,12 @@ int main(int argc, char** argv) {
   // Stops taking calls on the replica port, letting forwarded ones finish.
   auto stop_replica = [&] {
     if (replica_server == nullptr) return;
+    {
+      absl::MutexLock lock(&serving_mu);
+      serving_replica = nullptr;
+    }
     replica_server->Shutdown(options.shutdown_grace);
     http_relay.reset();
-    serving_replica.store(nullptr);
     directory.reset();
   };
 

@@ -121,7 +121,15 @@ void TcpRelay::AcceptLoop() {
     poll(fds, 2, -1);
     if ((fds[1].revents & POLLIN) != 0) return;
     const int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (client < 0) continue;
+    if (client < 0) {
+      // Out of descriptors or memory: the connection stays queued, so back
+      // off instead of polling it again at once.
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+          errno == ENOMEM) {
+        absl::SleepFor(absl::Milliseconds(100));
+      }
+      continue;
+    }
     {
       absl::MutexLock lock(&mu_);
       if (stopping_ || connections_ >= options_.max_connections) {
@@ -135,7 +143,9 @@ void TcpRelay::AcceptLoop() {
   }
 }
 
-int TcpRelay::Connect(const std::string& address, absl::Time deadline) {
+int TcpRelay::Connect(const std::string& address, absl::Time deadline,
+                      bool* refused) {
+  *refused = false;
   std::string host, port;
   if (!SplitHostPort(address, &host, &port)) return -1;
   addrinfo hints{};
@@ -148,18 +158,26 @@ int TcpRelay::Connect(const std::string& address, absl::Time deadline) {
     const int fd =
         socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) continue;
-    if (connect(fd, a->ai_addr, a->ai_addrlen) != 0 && errno != EINPROGRESS) {
-      close(fd);
-      continue;
-    }
-    pollfd p = {fd, POLLOUT, 0};
     int error = 0;
-    socklen_t length = sizeof(error);
-    if (poll(&p, 1, PollMillis(deadline)) == 1 &&
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 &&
-        error == 0) {
+    if (connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+      error = errno;
+      if (error == EINPROGRESS) {
+        // Until connected, refused or the deadline (a lost SYN is resent).
+        pollfd p = {fd, POLLOUT, 0};
+        int ready = 0;
+        while ((ready = poll(&p, 1, PollMillis(deadline))) == 0 &&
+               absl::Now() < deadline) {
+        }
+        socklen_t length = sizeof(error);
+        error = ETIMEDOUT;
+        if (ready == 1) getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
+      }
+    }
+    if (error == 0) {
       connected = fd;
     } else {
+      *refused = *refused || error == ECONNREFUSED || error == EHOSTUNREACH ||
+                 error == ENETUNREACH;
       close(fd);
     }
   }
@@ -185,12 +203,13 @@ void TcpRelay::Serve(int client) {
                                answer->advertised = std::move(result);
                                answer->found.Notify();
                              });
-  for (;;) {
-    if (answer->found.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
-      break;
-    }
+  // The directory answers by the deadline; this connection does not wait
+  // much longer even if it cannot (its database unreachable).
+  const absl::Time give_up = absl::Now() + options_.max_wait + absl::Seconds(1);
+  while (
+      !answer->found.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
     absl::MutexLock lock(&mu_);
-    if (stopping_) break;
+    if (stopping_ || absl::Now() > give_up) break;
   }
   const absl::StatusOr<std::string> advertised =
       answer->found.HasBeenNotified()
@@ -200,8 +219,11 @@ void TcpRelay::Serve(int client) {
   if (advertised.ok()) {
     const std::string http = ParseAdvertised(*advertised).http;
     if (!http.empty()) {
-      holder = Connect(http, absl::Now() + absl::Seconds(5));
-      if (holder < 0) options_.directory->Forget(*advertised);
+      bool refused = false;
+      holder = Connect(http, absl::Now() + absl::Seconds(5), &refused);
+      // Nothing listens there any more: the holder is gone. (A timeout
+      // proves nothing: the network may be slow.)
+      if (holder < 0 && refused) options_.directory->Forget(*advertised);
     }
   }
   bool stopping;

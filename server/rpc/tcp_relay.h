@@ -10,7 +10,8 @@
 //                                                 .directory = directory}));
 //
 // One thread per connection, at most `max_connections` at once (the next
-// ones are closed at once).
+// ones are closed at once), relaying both directions in turn: fine for HTTP,
+// where one side waits for the other.
 //
 // Thread-safety: port() from any thread; destroy from one.
 #ifndef GRADNORM_SERVER_RPC_TCP_RELAY_H_
@@ -60,8 +61,10 @@ class TcpRelay {
   TcpRelay() = default;
   void AcceptLoop();
   void Serve(int client);
-  // Connects to host:port within `deadline`; -1 when it cannot.
-  static int Connect(const std::string& address, absl::Time deadline);
+  // Connects to host:port within `deadline`; -1 when it cannot, with
+  // *refused set when nothing listens there (refused, or no route).
+  static int Connect(const std::string& address, absl::Time deadline,
+                     bool* refused);
 
   TcpRelayOptions options_;
   int listen_fd_ = -1;

@@ -125,7 +125,18 @@ absl::StatusOr<std::unique_ptr<PgConnection>> PgConnection::Connect(
         "postgresql:// URI"));
   }
   PQconninfoFree(parsed);
-  PGconn* conn = PQconnectdb(dsn.c_str());
+  // Defaults the connection string may override: a connection attempt and
+  // a silent peer (a database host gone without closing its sockets) fail
+  // within seconds instead of blocking for minutes.
+  const char* keywords[] = {"connect_timeout",
+                            "tcp_user_timeout",
+                            "keepalives_idle",
+                            "keepalives_interval",
+                            "keepalives_count",
+                            "dbname",
+                            nullptr};
+  const char* values[] = {"10", "15000", "10", "5", "2", dsn.c_str(), nullptr};
+  PGconn* conn = PQconnectdbParams(keywords, values, /*expand_dbname=*/1);
   if (PQstatus(conn) != CONNECTION_OK) {
     const std::string message = Message(PQerrorMessage(conn));
     PQfinish(conn);

@@ -76,9 +76,12 @@ absl::StatusCode CodeForSqlState(absl::string_view sqlstate);
 class PgConnection {
  public:
   // Connects with a libpq connection string ("host=... port=... dbname=...
-  // user=...", or a postgresql:// URI). UNAVAILABLE when the server cannot be
-  // reached; INVALID_ARGUMENT for a string libpq cannot parse; the server's
-  // refusal (PERMISSION_DENIED for authentication) otherwise.
+  // user=...", or a postgresql:// URI). Unless the string says otherwise, a
+  // connection attempt gives up after 10 s and a peer silent for 15 s ends
+  // the connection (connect_timeout, tcp_user_timeout, keepalives). UNAVAILABLE
+  // when the server cannot be reached; INVALID_ARGUMENT for a string libpq
+  // cannot parse; the server's refusal (PERMISSION_DENIED for authentication)
+  // otherwise.
   static absl::StatusOr<std::unique_ptr<PgConnection>> Connect(
       const std::string& dsn);
   ~PgConnection();

@@ -129,6 +129,7 @@ void PostgresLeaderDirectory::Loop() {
   std::unique_ptr<PgConnection> db;
   absl::Time next_connect = absl::InfinitePast();
   absl::Time next_recheck = absl::InfinitePast();
+  bool holding_back = false;
   for (;;) {
     bool waiting;
     bool stale;
@@ -157,7 +158,11 @@ void PostgresLeaderDirectory::Loop() {
         next_connect = now + options_.recheck;
       }
     }
-    if (db != nullptr && (stale || (waiting && now >= next_recheck))) {
+    // While an address is held back (just forgotten), ask again every
+    // kForgottenRecheck even without waiters, so that a holder that is in
+    // fact alive is known again once the hold ends.
+    if (db != nullptr &&
+        (stale || ((waiting || holding_back) && now >= next_recheck))) {
       {
         absl::MutexLock lock(&mu_);
         stale_ = false;
@@ -171,6 +176,7 @@ void PostgresLeaderDirectory::Loop() {
         recently_forgotten =
             holder.ok() && *holder == forgotten_ && now < forgotten_until_;
       }
+      holding_back = recently_forgotten;
       if (recently_forgotten) {
         // Its session may outlive its process by a moment (the lock is
         // still listed): ask again shortly rather than answer it.
@@ -186,10 +192,23 @@ void PostgresLeaderDirectory::Loop() {
     if (db == nullptr) SetAddress("");
 
     absl::Time until = now + options_.recheck;
-    if (waiting) {
-      until = std::min(until, std::max(nearest, now));
-      // The next recheck (it moves on each query, so this never spins).
-      if (db != nullptr) until = std::min(until, next_recheck);
+    if (waiting) until = std::min(until, std::max(nearest, now));
+    // The next recheck (it moves on each query, so this never spins).
+    if ((waiting || holding_back) && db != nullptr) {
+      until = std::min(until, next_recheck);
+    }
+    // A notification read with the last query's answer is already queued.
+    bool queued = false;
+    while (db != nullptr) {
+      PGnotify* notify = PQnotifies(db->raw());
+      if (notify == nullptr) break;
+      PQfreemem(notify);
+      queued = true;
+    }
+    if (queued) {
+      absl::MutexLock lock(&mu_);
+      stale_ = true;
+      until = now;
     }
     if (db == nullptr) until = std::min(until, next_connect);
     pollfd fds[2] = {{wake_read_, POLLIN, 0},

@@ -148,6 +148,29 @@ TEST_F(PostgresLeaderDirectoryTest, LearnsOfEachNewHolderByNotify) {
   EXPECT_EQ(known_changes.load(), 3);  // known, unknown, known
 }
 
+// A call to a holder that is alive failed (a blip): the directory forgets it
+// for a moment, then knows it again by itself, with no lookup asking (a
+// replica's health, and so its readiness, must not stay NOT_SERVING).
+TEST_F(PostgresLeaderDirectoryTest, AForgottenHolderThatIsAliveIsKnownAgain) {
+  std::unique_ptr<PostgresTelemetryStore> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->Advertise("127.0.0.1:4001").ok());
+  Answer answer;
+  PostgresLeaderDirectory directory({.dsn = dsn_});
+  directory.Lookup(absl::Now() + absl::Seconds(10), answer.Callback());
+  ASSERT_TRUE(answer.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_TRUE(directory.Known());
+  directory.Forget("127.0.0.1:4001");
+  for (int i = 0; i < 40 && directory.Known(); ++i) {
+    absl::SleepFor(absl::Milliseconds(25));
+  }
+  EXPECT_FALSE(directory.Known());  // held back
+  for (int i = 0; i < 100 && !directory.Known(); ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(directory.Known());
+}
+
 TEST_F(PostgresLeaderDirectoryTest, IsNotKnownWhileTheDatabaseIsGone) {
   std::unique_ptr<PostgresTelemetryStore> store = OpenStore();
   ASSERT_NE(store, nullptr);

@@ -252,6 +252,9 @@ void CheckStoredHistory(v1::Coordinator::Stub& stub, const std::string& token,
   grpc::ClientContext context;
   context.AddMetadata("authorization", "Bearer " + token);
   context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  // With replicas, the ones just killed may still be starting: wait for one
+  // that answers, as a dashboard would retry.
+  context.set_wait_for_ready(true);
   v1::GetHistoryRequest request;
   request.set_run_id(run_id);
   request.set_max_points(0);  // one bucket per round
@@ -313,6 +316,9 @@ void CheckStoredSummary(v1::Coordinator::Stub& stub, const std::string& token,
   grpc::ClientContext context;
   context.AddMetadata("authorization", "Bearer " + token);
   context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  // With replicas, the ones just killed may still be starting: wait for one
+  // that answers, as a dashboard would retry.
+  context.set_wait_for_ready(true);
   v1::GetSummaryRequest request;
   request.set_run_id(run_id);
   request.set_top_slowest(jobs);
