@@ -276,10 +276,12 @@ int main(int argc, char** argv) {
                                           absl::GetFlag(FLAGS_peer_tls_ca));
     if (!peer.ok()) return Fail(peer.status());
     const std::string peer_listen = absl::GetFlag(FLAGS_peer_listen);
+    const size_t colon = peer_listen.rfind(':');
+    const std::string peer_host =
+        colon == std::string::npos ? "" : peer_listen.substr(0, colon);
     std::string host = absl::GetFlag(FLAGS_advertise_host);
     if (host.empty()) {
-      const size_t colon = peer_listen.rfind(':');
-      host = colon == std::string::npos ? "" : peer_listen.substr(0, colon);
+      host = peer_host;
       if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") {
         return Fail(absl::InvalidArgumentError(absl::StrCat(
             "--replica with --peer_listen=", peer_listen,
@@ -326,8 +328,7 @@ int main(int argc, char** argv) {
       http_relay = *std::move(relay);
       options.http_listen = absl::GetFlag(FLAGS_peer_http_listen);
       if (options.http_listen.empty()) {
-        options.http_listen =
-            peer_listen.substr(0, peer_listen.rfind(':')) + ":0";
+        options.http_listen = peer_host + ":0";
       }
     }
     // The replica port's health is the process's; its own server listens

@@ -22,10 +22,6 @@ double Partial(int participant, int step) {
   return 1.0 + participant + 0.5 * step;
 }
 
-// A run's jobs: each a thread with its own CoordinatorClient, reporting
-// Partial(p, step) for steps 0, 1, ... (one every `pace`) while
-// keep_going(step); `meanwhile` runs on the calling thread as they train.
-// *reached is the highest step any job has come to.
 std::vector<JobLog> TrainJobs(
     const std::function<CoordinatorClientOptions(int job)>& options,
     const std::string& run_id, int jobs, absl::Duration pace,
@@ -71,8 +67,6 @@ std::vector<JobLog> TrainJobs(
   return logs;
 }
 
-// Registers `run_id` (participants `jobs`, reports of doubles) through
-// `options`' target.
 absl::Status RegisterInexactRun(const CoordinatorClientOptions& options,
                                 const std::string& run_id, int jobs) {
   absl::StatusOr<std::unique_ptr<CoordinatorClient>> admin =
@@ -87,9 +81,6 @@ absl::Status RegisterInexactRun(const CoordinatorClientOptions& options,
       .status();
 }
 
-// Every job ran `steps` steps without an error and got the same results, each
-// the exact total; the database holds each round once, finalized in step
-// order, with the jobs' total and action.
 void ExpectEveryRoundOnceAndAgreed(const std::string& dsn,
                                    const std::string& run_id,
                                    const std::vector<JobLog>& logs,
@@ -124,7 +115,6 @@ void ExpectEveryRoundOnceAndAgreed(const std::string& dsn,
   }
 }
 
-// How many of the coordinators' health ports answer `status` for `service`.
 int HealthCount(demo::CoordinatorReplicas& replicas, const std::string& service,
                 const std::string& status) {
   int count = 0;

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/http/http_error.h"
 #include "server/http/http_request_parser.h"
+#include "server/http/tcp_listen.h"
 
 namespace gradnorm {
 namespace server {
@@ -53,62 +54,6 @@ const char* Reason(int status) {
     default:
       return status < 500 ? "Error" : "Internal Server Error";
   }
-}
-
-// The listening socket of `listen` ("host:port"), and its port.
-absl::StatusOr<std::pair<int, int>> Listen(const std::string& listen) {
-  const size_t colon = listen.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "HTTP listen address '", listen,
-        "' is invalid; expected host:port (port 0: any free one)"));
-  }
-  std::string host = listen.substr(0, colon);
-  const std::string service = listen.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  addrinfo hints;
-  std::memset(&hints, 0, sizeof(hints));
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* addresses = nullptr;
-  const int found =
-      getaddrinfo(host.c_str(), service.c_str(), &hints, &addresses);
-  if (found != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("HTTP listen address '", listen,
-                     "' is invalid: ", gai_strerror(found)));
-  }
-  std::string why = "no address";
-  for (addrinfo* a = addresses; a != nullptr; a = a->ai_next) {
-    const int fd =
-        socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) {
-      why = std::strerror(errno);
-      continue;
-    }
-    const int on = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-    if (bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, 128) != 0) {
-      why = std::strerror(errno);
-      close(fd);
-      continue;
-    }
-    sockaddr_storage bound;
-    socklen_t size = sizeof(bound);
-    getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &size);
-    const int port =
-        ntohs(bound.ss_family == AF_INET6
-                  ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                  : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-    freeaddrinfo(addresses);
-    return std::make_pair(fd, port);
-  }
-  freeaddrinfo(addresses);
-  return absl::UnavailableError(
-      absl::StrCat("cannot serve HTTP on ", listen, ": ", why));
 }
 
 // The response's head: status line, content type, `content_length` when the
@@ -159,10 +104,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     if (!tls.ok()) return tls.status();
     server->tls_ = *std::move(tls);
   }
-  absl::StatusOr<std::pair<int, int>> listening = Listen(options.listen);
+  absl::StatusOr<ListeningSocket> listening = ListenTcp(options.listen);
   if (!listening.ok()) return listening.status();
-  server->listen_fd_ = listening->first;
-  server->port_ = listening->second;
+  server->listen_fd_ = listening->fd;
+  server->port_ = listening->port;
   if (pipe2(server->wake_fds_, O_CLOEXEC) != 0) {
     return absl::InternalError(
         absl::StrCat("cannot create a pipe: ", std::strerror(errno)));

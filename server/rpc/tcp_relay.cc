@@ -11,28 +11,15 @@
 #include <cerrno>
 #include <utility>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/status_macros.h"
+#include "server/http/tcp_listen.h"
 
 namespace gradnorm {
 namespace server {
 namespace {
-
-// "host:port" split; the host may be bracketed IPv6.
-bool SplitHostPort(const std::string& address, std::string* host,
-                   std::string* port) {
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0) return false;
-  *host = address.substr(0, colon);
-  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
-    *host = host->substr(1, host->size() - 2);
-  }
-  *port = address.substr(colon + 1);
-  int number;
-  return absl::SimpleAtoi(*port, &number) && number >= 0 && number <= 65535;
-}
 
 int PollMillis(absl::Time deadline) {
   const int64_t ms = absl::ToInt64Milliseconds(deadline - absl::Now());
@@ -46,46 +33,11 @@ absl::StatusOr<std::unique_ptr<TcpRelay>> TcpRelay::Start(
   if (options.directory == nullptr) {
     return absl::InvalidArgumentError("a relay needs a leader directory");
   }
-  std::string host, port;
-  if (!SplitHostPort(options.listen, &host, &port)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "HTTP listen address '", options.listen, "', expected host:port"));
-  }
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  addrinfo* found = nullptr;
-  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot resolve '", options.listen, "'"));
-  }
+  ASSIGN_OR_RETURN(ListeningSocket listening, ListenTcp(options.listen));
   std::unique_ptr<TcpRelay> relay(new TcpRelay());
   relay->options_ = std::move(options);
-  for (addrinfo* a = found; a != nullptr && relay->listen_fd_ < 0;
-       a = a->ai_next) {
-    const int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, 0);
-    if (fd < 0) continue;
-    const int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 128) == 0) {
-      relay->listen_fd_ = fd;
-    } else {
-      close(fd);
-    }
-  }
-  freeaddrinfo(found);
-  if (relay->listen_fd_ < 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve HTTP on '", relay->options_.listen,
-                     "' (address in use, or not a local address?)"));
-  }
-  sockaddr_storage bound{};
-  socklen_t length = sizeof(bound);
-  getsockname(relay->listen_fd_, reinterpret_cast<sockaddr*>(&bound), &length);
-  relay->port_ = ntohs(bound.ss_family == AF_INET6
-                           ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                           : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  relay->listen_fd_ = listening.fd;
+  relay->port_ = listening.port;
   int fds[2];
   if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
     return absl::InternalError("pipe2 failed");
@@ -146,13 +98,16 @@ void TcpRelay::AcceptLoop() {
 int TcpRelay::Connect(const std::string& address, absl::Time deadline,
                       bool* refused) {
   *refused = false;
-  std::string host, port;
-  if (!SplitHostPort(address, &host, &port)) return -1;
+  absl::StatusOr<HostPort> where = SplitHostPort(address);
+  if (!where.ok()) return -1;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
-  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0) return -1;
+  if (getaddrinfo(where->host.c_str(), where->port.c_str(), &hints, &found) !=
+      0) {
+    return -1;
+  }
   int connected = -1;
   for (addrinfo* a = found; a != nullptr && connected < 0; a = a->ai_next) {
     const int fd =

@@ -1,5 +1,6 @@
 #include "server/store/leader_directory.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace gradnorm {
@@ -27,27 +28,57 @@ AdvertisedAddresses ParseAdvertised(const std::string& advertised) {
   return addresses;
 }
 
+void LookupWaiters::Add(absl::Time deadline, Callback done) {
+  waiters_.push_back({deadline, std::move(done)});
+}
+
+absl::Time LookupWaiters::Nearest() const {
+  absl::Time nearest = absl::InfiniteFuture();
+  for (const Waiter& waiter : waiters_) {
+    nearest = std::min(nearest, waiter.deadline);
+  }
+  return nearest;
+}
+
+std::vector<LookupWaiters::Callback> LookupWaiters::TakeAll() {
+  std::vector<Callback> taken;
+  for (Waiter& waiter : waiters_) taken.push_back(std::move(waiter.done));
+  waiters_.clear();
+  return taken;
+}
+
+std::vector<LookupWaiters::Callback> LookupWaiters::TakeExpired(
+    absl::Time now) {
+  std::vector<Callback> taken;
+  std::vector<Waiter> kept;
+  for (Waiter& waiter : waiters_) {
+    if (waiter.deadline <= now) {
+      taken.push_back(std::move(waiter.done));
+    } else {
+      kept.push_back(std::move(waiter));
+    }
+  }
+  waiters_.swap(kept);
+  return taken;
+}
+
 void MemoryLeaderDirectory::Set(const std::string& address) {
-  std::vector<Waiter> answered;
+  std::vector<LookupWaiters::Callback> answered;
   {
     absl::MutexLock lock(&mu_);
     address_ = address;
-    if (!address.empty()) answered.swap(waiters_);
+    if (!address.empty()) answered = waiters_.TakeAll();
   }
-  for (Waiter& waiter : answered) waiter.done(address);
+  for (auto& done : answered) done(address);
 }
 
 void MemoryLeaderDirectory::ExpireWaiters(absl::Time now) {
-  std::vector<Waiter> expired;
+  std::vector<LookupWaiters::Callback> expired;
   {
     absl::MutexLock lock(&mu_);
-    std::vector<Waiter> kept;
-    for (Waiter& waiter : waiters_) {
-      (waiter.deadline < now ? expired : kept).push_back(std::move(waiter));
-    }
-    waiters_.swap(kept);
+    expired = waiters_.TakeExpired(now);
   }
-  for (Waiter& waiter : expired) waiter.done(NoLeaderError());
+  for (auto& done : expired) done(NoLeaderError());
 }
 
 int MemoryLeaderDirectory::forgotten() {
@@ -60,7 +91,7 @@ void MemoryLeaderDirectory::Lookup(absl::Time deadline, LookupCallback done) {
   {
     absl::MutexLock lock(&mu_);
     if (address_.empty()) {
-      waiters_.push_back({deadline, std::move(done)});
+      waiters_.Add(deadline, std::move(done));
       return;
     }
     address = address_;

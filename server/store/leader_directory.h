@@ -44,13 +44,36 @@ class LeaderDirectory {
   virtual bool Known() = 0;
 };
 
+// The lookups a directory holds until it knows a holder or their deadlines
+// pass: each directory keeps one under its own mutex, and calls what Take*
+// returns after releasing it.
+class LookupWaiters {
+ public:
+  using Callback = std::function<void(absl::StatusOr<std::string>)>;
+  void Add(absl::Time deadline, Callback done);
+  bool empty() const { return waiters_.empty(); }
+  // The earliest deadline (InfiniteFuture when none waits).
+  absl::Time Nearest() const;
+  // Every waiter's callback, removed.
+  std::vector<Callback> TakeAll();
+  // The callbacks of the waiters whose deadline is at or before `now`.
+  std::vector<Callback> TakeExpired(absl::Time now);
+
+ private:
+  struct Waiter {
+    absl::Time deadline;
+    Callback done;
+  };
+  std::vector<Waiter> waiters_;
+};
+
 // A directory whose holder the test sets. Lookup waits (without a thread:
 // Set answers the waiters, and so does ExpireWaiters at their deadlines).
 class MemoryLeaderDirectory final : public LeaderDirectory {
  public:
   // "" : no holder.
   void Set(const std::string& address);
-  // Answers UNAVAILABLE to the waiters whose deadline is before `now`.
+  // Answers UNAVAILABLE to the waiters whose deadline is at or before `now`.
   void ExpireWaiters(absl::Time now);
   // Forget calls so far.
   int forgotten();
@@ -60,13 +83,9 @@ class MemoryLeaderDirectory final : public LeaderDirectory {
   bool Known() override;
 
  private:
-  struct Waiter {
-    absl::Time deadline;
-    LookupCallback done;
-  };
   absl::Mutex mu_;
   std::string address_ ABSL_GUARDED_BY(mu_);
-  std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  LookupWaiters waiters_ ABSL_GUARDED_BY(mu_);
   int forgotten_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

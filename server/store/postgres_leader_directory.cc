@@ -58,7 +58,7 @@ void PostgresLeaderDirectory::Lookup(absl::Time deadline, LookupCallback done) {
   {
     absl::MutexLock lock(&mu_);
     if (address_.empty() || stale_) {
-      waiters_.push_back({deadline, std::move(done)});
+      waiters_.Add(deadline, std::move(done));
     } else {
       address = address_;
     }
@@ -99,30 +99,25 @@ void PostgresLeaderDirectory::Wake() {
 }
 
 void PostgresLeaderDirectory::SetAddress(const std::string& address) {
-  std::vector<Waiter> answered;
+  std::vector<LookupWaiters::Callback> answered;
   bool changed;
   {
     absl::MutexLock lock(&mu_);
     changed = address_.empty() != address.empty();
     address_ = address;
-    if (!address.empty()) answered.swap(waiters_);
+    if (!address.empty()) answered = waiters_.TakeAll();
   }
   if (changed && options_.on_known) options_.on_known(!address.empty());
-  for (Waiter& waiter : answered) waiter.done(address);
+  for (auto& done : answered) done(address);
 }
 
 void PostgresLeaderDirectory::ExpireWaiters(absl::Time now, bool all) {
-  std::vector<Waiter> expired;
+  std::vector<LookupWaiters::Callback> expired;
   {
     absl::MutexLock lock(&mu_);
-    std::vector<Waiter> kept;
-    for (Waiter& waiter : waiters_) {
-      (all || waiter.deadline <= now ? expired : kept)
-          .push_back(std::move(waiter));
-    }
-    waiters_.swap(kept);
+    expired = all ? waiters_.TakeAll() : waiters_.TakeExpired(now);
   }
-  for (Waiter& waiter : expired) waiter.done(NoLeaderError());
+  for (auto& done : expired) done(NoLeaderError());
 }
 
 void PostgresLeaderDirectory::Loop() {
@@ -138,9 +133,7 @@ void PostgresLeaderDirectory::Loop() {
       absl::MutexLock lock(&mu_);
       if (stopping_) break;
       waiting = !waiters_.empty();
-      for (const Waiter& waiter : waiters_) {
-        nearest = std::min(nearest, waiter.deadline);
-      }
+      nearest = waiters_.Nearest();
       stale = stale_;
     }
     absl::Time now = absl::Now();

@@ -66,10 +66,6 @@ class PostgresLeaderDirectory final : public LeaderDirectory {
   static absl::StatusOr<std::string> ReadHolder(PgConnection& db);
 
  private:
-  struct Waiter {
-    absl::Time deadline;
-    LookupCallback done;
-  };
   void Loop();
   // Sets the known address; answers the waiters when there is one.
   void SetAddress(const std::string& address);
@@ -86,7 +82,7 @@ class PostgresLeaderDirectory final : public LeaderDirectory {
   bool stale_ ABSL_GUARDED_BY(mu_) = true;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int queries_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  LookupWaiters waiters_ ABSL_GUARDED_BY(mu_);
   // The address last forgotten: the database may still list its session
   // for a moment; until forgotten_until_ it is not answered.
   std::string forgotten_ ABSL_GUARDED_BY(mu_);
