@@ -120,6 +120,22 @@ void PostgresLeaderDirectory::ExpireWaiters(absl::Time now, bool all) {
   for (auto& done : expired) done(NoLeaderError());
 }
 
+bool PostgresLeaderDirectory::TakeNotifications(PgConnection& db) {
+  bool notified = false;
+  while (PGnotify* notify = PQnotifies(db.raw())) {
+    PQfreemem(notify);
+    notified = true;
+  }
+  if (notified) {
+    absl::MutexLock lock(&mu_);
+    stale_ = true;
+    // A holder advertised just now, whatever its address: a live one, even
+    // when it is the address just forgotten (a holder back on its old port).
+    forgotten_.clear();
+  }
+  return notified;
+}
+
 void PostgresLeaderDirectory::Loop() {
   std::unique_ptr<PgConnection> db;
   absl::Time next_connect = absl::InfinitePast();
@@ -191,18 +207,7 @@ void PostgresLeaderDirectory::Loop() {
       until = std::min(until, next_recheck);
     }
     // A notification read with the last query's answer is already queued.
-    bool queued = false;
-    while (db != nullptr) {
-      PGnotify* notify = PQnotifies(db->raw());
-      if (notify == nullptr) break;
-      PQfreemem(notify);
-      queued = true;
-    }
-    if (queued) {
-      absl::MutexLock lock(&mu_);
-      stale_ = true;
-      until = now;
-    }
+    if (db != nullptr && TakeNotifications(*db)) until = now;
     if (db == nullptr) until = std::min(until, next_connect);
     pollfd fds[2] = {{wake_read_, POLLIN, 0},
                      {db != nullptr ? db->socket() : -1, POLLIN, 0}};
@@ -217,15 +222,7 @@ void PostgresLeaderDirectory::Loop() {
         db.reset();
         SetAddress("");
       } else {
-        bool notified = false;
-        while (PGnotify* notify = PQnotifies(db->raw())) {
-          PQfreemem(notify);
-          notified = true;
-        }
-        if (notified) {
-          absl::MutexLock lock(&mu_);
-          stale_ = true;
-        }
+        TakeNotifications(*db);
       }
     }
     ExpireWaiters(absl::Now(), false);

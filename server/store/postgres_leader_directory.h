@@ -7,7 +7,8 @@
 // Lookup waits, every `recheck` in case a notification was missed. An
 // address just forgotten is not answered again for up to a second (a dead
 // holder's session may be listed a moment longer), while the directory asks
-// every 50 ms. When the
+// every 50 ms, unless a holder notifies meanwhile (it may be back on the same
+// address). When the
 // lock's session ends (its coordinator died), PostgreSQL drops the lock, so
 // a dead holder is never answered for long.
 //
@@ -72,6 +73,9 @@ class PostgresLeaderDirectory final : public LeaderDirectory {
   // Answers UNAVAILABLE to waiters past their deadline (all when stopping).
   void ExpireWaiters(absl::Time now, bool all);
   void Wake();
+  // Reads the notifications libpq holds; when there were any, asks again and
+  // holds nothing back. Whether there were.
+  bool TakeNotifications(PgConnection& db);
 
   const PostgresLeaderDirectoryOptions options_;
   int wake_read_ = -1;

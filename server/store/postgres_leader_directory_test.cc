@@ -171,6 +171,34 @@ TEST_F(PostgresLeaderDirectoryTest, AForgottenHolderThatIsAliveIsKnownAgain) {
   EXPECT_TRUE(directory.Known());
 }
 
+// The holder dies and comes back on the same address (a restarted process
+// on its old port): its notification ends the hold-back at once.
+TEST_F(PostgresLeaderDirectoryTest, AHolderBackOnTheSameAddressIsKnownAtOnce) {
+  std::unique_ptr<PostgresTelemetryStore> first = OpenStore();
+  ASSERT_NE(first, nullptr);
+  ASSERT_TRUE(first->Advertise("127.0.0.1:4001").ok());
+  Answer answer;
+  Answer again;
+  PostgresLeaderDirectoryOptions options;
+  options.dsn = dsn_;
+  options.recheck = absl::Hours(1);  // the hold-back lasts its full second
+  PostgresLeaderDirectory directory(options);
+  directory.Lookup(absl::Now() + absl::Seconds(10), answer.Callback());
+  ASSERT_TRUE(answer.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  first.reset();
+  directory.Forget("127.0.0.1:4001");
+  absl::SleepFor(absl::Milliseconds(100));
+  std::unique_ptr<PostgresTelemetryStore> second = OpenStore(/*standby=*/true);
+  ASSERT_NE(second, nullptr);
+  directory.Lookup(absl::Now() + absl::Seconds(10), again.Callback());
+  const absl::Time advertised = absl::Now();
+  ASSERT_TRUE(second->Advertise("127.0.0.1:4001").ok());
+  ASSERT_TRUE(again.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_TRUE(again.address.ok()) << again.address.status();
+  EXPECT_EQ(*again.address, "127.0.0.1:4001");
+  EXPECT_LT(again.when - advertised, absl::Milliseconds(500));
+}
+
 TEST_F(PostgresLeaderDirectoryTest, IsNotKnownWhileTheDatabaseIsGone) {
   std::unique_ptr<PostgresTelemetryStore> store = OpenStore();
   ASSERT_NE(store, nullptr);
