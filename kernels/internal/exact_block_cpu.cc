@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "kernels/internal/exact_tile.h"
@@ -16,6 +17,15 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "kernels/internal/widen16-inl.h"
+
+// The checked sums of exact_block_cpu.h: x86 targets with AVX-512.
+#undef GRADNORM_EXACT_CHECKED
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+#define GRADNORM_EXACT_CHECKED 1
+#include <immintrin.h>
+#else
+#define GRADNORM_EXACT_CHECKED 0
+#endif
 
 static_assert(gradnorm::kernels_internal::kExactLowestExponent ==
                       gradnorm::ExactSum::kLowestExponent &&
@@ -172,9 +182,66 @@ double SumOneLevel(const void* HWY_RESTRICT data, int64_t n) {
          tail;
 }
 
+#if HWY_ARCH_X86
+// The x86 floating-point status while a block is summed: denormals honoured
+// (DAZ and FTZ off, whatever the caller set: its fp32 -> fp64 conversions
+// must not make subnormals zero) and the flags cleared; the caller's status
+// back in the destructor.
+class FloatStatus {
+ public:
+  FloatStatus() {
+    asm volatile("stmxcsr %0" : "=m"(saved_));
+    clean_ = saved_ & ~(kFlags | kDenormalsAreZero | kFlushToZero);
+    asm volatile("ldmxcsr %0" : : "m"(clean_) : "memory");
+  }
+  ~FloatStatus() { asm volatile("ldmxcsr %0" : : "m"(saved_) : "memory"); }
+  FloatStatus(const FloatStatus&) = delete;
+  FloatStatus& operator=(const FloatStatus&) = delete;
+
+  // Clears the flags again. `data` comes back laundered, so that the
+  // compiler cannot move loads from it (and the arithmetic on them) before.
+  void ClearFlags(const void*& data) {
+    asm volatile("ldmxcsr %1" : "+r"(data) : "m"(clean_) : "memory");
+  }
+
+  // Whether no operation since the flags were cleared rounded, overflowed,
+  // underflowed, divided by zero or was invalid. `a` and `b` are the
+  // results, which must be computed before the flags are read.
+  bool NothingRounded(double a, double b) const {
+    uint32_t status;
+    asm volatile("stmxcsr %0" : "=m"(status) : "x"(a), "x"(b) : "memory");
+    return (status & (kFlags & ~kDenormalFlag)) == 0;
+  }
+
+ private:
+  static constexpr uint32_t kFlags = 0x3f;  // IE DE ZE OE UE PE
+  static constexpr uint32_t kDenormalFlag = 0x02;
+  static constexpr uint32_t kDenormalsAreZero = 0x40;
+  static constexpr uint32_t kFlushToZero = 0x8000;
+  uint32_t saved_;
+  uint32_t clean_;
+};
+#endif  // HWY_ARCH_X86
+
+#if GRADNORM_EXACT_CHECKED
+// s + v^2 (squares) or s + |v|, rounded to nearest without raising a flag.
+template <bool kSquares, class V>
+HWY_INLINE V AddRoundingQuietly(V s, V v) {
+  constexpr int kQuiet = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  if constexpr (kSquares) {
+    return V{_mm512_fmadd_round_pd(v.raw, v.raw, s.raw, kQuiet)};
+  } else {
+    return V{_mm512_add_round_pd(s.raw, hn::Abs(v).raw, kQuiet)};
+  }
+}
+#endif  // GRADNORM_EXACT_CHECKED
+
 // Two levels: per lane S from `start` and L, as in the header; `high` gets
-// sum(S - start) and `low` sum(L).
-template <Fmt kFmt, bool kSquares>
+// sum(S - start) and `low` sum(L). kQuiet (checked sums only): S' = fl(S + t)
+// rounds without raising a flag, and the elements after the last whole group
+// are summed as a group padded with zeros, so that every other operation is
+// one that must not round.
+template <Fmt kFmt, bool kSquares, bool kQuiet = false>
 void SumTwoLevels(const void* HWY_RESTRICT data, int64_t n, double start,
                   double* high, double* low) {
   const hn::ScalableTag<double> dd;
@@ -183,38 +250,51 @@ void SumTwoLevels(const void* HWY_RESTRICT data, int64_t n, double start,
   // S' = fl(S + t); L += t - (S' - S). With squares t = v * v is exact, so
   // the fused and unfused forms give the same bits on every target.
   auto step = [](V v, V& s, V& l) {
+    V next;
+#if GRADNORM_EXACT_CHECKED
+    if constexpr (kQuiet) next = AddRoundingQuietly<kSquares>(s, v);
+#endif
     if constexpr (kSquares) {
-      const V next = hn::MulAdd(v, v, s);
+      if constexpr (!kQuiet) next = hn::MulAdd(v, v, s);
       l = hn::Add(l, hn::MulSub(v, v, hn::Sub(next, s)));
-      s = next;
     } else {
       const V t = hn::Abs(v);
-      const V next = hn::Add(s, t);
+      if constexpr (!kQuiet) next = hn::Add(s, t);
       l = hn::Add(l, hn::Sub(t, hn::Sub(next, s)));
-      s = next;
     }
+    s = next;
   };
   const V s0 = hn::Set(dd, start);
   V s1 = s0, s2 = s0, s3 = s0, s4 = s0;
   V l1 = hn::Zero(dd), l2 = hn::Zero(dd), l3 = hn::Zero(dd), l4 = hn::Zero(dd);
   int64_t i = 0;
   V v[4];
-  for (; i + 4 * lanes <= n; i += 4 * lanes) {
-    LoadGroup<kFmt>(dd, data, i, v);
+  auto group = [&](const void* HWY_RESTRICT from, int64_t at) {
+    LoadGroup<kFmt>(dd, from, at, v);
     step(v[0], s1, l1);
     step(v[1], s2, l2);
     step(v[2], s3, l3);
     step(v[3], s4, l4);
-  }
-  for (; i + lanes <= n; i += lanes) {
-    step(LoadAsDouble<kFmt>(dd, data, i), s1, l1);
+  };
+  for (; i + 4 * lanes <= n; i += 4 * lanes) group(data, i);
+  double tail_high = 0.0, tail_low = 0.0;
+  if constexpr (kQuiet) {
+    if (i < n) {
+      HWY_ALIGN BitsOf<kFmt> padded[4 * HWY_MAX_BYTES / sizeof(double)] = {};
+      std::memcpy(padded, static_cast<const BitsOf<kFmt>*>(data) + i,
+                  static_cast<size_t>(n - i) * sizeof(BitsOf<kFmt>));
+      group(padded, 0);
+    }
+  } else {
+    for (; i + lanes <= n; i += lanes) {
+      step(LoadAsDouble<kFmt>(dd, data, i), s1, l1);
+    }
+    ExactPlan plan{ExactTier::kTwoLevels};
+    plan.start = start;
+    TailSums<kFmt, kSquares>(data, i, n, plan, &tail_high, &tail_low);
   }
   const V h = hn::Add(hn::Add(hn::Sub(s1, s0), hn::Sub(s2, s0)),
                       hn::Add(hn::Sub(s3, s0), hn::Sub(s4, s0)));
-  ExactPlan plan{ExactTier::kTwoLevels};
-  plan.start = start;
-  double tail_high, tail_low;
-  TailSums<kFmt, kSquares>(data, i, n, plan, &tail_high, &tail_low);
   *high = hn::GetLane(hn::SumOfLanes(dd, h)) + tail_high;
   *low = hn::GetLane(
              hn::SumOfLanes(dd, hn::Add(hn::Add(l1, l2), hn::Add(l3, l4)))) +
@@ -291,9 +371,61 @@ bool AddPlanned(const ExactPlan& plan, const void* HWY_RESTRICT data, int64_t n,
   return false;
 }
 
+#if GRADNORM_EXACT_CHECKED
+// The checked sums of exact_block_cpu.h: one level (start 0) or two levels
+// from `start`; false (nothing added) when an operation that must not round
+// did.
+template <Fmt kFmt>
+bool AddChecked(const void* data, int64_t n, bool squares, double start,
+                FloatStatus& status, ExactSum* out) {
+  status.ClearFlags(data);
+  double high, low = 0.0;
+  if (start == 0.0) {
+    high = squares ? SumOneLevel<kFmt, true>(data, n)
+                   : SumOneLevel<kFmt, false>(data, n);
+  } else {
+    squares ? SumTwoLevels<kFmt, true, true>(data, n, start, &high, &low)
+            : SumTwoLevels<kFmt, false, true>(data, n, start, &high, &low);
+    MakeNonNegative(std::ldexp(start, -52), &high, &low);
+  }
+  // NaN and Inf come out as a sum that is not finite, or raise a flag.
+  if (!status.NothingRounded(high, low) || !std::isfinite(high) ||
+      !std::isfinite(low)) {
+    return false;
+  }
+  out->AddAbs(high);
+  out->AddAbs(low);
+  return true;
+}
+
+// One level first where terms are narrow enough that it mostly holds (all
+// but fp32 squares), then two levels from the hint's start.
+template <Fmt kFmt>
+bool AddCheckedAsHinted(const void* data, int64_t n, bool squares,
+                        const ExactBlockHint& hint, FloatStatus& status,
+                        ExactSum* out) {
+  const int width = (squares ? 2 : 1) * FormatOf<kFmt>().significand_bits;
+  if (width + kExactBlockBits <= 53 &&
+      AddChecked<kFmt>(data, n, squares, 0.0, status, out)) {
+    return true;
+  }
+  return hint.start != 0.0 &&
+         AddChecked<kFmt>(data, n, squares, hint.start, status, out);
+}
+#endif  // GRADNORM_EXACT_CHECKED
+
 template <Fmt kFmt>
 bool AddBlock(const void* HWY_RESTRICT data, int64_t n, bool squares,
-              ExactSum* out) {
+              ExactBlockHint* hint, ExactSum* out) {
+#if HWY_ARCH_X86
+  FloatStatus status;
+#endif
+#if GRADNORM_EXACT_CHECKED
+  if (hint != nullptr &&
+      AddCheckedAsHinted<kFmt>(data, n, squares, *hint, status, out)) {
+    return true;
+  }
+#endif
   constexpr ExactFormat f = FormatOf<kFmt>();
   using U = BitsOf<kFmt>;
   const int k = squares ? 2 : 1;
@@ -302,6 +434,9 @@ bool AddBlock(const void* HWY_RESTRICT data, int64_t n, bool squares,
                  &largest, &smallest_minus_one);
   const ExactPlan plan = PlanExactSum(f, k, kExactBlockBits, largest,
                                       static_cast<U>(smallest_minus_one + 1));
+  if (hint != nullptr && largest < f.infinity && largest != 0) {
+    hint->start = TwoLevelStart(f, k, kExactBlockBits, largest);
+  }
   if (plan.tier != ExactTier::kBins) {
     return AddPlanned<kFmt>(plan, data, n, squares, out);
   }
@@ -330,19 +465,21 @@ bool AddBlock(const void* HWY_RESTRICT data, int64_t n, bool squares,
 }
 
 bool AddBlockExactForTarget(DType dtype, const void* data, int64_t n,
-                            bool squares, ExactSum* out) {
+                            bool squares, ExactBlockHint* hint, ExactSum* out) {
   switch (dtype) {
     case DType::kFloat32:
-      return AddBlock<Fmt::kFp32>(data, n, squares, out);
+      return AddBlock<Fmt::kFp32>(data, n, squares, hint, out);
     case DType::kBFloat16:
-      return AddBlock<Fmt::kBf16>(data, n, squares, out);
+      return AddBlock<Fmt::kBf16>(data, n, squares, hint, out);
     case DType::kFloat16:
-      return AddBlock<Fmt::kFp16>(data, n, squares, out);
+      return AddBlock<Fmt::kFp16>(data, n, squares, hint, out);
     case DType::kFloat64:
       break;
   }
   return false;
 }
+
+bool ChecksAvailableForTarget() { return GRADNORM_EXACT_CHECKED != 0; }
 
 // NOLINTNEXTLINE(google-readability-namespace-comments)
 }  // namespace HWY_NAMESPACE
@@ -355,11 +492,16 @@ namespace gradnorm {
 namespace kernels_internal {
 
 HWY_EXPORT(AddBlockExactForTarget);
+HWY_EXPORT(ChecksAvailableForTarget);
+
+bool ExactBlockChecksAvailable() {
+  return HWY_DYNAMIC_DISPATCH(ChecksAvailableForTarget)();
+}
 
 bool AddBlockExact(DType dtype, const void* data, int64_t n, bool squares,
-                   ExactSum* out) {
+                   ExactBlockHint* hint, ExactSum* out) {
   return HWY_DYNAMIC_DISPATCH(AddBlockExactForTarget)(dtype, data, n, squares,
-                                                      out);
+                                                      hint, out);
 }
 
 }  // namespace kernels_internal

@@ -5,7 +5,9 @@
 // nearly always do).
 //
 //   ExactSum sum;
-//   if (!AddBlockExact(DType::kBFloat16, data, n, /*squares=*/true, &sum)) {
+//   ExactBlockHint hint;  // one per run of blocks of one tensor
+//   if (!AddBlockExact(DType::kBFloat16, data, n, /*squares=*/true, &hint,
+//                      &sum)) {
 //     ... sum the block another way (exponent bins) ...
 //   }
 //
@@ -28,6 +30,25 @@
 //     summed as above, and added one by one;
 //   - otherwise, or with a NaN or Inf in the block, it returns false.
 //
+// Checked sums (x86 with AVX-512 only). The bounds above need the block's
+// range: one more pass over it. Where the processor can round an addition
+// without raising the inexact flag (AVX-512's rounding with suppressed
+// exceptions), a block is first summed with no range pass:
+//   - in one level, where the terms are narrow enough that it mostly holds
+//     (every case but fp32 squares);
+//   - else in two levels from the start 2^K of the last block that was
+//     planned (the hint), with S' = fl(S + t) rounded quietly.
+// Every other operation raises the flag if it rounds. The sum is taken when
+// no flag was raised and it is finite: then nothing was rounded but the S'
+// steps, whose rounding the two levels keep exactly (q = S' - S and t - q
+// are computed without rounding, so sum(q) + sum(t - q) = sum(t)). Otherwise
+// the block is planned as above, which also renews the hint's start.
+//
+// On x86 every block is summed with denormals honoured (DAZ and FTZ off,
+// whatever the caller set: fp32 -> fp64 conversion must not make subnormals
+// zero) and the flags cleared; the caller's floating-point status is
+// restored afterwards.
+//
 // Thread-safety: thread-safe (no shared state).
 #ifndef GRADNORM_KERNELS_INTERNAL_EXACT_BLOCK_CPU_H_
 #define GRADNORM_KERNELS_INTERNAL_EXACT_BLOCK_CPU_H_
@@ -46,13 +67,24 @@ inline constexpr int64_t kExactBlockElements = int64_t{1} << kExactBlockBits;
 // Elements of a too-wide block that may lie below its two-level range.
 inline constexpr int kMaxOutliers = 32;
 
+// What the checked sums of the next blocks of one tensor start from: the
+// two-level start 2^K of the last block that was planned (0: none yet). It
+// changes no result, only the work.
+struct ExactBlockHint {
+  double start = 0.0;
+};
+
 // Adds the exact sum of |x| (squares false) or x^2 (true) over the n <=
 // kExactBlockElements elements at `data` (fp32, bf16 or fp16; fp64 is not
 // handled) to `out` and returns true, or adds nothing and returns false when
 // the block holds a NaN or an infinity, or more than kMaxOutliers elements
-// below the binades it can sum in two levels.
+// below the binades it can sum in two levels. `hint` (may be null: plan
+// every block) is read and updated.
 bool AddBlockExact(DType dtype, const void* data, int64_t n, bool squares,
-                   ExactSum* out);
+                   ExactBlockHint* hint, ExactSum* out);
+
+// Whether this processor takes the checked sums (else every block is planned).
+bool ExactBlockChecksAvailable();
 
 }  // namespace kernels_internal
 }  // namespace gradnorm

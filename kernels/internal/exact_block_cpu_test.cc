@@ -1,5 +1,6 @@
 #include "kernels/internal/exact_block_cpu.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -7,6 +8,9 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 #include "kernels/internal/half.h"
 
 namespace gradnorm {
@@ -94,8 +98,8 @@ TEST(AddBlockExactTest, EqualsTheOracleForEverySpanOfExponents) {
             block.Add(v);
           }
           ExactSum fast;
-          const bool taken =
-              AddBlockExact(dtype, block.data(), block.size(), squares, &fast);
+          const bool taken = AddBlockExact(dtype, block.data(), block.size(),
+                                           squares, nullptr, &fast);
           SCOPED_TRACE(testing::Message()
                        << "dtype " << static_cast<int>(dtype) << " squares "
                        << squares << " span " << span << " n " << n);
@@ -130,7 +134,8 @@ TEST(AddBlockExactTest, ExactAtTheEdgesOfItsBounds) {
         block.Add(
             std::ldexp(1.0 + std::ldexp(1.0, 1 - r.significand_bits), -span));
         ExactSum fast;
-        if (AddBlockExact(dtype, block.data(), block.size(), squares, &fast)) {
+        if (AddBlockExact(dtype, block.data(), block.size(), squares, nullptr,
+                          &fast)) {
           SCOPED_TRACE(testing::Message()
                        << "dtype " << static_cast<int>(dtype) << " squares "
                        << squares << " span " << span);
@@ -156,8 +161,8 @@ TEST(AddBlockExactTest, NegativeResidualsAndSubnormals) {
         block.Add(std::ldexp(s, -static_cast<int>(i % 9)));
       }
       ExactSum fast;
-      ASSERT_TRUE(
-          AddBlockExact(dtype, block.data(), block.size(), squares, &fast));
+      ASSERT_TRUE(AddBlockExact(dtype, block.data(), block.size(), squares,
+                                nullptr, &fast));
       EXPECT_EQ(fast, OneByOne(block, squares));
 
       Block tiny{dtype};
@@ -167,7 +172,8 @@ TEST(AddBlockExactTest, NegativeResidualsAndSubnormals) {
         tiny.Add(std::ldexp(1.5, r.min_exponent + i % 5));
       }
       ExactSum small;
-      if (AddBlockExact(dtype, tiny.data(), tiny.size(), squares, &small)) {
+      if (AddBlockExact(dtype, tiny.data(), tiny.size(), squares, nullptr,
+                        &small)) {
         EXPECT_EQ(small, OneByOne(tiny, squares));
       }
     }
@@ -215,8 +221,8 @@ TEST(AddBlockExactTest, AFewOutliersFarBelowAreAddedOneByOne) {
                        << "dtype " << static_cast<int>(dtype) << " squares "
                        << squares << " outliers " << outliers << " n " << n);
           ExactSum fast;
-          const bool taken =
-              AddBlockExact(dtype, block.data(), block.size(), squares, &fast);
+          const bool taken = AddBlockExact(dtype, block.data(), block.size(),
+                                           squares, nullptr, &fast);
           if (dtype == DType::kFloat16 || outliers <= kMaxOutliers) {
             ASSERT_TRUE(taken);
             EXPECT_EQ(fast, OneByOne(block, squares));
@@ -238,7 +244,7 @@ TEST(AddBlockExactTest, LeavesNonFiniteAndVeryWideBlocksToTheCaller) {
       block.Add(1.0);
       block.Add(bad);
       ExactSum sum;
-      EXPECT_FALSE(AddBlockExact(dtype, block.data(), 2, true, &sum));
+      EXPECT_FALSE(AddBlockExact(dtype, block.data(), 2, true, nullptr, &sum));
       EXPECT_TRUE(sum.is_zero());
     }
     // fp16's whole range fits the two-level bound; fp32's and bf16's do not,
@@ -251,19 +257,146 @@ TEST(AddBlockExactTest, LeavesNonFiniteAndVeryWideBlocksToTheCaller) {
     }
     ExactSum sum;
     if (dtype == DType::kFloat16) {
-      EXPECT_TRUE(AddBlockExact(dtype, wide.data(), wide.size(), true, &sum));
+      EXPECT_TRUE(
+          AddBlockExact(dtype, wide.data(), wide.size(), true, nullptr, &sum));
       EXPECT_EQ(sum, OneByOne(wide, true));
     } else {
-      EXPECT_FALSE(AddBlockExact(dtype, wide.data(), wide.size(), true, &sum));
+      EXPECT_FALSE(
+          AddBlockExact(dtype, wide.data(), wide.size(), true, nullptr, &sum));
       EXPECT_TRUE(sum.is_zero());
     }
     Block zeros{dtype};
     for (int i = 0; i < 100; ++i) zeros.Add(i % 2 ? 0.0 : -0.0);
     ExactSum zero;
-    EXPECT_TRUE(AddBlockExact(dtype, zeros.data(), 100, true, &zero));
+    EXPECT_TRUE(AddBlockExact(dtype, zeros.data(), 100, true, nullptr, &zero));
     EXPECT_TRUE(zero.is_zero());
   }
 }
+
+// Runs of blocks of one tensor share a hint, as ComputePartialNorm's do: the
+// scale moves from block to block, sometimes far (up or down 40 binades),
+// spans are narrow or wide, and blocks hold zeros of both signs, subnormals,
+// a few values far below the rest, and now and then a NaN or an infinity.
+// Every block taken is bitwise the oracle's; one not taken adds nothing and
+// is not taken without a hint either.
+TEST(AddBlockExactTest, HintedRunsOfBlocksEqualTheOracle) {
+  std::mt19937_64 random(17);
+  for (DType dtype : kDtypes) {
+    const Range r = RangeOf(dtype);
+    for (bool squares : {false, true}) {
+      ExactBlockHint hint;
+      int top = 0;
+      int taken_count = 0;
+      for (int b = 0; b < 300; ++b) {
+        std::uniform_int_distribution<int> step(-3, 3), jump(-40, 40),
+            pick(0, 99), span_of(0, 30);
+        top += pick(random) < 10 ? jump(random) : step(random);
+        top = std::clamp(top, r.min_exponent + 2, r.max_exponent - 1);
+        const int span = pick(random) < 10 ? 40 : span_of(random);
+        const int64_t n = pick(random) < 20
+                              ? std::uniform_int_distribution<int64_t>(
+                                    1, kExactBlockElements)(random)
+                              : kExactBlockElements;
+        const int kind = pick(random);
+        std::uniform_int_distribution<int> exponent(top - span, top);
+        std::uniform_real_distribution<double> significand(1.0, 2.0);
+        Block block{dtype};
+        for (int64_t i = 0; i < n; ++i) {
+          double v = std::ldexp(significand(random), exponent(random));
+          if (i % 2 == 1) v = -v;
+          if (i % 17 == 3) v = i % 34 == 3 ? 0.0 : -0.0;
+          if (kind < 10 && i % 301 == 7) {
+            v = std::ldexp(significand(random), r.min_exponent - 3);
+          }
+          if (kind == 10 && i == n / 2) v = NAN;
+          if (kind == 11 && i == n - 1) v = -INFINITY;
+          block.Add(v);
+        }
+        SCOPED_TRACE(testing::Message()
+                     << "dtype " << static_cast<int>(dtype) << " squares "
+                     << squares << " block " << b << " top " << top << " span "
+                     << span << " n " << n);
+        ExactSum hinted;
+        if (AddBlockExact(dtype, block.data(), block.size(), squares, &hint,
+                          &hinted)) {
+          ++taken_count;
+          EXPECT_EQ(hinted, OneByOne(block, squares));
+        } else {
+          EXPECT_TRUE(hinted.is_zero());
+          ExactSum planned;
+          EXPECT_FALSE(AddBlockExact(dtype, block.data(), block.size(), squares,
+                                     nullptr, &planned));
+        }
+      }
+      EXPECT_GT(taken_count, 150);
+    }
+  }
+}
+
+// A block the plan leaves (more than kMaxOutliers values below the two-level
+// range) but whose two-level sum rounds nothing from the start learnt from
+// the block before (one such value, planned with it as an outlier): the
+// checked sum takes it, exactly, where the processor has checked sums.
+TEST(AddBlockExactTest, TheCheckedSumTakesWhatRoundsNothing) {
+  for (DType dtype : {DType::kFloat32, DType::kBFloat16}) {
+    SCOPED_TRACE(testing::Message() << "dtype " << static_cast<int>(dtype));
+    const double tiny = std::ldexp(1.0, -45);
+    Block before{dtype};
+    for (int64_t i = 0; i < kExactBlockElements; ++i) {
+      before.Add(i == 0 ? tiny : 1.0);
+    }
+    ExactBlockHint hint;
+    ExactSum first;
+    ASSERT_TRUE(AddBlockExact(dtype, before.data(), before.size(), true, &hint,
+                              &first));
+    Block block{dtype};
+    for (int64_t i = 0; i < kExactBlockElements; ++i) {
+      block.Add(i % 40 == 0 ? tiny : 1.0);
+    }
+    ExactSum planned;
+    EXPECT_FALSE(AddBlockExact(dtype, block.data(), block.size(), true, nullptr,
+                               &planned));
+    ExactSum checked;
+    const bool taken =
+        AddBlockExact(dtype, block.data(), block.size(), true, &hint, &checked);
+    EXPECT_EQ(taken, ExactBlockChecksAvailable());
+    if (taken) EXPECT_EQ(checked, OneByOne(block, true));
+  }
+}
+
+#if defined(__x86_64__)
+// Denormals-are-zero and flush-to-zero set by the caller (as some training
+// frameworks do) do not turn subnormal gradients into zeros, and the
+// caller's floating-point status, flags included, is as it was.
+TEST(AddBlockExactTest, HonoursSubnormalsUnderTheCallersDenormalsAreZero) {
+  for (DType dtype : kDtypes) {
+    const Range r = RangeOf(dtype);
+    for (bool squares : {false, true}) {
+      Block block{dtype};
+      for (int64_t i = 0; i < kExactBlockElements; ++i) {
+        block.Add(std::ldexp(1.0 + (i % 7) / 8.0,
+                             r.min_exponent - 1 - static_cast<int>(i % 3)));
+      }
+      ExactBlockHint hint;
+      const uint32_t caller = (_mm_getcsr() | 0x8040u | 0x20u);
+      _mm_setcsr(caller);
+      ExactSum first, second;
+      const bool taken_first = AddBlockExact(dtype, block.data(), block.size(),
+                                             squares, &hint, &first);
+      const bool taken_second = AddBlockExact(dtype, block.data(), block.size(),
+                                              squares, &hint, &second);
+      const uint32_t after = _mm_getcsr();
+      _mm_setcsr(caller & ~0x8060u);
+      EXPECT_EQ(after, caller);
+      SCOPED_TRACE(testing::Message() << "dtype " << static_cast<int>(dtype)
+                                      << " squares " << squares);
+      if (taken_first) EXPECT_EQ(first, OneByOne(block, squares));
+      if (taken_second) EXPECT_EQ(second, OneByOne(block, squares));
+      EXPECT_FALSE(OneByOne(block, squares).is_zero());
+    }
+  }
+}
+#endif
 
 }  // namespace
 }  // namespace kernels_internal

@@ -108,10 +108,13 @@ void SumPiece(const GradTensor& g, int64_t begin, int64_t end, bool squares,
   const int bias = half ? 25 : 150;
   const size_t element_size = g.dtype == DType::kFloat32 ? 4 : 2;
   std::optional<Bins> bins;
+  ExactBlockHint hint;
   for (int64_t block = begin; block < end; block += kExactBlockElements) {
     const int64_t stop = std::min(end, block + kExactBlockElements);
     const void* first = static_cast<const char*>(g.data) + block * element_size;
-    if (AddBlockExact(g.dtype, first, stop - block, squares, out)) continue;
+    if (AddBlockExact(g.dtype, first, stop - block, squares, &hint, out)) {
+      continue;
+    }
     if (!bins) bins.emplace();
     auto same = [](uint32_t v) { return v; };
     auto bf16 = [](uint16_t v) { return uint32_t{v} << 16; };

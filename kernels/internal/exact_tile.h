@@ -54,6 +54,17 @@ struct ExactPlan {
   double unit = 0.0;   // ulp(2^K) = 2^(K - 52), kTwoLevels only
 };
 
+// 2^K of the two-level sum of a group of at most 2^group_bits terms, |x|
+// (k = 1) or x^2 (k = 2), whose largest finite nonzero magnitude has bits
+// `largest`: 2 * 2^group_bits * (the bound of the largest term).
+GRADNORM_HOST_DEVICE inline double TwoLevelStart(const ExactFormat& f, int k,
+                                                 int group_bits,
+                                                 uint32_t largest) {
+  const int top = static_cast<int>(largest >> f.exponent_shift);
+  const int e_hi = top > 1 ? top : 1;
+  return ldexp(1.0, group_bits + 1 + k * (f.significand_bits + e_hi - f.bias));
+}
+
 // For a group of at most 2^group_bits terms, |x| (k = 1) or x^2 (k = 2), whose
 // largest magnitude has bits `largest` and whose smallest nonzero one has bits
 // `smallest` (any value when largest is 0).
@@ -79,12 +90,9 @@ GRADNORM_HOST_DEVICE inline ExactPlan PlanExactSum(const ExactFormat& f, int k,
     return plan;
   }
   if (2 * group_bits + width > 105) return plan;
-  // 2^K = 2 * 2^group_bits * (the bound of the largest term).
-  const int exponent =
-      group_bits + 1 + k * (f.significand_bits + e_hi - f.bias);
   plan.tier = ExactTier::kTwoLevels;
-  plan.start = ldexp(1.0, exponent);
-  plan.unit = ldexp(1.0, exponent - 52);
+  plan.start = TwoLevelStart(f, k, group_bits, largest);
+  plan.unit = ldexp(plan.start, -52);
   return plan;
 }
 
