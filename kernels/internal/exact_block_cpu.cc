@@ -9,6 +9,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/internal/cpu_prefetch.h"
 #include "kernels/internal/exact_tile.h"
 #include "kernels/internal/half.h"
 
@@ -95,8 +96,21 @@ HWY_INLINE void LoadGroup(DD dd, const void* HWY_RESTRICT data, int64_t i,
   }
 #endif
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(dd));
-  for (int k = 0; k < 4; ++k) {
-    v[k] = LoadAsDouble<kFmt>(dd, data, i + k * lanes);
+  // Unrolled by hand: as a loop, the vectors went through memory.
+  v[0] = LoadAsDouble<kFmt>(dd, data, i);
+  v[1] = LoadAsDouble<kFmt>(dd, data, i + lanes);
+  v[2] = LoadAsDouble<kFmt>(dd, data, i + 2 * lanes);
+  v[3] = LoadAsDouble<kFmt>(dd, data, i + 3 * lanes);
+}
+
+// Prefetches (cpu_prefetch.h) the stream ahead of the `count` elements from
+// index i, up to `end` (nullptr: no prefetching).
+template <typename T>
+HWY_INLINE void PrefetchFrom(const void* data, int64_t i, int64_t count,
+                             const void* end) {
+  if (end != nullptr) {
+    PrefetchAhead(static_cast<const T*>(data) + i,
+                  static_cast<size_t>(count) * sizeof(T), end);
   }
 }
 
@@ -116,7 +130,8 @@ double ScalarAt(const void* data, int64_t i) {
 // The largest magnitude's bits and the smallest nonzero magnitude's bits minus
 // one (all ones when every element is zero).
 template <typename U>
-void MagnitudeRange(const U* HWY_RESTRICT x, int64_t n, U abs_mask, U* largest,
+void MagnitudeRange(const U* HWY_RESTRICT x, int64_t n, U abs_mask,
+                    const void* prefetch_end, U* largest,
                     U* smallest_minus_one) {
   const hn::ScalableTag<U> d;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
@@ -126,6 +141,7 @@ void MagnitudeRange(const U* HWY_RESTRICT x, int64_t n, U abs_mask, U* largest,
   auto lo = hn::Set(d, static_cast<U>(~U{0}));
   int64_t i = 0;
   for (; i + lanes <= n; i += lanes) {
+    PrefetchFrom<U>(x, i, lanes, prefetch_end);
     const auto a = hn::And(hn::LoadU(d, x + i), mask);
     hi = hn::Max(hi, a);
     lo = hn::Min(lo, hn::Sub(a, one));  // zero wraps to all ones
@@ -205,6 +221,14 @@ class FloatStatus {
   }
 
   // Whether no operation since the flags were cleared rounded, overflowed,
+  // underflowed, divided by zero or was invalid, once `v` are computed.
+  template <class V>
+  bool NothingRoundedFor(V& v0, V& v1, V& v2, V& v3) const {
+    asm volatile("" : "+v"(v0.raw), "+v"(v1.raw), "+v"(v2.raw), "+v"(v3.raw));
+    return NothingRounded(0.0, 0.0);
+  }
+
+  // Whether no operation since the flags were cleared rounded, overflowed,
   // underflowed, divided by zero or was invalid. `a` and `b` are the
   // results, which must be computed before the flags are read.
   bool NothingRounded(double a, double b) const {
@@ -243,7 +267,7 @@ HWY_INLINE V AddRoundingQuietly(V s, V v) {
 // one that must not round.
 template <Fmt kFmt, bool kSquares, bool kQuiet = false>
 void SumTwoLevels(const void* HWY_RESTRICT data, int64_t n, double start,
-                  double* high, double* low) {
+                  const void* prefetch_end, double* high, double* low) {
   const hn::ScalableTag<double> dd;
   using V = hn::Vec<decltype(dd)>;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(dd));
@@ -276,7 +300,10 @@ void SumTwoLevels(const void* HWY_RESTRICT data, int64_t n, double start,
     step(v[2], s3, l3);
     step(v[3], s4, l4);
   };
-  for (; i + 4 * lanes <= n; i += 4 * lanes) group(data, i);
+  for (; i + 4 * lanes <= n; i += 4 * lanes) {
+    PrefetchFrom<BitsOf<kFmt>>(data, i, 4 * lanes, prefetch_end);
+    group(data, i);
+  }
   double tail_high = 0.0, tail_low = 0.0;
   if constexpr (kQuiet) {
     if (i < n) {
@@ -358,8 +385,10 @@ bool AddPlanned(const ExactPlan& plan, const void* HWY_RESTRICT data, int64_t n,
       return true;
     case ExactTier::kTwoLevels: {
       double high, low;
-      squares ? SumTwoLevels<kFmt, true>(data, n, plan.start, &high, &low)
-              : SumTwoLevels<kFmt, false>(data, n, plan.start, &high, &low);
+      squares
+          ? SumTwoLevels<kFmt, true>(data, n, plan.start, nullptr, &high, &low)
+          : SumTwoLevels<kFmt, false>(data, n, plan.start, nullptr, &high,
+                                      &low);
       MakeNonNegative(plan.unit, &high, &low);
       out->AddAbs(high);
       out->AddAbs(low);
@@ -375,19 +404,77 @@ bool AddPlanned(const ExactPlan& plan, const void* HWY_RESTRICT data, int64_t n,
 // The checked sums of exact_block_cpu.h: one level (start 0) or two levels
 // from `start`; false (nothing added) when an operation that must not round
 // did.
+// One level, checked in two steps: the lanes' sums, then their total. When
+// only the total rounds, the lanes' sums are added one by one.
+template <Fmt kFmt, bool kSquares>
+bool AddOneLevelChecked(const void* data, int64_t n, const void* prefetch_end,
+                        FloatStatus& status, ExactSum* out) {
+  const hn::ScalableTag<double> dd;
+  using V = hn::Vec<decltype(dd)>;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(dd));
+  V a0 = hn::Zero(dd), a1 = hn::Zero(dd), a2 = hn::Zero(dd), a3 = hn::Zero(dd);
+  V v[4];
+  auto group = [&](const void* HWY_RESTRICT from, int64_t at) {
+    LoadGroup<kFmt>(dd, from, at, v);
+    if constexpr (kSquares) {
+      a0 = hn::MulAdd(v[0], v[0], a0);
+      a1 = hn::MulAdd(v[1], v[1], a1);
+      a2 = hn::MulAdd(v[2], v[2], a2);
+      a3 = hn::MulAdd(v[3], v[3], a3);
+    } else {
+      a0 = hn::Add(a0, hn::Abs(v[0]));
+      a1 = hn::Add(a1, hn::Abs(v[1]));
+      a2 = hn::Add(a2, hn::Abs(v[2]));
+      a3 = hn::Add(a3, hn::Abs(v[3]));
+    }
+  };
+  int64_t i = 0;
+  for (; i + 4 * lanes <= n; i += 4 * lanes) {
+    PrefetchFrom<BitsOf<kFmt>>(data, i, 4 * lanes, prefetch_end);
+    group(data, i);
+  }
+  if (i < n) {
+    HWY_ALIGN BitsOf<kFmt> padded[4 * HWY_MAX_BYTES / sizeof(double)] = {};
+    std::memcpy(padded, static_cast<const BitsOf<kFmt>*>(data) + i,
+                static_cast<size_t>(n - i) * sizeof(BitsOf<kFmt>));
+    group(padded, 0);
+  }
+  if (!status.NothingRoundedFor(a0, a1, a2, a3)) return false;
+  const double total = hn::GetLane(
+      hn::SumOfLanes(dd, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
+  if (status.NothingRounded(total, 0.0)) {
+    if (!std::isfinite(total)) return false;  // NaN or Inf
+    out->AddAbs(total);
+    return true;
+  }
+  HWY_ALIGN double sums[4 * HWY_MAX_BYTES / sizeof(double)];
+  hn::Store(a0, dd, sums);
+  hn::Store(a1, dd, sums + lanes);
+  hn::Store(a2, dd, sums + 2 * lanes);
+  hn::Store(a3, dd, sums + 3 * lanes);
+  for (int64_t k = 0; k < 4 * lanes; ++k) {
+    if (!std::isfinite(sums[k])) return false;
+  }
+  for (int64_t k = 0; k < 4 * lanes; ++k) out->AddAbs(sums[k]);
+  return true;
+}
+
 template <Fmt kFmt>
 bool AddChecked(const void* data, int64_t n, bool squares, double start,
-                FloatStatus& status, ExactSum* out) {
+                const void* prefetch_end, FloatStatus& status, ExactSum* out) {
   status.ClearFlags(data);
-  double high, low = 0.0;
   if (start == 0.0) {
-    high = squares ? SumOneLevel<kFmt, true>(data, n)
-                   : SumOneLevel<kFmt, false>(data, n);
-  } else {
-    squares ? SumTwoLevels<kFmt, true, true>(data, n, start, &high, &low)
-            : SumTwoLevels<kFmt, false, true>(data, n, start, &high, &low);
-    MakeNonNegative(std::ldexp(start, -52), &high, &low);
+    return squares ? AddOneLevelChecked<kFmt, true>(data, n, prefetch_end,
+                                                    status, out)
+                   : AddOneLevelChecked<kFmt, false>(data, n, prefetch_end,
+                                                     status, out);
   }
+  double high, low;
+  squares ? SumTwoLevels<kFmt, true, true>(data, n, start, prefetch_end, &high,
+                                           &low)
+          : SumTwoLevels<kFmt, false, true>(data, n, start, prefetch_end, &high,
+                                            &low);
+  MakeNonNegative(std::ldexp(start, -52), &high, &low);
   // NaN and Inf come out as a sum that is not finite, or raise a flag.
   if (!status.NothingRounded(high, low) || !std::isfinite(high) ||
       !std::isfinite(low)) {
@@ -399,30 +486,36 @@ bool AddChecked(const void* data, int64_t n, bool squares, double start,
 }
 
 // One level first where terms are narrow enough that it mostly holds (all
-// but fp32 squares), then two levels from the hint's start.
+// but fp32 squares), then two levels from the run's start. The first pass
+// over the block prefetches (and sets prefetch_end to nullptr): a later one
+// reads the block from L1.
 template <Fmt kFmt>
-bool AddCheckedAsHinted(const void* data, int64_t n, bool squares,
-                        const ExactBlockHint& hint, FloatStatus& status,
-                        ExactSum* out) {
+bool AddCheckedInRun(const void* data, int64_t n, bool squares, double start,
+                     const void*& prefetch_end, FloatStatus& status,
+                     ExactSum* out) {
   const int width = (squares ? 2 : 1) * FormatOf<kFmt>().significand_bits;
-  if (width + kExactBlockBits <= 53 &&
-      AddChecked<kFmt>(data, n, squares, 0.0, status, out)) {
-    return true;
+  if (width + kExactBlockBits <= 53) {
+    const void* end = prefetch_end;
+    prefetch_end = nullptr;
+    if (AddChecked<kFmt>(data, n, squares, 0.0, end, status, out)) return true;
   }
-  return hint.start != 0.0 &&
-         AddChecked<kFmt>(data, n, squares, hint.start, status, out);
+  if (start == 0.0) return false;
+  const void* end = prefetch_end;
+  prefetch_end = nullptr;
+  return AddChecked<kFmt>(data, n, squares, start, end, status, out);
 }
 #endif  // GRADNORM_EXACT_CHECKED
 
 template <Fmt kFmt>
 bool AddBlock(const void* HWY_RESTRICT data, int64_t n, bool squares,
-              ExactBlockHint* hint, ExactSum* out) {
+              ExactBlockRun* run, ExactSum* out) {
+  const void* prefetch_end = run != nullptr ? run->end : nullptr;
 #if HWY_ARCH_X86
   FloatStatus status;
 #endif
 #if GRADNORM_EXACT_CHECKED
-  if (hint != nullptr &&
-      AddCheckedAsHinted<kFmt>(data, n, squares, *hint, status, out)) {
+  if (run != nullptr && AddCheckedInRun<kFmt>(data, n, squares, run->start,
+                                              prefetch_end, status, out)) {
     return true;
   }
 #endif
@@ -431,11 +524,11 @@ bool AddBlock(const void* HWY_RESTRICT data, int64_t n, bool squares,
   const int k = squares ? 2 : 1;
   U largest, smallest_minus_one;
   MagnitudeRange(static_cast<const U*>(data), n, static_cast<U>(f.abs_mask),
-                 &largest, &smallest_minus_one);
+                 prefetch_end, &largest, &smallest_minus_one);
   const ExactPlan plan = PlanExactSum(f, k, kExactBlockBits, largest,
                                       static_cast<U>(smallest_minus_one + 1));
-  if (hint != nullptr && largest < f.infinity && largest != 0) {
-    hint->start = TwoLevelStart(f, k, kExactBlockBits, largest);
+  if (run != nullptr && largest < f.infinity && largest != 0) {
+    run->start = TwoLevelStart(f, k, kExactBlockBits, largest);
   }
   if (plan.tier != ExactTier::kBins) {
     return AddPlanned<kFmt>(plan, data, n, squares, out);
@@ -465,14 +558,14 @@ bool AddBlock(const void* HWY_RESTRICT data, int64_t n, bool squares,
 }
 
 bool AddBlockExactForTarget(DType dtype, const void* data, int64_t n,
-                            bool squares, ExactBlockHint* hint, ExactSum* out) {
+                            bool squares, ExactBlockRun* run, ExactSum* out) {
   switch (dtype) {
     case DType::kFloat32:
-      return AddBlock<Fmt::kFp32>(data, n, squares, hint, out);
+      return AddBlock<Fmt::kFp32>(data, n, squares, run, out);
     case DType::kBFloat16:
-      return AddBlock<Fmt::kBf16>(data, n, squares, hint, out);
+      return AddBlock<Fmt::kBf16>(data, n, squares, run, out);
     case DType::kFloat16:
-      return AddBlock<Fmt::kFp16>(data, n, squares, hint, out);
+      return AddBlock<Fmt::kFp16>(data, n, squares, run, out);
     case DType::kFloat64:
       break;
   }
@@ -499,9 +592,9 @@ bool ExactBlockChecksAvailable() {
 }
 
 bool AddBlockExact(DType dtype, const void* data, int64_t n, bool squares,
-                   ExactBlockHint* hint, ExactSum* out) {
+                   ExactBlockRun* run, ExactSum* out) {
   return HWY_DYNAMIC_DISPATCH(AddBlockExactForTarget)(dtype, data, n, squares,
-                                                      hint, out);
+                                                      run, out);
 }
 
 }  // namespace kernels_internal

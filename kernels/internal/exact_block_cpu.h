@@ -5,8 +5,8 @@
 // nearly always do).
 //
 //   ExactSum sum;
-//   ExactBlockHint hint;  // one per run of blocks of one tensor
-//   if (!AddBlockExact(DType::kBFloat16, data, n, /*squares=*/true, &hint,
+//   ExactBlockRun run{tensor_end};  // one per run of blocks through a tensor
+//   if (!AddBlockExact(DType::kBFloat16, data, n, /*squares=*/true, &run,
 //                      &sum)) {
 //     ... sum the block another way (exponent bins) ...
 //   }
@@ -35,21 +35,24 @@
 // without raising the inexact flag (AVX-512's rounding with suppressed
 // exceptions), a block is first summed with no range pass:
 //   - in one level, where the terms are narrow enough that it mostly holds
-//     (every case but fp32 squares);
-//   - else in two levels from the start 2^K of the last block that was
-//     planned (the hint), with S' = fl(S + t) rounded quietly.
+//     (every case but fp32 squares). The lanes' sums are checked first, then
+//     their total; when only the total rounds, the lanes' sums are added
+//     one by one;
+//   - else in two levels from the start 2^K of the last block of the run
+//     that was planned, with S' = fl(S + t) rounded quietly.
 // Every other operation raises the flag if it rounds. The sum is taken when
 // no flag was raised and it is finite: then nothing was rounded but the S'
 // steps, whose rounding the two levels keep exactly (q = S' - S and t - q
 // are computed without rounding, so sum(q) + sum(t - q) = sum(t)). Otherwise
-// the block is planned as above, which also renews the hint's start.
+// the block is planned as above, which also renews the run's start.
 //
 // On x86 every block is summed with denormals honoured (DAZ and FTZ off,
 // whatever the caller set: fp32 -> fp64 conversion must not make subnormals
 // zero) and the flags cleared; the caller's floating-point status is
 // restored afterwards.
 //
-// Thread-safety: thread-safe (no shared state).
+// Thread-safety: thread-safe, but an ExactBlockRun serves one thread at a
+// time.
 #ifndef GRADNORM_KERNELS_INTERNAL_EXACT_BLOCK_CPU_H_
 #define GRADNORM_KERNELS_INTERNAL_EXACT_BLOCK_CPU_H_
 
@@ -67,21 +70,24 @@ inline constexpr int64_t kExactBlockElements = int64_t{1} << kExactBlockBits;
 // Elements of a too-wide block that may lie below its two-level range.
 inline constexpr int kMaxOutliers = 32;
 
-// What the checked sums of the next blocks of one tensor start from: the
-// two-level start 2^K of the last block that was planned (0: none yet). It
-// changes no result, only the work.
-struct ExactBlockHint {
-  double start = 0.0;
+// A run of blocks through one tensor, in order. Each block prefetches the
+// stream ahead of itself (kernels/internal/cpu_prefetch.h), up to the end of
+// the tensor; the checked sums start from the two-level start 2^K of the
+// last block of the run that was planned. Neither changes a result, only
+// the work.
+struct ExactBlockRun {
+  const void* end = nullptr;  // the tensor's end; nullptr: no prefetching
+  double start = 0.0;         // 0: no block planned yet
 };
 
 // Adds the exact sum of |x| (squares false) or x^2 (true) over the n <=
 // kExactBlockElements elements at `data` (fp32, bf16 or fp16; fp64 is not
 // handled) to `out` and returns true, or adds nothing and returns false when
 // the block holds a NaN or an infinity, or more than kMaxOutliers elements
-// below the binades it can sum in two levels. `hint` (may be null: plan
-// every block) is read and updated.
+// below the binades it can sum in two levels. `run` (may be null: plan
+// every block, prefetch nothing) is read and updated.
 bool AddBlockExact(DType dtype, const void* data, int64_t n, bool squares,
-                   ExactBlockHint* hint, ExactSum* out);
+                   ExactBlockRun* run, ExactSum* out);
 
 // Whether this processor takes the checked sums (else every block is planned).
 bool ExactBlockChecksAvailable();

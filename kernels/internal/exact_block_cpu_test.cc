@@ -273,18 +273,19 @@ TEST(AddBlockExactTest, LeavesNonFiniteAndVeryWideBlocksToTheCaller) {
   }
 }
 
-// Runs of blocks of one tensor share a hint, as ComputePartialNorm's do: the
+// Runs of blocks of one tensor share an ExactBlockRun, as ComputePartialNorm's
+// do: the
 // scale moves from block to block, sometimes far (up or down 40 binades),
 // spans are narrow or wide, and blocks hold zeros of both signs, subnormals,
 // a few values far below the rest, and now and then a NaN or an infinity.
 // Every block taken is bitwise the oracle's; one not taken adds nothing and
-// is not taken without a hint either.
-TEST(AddBlockExactTest, HintedRunsOfBlocksEqualTheOracle) {
+// is not taken without a run either.
+TEST(AddBlockExactTest, RunsOfBlocksEqualTheOracle) {
   std::mt19937_64 random(17);
   for (DType dtype : kDtypes) {
     const Range r = RangeOf(dtype);
     for (bool squares : {false, true}) {
-      ExactBlockHint hint;
+      ExactBlockRun run;
       int top = 0;
       int taken_count = 0;
       for (int b = 0; b < 300; ++b) {
@@ -316,13 +317,13 @@ TEST(AddBlockExactTest, HintedRunsOfBlocksEqualTheOracle) {
                      << "dtype " << static_cast<int>(dtype) << " squares "
                      << squares << " block " << b << " top " << top << " span "
                      << span << " n " << n);
-        ExactSum hinted;
-        if (AddBlockExact(dtype, block.data(), block.size(), squares, &hint,
-                          &hinted)) {
+        ExactSum in_run;
+        if (AddBlockExact(dtype, block.data(), block.size(), squares, &run,
+                          &in_run)) {
           ++taken_count;
-          EXPECT_EQ(hinted, OneByOne(block, squares));
+          EXPECT_EQ(in_run, OneByOne(block, squares));
         } else {
-          EXPECT_TRUE(hinted.is_zero());
+          EXPECT_TRUE(in_run.is_zero());
           ExactSum planned;
           EXPECT_FALSE(AddBlockExact(dtype, block.data(), block.size(), squares,
                                      nullptr, &planned));
@@ -345,10 +346,10 @@ TEST(AddBlockExactTest, TheCheckedSumTakesWhatRoundsNothing) {
     for (int64_t i = 0; i < kExactBlockElements; ++i) {
       before.Add(i == 0 ? tiny : 1.0);
     }
-    ExactBlockHint hint;
+    ExactBlockRun run;
     ExactSum first;
-    ASSERT_TRUE(AddBlockExact(dtype, before.data(), before.size(), true, &hint,
-                              &first));
+    ASSERT_TRUE(
+        AddBlockExact(dtype, before.data(), before.size(), true, &run, &first));
     Block block{dtype};
     for (int64_t i = 0; i < kExactBlockElements; ++i) {
       block.Add(i % 40 == 0 ? tiny : 1.0);
@@ -358,9 +359,28 @@ TEST(AddBlockExactTest, TheCheckedSumTakesWhatRoundsNothing) {
                                &planned));
     ExactSum checked;
     const bool taken =
-        AddBlockExact(dtype, block.data(), block.size(), true, &hint, &checked);
+        AddBlockExact(dtype, block.data(), block.size(), true, &run, &checked);
     EXPECT_EQ(taken, ExactBlockChecksAvailable());
     if (taken) EXPECT_EQ(checked, OneByOne(block, true));
+  }
+}
+
+// One group of elements, one per SIMD lane, whose squares span 74 binades:
+// each lane's sum is exact, their total is not. The lanes' sums are then
+// added one by one.
+TEST(AddBlockExactTest, LanesAddedOneByOneWhenOnlyTheirTotalRounds) {
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    Block block{dtype};
+    block.Add(dtype == DType::kBFloat16 ? std::ldexp(1.0, 20) : 1024.0);
+    for (int i = 1; i < 32; ++i) {
+      block.Add(
+          std::ldexp(1.0 + i / 128.0, dtype == DType::kBFloat16 ? -10 : -6));
+    }
+    ExactBlockRun run;
+    ExactSum sum;
+    ASSERT_TRUE(
+        AddBlockExact(dtype, block.data(), block.size(), true, &run, &sum));
+    EXPECT_EQ(sum, OneByOne(block, true));
   }
 }
 
@@ -377,14 +397,14 @@ TEST(AddBlockExactTest, HonoursSubnormalsUnderTheCallersDenormalsAreZero) {
         block.Add(std::ldexp(1.0 + (i % 7) / 8.0,
                              r.min_exponent - 1 - static_cast<int>(i % 3)));
       }
-      ExactBlockHint hint;
+      ExactBlockRun run;
       const uint32_t caller = (_mm_getcsr() | 0x8040u | 0x20u);
       _mm_setcsr(caller);
       ExactSum first, second;
       const bool taken_first = AddBlockExact(dtype, block.data(), block.size(),
-                                             squares, &hint, &first);
+                                             squares, &run, &first);
       const bool taken_second = AddBlockExact(dtype, block.data(), block.size(),
-                                              squares, &hint, &second);
+                                              squares, &run, &second);
       const uint32_t after = _mm_getcsr();
       _mm_setcsr(caller & ~0x8060u);
       EXPECT_EQ(after, caller);

@@ -108,11 +108,11 @@ void SumPiece(const GradTensor& g, int64_t begin, int64_t end, bool squares,
   const int bias = half ? 25 : 150;
   const size_t element_size = g.dtype == DType::kFloat32 ? 4 : 2;
   std::optional<Bins> bins;
-  ExactBlockHint hint;
+  ExactBlockRun run{static_cast<const char*>(g.data) + g.numel * element_size};
   for (int64_t block = begin; block < end; block += kExactBlockElements) {
     const int64_t stop = std::min(end, block + kExactBlockElements);
     const void* first = static_cast<const char*>(g.data) + block * element_size;
-    if (AddBlockExact(g.dtype, first, stop - block, squares, &hint, out)) {
+    if (AddBlockExact(g.dtype, first, stop - block, squares, &run, out)) {
       continue;
     }
     if (!bins) bins.emplace();
