@@ -7,10 +7,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <type_traits>
 
 #include "kernels/internal/cpu_prefetch.h"
 #include "kernels/internal/exact_tile.h"
+#include "kernels/internal/float_status.h"
 #include "kernels/internal/half.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -198,55 +200,6 @@ double SumOneLevel(const void* HWY_RESTRICT data, int64_t n) {
          tail;
 }
 
-#if HWY_ARCH_X86
-// The x86 floating-point status while a block is summed: denormals honoured
-// (DAZ and FTZ off, whatever the caller set: its fp32 -> fp64 conversions
-// must not make subnormals zero) and the flags cleared; the caller's status
-// back in the destructor.
-class FloatStatus {
- public:
-  FloatStatus() {
-    asm volatile("stmxcsr %0" : "=m"(saved_));
-    clean_ = saved_ & ~(kFlags | kDenormalsAreZero | kFlushToZero);
-    asm volatile("ldmxcsr %0" : : "m"(clean_) : "memory");
-  }
-  ~FloatStatus() { asm volatile("ldmxcsr %0" : : "m"(saved_) : "memory"); }
-  FloatStatus(const FloatStatus&) = delete;
-  FloatStatus& operator=(const FloatStatus&) = delete;
-
-  // Clears the flags again. `data` comes back laundered, so that the
-  // compiler cannot move loads from it (and the arithmetic on them) before.
-  void ClearFlags(const void*& data) {
-    asm volatile("ldmxcsr %1" : "+r"(data) : "m"(clean_) : "memory");
-  }
-
-  // Whether no operation since the flags were cleared rounded, overflowed,
-  // underflowed, divided by zero or was invalid, once `v` are computed.
-  template <class V>
-  bool NothingRoundedFor(V& v0, V& v1, V& v2, V& v3) const {
-    asm volatile("" : "+v"(v0.raw), "+v"(v1.raw), "+v"(v2.raw), "+v"(v3.raw));
-    return NothingRounded(0.0, 0.0);
-  }
-
-  // Whether no operation since the flags were cleared rounded, overflowed,
-  // underflowed, divided by zero or was invalid. `a` and `b` are the
-  // results, which must be computed before the flags are read.
-  bool NothingRounded(double a, double b) const {
-    uint32_t status;
-    asm volatile("stmxcsr %0" : "=m"(status) : "x"(a), "x"(b) : "memory");
-    return (status & (kFlags & ~kDenormalFlag)) == 0;
-  }
-
- private:
-  static constexpr uint32_t kFlags = 0x3f;  // IE DE ZE OE UE PE
-  static constexpr uint32_t kDenormalFlag = 0x02;
-  static constexpr uint32_t kDenormalsAreZero = 0x40;
-  static constexpr uint32_t kFlushToZero = 0x8000;
-  uint32_t saved_;
-  uint32_t clean_;
-};
-#endif  // HWY_ARCH_X86
-
 #if GRADNORM_EXACT_CHECKED
 // s + v^2 (squares) or s + |v|, rounded to nearest without raising a flag.
 template <bool kSquares, class V>
@@ -400,19 +353,26 @@ bool AddPlanned(const ExactPlan& plan, const void* HWY_RESTRICT data, int64_t n,
   return false;
 }
 
+// Whether one level mostly holds for the format's terms (all but fp32
+// squares).
+template <Fmt kFmt>
+bool OneLevelFirst(bool squares) {
+  const int width = (squares ? 2 : 1) * FormatOf<kFmt>().significand_bits;
+  return width + kExactBlockBits <= 53;
+}
+
 #if GRADNORM_EXACT_CHECKED
 // The checked sums of exact_block_cpu.h: one level (start 0) or two levels
 // from `start`; false (nothing added) when an operation that must not round
 // did.
-// One level, checked in two steps: the lanes' sums, then their total. When
-// only the total rounds, the lanes' sums are added one by one.
-template <Fmt kFmt, bool kSquares>
-bool AddOneLevelChecked(const void* data, int64_t n, const void* prefetch_end,
-                        FloatStatus& status, ExactSum* out) {
-  const hn::ScalableTag<double> dd;
-  using V = hn::Vec<decltype(dd)>;
+// The lanes' sums of one level (a0..a3), over the elements from `data`, the
+// last group padded with zeros.
+template <Fmt kFmt, bool kSquares, class DD, class V = hn::Vec<DD>>
+HWY_INLINE void OneLevelLanes(DD dd, const void* data, int64_t n,
+                              const void* prefetch_end, V& a0, V& a1, V& a2,
+                              V& a3) {
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(dd));
-  V a0 = hn::Zero(dd), a1 = hn::Zero(dd), a2 = hn::Zero(dd), a3 = hn::Zero(dd);
+  a0 = a1 = a2 = a3 = hn::Zero(dd);
   V v[4];
   auto group = [&](const void* HWY_RESTRICT from, int64_t at) {
     LoadGroup<kFmt>(dd, from, at, v);
@@ -439,14 +399,37 @@ bool AddOneLevelChecked(const void* data, int64_t n, const void* prefetch_end,
                 static_cast<size_t>(n - i) * sizeof(BitsOf<kFmt>));
     group(padded, 0);
   }
-  if (!status.NothingRoundedFor(a0, a1, a2, a3)) return false;
-  const double total = hn::GetLane(
+}
+
+// One level, checked: the lanes' sums and their total. When that rounds,
+// the lanes' sums are taken again and checked alone; if only their total
+// rounded, they are added one by one. (The flags are read once per block on
+// the way that nearly always holds: reading them waits for the arithmetic.)
+template <Fmt kFmt, bool kSquares>
+double OneLevelTotal(const void* data, int64_t n, const void* prefetch_end) {
+  const hn::ScalableTag<double> dd;
+  hn::Vec<decltype(dd)> a0, a1, a2, a3;
+  OneLevelLanes<kFmt, kSquares>(dd, data, n, prefetch_end, a0, a1, a2, a3);
+  return hn::GetLane(
       hn::SumOfLanes(dd, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
+}
+
+template <Fmt kFmt, bool kSquares>
+bool AddOneLevelChecked(const void* data, int64_t n, const void* prefetch_end,
+                        FloatStatusScope& status, ExactSum* out) {
+  const hn::ScalableTag<double> dd;
+  using V = hn::Vec<decltype(dd)>;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(dd));
+  const double total = OneLevelTotal<kFmt, kSquares>(data, n, prefetch_end);
   if (status.NothingRounded(total, 0.0)) {
     if (!std::isfinite(total)) return false;  // NaN or Inf
     out->AddAbs(total);
     return true;
   }
+  status.Clean(data);
+  V a0, a1, a2, a3;
+  OneLevelLanes<kFmt, kSquares>(dd, data, n, nullptr, a0, a1, a2, a3);
+  if (!status.NothingRoundedFor(a0, a1, a2, a3)) return false;
   HWY_ALIGN double sums[4 * HWY_MAX_BYTES / sizeof(double)];
   hn::Store(a0, dd, sums);
   hn::Store(a1, dd, sums + lanes);
@@ -459,10 +442,22 @@ bool AddOneLevelChecked(const void* data, int64_t n, const void* prefetch_end,
   return true;
 }
 
+// The two-level sum from `start` (S' rounded quietly) as two parts >= 0.
+template <Fmt kFmt>
+void TwoLevelParts(const void* data, int64_t n, bool squares, double start,
+                   const void* prefetch_end, double* high, double* low) {
+  squares
+      ? SumTwoLevels<kFmt, true, true>(data, n, start, prefetch_end, high, low)
+      : SumTwoLevels<kFmt, false, true>(data, n, start, prefetch_end, high,
+                                        low);
+  MakeNonNegative(std::ldexp(start, -52), high, low);
+}
+
 template <Fmt kFmt>
 bool AddChecked(const void* data, int64_t n, bool squares, double start,
-                const void* prefetch_end, FloatStatus& status, ExactSum* out) {
-  status.ClearFlags(data);
+                const void* prefetch_end, FloatStatusScope& status,
+                ExactSum* out) {
+  status.Clean(data);
   if (start == 0.0) {
     return squares ? AddOneLevelChecked<kFmt, true>(data, n, prefetch_end,
                                                     status, out)
@@ -470,11 +465,7 @@ bool AddChecked(const void* data, int64_t n, bool squares, double start,
                                                      status, out);
   }
   double high, low;
-  squares ? SumTwoLevels<kFmt, true, true>(data, n, start, prefetch_end, &high,
-                                           &low)
-          : SumTwoLevels<kFmt, false, true>(data, n, start, prefetch_end, &high,
-                                            &low);
-  MakeNonNegative(std::ldexp(start, -52), &high, &low);
+  TwoLevelParts<kFmt>(data, n, squares, start, prefetch_end, &high, &low);
   // NaN and Inf come out as a sum that is not finite, or raise a flag.
   if (!status.NothingRounded(high, low) || !std::isfinite(high) ||
       !std::isfinite(low)) {
@@ -491,10 +482,9 @@ bool AddChecked(const void* data, int64_t n, bool squares, double start,
 // reads the block from L1.
 template <Fmt kFmt>
 bool AddCheckedInRun(const void* data, int64_t n, bool squares, double start,
-                     const void*& prefetch_end, FloatStatus& status,
+                     const void*& prefetch_end, FloatStatusScope& status,
                      ExactSum* out) {
-  const int width = (squares ? 2 : 1) * FormatOf<kFmt>().significand_bits;
-  if (width + kExactBlockBits <= 53) {
+  if (OneLevelFirst<kFmt>(squares)) {
     const void* end = prefetch_end;
     prefetch_end = nullptr;
     if (AddChecked<kFmt>(data, n, squares, 0.0, end, status, out)) return true;
@@ -506,19 +496,97 @@ bool AddCheckedInRun(const void* data, int64_t n, bool squares, double start,
 }
 #endif  // GRADNORM_EXACT_CHECKED
 
-template <Fmt kFmt>
-bool AddBlock(const void* HWY_RESTRICT data, int64_t n, bool squares,
-              ExactBlockRun* run, ExactSum* out) {
-  const void* prefetch_end = run != nullptr ? run->end : nullptr;
-#if HWY_ARCH_X86
-  FloatStatus status;
-#endif
 #if GRADNORM_EXACT_CHECKED
-  if (run != nullptr && AddCheckedInRun<kFmt>(data, n, squares, run->start,
+// The one-level lanes' sums of a batch's blocks, split exactly around C:
+// hi = fl(a + C) - C (the rounding quiet) and lo = a - hi, each summed over
+// the batch. hi is a multiple of ulp(C) and |lo| <= ulp(C) / 2, so both sums
+// stay far narrower than one total of lanes would: they do not round where
+// the lanes' sums did not. C = 2^8 times the first block's largest lane
+// sum, rounded up to a power of two; `unit` gets ulp(C).
+template <Fmt kFmt, bool kSquares>
+void OneLevelBatchParts(const void* data, int64_t n, const void* prefetch_end,
+                        double* high, double* low, double* unit) {
+  const hn::ScalableTag<double> dd;
+  using V = hn::Vec<decltype(dd)>;
+  V hi = hn::Zero(dd), lo = hn::Zero(dd), c = hn::Zero(dd);
+  for (int64_t at = 0; at < n; at += kExactBlockElements) {
+    V a[4];
+    OneLevelLanes<kFmt, kSquares>(dd,
+                                  static_cast<const BitsOf<kFmt>*>(data) + at,
+                                  std::min(kExactBlockElements, n - at),
+                                  prefetch_end, a[0], a[1], a[2], a[3]);
+    if (at == 0) {
+      const double largest = hn::GetLane(hn::MaxOfLanes(
+          dd, hn::Max(hn::Max(a[0], a[1]), hn::Max(a[2], a[3]))));
+      int exponent = 0;
+      std::frexp(largest, &exponent);  // largest < 2^exponent (0: any)
+      c = hn::Set(dd, std::ldexp(1.0, std::max(exponent, -1000) + 8));
+    }
+    for (const V& v : a) {
+      const V split = hn::Sub(AddRoundingQuietly<false>(c, v), c);
+      hi = hn::Add(hi, split);
+      lo = hn::Add(lo, hn::Sub(v, split));
+    }
+  }
+  *high = hn::GetLane(hn::SumOfLanes(dd, hi));
+  *low = hn::GetLane(hn::SumOfLanes(dd, lo));
+  *unit = std::ldexp(hn::GetLane(c), -52);
+}
+
+// Every block of a batch summed the way that nearly always holds (one level,
+// or two levels from `start`), with the flags read once for them all: the
+// read waits for the arithmetic, once per batch instead of once per block.
+// False (nothing added) when anything rounded: the caller then takes the
+// blocks one by one.
+template <Fmt kFmt>
+bool AddBatchChecked(const void* data, int64_t n, bool squares, double start,
+                     const void* prefetch_end, FloatStatusScope& status,
+                     ExactSum* out) {
+  HWY_ALIGN double parts[2 * kExactBatchBlocks] = {};
+  const bool one_level = OneLevelFirst<kFmt>(squares);
+  if (!one_level && start == 0.0) return false;
+  status.Clean(data);
+  int count = 0;
+  if (one_level) {
+    double unit;
+    squares ? OneLevelBatchParts<kFmt, true>(data, n, prefetch_end, &parts[0],
+                                             &parts[1], &unit)
+            : OneLevelBatchParts<kFmt, false>(data, n, prefetch_end, &parts[0],
+                                              &parts[1], &unit);
+    MakeNonNegative(unit, &parts[0], &parts[1]);
+    count = 2;
+  } else {
+    for (int64_t at = 0; at < n; at += kExactBlockElements) {
+      TwoLevelParts<kFmt>(static_cast<const BitsOf<kFmt>*>(data) + at,
+                          std::min(kExactBlockElements, n - at), squares, start,
+                          prefetch_end, &parts[count], &parts[count + 1]);
+      count += 2;
+    }
+  }
+  if (!status.NothingRoundedIn(parts, count)) return false;
+  for (int i = 0; i < count; ++i) {
+    if (!std::isfinite(parts[i])) return false;  // NaN or Inf
+  }
+  for (int i = 0; i < count; ++i) out->AddAbs(parts[i]);
+  return true;
+}
+#endif  // GRADNORM_EXACT_CHECKED
+
+template <Fmt kFmt>
+bool AddBlock(const void* data, int64_t n, bool squares, ExactBlockRun* run,
+              ExactSum* out) {
+  const void* prefetch_end = run != nullptr ? run->end() : nullptr;
+  std::optional<FloatStatusScope> own_status;
+  FloatStatusScope& status =
+      run != nullptr ? run->status() : own_status.emplace();
+#if GRADNORM_EXACT_CHECKED
+  if (run != nullptr && AddCheckedInRun<kFmt>(data, n, squares, run->start(),
                                               prefetch_end, status, out)) {
     return true;
   }
 #endif
+  status.Clean(data);
+  status.Used();  // the planned sums round on purpose
   constexpr ExactFormat f = FormatOf<kFmt>();
   using U = BitsOf<kFmt>;
   const int k = squares ? 2 : 1;
@@ -528,7 +596,7 @@ bool AddBlock(const void* HWY_RESTRICT data, int64_t n, bool squares,
   const ExactPlan plan = PlanExactSum(f, k, kExactBlockBits, largest,
                                       static_cast<U>(smallest_minus_one + 1));
   if (run != nullptr && largest < f.infinity && largest != 0) {
-    run->start = TwoLevelStart(f, k, kExactBlockBits, largest);
+    run->set_start(TwoLevelStart(f, k, kExactBlockBits, largest));
   }
   if (plan.tier != ExactTier::kBins) {
     return AddPlanned<kFmt>(plan, data, n, squares, out);
@@ -557,19 +625,43 @@ bool AddBlock(const void* HWY_RESTRICT data, int64_t n, bool squares,
   return true;
 }
 
-bool AddBlockExactForTarget(DType dtype, const void* data, int64_t n,
-                            bool squares, ExactBlockRun* run, ExactSum* out) {
+// The blocks of a batch: checked together, else one by one; the blocks left
+// as a mask.
+template <Fmt kFmt>
+uint32_t AddBlocks(const void* data, int64_t n, bool squares,
+                   ExactBlockRun* run, ExactSum* out) {
+#if GRADNORM_EXACT_CHECKED
+  if (run != nullptr && n > kExactBlockElements &&
+      AddBatchChecked<kFmt>(data, n, squares, run->start(), run->end(),
+                            run->status(), out)) {
+    return 0;
+  }
+#endif
+  uint32_t left = 0;
+  for (int64_t at = 0, b = 0; at < n; at += kExactBlockElements, ++b) {
+    const void* block = static_cast<const BitsOf<kFmt>*>(data) + at;
+    if (!AddBlock<kFmt>(block, std::min(kExactBlockElements, n - at), squares,
+                        run, out)) {
+      left |= uint32_t{1} << b;
+    }
+  }
+  return left;
+}
+
+uint32_t AddBlocksExactForTarget(DType dtype, const void* data, int64_t n,
+                                 bool squares, ExactBlockRun* run,
+                                 ExactSum* out) {
   switch (dtype) {
     case DType::kFloat32:
-      return AddBlock<Fmt::kFp32>(data, n, squares, run, out);
+      return AddBlocks<Fmt::kFp32>(data, n, squares, run, out);
     case DType::kBFloat16:
-      return AddBlock<Fmt::kBf16>(data, n, squares, run, out);
+      return AddBlocks<Fmt::kBf16>(data, n, squares, run, out);
     case DType::kFloat16:
-      return AddBlock<Fmt::kFp16>(data, n, squares, run, out);
+      return AddBlocks<Fmt::kFp16>(data, n, squares, run, out);
     case DType::kFloat64:
       break;
   }
-  return false;
+  return ~uint32_t{0};
 }
 
 bool ChecksAvailableForTarget() { return GRADNORM_EXACT_CHECKED != 0; }
@@ -584,17 +676,22 @@ HWY_AFTER_NAMESPACE();
 namespace gradnorm {
 namespace kernels_internal {
 
-HWY_EXPORT(AddBlockExactForTarget);
+HWY_EXPORT(AddBlocksExactForTarget);
 HWY_EXPORT(ChecksAvailableForTarget);
 
 bool ExactBlockChecksAvailable() {
   return HWY_DYNAMIC_DISPATCH(ChecksAvailableForTarget)();
 }
 
+uint32_t AddBlocksExact(DType dtype, const void* data, int64_t n, bool squares,
+                        ExactBlockRun* run, ExactSum* out) {
+  return HWY_DYNAMIC_DISPATCH(AddBlocksExactForTarget)(dtype, data, n, squares,
+                                                       run, out);
+}
+
 bool AddBlockExact(DType dtype, const void* data, int64_t n, bool squares,
                    ExactBlockRun* run, ExactSum* out) {
-  return HWY_DYNAMIC_DISPATCH(AddBlockExactForTarget)(dtype, data, n, squares,
-                                                      run, out);
+  return AddBlocksExact(dtype, data, n, squares, run, out) == 0;
 }
 
 }  // namespace kernels_internal

@@ -33,23 +33,30 @@
 // Checked sums (x86 with AVX-512 only). The bounds above need the block's
 // range: one more pass over it. Where the processor can round an addition
 // without raising the inexact flag (AVX-512's rounding with suppressed
-// exceptions), a block is first summed with no range pass:
+// exceptions), blocks are first summed with no range pass:
 //   - in one level, where the terms are narrow enough that it mostly holds
-//     (every case but fp32 squares). The lanes' sums are checked first, then
-//     their total; when only the total rounds, the lanes' sums are added
-//     one by one;
+//     (every case but fp32 squares);
 //   - else in two levels from the start 2^K of the last block of the run
 //     that was planned, with S' = fl(S + t) rounded quietly.
-// Every other operation raises the flag if it rounds. The sum is taken when
+// Every other operation raises the flag if it rounds. A sum is taken when
 // no flag was raised and it is finite: then nothing was rounded but the S'
 // steps, whose rounding the two levels keep exactly (q = S' - S and t - q
-// are computed without rounding, so sum(q) + sum(t - q) = sum(t)). Otherwise
-// the block is planned as above, which also renews the run's start.
+// are computed without rounding, so sum(q) + sum(t - q) = sum(t)).
 //
-// On x86 every block is summed with denormals honoured (DAZ and FTZ off,
-// whatever the caller set: fp32 -> fp64 conversion must not make subnormals
-// zero) and the flags cleared; the caller's floating-point status is
-// restored afterwards.
+// Reading the flags waits for all the arithmetic before it, so they are read
+// once per batch of up to kExactBatchBlocks blocks (AddBlocksExact). In one
+// level, the lanes' sums of the batch's blocks are split around a power of
+// two C (hi = fl(a + C) - C, rounded quietly, and lo = a - hi) and the his
+// and the los are summed apart: both sums are far narrower than a total of
+// the lanes, so they hold wherever the lanes' sums did. When anything in a
+// batch rounded, its blocks are taken one by one: checked (one level: the
+// lanes' sums, then their total, then, if only the total rounded, the
+// lanes' sums added one by one; else two levels), and planned as above
+// when that rounds too, which also renews the run's start.
+//
+// Every block is summed with denormals honoured (float_status.h: fp32 ->
+// fp64 conversion must not make subnormals zero, whatever the caller set),
+// and the caller's floating-point status is restored afterwards.
 //
 // Thread-safety: thread-safe, but an ExactBlockRun serves one thread at a
 // time.
@@ -60,6 +67,7 @@
 
 #include "common/exact_sum.h"
 #include "kernels/grad_tensor.h"
+#include "kernels/internal/float_status.h"
 
 namespace gradnorm {
 namespace kernels_internal {
@@ -67,17 +75,34 @@ namespace kernels_internal {
 // B of the bounds above: a block's elements at most.
 inline constexpr int kExactBlockBits = 11;
 inline constexpr int64_t kExactBlockElements = int64_t{1} << kExactBlockBits;
+// Blocks that AddBlocksExact takes at once, at most.
+inline constexpr int kExactBatchBlocks = 4;
+inline constexpr int64_t kExactBatchElements =
+    kExactBatchBlocks * kExactBlockElements;
 // Elements of a too-wide block that may lie below its two-level range.
 inline constexpr int kMaxOutliers = 32;
 
-// A run of blocks through one tensor, in order. Each block prefetches the
-// stream ahead of itself (kernels/internal/cpu_prefetch.h), up to the end of
-// the tensor; the checked sums start from the two-level start 2^K of the
-// last block of the run that was planned. Neither changes a result, only
-// the work.
-struct ExactBlockRun {
-  const void* end = nullptr;  // the tensor's end; nullptr: no prefetching
-  double start = 0.0;         // 0: no block planned yet
+// A run of blocks through one tensor, in order, by one thread. Each block
+// prefetches the stream ahead of itself (kernels/internal/cpu_prefetch.h), up
+// to the end of the tensor; the checked sums start from the two-level start
+// 2^K of the last block of the run that was planned. Neither changes a
+// result, only the work. The run also holds the floating-point status its
+// blocks are summed in (float_status.h), set once for all of them: the
+// caller's status is back when the run ends.
+class ExactBlockRun {
+ public:
+  // `end`: the tensor's end; nullptr: no prefetching.
+  explicit ExactBlockRun(const void* end = nullptr) : end_(end) {}
+
+  const void* end() const { return end_; }
+  double start() const { return start_; }  // 0: no block planned yet
+  void set_start(double start) { start_ = start; }
+  FloatStatusScope& status() { return status_; }
+
+ private:
+  const void* end_;
+  double start_ = 0.0;
+  FloatStatusScope status_;
 };
 
 // Adds the exact sum of |x| (squares false) or x^2 (true) over the n <=
@@ -88,6 +113,13 @@ struct ExactBlockRun {
 // every block, prefetch nothing) is read and updated.
 bool AddBlockExact(DType dtype, const void* data, int64_t n, bool squares,
                    ExactBlockRun* run, ExactSum* out);
+
+// The same for the consecutive blocks of kExactBlockElements (the last may
+// be shorter) in n <= kExactBatchElements elements, in one go: the checked
+// sums read the flags once for a batch that holds. Returns the blocks left
+// (nothing added for them) as a mask: bit b for block b.
+uint32_t AddBlocksExact(DType dtype, const void* data, int64_t n, bool squares,
+                        ExactBlockRun* run, ExactSum* out);
 
 // Whether this processor takes the checked sums (else every block is planned).
 bool ExactBlockChecksAvailable();

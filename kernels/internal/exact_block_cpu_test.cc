@@ -273,50 +273,69 @@ TEST(AddBlockExactTest, LeavesNonFiniteAndVeryWideBlocksToTheCaller) {
   }
 }
 
+// A block of n elements of one dtype whose exponents span [top - span, top],
+// of both signs, with zeros of both signs; kind < 10: a few subnormals as
+// well, kind 10: a NaN, kind 11: an infinity.
+Block RandomBlock(DType dtype, std::mt19937_64& random, int top, int span,
+                  int64_t n, int kind) {
+  const Range r = RangeOf(dtype);
+  std::uniform_int_distribution<int> exponent(top - span, top);
+  std::uniform_real_distribution<double> significand(1.0, 2.0);
+  Block block{dtype};
+  for (int64_t i = 0; i < n; ++i) {
+    double v = std::ldexp(significand(random), exponent(random));
+    if (i % 2 == 1) v = -v;
+    if (i % 17 == 3) v = i % 34 == 3 ? 0.0 : -0.0;
+    if (kind < 10 && i % 301 == 7) {
+      v = std::ldexp(significand(random), r.min_exponent - 3);
+    }
+    if (kind == 10 && i == n / 2) v = NAN;
+    if (kind == 11 && i == n - 1) v = -INFINITY;
+    block.Add(v);
+  }
+  return block;
+}
+
+// The scale of a run of blocks: it moves from block to block, sometimes far
+// (up or down 40 binades), and spans are narrow or wide.
+struct Scale {
+  int top = 0;
+  int span = 0;
+
+  void Next(DType dtype, std::mt19937_64& random) {
+    const Range r = RangeOf(dtype);
+    std::uniform_int_distribution<int> step(-3, 3), jump(-40, 40), pick(0, 99),
+        span_of(0, 30);
+    top += pick(random) < 10 ? jump(random) : step(random);
+    top = std::clamp(top, r.min_exponent + 2, r.max_exponent - 1);
+    span = pick(random) < 10 ? 40 : span_of(random);
+  }
+};
+
 // Runs of blocks of one tensor share an ExactBlockRun, as ComputePartialNorm's
-// do: the
-// scale moves from block to block, sometimes far (up or down 40 binades),
-// spans are narrow or wide, and blocks hold zeros of both signs, subnormals,
-// a few values far below the rest, and now and then a NaN or an infinity.
-// Every block taken is bitwise the oracle's; one not taken adds nothing and
-// is not taken without a run either.
+// do (RandomBlock and Scale above). Every block taken is bitwise the
+// oracle's; one not taken adds nothing and is not taken without a run
+// either.
 TEST(AddBlockExactTest, RunsOfBlocksEqualTheOracle) {
   std::mt19937_64 random(17);
   for (DType dtype : kDtypes) {
-    const Range r = RangeOf(dtype);
     for (bool squares : {false, true}) {
       ExactBlockRun run;
-      int top = 0;
+      Scale scale;
       int taken_count = 0;
+      std::uniform_int_distribution<int> pick(0, 99);
       for (int b = 0; b < 300; ++b) {
-        std::uniform_int_distribution<int> step(-3, 3), jump(-40, 40),
-            pick(0, 99), span_of(0, 30);
-        top += pick(random) < 10 ? jump(random) : step(random);
-        top = std::clamp(top, r.min_exponent + 2, r.max_exponent - 1);
-        const int span = pick(random) < 10 ? 40 : span_of(random);
+        scale.Next(dtype, random);
         const int64_t n = pick(random) < 20
                               ? std::uniform_int_distribution<int64_t>(
                                     1, kExactBlockElements)(random)
                               : kExactBlockElements;
-        const int kind = pick(random);
-        std::uniform_int_distribution<int> exponent(top - span, top);
-        std::uniform_real_distribution<double> significand(1.0, 2.0);
-        Block block{dtype};
-        for (int64_t i = 0; i < n; ++i) {
-          double v = std::ldexp(significand(random), exponent(random));
-          if (i % 2 == 1) v = -v;
-          if (i % 17 == 3) v = i % 34 == 3 ? 0.0 : -0.0;
-          if (kind < 10 && i % 301 == 7) {
-            v = std::ldexp(significand(random), r.min_exponent - 3);
-          }
-          if (kind == 10 && i == n / 2) v = NAN;
-          if (kind == 11 && i == n - 1) v = -INFINITY;
-          block.Add(v);
-        }
+        const Block block =
+            RandomBlock(dtype, random, scale.top, scale.span, n, pick(random));
         SCOPED_TRACE(testing::Message()
                      << "dtype " << static_cast<int>(dtype) << " squares "
-                     << squares << " block " << b << " top " << top << " span "
-                     << span << " n " << n);
+                     << squares << " block " << b << " top " << scale.top
+                     << " span " << scale.span << " n " << n);
         ExactSum in_run;
         if (AddBlockExact(dtype, block.data(), block.size(), squares, &run,
                           &in_run)) {
@@ -330,6 +349,59 @@ TEST(AddBlockExactTest, RunsOfBlocksEqualTheOracle) {
         }
       }
       EXPECT_GT(taken_count, 150);
+    }
+  }
+}
+
+// Batches of 1 to kExactBatchBlocks blocks (the last one maybe short), each
+// block of its own scale (often close to the one before, as in a tensor),
+// some holding a NaN or an infinity: the mask names exactly the blocks left,
+// which the plan leaves too, and the sum is the oracle's over the others.
+TEST(AddBlocksExactTest, BatchesEqualTheOracleOverTheBlocksTaken) {
+  std::mt19937_64 random(19);
+  for (DType dtype : kDtypes) {
+    for (bool squares : {false, true}) {
+      ExactBlockRun run;
+      Scale scale;
+      int whole = 0;
+      std::uniform_int_distribution<int> pick(0, 99), count_of(1, 4);
+      for (int t = 0; t < 150; ++t) {
+        const int count = count_of(random);
+        std::vector<Block> blocks;
+        Block batch{dtype};
+        for (int b = 0; b < count; ++b) {
+          if (pick(random) < 30) scale.Next(dtype, random);
+          const int64_t n = b + 1 == count && pick(random) < 30
+                                ? std::uniform_int_distribution<int64_t>(
+                                      1, kExactBlockElements)(random)
+                                : kExactBlockElements;
+          blocks.push_back(RandomBlock(dtype, random, scale.top, scale.span, n,
+                                       pick(random) < 90 ? 50 : pick(random)));
+          for (double v : blocks.back().values) batch.Add(v);
+        }
+        SCOPED_TRACE(testing::Message()
+                     << "dtype " << static_cast<int>(dtype) << " squares "
+                     << squares << " batch " << t << " blocks " << count);
+        ExactSum sum;
+        const uint32_t left = AddBlocksExact(dtype, batch.data(), batch.size(),
+                                             squares, &run, &sum);
+        EXPECT_EQ(left >> count, 0u);
+        ExactSum expected;
+        for (int b = 0; b < count; ++b) {
+          if ((left >> b) & 1) {
+            ExactSum planned;
+            EXPECT_FALSE(AddBlockExact(dtype, blocks[b].data(),
+                                       blocks[b].size(), squares, nullptr,
+                                       &planned))
+                << "block " << b;
+          } else {
+            expected.Merge(OneByOne(blocks[b], squares));
+          }
+        }
+        EXPECT_EQ(sum, expected);
+        whole += left == 0;
+      }
+      EXPECT_GT(whole, 50);
     }
   }
 }
@@ -397,21 +469,29 @@ TEST(AddBlockExactTest, HonoursSubnormalsUnderTheCallersDenormalsAreZero) {
         block.Add(std::ldexp(1.0 + (i % 7) / 8.0,
                              r.min_exponent - 1 - static_cast<int>(i % 3)));
       }
-      ExactBlockRun run;
-      const uint32_t caller = (_mm_getcsr() | 0x8040u | 0x20u);
+      const uint32_t before = _mm_getcsr();
+      const uint32_t caller = before | 0x8040u | 0x20u;
       _mm_setcsr(caller);
       ExactSum first, second;
-      const bool taken_first = AddBlockExact(dtype, block.data(), block.size(),
-                                             squares, &run, &first);
-      const bool taken_second = AddBlockExact(dtype, block.data(), block.size(),
-                                              squares, &run, &second);
+      bool taken_first, taken_second;
+      {
+        ExactBlockRun run;
+        taken_first = AddBlockExact(dtype, block.data(), block.size(), squares,
+                                    &run, &first);
+        taken_second = AddBlockExact(dtype, block.data(), block.size(), squares,
+                                     &run, &second);
+      }
+      ExactSum planned;
+      const bool taken_planned = AddBlockExact(
+          dtype, block.data(), block.size(), squares, nullptr, &planned);
       const uint32_t after = _mm_getcsr();
-      _mm_setcsr(caller & ~0x8060u);
+      _mm_setcsr(before);
       EXPECT_EQ(after, caller);
       SCOPED_TRACE(testing::Message() << "dtype " << static_cast<int>(dtype)
                                       << " squares " << squares);
       if (taken_first) EXPECT_EQ(first, OneByOne(block, squares));
       if (taken_second) EXPECT_EQ(second, OneByOne(block, squares));
+      if (taken_planned) EXPECT_EQ(planned, OneByOne(block, squares));
       EXPECT_FALSE(OneByOne(block, squares).is_zero());
     }
   }

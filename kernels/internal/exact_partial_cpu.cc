@@ -92,8 +92,9 @@ void SumBlock(const T* x, int64_t begin, int64_t stop, Bins& bins, Widen widen,
   if (i < stop) add(widen(x[i]), bins, 0);
 }
 
-// 16- and 32-bit elements: block by block, by AddBlockExact, or by exponent
-// bins for a block it does not take (NaN or Inf, or too wide a range).
+// 16- and 32-bit elements: in batches of blocks, by AddBlocksExact, or by
+// exponent bins for a block it does not take (NaN or Inf, or too wide a
+// range).
 void SumPiece(const GradTensor& g, int64_t begin, int64_t end, bool squares,
               ExactSum* out) {
   if (g.dtype == DType::kFloat64) {
@@ -109,12 +110,8 @@ void SumPiece(const GradTensor& g, int64_t begin, int64_t end, bool squares,
   const size_t element_size = g.dtype == DType::kFloat32 ? 4 : 2;
   std::optional<Bins> bins;
   ExactBlockRun run{static_cast<const char*>(g.data) + g.numel * element_size};
-  for (int64_t block = begin; block < end; block += kExactBlockElements) {
-    const int64_t stop = std::min(end, block + kExactBlockElements);
-    const void* first = static_cast<const char*>(g.data) + block * element_size;
-    if (AddBlockExact(g.dtype, first, stop - block, squares, &run, out)) {
-      continue;
-    }
+  // The blocks AddBlocksExact leaves go to the bins.
+  auto to_bins = [&](int64_t block, int64_t stop) {
     if (!bins) bins.emplace();
     auto same = [](uint32_t v) { return v; };
     auto bf16 = [](uint16_t v) { return uint32_t{v} << 16; };
@@ -149,6 +146,17 @@ void SumPiece(const GradTensor& g, int64_t begin, int64_t end, bool squares,
         break;
     }
     bins->FlushTo(out, bias, squares);
+  };
+  for (int64_t batch = begin; batch < end; batch += kExactBatchElements) {
+    const int64_t batch_end = std::min(end, batch + kExactBatchElements);
+    const void* first = static_cast<const char*>(g.data) + batch * element_size;
+    uint32_t left =
+        AddBlocksExact(g.dtype, first, batch_end - batch, squares, &run, out);
+    for (int b = 0; left != 0; ++b, left >>= 1) {
+      if ((left & 1) == 0) continue;
+      const int64_t block = batch + b * kExactBlockElements;
+      to_bins(block, std::min(batch_end, block + kExactBlockElements));
+    }
   }
   if (bins && bins->nan) out->AddNaN();
   if (bins && bins->inf) out->AddInf();
