@@ -75,25 +75,26 @@ HWY_INLINE hn::Vec<DD> LoadAsDouble(DD dd, const void* HWY_RESTRICT data,
 }
 
 // 4 * Lanes(dd) elements from index i as four fp64 vectors, in an order of
-// their own (sums do not care). bf16 loads one whole vector and widens it in
-// place, in fewer instructions than four narrow loads take.
+// their own (sums do not care). bf16 loads two runs of 2 * Lanes(dd)
+// elements as pairs in 32-bit lanes: the even elements shifted up and the
+// odd ones masked are fp32 bits, with no shuffle to widen them (on AVX-512
+// this ran 20% faster than interleaving a whole vector and taking halves).
 template <Fmt kFmt, class DD>
 HWY_INLINE void LoadGroup(DD dd, const void* HWY_RESTRICT data, int64_t i,
                           hn::Vec<DD>* v) {
 #if HWY_TARGET != HWY_SCALAR
   if constexpr (kFmt == Fmt::kBf16) {
-    const hn::Repartition<uint16_t, DD> d16;
-    const hn::Repartition<float, DD> df;
-    const hn::Half<decltype(df)> dfh;
-    const auto bits = hn::LoadU(d16, static_cast<const uint16_t*>(data) + i);
-    // (0, b) pairs of u16 lanes are the fp32 bits b << 16.
-    const auto zero = hn::Zero(d16);
-    const auto lower = hn::BitCast(df, hn::InterleaveLower(d16, zero, bits));
-    const auto upper = hn::BitCast(df, hn::InterleaveUpper(d16, zero, bits));
-    v[0] = hn::PromoteTo(dd, hn::LowerHalf(dfh, lower));
-    v[1] = hn::PromoteTo(dd, hn::UpperHalf(dfh, lower));
-    v[2] = hn::PromoteTo(dd, hn::LowerHalf(dfh, upper));
-    v[3] = hn::PromoteTo(dd, hn::UpperHalf(dfh, upper));
+    const hn::Rebind<float, DD> df;
+    const hn::RebindToUnsigned<decltype(df)> d32;
+    const hn::Repartition<uint16_t, decltype(d32)> d16;
+    const uint16_t* HWY_RESTRICT p = static_cast<const uint16_t*>(data) + i;
+    const auto odd = hn::Set(d32, 0xffff0000u);
+    const auto pairs0 = hn::BitCast(d32, hn::LoadU(d16, p));
+    const auto pairs1 = hn::BitCast(d32, hn::LoadU(d16, p + 2 * hn::Lanes(dd)));
+    v[0] = hn::PromoteTo(dd, hn::BitCast(df, hn::ShiftLeft<16>(pairs0)));
+    v[1] = hn::PromoteTo(dd, hn::BitCast(df, hn::And(pairs0, odd)));
+    v[2] = hn::PromoteTo(dd, hn::BitCast(df, hn::ShiftLeft<16>(pairs1)));
+    v[3] = hn::PromoteTo(dd, hn::BitCast(df, hn::And(pairs1, odd)));
     return;
   }
 #endif
