@@ -598,19 +598,25 @@ bool AddBatchChecked(const void* data, int64_t n, bool squares, double start,
 
 template <Fmt kFmt>
 bool AddBlock(const void* data, int64_t n, bool squares, ExactBlockRun* run,
-              ExactSum* out) {
+              bool* checked_failed, ExactSum* out) {
   const void* prefetch_end = run != nullptr ? run->end() : nullptr;
   std::optional<FloatStatusScope> own_status;
   FloatStatusScope& status =
       run != nullptr ? run->status() : own_status.emplace();
 #if GRADNORM_EXACT_CHECKED
-  if (run != nullptr && AddCheckedInRun<kFmt>(data, n, squares, run->start(),
-                                              prefetch_end, status, out)) {
-    return true;
+  // (fp32 squares with no start yet have nothing to try.)
+  if (checked_failed != nullptr &&
+      (OneLevelFirst<kFmt>(squares) || run->start() != 0.0)) {
+    if (AddCheckedInRun<kFmt>(data, n, squares, run->start(), prefetch_end,
+                              status, out)) {
+      return true;
+    }
+    *checked_failed = true;
   }
 #endif
-  status.Clean(data);
-  status.Used();  // the planned sums round on purpose
+  // The planned sums need denormals honoured (the scope does that), not
+  // clear flags; they round on purpose.
+  status.Used();
   constexpr ExactFormat f = FormatOf<kFmt>();
   using U = BitsOf<kFmt>;
   const int k = squares ? 2 : 1;
@@ -651,23 +657,46 @@ bool AddBlock(const void* data, int64_t n, bool squares, ExactBlockRun* run,
 
 // The blocks of a batch: checked together, else one by one; the blocks left
 // as a mask.
+// Checked sums that keep failing (blocks wider than they can sum) are
+// paused for a number of batches that doubles each time, up to
+// kMaxChecksPause, and a batch that fails while they are failing goes to the
+// plan at once: gradients spanning 40 binades in every block otherwise pay
+// for failed tries before every plan.
+constexpr int kMaxChecksPause = 64;
+
 template <Fmt kFmt>
 uint32_t AddBlocks(const void* data, int64_t n, bool squares,
                    ExactBlockRun* run, ExactSum* out) {
+  const int64_t blocks = (n + kExactBlockElements - 1) / kExactBlockElements;
+  bool checked =
+      GRADNORM_EXACT_CHECKED && run != nullptr && !run->ChecksPaused();
+  const bool batch = checked && blocks > 1;
 #if GRADNORM_EXACT_CHECKED
-  if (run != nullptr && n > kExactBlockElements &&
-      AddBatchChecked<kFmt>(data, n, squares, run->start(), run->end(),
-                            run->status(), out)) {
-    return 0;
+  if (batch) {
+    if (AddBatchChecked<kFmt>(data, n, squares, run->start(), run->end(),
+                              run->status(), out)) {
+      run->ChecksHeld();
+      return 0;
+    }
+    checked = !run->ChecksFailing();
   }
 #endif
   uint32_t left = 0;
+  int failed = 0;
   for (int64_t at = 0, b = 0; at < n; at += kExactBlockElements, ++b) {
     const void* block = static_cast<const BitsOf<kFmt>*>(data) + at;
+    bool checked_failed = false;
     if (!AddBlock<kFmt>(block, std::min(kExactBlockElements, n - at), squares,
-                        run, out)) {
+                        run, checked ? &checked_failed : nullptr, out)) {
       left |= uint32_t{1} << b;
     }
+    failed += checked_failed;
+  }
+  if (batch) {
+    // The batch failed, and then most of its blocks (or they were not tried
+    // again): pause.
+    !checked || 2 * failed > blocks ? run->ChecksFailed(kMaxChecksPause)
+                                    : run->ChecksHeld();
   }
   return left;
 }

@@ -63,6 +63,7 @@
 #ifndef GRADNORM_KERNELS_INTERNAL_EXACT_BLOCK_CPU_H_
 #define GRADNORM_KERNELS_INTERNAL_EXACT_BLOCK_CPU_H_
 
+#include <algorithm>
 #include <cstdint>
 
 #include "common/exact_sum.h"
@@ -99,9 +100,26 @@ class ExactBlockRun {
   void set_start(double start) { start_ = start; }
   FloatStatusScope& status() { return status_; }
 
+  // Whether the checked sums are paused for this batch (counts it).
+  bool ChecksPaused() {
+    if (pause_ == 0) return false;
+    --pause_;
+    return true;
+  }
+  // The checked sums failed for most of a batch: pause them for twice as
+  // many batches as last time, at most `longest`.
+  void ChecksFailed(int longest) {
+    backoff_ = backoff_ == 0 ? 1 : std::min(2 * backoff_, longest);
+    pause_ = backoff_;
+  }
+  void ChecksHeld() { backoff_ = 0; }
+  bool ChecksFailing() const { return backoff_ != 0; }
+
  private:
   const void* end_;
   double start_ = 0.0;
+  int pause_ = 0;
+  int backoff_ = 0;
   FloatStatusScope status_;
 };
 

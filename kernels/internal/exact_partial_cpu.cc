@@ -92,6 +92,46 @@ void SumBlock(const T* x, int64_t begin, int64_t stop, Bins& bins, Widen widen,
   if (i < stop) add(widen(x[i]), bins, 0);
 }
 
+// A block AddBlocksExact left ([block, stop) of g), summed in the bins,
+// which are then added to `out` and emptied.
+void SumBlockInBins(const GradTensor& g, int64_t block, int64_t stop,
+                    bool squares, std::optional<Bins>& bins, ExactSum* out) {
+  const int bias = g.dtype == DType::kFloat16 ? 25 : 150;
+  if (!bins) bins.emplace();
+  auto same = [](uint32_t v) { return v; };
+  auto bf16 = [](uint16_t v) { return uint32_t{v} << 16; };
+  auto half16 = [](uint16_t v) { return uint32_t{v}; };
+  switch (g.dtype) {
+    case DType::kFloat32: {
+      const uint32_t* x = static_cast<const uint32_t*>(g.data);
+      squares
+          ? SumBlock<true>(x, block, stop, *bins, same, AddFloatBits<true>)
+          : SumBlock<false>(x, block, stop, *bins, same, AddFloatBits<false>);
+      SortOutNonFinite(x, block, stop, 255, 23, 0x7fffff, same, *bins);
+      break;
+    }
+    case DType::kBFloat16: {
+      const uint16_t* x = static_cast<const uint16_t*>(g.data);
+      squares
+          ? SumBlock<true>(x, block, stop, *bins, bf16, AddFloatBits<true>)
+          : SumBlock<false>(x, block, stop, *bins, bf16, AddFloatBits<false>);
+      SortOutNonFinite(x, block, stop, 255, 23, 0x7fffff, bf16, *bins);
+      break;
+    }
+    case DType::kFloat16: {
+      const uint16_t* x = static_cast<const uint16_t*>(g.data);
+      squares
+          ? SumBlock<true>(x, block, stop, *bins, half16, AddHalfBits<true>)
+          : SumBlock<false>(x, block, stop, *bins, half16, AddHalfBits<false>);
+      SortOutNonFinite(x, block, stop, 31, 10, 0x3ff, half16, *bins);
+      break;
+    }
+    case DType::kFloat64:
+      break;
+  }
+  bins->FlushTo(out, bias, squares);
+}
+
 // 16- and 32-bit elements: in batches of blocks, by AddBlocksExact, or by
 // exponent bins for a block it does not take (NaN or Inf, or too wide a
 // range).
@@ -105,48 +145,9 @@ void SumPiece(const GradTensor& g, int64_t begin, int64_t end, bool squares,
     return;
   }
   static_assert(kExactBlockElements <= kFlushElements);
-  const bool half = g.dtype == DType::kFloat16;
-  const int bias = half ? 25 : 150;
   const size_t element_size = g.dtype == DType::kFloat32 ? 4 : 2;
   std::optional<Bins> bins;
   ExactBlockRun run{static_cast<const char*>(g.data) + g.numel * element_size};
-  // The blocks AddBlocksExact leaves go to the bins.
-  auto to_bins = [&](int64_t block, int64_t stop) {
-    if (!bins) bins.emplace();
-    auto same = [](uint32_t v) { return v; };
-    auto bf16 = [](uint16_t v) { return uint32_t{v} << 16; };
-    auto half16 = [](uint16_t v) { return uint32_t{v}; };
-    switch (g.dtype) {
-      case DType::kFloat32: {
-        const uint32_t* x = static_cast<const uint32_t*>(g.data);
-        squares
-            ? SumBlock<true>(x, block, stop, *bins, same, AddFloatBits<true>)
-            : SumBlock<false>(x, block, stop, *bins, same, AddFloatBits<false>);
-        SortOutNonFinite(x, block, stop, 255, 23, 0x7fffff, same, *bins);
-        break;
-      }
-      case DType::kBFloat16: {
-        const uint16_t* x = static_cast<const uint16_t*>(g.data);
-        squares
-            ? SumBlock<true>(x, block, stop, *bins, bf16, AddFloatBits<true>)
-            : SumBlock<false>(x, block, stop, *bins, bf16, AddFloatBits<false>);
-        SortOutNonFinite(x, block, stop, 255, 23, 0x7fffff, bf16, *bins);
-        break;
-      }
-      case DType::kFloat16: {
-        const uint16_t* x = static_cast<const uint16_t*>(g.data);
-        squares
-            ? SumBlock<true>(x, block, stop, *bins, half16, AddHalfBits<true>)
-            : SumBlock<false>(x, block, stop, *bins, half16,
-                              AddHalfBits<false>);
-        SortOutNonFinite(x, block, stop, 31, 10, 0x3ff, half16, *bins);
-        break;
-      }
-      case DType::kFloat64:
-        break;
-    }
-    bins->FlushTo(out, bias, squares);
-  };
   for (int64_t batch = begin; batch < end; batch += kExactBatchElements) {
     const int64_t batch_end = std::min(end, batch + kExactBatchElements);
     const void* first = static_cast<const char*>(g.data) + batch * element_size;
@@ -155,7 +156,8 @@ void SumPiece(const GradTensor& g, int64_t begin, int64_t end, bool squares,
     for (int b = 0; left != 0; ++b, left >>= 1) {
       if ((left & 1) == 0) continue;
       const int64_t block = batch + b * kExactBlockElements;
-      to_bins(block, std::min(batch_end, block + kExactBlockElements));
+      SumBlockInBins(g, block, std::min(batch_end, block + kExactBlockElements),
+                     squares, bins, out);
     }
   }
   if (bins && bins->nan) out->AddNaN();
