@@ -566,32 +566,30 @@ template <Fmt kFmt>
 bool AddBatchChecked(const void* data, int64_t n, bool squares, double start,
                      const void* prefetch_end, FloatStatusScope& status,
                      ExactSum* out) {
-  HWY_ALIGN double parts[2 * kExactBatchBlocks] = {};
   const bool one_level = OneLevelFirst<kFmt>(squares);
   if (!one_level && start == 0.0) return false;
   status.Clean(data);
-  int count = 0;
+  double high, low;
   if (one_level) {
     double unit;
-    squares ? OneLevelBatchParts<kFmt, true>(data, n, prefetch_end, &parts[0],
-                                             &parts[1], &unit)
-            : OneLevelBatchParts<kFmt, false>(data, n, prefetch_end, &parts[0],
-                                              &parts[1], &unit);
-    MakeNonNegative(unit, &parts[0], &parts[1]);
-    count = 2;
+    squares ? OneLevelBatchParts<kFmt, true>(data, n, prefetch_end, &high, &low,
+                                             &unit)
+            : OneLevelBatchParts<kFmt, false>(data, n, prefetch_end, &high,
+                                              &low, &unit);
+    MakeNonNegative(unit, &high, &low);
   } else {
-    for (int64_t at = 0; at < n; at += kExactBlockElements) {
-      TwoLevelParts<kFmt>(static_cast<const BitsOf<kFmt>*>(data) + at,
-                          std::min(kExactBlockElements, n - at), squares, start,
-                          prefetch_end, &parts[count], &parts[count + 1]);
-      count += 2;
-    }
+    // The batch's blocks in one go: each lane's S grows by the whole batch's
+    // terms, still far below 2^(K+1) for blocks like the one that set the
+    // start (and if not, the flags say so).
+    TwoLevelParts<kFmt>(data, n, squares, start, prefetch_end, &high, &low);
   }
-  if (!status.NothingRoundedIn(parts, count)) return false;
-  for (int i = 0; i < count; ++i) {
-    if (!std::isfinite(parts[i])) return false;  // NaN or Inf
+  // NaN and Inf come out as a sum that is not finite, or raise a flag.
+  if (!status.NothingRounded(high, low) || !std::isfinite(high) ||
+      !std::isfinite(low)) {
+    return false;
   }
-  for (int i = 0; i < count; ++i) out->AddAbs(parts[i]);
+  out->AddAbs(high);
+  out->AddAbs(low);
   return true;
 }
 #endif  // GRADNORM_EXACT_CHECKED

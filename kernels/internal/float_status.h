@@ -62,14 +62,6 @@ class FloatStatusScope {
     return (now & kFlags & ~kDenormalFlag) == 0;
   }
 
-  // The same once the `count` values at `values` are computed and stored.
-  bool NothingRoundedIn(const double* values, int count) {
-    uint32_t now;
-    asm volatile("stmxcsr %0" : "=m"(now) : "r"(values), "r"(count) : "memory");
-    known_clean_ = (now & kFlags) == 0;
-    return (now & kFlags & ~kDenormalFlag) == 0;
-  }
-
   // The same once the SIMD vectors v0..v3 (with a .raw register) are
   // computed.
   template <class V>
@@ -91,7 +83,6 @@ class FloatStatusScope {
   void Clean(const void*&) {}
   void Used() {}
   bool NothingRounded(double, double) { return false; }
-  bool NothingRoundedIn(const double*, int) { return false; }
   template <class V>
   bool NothingRoundedFor(V&, V&, V&, V&) {
     return false;
