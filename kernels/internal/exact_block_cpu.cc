@@ -475,6 +475,20 @@ void TwoLevelParts(const void* data, int64_t n, bool squares, double start,
   MakeNonNegative(std::ldexp(start, -52), high, low);
 }
 
+// Adds a checked sum's two parts (each >= 0) when no operation since the
+// flags were cleared rounded and both are finite (NaN and Inf come out as a
+// sum that is not finite, or raise a flag); false, adding nothing, if not.
+inline bool AddIfNothingRounded(FloatStatusScope& status, double high,
+                                double low, ExactSum* out) {
+  if (!status.NothingRounded(high, low) || !std::isfinite(high) ||
+      !std::isfinite(low)) {
+    return false;
+  }
+  out->AddAbs(high);
+  out->AddAbs(low);
+  return true;
+}
+
 // The checked sum of one block: one level (start 0) or two levels from
 // `start`; false (nothing added) when an operation that must not round did.
 template <Fmt kFmt>
@@ -490,14 +504,7 @@ bool AddChecked(const void* data, int64_t n, bool squares, double start,
   }
   double high, low;
   TwoLevelParts<kFmt>(data, n, squares, start, prefetch_end, &high, &low);
-  // NaN and Inf come out as a sum that is not finite, or raise a flag.
-  if (!status.NothingRounded(high, low) || !std::isfinite(high) ||
-      !std::isfinite(low)) {
-    return false;
-  }
-  out->AddAbs(high);
-  out->AddAbs(low);
-  return true;
+  return AddIfNothingRounded(status, high, low, out);
 }
 
 // One level first where terms are narrow enough that it mostly holds (all
@@ -583,14 +590,7 @@ bool AddBatchChecked(const void* data, int64_t n, bool squares, double start,
     // start (and if not, the flags say so).
     TwoLevelParts<kFmt>(data, n, squares, start, prefetch_end, &high, &low);
   }
-  // NaN and Inf come out as a sum that is not finite, or raise a flag.
-  if (!status.NothingRounded(high, low) || !std::isfinite(high) ||
-      !std::isfinite(low)) {
-    return false;
-  }
-  out->AddAbs(high);
-  out->AddAbs(low);
-  return true;
+  return AddIfNothingRounded(status, high, low, out);
 }
 #endif  // GRADNORM_EXACT_CHECKED
 

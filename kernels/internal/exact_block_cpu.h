@@ -48,11 +48,14 @@
 // level, the lanes' sums of the batch's blocks are split around a power of
 // two C (hi = fl(a + C) - C, rounded quietly, and lo = a - hi) and the his
 // and the los are summed apart: both sums are far narrower than a total of
-// the lanes, so they hold wherever the lanes' sums did. When anything in a
-// batch rounded, its blocks are taken one by one: checked (one level: the
-// lanes' sums, then their total, then, if only the total rounded, the
-// lanes' sums added one by one; else two levels), and planned as above
-// when that rounds too, which also renews the run's start.
+// the lanes, so they hold wherever the lanes' sums did. In two levels the
+// batch is summed in one go. When anything in a batch rounded, its blocks
+// are taken one by one: checked (one level: the lanes' sums, then their
+// total, then, if only the total rounded, the lanes' sums added one by one;
+// else two levels), and planned as above when that rounds too, which also
+// renews the run's start. Checked sums that fail for most of a batch pause
+// for 1, 2, 4 ... up to 64 batches of the run (blocks spanning 40 binades
+// would otherwise pay for failed tries before every plan).
 //
 // Every block is summed with denormals honoured (float_status.h: fp32 ->
 // fp64 conversion must not make subnormals zero, whatever the caller set),
