@@ -21,6 +21,12 @@
 #include "hwy/highway.h"
 #include "kernels/internal/widen16-inl.h"
 
+// The checked sums rest on IEEE arithmetic as written: every operation that
+// could round feeds the flag check, and isfinite sees NaN and Inf.
+#if defined(__FAST_MATH__) || __FINITE_MATH_ONLY__
+#error "exact_block_cpu.cc must not be built with -ffast-math"
+#endif
+
 // The checked sums of exact_block_cpu.h: x86 targets with AVX-512.
 #undef GRADNORM_EXACT_CHECKED
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
@@ -607,6 +613,7 @@ bool AddBlock(const void* data, int64_t n, bool squares, ExactBlockRun* run,
       (OneLevelFirst<kFmt>(squares) || run->start() != 0.0)) {
     if (AddCheckedInRun<kFmt>(data, n, squares, run->start(), prefetch_end,
                               status, out)) {
+      run->CountChecked(1);
       return true;
     }
     *checked_failed = true;
@@ -674,6 +681,7 @@ uint32_t AddBlocks(const void* data, int64_t n, bool squares,
     if (AddBatchChecked<kFmt>(data, n, squares, run->start(), run->end(),
                               run->status(), out)) {
       run->ChecksHeld();
+      run->CountChecked(blocks);
       return 0;
     }
     checked = !run->ChecksFailing();
@@ -712,7 +720,9 @@ uint32_t AddBlocksExactForTarget(DType dtype, const void* data, int64_t n,
     case DType::kFloat64:
       break;
   }
-  return ~uint32_t{0};
+  return (uint32_t{1} << ((n + kExactBlockElements - 1) /
+                          kExactBlockElements)) -
+         1;  // every block left
 }
 
 bool ChecksAvailableForTarget() { return GRADNORM_EXACT_CHECKED != 0; }

@@ -92,7 +92,9 @@ inline constexpr int kMaxOutliers = 32;
 // 2^K of the last block of the run that was planned. Neither changes a
 // result, only the work. The run also holds the floating-point status its
 // blocks are summed in (float_status.h), set once for all of them: the
-// caller's status is back when the run ends.
+// caller's status is back when the run ends. So a run is made and used by
+// one thread, and nothing else may change that thread's floating-point
+// status while the run lives.
 class ExactBlockRun {
  public:
   // `end`: the tensor's end; nullptr: no prefetching.
@@ -118,11 +120,16 @@ class ExactBlockRun {
   void ChecksHeld() { backoff_ = 0; }
   bool ChecksFailing() const { return backoff_ != 0; }
 
+  // The blocks the checked sums took (for tests and benchmarks).
+  int64_t checked_blocks() const { return checked_blocks_; }
+  void CountChecked(int64_t blocks) { checked_blocks_ += blocks; }
+
  private:
   const void* end_;
   double start_ = 0.0;
   int pause_ = 0;
   int backoff_ = 0;
+  int64_t checked_blocks_ = 0;
   FloatStatusScope status_;
 };
 

@@ -406,6 +406,134 @@ TEST(AddBlocksExactTest, BatchesEqualTheOracleOverTheBlocksTaken) {
   }
 }
 
+// Gradient-like values: uniform in [-0.01, 0.01].
+Block GradientLikeBlock(DType dtype, std::mt19937_64& random, int64_t n) {
+  std::uniform_real_distribution<double> value(-0.01, 0.01);
+  Block block{dtype};
+  for (int64_t i = 0; i < n; ++i) block.Add(value(random));
+  return block;
+}
+
+// Batches of gradient-like blocks are taken by the checked sums where the
+// processor has them (not planned block by block after a failed check),
+// bitwise as the oracle.
+TEST(AddBlocksExactTest, TheCheckedSumsTakeGradientLikeBatches) {
+  std::mt19937_64 random(23);
+  for (DType dtype : kDtypes) {
+    for (bool squares : {false, true}) {
+      ExactBlockRun run;
+      int64_t blocks = 0;
+      for (int t = 0; t < 40; ++t) {
+        const Block batch =
+            GradientLikeBlock(dtype, random, kExactBatchElements);
+        ExactSum sum;
+        ASSERT_EQ(AddBlocksExact(dtype, batch.data(), batch.size(), squares,
+                                 &run, &sum),
+                  0u);
+        EXPECT_EQ(sum, OneByOne(batch, squares));
+        blocks += kExactBatchBlocks;
+      }
+      SCOPED_TRACE(testing::Message() << "dtype " << static_cast<int>(dtype)
+                                      << " squares " << squares);
+      if (ExactBlockChecksAvailable()) {
+        EXPECT_GE(run.checked_blocks(), blocks * 9 / 10);
+      } else {
+        EXPECT_EQ(run.checked_blocks(), 0);
+      }
+    }
+  }
+}
+
+// A NaN, an infinity or a signalling NaN anywhere in a batch (in a group, in
+// the padded tail, in the first block, which sets the one-level split, or
+// the last), after a run has a start: its block is left, with nothing added,
+// and the other blocks are the oracle's.
+TEST(AddBlocksExactTest, NonFiniteValuesAreNeverTakenAsExact) {
+  std::mt19937_64 random(29);
+  for (DType dtype : kDtypes) {
+    const uint32_t signalling = dtype == DType::kFloat32    ? 0x7f800001u
+                                : dtype == DType::kBFloat16 ? 0x7f81u
+                                                            : 0x7c01u;
+    for (bool squares : {false, true}) {
+      for (int bad = 0; bad < 4; ++bad) {
+        for (int where : {0, 1, 2, 3}) {
+          for (int64_t at : {int64_t{100}, kExactBlockElements - 2}) {
+            ExactBlockRun run;
+            const Block warm =
+                GradientLikeBlock(dtype, random, kExactBatchElements);
+            ExactSum ignored;
+            AddBlocksExact(dtype, warm.data(), warm.size(), squares, &run,
+                           &ignored);
+            Block batch =
+                GradientLikeBlock(dtype, random, kExactBatchElements - 3);
+            const int64_t i = where * kExactBlockElements + at;
+            if (i >= batch.size()) continue;
+            const double values[] = {NAN, INFINITY, -INFINITY, 0.0};
+            if (bad < 3) {
+              batch.values[i] = values[bad];
+              Block one{dtype};
+              one.Add(values[bad]);
+              dtype == DType::kFloat32
+                  ? (void)(batch.fp32[i] = one.fp32[0])
+                  : (void)(batch.bits16[i] = one.bits16[0]);
+            } else {
+              dtype == DType::kFloat32
+                  ? (void)(batch.fp32[i] = signalling)
+                  : (void)(batch.bits16[i] = static_cast<uint16_t>(signalling));
+              batch.values[i] = NAN;
+            }
+            SCOPED_TRACE(testing::Message()
+                         << "dtype " << static_cast<int>(dtype) << " squares "
+                         << squares << " bad " << bad << " block " << where
+                         << " at " << at);
+            ExactSum sum;
+            const uint32_t left = AddBlocksExact(
+                dtype, batch.data(), batch.size(), squares, &run, &sum);
+            EXPECT_EQ(left, uint32_t{1} << where);
+            ExactSum expected;
+            for (int b = 0; b < kExactBatchBlocks; ++b) {
+              if (b == where) continue;
+              for (int64_t k = b * kExactBlockElements;
+                   k < std::min<int64_t>(batch.size(),
+                                         (b + 1) * kExactBlockElements);
+                   ++k) {
+                squares ? expected.AddSquare(batch.values[k])
+                        : expected.AddAbs(batch.values[k]);
+              }
+            }
+            EXPECT_EQ(sum, expected);
+          }
+        }
+      }
+    }
+  }
+}
+
+// A batch whose first block (which sets the one-level split) is all zeros,
+// or far smaller than the blocks after it.
+TEST(AddBlocksExactTest, BatchesWhoseFirstBlockIsZeroOrSmall) {
+  std::mt19937_64 random(31);
+  for (DType dtype : kDtypes) {
+    for (bool squares : {false, true}) {
+      for (double first_scale : {0.0, 1e-3}) {
+        Block batch{dtype};
+        const Block rest =
+            GradientLikeBlock(dtype, random, kExactBatchElements);
+        for (int64_t i = 0; i < rest.size(); ++i) {
+          batch.Add(i < kExactBlockElements ? rest.values[i] * first_scale
+                                            : rest.values[i]);
+        }
+        ExactBlockRun run;
+        ExactSum sum;
+        const uint32_t left = AddBlocksExact(dtype, batch.data(), batch.size(),
+                                             squares, &run, &sum);
+        EXPECT_EQ(left, 0u);
+        EXPECT_EQ(sum, OneByOne(batch, squares));
+      }
+    }
+  }
+}
+
 // A block the plan leaves (more than kMaxOutliers values below the two-level
 // range) but whose two-level sum rounds nothing from the start learnt from
 // the block before (one such value, planned with it as an outlier): the
@@ -495,6 +623,52 @@ TEST(AddBlockExactTest, HonoursSubnormalsUnderTheCallersDenormalsAreZero) {
       EXPECT_FALSE(OneByOne(block, squares).is_zero());
     }
   }
+}
+
+// The caller's rounding mode and exception masks do not reach the sums:
+// rounding upward made a planned two-level sum inexact (its residuals reach
+// a whole unit), and an unmasked invalid exception stopped the process at a
+// NaN or an infinity in a checked batch.
+TEST(AddBlockExactTest, IgnoresTheCallersRoundingModeAndUnmaskedExceptions) {
+  Block block{DType::kFloat32};
+  block.Add(1.0);
+  block.Add(std::ldexp(1.0 + std::ldexp(1.0, -23), -59));
+  for (int i = 0; i < 2046; ++i) {
+    block.Add(std::ldexp(1.0 + std::ldexp(1.0, -23), -20));
+  }
+  std::mt19937_64 random(37);
+  Block batch = GradientLikeBlock(DType::kFloat32, random, kExactBatchElements);
+  batch.fp32[kExactBlockElements + 5] = 0x7f800000u;  // +Inf in block 1
+  batch.values[kExactBlockElements + 5] = INFINITY;
+  const uint32_t before = _mm_getcsr();
+  // Round upward (0x4000) with the invalid exception unmasked (0x80 clear).
+  const uint32_t caller = (before & ~0x6080u) | 0x4000u;
+  _mm_setcsr(caller);
+  ExactSum planned;
+  const bool taken = AddBlockExact(DType::kFloat32, block.data(), block.size(),
+                                   false, nullptr, &planned);
+  ExactSum checked;
+  uint32_t left;
+  {
+    ExactBlockRun run;
+    ExactSum warm;
+    for (int t = 0; t < 2; ++t) {
+      AddBlocksExact(DType::kFloat32, block.data(), block.size(), true, &run,
+                     &warm);
+    }
+    left = AddBlocksExact(DType::kFloat32, batch.data(), batch.size(), true,
+                          &run, &checked);
+  }
+  const uint32_t after = _mm_getcsr();
+  _mm_setcsr(before);
+  EXPECT_EQ(after, caller);
+  if (taken) EXPECT_EQ(planned, OneByOne(block, false));
+  EXPECT_EQ(left, 2u);
+  ExactSum expected;
+  for (int64_t k = 0; k < batch.size(); ++k) {
+    if (k / kExactBlockElements != 1) expected.AddSquare(batch.values[k]);
+  }
+  EXPECT_EQ(checked, expected);
 }
 #endif
 

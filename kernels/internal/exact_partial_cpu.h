@@ -3,10 +3,11 @@
 // (common/exact_sum.h), so the result is the same bits for any thread count,
 // chunking, sharding or order of the tensors.
 //
-// 32- and 16-bit elements go in blocks of 2048 to AddBlockExact
-// (exact_block_cpu.h): SIMD fp64 sums that provably round nothing for a block
-// whose exponents span a bounded range (up to 17 binades for fp32 squares, 33
-// for bf16, all of fp16's). A block it leaves (wider, or with a NaN or Inf) is
+// 32- and 16-bit elements go in batches of blocks of 2048 to AddBlocksExact
+// (exact_block_cpu.h): SIMD fp64 sums that round nothing, checked by the
+// floating-point flags on AVX-512 and otherwise planned from the block's
+// range (up to 17 binades for fp32 squares, 33 for bf16, all of fp16's).
+// A block it leaves (wider, or with a NaN or Inf) is
 // split into integer significands and exponents; the significands (squared for
 // p = 2: at most 48 bits) are summed as integers in one bin per exponent. fp64
 // elements go to the exact sum one by one (a square is 106 bits wide).

@@ -1,9 +1,10 @@
 // The floating-point status the exact CPU kernels sum in, as a scope (x86:
-// the MXCSR register). While a scope lives, its thread sums with denormals
-// honoured (DAZ and FTZ off, whatever the caller set, so that fp32 -> fp64
-// conversion keeps subnormals), and the checked sums of exact_block_cpu.h
-// read from the exception flags whether an operation rounded. The destructor
-// gives the caller its status back, flags included.
+// the MXCSR register). While a scope lives, its thread sums in the default
+// status whatever the caller set: round to nearest, every exception masked,
+// denormals honoured (DAZ and FTZ off, so that fp32 -> fp64 conversion keeps
+// subnormals). The checked sums of exact_block_cpu.h read from the exception
+// flags whether an operation rounded. The destructor gives the caller its
+// status back, flags included.
 //
 //   FloatStatusScope status;
 //   status.Clean(data);  // DAZ/FTZ off and no flag set, from here on
@@ -13,7 +14,8 @@
 // Elsewhere than x86 the scope does nothing and NothingRounded is false.
 //
 // Thread-safety: the status is the calling thread's: a scope serves the
-// thread that made it. Scopes nest.
+// thread that made it, and owns its status while it lives: nothing else may
+// change it meanwhile (Clean trusts what it last saw). Scopes nest.
 #ifndef GRADNORM_KERNELS_INTERNAL_FLOAT_STATUS_H_
 #define GRADNORM_KERNELS_INTERNAL_FLOAT_STATUS_H_
 
@@ -30,8 +32,7 @@ class FloatStatusScope {
 #if defined(__x86_64__)
   FloatStatusScope() {
     asm volatile("stmxcsr %0" : "=m"(saved_));
-    clean_ = saved_ & ~(kFlags | kDenormalsAreZero | kFlushToZero);
-    asm volatile("ldmxcsr %0" : : "m"(clean_) : "memory");
+    asm volatile("ldmxcsr %0" : : "m"(kDefault) : "memory");
   }
   ~FloatStatusScope() { asm volatile("ldmxcsr %0" : : "m"(saved_) : "memory"); }
 
@@ -42,7 +43,7 @@ class FloatStatusScope {
   // it (and the arithmetic on them) before.
   void Clean(const void*& data) {
     if (!known_clean_) {
-      asm volatile("ldmxcsr %1" : "+r"(data) : "m"(clean_) : "memory");
+      asm volatile("ldmxcsr %1" : "+r"(data) : "m"(kDefault) : "memory");
       known_clean_ = true;
     } else {
       asm volatile("" : "+r"(data) : : "memory");
@@ -73,10 +74,9 @@ class FloatStatusScope {
  private:
   static constexpr uint32_t kFlags = 0x3f;  // IE DE ZE OE UE PE
   static constexpr uint32_t kDenormalFlag = 0x02;
-  static constexpr uint32_t kDenormalsAreZero = 0x40;
-  static constexpr uint32_t kFlushToZero = 0x8000;
+  // All exceptions masked, round to nearest, DAZ and FTZ off, no flag set.
+  static constexpr uint32_t kDefault = 0x1f80;
   uint32_t saved_ = 0;
-  uint32_t clean_ = 0;
   bool known_clean_ = true;
 #else
   FloatStatusScope() = default;
