@@ -175,47 +175,6 @@ void MagnitudeRange(const U* HWY_RESTRICT x, int64_t n, U abs_mask,
   *smallest_minus_one = l;
 }
 
-// The elements [i, n) left after the whole vectors (fewer than a vector's
-// lanes): one more lane of exact_tile.h's LaneSums.
-template <Fmt kFmt, bool kSquares>
-void TailSums(const void* HWY_RESTRICT data, int64_t i, int64_t n,
-              const ExactPlan& plan, double* high, double* low) {
-  double values[HWY_MAX_BYTES / sizeof(double)];
-  int count = 0;
-  for (; i < n; ++i) values[count++] = ScalarAt<kFmt>(data, i);
-  LaneSums<kSquares ? 2 : 1>(values, count, plan, high, low);
-}
-
-// One level: the plain fp64 sum of the terms (exact under its bound).
-template <Fmt kFmt, bool kSquares>
-double SumOneLevel(const void* HWY_RESTRICT data, int64_t n) {
-  const hn::ScalableTag<double> dd;
-  const int64_t lanes = static_cast<int64_t>(hn::Lanes(dd));
-  auto add = [](hn::Vec<decltype(dd)> acc, hn::Vec<decltype(dd)> v) {
-    return kSquares ? hn::MulAdd(v, v, acc) : hn::Add(acc, hn::Abs(v));
-  };
-  auto a0 = hn::Zero(dd), a1 = hn::Zero(dd), a2 = hn::Zero(dd),
-       a3 = hn::Zero(dd);
-  int64_t i = 0;
-  hn::Vec<decltype(dd)> v[4];
-  for (; i + 4 * lanes <= n; i += 4 * lanes) {
-    LoadGroup<kFmt>(dd, data, i, v);
-    a0 = add(a0, v[0]);
-    a1 = add(a1, v[1]);
-    a2 = add(a2, v[2]);
-    a3 = add(a3, v[3]);
-  }
-  for (; i + lanes <= n; i += lanes) {
-    a0 = add(a0, LoadAsDouble<kFmt>(dd, data, i));
-  }
-  double tail, unused;
-  TailSums<kFmt, kSquares>(data, i, n, ExactPlan{ExactTier::kOneLevel}, &tail,
-                           &unused);
-  return hn::GetLane(
-             hn::SumOfLanes(dd, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)))) +
-         tail;
-}
-
 #if GRADNORM_EXACT_CHECKED
 // s + v^2 (squares) or s + |v|, rounded to nearest without raising a flag.
 template <bool kSquares, class V>
@@ -229,11 +188,69 @@ HWY_INLINE V AddRoundingQuietly(V s, V v) {
 }
 #endif  // GRADNORM_EXACT_CHECKED
 
-// Two levels: per lane S from `start` and L, as in the header; `high` gets
-// sum(S - start) and `low` sum(L). kQuiet (checked sums only): S' = fl(S + t)
-// rounds without raising a flag, and the elements after the last whole group
-// are summed as a group padded with zeros, so that every other operation is
-// one that must not round.
+// A group's elements at most (4 vectors of fp64 lanes).
+inline constexpr int kGroupMax = 4 * HWY_MAX_BYTES / sizeof(double);
+
+// Copies the elements [i, n) of a block, fewer than a group, to the start of
+// `padded`, whose other elements are zero: the last group of a block is
+// summed from there, and zeros add nothing to any sum.
+template <Fmt kFmt>
+HWY_INLINE void CopyTail(const void* data, int64_t i, int64_t n,
+                         BitsOf<kFmt>* padded) {
+  std::memcpy(padded, static_cast<const BitsOf<kFmt>*>(data) + i,
+              static_cast<size_t>(n - i) * sizeof(BitsOf<kFmt>));
+}
+
+// A group's four vectors added (|x| or x^2) into four lanes' sums.
+template <Fmt kFmt, bool kSquares, class DD, class V = hn::Vec<DD>>
+HWY_INLINE void OneLevelGroup(DD dd, const void* HWY_RESTRICT from, int64_t at,
+                              V& a0, V& a1, V& a2, V& a3) {
+  V v[4];
+  LoadGroup<kFmt>(dd, from, at, v);
+  if constexpr (kSquares) {
+    a0 = hn::MulAdd(v[0], v[0], a0);
+    a1 = hn::MulAdd(v[1], v[1], a1);
+    a2 = hn::MulAdd(v[2], v[2], a2);
+    a3 = hn::MulAdd(v[3], v[3], a3);
+  } else {
+    a0 = hn::Add(a0, hn::Abs(v[0]));
+    a1 = hn::Add(a1, hn::Abs(v[1]));
+    a2 = hn::Add(a2, hn::Abs(v[2]));
+    a3 = hn::Add(a3, hn::Abs(v[3]));
+  }
+}
+
+// The lanes' sums of one level (a0..a3), over the elements from `data`, the
+// last group padded with zeros.
+template <Fmt kFmt, bool kSquares, class DD, class V = hn::Vec<DD>>
+HWY_INLINE void OneLevelLanes(DD dd, const void* data, int64_t n,
+                              const void* prefetch_end, V& a0, V& a1, V& a2,
+                              V& a3) {
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(dd));
+  a0 = a1 = a2 = a3 = hn::Zero(dd);
+  int64_t i = 0;
+  for (; i + 4 * lanes <= n; i += 4 * lanes) {
+    PrefetchFrom<BitsOf<kFmt>>(data, i, 4 * lanes, prefetch_end);
+    OneLevelGroup<kFmt, kSquares>(dd, data, i, a0, a1, a2, a3);
+  }
+  if (i < n) {
+    HWY_ALIGN BitsOf<kFmt> padded[kGroupMax] = {};
+    CopyTail<kFmt>(data, i, n, padded);
+    OneLevelGroup<kFmt, kSquares>(dd, padded, 0, a0, a1, a2, a3);
+  }
+}
+
+// One level: the plain fp64 sum of the lanes' sums (exact under the
+// plan's bound; checked sums check it).
+template <Fmt kFmt, bool kSquares>
+double OneLevelTotal(const void* data, int64_t n, const void* prefetch_end) {
+  const hn::ScalableTag<double> dd;
+  hn::Vec<decltype(dd)> a0, a1, a2, a3;
+  OneLevelLanes<kFmt, kSquares>(dd, data, n, prefetch_end, a0, a1, a2, a3);
+  return hn::GetLane(
+      hn::SumOfLanes(dd, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
+}
+
 // One two-level step: S' = fl(S + t); L += t - (S' - S). With squares
 // t = v * v is exact, so the fused and unfused forms give the same bits on
 // every target. (Functions, not lambdas: the compiler is told to inline
@@ -268,6 +285,9 @@ HWY_INLINE void TwoLevelGroup(DD dd, const void* HWY_RESTRICT from, int64_t at,
   TwoLevelStep<kSquares, kQuiet>(v[3], s4, l4);
 }
 
+// Two levels: per lane S from `start` and L, as in the header; `high` gets
+// sum(S - start) and `low` sum(L). kQuiet (checked sums only): S' = fl(S + t)
+// rounds without raising a flag.
 template <Fmt kFmt, bool kSquares, bool kQuiet = false>
 void SumTwoLevels(const void* HWY_RESTRICT data, int64_t n, double start,
                   const void* prefetch_end, double* high, double* low) {
@@ -283,29 +303,17 @@ void SumTwoLevels(const void* HWY_RESTRICT data, int64_t n, double start,
     TwoLevelGroup<kFmt, kSquares, kQuiet>(dd, data, i, s1, s2, s3, s4, l1, l2,
                                           l3, l4);
   }
-  double tail_high = 0.0, tail_low = 0.0;
-  if constexpr (kQuiet) {
-    if (i < n) {
-      HWY_ALIGN BitsOf<kFmt> padded[4 * HWY_MAX_BYTES / sizeof(double)] = {};
-      std::memcpy(padded, static_cast<const BitsOf<kFmt>*>(data) + i,
-                  static_cast<size_t>(n - i) * sizeof(BitsOf<kFmt>));
-      TwoLevelGroup<kFmt, kSquares, kQuiet>(dd, padded, 0, s1, s2, s3, s4, l1,
-                                            l2, l3, l4);
-    }
-  } else {
-    for (; i + lanes <= n; i += lanes) {
-      TwoLevelStep<kSquares, kQuiet>(LoadAsDouble<kFmt>(dd, data, i), s1, l1);
-    }
-    ExactPlan plan{ExactTier::kTwoLevels};
-    plan.start = start;
-    TailSums<kFmt, kSquares>(data, i, n, plan, &tail_high, &tail_low);
+  if (i < n) {
+    HWY_ALIGN BitsOf<kFmt> padded[kGroupMax] = {};
+    CopyTail<kFmt>(data, i, n, padded);
+    TwoLevelGroup<kFmt, kSquares, kQuiet>(dd, padded, 0, s1, s2, s3, s4, l1, l2,
+                                          l3, l4);
   }
   const V h = hn::Add(hn::Add(hn::Sub(s1, s0), hn::Sub(s2, s0)),
                       hn::Add(hn::Sub(s3, s0), hn::Sub(s4, s0)));
-  *high = hn::GetLane(hn::SumOfLanes(dd, h)) + tail_high;
+  *high = hn::GetLane(hn::SumOfLanes(dd, h));
   *low = hn::GetLane(
-             hn::SumOfLanes(dd, hn::Add(hn::Add(l1, l2), hn::Add(l3, l4)))) +
-         tail_low;
+      hn::SumOfLanes(dd, hn::Add(hn::Add(l1, l2), hn::Add(l3, l4))));
 }
 
 // Copies the n elements' bits to `kept`, with each element below `threshold`
@@ -360,8 +368,8 @@ bool AddPlanned(const ExactPlan& plan, const void* HWY_RESTRICT data, int64_t n,
     case ExactTier::kZero:
       return true;
     case ExactTier::kOneLevel:
-      out->AddAbs(squares ? SumOneLevel<kFmt, true>(data, n)
-                          : SumOneLevel<kFmt, false>(data, n));
+      out->AddAbs(squares ? OneLevelTotal<kFmt, true>(data, n, nullptr)
+                          : OneLevelTotal<kFmt, false>(data, n, nullptr));
       return true;
     case ExactTier::kTwoLevels: {
       double high, low;
@@ -389,59 +397,9 @@ bool OneLevelFirst(bool squares) {
 }
 
 #if GRADNORM_EXACT_CHECKED
-// A group's four vectors added (|x| or x^2) into four lanes' sums.
-template <Fmt kFmt, bool kSquares, class DD, class V = hn::Vec<DD>>
-HWY_INLINE void OneLevelGroup(DD dd, const void* HWY_RESTRICT from, int64_t at,
-                              V& a0, V& a1, V& a2, V& a3) {
-  V v[4];
-  LoadGroup<kFmt>(dd, from, at, v);
-  if constexpr (kSquares) {
-    a0 = hn::MulAdd(v[0], v[0], a0);
-    a1 = hn::MulAdd(v[1], v[1], a1);
-    a2 = hn::MulAdd(v[2], v[2], a2);
-    a3 = hn::MulAdd(v[3], v[3], a3);
-  } else {
-    a0 = hn::Add(a0, hn::Abs(v[0]));
-    a1 = hn::Add(a1, hn::Abs(v[1]));
-    a2 = hn::Add(a2, hn::Abs(v[2]));
-    a3 = hn::Add(a3, hn::Abs(v[3]));
-  }
-}
-
-// The lanes' sums of one level (a0..a3), over the elements from `data`, the
-// last group padded with zeros.
-template <Fmt kFmt, bool kSquares, class DD, class V = hn::Vec<DD>>
-HWY_INLINE void OneLevelLanes(DD dd, const void* data, int64_t n,
-                              const void* prefetch_end, V& a0, V& a1, V& a2,
-                              V& a3) {
-  const int64_t lanes = static_cast<int64_t>(hn::Lanes(dd));
-  a0 = a1 = a2 = a3 = hn::Zero(dd);
-  int64_t i = 0;
-  for (; i + 4 * lanes <= n; i += 4 * lanes) {
-    PrefetchFrom<BitsOf<kFmt>>(data, i, 4 * lanes, prefetch_end);
-    OneLevelGroup<kFmt, kSquares>(dd, data, i, a0, a1, a2, a3);
-  }
-  if (i < n) {
-    HWY_ALIGN BitsOf<kFmt> padded[4 * HWY_MAX_BYTES / sizeof(double)] = {};
-    std::memcpy(padded, static_cast<const BitsOf<kFmt>*>(data) + i,
-                static_cast<size_t>(n - i) * sizeof(BitsOf<kFmt>));
-    OneLevelGroup<kFmt, kSquares>(dd, padded, 0, a0, a1, a2, a3);
-  }
-}
-
 // One level, checked: the lanes' sums and their total. When that rounds,
 // the lanes' sums are taken again and checked alone; if only their total
-// rounded, they are added one by one. (The flags are read once per block on
-// the way that nearly always holds: reading them waits for the arithmetic.)
-template <Fmt kFmt, bool kSquares>
-double OneLevelTotal(const void* data, int64_t n, const void* prefetch_end) {
-  const hn::ScalableTag<double> dd;
-  hn::Vec<decltype(dd)> a0, a1, a2, a3;
-  OneLevelLanes<kFmt, kSquares>(dd, data, n, prefetch_end, a0, a1, a2, a3);
-  return hn::GetLane(
-      hn::SumOfLanes(dd, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
-}
-
+// rounded, they are added one by one.
 template <Fmt kFmt, bool kSquares>
 bool AddOneLevelChecked(const void* data, int64_t n, const void* prefetch_end,
                         FloatStatusScope& status, ExactSum* out) {
@@ -458,7 +416,7 @@ bool AddOneLevelChecked(const void* data, int64_t n, const void* prefetch_end,
   V a0, a1, a2, a3;
   OneLevelLanes<kFmt, kSquares>(dd, data, n, nullptr, a0, a1, a2, a3);
   if (!status.NothingRoundedFor(a0, a1, a2, a3)) return false;
-  HWY_ALIGN double sums[4 * HWY_MAX_BYTES / sizeof(double)];
+  HWY_ALIGN double sums[kGroupMax];
   hn::Store(a0, dd, sums);
   hn::Store(a1, dd, sums + lanes);
   hn::Store(a2, dd, sums + 2 * lanes);
@@ -660,8 +618,6 @@ bool AddBlock(const void* data, int64_t n, bool squares, ExactBlockRun* run,
   return true;
 }
 
-// The blocks of a batch: checked together, else one by one; the blocks left
-// as a mask.
 // Checked sums that keep failing (blocks wider than they can sum) are
 // paused for a number of batches that doubles each time, up to
 // kMaxChecksPause, and a batch that fails while they are failing goes to the
@@ -669,6 +625,8 @@ bool AddBlock(const void* data, int64_t n, bool squares, ExactBlockRun* run,
 // for failed tries before every plan.
 constexpr int kMaxChecksPause = 64;
 
+// The blocks of a batch: checked together, else one by one; the blocks left
+// as a mask.
 template <Fmt kFmt>
 uint32_t AddBlocks(const void* data, int64_t n, bool squares,
                    ExactBlockRun* run, ExactSum* out) {
