@@ -6,6 +6,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +20,7 @@
 #include "absl/time/clock.h"
 #include "common/child_process.h"
 #include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "server/rpc/coordinator_test_util.h"
 #include "tests/local_coordinator.h"
@@ -215,8 +217,89 @@ TEST_F(GradnormctlTest, TablesJsonHealthAndErrors) {
   EXPECT_THAT(no_timeout.text, HasSubstr("--timeout=0: expected a positive"));
 }
 
-// plot draws the history at the width asked for, with the clipped step and
-// the spike marked, and its usage errors exit 2.
+// A coordinator that answers UNAVAILABLE to its first `unavailable` calls,
+// as a replica does while the coordinator holding the database changes, and
+// then answers.
+class UnavailableAtFirst final : public v1::Coordinator::Service {
+ public:
+  explicit UnavailableAtFirst(int unavailable) : unavailable_(unavailable) {}
+
+  grpc::Status GetSummary(grpc::ServerContext*, const v1::GetSummaryRequest*,
+                          v1::GetSummaryResponse* response) override {
+    if (Unavailable()) return Holderless();
+    response->set_rounds(7);
+    return grpc::Status::OK;
+  }
+  grpc::Status DeleteRun(grpc::ServerContext*, const v1::DeleteRunRequest*,
+                         v1::DeleteRunResponse* response) override {
+    if (Unavailable()) return Holderless();
+    response->set_rounds(7);
+    return grpc::Status::OK;
+  }
+
+  int calls() const { return calls_.load(); }
+
+ private:
+  bool Unavailable() { return calls_.fetch_add(1) < unavailable_; }
+  static grpc::Status Holderless() {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "no coordinator holds the database yet");
+  }
+
+  const int unavailable_;
+  std::atomic<int> calls_{0};
+};
+
+std::unique_ptr<grpc::Server> Serve(grpc::Service* service,
+                                    std::string* target) {
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
+  builder.RegisterService(service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  *target = absl::StrCat("127.0.0.1:", port);
+  return server;
+}
+
+// A coordinator that answers UNAVAILABLE is asked again until it answers
+// (within --timeout); delete is not repeated; a target where nothing listens
+// fails at once, not at --timeout.
+TEST_F(GradnormctlTest, UnavailableFromAReachableCoordinatorIsRetried) {
+  UnavailableAtFirst service(3);
+  std::string target;
+  std::unique_ptr<grpc::Server> server = Serve(&service, &target);
+  Output summary = RunToEnd(CtlArgv("summary some-run", target));
+  EXPECT_EQ(summary.exit_code, 0) << summary.text;
+  EXPECT_THAT(summary.text, MatchesRegex("(.|\n)*rounds +7\n(.|\n)*"));
+  EXPECT_EQ(service.calls(), 4);
+
+  UnavailableAtFirst deleting(1);
+  std::unique_ptr<grpc::Server> other = Serve(&deleting, &target);
+  Output deleted = RunToEnd(CtlArgv("delete some-run", target));
+  EXPECT_EQ(deleted.exit_code, 1) << deleted.text;
+  EXPECT_THAT(deleted.text,
+              HasSubstr("DeleteRun failed: UNAVAILABLE: no coordinator holds "
+                        "the database yet"));
+  EXPECT_EQ(deleting.calls(), 1);
+
+  UnavailableAtFirst never(1000000);
+  std::unique_ptr<grpc::Server> stuck = Serve(&never, &target);
+  Output gave_up = RunToEnd(CtlArgv("--timeout=1 summary some-run", target));
+  EXPECT_EQ(gave_up.exit_code, 1) << gave_up.text;
+  EXPECT_THAT(gave_up.text,
+              HasSubstr("GetSummary failed: UNAVAILABLE: no coordinator holds "
+                        "the database yet"));
+  EXPECT_GT(never.calls(), 1);
+
+  // Far longer than RunToEnd waits (60 s): retrying here would not end.
+  const std::string none = absl::StrCat("127.0.0.1:", FreeLoopbackPort());
+  Output unreachable =
+      RunToEnd(CtlArgv("--timeout=600 summary some-run", none));
+  EXPECT_EQ(unreachable.exit_code, 1) << unreachable.text;
+  EXPECT_THAT(unreachable.text, HasSubstr("GetSummary failed: UNAVAILABLE"));
+}
+
 // A target listing several coordinators (here a port where none listens and
 // the coordinator, in both orders): each command reaches the one serving.
 TEST_F(GradnormctlTest, TargetListingSeveralCoordinatorsReachesTheOneServing) {
@@ -236,6 +319,8 @@ TEST_F(GradnormctlTest, TargetListingSeveralCoordinatorsReachesTheOneServing) {
   }
 }
 
+// plot draws the history at the width asked for, with the clipped step and
+// the spike marked, and its usage errors exit 2.
 TEST_F(GradnormctlTest, PlotDrawsTheHistory) {
   TestClient client(NewChannel(target_));
   v1::RunConfig config = Config(1);

@@ -61,7 +61,6 @@
 #include "common/child_process.h"
 #include "common/status_macros.h"
 #include "gradnorm/v1/coordinator.grpc.pb.h"
-#include "grpcpp/create_channel.h"
 #include "server/store/local_postgres.h"
 #include "tests/demo/coordinator_replicas.h"
 #include "tests/demo/synthetic_model.h"
@@ -246,24 +245,22 @@ void CheckDecision(int step, const RankStep& r, const std::string& policy,
 }
 
 // Every step's stored round, one bucket per step, against what the ranks saw.
-void CheckStoredHistory(v1::Coordinator::Stub& stub, const std::string& token,
-                        const std::string& run_id, const RankSteps& seen,
+void CheckStoredHistory(CoordinatorClient& client, const std::string& run_id,
+                        const RankSteps& seen,
                         std::vector<std::string>* problems) {
-  grpc::ClientContext context;
-  context.AddMetadata("authorization", "Bearer " + token);
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-  // With replicas, the ones just killed may still be starting: wait for one
-  // that answers, as a dashboard would retry.
-  context.set_wait_for_ready(true);
   v1::GetHistoryRequest request;
   request.set_run_id(run_id);
   request.set_max_points(0);  // one bucket per round
-  v1::GetHistoryResponse history;
-  grpc::Status status = stub.GetHistory(&context, request, &history);
-  if (!status.ok()) {
-    problems->push_back(absl::StrCat("GetHistory: ", status.error_message()));
+  // Retried on UNAVAILABLE, as a dashboard would: with replicas, one just
+  // killed may still be starting, and a replica whose holder was just killed
+  // answers UNAVAILABLE until it knows the next one.
+  absl::StatusOr<v1::GetHistoryResponse> answer =
+      client.GetHistory(request, absl::Now() + absl::Seconds(10));
+  if (!answer.ok()) {
+    problems->push_back(std::string(answer.status().message()));
     return;
   }
+  const v1::GetHistoryResponse& history = *answer;
   if (history.buckets_size() != static_cast<int>(seen.size()) ||
       history.downsampled()) {
     problems->push_back(
@@ -309,25 +306,20 @@ double NearestRank(const std::vector<double>& sorted, double q) {
 }
 
 // The run's summary against statistics computed here from the ranks' results.
-void CheckStoredSummary(v1::Coordinator::Stub& stub, const std::string& token,
-                        const std::string& run_id, int jobs,
-                        const RankSteps& seen,
+void CheckStoredSummary(CoordinatorClient& client, const std::string& run_id,
+                        int jobs, const RankSteps& seen,
                         std::vector<std::string>* problems) {
-  grpc::ClientContext context;
-  context.AddMetadata("authorization", "Bearer " + token);
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-  // With replicas, the ones just killed may still be starting: wait for one
-  // that answers, as a dashboard would retry.
-  context.set_wait_for_ready(true);
   v1::GetSummaryRequest request;
   request.set_run_id(run_id);
   request.set_top_slowest(jobs);
-  v1::GetSummaryResponse summary;
-  grpc::Status status = stub.GetSummary(&context, request, &summary);
-  if (!status.ok()) {
-    problems->push_back(absl::StrCat("GetSummary: ", status.error_message()));
+  // Retried on UNAVAILABLE like the history.
+  absl::StatusOr<v1::GetSummaryResponse> answer =
+      client.GetSummary(request, absl::Now() + absl::Seconds(10));
+  if (!answer.ok()) {
+    problems->push_back(std::string(answer.status().message()));
     return;
   }
+  const v1::GetSummaryResponse& summary = *answer;
   std::vector<double> finite;
   std::vector<uint64_t> skipped_steps;
   std::vector<uint64_t> times_slowest(jobs);
@@ -751,12 +743,14 @@ absl::Status Run() {
                   decision_problems.end());
 
   // What the coordinator stored, as a dashboard would read it.
-  std::unique_ptr<v1::Coordinator::Stub> stub = v1::Coordinator::NewStub(
-      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  CoordinatorClientOptions viewer_options;
+  viewer_options.target = target;
+  viewer_options.bearer_token = tokens.viewer;
+  ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> viewer,
+                   CoordinatorClient::Create(viewer_options));
   std::vector<std::string> stored_problems;
-  CheckStoredHistory(*stub, tokens.viewer, run_id, seen[0], &stored_problems);
-  CheckStoredSummary(*stub, tokens.viewer, run_id, jobs, seen[0],
-                     &stored_problems);
+  CheckStoredHistory(*viewer, run_id, seen[0], &stored_problems);
+  CheckStoredSummary(*viewer, run_id, jobs, seen[0], &stored_problems);
   const std::string ctl_target = "--target=" + target;
   const std::string ctl_token = "--token_file=" + tokens.viewer_file;
   std::printf("$ gradnormctl history %s --points=%d\n", run_id.c_str(),

@@ -43,40 +43,11 @@ int Fail(const grpc::Status& status, const std::string& call) {
   return 1;
 }
 
-// One unary call of `rpc` on `stub` with the token, bounded by --timeout.
-template <typename Stub, typename Request, typename Response>
-grpc::Status Invoke(grpc::Status (Stub::*rpc)(grpc::ClientContext*,
-                                              const Request&, Response*),
-                    Stub& stub, const std::string& token,
-                    const Request& request, Response* response) {
-  grpc::ClientContext context;
-  Prepare(&context, token, true);
-  return (stub.*rpc)(&context, request, response);
-}
-
-// Invoke, then the command's end when it has one: a failure printed (exit
-// 1), or with --json the response printed (exit 0). nullopt: the caller
-// prints its table.
-template <typename Stub, typename Request, typename Response>
-std::optional<int> CallOrPrintJson(
-    const char* name,
-    grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
-    Stub& stub, const std::string& token, const Request& request,
-    Response* response) {
-  grpc::Status status = Invoke(rpc, stub, token, request, response);
-  if (!status.ok()) return Fail(status, name);
-  if (absl::GetFlag(FLAGS_json)) {
-    PrintJson(*response);
-    return 0;
-  }
-  return std::nullopt;
-}
-
 // Waits until `channel` is connected or has failed to connect (then the call
 // that follows fails at once with gRPC's own UNAVAILABLE and its reason);
-// DEADLINE_EXCEEDED when it is still connecting at the --timeout deadline.
-grpc::Status AwaitConnection(grpc::Channel& channel) {
-  const absl::Time deadline = Deadline();
+// DEADLINE_EXCEEDED when it is still connecting at `deadline`.
+grpc::Status AwaitConnection(grpc::Channel& channel,
+                             absl::Time deadline = Deadline()) {
   grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
   while (state != GRPC_CHANNEL_READY &&
          state != GRPC_CHANNEL_TRANSIENT_FAILURE &&
@@ -94,13 +65,72 @@ grpc::Status AwaitConnection(grpc::Channel& channel) {
   return grpc::Status::OK;
 }
 
+// Whether a call that a coordinator answered UNAVAILABLE is made again.
+enum class Retry {
+  // Until --timeout: reads, and registering and finishing (idempotent).
+  kWhileReachable,
+  // Never: a health check reports what it got; a delete whose answer was
+  // lost would be answered NOT_FOUND.
+  kNever,
+};
+
+// One unary call of `rpc` over `channel` with the token, bounded by
+// --timeout. UNAVAILABLE from a coordinator that can still be reached (a
+// replica while the coordinator holding the database changes; one of the
+// target's coordinators going away) is retried with `retry`, after 0.1 s,
+// 0.2 s ... 1 s, until the deadline. When no coordinator of the target can be
+// reached, or on any other error, the call fails at once with its reason.
+template <typename Stub, typename Request, typename Response>
+grpc::Status Invoke(const std::shared_ptr<grpc::Channel>& channel,
+                    grpc::Status (Stub::*rpc)(grpc::ClientContext*,
+                                              const Request&, Response*),
+                    const std::string& token, const Request& request,
+                    Response* response, Retry retry = Retry::kWhileReachable) {
+  Stub stub(channel);
+  const absl::Time deadline = Deadline();
+  absl::Duration wait = absl::Milliseconds(100);
+  for (;;) {
+    grpc::ClientContext context;
+    Prepare(&context, token, false);
+    context.set_deadline(absl::ToChronoTime(deadline));
+    grpc::Status status = (stub.*rpc)(&context, request, response);
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE ||
+        retry == Retry::kNever || absl::Now() + wait >= deadline ||
+        !AwaitConnection(*channel, deadline).ok() ||
+        channel->GetState(false) != GRPC_CHANNEL_READY) {
+      return status;
+    }
+    absl::SleepFor(wait);
+    wait = std::min(2 * wait, absl::Seconds(1));
+  }
+}
+
+// Invoke, then the command's end when it has one: a failure printed (exit
+// 1), or with --json the response printed (exit 0). nullopt: the caller
+// prints its table.
+template <typename Stub, typename Request, typename Response>
+std::optional<int> CallOrPrintJson(
+    const char* name, const std::shared_ptr<grpc::Channel>& channel,
+    grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
+    const std::string& token, const Request& request, Response* response,
+    Retry retry = Retry::kWhileReachable) {
+  grpc::Status status = Invoke(channel, rpc, token, request, response, retry);
+  if (!status.ok()) return Fail(status, name);
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(*response);
+    return 0;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
-int Runs(Coordinator::Stub& stub, const std::string& token) {
+int Runs(const std::shared_ptr<grpc::Channel>& channel,
+         const std::string& token) {
   gradnorm::v1::ListRunsResponse response;
   if (std::optional<int> done =
-          CallOrPrintJson("ListRuns", &Coordinator::Stub::ListRuns, stub, token,
-                          gradnorm::v1::ListRunsRequest(), &response)) {
+          CallOrPrintJson("ListRuns", channel, &Coordinator::Stub::ListRuns,
+                          token, gradnorm::v1::ListRunsRequest(), &response)) {
     return *done;
   }
   Table table(kRunHeader);
@@ -109,13 +139,13 @@ int Runs(Coordinator::Stub& stub, const std::string& token) {
   return 0;
 }
 
-int Run(Coordinator::Stub& stub, const std::string& token,
+int Run(const std::shared_ptr<grpc::Channel>& channel, const std::string& token,
         const std::string& run_id) {
   gradnorm::v1::GetRunRequest request;
   request.set_run_id(run_id);
   gradnorm::v1::GetRunResponse response;
   if (std::optional<int> done =
-          CallOrPrintJson("GetRun", &Coordinator::Stub::GetRun, stub, token,
+          CallOrPrintJson("GetRun", channel, &Coordinator::Stub::GetRun, token,
                           request, &response)) {
     return *done;
   }
@@ -123,8 +153,8 @@ int Run(Coordinator::Stub& stub, const std::string& token,
   return 0;
 }
 
-int History(Coordinator::Stub& stub, const std::string& token,
-            const std::string& run_id) {
+int History(const std::shared_ptr<grpc::Channel>& channel,
+            const std::string& token, const std::string& run_id) {
   gradnorm::v1::GetHistoryRequest request;
   request.set_run_id(run_id);
   request.set_from_step(absl::GetFlag(FLAGS_from));
@@ -132,7 +162,7 @@ int History(Coordinator::Stub& stub, const std::string& token,
   request.set_max_points(absl::GetFlag(FLAGS_points));
   gradnorm::v1::GetHistoryResponse response;
   if (std::optional<int> done =
-          CallOrPrintJson("GetHistory", &Coordinator::Stub::GetHistory, stub,
+          CallOrPrintJson("GetHistory", channel, &Coordinator::Stub::GetHistory,
                           token, request, &response)) {
     return *done;
   }
@@ -148,14 +178,14 @@ int History(Coordinator::Stub& stub, const std::string& token,
   return 0;
 }
 
-int Plot(Coordinator::Stub& stub, const std::string& token,
-         const std::string& run_id) {
+int Plot(const std::shared_ptr<grpc::Channel>& channel,
+         const std::string& token, const std::string& run_id) {
   // The run's max_norm, for the threshold line: it does not change.
   gradnorm::v1::GetRunRequest get;
   get.set_run_id(run_id);
   gradnorm::v1::GetRunResponse run;
   grpc::Status status =
-      Invoke(&Coordinator::Stub::GetRun, stub, token, get, &run);
+      Invoke(channel, &Coordinator::Stub::GetRun, token, get, &run);
   if (!status.ok()) return Fail(status, "GetRun");
   while (true) {
     int columns = 0, lines = 0;
@@ -174,8 +204,8 @@ int Plot(Coordinator::Stub& stub, const std::string& token,
     request.set_to_step(absl::GetFlag(FLAGS_to));
     request.set_max_points(PlotColumns(options.width));
     gradnorm::v1::GetHistoryResponse response;
-    status =
-        Invoke(&Coordinator::Stub::GetHistory, stub, token, request, &response);
+    status = Invoke(channel, &Coordinator::Stub::GetHistory, token, request,
+                    &response);
     if (!status.ok()) return Fail(status, "GetHistory");
     uint64_t rounds = 0;
     for (const auto& b : response.buckets()) rounds += b.rounds();
@@ -190,8 +220,8 @@ int Plot(Coordinator::Stub& stub, const std::string& token,
   }
 }
 
-int Summary(Coordinator::Stub& stub, const std::string& token,
-            const std::string& run_id) {
+int Summary(const std::shared_ptr<grpc::Channel>& channel,
+            const std::string& token, const std::string& run_id) {
   gradnorm::v1::GetSummaryRequest request;
   request.set_run_id(run_id);
   request.set_from_step(absl::GetFlag(FLAGS_from));
@@ -199,7 +229,7 @@ int Summary(Coordinator::Stub& stub, const std::string& token,
   request.set_top_slowest(absl::GetFlag(FLAGS_top));
   gradnorm::v1::GetSummaryResponse response;
   if (std::optional<int> done =
-          CallOrPrintJson("GetSummary", &Coordinator::Stub::GetSummary, stub,
+          CallOrPrintJson("GetSummary", channel, &Coordinator::Stub::GetSummary,
                           token, request, &response)) {
     return *done;
   }
@@ -247,7 +277,7 @@ int Watch(const std::shared_ptr<grpc::Channel>& channel,
     get.set_run_id(run_id);
     gradnorm::v1::GetRunResponse run;
     grpc::Status found =
-        Invoke(&Coordinator::Stub::GetRun, *stub, token, get, &run);
+        Invoke(channel, &Coordinator::Stub::GetRun, token, get, &run);
     if (found.ok()) break;
     if (found.error_code() != grpc::StatusCode::NOT_FOUND) {
       return Fail(found, "GetRun");
@@ -293,7 +323,8 @@ int Watch(const std::shared_ptr<grpc::Channel>& channel,
   return 0;
 }
 
-grpc::Status ReadStoredRounds(Coordinator::Stub& stub, const std::string& token,
+grpc::Status ReadStoredRounds(const std::shared_ptr<grpc::Channel>& channel,
+                              const std::string& token,
                               const gradnorm::v1::RunInfo& run, uint64_t from,
                               std::vector<gradnorm::v1::RoundResult>* rounds) {
   // A watch replays the stored rounds in step order: read up to the last step
@@ -304,7 +335,7 @@ grpc::Status ReadStoredRounds(Coordinator::Stub& stub, const std::string& token,
   gradnorm::v1::WatchRunRequest request;
   request.set_run_id(run.run_id());
   request.set_from_step(from);
-  auto reader = stub.WatchRun(&context, request);
+  auto reader = Coordinator::NewStub(channel)->WatchRun(&context, request);
   gradnorm::v1::RoundResult round;
   while (reader->Read(&round)) {
     const uint64_t step = round.step();
@@ -317,8 +348,9 @@ grpc::Status ReadStoredRounds(Coordinator::Stub& stub, const std::string& token,
                                                             : status;
 }
 
-int Parity(Coordinator::Stub& stub, const std::string& token,
-           const std::string& run_a, const std::string& run_b) {
+int Parity(const std::shared_ptr<grpc::Channel>& channel,
+           const std::string& token, const std::string& run_a,
+           const std::string& run_b) {
   std::vector<gradnorm::v1::RoundResult> rounds[2];
   const std::string ids[2] = {run_a, run_b};
   bool exact[2] = {true, true};
@@ -327,10 +359,10 @@ int Parity(Coordinator::Stub& stub, const std::string& token,
     get.set_run_id(ids[i]);
     gradnorm::v1::GetRunResponse run;
     grpc::Status status =
-        Invoke(&Coordinator::Stub::GetRun, stub, token, get, &run);
+        Invoke(channel, &Coordinator::Stub::GetRun, token, get, &run);
     if (!status.ok()) return Fail(status, "GetRun");
-    status = ReadStoredRounds(stub, token, run.run(), absl::GetFlag(FLAGS_from),
-                              &rounds[i]);
+    status = ReadStoredRounds(channel, token, run.run(),
+                              absl::GetFlag(FLAGS_from), &rounds[i]);
     if (!status.ok()) return Fail(status, "WatchRun");
     for (const auto& r : rounds[i]) exact[i] = exact[i] && r.exact();
   }
@@ -354,16 +386,15 @@ int Parity(Coordinator::Stub& stub, const std::string& token,
 int ExportTensorBoard(const std::shared_ptr<grpc::Channel>& channel,
                       const std::string& token, const std::string& run_id,
                       const std::string& dir) {
-  auto stub = Coordinator::NewStub(channel);
   gradnorm::v1::GetRunRequest get;
   get.set_run_id(run_id);
   gradnorm::v1::GetRunResponse run;
   grpc::Status status =
-      Invoke(&Coordinator::Stub::GetRun, *stub, token, get, &run);
+      Invoke(channel, &Coordinator::Stub::GetRun, token, get, &run);
   if (!status.ok()) return Fail(status, "GetRun");
   std::vector<gradnorm::v1::RoundResult> rounds;
-  status = ReadStoredRounds(*stub, token, run.run(), absl::GetFlag(FLAGS_from),
-                            &rounds);
+  status = ReadStoredRounds(channel, token, run.run(),
+                            absl::GetFlag(FLAGS_from), &rounds);
   if (!status.ok()) return Fail(status, "WatchRun");
   absl::StatusOr<std::string> path =
       WriteTensorBoardEvents(rounds, dir, run_id);
@@ -378,12 +409,11 @@ int ExportTensorBoard(const std::shared_ptr<grpc::Channel>& channel,
 
 int Health(const std::shared_ptr<grpc::Channel>& channel,
            const std::string& token) {
-  auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(absl::GetFlag(FLAGS_service));
   grpc::health::v1::HealthCheckResponse response;
-  grpc::Status status = Invoke(&grpc::health::v1::Health::Stub::Check, *stub,
-                               token, request, &response);
+  grpc::Status status = Invoke(channel, &grpc::health::v1::Health::Stub::Check,
+                               token, request, &response, Retry::kNever);
   if (!status.ok()) return Fail(status, "Health.Check");
   if (absl::GetFlag(FLAGS_json)) {
     PrintJson(response);
@@ -397,15 +427,16 @@ int Health(const std::shared_ptr<grpc::Channel>& channel,
              : 1;
 }
 
-int Register(Coordinator::Stub& stub, const std::string& token,
-             const std::string& run_id, const gradnorm::v1::RunConfig& config) {
+int Register(const std::shared_ptr<grpc::Channel>& channel,
+             const std::string& token, const std::string& run_id,
+             const gradnorm::v1::RunConfig& config) {
   gradnorm::v1::RegisterRunRequest request;
   request.set_run_id(run_id);
   *request.mutable_config() = config;
   gradnorm::v1::RegisterRunResponse response;
-  if (std::optional<int> done =
-          CallOrPrintJson("RegisterRun", &Coordinator::Stub::RegisterRun, stub,
-                          token, request, &response)) {
+  if (std::optional<int> done = CallOrPrintJson("RegisterRun", channel,
+                                                &Coordinator::Stub::RegisterRun,
+                                                token, request, &response)) {
     return *done;
   }
   std::cout << (response.created() ? "registered run "
@@ -415,13 +446,13 @@ int Register(Coordinator::Stub& stub, const std::string& token,
   return 0;
 }
 
-int Finish(Coordinator::Stub& stub, const std::string& token,
-           const std::string& run_id) {
+int Finish(const std::shared_ptr<grpc::Channel>& channel,
+           const std::string& token, const std::string& run_id) {
   gradnorm::v1::FinishRunRequest request;
   request.set_run_id(run_id);
   gradnorm::v1::FinishRunResponse response;
   if (std::optional<int> done =
-          CallOrPrintJson("FinishRun", &Coordinator::Stub::FinishRun, stub,
+          CallOrPrintJson("FinishRun", channel, &Coordinator::Stub::FinishRun,
                           token, request, &response)) {
     return *done;
   }
@@ -435,14 +466,14 @@ int Finish(Coordinator::Stub& stub, const std::string& token,
   return 0;
 }
 
-int Delete(Coordinator::Stub& stub, const std::string& token,
-           const std::string& run_id) {
+int Delete(const std::shared_ptr<grpc::Channel>& channel,
+           const std::string& token, const std::string& run_id) {
   gradnorm::v1::DeleteRunRequest request;
   request.set_run_id(run_id);
   gradnorm::v1::DeleteRunResponse response;
   if (std::optional<int> done =
-          CallOrPrintJson("DeleteRun", &Coordinator::Stub::DeleteRun, stub,
-                          token, request, &response)) {
+          CallOrPrintJson("DeleteRun", channel, &Coordinator::Stub::DeleteRun,
+                          token, request, &response, Retry::kNever)) {
     return *done;
   }
   std::cout << "deleted run " << run_id << " and its " << response.rounds()

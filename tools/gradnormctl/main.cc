@@ -121,16 +121,15 @@ int main(int argc, char** argv) {
   if (command == "export-tensorboard") {
     return ExportTensorBoard(*channel, *token, args[2], args[3]);
   }
-  auto stub = Coordinator::NewStub(*channel);
-  if (command == "parity") return Parity(*stub, *token, args[2], args[3]);
-  if (command == "runs") return Runs(*stub, *token);
-  if (command == "plot") return Plot(*stub, *token, args[2]);
+  if (command == "parity") return Parity(*channel, *token, args[2], args[3]);
+  if (command == "runs") return Runs(*channel, *token);
+  if (command == "plot") return Plot(*channel, *token, args[2]);
   const std::string run_id = args[2];
-  if (command == "run") return Run(*stub, *token, run_id);
-  if (command == "register") return Register(*stub, *token, run_id, *config);
-  if (command == "history") return History(*stub, *token, run_id);
-  if (command == "summary") return Summary(*stub, *token, run_id);
-  if (command == "finish") return Finish(*stub, *token, run_id);
-  if (command == "delete") return Delete(*stub, *token, run_id);
+  if (command == "run") return Run(*channel, *token, run_id);
+  if (command == "register") return Register(*channel, *token, run_id, *config);
+  if (command == "history") return History(*channel, *token, run_id);
+  if (command == "summary") return Summary(*channel, *token, run_id);
+  if (command == "finish") return Finish(*channel, *token, run_id);
+  if (command == "delete") return Delete(*channel, *token, run_id);
   return Watch(*channel, *token, run_id);
 }
