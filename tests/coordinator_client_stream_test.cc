@@ -17,10 +17,12 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "server/rpc/coordinator_server.h"
+#include "server/rpc/coordinator_test_util.h"
 
 namespace gradnorm {
 namespace {
 
+using ::gradnorm::server::testing::ServeOnLoopback;
 using ::testing::HasSubstr;
 
 v1::RunConfig Config(uint32_t participants) {
@@ -156,22 +158,10 @@ class SilentService final : public v1::Coordinator::CallbackService {
   }
 };
 
-std::unique_ptr<grpc::Server> StartServer(grpc::Service* service,
-                                          std::string* address) {
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                           &port);
-  builder.RegisterService(service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  *address = absl::StrCat("127.0.0.1:", port);
-  return server;
-}
-
 TEST(CoordinatorClientStreamTest, HungCoordinatorIsCutOffAtTheDeadline) {
   SilentService service;
   std::string address;
-  std::unique_ptr<grpc::Server> server = StartServer(&service, &address);
+  std::unique_ptr<grpc::Server> server = ServeOnLoopback(&service, &address);
   auto client = NewClient(address);
   for (int attempt = 1; attempt <= 2; ++attempt) {
     const absl::Time start = absl::Now();
@@ -207,7 +197,7 @@ TEST(CoordinatorClientStreamTest,
      CoordinatorWithoutReportStreamGetsReportCalls) {
   ReportOnlyService old;
   std::string address;
-  std::unique_ptr<grpc::Server> server = StartServer(&old, &address);
+  std::unique_ptr<grpc::Server> server = ServeOnLoopback(&old, &address);
   auto client = NewClient(address);
   for (uint64_t step = 0; step < 2; ++step) {
     absl::StatusOr<v1::RoundResult> result = client->Report(

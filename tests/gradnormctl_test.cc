@@ -31,6 +31,7 @@ namespace {
 
 using ::gradnorm::server::testing::NewChannel;
 using ::gradnorm::server::testing::PendingReport;
+using ::gradnorm::server::testing::ServeOnLoopback;
 using ::gradnorm::server::testing::TestClient;
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
@@ -250,32 +251,20 @@ class UnavailableAtFirst final : public v1::Coordinator::Service {
   std::atomic<int> calls_{0};
 };
 
-std::unique_ptr<grpc::Server> Serve(grpc::Service* service,
-                                    std::string* target) {
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                           &port);
-  builder.RegisterService(service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  *target = absl::StrCat("127.0.0.1:", port);
-  return server;
-}
-
 // A coordinator that answers UNAVAILABLE is asked again until it answers
 // (within --timeout); delete is not repeated; a target where nothing listens
 // fails at once, not at --timeout.
 TEST_F(GradnormctlTest, UnavailableFromAReachableCoordinatorIsRetried) {
   UnavailableAtFirst service(3);
   std::string target;
-  std::unique_ptr<grpc::Server> server = Serve(&service, &target);
+  std::unique_ptr<grpc::Server> server = ServeOnLoopback(&service, &target);
   Output summary = RunToEnd(CtlArgv("summary some-run", target));
   EXPECT_EQ(summary.exit_code, 0) << summary.text;
   EXPECT_THAT(summary.text, MatchesRegex("(.|\n)*rounds +7\n(.|\n)*"));
   EXPECT_EQ(service.calls(), 4);
 
   UnavailableAtFirst deleting(1);
-  std::unique_ptr<grpc::Server> other = Serve(&deleting, &target);
+  std::unique_ptr<grpc::Server> other = ServeOnLoopback(&deleting, &target);
   Output deleted = RunToEnd(CtlArgv("delete some-run", target));
   EXPECT_EQ(deleted.exit_code, 1) << deleted.text;
   EXPECT_THAT(deleted.text,
@@ -284,7 +273,7 @@ TEST_F(GradnormctlTest, UnavailableFromAReachableCoordinatorIsRetried) {
   EXPECT_EQ(deleting.calls(), 1);
 
   UnavailableAtFirst never(1000000);
-  std::unique_ptr<grpc::Server> stuck = Serve(&never, &target);
+  std::unique_ptr<grpc::Server> stuck = ServeOnLoopback(&never, &target);
   Output gave_up = RunToEnd(CtlArgv("--timeout=1 summary some-run", target));
   EXPECT_EQ(gave_up.exit_code, 1) << gave_up.text;
   EXPECT_THAT(gave_up.text,

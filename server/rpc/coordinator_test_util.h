@@ -1,5 +1,6 @@
-// Test helpers: a gRPC client of the coordinator with a bearer token, and
-// asynchronous Reports (callback API) for tests that need many waiters.
+// Test helpers: a gRPC client of the coordinator with a bearer token,
+// asynchronous Reports (callback API) for tests that need many waiters, and a
+// test's own service served on loopback.
 #ifndef GRADNORM_SERVER_RPC_COORDINATOR_TEST_UTIL_H_
 #define GRADNORM_SERVER_RPC_COORDINATOR_TEST_UTIL_H_
 
@@ -19,6 +20,20 @@
 namespace gradnorm {
 namespace server {
 namespace testing {
+
+// `service` (not owned; must outlive the server) served on a free loopback
+// port, plaintext; *target is its address.
+inline std::unique_ptr<grpc::Server> ServeOnLoopback(grpc::Service* service,
+                                                     std::string* target) {
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
+  builder.RegisterService(service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  *target = "127.0.0.1:" + std::to_string(port);
+  return server;
+}
 
 // A channel of its own (not shared with other TestClients of the same target),
 // as separate jobs would have.
