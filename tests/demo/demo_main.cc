@@ -251,9 +251,10 @@ void CheckStoredHistory(CoordinatorClient& client, const std::string& run_id,
   v1::GetHistoryRequest request;
   request.set_run_id(run_id);
   request.set_max_points(0);  // one bucket per round
-  // Retried on UNAVAILABLE, as a dashboard would: with replicas, one just
-  // killed may still be starting, and a replica whose holder was just killed
-  // answers UNAVAILABLE until it knows the next one.
+  // Retried on UNAVAILABLE, as a dashboard would. With replicas: a
+  // connection to a replica killed since it was opened fails its first call
+  // ("Socket closed"), one just killed may still be starting, and a replica
+  // whose holder was just killed answers UNAVAILABLE until it knows the next.
   absl::StatusOr<v1::GetHistoryResponse> answer =
       client.GetHistory(request, absl::Now() + absl::Seconds(10));
   if (!answer.ok()) {
@@ -769,6 +770,10 @@ absl::Status Run() {
   std::printf(
       "\nstored history (%d rounds) and summary agree with the ranks: %s\n",
       steps, stored_problems.empty() ? "yes" : "NO");
+  if (viewer->retries() > 0) {
+    std::printf("  (asked again %llu time(s) after UNAVAILABLE)\n",
+                static_cast<unsigned long long>(viewer->retries()));
+  }
   problems.insert(problems.end(), stored_problems.begin(),
                   stored_problems.end());
 
