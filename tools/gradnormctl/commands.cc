@@ -29,10 +29,9 @@ absl::Time Deadline() {
   return absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_timeout));
 }
 
-void Prepare(grpc::ClientContext* context, const std::string& token,
-             bool deadline) {
+// The bearer token, when there is one.
+void Authorize(grpc::ClientContext* context, const std::string& token) {
   if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
-  if (deadline) context->set_deadline(absl::ToChronoTime(Deadline()));
 }
 
 int Fail(const grpc::Status& status, const std::string& call) {
@@ -91,7 +90,7 @@ grpc::Status Invoke(const std::shared_ptr<grpc::Channel>& channel,
   absl::Duration wait = absl::Milliseconds(100);
   for (;;) {
     grpc::ClientContext context;
-    Prepare(&context, token, false);
+    Authorize(&context, token);
     context.set_deadline(absl::ToChronoTime(deadline));
     grpc::Status status = (stub.*rpc)(&context, request, response);
     if (status.error_code() != grpc::StatusCode::UNAVAILABLE ||
@@ -290,7 +289,7 @@ int Watch(const std::shared_ptr<grpc::Channel>& channel,
     absl::SleepFor(absl::Milliseconds(200));
   }
   grpc::ClientContext context;
-  Prepare(&context, token, false);
+  Authorize(&context, token);
   gradnorm::v1::WatchRunRequest request;
   request.set_run_id(run_id);
   request.set_from_step(absl::GetFlag(FLAGS_from));
@@ -331,7 +330,7 @@ grpc::Status ReadStoredRounds(const std::shared_ptr<grpc::Channel>& channel,
   // finalized now, then leave (a live run would stream on).
   if (run.rounds() == 0 || run.last_step() < from) return grpc::Status::OK;
   grpc::ClientContext context;
-  Prepare(&context, token, false);
+  Authorize(&context, token);
   gradnorm::v1::WatchRunRequest request;
   request.set_run_id(run.run_id());
   request.set_from_step(from);
