@@ -57,7 +57,11 @@ void PostgresLeaderDirectory::Lookup(absl::Time deadline, LookupCallback done) {
   std::string address;
   {
     absl::MutexLock lock(&mu_);
-    if (address_.empty() || stale_) {
+    // The forgotten address is still address_ until the read after Forget
+    // is answered, which may be under way (stale_ already cleared).
+    const bool held_back =
+        address_ == forgotten_ && absl::Now() < forgotten_until_;
+    if (address_.empty() || stale_ || held_back) {
       waiters_.Add(deadline, std::move(done));
     } else {
       address = address_;
@@ -177,6 +181,7 @@ void PostgresLeaderDirectory::Loop() {
         stale_ = false;
         ++queries_;
       }
+      if (options_.before_read) options_.before_read();
       absl::StatusOr<std::string> holder = ReadHolder(*db);
       next_recheck = now + options_.recheck;
       bool recently_forgotten;

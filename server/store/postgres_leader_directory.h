@@ -8,7 +8,8 @@
 // address just forgotten is not answered again for up to a second (a dead
 // holder's session may be listed a moment longer), while the directory asks
 // every 50 ms, unless a holder notifies meanwhile (it may be back on the same
-// address). When the
+// address); a Lookup made meanwhile waits, also while the read that follows
+// the Forget is still under way. When the
 // lock's session ends (its coordinator died), PostgreSQL drops the lock, so
 // a dead holder is never answered for long.
 //
@@ -45,6 +46,9 @@ struct PostgresLeaderDirectoryOptions {
   absl::Duration recheck = absl::Seconds(1);
   // Called on the directory's thread when Known() changes; may be empty.
   std::function<void(bool known)> on_known;
+  // For tests: called on the directory's thread just before each read of the
+  // holder; may be empty.
+  std::function<void()> before_read;
 };
 
 class PostgresLeaderDirectory final : public LeaderDirectory {

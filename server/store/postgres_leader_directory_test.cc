@@ -148,6 +148,43 @@ TEST_F(PostgresLeaderDirectoryTest, LearnsOfEachNewHolderByNotify) {
   EXPECT_EQ(known_changes.load(), 3);  // known, unknown, known
 }
 
+// A Lookup made while the read that follows a Forget is under way (the
+// directory's thread is held just before it) waits for that read rather than
+// answer the address just forgotten; the holder is alive, so it is answered
+// once the hold-back ends.
+TEST_F(PostgresLeaderDirectoryTest, ALookupDuringTheReadAfterForgetWaits) {
+  std::unique_ptr<PostgresTelemetryStore> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->Advertise("127.0.0.1:4001").ok());
+  std::atomic<bool> hold{false};
+  absl::Notification held;
+  absl::Notification release;
+  PostgresLeaderDirectoryOptions options;
+  options.dsn = dsn_;
+  options.recheck = absl::Hours(1);  // only the hold-back's rechecks
+  options.before_read = [&] {
+    if (!hold.exchange(false)) return;
+    held.Notify();
+    release.WaitForNotification();
+  };
+  Answer first;
+  Answer during;
+  PostgresLeaderDirectory directory(options);
+  directory.Lookup(absl::Now() + absl::Seconds(10), first.Callback());
+  ASSERT_TRUE(first.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_EQ(*first.address, "127.0.0.1:4001");
+
+  hold = true;
+  directory.Forget("127.0.0.1:4001");
+  ASSERT_TRUE(held.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  directory.Lookup(absl::Now() + absl::Seconds(10), during.Callback());
+  EXPECT_FALSE(during.done.HasBeenNotified());
+  release.Notify();
+  ASSERT_TRUE(during.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_TRUE(during.address.ok()) << during.address.status();
+  EXPECT_EQ(*during.address, "127.0.0.1:4001");
+}
+
 // A call to a holder that is alive failed (a blip): the directory forgets it
 // for a moment, then knows it again by itself, with no lookup asking (a
 // replica's health, and so its readiness, must not stay NOT_SERVING).
