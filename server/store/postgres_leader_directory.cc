@@ -59,9 +59,7 @@ void PostgresLeaderDirectory::Lookup(absl::Time deadline, LookupCallback done) {
     absl::MutexLock lock(&mu_);
     // The forgotten address is still address_ until the read after Forget
     // is answered, which may be under way (stale_ already cleared).
-    const bool held_back =
-        address_ == forgotten_ && absl::Now() < forgotten_until_;
-    if (address_.empty() || stale_ || held_back) {
+    if (address_.empty() || stale_ || HeldBack(address_, absl::Now())) {
       waiters_.Add(deadline, std::move(done));
     } else {
       address = address_;
@@ -83,6 +81,11 @@ void PostgresLeaderDirectory::Forget(const std::string& address) {
     forgotten_until_ = absl::Now() + std::min(options_.recheck, kForgetFor);
   }
   Wake();
+}
+
+bool PostgresLeaderDirectory::HeldBack(const std::string& address,
+                                       absl::Time now) const {
+  return address == forgotten_ && now < forgotten_until_;
 }
 
 bool PostgresLeaderDirectory::Known() {
@@ -187,8 +190,7 @@ void PostgresLeaderDirectory::Loop() {
       bool recently_forgotten;
       {
         absl::MutexLock lock(&mu_);
-        recently_forgotten =
-            holder.ok() && *holder == forgotten_ && now < forgotten_until_;
+        recently_forgotten = holder.ok() && HeldBack(*holder, now);
       }
       holding_back = recently_forgotten;
       if (recently_forgotten) {

@@ -77,6 +77,10 @@ class PostgresLeaderDirectory final : public LeaderDirectory {
   // Answers UNAVAILABLE to waiters past their deadline (all when stopping).
   void ExpireWaiters(absl::Time now, bool all);
   void Wake();
+  // Whether `address` is the one just forgotten, not answered until
+  // forgotten_until_.
+  bool HeldBack(const std::string& address, absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Reads the notifications libpq holds; when there were any, asks again and
   // holds nothing back. Whether there were.
   bool TakeNotifications(PgConnection& db);
